@@ -1,0 +1,151 @@
+"""YAML configs with documented keys and ``--key=value`` overrides.
+
+A model's ``default_config.yaml`` holds up to three YAML documents separated by ``---``:
+
+1. values (flat mapping ``key: default``),
+2. help text for every key (required: an undocumented key is an error),
+3. allowed choices for some keys (optional).
+
+Nothing is parsed at import time; entry points call :func:`load_config` with ``sys.argv[1:]``.
+"""
+import os
+from dataclasses import dataclass
+
+import yaml
+
+__all__ = ["Config", "ConfigError", "load_config", "parse_overrides"]
+
+
+class ConfigError(ValueError):
+    """A config file or a command-line override is invalid."""
+
+
+class Config(dict):
+    """A flat dict with attribute access: ``cfg.lr`` is ``cfg["lr"]``."""
+
+    def __getattr__(self, key):
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(f"config has no key {key!r}; valid keys: {', '.join(sorted(self))}") from None
+
+    def __setattr__(self, key, value):
+        if key not in self:
+            raise AttributeError(f"config has no key {key!r}; valid keys: {', '.join(sorted(self))}")
+        self[key] = value
+
+    def __getstate__(self):
+        return dict(self)
+
+    def __setstate__(self, state):
+        self.update(state)
+
+    help = None  # filled by load_config: {key: help text}
+    choices = None  # filled by load_config: {key: [allowed values]}
+
+    def describe(self):
+        """One line per key: ``key = value    # help``."""
+        width = max(len(k) for k in self) if self else 0
+        return "\n".join(f"{k:<{width}} = {self[k]!r}" for k in self)
+
+
+@dataclass
+class _Documents:
+    values: dict
+    help: dict
+    choices: dict
+
+
+def _read_documents(path):
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file {path} does not exist; pass --config_path=<model>/default_config.yaml")
+    with open(path, encoding="utf-8") as f:
+        try:
+            docs = [d for d in yaml.safe_load_all(f) if d is not None]
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    if not docs or not isinstance(docs[0], dict):
+        raise ConfigError(f"config file {path}: the first YAML document must be a mapping of key: default")
+    values = docs[0]
+    help_ = docs[1] if len(docs) > 1 else {}
+    choices = docs[2] if len(docs) > 2 else {}
+    undocumented = [k for k in values if k not in help_]
+    if undocumented:
+        raise ConfigError(f"config file {path}: keys without help text in the second document: {undocumented}")
+    stray = [k for k in list(help_) + list(choices) if k not in values]
+    if stray:
+        raise ConfigError(f"config file {path}: help/choices name keys that have no value: {stray}")
+    return _Documents(values, help_, choices)
+
+
+def _coerce(key, text, default, path):
+    """Convert the command-line string ``text`` to the type of ``default``."""
+    if isinstance(default, (list, dict)):
+        raise ConfigError(f"--{key}: {type(default).__name__} keys of {path} cannot be overridden "
+                          f"from the command line; edit the YAML or pass --config_path")
+    parsed = yaml.safe_load(text) if text != "" else ""
+    if default is None:
+        return parsed
+    if isinstance(default, bool):
+        if isinstance(parsed, bool):
+            return parsed
+        raise ConfigError(f"--{key}={text}: expected true or false (default {default!r} in {path})")
+    if isinstance(default, int):
+        if isinstance(parsed, int) and not isinstance(parsed, bool):
+            return parsed
+        raise ConfigError(f"--{key}={text}: expected an integer (default {default!r} in {path})")
+    if isinstance(default, float):
+        if isinstance(parsed, (int, float)) and not isinstance(parsed, bool):
+            return float(parsed)
+        raise ConfigError(f"--{key}={text}: expected a number (default {default!r} in {path})")
+    return str(text)
+
+
+def parse_overrides(argv):
+    """``['--a=1', '--b', 'x']`` -> ``{'a': '1', 'b': 'x'}`` (values stay strings)."""
+    out, i = {}, 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--"):
+            raise ConfigError(f"unexpected argument {arg!r}: options are written --key=value")
+        if "=" in arg:
+            key, val = arg[2:].split("=", 1)
+        elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            key, val = arg[2:], argv[i + 1]
+            i += 1
+        else:
+            key, val = arg[2:], "true"
+        out[key.replace("-", "_")] = val
+        i += 1
+    return out
+
+
+def load_config(default_path, argv=(), **overrides):
+    """Load ``default_path`` (or ``--config_path``), apply ``argv`` overrides, then keyword overrides.
+
+    Args:
+        default_path: the model's ``default_config.yaml``.
+        argv: command-line words such as ``["--lr=1e-4", "--device_target=CPU"]``.
+        **overrides: already-typed values (used by tests and scripts).
+
+    Raises:
+        ConfigError: unknown key (lists the valid keys), wrong type, or a value outside its choices.
+    """
+    cli = parse_overrides(list(argv))
+    path = cli.pop("config_path", default_path)
+    docs = _read_documents(path)
+    cfg = Config(docs.values)
+    unknown = [k for k in list(cli) + list(overrides) if k not in cfg]
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {unknown} for {path}; valid keys: {', '.join(sorted(cfg))}")
+    for key, text in cli.items():
+        cfg[key] = _coerce(key, text, docs.values[key], path)
+    for key, value in overrides.items():
+        cfg[key] = value
+    for key, allowed in docs.choices.items():
+        if cfg[key] not in allowed:
+            raise ConfigError(f"{key}={cfg[key]!r} is not allowed in {path}; choose one of {allowed}")
+    object.__setattr__(cfg, "help", docs.help)
+    object.__setattr__(cfg, "choices", docs.choices)
+    object.__setattr__(cfg, "path", path)
+    return cfg

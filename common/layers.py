@@ -1,0 +1,149 @@
+"""Layers every model shares, written from mean/var ops so they run on CPU and export to ONNX cleanly.
+
+* :class:`InstanceNorm2d` - per sample and channel over H, W (``nn.InstanceNorm2d`` has no CPU kernel).
+* :class:`LayerNorm2d` - per sample over C, H, W with per-channel scale/offset (TF ``slim.layer_norm``).
+* :class:`BatchStatNorm2d` - batch normalisation that always uses the current batch's statistics
+  (the pix2pix test protocol), built from an ``nn.BatchNorm2d``'s gamma/beta for export.
+* :class:`CounterDropout` - dropout whose masks are a hash of a step counter held as a Parameter, so a
+  checkpoint restores the random stream exactly and a resumed run repeats the uninterrupted one.
+"""
+import mindspore as ms
+import numpy as np
+from mindspore import Parameter, Tensor, nn, ops
+from mindspore.common.initializer import Normal, initializer
+
+__all__ = ["InstanceNorm2d", "LayerNorm2d", "BatchStatNorm2d", "CounterDropout", "init_weights",
+           "replace_batchnorm_with_batch_stats", "count_params"]
+
+
+def _moments(x, axes):
+    mean = x.mean(axis=axes, keep_dims=True)
+    var = ops.square(x - mean).mean(axis=axes, keep_dims=True)
+    return mean, var
+
+
+class InstanceNorm2d(nn.Cell):
+    """Instance normalisation of [B, C, H, W] with optional per-channel affine (PyTorch semantics)."""
+
+    def __init__(self, num_features, eps=1e-5, affine=False):
+        super().__init__()
+        self.eps = eps
+        self.affine = affine
+        if affine:
+            self.gamma = Parameter(initializer("ones", (num_features,)), name="gamma")
+            self.beta = Parameter(initializer("zeros", (num_features,)), name="beta")
+
+    def construct(self, x):
+        mean, var = _moments(x, (2, 3))
+        y = (x - mean) / ops.sqrt(var + self.eps)
+        if self.affine:
+            y = y * self.gamma.reshape(1, -1, 1, 1) + self.beta.reshape(1, -1, 1, 1)
+        return y
+
+
+class LayerNorm2d(nn.Cell):
+    """Layer normalisation of [B, C, H, W] over (C, H, W) with per-channel gamma/beta of shape [C]."""
+
+    def __init__(self, num_features, eps=1e-12):
+        super().__init__()
+        self.eps = eps
+        self.gamma = Parameter(initializer("ones", (num_features,)), name="gamma")
+        self.beta = Parameter(initializer("zeros", (num_features,)), name="beta")
+
+    def construct(self, x):
+        mean, var = _moments(x, (1, 2, 3))
+        y = (x - mean) / ops.sqrt(var + self.eps)
+        return y * self.gamma.reshape(1, -1, 1, 1) + self.beta.reshape(1, -1, 1, 1)
+
+
+class BatchStatNorm2d(nn.Cell):
+    """Batch normalisation from the current batch's statistics with the gamma/beta of ``bn``.
+
+    For batch size 1 this is instance normalisation with affine parameters: the pix2pix paper's
+    test-time behaviour, as explicit ops that ONNX can hold.
+    """
+
+    def __init__(self, bn):
+        super().__init__()
+        self.eps = float(bn.eps)
+        self.gamma = bn.gamma
+        self.beta = bn.beta
+
+    def construct(self, x):
+        mean, var = _moments(x, (0, 2, 3))
+        y = (x - mean) / ops.sqrt(var + self.eps)
+        return y * self.gamma.reshape(1, -1, 1, 1) + self.beta.reshape(1, -1, 1, 1)
+
+
+class CounterDropout(nn.Cell):
+    """Inverted dropout with counter-based masks.
+
+    The mask of call ``n`` is a deterministic hash of (``n``, ``salt``, element index); ``n`` lives in
+    the non-trainable Parameter ``counter`` and is saved with the network, so resuming from a
+    checkpoint continues the same random stream. Active in training mode, or always with
+    ``always_on=True`` (the pix2pix test protocol keeps dropout on).
+    """
+
+    def __init__(self, p=0.5, salt=0, always_on=False):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability p={p} must be in [0, 1)")
+        self.p = p
+        self.salt = float(salt % 997) * 0.6180339887 + 0.1234
+        self.always_on = always_on
+        self.counter = Parameter(Tensor(0.0, ms.float32), name="counter", requires_grad=False)
+
+    def construct(self, x):
+        if not (self.training or self.always_on) or self.p == 0.0:
+            return x
+        step = ops.stop_gradient(self.counter)
+        x = ops.depend(x, ops.assign_add(self.counter, ops.ones((), ms.float32)))
+        idx = ops.arange(0, x.size, dtype=ms.float32).reshape(x.shape)
+        h = ops.sin(idx * 12.9898 + ops.sin(step * 0.7548776662 + self.salt) * 4375.85453 + self.salt) * 43758.5453
+        u = h - ops.floor(h)
+        h = ops.sin(u * 78.233 + idx * 0.0137 + step * 0.0191) * 24634.6345
+        u = h - ops.floor(h)
+        keep = ops.cast(u >= self.p, x.dtype)
+        return x * keep / (1.0 - self.p)
+
+
+def init_weights(net, init_type="normal", gain=0.02):
+    """Initialise conv weights (N(0, gain), Xavier or Kaiming), zero conv biases, BN gamma ~ N(1, gain).
+
+    This is the pix2pix reference initialisation; MindSpore's defaults differ and its conv bias
+    default is not zero.
+    """
+    conv_types = (nn.Conv2d, nn.Conv2dTranspose, nn.Dense)
+    for _, cell in net.cells_and_names():
+        if isinstance(cell, conv_types):
+            w = cell.weight
+            if init_type == "normal":
+                w.set_data(initializer(Normal(gain), w.shape, w.dtype))
+            elif init_type == "xavier":
+                w.set_data(initializer(ms.common.initializer.XavierNormal(gain), w.shape, w.dtype))
+            elif init_type == "kaiming":
+                w.set_data(initializer(ms.common.initializer.HeNormal(mode="fan_in"), w.shape, w.dtype))
+            else:
+                raise ValueError(f"init_type={init_type!r}; choose normal, xavier or kaiming")
+            if getattr(cell, "bias", None) is not None:
+                cell.bias.set_data(initializer("zeros", cell.bias.shape, cell.bias.dtype))
+        elif isinstance(cell, nn.BatchNorm2d):
+            cell.gamma.set_data(initializer(Normal(gain, 1.0), cell.gamma.shape, cell.gamma.dtype))
+            cell.beta.set_data(initializer("zeros", cell.beta.shape, cell.beta.dtype))
+
+
+def replace_batchnorm_with_batch_stats(net):
+    """Swap every ``nn.BatchNorm2d`` in ``net`` for a :class:`BatchStatNorm2d` sharing its parameters."""
+    replaced = 0
+    for _, cell in list(net.cells_and_names()):
+        for key, child in list(cell._cells.items()):
+            if isinstance(child, nn.BatchNorm2d):
+                cell._cells[key] = BatchStatNorm2d(child)
+                replaced += 1
+    return replaced
+
+
+def count_params(net, trainable_only=True):
+    """Number of scalar parameters of ``net`` (trainable ones by default)."""
+    params = net.trainable_params() if trainable_only else net.get_parameters()
+    return int(sum(np.prod(p.shape) for p in params))
