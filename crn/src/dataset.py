@@ -1,0 +1,170 @@
+"""CRN data: label maps encoded as one-hot + void, paired with RGB targets.
+
+Source -> transforms -> batches:
+
+* sources: ``cityscapes`` (``<root>/leftImg8bit/<split>/<city>/*_leftImg8bit.png`` with
+  ``<root>/gtFine/<split>/<city>/*_gtFine_{labelIds,color}.png``) or ``folders`` (``<root>/<split>/images``
+  and ``<root>/<split>/labels``, paired by file stem; labels hold class ids 0..num_classes-1 and
+  ``ignore_index`` for void, e.g. ADE20K with 0 = "other" as its own class);
+* transforms: the photo is resized with area interpolation to (size, aspect*size) and kept in 0..255; the
+  label is resized with nearest neighbour, mapped to class ids and one-hot encoded with a void channel
+  (:func:`encode_label`). The soft lower-resolution masks are made inside the network and the loss;
+* batches: :class:`common.data.BatchLoader` over :class:`CRNDataset`.
+"""
+import glob
+import os
+
+import cv2
+import numpy as np
+
+from common import cityscapes as cs
+from common.io import read_image, read_label
+
+__all__ = ["LABEL_FORMATS", "label_file_to_ids", "encode_label", "CRNDataset", "build_dataset", "resolve_data_root"]
+
+LABEL_FORMATS = ("labelIds", "trainIds", "color")
+
+
+def label_file_to_ids(path, label_format):
+    """Read a label file as [H, W] class ids (void = ``cityscapes.IGNORE`` for the Cityscapes formats).
+
+    ``labelIds``: Cityscapes labelIds mapped to the 19 trainIds; ``color``: Cityscapes colour annotation
+    matched against the trainId palette; ``trainIds``: class ids as stored (single channel).
+    """
+    if label_format == "color":
+        return cs.color_to_train_ids(read_image(path))
+    ids = read_label(path)
+    return cs.label_ids_to_train_ids(ids) if label_format == "labelIds" else ids
+
+
+def encode_label(ids, num_classes, ignore_index=cs.IGNORE, source="label map"):
+    """[H, W] class ids -> [num_classes + 1, H, W] float32 one-hot, void (``ignore_index``) last.
+
+    Raises:
+        ValueError: an id is neither a class (< num_classes) nor ``ignore_index``; names ``source``.
+    """
+    ids = np.asarray(ids)
+    if ids.ndim != 2:
+        raise ValueError(f"{source}: label map of shape {ids.shape}; expected a single-channel [H, W] id map")
+    ids = ids.astype(np.int64)
+    bad = (ids != ignore_index) & ((ids < 0) | (ids >= num_classes))
+    if bad.any():
+        values = np.unique(ids[bad])
+        raise ValueError(f"{source}: label ids {values[:10].tolist()} are outside 0..{num_classes - 1} and are not "
+                         f"the void id {ignore_index}; set num_classes to at least {int(values.max()) + 1}, or "
+                         f"ignore_index to the void id, or check label_format (labelIds/trainIds/color)")
+    onehot = np.zeros((num_classes + 1,) + ids.shape, np.float32)
+    index = np.where(ids == ignore_index, num_classes, ids)
+    np.put_along_axis(onehot, index[None], 1.0, axis=0)
+    return onehot
+
+
+def resolve_data_root(cfg):
+    """``cfg.data_root``, or the built-in synthetic-streets demo (Cityscapes layout) when it is empty."""
+    if cfg.data_root:
+        return cfg.data_root
+    from common.demo_data import ensure_demo_dataset
+    return os.path.join(ensure_demo_dataset(), "cityscapes")
+
+
+def _cityscapes_pairs(root, split, label_format):
+    image_dir = os.path.join(root, "leftImg8bit", split)
+    images = sorted(glob.glob(os.path.join(image_dir, "*", "*_leftImg8bit.png")))
+    if not images:
+        raise FileNotFoundError(f"no *_leftImg8bit.png images under {image_dir}; data_root must be the Cityscapes "
+                                f"folder holding leftImg8bit/ and gtFine/ (or leave it empty for the demo data)")
+    suffix = {"labelIds": "_gtFine_labelIds.png", "color": "_gtFine_color.png",
+              "trainIds": "_gtFine_labelTrainIds.png"}[label_format]
+    pairs = []
+    for img in images:
+        city = os.path.basename(os.path.dirname(img))
+        stem = os.path.basename(img)[:-len("_leftImg8bit.png")]
+        lab = os.path.join(root, "gtFine", split, city, stem + suffix)
+        if not os.path.isfile(lab):
+            raise FileNotFoundError(f"label file {lab} for image {img} does not exist; check label_format "
+                                    f"({label_format}) and that gtFine/{split} is complete")
+        pairs.append((img, lab))
+    return pairs
+
+
+def _folder_pairs(root, split):
+    image_dir, label_dir = os.path.join(root, split, "images"), os.path.join(root, split, "labels")
+    images = {os.path.splitext(n)[0]: os.path.join(image_dir, n) for n in os.listdir(image_dir)} \
+        if os.path.isdir(image_dir) else {}
+    if not images:
+        raise FileNotFoundError(f"no images in {image_dir}; data_format=folders expects <data_root>/<split>/images "
+                                f"and <data_root>/<split>/labels with matching file names")
+    labels = {os.path.splitext(n)[0]: os.path.join(label_dir, n) for n in os.listdir(label_dir)} \
+        if os.path.isdir(label_dir) else {}
+    missing = sorted(set(images) - set(labels))
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} images in {image_dir} have no label in {label_dir}, "
+                                f"e.g. {missing[:3]}")
+    return [(images[s], labels[s]) for s in sorted(images)]
+
+
+class CRNDataset:
+    """(one-hot label [P, H, W] float32, photo [3, H, W] float32 0..255) pairs, P = num_classes + 1.
+
+    Args:
+        root: dataset folder (see module doc).
+        split: ``train`` or ``val``.
+        size, aspect: output height and width/height ratio.
+        num_classes: classes without void (19 for Cityscapes trainIds).
+        data_format: ``cityscapes`` or ``folders``.
+        label_format: ``labelIds``, ``trainIds`` or ``color`` (see :func:`label_file_to_ids`).
+        ignore_index: the void id of ``trainIds`` labels.
+        max_samples: use only the first N pairs (0: all).
+    """
+
+    def __init__(self, root, split, size, aspect=2, num_classes=19, data_format="cityscapes",
+                 label_format="labelIds", ignore_index=cs.IGNORE, max_samples=0):
+        if data_format == "cityscapes":
+            pairs = _cityscapes_pairs(root, split, label_format)
+        elif data_format == "folders":
+            pairs = _folder_pairs(root, split)
+        else:
+            raise ValueError(f"data_format={data_format!r}; choose cityscapes or folders")
+        if label_format not in LABEL_FORMATS:
+            raise ValueError(f"label_format={label_format!r}; choose one of {LABEL_FORMATS}")
+        self.pairs = pairs[:max_samples] if max_samples else pairs
+        self.height, self.width = size, aspect * size
+        self.num_classes, self.label_format, self.ignore_index = num_classes, label_format, ignore_index
+        self.label_nc = num_classes + 1
+
+    def __len__(self):
+        return len(self.pairs)
+
+    def label(self, index):
+        """One-hot label [P, H, W] of pair ``index``."""
+        return self.load_label(self.pairs[index][1])
+
+    def load_label(self, path, expect_shape=None):
+        """Read, resize (nearest) and encode a label file; ``expect_shape`` is its photo's (H, W)."""
+        ids = label_file_to_ids(path, self.label_format)
+        if expect_shape is not None and ids.shape != expect_shape:
+            raise ValueError(f"label map {path} is {ids.shape[1]}x{ids.shape[0]} but its photo is "
+                             f"{expect_shape[1]}x{expect_shape[0]}; label maps must have the photo's size")
+        if ids.shape != (self.height, self.width):
+            ids = cv2.resize(ids.astype(np.uint16), (self.width, self.height), interpolation=cv2.INTER_NEAREST)
+        return encode_label(ids, self.num_classes, self.ignore_index, path)
+
+    def get(self, index, rng=None):
+        """(label [P, H, W], photo [3, H, W]); the reference uses no augmentation, so ``rng`` is unused."""
+        img_path, lab_path = self.pairs[index]
+        img = read_image(img_path)
+        label = self.load_label(lab_path, img.shape[:2])
+        if img.shape[:2] != (self.height, self.width):
+            img = cv2.resize(img, (self.width, self.height), interpolation=cv2.INTER_AREA)
+        return label, img.transpose(2, 0, 1).astype(np.float32)
+
+    def name(self, index):
+        """File stem of pair ``index`` (for output file names)."""
+        stem = os.path.splitext(os.path.basename(self.pairs[index][0]))[0]
+        return stem[:-len("_leftImg8bit")] if stem.endswith("_leftImg8bit") else stem
+
+
+def build_dataset(cfg, split, max_samples=0):
+    """The :class:`CRNDataset` of a config (keys data_root, data_format, label_format, num_classes, ...)."""
+    return CRNDataset(resolve_data_root(cfg), split, cfg.size, cfg.aspect, cfg.num_classes, cfg.data_format,
+                      cfg.label_format, cfg.ignore_index, max_samples)

@@ -1,0 +1,166 @@
+"""Cascaded Refinement Network (Chen & Koltun, ICCV 2017).
+
+A cascade of :class:`RefinementModule` cells, the first at 4 x (4*aspect) and each later one at twice the
+resolution of the one before. Module ``i`` upsamples the previous features bilinearly (align_corners),
+concatenates ``[features, label at this scale]`` and applies two 3x3 convs (no bias), each followed by
+layer norm over (C, H, W) with per-channel scale/offset and LReLU(0.2). A 1x1 conv (with bias) maps the
+last features to 3*k channels, which hold k images in the reference layout: image i, colour c is channel
+``c*k + i``. The outputs are ``(x + 1) / 2 * 255`` (roughly 0..255, not clipped).
+
+The label input is the one-hot map with a void channel, [B, num_classes + 1, H, W]; each module sees it
+area-downsampled (2x2 average pooling per halving), i.e. soft masks.
+
+Channels per module height (reference): 1024 below 128, 512 at 128 and 256, 128 at 512, 32 at 1024.
+"""
+import math
+
+from mindspore import nn, ops
+from mindspore.common.initializer import XavierUniform, initializer
+
+from common.layers import LayerNorm2d
+
+__all__ = ["SIZES", "module_heights", "module_channels", "expected_param_count", "RefinementModule",
+           "CascadedRefinementNetwork", "build_generator", "split_outputs", "default_num_outputs"]
+
+SIZES = (256, 512, 1024)
+FIRST_HEIGHT = 4
+
+
+def module_heights(size):
+    """Heights of the modules of a ``size`` model: 4, 8, ..., size."""
+    if size < FIRST_HEIGHT or size & (size - 1):
+        raise ValueError(f"size={size} must be a power of two >= {FIRST_HEIGHT} (256, 512 or 1024 for the "
+                         f"reference models, 32 or 64 for quick runs)")
+    return tuple(2 ** i for i in range(int(math.log2(FIRST_HEIGHT)), int(math.log2(size)) + 1))
+
+
+def module_channels(height, width_mult=1.0):
+    """Feature channels of the module at ``height`` (the reference table, scaled by ``width_mult``)."""
+    dim = {512: 128, 1024: 32}.get(height, 1024 if height < 128 else 512)
+    return max(1, int(round(dim * width_mult)))
+
+
+def default_num_outputs(size):
+    """k of the reference models: 9 diverse images at 256p (and below), a single image above."""
+    return 9 if size <= 256 else 1
+
+
+def expected_param_count(size, label_nc=20, num_outputs=None, width_mult=1.0):
+    """Parameter count derived from the channel table (3x3 convs without bias, LN gamma/beta, 1x1 with bias)."""
+    k = default_num_outputs(size) if num_outputs is None else num_outputs
+    total, prev = 0, 0
+    for h in module_heights(size):
+        c = module_channels(h, width_mult)
+        total += 9 * (prev + label_nc) * c + 2 * c  # conv1 + LN1
+        total += 9 * c * c + 2 * c  # conv2 + LN2
+        prev = c
+    return total + prev * 3 * k + 3 * k
+
+
+def _conv3x3(cin, cout):
+    return nn.Conv2d(cin, cout, 3, 1, pad_mode="same", has_bias=False,
+                     weight_init=initializer(XavierUniform(), (cout, cin, 3, 3)))
+
+
+class RefinementModule(nn.Cell):
+    """One cascade stage: [upsampled features, label] -> conv3x3-LN-LReLU -> conv3x3-LN-LReLU.
+
+    Args:
+        in_feat: channels of the previous module's features (0 for the first module).
+        label_nc: label channels (classes + void).
+        out_feat: channels of this module.
+        height, width: resolution of this module.
+
+    Shapes: features [B, in_feat, H/2, W/2] (or None), label [B, label_nc, H, W] -> [B, out_feat, H, W].
+    """
+
+    def __init__(self, in_feat, label_nc, out_feat, height, width):
+        super().__init__()
+        self.height, self.width = height, width
+        self.has_input = in_feat > 0
+        self.conv1 = _conv3x3(in_feat + label_nc, out_feat)
+        self.norm1 = LayerNorm2d(out_feat)
+        self.conv2 = _conv3x3(out_feat, out_feat)
+        self.norm2 = LayerNorm2d(out_feat)
+        self.lrelu = nn.LeakyReLU(0.2)
+
+    def construct(self, features, label):
+        if self.has_input:
+            features = ops.interpolate(features, size=(self.height, self.width), mode="bilinear",
+                                       align_corners=True)
+            x = ops.cat((features, label), 1)
+        else:
+            x = label
+        x = self.lrelu(self.norm1(self.conv1(x)))
+        return self.lrelu(self.norm2(self.conv2(x)))
+
+
+class CascadedRefinementNetwork(nn.Cell):
+    """Label map -> k images.
+
+    Args:
+        size: output height (a power of two; width = ``aspect * size``).
+        label_nc: label channels, classes + 1 void channel (20 for Cityscapes).
+        num_outputs: k diverse images.
+        width_mult: scales every module's channels (1.0 = the paper; smaller for quick runs).
+        aspect: output width / height (2 for Cityscapes).
+
+    Shapes: label [B, label_nc, size, aspect*size] -> [B, k, 3, size, aspect*size], values ~0..255.
+    """
+
+    def __init__(self, size=256, label_nc=20, num_outputs=9, width_mult=1.0, aspect=2):
+        super().__init__()
+        if label_nc < 2:
+            raise ValueError(f"label_nc={label_nc}: need at least one class plus the void channel")
+        if num_outputs < 1:
+            raise ValueError(f"num_outputs={num_outputs} must be >= 1")
+        self.size, self.label_nc, self.num_outputs = size, label_nc, num_outputs
+        self.width_mult, self.aspect = width_mult, aspect
+        self.heights = module_heights(size)
+        modules, prev = [], 0
+        for h in self.heights:
+            c = module_channels(h, width_mult)
+            modules.append(RefinementModule(prev, label_nc, c, h, aspect * h))
+            prev = c
+        self.refine = nn.CellList(modules)
+        self.to_rgb = nn.Conv2d(prev, 3 * num_outputs, 1, 1, pad_mode="valid", has_bias=True,
+                                weight_init=initializer(XavierUniform(), (3 * num_outputs, prev, 1, 1)),
+                                bias_init="zeros")
+        self.area_down = nn.AvgPool2d(2, 2)
+
+    @property
+    def input_shape(self):
+        """(label_nc, H, W) the network expects after the batch axis."""
+        return self.label_nc, self.size, self.aspect * self.size
+
+    def check_input(self, shape, source="label map"):
+        """Raise a ValueError naming ``source`` if a label tensor of ``shape`` does not fit this network."""
+        want = self.input_shape
+        if len(shape) != 4 or tuple(shape[1:]) != want:
+            raise ValueError(
+                f"{source}: label tensor of shape {tuple(shape)} does not fit the {self.size}p CRN, which takes "
+                f"[B, {want[0]}, {want[1]}, {want[2]}] ({want[0] - 1} classes + void, one-hot); resize the "
+                f"label map to {want[1]}x{want[2]} (nearest) or set num_classes/size to match")
+
+    def construct(self, label):
+        pyramid = [label]
+        for _ in range(len(self.heights) - 1):
+            pyramid.append(self.area_down(pyramid[-1]))
+        features = None
+        for i, module in enumerate(self.refine):
+            features = module(features, pyramid[len(self.heights) - 1 - i])
+        out = (self.to_rgb(features) + 1.0) * 127.5
+        return split_outputs(out, self.num_outputs)
+
+
+def split_outputs(out, k):
+    """[B, 3k, H, W] in the reference channel layout (colour-major) -> [B, k, 3, H, W]."""
+    b, _, h, w = out.shape
+    return out.reshape(b, 3, k, h, w).transpose(0, 2, 1, 3, 4)
+
+
+def build_generator(cfg, label_nc):
+    """The CRN of a config (keys size, num_outputs, width_mult, aspect)."""
+    k = cfg.num_outputs or default_num_outputs(cfg.size)
+    return CascadedRefinementNetwork(cfg.size, label_nc, k, cfg.width_mult, cfg.aspect)
+

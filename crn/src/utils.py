@@ -1,0 +1,124 @@
+"""Helpers the CRN entry points share: checkpoint metadata, generator loading, fine-tuning from a lower
+resolution, the trainable-parameter selection, image output, sample grids and the benchmark step."""
+import os
+
+import numpy as np
+
+import common  # noqa: F401  (oneDNN ISA before mindspore)
+import mindspore as ms
+from mindspore import Tensor, nn
+
+from common import cityscapes as cs
+from common.checkpoint import CheckpointError, load_cell, resolve_checkpoint
+from common.io import make_grid
+from crn.src.model import CascadedRefinementNetwork, build_generator, default_num_outputs
+
+__all__ = ["checkpoint_meta", "load_generator", "init_from_lower_resolution", "trainable_parameters",
+           "generate", "label_palette", "colorize_onehot", "sample_grid", "make_bench_step"]
+
+
+def checkpoint_meta(cfg, label_nc):
+    """Architecture keys stored with every CRN checkpoint and checked when one is loaded."""
+    return {"model": "crn", "size": cfg.size, "aspect": cfg.aspect, "num_classes": label_nc - 1,
+            "num_outputs": cfg.num_outputs or default_num_outputs(cfg.size), "width_mult": cfg.width_mult}
+
+
+def load_generator(cfg, label_nc):
+    """Build the generator of ``cfg`` and load ``cfg.checkpoint`` (default: latest in <output_dir>/ckpt)."""
+    net = build_generator(cfg, label_nc)
+    path = resolve_checkpoint(cfg.checkpoint or os.path.join(cfg.output_dir, "ckpt"), "G")
+    load_cell(net, path, checkpoint_meta(cfg, label_nc), what=f"{cfg.size}p CRN generator")
+    net.set_train(False)
+    return net, path
+
+
+def init_from_lower_resolution(net, path, log=print):
+    """Fine-tuning: copy every parameter of the checkpoint at ``path`` whose name and shape ``net`` shares.
+
+    A 256p checkpoint fills modules 4..256 of a 512p CRN; the new module and the 1x1 output conv (other
+    channels) keep their initialisation. Returns the names loaded.
+    """
+    path = resolve_checkpoint(path, "G")
+    stored = ms.load_checkpoint(path)
+    loaded, skipped = [], []
+    for p in net.get_parameters():
+        value = stored.get(p.name)
+        if value is not None and tuple(value.shape) == tuple(p.shape):
+            p.set_data(Tensor(value.asnumpy(), p.dtype))
+            loaded.append(p.name)
+        else:
+            skipped.append(p.name)
+    if not loaded:
+        raise CheckpointError(f"init_from={path}: no parameter of this CRN is in the file; pass a CRN checkpoint "
+                              f"with the same num_classes and width_mult")
+    modules = sorted({n.split(".")[1] for n in skipped if n.startswith("refine.")}, key=int)
+    log(f"init_from {path}: loaded {len(loaded)} parameters; new (from scratch): refinement modules "
+        f"{[net.heights[int(i)] for i in modules]} and {sorted({n for n in skipped if n.startswith('to_rgb')})}")
+    return loaded
+
+
+def trainable_parameters(net, last_modules=0):
+    """All generator parameters, or only those of the last ``last_modules`` modules and the output conv."""
+    if last_modules == 0:
+        return net.trainable_params()
+    if not 0 < last_modules <= len(net.refine):
+        raise ValueError(f"train_last_modules={last_modules}: the {net.size}p CRN has {len(net.refine)} modules")
+    first = len(net.refine) - last_modules
+    return [p for p in net.trainable_params() if p.name.startswith("to_rgb") or int(p.name.split(".")[1]) >= first]
+
+
+def generate(net, label):
+    """[B, P, H, W] one-hot float32 -> [B, k, H, W, 3] uint8 (clipped to 0..255, as the reference saves)."""
+    net.check_input(label.shape)
+    out = net(Tensor(np.ascontiguousarray(label, np.float32))).asnumpy()
+    return np.rint(np.clip(out, 0, 255)).astype(np.uint8).transpose(0, 1, 3, 4, 2)
+
+
+def label_palette(num_classes):
+    """[num_classes + 1, 3] uint8: the Cityscapes colours first, fixed pseudo-random ones after, void black."""
+    extra = np.random.RandomState(1234).randint(0, 256, (max(num_classes - len(cs.PALETTE), 0), 3))
+    return np.concatenate([cs.PALETTE[:num_classes], extra, np.zeros((1, 3))]).astype(np.uint8)
+
+
+def colorize_onehot(label):
+    """[P, H, W] one-hot (void last) -> [H, W, 3] uint8 colour image."""
+    return label_palette(label.shape[0] - 1)[np.argmax(label, axis=0)]
+
+
+def sample_grid(net, dataset, indices):
+    """One row per sample: colour label, real photo, then the k outputs. Returns [H', W', 3] uint8."""
+    rows = []
+    for i in indices:
+        label, photo = dataset.get(i)
+        fakes = generate(net, label[None])[0]
+        real = np.clip(photo, 0, 255).astype(np.uint8).transpose(1, 2, 0)
+        rows.append([colorize_onehot(label), real] + list(fakes))
+    return make_grid(rows)
+
+
+def make_bench_step(size: int, batch: int):
+    """A zero-argument callable running one full CRN training step at ``size``p (blocking).
+
+    The step is the real one: generator forward, VGG19 hindsight loss (k = 9 at 256p) or plain loss
+    (k = 1 above), backward and Adam on all generator parameters, on a random 20-channel label map and
+    photo. The VGG19 is randomly initialised: its weights do not change the work done.
+    """
+    from common.perceptual import CRN_LAYER_WEIGHTS, PerceptualLoss
+    from common.train import TrainOneStep
+    from crn.src.loss import CRNWithLoss
+
+    rng = np.random.RandomState(0)
+    label_nc = cs.NUM_CLASSES + 1
+    net = CascadedRefinementNetwork(size, label_nc, default_num_outputs(size))
+    perceptual = PerceptualLoss(CRN_LAYER_WEIGHTS[max(256, size)], arch="vgg19", pool="avg", normalize="caffe")
+    opt = nn.Adam(net.trainable_params(), learning_rate=1e-4, beta1=0.9, beta2=0.999, eps=1e-8)
+    step = TrainOneStep(CRNWithLoss(net, perceptual), opt)
+    step.set_train()
+    ids = rng.randint(0, label_nc, (batch, 2 * size // 16 + 1, 2 * size // 16 + 1))
+    onehot = np.eye(label_nc, dtype=np.float32)[ids].transpose(0, 3, 1, 2)
+    label = Tensor(np.ascontiguousarray(np.repeat(np.repeat(onehot, 16, 2), 16, 3)[:, :, :size, :2 * size]))
+    photo = Tensor(rng.uniform(0, 255, (batch, 3, size, 2 * size)).astype(np.float32))
+
+    def run():
+        step(label, photo).asnumpy()
+    return run
