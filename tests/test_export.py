@@ -1,0 +1,107 @@
+"""common.export: ONNX files pass onnx.checker and match MindSpore in onnxruntime; MINDIR files reload.
+
+Generators are narrow (ngf=8) so that the reference layer trees compile in seconds.
+"""
+import numpy as np
+import onnx
+import pytest
+
+import common  # noqa: F401
+import mindspore as ms
+from mindspore import nn
+
+from common.export import (ExportError, ReflectionPad2d, check_mindir_parity, check_onnx_parity, export_mindir,
+                           export_onnx, prepare_for_export)
+from pix2pix.src.model import define_G
+
+NGF = 8
+
+
+def generator(netG, use_dropout=True, seed=0):
+    """A generator with seeded weights and BN running statistics far from any batch's statistics."""
+    net = define_G(netG, ngf=NGF, use_dropout=use_dropout)
+    rng = np.random.default_rng(seed)
+    ranges = {"moving_mean": (-0.5, 0.5), "moving_variance": (0.5, 2.0), "gamma": (0.5, 1.5), "beta": (-0.5, 0.5)}
+    for p in net.get_parameters():
+        kind = p.name.rpartition(".")[2]
+        if kind in ranges:
+            p.set_data(ms.Tensor(rng.uniform(*ranges[kind], p.shape).astype(np.float32)))
+        elif kind in ("weight", "bias"):
+            p.set_data(ms.Tensor(rng.normal(0.0, 0.05, p.shape).astype(np.float32)))
+    return net
+
+
+def image(size, seed=1):
+    return ms.Tensor(np.random.default_rng(seed).uniform(-1, 1, (1, 3, size, size)).astype(np.float32))
+
+
+@pytest.mark.parametrize("netG, size, norm", [("unet_128", 128, "running_stats"), ("unet_128", 128, "batch_stats"),
+                                              ("unet_256", 256, "batch_stats")])
+def test_onnx_passes_checker_and_matches_mindspore(tmp_path, netG, size, norm):
+    net = prepare_for_export(generator(netG), norm)
+    x, path = image(size), str(tmp_path / "G.onnx")
+    fixes = export_onnx(net, x, path, ["input"], ["output"])
+    model = onnx.load(path)
+    onnx.checker.check_model(model, full_check=True)
+    deconvs = [n for n in model.graph.node if n.op_type == "ConvTranspose"]
+    assert len(fixes) == len(deconvs) == {"unet_128": 7, "unet_256": 8}[netG]
+    assert not any(a.name == "output_shape" for n in deconvs for a in n.attribute)
+    has_bn = any(n.op_type == "BatchNormalization" for n in model.graph.node)
+    assert has_bn == (norm == "running_stats")
+    assert check_onnx_parity(net, x, path, atol=1e-4) <= 1e-4
+
+
+def test_batch_stats_file_holds_the_paper_test_protocol(tmp_path):
+    """The batch_stats ONNX file computes G in training-mode BN (dropout off), not the running-stats G."""
+    x = image(128)
+    protocol = generator("unet_128", use_dropout=False)
+    protocol.set_train(True)
+    want = protocol(x).asnumpy()
+    paths = {}
+    for norm in ("batch_stats", "running_stats"):
+        paths[norm] = str(tmp_path / f"G_{norm}.onnx")
+        export_onnx(prepare_for_export(generator("unet_128"), norm), x, paths[norm])
+    import onnxruntime as ort
+    run = {k: ort.InferenceSession(p, providers=["CPUExecutionProvider"]).run(None, {"input": x.asnumpy()})[0]
+           for k, p in paths.items()}
+    assert np.abs(run["batch_stats"] - want).max() <= 1e-4
+    assert np.abs(run["running_stats"] - want).max() > 1e-2
+
+
+def test_mindir_reloads_with_the_same_outputs(tmp_path):
+    net = prepare_for_export(generator("unet_128"), "batch_stats")
+    x, path = image(128), str(tmp_path / "G.mindir")
+    assert export_mindir(net, x, path) == path
+    assert check_mindir_parity(net, x, path) <= 1e-5
+
+
+def test_parity_check_refuses_a_file_from_other_weights(tmp_path):
+    net = prepare_for_export(generator("unet_128"), "running_stats")
+    x, path = image(128), str(tmp_path / "G.onnx")
+    export_onnx(net, x, path)
+    w = net.parameters_dict()["model.model.0.weight"]
+    w.set_data(w + 0.1)
+    with pytest.raises(ExportError, match=r"G\.onnx differs from the MindSpore network by max \|diff\| = .* > atol"):
+        check_onnx_parity(net, x, path)
+
+
+def test_reflection_padding_and_output_padding_export(tmp_path):
+    """ResNet generators' layers: reflect nn.Pad (MirrorPad has no ONNX exporter) and a deconv with output_padding."""
+    pad = ((0, 0), (0, 0), (3, 2), (1, 3))
+    x = np.random.default_rng(0).standard_normal((1, 2, 6, 5)).astype(np.float32)
+    np.testing.assert_array_equal(ReflectionPad2d(pad)(ms.Tensor(x)).asnumpy(), np.pad(x, pad, mode="reflect"))
+
+    net = nn.SequentialCell([nn.Pad(pad, mode="REFLECT"), nn.Conv2d(2, 4, 3, has_bias=True),
+                             nn.Conv2dTranspose(4, 3, 3, 2, pad_mode="pad", padding=1, output_padding=1, has_bias=True)])
+    prepare_for_export(net)
+    assert isinstance(net[0], ReflectionPad2d)
+    path = str(tmp_path / "pad.onnx")
+    export_onnx(net, ms.Tensor(x), path, ["x"], ["y"])
+    assert check_onnx_parity(net, ms.Tensor(x), path) <= 1e-5
+
+
+def test_bad_arguments_name_the_fix(tmp_path):
+    with pytest.raises(ValueError, match="choose one of"):
+        prepare_for_export(generator("unet_128"), "eval")
+    with pytest.raises(ValueError, match=r"must end in \.mindir"):
+        export_mindir(generator("unet_128"), image(128), str(tmp_path / "G.onnx"))
