@@ -68,7 +68,7 @@ class CRNWithLoss(nn.Cell):
     """
 
     def __init__(self, generator, perceptual, min_weight=0.999):
-        super().__init__()
+        super().__init__(auto_prefix=False)  # the generator keeps its own parameter names in checkpoints
         self.generator = generator
         self.diverse = generator.num_outputs > 1
         self.loss = HindsightLoss(perceptual, min_weight) if self.diverse else perceptual

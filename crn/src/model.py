@@ -14,7 +14,8 @@ Channels per module height (reference): 1024 below 128, 512 at 128 and 256, 128 
 """
 import math
 
-from mindspore import nn, ops
+import numpy as np
+from mindspore import Tensor, nn, ops
 from mindspore.common.initializer import XavierUniform, initializer
 
 from common.layers import LayerNorm2d
@@ -62,6 +63,39 @@ def _conv3x3(cin, cout):
                      weight_init=initializer(XavierUniform(), (cout, cin, 3, 3)))
 
 
+def _bilinear_taps(n_in, n_out):
+    """Source indices and weights of an align_corners linear resize from n_in to n_out samples."""
+    pos = np.arange(n_out) * (n_in - 1) / max(n_out - 1, 1)
+    lo = np.clip(np.floor(pos).astype(np.int32), 0, n_in - 1)
+    hi = np.minimum(lo + 1, n_in - 1)
+    return Tensor(lo), Tensor(hi), (pos - lo).astype(np.float32)
+
+
+class BilinearUpsample(nn.Cell):
+    """Bilinear resize with align_corners (TF ``resize_bilinear(align_corners=True)``).
+
+    ``gather_form=False`` uses ``ops.interpolate`` (fast, for training); ``gather_form=True`` computes the
+    same values with gathers and linear blends, which ONNX export supports (MindSpore 2.10 cannot export
+    ResizeBilinearV2). :meth:`CascadedRefinementNetwork.prepare_export` switches to it.
+
+    Shapes: [B, C, h, w] -> [B, C, height, width].
+    """
+
+    def __init__(self, in_size, out_size):
+        super().__init__()
+        self.out_size = tuple(out_size)
+        self.gather_form = False
+        self.rows_lo, self.rows_hi, frac_h = _bilinear_taps(in_size[0], out_size[0])
+        self.cols_lo, self.cols_hi, frac_w = _bilinear_taps(in_size[1], out_size[1])
+        self.frac_h, self.frac_w = Tensor(frac_h.reshape(-1, 1)), Tensor(frac_w)
+
+    def construct(self, x):
+        if not self.gather_form:
+            return ops.interpolate(x, size=self.out_size, mode="bilinear", align_corners=True)
+        x = ops.gather(x, self.cols_lo, 3) * (1.0 - self.frac_w) + ops.gather(x, self.cols_hi, 3) * self.frac_w
+        return ops.gather(x, self.rows_lo, 2) * (1.0 - self.frac_h) + ops.gather(x, self.rows_hi, 2) * self.frac_h
+
+
 class RefinementModule(nn.Cell):
     """One cascade stage: [upsampled features, label] -> conv3x3-LN-LReLU -> conv3x3-LN-LReLU.
 
@@ -76,8 +110,8 @@ class RefinementModule(nn.Cell):
 
     def __init__(self, in_feat, label_nc, out_feat, height, width):
         super().__init__()
-        self.height, self.width = height, width
         self.has_input = in_feat > 0
+        self.upsample = BilinearUpsample((height // 2, width // 2), (height, width))
         self.conv1 = _conv3x3(in_feat + label_nc, out_feat)
         self.norm1 = LayerNorm2d(out_feat)
         self.conv2 = _conv3x3(out_feat, out_feat)
@@ -86,9 +120,7 @@ class RefinementModule(nn.Cell):
 
     def construct(self, features, label):
         if self.has_input:
-            features = ops.interpolate(features, size=(self.height, self.width), mode="bilinear",
-                                       align_corners=True)
-            x = ops.cat((features, label), 1)
+            x = ops.cat((self.upsample(features), label), 1)
         else:
             x = label
         x = self.lrelu(self.norm1(self.conv1(x)))
@@ -141,6 +173,13 @@ class CascadedRefinementNetwork(nn.Cell):
                 f"{source}: label tensor of shape {tuple(shape)} does not fit the {self.size}p CRN, which takes "
                 f"[B, {want[0]}, {want[1]}, {want[2]}] ({want[0] - 1} classes + void, one-hot); resize the "
                 f"label map to {want[1]}x{want[2]} (nearest) or set num_classes/size to match")
+
+    def prepare_export(self):
+        """Switch every upsampling to its ONNX-exportable form (same values) and to inference mode."""
+        for module in self.refine:
+            module.upsample.gather_form = True
+        self.set_train(False)
+        return self
 
     def construct(self, label):
         pyramid = [label]

@@ -1,0 +1,93 @@
+"""Evaluate a trained CRN on the validation split.
+
+    python crn/eval.py --checkpoint=outputs/crn/ckpt [--inception_path=pt_inception-2015-12-05-6726825d.pth]
+
+1. Generates every validation label map: <output_dir>/eval/images/<name>_k<i>.png for all k outputs,
+   <output_dir>/eval/grids/<name>.png (colour label, real photo, the k outputs) and index.html.
+2. Scores through common.metrics and writes <output_dir>/eval/metrics.json (metric -> value, plus
+   "protocol", "model", "checkpoint"):
+   * ``lpips_diversity_alexnet``: mean LPIPS (v0.1, AlexNet) over all pairs of the k outputs of a label
+     map, averaged over the set (k > 1 only; higher = more diverse);
+   * ``lpips_alexnet``: mean LPIPS between output 0 and the real photo;
+   * ``fid`` / ``kid`` / ``is``: output 0 of every label map against the real photos, at the model
+     resolution, when ``inception_path`` gives the FID Inception weights.
+"""
+import itertools
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+import common  # noqa: E402,F401  (oneDNN ISA before mindspore)
+from common.config import load_config  # noqa: E402
+from common.io import atomic_file, make_grid, write_html, write_image  # noqa: E402
+from common.metrics.fid import InceptionMetrics  # noqa: E402
+from common.metrics.lpips import LPIPSMetric  # noqa: E402
+from common.runtime import init_runtime  # noqa: E402
+from crn.src.dataset import build_dataset  # noqa: E402
+from crn.src.utils import colorize_onehot, generate, load_generator  # noqa: E402
+
+CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_config.yaml")
+
+
+def main(argv=None):
+    """Generate and score the validation set; returns the metrics dict written to metrics.json."""
+    cfg = load_config(CONFIG, sys.argv[1:] if argv is None else argv)
+    init_runtime(cfg.device_target, cfg.mode, cfg.seed)
+    val_set = build_dataset(cfg, "val", cfg.max_val_samples)
+    net, ckpt = load_generator(cfg, val_set.label_nc)
+    k = net.num_outputs
+    out_dir = os.path.join(cfg.output_dir, "eval")
+    fidelity = LPIPSMetric("alexnet")
+    diversity = LPIPSMetric("alexnet", model=fidelity.model) if k > 1 else None
+    inception = InceptionMetrics(cfg.inception_path) if cfg.inception_path else None
+    rows = []
+    for index in range(len(val_set)):
+        label, photo = val_set.get(index)
+        name = val_set.name(index)
+        images = generate(net, label[None])[0]  # [k, H, W, 3]
+        real = np.clip(photo, 0, 255).astype(np.uint8).transpose(1, 2, 0)
+        files = [f"images/{name}_k{i}.png" for i in range(k)]
+        for f, img in zip(files, images):
+            write_image(os.path.join(out_dir, f), img)
+        write_image(os.path.join(out_dir, "grids", f"{name}.png"), make_grid([[colorize_onehot(label), real] + list(images)]))
+        rows.append([name, f"grids/{name}.png"])
+        fidelity.update(images[0], real)
+        if diversity is not None:
+            pairs = list(itertools.combinations(range(k), 2))
+            diversity.update(images[[i for i, _ in pairs]], images[[j for _, j in pairs]])
+        if inception is not None:
+            inception.update(images[:1], real[None])
+    write_html(os.path.join(out_dir, "index.html"), f"CRN {cfg.size}p, {ckpt}", ["name", "label | real | outputs"],
+               rows)
+
+    metrics = {"lpips_alexnet": fidelity.compute()["lpips_alexnet"]}
+    protocol = {"lpips_alexnet": f"{fidelity.protocol}; output 0 vs the real photo at {cfg.size}p"}
+    if diversity is not None:
+        metrics["lpips_diversity_alexnet"] = diversity.compute()["lpips_alexnet"]
+        base = diversity.protocol.replace("; lower is better", "")
+        protocol["lpips_diversity_alexnet"] = (f"{base}; all {k * (k - 1) // 2} pairs of the k={k} "
+                                               f"outputs of a label map, mean over pairs and label maps; higher "
+                                               f"is more diverse")
+    if inception is not None:
+        scores = inception.compute()
+        metrics.update(scores)
+        protocol.update({m: f"{inception.protocol[m.split('_')[0]]}; output 0 vs the real photos at {cfg.size}p"
+                         for m in scores})
+    else:
+        protocol["fid"] = "not computed: pass --inception_path=pt_inception-2015-12-05-6726825d.pth"
+    result = dict(metrics, num_images=len(val_set), k=k, model="crn", checkpoint=ckpt, protocol=protocol)
+    with atomic_file(os.path.join(out_dir, "metrics.json")) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(result, f, indent=1)
+    for name, value in metrics.items():
+        print(f"{name}: {value:.4f}")
+    print(f"wrote {out_dir}/metrics.json and {len(val_set)} grids")
+    return result
+
+
+if __name__ == "__main__":
+    main()
