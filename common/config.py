@@ -95,9 +95,10 @@ def _coerce(key, text, default, path):
             return parsed
         raise ConfigError(f"--{key}={text}: expected an integer (default {default!r} in {path})")
     if isinstance(default, float):
-        if isinstance(parsed, (int, float)) and not isinstance(parsed, bool):
-            return float(parsed)
-        raise ConfigError(f"--{key}={text}: expected a number (default {default!r} in {path})")
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"--{key}={text}: expected a number (default {default!r} in {path})") from None
     return str(text)
 
 

@@ -1,7 +1,7 @@
 """pix2pix networks (Isola et al., CVPR 2017): U-Net and ResNet generators, PatchGAN discriminator.
 
 Builders keyed by the reference names: ``define_G('unet_256' | 'unet_128' | 'resnet_9blocks' |
-'resnet_6blocks')`` and ``define_D('basic' | 'n_layers' | 'pixel')``. Conv biases follow the reference
+'resnet_6blocks')`` plus ``unet_64`` (6 levels, for 64-pixel demos and tests) and ``define_D('basic' | 'n_layers' | 'pixel')``. Conv biases follow the reference
 exactly (no bias before a BatchNorm, bias elsewhere), so parameter counts match PyTorch:
 unet_256 = 54,413,955; 70x70 PatchGAN on 6 channels = 2,768,705.
 """
@@ -177,6 +177,7 @@ class PixelDiscriminator(nn.Cell):
 GENERATORS = {
     "unet_256": lambda i, o, ngf, norm, drop: UnetGenerator(i, o, 8, ngf, norm, drop),
     "unet_128": lambda i, o, ngf, norm, drop: UnetGenerator(i, o, 7, ngf, norm, drop),
+    "unet_64": lambda i, o, ngf, norm, drop: UnetGenerator(i, o, 6, ngf, norm, drop),
     "resnet_9blocks": lambda i, o, ngf, norm, drop: ResnetGenerator(i, o, ngf, norm, drop, 9),
     "resnet_6blocks": lambda i, o, ngf, norm, drop: ResnetGenerator(i, o, ngf, norm, drop, 6),
 }
@@ -190,7 +191,7 @@ DISCRIMINATORS = {
 def valid_sizes(netG):
     """Image side lengths ``netG`` accepts: a multiple of this number (256 for unet_256)."""
     if netG.startswith("unet_"):
-        return {"unet_256": 256, "unet_128": 128}[netG]
+        return {"unet_256": 256, "unet_128": 128, "unet_64": 64}[netG]
     return 4
 
 
