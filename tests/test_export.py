@@ -2,6 +2,8 @@
 
 Generators are narrow (ngf=8) so that the reference layer trees compile in seconds.
 """
+import os
+
 import numpy as np
 import onnx
 import pytest
@@ -105,3 +107,13 @@ def test_bad_arguments_name_the_fix(tmp_path):
         prepare_for_export(generator("unet_128"), "eval")
     with pytest.raises(ValueError, match=r"must end in \.mindir"):
         export_mindir(generator("unet_128"), image(128), str(tmp_path / "G.onnx"))
+
+
+@pytest.mark.parametrize("args, message", [([], "Usage"), (["nomodel"], "not a model folder"),
+                                           (["crn", "PNG"], "format 'PNG'"),
+                                           (["crn", "ONNX", "/no/such.ckpt"], "'/no/such.ckpt' does not exist")])
+def test_run_export_sh_refuses_wrong_arguments(args, message):
+    import subprocess
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    res = subprocess.run(["bash", os.path.join(root, "scripts", "run_export.sh"), *args], capture_output=True, text=True)
+    assert res.returncode == 2 and message in res.stderr and "Usage: bash scripts/run_export.sh MODEL" in res.stderr
