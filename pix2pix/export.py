@@ -1,10 +1,11 @@
 """Export a trained pix2pix generator to MINDIR and/or ONNX and prove the files reproduce it.
 
-    python pix2pix/export.py --ckpt=outputs/pix2pix/ckpt [--export_format=ONNX] [--export_norm=running_stats]
+    python pix2pix/export.py [--ckpt=outputs/pix2pix/ckpt] [--export_format=ONNX] [--export_norm=running_stats]
 
 Input ``input`` [1, input_nc, image_size, image_size] float32 in [-1, 1]; output ``output``
-[1, output_nc, image_size, image_size] in [-1, 1]. Files go to ``<export_dir>/<file_name>_<export_norm>.{mindir,onnx}``
-with ``<file_name>_<export_norm>.json`` beside them, which records the normalisation the graph holds:
+[1, output_nc, image_size, image_size] in [-1, 1]. Files go to
+``<output_dir>/export/<file_name>_<export_norm>.{mindir,onnx}`` with ``<file_name>_<export_norm>.json``
+beside them, which records the normalisation the graph holds:
 
 * ``batch_stats`` (default): BN normalises with the statistics of the input batch, the pix2pix paper's
   test protocol (batch size 1: instance normalisation with BN's gamma/beta), as explicit mean/var ops;
@@ -32,6 +33,7 @@ from common.export import (ExportError, check_mindir_parity, check_onnx_parity, 
 from common.io import atomic_file  # noqa: E402
 from common.runtime import init_runtime  # noqa: E402
 from pix2pix.src.model import define_G, valid_sizes  # noqa: E402
+from pix2pix.src.utils import model_meta  # noqa: E402
 
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_config.yaml")
 ONNX_ATOL = 1e-4
@@ -43,31 +45,26 @@ NORM_NOTES = {
 
 
 def load_generator(cfg):
-    """The generator of ``cfg`` with the weights of ``cfg.ckpt``; returns (net, checkpoint path)."""
-    if not cfg.ckpt:
-        raise ValueError(f"no generator checkpoint given: pass --ckpt=outputs/pix2pix/ckpt (train.py's checkpoint "
-                         f"folder), a snapshot folder or a G .ckpt file (pix2pix/import_torch.py writes one from a "
-                         f"PyTorch latest_net_G.pth)")
-    size = valid_sizes(cfg.netG)
-    if cfg.image_size % size:
-        raise ValueError(f"image_size={cfg.image_size} does not fit netG={cfg.netG}: use a multiple of {size}")
+    """The generator of ``cfg`` with the weights of ``cfg.ckpt`` (default <output_dir>/ckpt); returns (net, path)."""
+    multiple = valid_sizes(cfg.netG)
+    if cfg.image_size <= 0 or cfg.image_size % multiple:
+        raise ValueError(f"image_size={cfg.image_size} does not work with netG={cfg.netG}: pass --image_size="
+                         f"{multiple} or another multiple of {multiple}")
     net = define_G(cfg.netG, cfg.input_nc, cfg.output_nc, cfg.ngf, cfg.norm)
-    path = resolve_checkpoint(cfg.ckpt, "G")
-    arch = {"model": "pix2pix", "netG": cfg.netG, "ngf": cfg.ngf, "norm": cfg.norm,
-            "input_nc": cfg.input_nc, "output_nc": cfg.output_nc}
-    load_cell(net, path, arch, what="pix2pix generator")
+    path = resolve_checkpoint(cfg.ckpt or os.path.join(cfg.output_dir, "ckpt"), "G")
+    load_cell(net, path, model_meta(cfg), what="pix2pix generator")
     return net, path
 
 
 def main(argv=None):
     """Export; returns {format: (path, max |diff| vs MindSpore)}."""
     cfg = load_config(CONFIG, sys.argv[1:] if argv is None else argv)
-    init_runtime(cfg.device_target)
+    init_runtime(cfg.device_target, cfg.mode, cfg.seed)
     net, ckpt = load_generator(cfg)
     prepare_for_export(net, cfg.export_norm)
     rng = np.random.default_rng(0)
     x = Tensor(rng.uniform(-1, 1, (1, cfg.input_nc, cfg.image_size, cfg.image_size)).astype(np.float32))
-    stem = os.path.join(cfg.export_dir, f"{cfg.file_name}_{cfg.export_norm}")
+    stem = os.path.join(cfg.output_dir, "export", f"{cfg.file_name}_{cfg.export_norm}")
 
     done, written = {}, []
     try:

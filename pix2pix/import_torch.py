@@ -1,11 +1,12 @@
 """Import a reference PyTorch pix2pix generator (junyanz/pytorch-CycleGAN-and-pix2pix) into a MindSpore checkpoint.
 
     python pix2pix/import_torch.py --torch_ckpt=checkpoints/facades_label2photo/latest_net_G.pth \\
-        --import_ckpt=outputs/pix2pix/imported/G.ckpt [--netG=unet_256 --ngf=64 --norm=batch]
+        [--ckpt=outputs/pix2pix/imported/G.ckpt] [--netG=unet_256 --ngf=64 --norm=batch]
 
 The ``.pth`` is read without torch (``common.weights.read_torch_state_dict``); ``module.`` prefixes are
 stripped. Pass the options the model was trained with; a mismatch is reported with the offending key.
-The result loads wherever a G checkpoint is accepted: ``eval.py``/``predict.py``/``export.py --ckpt=<it>``.
+The MindSpore checkpoint goes to ``--ckpt`` (a ``.ckpt`` path; default ``<output_dir>/imported/G.ckpt``)
+and loads wherever a G checkpoint is accepted: ``eval.py``/``predict.py``/``export.py --ckpt=<it>``.
 """
 import os
 import sys
@@ -23,16 +24,18 @@ CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_confi
 
 
 def main(argv=None):
-    """Convert ``--torch_ckpt`` to ``--import_ckpt``; returns the output path."""
+    """Convert ``--torch_ckpt`` into a MindSpore G checkpoint; returns its path."""
     cfg = load_config(CONFIG, sys.argv[1:] if argv is None else argv)
     if not cfg.torch_ckpt:
         raise ValueError("no PyTorch checkpoint given: pass --torch_ckpt=<path>/latest_net_G.pth")
-    init_runtime(cfg.device_target)
-    net = import_torch_generator(cfg.torch_ckpt, cfg.import_ckpt, cfg.netG, cfg.ngf, cfg.norm,
-                                 cfg.input_nc, cfg.output_nc)
-    print(f"imported {cfg.torch_ckpt} -> {cfg.import_ckpt} ({cfg.netG}, ngf={cfg.ngf}, norm={cfg.norm}, "
+    out = cfg.ckpt or os.path.join(cfg.output_dir, "imported", "G.ckpt")
+    if not out.endswith(".ckpt"):
+        raise ValueError(f"--ckpt={out}: import_torch.py writes one file; pass a path ending in .ckpt")
+    init_runtime(cfg.device_target, cfg.mode, cfg.seed)
+    net = import_torch_generator(cfg.torch_ckpt, out, cfg.netG, cfg.ngf, cfg.norm, cfg.input_nc, cfg.output_nc)
+    print(f"imported {cfg.torch_ckpt} -> {out} ({cfg.netG}, ngf={cfg.ngf}, norm={cfg.norm}, "
           f"{count_params(net):,} parameters)")
-    return cfg.import_ckpt
+    return out
 
 
 if __name__ == "__main__":

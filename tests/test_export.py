@@ -117,3 +117,20 @@ def test_run_export_sh_refuses_wrong_arguments(args, message):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     res = subprocess.run(["bash", os.path.join(root, "scripts", "run_export.sh"), *args], capture_output=True, text=True)
     assert res.returncode == 2 and message in res.stderr and "Usage: bash scripts/run_export.sh MODEL" in res.stderr
+
+
+def test_pix2pix_export_script_writes_checked_files_and_a_note(tmp_path):
+    import json
+    from common.checkpoint import CheckpointError, save_cell
+    from pix2pix import export
+    save_cell(generator("unet_64"), str(tmp_path / "G.ckpt"),
+              {"model": "pix2pix", "netG": "unet_64", "ngf": NGF, "norm": "batch", "input_nc": 3, "output_nc": 3})
+    args = [f"--ckpt={tmp_path / 'G.ckpt'}", "--netG=unet_64", f"--ngf={NGF}", "--image_size=64",
+            f"--output_dir={tmp_path}", "--file_name=G"]
+    done = export.main(args)
+    assert set(done) == {"MINDIR", "ONNX"} and all(diff <= 1e-4 for _, diff in done.values())
+    note = json.loads((tmp_path / "export" / "G_batch_stats.json").read_text())
+    assert note["export_norm"] == "batch_stats" and note["input"]["shape"] == [1, 3, 64, 64]
+    assert sorted(note["files"]) == ["MINDIR", "ONNX"]
+    with pytest.raises(CheckpointError, match="netG='unet_64'.*--netG=unet_64"):
+        export.main(args[:1] + [f"--output_dir={tmp_path}"])
