@@ -1,6 +1,6 @@
 """Import reference PyTorch pix2pix generators (junyanz/pytorch-CycleGAN-and-pix2pix ``latest_net_G.pth``).
 
-Our generators have the reference module tree (``model.model.1.model.3 ...`` for U-Nets, ``model.10.conv_block.5``
+Our generators have the reference module tree (``model.model.1.model.3 ...`` for U-Nets, ``model.10.conv_block.1``
 for ResNets), so a PyTorch key and its MindSpore parameter share the module path and differ only in the
 leaf name of normalisation layers:
 
