@@ -1,0 +1,191 @@
+"""CRN end to end on tiny configs (32x64, narrow channels): the VGG19 .mat loss network, a demo run whose
+loss falls, diverse outputs, resume, fine-tuning, eval/predict/export, and bad-input errors."""
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+import scipy.io
+
+import common  # noqa: F401
+import mindspore as ms
+
+from common.config import load_config
+from common.vgg import vgg_layer_names
+from crn import eval as crn_eval
+from crn import export as crn_export
+from crn import predict as crn_predict
+from crn import train as crn_train
+from crn.src.dataset import CRNDataset, build_dataset
+from crn.src.loss import build_loss_network
+from crn.src.model import CascadedRefinementNetwork
+from crn.src.utils import generate, init_from_lower_resolution, load_generator, trainable_parameters
+
+CONFIG = crn_train.CONFIG
+VGG19_LAYERS = vgg_layer_names("vgg19")[:vgg_layer_names("vgg19").index("relu5_2") + 1]
+
+
+def write_matconvnet_vgg19(path, layers, seed=0):
+    """A MatConvNet simplenn .mat (beta16+ layout) with random He-scaled convs for ``layers``.
+
+    Returns {conv name: filters [kh, kw, cin, cout]} as written.
+    """
+    rng = np.random.RandomState(seed)
+    channels = {1: 64, 2: 128, 3: 256, 4: 512, 5: 512}
+    cell = np.empty((1, len(layers)), dtype=object)
+    written, cin = {}, 3
+    fields = [("name", object), ("type", object), ("weights", object), ("pad", object)]
+    for i, name in enumerate(layers):
+        s = np.zeros((1, 1), dtype=fields)
+        s["name"][0, 0] = name
+        s["type"][0, 0] = {"con": "conv", "rel": "relu", "poo": "pool"}[name[:3]]
+        weights = np.empty((1, 0), dtype=object)
+        if name.startswith("conv"):
+            cout = channels[int(name[4])]
+            filters = (rng.randn(3, 3, cin, cout) * np.sqrt(2.0 / (9 * cin))).astype(np.float32)
+            weights = np.empty((1, 2), dtype=object)
+            weights[0, 0], weights[0, 1] = filters, np.zeros((cout, 1), np.float32)
+            written[name], cin = filters, cout
+        s["weights"][0, 0] = weights
+        s["pad"][0, 0] = np.ones((1, 4))
+        cell[0, i] = s
+    scipy.io.savemat(path, {"layers": cell, "meta": {"normalization": {
+        "averageImage": np.array([[123.68, 116.779, 103.939]])}}})
+    return written
+
+
+@pytest.fixture(scope="module")
+def vgg19_mat(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("vgg") / "imagenet-vgg-verydeep-19.mat")
+    return path, write_matconvnet_vgg19(path, VGG19_LAYERS)
+
+
+def tiny_args(out_dir, vgg_path, **extra):
+    args = {"size": 32, "width_mult": 0.0625, "num_outputs": 3, "max_train_samples": 4, "max_val_samples": 2,
+            "epochs": 2, "log_every": 1, "num_workers": 0, "save_every": 1, "vgg_path": vgg_path,
+            "output_dir": str(out_dir)}
+    args.update(extra)
+    return [f"--{k}={v}" for k, v in args.items()]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, vgg19_mat):
+    out = tmp_path_factory.mktemp("crn_run")
+    state = crn_train.main(tiny_args(out, vgg19_mat[0]))
+    return out, state
+
+
+def test_vgg19_mat_loads_into_the_loss_network(vgg19_mat):
+    path, written = vgg19_mat
+    logged = []
+    loss = build_loss_network(load_config(CONFIG, [f"--vgg_path={path}", "--size=32"]), logged.append)
+    convs = loss.vgg.conv_layers()
+    assert sorted(convs) == sorted(written)
+    for name in ("conv1_1", "conv3_4", "conv5_2"):
+        np.testing.assert_array_equal(convs[name].weight.asnumpy(), written[name].transpose(3, 2, 0, 1))
+    assert loss.vgg.pool == "avg" and loss.layers[0] == "pixel" and loss.vgg.taps[-1] == "relu5_2"
+    assert path in logged[0] and "VGG19" in logged[0]
+
+
+def test_vgg_file_without_the_loss_layers_is_rejected(tmp_path):
+    path = str(tmp_path / "truncated.mat")
+    write_matconvnet_vgg19(path, VGG19_LAYERS[:VGG19_LAYERS.index("relu4_2") + 1])
+    with pytest.raises(KeyError, match=r"truncated\.mat: layer conv4_3 is missing; the vgg19 trunk expects weight \(512, 512, 3, 3\)"):
+        build_loss_network(load_config(CONFIG, [f"--vgg_path={path}", "--size=32"]))
+
+
+def test_demo_run_loss_falls(trained):
+    out, state = trained
+    assert state == {"epoch": 2, "step": 0, "global_step": 8}
+    with open(out / "losses.json") as f:
+        losses = json.load(f)["loss"]
+    assert len(losses) == 8
+    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
+    assert (out / "samples" / "epoch_0002.png").is_file()
+    assert "VGG19 from" in (out / "train.log").read_text()
+
+
+def test_k_outputs_differ(trained, vgg19_mat):
+    out, _ = trained
+    cfg = load_config(CONFIG, tiny_args(out, vgg19_mat[0]))
+    net, _ = load_generator(cfg, 20)
+    label, _ = build_dataset(cfg, "val", 1).get(0)
+    images = generate(net, label[None])[0].astype(np.float32)
+    assert images.shape == (3, 32, 64, 3)
+    for i in range(3):
+        for j in range(i + 1, 3):
+            assert np.abs(images[i] - images[j]).mean() > 1.0, (i, j)
+
+
+def test_resume_repeats_the_uninterrupted_run(trained, tmp_path, vgg19_mat):
+    out, _ = trained
+    crn_train.main(tiny_args(tmp_path, vgg19_mat[0], epochs=1))
+    state = crn_train.main(tiny_args(tmp_path, vgg19_mat[0], epochs=2))
+    assert state["global_step"] == 8
+    assert "resumed from" in (tmp_path / "train.log").read_text()
+    a = ms.load_checkpoint(str(out / "ckpt" / "epoch_0002_step_00000000" / "G.ckpt"))
+    b = ms.load_checkpoint(str(tmp_path / "ckpt" / "epoch_0002_step_00000000" / "G.ckpt"))
+    for name in ("refine.0.conv1.weight", "refine.3.norm2.gamma", "to_rgb.weight"):
+        np.testing.assert_allclose(a[name].asnumpy(), b[name].asnumpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_fine_tune_from_a_lower_resolution(trained):
+    out, _ = trained
+    net = CascadedRefinementNetwork(64, 20, 1, width_mult=0.0625)
+    loaded = init_from_lower_resolution(net, str(out / "ckpt"), log=lambda _: None)
+    stored = ms.load_checkpoint(str(out / "ckpt" / "epoch_0002_step_00000000" / "G.ckpt"))
+    assert {n.split(".")[1] for n in loaded} == {"0", "1", "2", "3"}
+    np.testing.assert_array_equal(net.refine[3].conv2.weight.asnumpy(), stored["refine.3.conv2.weight"].asnumpy())
+    names = {".".join(p.name.split(".")[:2]) for p in trainable_parameters(net, 2)}
+    assert names == {"refine.3", "refine.4", "to_rgb.weight", "to_rgb.bias"}
+
+
+def test_eval_predict_export(trained, vgg19_mat):
+    out, _ = trained
+    args = tiny_args(out, vgg19_mat[0])
+    metrics = crn_eval.main(args)
+    with open(out / "eval" / "metrics.json") as f:
+        assert json.load(f) == metrics
+    assert metrics["model"] == "crn" and metrics["k"] == 3 and metrics["num_images"] == 2
+    assert metrics["lpips_diversity_alexnet"] > 0 and "lpips_diversity_alexnet" in metrics["protocol"]
+    assert (out / "eval" / "grids").is_dir() and len(os.listdir(out / "eval" / "images")) == 6
+
+    label_file = out / "label.png"
+    ids = np.full((64, 128), 255, np.uint8)
+    ids[:32] = 10
+    ids[32:, :64] = 0
+    cv2.imwrite(str(label_file), ids)
+    written = crn_predict.main(args + [f"--predict_input={label_file}", "--label_format=trainIds"])
+    assert [os.path.basename(p) for p in written] == ["label_k0.png", "label_k1.png", "label_k2.png"]
+    cv2.imwrite(str(label_file), ids[:, :96])
+    with pytest.raises(ValueError, match=r"label\.png is 96x64 .* makes 64x32 images"):
+        crn_predict.main(args + [f"--predict_input={label_file}", "--label_format=trainIds"])
+
+    done = crn_export.main(args)
+    assert done["ONNX"][1] <= 1e-4 and done["MINDIR"][1] <= 1e-5
+    assert os.path.isfile(done["ONNX"][0]) and os.path.isfile(done["MINDIR"][0])
+
+
+def test_exportable_upsampling_matches_interpolate():
+    rng = np.random.RandomState(4)
+    net = CascadedRefinementNetwork(16, 5, 2, width_mult=1 / 64)
+    label = ms.Tensor(rng.rand(1, 5, 16, 32).astype(np.float32))
+    before = net(label).asnumpy()
+    np.testing.assert_allclose(net.prepare_export()(label).asnumpy(), before, rtol=1e-5, atol=1e-3)
+
+
+def test_label_and_photo_of_different_sizes_are_rejected(tmp_path):
+    for sub in ("images", "labels"):
+        (tmp_path / "train" / sub).mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "train" / "images" / "a.png"), np.zeros((32, 64, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "train" / "labels" / "a.png"), np.zeros((16, 64), np.uint8))
+    ds = CRNDataset(str(tmp_path), "train", 32, data_format="folders", label_format="trainIds")
+    with pytest.raises(ValueError, match=r"labels/a\.png is 64x16 but its photo is 64x32"):
+        ds.get(0)
+    cv2.imwrite(str(tmp_path / "train" / "labels" / "a.png"), np.zeros((32, 64, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"labels/a\.png has 3 channels"):
+        ds.get(0)
+    cv2.imwrite(str(tmp_path / "train" / "labels" / "a.png"), np.full((32, 64), 40, np.uint8))
+    with pytest.raises(ValueError, match=r"label ids \[40\] are outside 0\.\.18"):
+        ds.get(0)
