@@ -51,6 +51,7 @@ def test_frechet_distance_matches_eigen_formula():
     tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh(r1 @ s2 @ r1), 0, None)).sum()
     ref = np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * tr_covmean
     assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(ref, rel=1e-9, abs=1e-9)
+    assert frechet_distance(mu1, s1, mu2, s2, method="sqrtm") == pytest.approx(ref, rel=1e-9, abs=1e-9)
     assert frechet_distance(mu1, s1, mu1, s1) == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ValueError, match="same feature layer"):
         frechet_distance(mu1, s1, mu2[:8], s2[:8, :8])
@@ -58,6 +59,12 @@ def test_frechet_distance_matches_eigen_formula():
         gaussian_statistics(a[:1])
     with pytest.raises(ValueError, match="empty set"):
         FeatureSet("fid").array()
+
+
+def test_frechet_rank_deficient_eigh_equals_pytorch_fid_sqrtm():
+    a, b = RNG.randn(20, 48), RNG.randn(25, 48) * 0.7 + 0.1  # fewer samples than dimensions, as 500 vs 2048
+    stats = gaussian_statistics(a) + gaussian_statistics(b)
+    assert frechet_distance(*stats) == pytest.approx(frechet_distance(*stats, method="sqrtm"), rel=1e-6)
 
 
 def test_kid_matches_direct_double_sum():
