@@ -26,17 +26,24 @@ class CheckpointError(ValueError):
 
 
 def _own_parameters(cell):
-    """Parameters saved for ``cell``; for an optimizer, only its state (not the network weights)."""
-    params = cell.get_parameters()
-    if isinstance(cell, nn.Optimizer):
-        net_names = {p.name for p in cell.parameters}
-        return [p for p in params if p.name not in net_names]
-    return list(params)
+    """``{name relative to cell: Parameter}`` saved for ``cell``; for an optimizer only its state.
+
+    Names come from the cell hierarchy, not ``Parameter.name``: MindSpore rewrites the latter with
+    the path of whatever cell a network was compiled inside (``step_G.loss_cell.netG...``).
+    """
+    skip = {id(p) for p in cell.parameters} if isinstance(cell, nn.Optimizer) else set()
+    own, seen = {}, set()
+    for name, p in cell.parameters_and_names():
+        if id(p) in skip or id(p) in seen:
+            continue
+        seen.add(id(p))
+        own[name] = p
+    return own
 
 
 def save_cell(cell, path, meta=None):
     """Atomically save ``cell``'s parameters (optimizer: its state only) with a JSON ``meta`` dict."""
-    data = [{"name": p.name, "data": p.data} for p in _own_parameters(cell)]
+    data = [{"name": name, "data": p.data} for name, p in _own_parameters(cell).items()]
     with atomic_file(path) as tmp:
         ms.save_checkpoint(data, tmp, append_dict={META_KEY: json.dumps(meta or {}, sort_keys=True)})
 
@@ -68,7 +75,7 @@ def load_cell(cell, path, expect_meta=None, what="network"):
                                   f"loaded has {key}={want!r}; pass the matching --{key}={meta[key]} or another "
                                   f"checkpoint (saved with {meta})")
     stored = {k: v for k, v in stored.items() if hasattr(v, "shape")}
-    own = {p.name: p for p in _own_parameters(cell)}
+    own = _own_parameters(cell)
     missing = [n for n in own if n not in stored]
     if missing:
         raise CheckpointError(f"checkpoint {path} does not fit the {what}: {len(missing)} parameters are missing, "

@@ -12,8 +12,7 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, initializer
 
-__all__ = ["InstanceNorm2d", "LayerNorm2d", "BatchStatNorm2d", "CounterDropout", "init_weights",
-           "replace_batchnorm_with_batch_stats", "count_params"]
+__all__ = ["InstanceNorm2d", "LayerNorm2d", "BatchStatNorm2d", "CounterDropout", "init_weights", "count_params"]
 
 
 def _moments(x, axes):
@@ -60,7 +59,7 @@ class BatchStatNorm2d(nn.Cell):
     """Batch normalisation from the current batch's statistics with the gamma/beta of ``bn``.
 
     For batch size 1 this is instance normalisation with affine parameters: the pix2pix paper's
-    test-time behaviour, as explicit ops that ONNX can hold.
+    test-time behaviour, as explicit ops that ONNX can hold (see ``common.export.prepare_for_export``).
     """
 
     def __init__(self, bn):
@@ -130,17 +129,6 @@ def init_weights(net, init_type="normal", gain=0.02):
         elif isinstance(cell, nn.BatchNorm2d):
             cell.gamma.set_data(initializer(Normal(gain, 1.0), cell.gamma.shape, cell.gamma.dtype))
             cell.beta.set_data(initializer("zeros", cell.beta.shape, cell.beta.dtype))
-
-
-def replace_batchnorm_with_batch_stats(net):
-    """Swap every ``nn.BatchNorm2d`` in ``net`` for a :class:`BatchStatNorm2d` sharing its parameters."""
-    replaced = 0
-    for _, cell in list(net.cells_and_names()):
-        for key, child in list(cell._cells.items()):
-            if isinstance(child, nn.BatchNorm2d):
-                cell._cells[key] = BatchStatNorm2d(child)
-                replaced += 1
-    return replaced
 
 
 def count_params(net, trainable_only=True):

@@ -57,7 +57,10 @@ def train(cfg):
     log.info(f"pix2pix: {len(train_set)} training pairs from {dataroot}, {len(loader)} steps/epoch on "
              f"{rt.group_size} {cfg.device_target} device(s), {n_epochs} epochs")
 
+    saved_at = [global_step]
+
     def save(ep, st):
+        saved_at[0] = global_step
         if rt.is_main:
             path = manager.save(components, {"epoch": ep, "step_in_epoch": st, "step": global_step, "seed": cfg.seed})
             log.info(f"saved snapshot {path}")
@@ -95,7 +98,7 @@ def train(cfg):
                 break
             if finished_epoch and (epoch % cfg.save_epoch_freq == 0 or epoch == n_epochs):
                 save(epoch, step_in_epoch)
-    if not (epoch == n_epochs and epoch % cfg.save_epoch_freq == 0):
+    if saved_at[0] != global_step:
         save(epoch, step_in_epoch)
     return {"epoch": epoch, "step_in_epoch": step_in_epoch, "step": global_step, "losses": losses}
 

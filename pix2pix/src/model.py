@@ -30,8 +30,14 @@ def _conv(cin, cout, k, s, p, bias):
 
 
 def _deconv(cin, cout, k, s, p, bias, output_padding=0):
-    return nn.Conv2dTranspose(cin, cout, k, s, pad_mode="pad", padding=p, has_bias=bias,
-                              output_padding=output_padding)
+    """PyTorch ``ConvTranspose2d(cin, cout, k, s, p, output_padding)``.
+
+    MindSpore's ``output_padding`` appends zeros after the convolution, whereas PyTorch computes
+    those rows and columns; trimming ``output_padding`` less at the bottom/right gives PyTorch's result.
+    """
+    if output_padding:
+        p = (p, p - output_padding, p, p - output_padding)
+    return nn.Conv2dTranspose(cin, cout, k, s, pad_mode="pad", padding=p, has_bias=bias)
 
 
 class UnetSkipConnectionBlock(nn.Cell):

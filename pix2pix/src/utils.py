@@ -71,16 +71,15 @@ def validation_l1(netG, dataset, limit=0, protocol="paper"):
     BatchNorm moving statistics or dropout counters, which are restored afterwards.
     """
     n = len(dataset) if not limit else min(limit, len(dataset))
-    snapshot = {p.name: p.data.asnumpy().copy() for p in netG.get_parameters() if not p.requires_grad}
+    snapshot = [(p, p.data.asnumpy().copy()) for p in netG.get_parameters() if not p.requires_grad]
     netG.set_train(protocol == "paper")
     total = 0.0
     rng = np.random.RandomState(0)
     for i in range(n):
         a, b = dataset.get(i, rng)
         total += float(np.abs(generate(netG, a[None]) - b[None]).mean())
-    for p in netG.get_parameters():
-        if p.name in snapshot:
-            p.set_data(ms.Tensor(snapshot[p.name], p.dtype))
+    for p, value in snapshot:
+        p.set_data(ms.Tensor(value, p.dtype))
     return total / max(n, 1)
 
 

@@ -1,0 +1,178 @@
+"""pix2pix: architecture, data checks, one-step update, learning on the demo data, resume, signals."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import mindspore as ms
+import numpy as np
+import pytest
+
+from common.checkpoint import CheckpointError, load_cell
+from common.config import load_config
+from common.io import write_image
+from common.layers import count_params
+from pix2pix.src.dataset import AlignedDataset
+from pix2pix.src.model import define_D, define_G
+from pix2pix.src.train_step import Pix2PixTrainStep
+from pix2pix.src.utils import build_networks, build_optimizers, val_dataset, validation_l1
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(REPO, "pix2pix", "default_config.yaml")
+TINY = dict(netG="unet_64", ngf=8, ndf=8, crop_size=64, load_size=72, demo_size=64, demo_train=16, demo_val=4,
+            num_workers=0, log_every=1000)
+
+
+def tiny_cfg(tmp_path, **kw):
+    return load_config(CONFIG, output_dir=str(tmp_path / "out"), **dict(TINY, **kw))
+
+
+def test_reference_parameter_counts_and_shapes():
+    G, D = define_G("unet_256"), define_D("basic", 6)
+    assert count_params(G) == 54_413_955
+    assert count_params(D) == 2_768_705
+    x = ms.Tensor(np.zeros((1, 3, 256, 256), np.float32))
+    G.set_train(False)
+    y = G(x)
+    assert y.shape == (1, 3, 256, 256)
+    assert D(ms.ops.cat((x, y), 1)).shape == (1, 1, 30, 30)
+
+
+def test_unet_dropout_in_three_middle_blocks_and_bias_layout():
+    G = define_G("unet_256")
+    counters = [p.name for p in G.get_parameters() if p.name.endswith("counter")]
+    assert len(counters) == 3
+    biases = [p.name for p in G.trainable_params() if p.name.endswith(".bias")]
+    assert len(biases) == 1  # only the outermost up-convolution, as in the reference
+
+
+def test_init_statistics():
+    G = define_G("unet_256", init_gain=0.02)
+    w = [p.asnumpy() for p in G.trainable_params() if p.name.endswith("weight") and p.ndim == 4]
+    allw = np.concatenate([a.ravel() for a in w])
+    assert abs(allw.mean()) < 1e-3 and abs(allw.std() - 0.02) < 1e-3
+    gammas = np.concatenate([p.asnumpy() for p in G.trainable_params() if p.name.endswith("gamma")])
+    assert abs(gammas.mean() - 1.0) < 5e-3 and 0.01 < gammas.std() < 0.03
+
+
+def write_ab(path, w, h):
+    write_image(str(path), np.random.RandomState(0).randint(0, 255, (h, w, 3), dtype=np.uint8))
+
+
+def test_bad_ab_width_names_the_file(tmp_path):
+    (tmp_path / "train").mkdir()
+    write_ab(tmp_path / "train" / "1.png", 300, 256)
+    ds = AlignedDataset(str(tmp_path), "train", load_size=64, crop_size=64)
+    with pytest.raises(ValueError, match=r"1\.png is 300x256.*twice as wide"):
+        ds.get(0, np.random.RandomState(0))
+
+
+def test_unreadable_image_named(tmp_path):
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "7.jpg").write_bytes(b"not a jpeg")
+    ds = AlignedDataset(str(tmp_path), "train", load_size=64, crop_size=64)
+    with pytest.raises(ValueError, match=r"cannot decode image file .*7\.jpg"):
+        ds.get(0, np.random.RandomState(0))
+
+
+def test_missing_dataset_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        AlignedDataset(str(tmp_path / "nowhere"), "train")
+    from pix2pix.src.utils import resolve_dataroot
+    with pytest.raises(FileNotFoundError, match="--dataroot"):
+        resolve_dataroot(tiny_cfg(tmp_path, dataroot=str(tmp_path / "nowhere")))
+
+
+def test_unet_rejects_sizes_it_cannot_take(tmp_path):
+    with pytest.raises(ValueError, match=r"image size 200 .*unet_256.*multiple of 256"):
+        build_networks(tiny_cfg(tmp_path, netG="unet_256", crop_size=200))
+
+
+def test_paired_augmentation_is_shared(tmp_path):
+    (tmp_path / "train").mkdir()
+    half = np.random.RandomState(1).randint(0, 255, (64, 64, 3), dtype=np.uint8)
+    write_image(str(tmp_path / "train" / "1.png"), np.concatenate([half, half], 1))
+    ds = AlignedDataset(str(tmp_path), "train", "AtoB", load_size=80, crop_size=64)
+    for seed in range(5):
+        a, b = ds.get(0, np.random.RandomState(seed))
+        assert a.shape == (3, 64, 64) and np.array_equal(a, b)
+        assert a.min() >= -1 and a.max() <= 1
+
+
+def test_checkpoint_of_another_size_is_refused(tmp_path):
+    from common.checkpoint import save_cell
+    small = define_G("unet_64", ngf=8)
+    save_cell(small, str(tmp_path / "G.ckpt"), {"model": "pix2pix", "netG": "unet_64", "ngf": 8})
+    with pytest.raises(CheckpointError, match="ngf=8"):
+        load_cell(define_G("unet_64", ngf=16), str(tmp_path / "G.ckpt"), {"model": "pix2pix", "ngf": 16})
+    with pytest.raises(CheckpointError, match="shape"):
+        load_cell(define_G("unet_64", ngf=16), str(tmp_path / "G.ckpt"))
+    with pytest.raises(CheckpointError, match="model='pix2pix'"):
+        load_cell(small, str(tmp_path / "G.ckpt"), {"model": "crn"})
+
+
+def test_one_step_changes_every_parameter(tmp_path):
+    cfg = tiny_cfg(tmp_path)
+    G, D = build_networks(cfg)
+    opt_G, opt_D = build_optimizers(cfg, G, D)
+    step = Pix2PixTrainStep(G, D, opt_G, opt_D)
+    step.set_train()
+    params = G.trainable_params() + D.trainable_params()
+    before = [p.asnumpy().copy() for p in params]
+    rng = np.random.RandomState(0)
+    a, b = (ms.Tensor(rng.uniform(-1, 1, (1, 3, 64, 64)).astype(np.float32)) for _ in range(2))
+    losses = [float(x.asnumpy()) for x in step(a, b)]
+    assert all(np.isfinite(losses))
+    unchanged = [p.name for p, b in zip(params, before) if np.array_equal(b, p.asnumpy())]
+    assert not unchanged
+
+
+def test_demo_training_cuts_validation_l1(tmp_path, demo_cache):
+    from pix2pix.train import train
+    cfg = tiny_cfg(tmp_path, max_steps=0, n_epochs=14, n_epochs_decay=0, save_epoch_freq=100, lr=5e-4)
+    G, _ = build_networks(cfg)
+    from pix2pix.src.utils import resolve_dataroot
+    val = val_dataset(cfg, resolve_dataroot(cfg))
+    ms.set_seed(cfg.seed)
+    l1_before = validation_l1(define_G(cfg.netG, 3, 3, cfg.ngf, cfg.norm, True), val)
+    state = train(cfg)
+    assert state["step"] == 14 * 16
+    G = define_G(cfg.netG, 3, 3, cfg.ngf, cfg.norm, True)
+    load_cell(G, os.path.join(cfg.output_dir, "ckpt", "epoch_0014_step_00000224", "G.ckpt"))
+    l1_after = validation_l1(G, val)
+    assert l1_after <= 0.7 * l1_before, (l1_before, l1_after)
+    out = cfg.output_dir
+    assert os.path.isfile(os.path.join(out, "loss_curve.png"))
+    assert os.path.isfile(os.path.join(out, "samples", "epoch_0014.png"))
+    log = open(os.path.join(out, "train.log")).read()
+    assert "epoch: 1 step: 1, g_loss" in log and "ms/step" in log
+
+
+def test_resume_reproduces_uninterrupted_run(tmp_path, demo_cache):
+    from pix2pix.train import train
+    straight = train(tiny_cfg(tmp_path / "a", max_steps=20))
+    train(tiny_cfg(tmp_path / "b", max_steps=18))
+    resumed = train(tiny_cfg(tmp_path / "b", max_steps=20, resume=True))
+    assert resumed["step"] == 20 and resumed["epoch"] == 1 and resumed["step_in_epoch"] == 4
+    for k, v in straight["losses"].items():
+        assert resumed["losses"][k] == pytest.approx(v, rel=1e-5, abs=1e-6), k
+
+
+def test_sigint_saves_a_snapshot(tmp_path, demo_cache):
+    out = tmp_path / "out"
+    args = [f"--{k}={v}" for k, v in TINY.items()] + [f"--output_dir={out}", "--log_every=1"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, os.path.join(REPO, "pix2pix", "train.py")] + args,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    deadline = time.time() + 240
+    for line in proc.stdout:
+        if "epoch: 1 step: 3," in line or time.time() > deadline:
+            break
+    proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=120)[0]
+    # MindSpore's C++ runtime may turn the SIGINT into a SIGTERM to the process: both must checkpoint.
+    assert proc.returncode in (130, 143), rest[-2000:]
+    assert "stopped by SIG" in rest
+    latest = (out / "ckpt" / "latest").read_text().strip()
+    assert (out / "ckpt" / latest / "G.ckpt").is_file() and (out / "ckpt" / latest / "opt_D.ckpt").is_file()
