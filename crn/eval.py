@@ -53,7 +53,8 @@ def main(argv=None):
         files = [f"images/{name}_k{i}.png" for i in range(k)]
         for f, img in zip(files, images):
             write_image(os.path.join(out_dir, f), img)
-        write_image(os.path.join(out_dir, "grids", f"{name}.png"), make_grid([[colorize_onehot(label), real] + list(images)]))
+        grid = make_grid([[colorize_onehot(label), real] + list(images)])
+        write_image(os.path.join(out_dir, "grids", f"{name}.png"), grid)
         rows.append([name, f"grids/{name}.png"])
         fidelity.update(images[0], real)
         if diversity is not None:

@@ -91,7 +91,8 @@ def test_vgg19_mat_loads_into_the_loss_network(vgg19_mat):
 def test_vgg_file_without_the_loss_layers_is_rejected(tmp_path):
     path = str(tmp_path / "truncated.mat")
     write_matconvnet_vgg19(path, VGG19_LAYERS[:VGG19_LAYERS.index("relu4_2") + 1])
-    with pytest.raises(KeyError, match=r"truncated\.mat: layer conv4_3 is missing; the vgg19 trunk expects weight \(512, 512, 3, 3\)"):
+    expected = r"truncated\.mat: layer conv4_3 is missing; the vgg19 trunk expects weight \(512, 512, 3, 3\)"
+    with pytest.raises(KeyError, match=expected):
         build_loss_network(load_config(CONFIG, [f"--vgg_path={path}", "--size=32"]))
 
 
