@@ -7,6 +7,8 @@
 * :class:`CounterDropout` - dropout whose masks are a hash of a step counter held as a Parameter, so a
   checkpoint restores the random stream exactly and a resumed run repeats the uninterrupted one.
 """
+import os
+
 import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
@@ -79,7 +81,8 @@ class CounterDropout(nn.Cell):
 
     The mask of call ``n`` is a deterministic hash of (``n``, ``salt``, element index); ``n`` lives in
     the non-trainable Parameter ``counter`` and is saved with the network, so resuming from a
-    checkpoint continues the same random stream. Active in training mode, or always with
+    checkpoint continues the same random stream. Each data-parallel rank (``RANK_ID``) draws its own
+    stream. Active in training mode, or always with
     ``always_on=True`` (the pix2pix test protocol keeps dropout on).
     """
 
@@ -88,7 +91,8 @@ class CounterDropout(nn.Cell):
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout probability p={p} must be in [0, 1)")
         self.p = p
-        self.salt = float(salt % 997) * 0.6180339887 + 0.1234
+        rank = int(os.environ.get("RANK_ID", "0") or 0)
+        self.salt = float((salt + 101 * rank) % 997) * 0.6180339887 + 0.1234
         self.always_on = always_on
         self.counter = Parameter(Tensor(0.0, ms.float32), name="counter", requires_grad=False)
 

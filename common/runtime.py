@@ -35,8 +35,8 @@ class Runtime:
 
 
 def launched_by_msrun():
-    """True when this process is an msrun worker (msrun sets the scheduler/role variables)."""
-    return os.environ.get("MS_ROLE") == "MS_WORKER" and "MS_WORKER_NUM" in os.environ
+    """True when msrun started this process (as a worker, or as the scheduler that must also init())."""
+    return os.environ.get("MS_ROLE") in ("MS_WORKER", "MS_SCHED") and "MS_WORKER_NUM" in os.environ
 
 
 def set_seed(seed):
@@ -52,7 +52,9 @@ def init_runtime(device_target="CPU", mode="graph", seed=0, device_id=None, dist
     Args:
         device_target: ``CPU``, ``GPU`` or ``Ascend``.
         mode: ``graph`` (compiled, default) or ``pynative`` (eager, for debugging).
-        seed: base seed; each rank adds its rank so that ranks draw different crops and dropout masks.
+        seed: seed of every RNG. All ranks use the same seed, so they initialise identical weights;
+            ranks see different data through sharding and different dropout masks through
+            :class:`common.layers.CounterDropout`'s per-rank stream.
         device_id: device index; ``None`` lets msrun / MindSpore choose.
         distributed: force data-parallel on/off; ``None`` means "when launched by msrun".
     """
@@ -74,5 +76,5 @@ def init_runtime(device_target="CPU", mode="graph", seed=0, device_id=None, dist
         ms.reset_auto_parallel_context()
         ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
                                      device_num=group_size)
-    set_seed(seed + rank)
+    set_seed(seed)
     return Runtime(device_target=device_target, mode=mode, rank=rank, group_size=group_size)

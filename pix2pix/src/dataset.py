@@ -15,7 +15,7 @@ from PIL import Image
 
 from common.io import list_images, read_image
 
-__all__ = ["AlignedDataset", "split_ab", "to_tensor_layout", "check_image_size"]
+__all__ = ["AlignedDataset", "split_ab", "to_tensor_layout", "check_image_size", "resize_bicubic"]
 
 
 def check_image_size(size, multiple, netG):
@@ -41,7 +41,8 @@ def to_tensor_layout(img):
     return (np.asarray(img, np.float32).transpose(2, 0, 1) / 127.5) - 1.0
 
 
-def _resize(img, size):
+def resize_bicubic(img, size):
+    """[H, W, 3] uint8 -> [size, size, 3] uint8 with PIL bicubic (the reference resize)."""
     return np.asarray(Image.fromarray(img).resize((size, size), Image.BICUBIC))
 
 
@@ -83,7 +84,7 @@ class AlignedDataset:
         if self.direction == "BtoA":
             a, b = b, a
         if self.train:
-            a, b = _resize(a, self.load_size), _resize(b, self.load_size)
+            a, b = resize_bicubic(a, self.load_size), resize_bicubic(b, self.load_size)
             x = rng.randint(0, self.load_size - self.crop_size + 1)
             y = rng.randint(0, self.load_size - self.crop_size + 1)
             a = a[y:y + self.crop_size, x:x + self.crop_size]
@@ -91,5 +92,5 @@ class AlignedDataset:
             if self.flip and rng.rand() < 0.5:
                 a, b = a[:, ::-1], b[:, ::-1]
         else:
-            a, b = _resize(a, self.crop_size), _resize(b, self.crop_size)
+            a, b = resize_bicubic(a, self.crop_size), resize_bicubic(b, self.crop_size)
         return to_tensor_layout(a), to_tensor_layout(b)

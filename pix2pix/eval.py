@@ -1,0 +1,140 @@
+"""Evaluate a pix2pix generator on the validation split: ``python pix2pix/eval.py [--ckpt=...]``.
+
+Writes ``<output_dir>/eval/images/<name>_{real_A,fake_B,real_B}.png``, an ``index.html`` page
+(input | output | target) and ``metrics.json`` with L1, PSNR, SSIM and, given ``--fcn_ckpt``, the
+FCN-score (per-pixel accuracy, mean class accuracy, mean IoU, per-class table).
+
+Test protocol (``--eval_protocol=paper``, default): as in the paper, G runs exactly as in training
+(BatchNorm from the test batch's statistics, batch size 1, dropout on), so outputs vary slightly with
+the dropout stream; ``--eval_protocol=eval`` uses running statistics and no dropout.
+"""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from common.checkpoint import load_cell, resolve_checkpoint  # noqa: E402
+from common.config import load_config  # noqa: E402
+from common.io import atomic_file, tensor_to_uint8, write_html, write_image  # noqa: E402
+from common.metrics import PSNR, SSIM  # noqa: E402
+from common.runtime import init_runtime  # noqa: E402
+from pix2pix.src.utils import build_generator, generate, model_meta, resolve_dataroot, val_dataset  # noqa: E402
+
+CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_config.yaml")
+
+
+def load_generator(cfg):
+    """Build G from the config and load ``cfg.ckpt`` (default: the latest training snapshot)."""
+    netG = build_generator(cfg)
+    path = resolve_checkpoint(cfg.ckpt or os.path.join(cfg.output_dir, "ckpt"), "G")
+    load_cell(netG, path, model_meta(cfg), what=f"pix2pix generator {cfg.netG} (ngf={cfg.ngf})")
+    return netG, path
+
+
+def fcn_label_dir(cfg):
+    """Folder of ``*_gtFine_labelIds.png`` for the FCN-score (the demo's when training on demo data)."""
+    if cfg.fcn_label_dir:
+        return cfg.fcn_label_dir
+    if not cfg.dataroot:
+        return os.path.join(os.path.dirname(resolve_dataroot(cfg)), "cityscapes", "gtFine", cfg.val_phase)
+    raise ValueError("--fcn_ckpt needs --fcn_label_dir: the gtFine/<split> folder whose *_gtFine_labelIds.png "
+                     "match the validation images")
+
+
+def frame_names(names, label_dir):
+    """Map AB file stems to Cityscapes frame ids.
+
+    Frame-id stems are kept; numeric stems ``1..N`` (the reference ``prepare_cityscapes_dataset.py``
+    numbering) map to the label files in sorted-path order.
+    """
+    from common.metrics.segmentation import frame_id
+    labels = sorted(os.path.join(r, n) for r, _, ns in os.walk(label_dir) for n in ns if n.endswith("_gtFine_labelIds.png"))
+    ids = [frame_id(p) for p in labels]
+    out = {}
+    for name in names:
+        if name.isdigit():
+            k = int(name) - 1
+            if not 0 <= k < len(ids):
+                raise ValueError(f"validation image {name} has no label: {label_dir} holds {len(ids)} label files")
+            out[name] = ids[k]
+        else:
+            out[name] = frame_id(name)
+    return out
+
+
+def evaluate(cfg):
+    """Generate the validation set, write images/HTML/metrics.json; returns the metrics dict."""
+    init_runtime(cfg.device_target, cfg.mode, cfg.seed)
+    netG, ckpt_path = load_generator(cfg)
+    netG.set_train(cfg.eval_protocol == "paper")
+    dataset = val_dataset(cfg, resolve_dataroot(cfg))
+    n = len(dataset) if not cfg.num_val else min(cfg.num_val, len(dataset))
+    out = os.path.join(cfg.output_dir, "eval")
+    img_dir = os.path.join(out, "images")
+    psnr, ssim, l1 = PSNR(), SSIM(), []
+    rows = []
+    rng = np.random.RandomState(0)
+    for i in tqdm(range(n), desc="pix2pix eval", unit="img"):
+        a, b = dataset.get(i, rng)
+        fake = generate(netG, a[None])[0]
+        l1.append(float(np.abs(fake - b).mean()))
+        name = dataset.name(i)
+        triple = [tensor_to_uint8(a[:3]), tensor_to_uint8(fake), tensor_to_uint8(b)]
+        psnr.update(triple[1], triple[2])
+        ssim.update(triple[1], triple[2])
+        files = [f"images/{name}_{s}.png" for s in ("real_A", "fake_B", "real_B")]
+        for rel, img in zip(files, triple):
+            write_image(os.path.join(out, rel), img)
+        rows.append([name] + files)
+    write_html(os.path.join(out, "index.html"), f"pix2pix {cfg.netG} on {cfg.val_phase} ({ckpt_path})",
+               ["name", "input", "output", "target"], rows)
+    metrics = {"model": "pix2pix", "checkpoint": ckpt_path, "images": n, "l1": float(np.mean(l1))}
+    metrics.update(psnr.compute())
+    metrics.update(ssim.compute())
+    protocol = {"l1": f"mean |G(x) - y| in [-1, 1] units at {cfg.crop_size}x{cfg.crop_size} (bicubic resize), "
+                      f"eval_protocol={cfg.eval_protocol}",
+                "psnr": PSNR.protocol, "ssim": SSIM.protocol}
+    if cfg.fcn_ckpt:
+        scores, table = fcn_scores(cfg, out, [r[0] for r in rows])
+        protocol.update(scores.pop("protocol"))
+        metrics.update({f"fcn_{k}": v for k, v in scores.items() if isinstance(v, float)})
+        with atomic_file(os.path.join(out, "fcn_per_class.md")) as tmp:
+            with open(tmp, "w") as f:
+                f.write(table + "\n")
+    metrics["protocol"] = protocol
+    with atomic_file(os.path.join(out, "metrics.json")) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(metrics, f, indent=1)
+    summary = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+    print(f"pix2pix eval on {n} images: {summary}\nresults: {out}/index.html, {out}/metrics.json")
+    return metrics
+
+
+def fcn_scores(cfg, out, names):
+    """FCN-score of the generated images (renamed to frame ids) against the Cityscapes labels."""
+    import shutil
+    from common.metrics.fcn import FCN8s, fcn_score, load_fcn8s
+    label_dir = fcn_label_dir(cfg)
+    frames = frame_names(names, label_dir)
+    fcn_dir = os.path.join(out, "fcn_inputs")
+    shutil.rmtree(fcn_dir, ignore_errors=True)
+    os.makedirs(fcn_dir)
+    for name in names:
+        shutil.copyfile(os.path.join(out, "images", f"{name}_fake_B.png"),
+                        os.path.join(fcn_dir, f"{frames[name]}_leftImg8bit.png"))
+    net = load_fcn8s(FCN8s(), cfg.fcn_ckpt)
+    scores, table = fcn_score(net, fcn_dir, label_dir, weights=os.path.basename(cfg.fcn_ckpt))
+    print(table)
+    return scores, table
+
+
+def main(argv=None):
+    evaluate(load_config(CONFIG, sys.argv[1:] if argv is None else argv))
+
+
+if __name__ == "__main__":
+    main()

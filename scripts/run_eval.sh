@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Evaluate trained models and print one results table (also written to outputs/eval_summary.json).
+# Usage: bash scripts/run_eval.sh [MODEL|all] [DEVICE] [--key=value ...]
+#   MODEL   pix2pix, crn, ... or all (default): every model with a checkpoint under outputs/MODEL/ckpt
+#   DEVICE  CPU (default), GPU or Ascend
+#   --key=value  passed to every evaluated model, e.g. --ckpt=path (single model) or --num_val=50
+# Per-model results: outputs/MODEL/eval/{metrics.json,index.html}.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/common.sh
+
+MODEL=${1:-all}
+[ $# -ge 1 ] && shift
+DEVICE=CPU
+if [ $# -ge 1 ] && [[ $1 != --* ]]; then DEVICE=$(check_device "$0" "$1"); shift; fi
+check_overrides "$0" "$@"
+
+if [ "$MODEL" = all ]; then
+  MODELS=()
+  for m in $(models_with eval.py); do
+    [ -f "outputs/$m/ckpt/latest" ] && MODELS+=("$m")
+  done
+  if [ ${#MODELS[@]} -eq 0 ]; then
+    echo "error: no model has a checkpoint under outputs/MODEL/ckpt; train one first (bash scripts/run_train.sh pix2pix CPU)" >&2
+    exit 1
+  fi
+else
+  MODELS=("$(check_model "$0" "$MODEL" eval.py)")
+fi
+for m in "${MODELS[@]}"; do
+  echo "== evaluating $m"
+  python "$m/eval.py" --device_target="$DEVICE" --output_dir="outputs/$m" "$@"
+done
+python -m common.report outputs
