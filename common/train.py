@@ -2,6 +2,7 @@
 
 * :class:`TrainOneStep` - loss cell in, one optimizer step out (graph-compiled), with the data-parallel
   gradient reducer applied when the process runs under msrun. Used for D and for G.
+* :class:`GANTrainStep` - D step then G step against the updated D, with one generator forward.
 * :func:`linear_decay` / :func:`set_lr` - the pix2pix schedule: constant, then linear decay to zero.
 * :class:`TrainLogger` - ``epoch: E step: S, g_loss X d_loss Y, ms/step Z`` lines to console and file,
   a tqdm bar, ``losses.json`` and a loss-curve PNG.
@@ -22,7 +23,7 @@ from tqdm import tqdm
 
 from common.io import atomic_file
 
-__all__ = ["TrainOneStep", "linear_decay", "set_lr", "TrainLogger", "StopSignal", "get_logger", "timer_ms", "to_float"]
+__all__ = ["TrainOneStep", "GANTrainStep", "linear_decay", "set_lr", "TrainLogger", "StopSignal", "get_logger", "timer_ms", "to_float"]
 
 
 def _parallel_mode():
@@ -53,6 +54,39 @@ class TrainOneStep(nn.Cell):
         outputs, grads = self.grad_fn(*inputs)
         grads = self.reducer(grads)
         return ops.depend(outputs, self.optimizer(grads))
+
+
+class GANTrainStep(nn.Cell):
+    """One GAN iteration with a single generator forward pass: D step, then G step against the updated D.
+
+    ``fake = netG(x)`` is computed once and its vector-Jacobian product kept (PyTorch's retained
+    graph). D is updated by ``TrainOneStep(d_loss_cell)(stop_gradient(fake), *inputs)``; then
+    ``g_loss_cell(fake, *inputs) -> (loss, *aux)`` runs through the updated D, its gradient w.r.t.
+    ``fake`` is pulled back through the stored forward to G's weights, and G's optimizer steps. In
+    data-parallel mode both gradient sets are averaged across ranks.
+
+    Returns ``(d_loss, g_loss, *g_aux)``.
+    """
+
+    def __init__(self, netG, d_loss_cell, g_loss_cell, opt_D, opt_G):
+        super().__init__(auto_prefix=False)
+        self.netG = netG
+        self.step_D = TrainOneStep(d_loss_cell, opt_D)
+        self.g_loss_grad = ops.value_and_grad(g_loss_cell, 0, None, has_aux=True)
+        self.opt_G = opt_G
+        self.weights_G = opt_G.parameters
+        self.reducer_G = nn.Identity()
+        if _parallel_mode() in (ms.ParallelMode.DATA_PARALLEL, ms.ParallelMode.HYBRID_PARALLEL):
+            self.reducer_G = nn.DistributedGradReducer(self.weights_G, mean=True)
+
+    def construct(self, x, *inputs):
+        fake, pullback = ms.vjp(self.netG, x, weights=self.weights_G)
+        loss_d = self.step_D(ops.stop_gradient(fake), *inputs)
+        fake = ops.depend(fake, loss_d)
+        outputs, d_fake = self.g_loss_grad(fake, *inputs)
+        _, grads = pullback(d_fake)
+        grads = self.reducer_G(grads)
+        return ops.depend((loss_d,) + outputs, self.opt_G(grads))
 
 
 def linear_decay(epoch, lr, n_epochs, n_epochs_decay):

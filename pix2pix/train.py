@@ -53,7 +53,11 @@ def train(cfg):
     elif manager.latest() is not None and rt.is_main:
         log.info(f"note: {ckpt_dir} already holds snapshots; this run starts from scratch (use --resume=true to continue)")
 
-    n_epochs = cfg.n_epochs + cfg.n_epochs_decay
+    n_const, n_decay = (cfg.n_epochs, cfg.n_epochs_decay) if cfg.dataroot else (cfg.demo_epochs, cfg.demo_epochs_decay)
+    n_epochs = n_const + n_decay
+    if not cfg.dataroot:
+        log.info(f"demo data: {n_const} + {n_decay} epochs (demo_epochs, demo_epochs_decay); "
+                 f"pass --dataroot for your data and the paper schedule (n_epochs, n_epochs_decay)")
     log.info(f"pix2pix: {len(train_set)} training pairs from {dataroot}, {len(loader)} steps/epoch on "
              f"{rt.group_size} {cfg.device_target} device(s), {n_epochs} epochs")
 
@@ -68,7 +72,7 @@ def train(cfg):
     losses = {}
     with StopSignal() as stop:
         while epoch < n_epochs:
-            lr = linear_decay(epoch, cfg.lr, cfg.n_epochs, cfg.n_epochs_decay)
+            lr = linear_decay(epoch, cfg.lr, n_const, n_decay)
             set_lr(opt_G, lr)
             set_lr(opt_D, lr)
             log.start_epoch(epoch + 1, n_epochs, step_in_epoch)

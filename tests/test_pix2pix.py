@@ -130,7 +130,7 @@ def test_one_step_changes_every_parameter(tmp_path):
 
 def test_demo_training_cuts_validation_l1(tmp_path, demo_cache):
     from pix2pix.train import train
-    cfg = tiny_cfg(tmp_path, max_steps=0, n_epochs=14, n_epochs_decay=0, save_epoch_freq=100, lr=5e-4)
+    cfg = tiny_cfg(tmp_path, max_steps=0, demo_epochs=14, demo_epochs_decay=0, save_epoch_freq=100, lr=5e-4)
     G, _ = build_networks(cfg)
     from pix2pix.src.utils import resolve_dataroot
     val = val_dataset(cfg, resolve_dataroot(cfg))
