@@ -17,7 +17,6 @@ Sources (public, stable API; other engineers call these):
 import io
 import os
 import pickle
-import sys
 import zipfile
 from collections import OrderedDict
 

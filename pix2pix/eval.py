@@ -17,22 +17,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from common.checkpoint import load_cell, resolve_checkpoint  # noqa: E402
 from common.config import load_config  # noqa: E402
 from common.io import atomic_file, tensor_to_uint8, write_html, write_image  # noqa: E402
 from common.metrics import PSNR, SSIM  # noqa: E402
 from common.runtime import init_runtime  # noqa: E402
-from pix2pix.src.utils import build_generator, generate, model_meta, resolve_dataroot, val_dataset  # noqa: E402
+from pix2pix.src.utils import generate, load_generator, resolve_dataroot, val_dataset  # noqa: E402
 
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_config.yaml")
-
-
-def load_generator(cfg):
-    """Build G from the config and load ``cfg.ckpt`` (default: the latest training snapshot)."""
-    netG = build_generator(cfg)
-    path = resolve_checkpoint(cfg.ckpt or os.path.join(cfg.output_dir, "ckpt"), "G")
-    load_cell(netG, path, model_meta(cfg), what=f"pix2pix generator {cfg.netG} (ngf={cfg.ngf})")
-    return netG, path
 
 
 def fcn_label_dir(cfg):
@@ -74,7 +65,6 @@ def evaluate(cfg):
     dataset = val_dataset(cfg, resolve_dataroot(cfg))
     n = len(dataset) if not cfg.num_val else min(cfg.num_val, len(dataset))
     out = os.path.join(cfg.output_dir, "eval")
-    img_dir = os.path.join(out, "images")
     psnr, ssim, l1 = PSNR(), SSIM(), []
     rows = []
     rng = np.random.RandomState(0)
@@ -100,7 +90,7 @@ def evaluate(cfg):
                 "psnr": PSNR.protocol, "ssim": SSIM.protocol}
     if cfg.fcn_ckpt:
         scores, table = fcn_scores(cfg, out, [r[0] for r in rows])
-        protocol.update(scores.pop("protocol"))
+        protocol.update({f"fcn_{k}": v for k, v in scores.pop("protocol").items()})
         metrics.update({f"fcn_{k}": v for k, v in scores.items() if isinstance(v, float)})
         with atomic_file(os.path.join(out, "fcn_per_class.md")) as tmp:
             with open(tmp, "w") as f:
@@ -117,7 +107,7 @@ def evaluate(cfg):
 def fcn_scores(cfg, out, names):
     """FCN-score of the generated images (renamed to frame ids) against the Cityscapes labels."""
     import shutil
-    from common.metrics.fcn import FCN8s, fcn_score, load_fcn8s
+    from common.metrics.fcn import build_fcn8s, fcn_score
     label_dir = fcn_label_dir(cfg)
     frames = frame_names(names, label_dir)
     fcn_dir = os.path.join(out, "fcn_inputs")
@@ -126,7 +116,7 @@ def fcn_scores(cfg, out, names):
     for name in names:
         shutil.copyfile(os.path.join(out, "images", f"{name}_fake_B.png"),
                         os.path.join(fcn_dir, f"{frames[name]}_leftImg8bit.png"))
-    net = load_fcn8s(FCN8s(), cfg.fcn_ckpt)
+    net = build_fcn8s(cfg.fcn_ckpt)
     scores, table = fcn_score(net, fcn_dir, label_dir, weights=os.path.basename(cfg.fcn_ckpt))
     print(table)
     return scores, table

@@ -26,14 +26,12 @@ import numpy as np  # noqa: E402
 import common  # noqa: E402,F401  (oneDNN ISA before mindspore)
 from mindspore import Tensor  # noqa: E402
 
-from common.checkpoint import load_cell, resolve_checkpoint  # noqa: E402
 from common.config import load_config  # noqa: E402
 from common.export import (ExportError, check_mindir_parity, check_onnx_parity, export_mindir,  # noqa: E402
                            export_onnx, prepare_for_export)
 from common.io import atomic_file  # noqa: E402
 from common.runtime import init_runtime  # noqa: E402
-from pix2pix.src.model import define_G, valid_sizes  # noqa: E402
-from pix2pix.src.utils import model_meta  # noqa: E402
+from pix2pix.src.utils import load_generator  # noqa: E402
 
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_config.yaml")
 ONNX_ATOL = 1e-4
@@ -44,23 +42,11 @@ NORM_NOTES = {
 }
 
 
-def load_generator(cfg):
-    """The generator of ``cfg`` with the weights of ``cfg.ckpt`` (default <output_dir>/ckpt); returns (net, path)."""
-    multiple = valid_sizes(cfg.netG)
-    if cfg.image_size <= 0 or cfg.image_size % multiple:
-        raise ValueError(f"image_size={cfg.image_size} does not work with netG={cfg.netG}: pass --image_size="
-                         f"{multiple} or another multiple of {multiple}")
-    net = define_G(cfg.netG, cfg.input_nc, cfg.output_nc, cfg.ngf, cfg.norm)
-    path = resolve_checkpoint(cfg.ckpt or os.path.join(cfg.output_dir, "ckpt"), "G")
-    load_cell(net, path, model_meta(cfg), what="pix2pix generator")
-    return net, path
-
-
 def main(argv=None):
     """Export; returns {format: (path, max |diff| vs MindSpore)}."""
     cfg = load_config(CONFIG, sys.argv[1:] if argv is None else argv)
     init_runtime(cfg.device_target, cfg.mode, cfg.seed)
-    net, ckpt = load_generator(cfg)
+    net, ckpt = load_generator(cfg, cfg.image_size)
     prepare_for_export(net, cfg.export_norm)
     rng = np.random.default_rng(0)
     x = Tensor(rng.uniform(-1, 1, (1, cfg.input_nc, cfg.image_size, cfg.image_size)).astype(np.float32))

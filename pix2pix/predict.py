@@ -14,10 +14,8 @@ from tqdm import tqdm  # noqa: E402
 from common.config import load_config  # noqa: E402
 from common.io import IMAGE_EXTENSIONS, list_images, read_image, tensor_to_uint8, write_image  # noqa: E402
 from common.runtime import init_runtime  # noqa: E402
-from pix2pix.eval import load_generator  # noqa: E402
-from pix2pix.src.dataset import resize_bicubic, check_image_size, to_tensor_layout  # noqa: E402
-from pix2pix.src.model import valid_sizes  # noqa: E402
-from pix2pix.src.utils import generate  # noqa: E402
+from pix2pix.src.dataset import resize_bicubic, to_tensor_layout  # noqa: E402
+from pix2pix.src.utils import generate, load_generator  # noqa: E402
 
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_config.yaml")
 
@@ -37,11 +35,9 @@ def input_paths(path):
 
 def predict(cfg):
     """Translate ``cfg.input``; returns the list of written output paths."""
-    check_image_size(cfg.image_size, valid_sizes(cfg.netG), cfg.netG)
     paths = input_paths(cfg.input)
     init_runtime(cfg.device_target, cfg.mode, cfg.seed)
-    cfg.crop_size = cfg.image_size
-    netG, _ = load_generator(cfg)
+    netG, _ = load_generator(cfg, cfg.image_size)
     netG.set_train(cfg.eval_protocol == "paper")
     out_dir = os.path.join(cfg.output_dir, "predict")
     written = []

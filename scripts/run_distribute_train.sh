@@ -6,7 +6,8 @@
 #   DEVICE       CPU, GPU or Ascend
 #   NUM_WORKERS  processes on this machine (e.g. 8 for 8 GPUs; 2 for a CPU test run)
 #   --key=value  any key of MODEL/default_config.yaml
-# Worker logs: outputs/MODEL/msrun_log/worker_<rank>.log; set MASTER_PORT to change the port (8118).
+# Outputs go to ${SYNTHZOO_OUTPUTS:-outputs}/MODEL/, worker logs to its msrun_log/worker_<rank>.log;
+# set MASTER_PORT to change the port (8118).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/common.sh
@@ -19,5 +20,5 @@ WORKERS=$3
 shift 3
 check_overrides "$0" "$@"
 exec msrun --worker_num="$WORKERS" --local_worker_num="$WORKERS" --master_port="${MASTER_PORT:-8118}" \
-  --log_dir="outputs/$MODEL/msrun_log" --join=True --cluster_time_out=600 \
-  "$MODEL/train.py" --device_target="$DEVICE" --output_dir="outputs/$MODEL" "$@"
+  --log_dir="${SYNTHZOO_OUTPUTS:-outputs}/$MODEL/msrun_log" --join=True --cluster_time_out=600 \
+  "$MODEL/train.py" --device_target="$DEVICE" --output_dir="${SYNTHZOO_OUTPUTS:-outputs}/$MODEL" "$@"

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Evaluate trained models and print one results table (also written to outputs/eval_summary.json).
+# Evaluate trained models and print one results table (also written to OUT/eval_summary.json,
+# OUT = ${SYNTHZOO_OUTPUTS:-outputs}).
 # Usage: bash scripts/run_eval.sh [MODEL|all] [DEVICE] [--key=value ...]
-#   MODEL   pix2pix, crn, ... or all (default): every model with a checkpoint under outputs/MODEL/ckpt
+#   MODEL   pix2pix, crn, ... or all (default): every model with a checkpoint under OUT/MODEL/ckpt
 #   DEVICE  CPU (default), GPU or Ascend
 #   --key=value  passed to every evaluated model, e.g. --ckpt=path (single model) or --num_val=50
-# Per-model results: outputs/MODEL/eval/{metrics.json,index.html}.
+# Per-model results: OUT/MODEL/eval/{metrics.json,index.html}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/common.sh
+OUT=${SYNTHZOO_OUTPUTS:-outputs}
 
 MODEL=${1:-all}
 [ $# -ge 1 ] && shift
@@ -18,10 +20,10 @@ check_overrides "$0" "$@"
 if [ "$MODEL" = all ]; then
   MODELS=()
   for m in $(models_with eval.py); do
-    [ -f "outputs/$m/ckpt/latest" ] && MODELS+=("$m")
+    [ -f "$OUT/$m/ckpt/latest" ] && MODELS+=("$m")
   done
   if [ ${#MODELS[@]} -eq 0 ]; then
-    echo "error: no model has a checkpoint under outputs/MODEL/ckpt; train one first (bash scripts/run_train.sh pix2pix CPU)" >&2
+    echo "error: no model has a checkpoint under $OUT/MODEL/ckpt; train one first (bash scripts/run_train.sh pix2pix CPU)" >&2
     exit 1
   fi
 else
@@ -29,6 +31,6 @@ else
 fi
 for m in "${MODELS[@]}"; do
   echo "== evaluating $m"
-  python "$m/eval.py" --device_target="$DEVICE" --output_dir="outputs/$m" "$@"
+  python "$m/eval.py" --device_target="$DEVICE" --output_dir="$OUT/$m" "$@"
 done
-python -m common.report outputs
+python -m common.report "$OUT"

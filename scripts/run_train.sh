@@ -5,7 +5,7 @@
 #   DEVICE  CPU, GPU or Ascend
 #   --key=value  any key of MODEL/default_config.yaml, e.g. --dataroot=/data/facades --n_epochs=100
 # With no --dataroot the model trains on the built-in synthetic-streets demo data.
-# Outputs (log, loss curve, samples, checkpoints) go to outputs/MODEL/.
+# Outputs (log, loss curve, samples, checkpoints) go to ${SYNTHZOO_OUTPUTS:-outputs}/MODEL/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/common.sh
@@ -15,4 +15,4 @@ MODEL=$(check_model "$0" "$1" train.py)
 DEVICE=$(check_device "$0" "$2")
 shift 2
 check_overrides "$0" "$@"
-exec python "$MODEL/train.py" --device_target="$DEVICE" --output_dir="outputs/$MODEL" "$@"
+exec python "$MODEL/train.py" --device_target="$DEVICE" --output_dir="${SYNTHZOO_OUTPUTS:-outputs}/$MODEL" "$@"

@@ -109,7 +109,7 @@ def test_bad_arguments_name_the_fix(tmp_path):
         export_mindir(generator("unet_128"), image(128), str(tmp_path / "G.onnx"))
 
 
-@pytest.mark.parametrize("args, message", [([], "Usage"), (["nomodel"], "not a model folder"),
+@pytest.mark.parametrize("args, message", [([], "Usage"), (["nomodel"], "not a model with export.py"),
                                            (["crn", "PNG"], "format 'PNG'"),
                                            (["crn", "ONNX", "/no/such.ckpt"], "'/no/such.ckpt' does not exist")])
 def test_run_export_sh_refuses_wrong_arguments(args, message):
@@ -132,5 +132,8 @@ def test_pix2pix_export_script_writes_checked_files_and_a_note(tmp_path):
     note = json.loads((tmp_path / "export" / "G_batch_stats.json").read_text())
     assert note["export_norm"] == "batch_stats" and note["input"]["shape"] == [1, 3, 64, 64]
     assert sorted(note["files"]) == ["MINDIR", "ONNX"]
-    with pytest.raises(CheckpointError, match="netG='unet_64'.*--netG=unet_64"):
-        export.main(args[:1] + [f"--output_dir={tmp_path}"])
+    adopted = export.main(args[:1] + ["--image_size=64", "--export_format=ONNX", f"--output_dir={tmp_path}"])
+    assert adopted["ONNX"][1] <= 1e-4  # netG/ngf come from the checkpoint's metadata
+    save_cell(generator("unet_64"), str(tmp_path / "C.ckpt"), {"model": "crn"})
+    with pytest.raises(CheckpointError, match="holds a crn network"):
+        export.main([f"--ckpt={tmp_path / 'C.ckpt'}", f"--output_dir={tmp_path}"])

@@ -1,6 +1,5 @@
 """Folder evaluation (batches, matching by name, metrics.json) and the summary report."""
 import json
-import os
 
 import numpy as np
 import pytest

@@ -18,7 +18,7 @@ from tqdm import tqdm
 import common  # noqa: F401
 import cv2
 import mindspore as ms
-from mindspore import nn, ops
+from mindspore import nn
 
 from common import cityscapes as cs
 from common.io import read_image, read_label
@@ -27,7 +27,7 @@ from common.metrics.segmentation import ConfusionMatrix, match_by_name
 from common.vgg import vgg_conv_names
 from common.weights import assign_params, read_flat, vgg_weights
 
-__all__ = ["FCN8s", "load_fcn8s", "init_fcn8s_from_vgg16", "preprocess_bgr", "segment", "fcn_score",
+__all__ = ["FCN8s", "build_fcn8s", "load_fcn8s", "init_fcn8s_from_vgg16", "preprocess_bgr", "segment", "fcn_score",
            "FCN_MEAN_BGR"]
 
 FCN_MEAN_BGR = (72.78044, 83.21195, 73.45286)
@@ -87,6 +87,25 @@ def load_fcn8s(net, source):
     """Fill an :class:`FCN8s` from ``fcn-8s-cityscapes.caffemodel`` (read without Caffe) or a ``.ckpt``
     written by :mod:`common.metrics.train_fcn`. Errors name the file, layer and expected shape."""
     flat = caffe_flat(source) if str(source).endswith(".caffemodel") else read_flat(source)
+    assign_params(net, flat, source)
+    net.set_train(False)
+    return net
+
+
+def build_fcn8s(source):
+    """An :class:`FCN8s` sized after the weights in ``source`` and loaded from it.
+
+    ``.caffemodel`` files and checkpoints written by :mod:`common.metrics.train_fcn` (full or ``--tiny``)
+    both work: classes, channel widths and fc width are read from the stored shapes.
+    """
+    flat = caffe_flat(source) if str(source).endswith(".caffemodel") else read_flat(source)
+    needed = [f"conv{b}_1.weight" for b in range(1, 6)] + ["fc6.weight", "score_fr.weight"]
+    missing = [k for k in needed if k not in flat]
+    if missing:
+        raise ValueError(f"{source} is not an FCN-8s scorer: it lacks {missing}; pass a fcn-8s .caffemodel or a "
+                         f"checkpoint written by python -m common.metrics.train_fcn")
+    channels = tuple(int(flat[f"conv{b}_1.weight"].shape[0]) for b in range(1, 6))
+    net = FCN8s(int(flat["score_fr.weight"].shape[0]), channels=channels, fc=int(flat["fc6.weight"].shape[0]))
     assign_params(net, flat, source)
     net.set_train(False)
     return net

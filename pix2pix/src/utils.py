@@ -6,12 +6,13 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn
 
+from common.checkpoint import CheckpointError, load_cell, read_meta, resolve_checkpoint
 from common.demo_data import ensure_demo_dataset
 from common.io import make_grid, tensor_to_uint8, write_image
 from pix2pix.src.dataset import AlignedDataset, check_image_size
 from pix2pix.src.model import define_D, define_G, valid_sizes
 
-__all__ = ["resolve_dataroot", "model_meta", "build_generator", "build_networks", "build_optimizers",
+__all__ = ["resolve_dataroot", "model_meta", "build_generator", "load_generator", "build_networks", "build_optimizers",
            "val_dataset", "generate", "validation_l1", "write_sample_grid", "make_bench_step"]
 
 ARCH_KEYS = ("netG", "ngf", "norm", "input_nc", "output_nc")
@@ -33,10 +34,32 @@ def model_meta(cfg):
     return dict({"model": "pix2pix"}, **{k: cfg[k] for k in ARCH_KEYS})
 
 
-def build_generator(cfg):
-    check_image_size(cfg.crop_size, valid_sizes(cfg.netG), cfg.netG)
+def build_generator(cfg, size=None):
+    """G of ``cfg``; ``size`` (default ``cfg.crop_size``) is checked against what the U-Net can take."""
+    check_image_size(cfg.crop_size if size is None else size, valid_sizes(cfg.netG), cfg.netG)
     return define_G(cfg.netG, cfg.input_nc, cfg.output_nc, cfg.ngf, cfg.norm, cfg.use_dropout,
                     cfg.init_type, cfg.init_gain)
+
+
+def load_generator(cfg, size=None):
+    """G with the weights of ``cfg.ckpt`` (default: the latest snapshot in ``<output_dir>/ckpt``).
+
+    The architecture keys (netG, ngf, norm, input_nc, output_nc) are taken from the checkpoint's
+    metadata, so eval/predict/export need no repeated options; a checkpoint of another model is refused.
+    Returns (G, checkpoint path).
+    """
+    path = resolve_checkpoint(cfg.ckpt or os.path.join(cfg.output_dir, "ckpt"), "G")
+    meta = read_meta(path)
+    if meta.get("model", "pix2pix") != "pix2pix":
+        raise CheckpointError(f"checkpoint {path} holds a {meta['model']} network, not a pix2pix generator; "
+                              f"evaluate it with {meta['model']}/eval.py")
+    for key in ARCH_KEYS:
+        if key in meta and meta[key] != cfg[key]:
+            print(f"[pix2pix] {key}={meta[key]!r} from the checkpoint {path} (config: {cfg[key]!r})")
+            cfg[key] = meta[key]
+    netG = build_generator(cfg, size)
+    load_cell(netG, path, model_meta(cfg), what=f"pix2pix generator {cfg.netG} (ngf={cfg.ngf})")
+    return netG, path
 
 
 def build_networks(cfg):

@@ -1,0 +1,91 @@
+"""pix2pix entry points through the scripts users run: train, eval (with FCN-score), predict, usage errors."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--netG=unet_64", "--ngf=8", "--ndf=8", "--crop_size=64", "--load_size=72", "--demo_size=64",
+        "--demo_train=16", "--demo_val=4", "--num_workers=0"]
+
+
+def run(cmd, env, timeout=400):
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, demo_cache):
+    """A tiny pix2pix run trained through scripts/run_train.sh into a private outputs folder."""
+    out = tmp_path_factory.mktemp("outputs")
+    env = dict(os.environ, SYNTHZOO_OUTPUTS=str(out))
+    rc, log = run(["bash", "scripts/run_train.sh", "pix2pix", "CPU", "--max_steps=6"] + TINY, env)
+    assert rc == 0, log[-3000:]
+    return out, env
+
+
+def test_run_train_writes_outputs(trained):
+    out, _ = trained
+    assert (out / "pix2pix" / "ckpt" / "latest").is_file()
+    assert "epoch: 1 step: 1, g_loss" in (out / "pix2pix" / "train.log").read_text()
+
+
+def test_run_eval_all_with_fcn_score_and_summary_table(trained, tmp_path):
+    out, env = trained
+    from common.demo_data import ensure_demo_dataset
+    cityscapes = os.path.join(ensure_demo_dataset(n_train=16, n_val=4, size=64), "cityscapes")
+    scorer = tmp_path / "fcn.ckpt"
+    rc, log = run([sys.executable, "-m", "common.metrics.train_fcn", "--data", cityscapes, "--out", str(scorer),
+                   "--tiny", "--epochs", "1", "--height", "32", "--width", "64", "--batch-size", "4"], env)
+    assert rc == 0, log[-3000:]
+    rc, log = run(["bash", "scripts/run_eval.sh", "all", "CPU", f"--fcn_ckpt={scorer}", "--crop_size=64",
+                   "--demo_size=64", "--demo_train=16", "--demo_val=4"], env)
+    assert rc == 0, log[-3000:]
+    metrics = json.loads((out / "pix2pix" / "eval" / "metrics.json").read_text())
+    assert metrics["images"] == 4 and metrics["model"] == "pix2pix"
+    for key in ("l1", "psnr", "ssim", "fcn_pixel_acc", "fcn_mean_class_acc", "fcn_mean_iou"):
+        assert key in metrics and key in metrics["protocol"], key
+    assert 0.0 <= metrics["fcn_pixel_acc"] <= 1.0 and 0 < metrics["l1"] < 2
+    assert (out / "pix2pix" / "eval" / "index.html").read_text().count("<img") == 12
+    assert (out / "pix2pix" / "eval" / "fcn_per_class.md").is_file()
+    summary = json.loads((out / "eval_summary.json").read_text())
+    assert "pix2pix" in json.dumps(summary) and "psnr" in log
+
+
+def test_predict_folder(trained, tmp_path):
+    out, env = trained
+    from common.demo_data import render_scene
+    from common import cityscapes as cs
+    from common.io import write_image
+    for i in range(2):
+        write_image(str(tmp_path / "in" / f"scene{i}.png"), cs.colorize(render_scene(i, 64, 64)[1]))
+    rc, log = run([sys.executable, "pix2pix/predict.py", f"--input={tmp_path / 'in'}", "--image_size=64",
+                   f"--output_dir={out / 'pix2pix'}"], env)
+    assert rc == 0, log[-3000:]
+    from common.io import read_image
+    for i in range(2):
+        assert read_image(str(out / "pix2pix" / "predict" / f"scene{i}.png")).shape == (64, 64, 3)
+
+
+@pytest.mark.parametrize("args,message", [
+    ([], "Usage: bash scripts/run_train.sh MODEL DEVICE"),
+    (["nomodel", "CPU"], "'nomodel' is not a model with train.py"),
+    (["pix2pix", "TPU"], "device 'TPU' is not CPU, GPU or Ascend"),
+    (["pix2pix", "CPU", "lr=1"], "unexpected argument 'lr=1'"),
+])
+def test_run_train_usage_errors(args, message):
+    rc, log = run(["bash", "scripts/run_train.sh"] + args, dict(os.environ))
+    assert rc == 2 and message in log
+
+
+def test_run_train_rejects_unknown_key(tmp_path):
+    rc, log = run(["bash", "scripts/run_train.sh", "pix2pix", "CPU", "--learning_rate=1"],
+                  dict(os.environ, SYNTHZOO_OUTPUTS=str(tmp_path)))
+    assert rc != 0 and "unknown config key(s) ['learning_rate']" in log and "valid keys" in log
+
+
+def test_run_eval_without_checkpoints(tmp_path):
+    rc, log = run(["bash", "scripts/run_eval.sh"], dict(os.environ, SYNTHZOO_OUTPUTS=str(tmp_path)))
+    assert rc == 1 and "no model has a checkpoint" in log
