@@ -1,8 +1,9 @@
 """Evaluate a pix2pix generator on the validation split: ``python pix2pix/eval.py [--ckpt=...]``.
 
-Writes ``<output_dir>/eval/images/<name>_{real_A,fake_B,real_B}.png``, an ``index.html`` page
-(input | output | target) and ``metrics.json`` with L1, PSNR, SSIM and, given ``--fcn_ckpt``, the
-FCN-score (per-pixel accuracy, mean class accuracy, mean IoU, per-class table).
+Writes ``<output_dir>/eval/{real_A,fake_B,real_B}/<name>.png``, an ``index.html`` page
+(input | output | target) and ``metrics.json`` with L1 and ``--metrics`` (PSNR, SSIM, LPIPS), FID/KID/IS
+given ``--inception_path``, and the FCN-score given ``--fcn_ckpt`` (per-pixel accuracy, mean class
+accuracy, mean IoU, per-class table). Every value is stored with its protocol.
 
 Test protocol (``--eval_protocol=paper``, default): as in the paper, G runs exactly as in training
 (BatchNorm from the test batch's statistics, batch size 1, dropout on), so outputs vary slightly with
@@ -10,6 +11,7 @@ the dropout stream; ``--eval_protocol=eval`` uses running statistics and no drop
 """
 import json
 import os
+import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -19,11 +21,12 @@ from tqdm import tqdm  # noqa: E402
 
 from common.config import load_config  # noqa: E402
 from common.io import atomic_file, tensor_to_uint8, write_html, write_image  # noqa: E402
-from common.metrics import PSNR, SSIM  # noqa: E402
+from common.metrics.evaluate import build_metrics, evaluate_folders  # noqa: E402
 from common.runtime import init_runtime  # noqa: E402
 from pix2pix.src.utils import generate, load_generator, resolve_dataroot, val_dataset  # noqa: E402
 
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_config.yaml")
+FOLDERS = ("real_A", "fake_B", "real_B")
 
 
 def fcn_label_dir(cfg):
@@ -65,29 +68,29 @@ def evaluate(cfg):
     dataset = val_dataset(cfg, resolve_dataroot(cfg))
     n = len(dataset) if not cfg.num_val else min(cfg.num_val, len(dataset))
     out = os.path.join(cfg.output_dir, "eval")
-    psnr, ssim, l1 = PSNR(), SSIM(), []
-    rows = []
+    for sub in FOLDERS:
+        shutil.rmtree(os.path.join(out, sub), ignore_errors=True)
+    l1, rows = [], []
     rng = np.random.RandomState(0)
-    for i in tqdm(range(n), desc="pix2pix eval", unit="img"):
+    for i in tqdm(range(n), desc="pix2pix generate", unit="img"):
         a, b = dataset.get(i, rng)
         fake = generate(netG, a[None])[0]
         l1.append(float(np.abs(fake - b).mean()))
         name = dataset.name(i)
-        triple = [tensor_to_uint8(a[:3]), tensor_to_uint8(fake), tensor_to_uint8(b)]
-        psnr.update(triple[1], triple[2])
-        ssim.update(triple[1], triple[2])
-        files = [f"images/{name}_{s}.png" for s in ("real_A", "fake_B", "real_B")]
-        for rel, img in zip(files, triple):
-            write_image(os.path.join(out, rel), img)
+        files = [f"{sub}/{name}.png" for sub in FOLDERS]
+        for rel, img in zip(files, (a[:3], fake, b)):
+            write_image(os.path.join(out, rel), tensor_to_uint8(img))
         rows.append([name] + files)
     write_html(os.path.join(out, "index.html"), f"pix2pix {cfg.netG} on {cfg.val_phase} ({ckpt_path})",
                ["name", "input", "output", "target"], rows)
-    metrics = {"model": "pix2pix", "checkpoint": ckpt_path, "images": n, "l1": float(np.mean(l1))}
-    metrics.update(psnr.compute())
-    metrics.update(ssim.compute())
-    protocol = {"l1": f"mean |G(x) - y| in [-1, 1] units at {cfg.crop_size}x{cfg.crop_size} (bicubic resize), "
-                      f"eval_protocol={cfg.eval_protocol}",
-                "psnr": PSNR.protocol, "ssim": SSIM.protocol}
+
+    names = [m.strip() for m in cfg.metrics.split(",") if m.strip()] + (["fid"] if cfg.inception_path else [])
+    result = evaluate_folders(os.path.join(out, "fake_B"), os.path.join(out, "real_B"),
+                              build_metrics(names, cfg.inception_path or None))
+    protocol = result.pop("protocol")
+    protocol["l1"] = (f"mean |G(x) - y| in [-1, 1] units at {cfg.crop_size}x{cfg.crop_size} (bicubic resize), "
+                      f"eval_protocol={cfg.eval_protocol}")
+    metrics = dict({"model": "pix2pix", "checkpoint": ckpt_path, "l1": float(np.mean(l1))}, **result)
     if cfg.fcn_ckpt:
         scores, table = fcn_scores(cfg, out, [r[0] for r in rows])
         protocol.update({f"fcn_{k}": v for k, v in scores.pop("protocol").items()})
@@ -106,7 +109,6 @@ def evaluate(cfg):
 
 def fcn_scores(cfg, out, names):
     """FCN-score of the generated images (renamed to frame ids) against the Cityscapes labels."""
-    import shutil
     from common.metrics.fcn import build_fcn8s, fcn_score
     label_dir = fcn_label_dir(cfg)
     frames = frame_names(names, label_dir)
@@ -114,7 +116,7 @@ def fcn_scores(cfg, out, names):
     shutil.rmtree(fcn_dir, ignore_errors=True)
     os.makedirs(fcn_dir)
     for name in names:
-        shutil.copyfile(os.path.join(out, "images", f"{name}_fake_B.png"),
+        shutil.copyfile(os.path.join(out, "fake_B", f"{name}.png"),
                         os.path.join(fcn_dir, f"{frames[name]}_leftImg8bit.png"))
     net = build_fcn8s(cfg.fcn_ckpt)
     scores, table = fcn_score(net, fcn_dir, label_dir, weights=os.path.basename(cfg.fcn_ckpt))

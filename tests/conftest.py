@@ -10,9 +10,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="session")
 def demo_cache(tmp_path_factory):
-    """A private SYNTHZOO_CACHE so tests never touch the user's cache."""
+    """A private SYNTHZOO_CACHE for demo data, sharing the user's converted pretrained weights (if any)."""
     path = tmp_path_factory.mktemp("synthzoo_cache")
     old = os.environ.get("SYNTHZOO_CACHE")
+    weights = os.path.join(old or os.path.join(os.path.expanduser("~"), ".cache", "synthzoo"), "weights")
+    if os.path.isdir(weights):
+        os.symlink(weights, os.path.join(str(path), "weights"))
     os.environ["SYNTHZOO_CACHE"] = str(path)
     yield str(path)
     if old is None:

@@ -11,6 +11,16 @@ TINY = ["--netG=unet_64", "--ngf=8", "--ndf=8", "--crop_size=64", "--load_size=7
         "--demo_train=16", "--demo_val=4", "--num_workers=0"]
 
 
+def lpips_weights_available():
+    from common.pretrained import pretrained_path
+    try:
+        pretrained_path("alexnet")
+        pretrained_path("lpips_alexnet")
+        return True
+    except FileNotFoundError:
+        return False
+
+
 def run(cmd, env, timeout=400):
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     return proc.returncode, proc.stdout + proc.stderr
@@ -36,19 +46,21 @@ def test_run_eval_all_with_fcn_score_and_summary_table(trained, tmp_path):
     out, env = trained
     from common.demo_data import ensure_demo_dataset
     cityscapes = os.path.join(ensure_demo_dataset(n_train=16, n_val=4, size=64), "cityscapes")
+    image_metrics = ["psnr", "ssim"] + (["lpips_alexnet"] if lpips_weights_available() else [])
     scorer = tmp_path / "fcn.ckpt"
     rc, log = run([sys.executable, "-m", "common.metrics.train_fcn", "--data", cityscapes, "--out", str(scorer),
                    "--tiny", "--epochs", "1", "--height", "32", "--width", "64", "--batch-size", "4"], env)
     assert rc == 0, log[-3000:]
     rc, log = run(["bash", "scripts/run_eval.sh", "all", "CPU", f"--fcn_ckpt={scorer}", "--crop_size=64",
-                   "--demo_size=64", "--demo_train=16", "--demo_val=4"], env)
+                   "--demo_size=64", "--demo_train=16", "--demo_val=4", f"--metrics={','.join(image_metrics)}"], env)
     assert rc == 0, log[-3000:]
     metrics = json.loads((out / "pix2pix" / "eval" / "metrics.json").read_text())
     assert metrics["images"] == 4 and metrics["model"] == "pix2pix"
-    for key in ("l1", "psnr", "ssim", "fcn_pixel_acc", "fcn_mean_class_acc", "fcn_mean_iou"):
+    for key in ["l1", "fcn_pixel_acc", "fcn_mean_class_acc", "fcn_mean_iou"] + image_metrics:
         assert key in metrics and key in metrics["protocol"], key
     assert 0.0 <= metrics["fcn_pixel_acc"] <= 1.0 and 0 < metrics["l1"] < 2
     assert (out / "pix2pix" / "eval" / "index.html").read_text().count("<img") == 12
+    assert len(os.listdir(out / "pix2pix" / "eval" / "fake_B")) == 4
     assert (out / "pix2pix" / "eval" / "fcn_per_class.md").is_file()
     summary = json.loads((out / "eval_summary.json").read_text())
     assert "pix2pix" in json.dumps(summary) and "psnr" in log
