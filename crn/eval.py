@@ -1,6 +1,6 @@
 """Evaluate a trained CRN on the validation split.
 
-    python crn/eval.py --checkpoint=outputs/crn/ckpt [--inception_path=pt_inception-2015-12-05-6726825d.pth]
+    python crn/eval.py --ckpt=outputs/crn/ckpt [--inception_path=pt_inception-2015-12-05-6726825d.pth]
 
 1. Generates every validation label map: <output_dir>/eval/images/<name>_k<i>.png for all k outputs,
    <output_dir>/eval/grids/<name>.png (colour label, real photo, the k outputs) and index.html.
@@ -37,7 +37,7 @@ def main(argv=None):
     """Generate and score the validation set; returns the metrics dict written to metrics.json."""
     cfg = load_config(CONFIG, sys.argv[1:] if argv is None else argv)
     init_runtime(cfg.device_target, cfg.mode, cfg.seed)
-    val_set = build_dataset(cfg, "val", cfg.max_val_samples)
+    val_set = build_dataset(cfg, "val", cfg.num_val)
     net, ckpt = load_generator(cfg, val_set.label_nc)
     k = net.num_outputs
     out_dir = os.path.join(cfg.output_dir, "eval")

@@ -1,6 +1,6 @@
 """Export a trained CRN generator to MINDIR and/or ONNX and prove the files reproduce it.
 
-    python crn/export.py --checkpoint=outputs/crn/ckpt [--export_format=ONNX] [--size=256 ...]
+    python crn/export.py --ckpt=outputs/crn/ckpt [--export_format=ONNX] [--size=256 ...]
 
 Input ``label`` [1, num_classes + 1, size, aspect*size] float32 (one-hot + void, see crn/src/dataset.py);
 output ``images`` [1, k, 3, size, aspect*size] float32 in 0..1 units (the generator's 0..255 divided by 255,
@@ -58,10 +58,10 @@ def main(argv=None):
     label = Tensor(example_label(cfg.num_classes, cfg.size, cfg.aspect * cfg.size))
     stem = os.path.join(cfg.output_dir, "export", f"crn_{cfg.size}p")
     done = {}
-    if cfg.export_format in ("MINDIR", "both"):
+    if cfg.export_format in ("MINDIR", "ALL"):
         path = export_mindir(net, label, stem + ".mindir")
         done["MINDIR"] = (path, check_mindir_parity(net, label, path))
-    if cfg.export_format in ("ONNX", "both"):
+    if cfg.export_format in ("ONNX", "ALL"):
         path = stem + ".onnx"
         export_onnx(net, label, path, input_names=("label",), output_names=("images",))
         done["ONNX"] = (path, check_onnx_parity(net, label, path, atol=ONNX_ATOL))

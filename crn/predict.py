@@ -1,8 +1,8 @@
 """Synthesise k images for each label map.
 
-    python crn/predict.py --predict_input=labels/ --checkpoint=outputs/crn/ckpt [--label_format=trainIds]
+    python crn/predict.py --input=labels/ --ckpt=outputs/crn/ckpt [--label_format=trainIds]
 
-``predict_input`` is a label file or a folder of them, read according to ``label_format`` (labelIds,
+``input`` is a label file or a folder of them, read according to ``label_format`` (labelIds,
 trainIds or color). A label map with the model's aspect ratio but another size is resized with nearest
 neighbour (logged); any other size is an error. Writes <output_dir>/predict/<name>_k<i>.png for each of
 the k outputs and <name>_grid.png (colour label, then the k images).
@@ -42,11 +42,10 @@ def read_label_input(path, cfg):
 def main(argv=None):
     """Run prediction; returns the list of written image paths."""
     cfg = load_config(CONFIG, sys.argv[1:] if argv is None else argv)
-    if not cfg.predict_input:
-        raise ValueError("predict_input is empty: pass --predict_input=<label file or folder>")
+    if not cfg.input:
+        raise ValueError("input is empty: pass --input=<label file or folder>")
     init_runtime(cfg.device_target, cfg.mode, cfg.seed)
-    paths = list_images(cfg.predict_input, "label folder") if os.path.isdir(cfg.predict_input) \
-        else [cfg.predict_input]
+    paths = list_images(cfg.input, "label folder") if os.path.isdir(cfg.input) else [cfg.input]
     net, ckpt = load_generator(cfg, cfg.num_classes + 1)
     out_dir = os.path.join(cfg.output_dir, "predict")
     print(f"{len(paths)} label map(s), checkpoint {ckpt}, k = {net.num_outputs}")

@@ -1,12 +1,12 @@
 """Train a Cascaded Refinement Network.
 
     python crn/train.py                                   # 256p reference recipe on the demo data
-    python crn/train.py --data_root=/data/cityscapes --vgg_path=imagenet-vgg-verydeep-19.mat
-    python crn/train.py --size=512 --epochs=20 --init_from=outputs/crn256/ckpt --output_dir=outputs/crn512
-    python crn/train.py --size=32 --width_mult=0.125 --epochs=5   # quick CPU run
+    python crn/train.py --dataroot=/data/cityscapes --vgg_path=imagenet-vgg-verydeep-19.mat
+    python crn/train.py --size=512 --n_epochs=20 --init_from=outputs/crn256/ckpt --output_dir=outputs/crn512
+    python crn/train.py --size=32 --width_mult=0.125 --n_epochs=5   # quick CPU run
 
 Writes <output_dir>/{train.log, losses.json, loss_curve.png, samples/epoch_NNNN.png, ckpt/}. Interrupt
-with Ctrl-C: the loop saves a snapshot and a rerun continues from it (resume: true).
+with Ctrl-C: the loop saves a snapshot and a rerun with ``--resume=true`` continues from it.
 """
 import os
 import sys
@@ -40,7 +40,7 @@ def main(argv=None):
     cfg = load_config(CONFIG, sys.argv[1:] if argv is None else argv)
     rt = init_runtime(cfg.device_target, cfg.mode, cfg.seed)
     train_set = build_dataset(cfg, "train", cfg.max_train_samples)
-    val_set = build_dataset(cfg, "val", cfg.max_val_samples)
+    val_set = build_dataset(cfg, "val", cfg.num_val)
     loader = BatchLoader(train_set, cfg.batch_size, shuffle=True, seed=cfg.seed, rank=rt.rank,
                          group_size=rt.group_size, num_workers=cfg.num_workers)
     log = TrainLogger(cfg.output_dir, "crn", len(loader), cfg.log_every, rt.is_main)
@@ -55,7 +55,7 @@ def main(argv=None):
     log.info(f"{cfg.size}p CRN, k={net.num_outputs}, {len(net.refine)} modules, {count_params(net):,} parameters "
              f"({sum(p.size for p in params):,} trained); {len(train_set)} training pairs, {len(loader)} steps/epoch")
 
-    manager = CheckpointManager(os.path.join(cfg.output_dir, "ckpt"), cfg.keep_checkpoints,
+    manager = CheckpointManager(os.path.join(cfg.output_dir, "ckpt"), cfg.keep_ckpt,
                                 checkpoint_meta(cfg, train_set.label_nc))
     components = {"G": net, "opt_G": opt}
     epoch, start_step, global_step = 0, 0, 0
@@ -63,8 +63,14 @@ def main(argv=None):
         state = manager.restore(components)
         epoch, start_step, global_step = state["epoch"], state["step"], state["global_step"]
         log.info(f"resumed from {manager.latest()}: epoch {epoch}, step {start_step}")
-    elif cfg.init_from:
-        init_from_lower_resolution(net, cfg.init_from, log.info)
+    else:
+        if cfg.resume:
+            log.info(f"resume: no snapshot in {manager.directory}; starting from scratch")
+        elif manager.latest() and rt.is_main:
+            log.info(f"note: {manager.directory} already holds snapshots; this run starts from scratch "
+                     f"(use --resume=true to continue)")
+        if cfg.init_from:
+            init_from_lower_resolution(net, cfg.init_from, log.info)
 
     def save(step_in_epoch):
         if rt.is_main:
@@ -73,8 +79,8 @@ def main(argv=None):
             log.info(f"saved {path}")
 
     with StopSignal() as stop:
-        while epoch < cfg.epochs:
-            log.start_epoch(epoch + 1, cfg.epochs, start_step)
+        while epoch < cfg.n_epochs:
+            log.start_epoch(epoch + 1, cfg.n_epochs, start_step)
             t_epoch = time.perf_counter()
             for step, (label, photo) in enumerate(loader.epoch(epoch, start_step), start=start_step + 1):
                 t = time.perf_counter()
@@ -90,7 +96,7 @@ def main(argv=None):
             if rt.is_main:
                 grid = sample_grid(net, val_set, range(min(SAMPLE_ROWS, len(val_set))))
                 write_image(os.path.join(cfg.output_dir, "samples", f"epoch_{epoch:04d}.png"), grid)
-            if epoch % cfg.save_every == 0 or epoch == cfg.epochs or stop.requested:
+            if epoch % cfg.save_epoch_freq == 0 or epoch == cfg.n_epochs or stop.requested:
                 save(0)
             if stop.requested:
                 log.info(f"{stop.requested}: stopped after epoch {epoch}")

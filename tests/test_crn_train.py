@@ -2,6 +2,8 @@
 loss falls, diverse outputs, resume, fine-tuning, eval/predict/export, and bad-input errors."""
 import json
 import os
+import re
+import subprocess
 
 import cv2
 import numpy as np
@@ -14,7 +16,6 @@ import mindspore as ms
 from common.config import load_config
 from common.vgg import vgg_layer_names
 from crn import eval as crn_eval
-from crn import export as crn_export
 from crn import predict as crn_predict
 from crn import train as crn_train
 from crn.src.dataset import CRNDataset, build_dataset
@@ -62,8 +63,8 @@ def vgg19_mat(tmp_path_factory):
 
 
 def tiny_args(out_dir, vgg_path, **extra):
-    args = {"size": 32, "width_mult": 0.0625, "num_outputs": 3, "max_train_samples": 4, "max_val_samples": 2,
-            "epochs": 2, "log_every": 1, "num_workers": 0, "save_every": 1, "vgg_path": vgg_path,
+    args = {"size": 32, "width_mult": 0.0625, "num_outputs": 3, "max_train_samples": 4, "num_val": 2,
+            "n_epochs": 2, "log_every": 1, "num_workers": 0, "save_epoch_freq": 1, "vgg_path": vgg_path,
             "output_dir": str(out_dir)}
     args.update(extra)
     return [f"--{k}={v}" for k, v in args.items()]
@@ -121,10 +122,12 @@ def test_k_outputs_differ(trained, vgg19_mat):
 
 def test_resume_repeats_the_uninterrupted_run(trained, tmp_path, vgg19_mat):
     out, _ = trained
-    crn_train.main(tiny_args(tmp_path, vgg19_mat[0], epochs=1))
-    state = crn_train.main(tiny_args(tmp_path, vgg19_mat[0], epochs=2))
+    crn_train.main(tiny_args(tmp_path, vgg19_mat[0], n_epochs=1))
+    state = crn_train.main(tiny_args(tmp_path, vgg19_mat[0], n_epochs=2, resume="true"))
     assert state["global_step"] == 8
     assert "resumed from" in (tmp_path / "train.log").read_text()
+    assert crn_train.main(tiny_args(tmp_path, vgg19_mat[0], n_epochs=0)) == {"epoch": 0, "step": 0, "global_step": 0}
+    assert "already holds snapshots; this run starts from scratch" in (tmp_path / "train.log").read_text()
     a = ms.load_checkpoint(str(out / "ckpt" / "epoch_0002_step_00000000" / "G.ckpt"))
     b = ms.load_checkpoint(str(tmp_path / "ckpt" / "epoch_0002_step_00000000" / "G.ckpt"))
     for name in ("refine.0.conv1.weight", "refine.3.norm2.gamma", "to_rgb.weight"):
@@ -157,15 +160,20 @@ def test_eval_predict_export(trained, vgg19_mat):
     ids[:32] = 10
     ids[32:, :64] = 0
     cv2.imwrite(str(label_file), ids)
-    written = crn_predict.main(args + [f"--predict_input={label_file}", "--label_format=trainIds"])
+    written = crn_predict.main(args + [f"--input={label_file}", "--label_format=trainIds"])
     assert [os.path.basename(p) for p in written] == ["label_k0.png", "label_k1.png", "label_k2.png"]
     cv2.imwrite(str(label_file), ids[:, :96])
     with pytest.raises(ValueError, match=r"label\.png is 96x64 .* makes 64x32 images"):
-        crn_predict.main(args + [f"--predict_input={label_file}", "--label_format=trainIds"])
+        crn_predict.main(args + [f"--input={label_file}", "--label_format=trainIds"])
 
-    done = crn_export.main(args)
-    assert done["ONNX"][1] <= 1e-4 and done["MINDIR"][1] <= 1e-5
-    assert os.path.isfile(done["ONNX"][0]) and os.path.isfile(done["MINDIR"][0])
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "run_export.sh")
+    model_args = [a for a in args if not a.startswith("--output_dir=")]
+    res = subprocess.run(["bash", script, "crn", "ALL", str(out / "ckpt")] + model_args, capture_output=True,
+                         text=True, env=dict(os.environ, SYNTHZOO_OUTPUTS=str(out / "scripts")))
+    assert res.returncode == 0, res.stderr[-2000:]
+    diffs = dict(re.findall(r"^(MINDIR|ONNX): .* max \|diff\| vs MindSpore = (\S+)$", res.stdout, re.M))
+    assert float(diffs["ONNX"]) <= 1e-4 and float(diffs["MINDIR"]) <= 1e-5, res.stdout
+    assert sorted(os.listdir(out / "scripts" / "crn" / "export")) == ["crn_32p.mindir", "crn_32p.onnx"]
 
 
 def test_exportable_upsampling_matches_interpolate():

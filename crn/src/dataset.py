@@ -20,7 +20,7 @@ import numpy as np
 from common import cityscapes as cs
 from common.io import read_image, read_label
 
-__all__ = ["LABEL_FORMATS", "label_file_to_ids", "encode_label", "CRNDataset", "build_dataset", "resolve_data_root"]
+__all__ = ["LABEL_FORMATS", "label_file_to_ids", "encode_label", "CRNDataset", "build_dataset", "resolve_dataroot"]
 
 LABEL_FORMATS = ("labelIds", "trainIds", "color")
 
@@ -59,10 +59,10 @@ def encode_label(ids, num_classes, ignore_index=cs.IGNORE, source="label map"):
     return onehot
 
 
-def resolve_data_root(cfg):
-    """``cfg.data_root``, or the built-in synthetic-streets demo (Cityscapes layout) when it is empty."""
-    if cfg.data_root:
-        return cfg.data_root
+def resolve_dataroot(cfg):
+    """``cfg.dataroot``, or the built-in synthetic-streets demo (Cityscapes layout) when it is empty."""
+    if cfg.dataroot:
+        return cfg.dataroot
     from common.demo_data import ensure_demo_dataset
     return os.path.join(ensure_demo_dataset(), "cityscapes")
 
@@ -71,7 +71,7 @@ def _cityscapes_pairs(root, split, label_format):
     image_dir = os.path.join(root, "leftImg8bit", split)
     images = sorted(glob.glob(os.path.join(image_dir, "*", "*_leftImg8bit.png")))
     if not images:
-        raise FileNotFoundError(f"no *_leftImg8bit.png images under {image_dir}; data_root must be the Cityscapes "
+        raise FileNotFoundError(f"no *_leftImg8bit.png images under {image_dir}; dataroot must be the Cityscapes "
                                 f"folder holding leftImg8bit/ and gtFine/ (or leave it empty for the demo data)")
     suffix = {"labelIds": "_gtFine_labelIds.png", "color": "_gtFine_color.png",
               "trainIds": "_gtFine_labelTrainIds.png"}[label_format]
@@ -92,8 +92,8 @@ def _folder_pairs(root, split):
     images = {os.path.splitext(n)[0]: os.path.join(image_dir, n) for n in os.listdir(image_dir)} \
         if os.path.isdir(image_dir) else {}
     if not images:
-        raise FileNotFoundError(f"no images in {image_dir}; data_format=folders expects <data_root>/<split>/images "
-                                f"and <data_root>/<split>/labels with matching file names")
+        raise FileNotFoundError(f"no images in {image_dir}; data_format=folders expects <dataroot>/<split>/images "
+                                f"and <dataroot>/<split>/labels with matching file names")
     labels = {os.path.splitext(n)[0]: os.path.join(label_dir, n) for n in os.listdir(label_dir)} \
         if os.path.isdir(label_dir) else {}
     missing = sorted(set(images) - set(labels))
@@ -165,6 +165,6 @@ class CRNDataset:
 
 
 def build_dataset(cfg, split, max_samples=0):
-    """The :class:`CRNDataset` of a config (keys data_root, data_format, label_format, num_classes, ...)."""
-    return CRNDataset(resolve_data_root(cfg), split, cfg.size, cfg.aspect, cfg.num_classes, cfg.data_format,
+    """The :class:`CRNDataset` of a config (keys dataroot, data_format, label_format, num_classes, ...)."""
+    return CRNDataset(resolve_dataroot(cfg), split, cfg.size, cfg.aspect, cfg.num_classes, cfg.data_format,
                       cfg.label_format, cfg.ignore_index, max_samples)

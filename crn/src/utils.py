@@ -24,9 +24,9 @@ def checkpoint_meta(cfg, label_nc):
 
 
 def load_generator(cfg, label_nc):
-    """Build the generator of ``cfg`` and load ``cfg.checkpoint`` (default: latest in <output_dir>/ckpt)."""
+    """Build the generator of ``cfg`` and load ``cfg.ckpt`` (default: latest in <output_dir>/ckpt)."""
     net = build_generator(cfg, label_nc)
-    path = resolve_checkpoint(cfg.checkpoint or os.path.join(cfg.output_dir, "ckpt"), "G")
+    path = resolve_checkpoint(cfg.ckpt or os.path.join(cfg.output_dir, "ckpt"), "G")
     load_cell(net, path, checkpoint_meta(cfg, label_nc), what=f"{cfg.size}p CRN generator")
     net.set_train(False)
     return net, path
