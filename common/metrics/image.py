@@ -9,7 +9,7 @@ K1=0.01, K2=0.03, reflect padding, 5-pixel border cropped, mean over pixels then
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-__all__ = ["check_images", "psnr", "ssim", "PSNR", "SSIM"]
+__all__ = ["check_images", "psnr", "ssim", "PairMean", "PSNR", "SSIM"]
 
 DATA_RANGE = 255.0
 
@@ -56,9 +56,9 @@ def ssim(fake, real, sigma=1.5, k1=0.01, k2=0.03):
     return float(np.mean(scores))
 
 
-class _PairMean:
-    """Mean of a per-pair score over the set."""
-    name, fn, protocol = None, None, None
+class PairMean:
+    """Mean of a per-pair score over the set; subclasses define ``name``, ``protocol`` and ``scores``."""
+    name, protocol = None, None
 
     def __init__(self):
         self.reset()
@@ -66,12 +66,16 @@ class _PairMean:
     def reset(self):
         self.values = []
 
+    def scores(self, fake, real):
+        """[B, H, W, 3] uint8 pairs -> B scores."""
+        raise NotImplementedError
+
     def update(self, fake, real):
         """fake, real: [B, H, W, 3] or [H, W, 3] uint8."""
         fake, real = check_images(fake, real, self.name)
         if fake.ndim == 3:
             fake, real = fake[None], real[None]
-        self.values += [type(self).fn(f, r) for f, r in zip(fake, real)]
+        self.values += [float(v) for v in self.scores(fake, real)]
 
     def compute(self):
         if not self.values:
@@ -79,13 +83,20 @@ class _PairMean:
         return {self.name: float(np.mean(self.values))}
 
 
-class PSNR(_PairMean):
-    name, fn = "psnr", staticmethod(psnr)
+class PSNR(PairMean):
+    name = "psnr"
     protocol = "PSNR dB, uint8 RGB 0..255 at the real image size (no resize), data_range 255, mean over images"
 
 
-class SSIM(_PairMean):
-    name, fn = "ssim", staticmethod(ssim)
+    def scores(self, fake, real):
+        return [psnr(f, r) for f, r in zip(fake, real)]
+
+
+class SSIM(PairMean):
+    name = "ssim"
     protocol = ("SSIM (Wang et al.), uint8 RGB 0..255 at the real image size (no resize), Gaussian 11x11 "
                 "sigma 1.5, K1 0.01, K2 0.03, data_range 255, channel mean, mean over images "
                 "(= skimage gaussian_weights=True, use_sample_covariance=False)")
+
+    def scores(self, fake, real):
+        return [ssim(f, r) for f, r in zip(fake, real)]

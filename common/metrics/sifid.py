@@ -10,7 +10,7 @@ The feature map must have more positions than channels for a full-rank covarianc
 import numpy as np
 
 from common.metrics.frechet import frechet_distance, gaussian_statistics
-from common.metrics.image import check_images
+from common.metrics.image import PairMean
 from common.metrics.inception import INCEPTION_TAPS, InceptionV3, load_inception, to_inception_input
 
 __all__ = ["SIFID", "sifid_from_features"]
@@ -22,7 +22,7 @@ def sifid_from_features(fake, real):
     return frechet_distance(*gaussian_statistics(a, "sifid generated"), *gaussian_statistics(b, "sifid real"))
 
 
-class SIFID:
+class SIFID(PairMean):
     """Mean SIFID over (generated, real) pairs (state protocol of :mod:`common.metrics`)."""
 
     def __init__(self, weights=None, layer="conv4a", layout="torchvision", net=None):
@@ -36,19 +36,9 @@ class SIFID:
         self.protocol = (f"SIFID at InceptionV3 {layer} ({INCEPTION_TAPS[layer]} ch), {layout} layout, uint8 RGB -> "
                          f"[-1,1] at the image size (no resize), spatial positions as samples, float64 Fréchet "
                          f"distance per pair, mean over pairs; weights {weights or 'RANDOM-INIT (numbers meaningless)'}")
-        self.reset()
+        super().__init__()
 
-    def reset(self):
-        self.values = []
-
-    def update(self, fake, real):
-        fake, real = check_images(fake, real, self.name)
-        fake, real = (fake[None], real[None]) if fake.ndim == 3 else (fake, real)
+    def scores(self, fake, real):
         f_fake = self.net(to_inception_input(fake))[0].asnumpy()
         f_real = self.net(to_inception_input(real))[0].asnumpy()
-        self.values += [sifid_from_features(a, b) for a, b in zip(f_fake, f_real)]
-
-    def compute(self):
-        if not self.values:
-            raise ValueError(f"{self.name}: no images were evaluated (empty set)")
-        return {self.name: float(np.mean(self.values))}
+        return [sifid_from_features(a, b) for a, b in zip(f_fake, f_real)]
