@@ -1,9 +1,14 @@
 """synthzoo shared code: runtime, config, layers, training loop, checkpoints, data IO, metrics, export.
 
-Importing this package pins oneDNN to AVX2 kernels before MindSpore is loaded: on AVX-512 CPUs oneDNN
-otherwise falls back to a reference convolution that is ~100x slower. Set ``ONEDNN_MAX_CPU_ISA``
-yourself to override.
+Importing this package prepares the environment before MindSpore is loaded (each setting is kept if
+you set the variable yourself):
+
+* ``ONEDNN_MAX_CPU_ISA=AVX2``: on AVX-512 CPUs oneDNN otherwise falls back to a reference convolution
+  that is ~100x slower.
+* ``GLOG_v=3``: MindSpore prints errors only; its graph-compiler warnings (deprecations, side-effect
+  pruning notes) would otherwise interleave with the training log. Set ``GLOG_v=2`` to see them.
 """
 import os
 
 os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
+os.environ.setdefault("GLOG_v", "3")
