@@ -6,6 +6,7 @@
 * :func:`linear_decay` / :func:`set_lr` - the pix2pix schedule: constant, then linear decay to zero.
 * :class:`TrainLogger` - ``epoch: E step: S, g_loss X d_loss Y, ms/step Z`` lines to console and file,
   a tqdm bar, ``losses.json`` and a loss-curve PNG.
+* :class:`TrainLoop` - epochs and steps with resume, snapshots, logging and signal handling.
 * :class:`StopSignal` - turns SIGINT/SIGTERM into a flag so the loop can checkpoint before exiting.
 """
 import json
@@ -23,7 +24,7 @@ from tqdm import tqdm
 
 from common.io import atomic_file
 
-__all__ = ["TrainOneStep", "GANTrainStep", "linear_decay", "set_lr", "TrainLogger", "StopSignal", "get_logger", "timer_ms", "to_float"]
+__all__ = ["TrainOneStep", "GANTrainStep", "TrainLoop", "linear_decay", "set_lr", "TrainLogger", "StopSignal", "get_logger", "timer_ms", "to_float"]
 
 
 def _parallel_mode():
@@ -208,6 +209,91 @@ class TrainLogger:
         with atomic_file(path) as tmp:
             fig.savefig(tmp, format="png", dpi=80)
         plt.close(fig)
+
+
+class TrainLoop:
+    """The epoch/step loop every model runs: resume, logging, periodic and final snapshots, signals.
+
+    Args:
+        manager: :class:`common.checkpoint.CheckpointManager` of the run.
+        components: ``{name: Cell}`` saved in every snapshot (networks and optimizers).
+        log: :class:`TrainLogger`.
+        loader: :class:`common.data.BatchLoader`.
+        n_epochs: epochs to run in total.
+        save_epoch_freq: snapshot every this many epochs (and always at the end).
+        max_steps: stop after this many steps in total (0: no limit).
+        is_main: only rank 0 writes snapshots.
+
+    ``run(step_fn, on_epoch_start, on_epoch_end)`` calls ``step_fn(*batch) -> {loss name: float}`` per
+    batch, ``on_epoch_start(epoch) -> lr or None`` before and ``on_epoch_end(epoch)`` after each epoch
+    (0-based). SIGINT/SIGTERM saves a snapshot and exits with 130/143; ``--resume`` continues exactly.
+    """
+
+    def __init__(self, manager, components, log, loader, n_epochs, save_epoch_freq=1, max_steps=0, is_main=True):
+        self.manager, self.components, self.log, self.loader = manager, components, log, loader
+        self.n_epochs, self.save_epoch_freq, self.max_steps = n_epochs, max(int(save_epoch_freq), 1), max_steps
+        self.is_main = is_main
+        self.epoch = self.step_in_epoch = self.global_step = 0
+        self.saved_at = None
+        self.losses = {}
+
+    def resume(self, enabled):
+        """Restore the latest snapshot when ``enabled``; note existing snapshots otherwise."""
+        latest = self.manager.latest()
+        if not enabled:
+            if latest is not None and self.is_main:
+                self.log.info(f"note: {self.manager.directory} already holds snapshots; this run starts from scratch "
+                              f"(use --resume=true to continue)")
+            return False
+        if latest is None:
+            self.log.info(f"resume: no snapshot in {self.manager.directory}; starting from scratch")
+            return False
+        state = self.manager.restore(self.components)
+        self.epoch, self.step_in_epoch, self.global_step = state["epoch"], state["step_in_epoch"], state["step"]
+        self.saved_at = self.global_step
+        self.log.info(f"resumed from {latest} at epoch {self.epoch} step {self.step_in_epoch} (global {self.global_step})")
+        return True
+
+    def save(self):
+        self.saved_at = self.global_step
+        if self.is_main:
+            path = self.manager.save(self.components, {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+                                                       "step": self.global_step})
+            self.log.info(f"saved snapshot {path}")
+
+    def _limit_reached(self):
+        return bool(self.max_steps) and self.global_step >= self.max_steps
+
+    def run(self, step_fn, on_epoch_start=None, on_epoch_end=None):
+        """Train to ``n_epochs`` (or ``max_steps``); returns {epoch, step_in_epoch, step, losses}."""
+        with StopSignal() as stop:
+            while self.epoch < self.n_epochs and not self._limit_reached():
+                lr = on_epoch_start(self.epoch) if on_epoch_start else None
+                self.log.start_epoch(self.epoch + 1, self.n_epochs, self.step_in_epoch)
+                t_epoch = time.perf_counter()
+                for batch in self.loader.epoch(self.epoch, self.step_in_epoch):
+                    t = time.perf_counter()
+                    self.losses = step_fn(*batch)
+                    self.step_in_epoch += 1
+                    self.global_step += 1
+                    self.log.step(self.epoch + 1, self.step_in_epoch, self.global_step, self.losses, timer_ms(t))
+                    if stop.requested or self._limit_reached():
+                        break
+                if self.step_in_epoch >= len(self.loader):
+                    self.log.end_epoch(self.epoch + 1, time.perf_counter() - t_epoch, lr)
+                    if on_epoch_end:
+                        on_epoch_end(self.epoch)
+                    self.epoch, self.step_in_epoch = self.epoch + 1, 0
+                    if self.epoch % self.save_epoch_freq == 0 and not stop.requested:
+                        self.save()
+                if stop.requested:
+                    self.save()
+                    self.log.info(f"stopped by {stop.requested}; resume with --resume=true")
+                    raise SystemExit(130 if stop.requested == "SIGINT" else 143)
+        if self.saved_at != self.global_step:
+            self.save()
+        return {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "step": self.global_step,
+                "losses": self.losses}
 
 
 class StopSignal:
