@@ -1,6 +1,7 @@
 """Evaluate a trained CRN on the validation split.
 
     python crn/eval.py --ckpt=outputs/crn/ckpt [--inception_path=pt_inception-2015-12-05-6726825d.pth]
+                       [--fcn_ckpt=fcn8s.ckpt --fcn_label_dir=/data/cityscapes/gtFine/val]
 
 1. Generates every validation label map: <output_dir>/eval/images/<name>_k<i>.png for all k outputs,
    <output_dir>/eval/grids/<name>.png (colour label, real photo, the k outputs) and index.html.
@@ -10,11 +11,19 @@
      map, averaged over the set (k > 1 only; higher = more diverse);
    * ``lpips_alexnet``: mean LPIPS between output 0 and the real photo;
    * ``fid`` / ``kid`` / ``is``: output 0 of every label map against the real photos, at the model
-     resolution, when ``inception_path`` gives the FID Inception weights.
+     resolution, when ``inception_path`` gives the FID Inception weights;
+   * ``fcn_pixel_acc`` / ``fcn_mean_class_acc`` / ``fcn_mean_iou``: the FCN-score (pix2pix protocol,
+     ``common.metrics.fcn``) of output 0 of every label map against its Cityscapes labelIds, when
+     ``fcn_ckpt`` gives an FCN-8s scorer; the per-class table goes to fcn_per_class.md. The scored images
+     and their labels are copied to <output_dir>/eval/fcn/{results,labels} as
+     ``<frame id>_leftImg8bit.png`` / ``<frame id>_gtFine_labelIds.png``, so a ``num_val`` subset is scored
+     on its own labels.
 """
+import glob
 import itertools
 import json
 import os
+import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -27,10 +36,48 @@ from common.io import atomic_file, make_grid, write_html, write_image  # noqa: E
 from common.metrics.fid import InceptionMetrics  # noqa: E402
 from common.metrics.lpips import LPIPSMetric  # noqa: E402
 from common.runtime import init_runtime  # noqa: E402
-from crn.src.dataset import build_dataset  # noqa: E402
+from crn.src.dataset import build_dataset, resolve_dataroot  # noqa: E402
 from crn.src.utils import colorize_onehot, generate, load_generator  # noqa: E402
 
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_config.yaml")
+LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"
+
+
+def fcn_label_dir(cfg):
+    """Folder searched (recursively) for the ``*_gtFine_labelIds.png`` ground truth of the FCN-score."""
+    if cfg.fcn_label_dir:
+        return cfg.fcn_label_dir
+    if cfg.data_format == "cityscapes":
+        return os.path.join(resolve_dataroot(cfg), "gtFine", "val")
+    raise ValueError("--fcn_ckpt with data_format=folders needs --fcn_label_dir: a folder of Cityscapes labelIds "
+                     "files named <image stem>_gtFine_labelIds.png for the validation images")
+
+
+def fcn_scores(cfg, out_dir, names):
+    """FCN-score of output 0 (``images/<name>_k0.png``) of every evaluated label map ``names``.
+
+    Returns ``(scores, table)`` of :func:`common.metrics.fcn.fcn_score`.
+    """
+    from common.metrics.fcn import build_fcn8s, fcn_score
+    label_dir = fcn_label_dir(cfg)
+    labels = {os.path.basename(p)[:-len(LABEL_IDS_SUFFIX)]: p
+              for p in glob.glob(os.path.join(label_dir, "**", "*" + LABEL_IDS_SUFFIX), recursive=True)}
+    missing = [n for n in names if n not in labels]
+    if missing:
+        raise FileNotFoundError(f"fcn_label_dir={label_dir}: no <frame id>{LABEL_IDS_SUFFIX} for {len(missing)} of the "
+                                f"{len(names)} evaluated label maps (e.g. {missing[:3]}); pass the gtFine/<split> "
+                                f"folder of the evaluated split as --fcn_label_dir")
+    fcn_dir = os.path.join(out_dir, "fcn")
+    shutil.rmtree(fcn_dir, ignore_errors=True)
+    for sub in ("results", "labels"):
+        os.makedirs(os.path.join(fcn_dir, sub))
+    for name in names:
+        shutil.copyfile(os.path.join(out_dir, "images", f"{name}_k0.png"),
+                        os.path.join(fcn_dir, "results", f"{name}_leftImg8bit.png"))
+        shutil.copyfile(labels[name], os.path.join(fcn_dir, "labels", name + LABEL_IDS_SUFFIX))
+    net = build_fcn8s(cfg.fcn_ckpt)
+    return fcn_score(net, os.path.join(fcn_dir, "results"), os.path.join(fcn_dir, "labels"),
+                     weights=os.path.basename(cfg.fcn_ckpt))
 
 
 def main(argv=None):
@@ -80,6 +127,16 @@ def main(argv=None):
                          for m in scores})
     else:
         protocol["fid"] = "not computed: pass --inception_path=pt_inception-2015-12-05-6726825d.pth"
+    if cfg.fcn_ckpt:
+        scores, table = fcn_scores(cfg, out_dir, [row[0] for row in rows])
+        for name, text in scores.pop("protocol").items():
+            protocol[f"fcn_{name}"] = f"{text}; output 0 of the k={k} per label map at {cfg.size}p"
+        metrics.update({f"fcn_{name}": value for name, value in scores.items() if isinstance(value, float)})
+        with atomic_file(os.path.join(out_dir, "fcn_per_class.md")) as tmp:
+            with open(tmp, "w") as f:
+                f.write(table + "\n")
+    else:
+        protocol["fcn_mean_iou"] = "not computed: pass --fcn_ckpt (an FCN-8s scorer, see common/METRICS.md)"
     result = dict(metrics, num_images=len(val_set), k=k, model="crn", checkpoint=ckpt, protocol=protocol)
     with atomic_file(os.path.join(out_dir, "metrics.json")) as tmp:
         with open(tmp, "w") as f:

@@ -13,7 +13,11 @@ import scipy.io
 import common  # noqa: F401
 import mindspore as ms
 
+from common import cityscapes as cs
 from common.config import load_config
+from common.demo_data import ensure_demo_dataset
+from common.metrics.fcn import build_fcn8s, segment
+from common.metrics.train_fcn import main as train_fcn_main
 from common.vgg import vgg_layer_names
 from crn import eval as crn_eval
 from crn import predict as crn_predict
@@ -145,15 +149,47 @@ def test_fine_tune_from_a_lower_resolution(trained):
     assert names == {"refine.3", "refine.4", "to_rgb.weight", "to_rgb.bias"}
 
 
-def test_eval_predict_export(trained, vgg19_mat):
+@pytest.fixture(scope="module")
+def tiny_fcn_scorer(tmp_path_factory):
+    """A narrow FCN-8s trained for one epoch on the demo val split (32x64) by common.metrics.train_fcn."""
+    path = str(tmp_path_factory.mktemp("fcn") / "fcn8s.ckpt")
+    train_fcn_main(["--data", os.path.join(ensure_demo_dataset(), "cityscapes"), "--split", "val", "--out", path,
+                    "--height", "32", "--width", "64", "--epochs", "1", "--batch-size", "8", "--tiny"])
+    return path
+
+
+def test_eval_predict_export(trained, vgg19_mat, tiny_fcn_scorer):
     out, _ = trained
     args = tiny_args(out, vgg19_mat[0])
-    metrics = crn_eval.main(args)
+    metrics = crn_eval.main(args + [f"--fcn_ckpt={tiny_fcn_scorer}"])
     with open(out / "eval" / "metrics.json") as f:
         assert json.load(f) == metrics
     assert metrics["model"] == "crn" and metrics["k"] == 3 and metrics["num_images"] == 2
     assert metrics["lpips_diversity_alexnet"] > 0 and "lpips_diversity_alexnet" in metrics["protocol"]
     assert (out / "eval" / "grids").is_dir() and len(os.listdir(out / "eval" / "images")) == 6
+
+    # FCN-score: output 0 of each of the 2 evaluated label maps, scored against its own labelIds file
+    names = [build_dataset(load_config(CONFIG, args), "val", 2).name(i) for i in range(2)]
+    fcn = out / "eval" / "fcn"
+    assert sorted(os.listdir(fcn / "results")) == [f"{n}_leftImg8bit.png" for n in names]
+    assert sorted(os.listdir(fcn / "labels")) == [f"{n}_gtFine_labelIds.png" for n in names]
+    scorer, correct, valid = build_fcn8s(tiny_fcn_scorer), 0, 0
+    for name in names:
+        k0 = out / "eval" / "images" / f"{name}_k0.png"
+        assert (fcn / "results" / f"{name}_leftImg8bit.png").read_bytes() == k0.read_bytes()
+        train_ids = cs.label_ids_to_train_ids(cv2.imread(str(fcn / "labels" / f"{name}_gtFine_labelIds.png"), 0))
+        rgb = cv2.resize(cv2.imread(str(k0))[..., ::-1], train_ids.shape[::-1], interpolation=cv2.INTER_LINEAR)
+        pred = segment(scorer, rgb)
+        correct += np.sum((pred == train_ids) & (train_ids != cs.IGNORE))
+        valid += np.sum(train_ids != cs.IGNORE)
+    assert metrics["fcn_pixel_acc"] == pytest.approx(correct / valid)
+    assert 0 <= metrics["fcn_mean_iou"] <= metrics["fcn_mean_class_acc"] <= 1
+    assert "output 0 of the k=3" in metrics["protocol"]["fcn_mean_iou"]
+    assert (out / "eval" / "fcn_per_class.md").read_text().startswith("| class | accuracy | IoU |")
+    wrong = load_config(CONFIG, args + [f"--fcn_ckpt={tiny_fcn_scorer}", f"--fcn_label_dir={out / 'samples'}"])
+    with pytest.raises(FileNotFoundError, match=r"fcn_label_dir=.*samples: no <frame id>_gtFine_labelIds\.png for 2 of "
+                                                r"the 2 evaluated label maps.*--fcn_label_dir"):
+        crn_eval.fcn_scores(wrong, str(out / "eval"), names)
 
     label_file = out / "label.png"
     ids = np.full((64, 128), 255, np.uint8)
