@@ -5,12 +5,13 @@ import pytest
 
 import common  # noqa: F401
 import mindspore as ms
-from mindspore import Tensor
+from mindspore import Tensor, nn
 
 from common.layers import LayerNorm2d, count_params
 from common.perceptual import PerceptualLoss, HindsightLoss, hindsight_reduce
 from crn.src.dataset import encode_label
-from crn.src.model import CascadedRefinementNetwork, expected_param_count, module_channels, module_heights
+from crn.src.model import (CascadedRefinementNetwork, LayerNormLReLU, expected_param_count, module_channels,
+                           module_heights)
 
 ms.set_context(mode=ms.GRAPH_MODE)
 ms.set_device("CPU")
@@ -79,6 +80,35 @@ def test_layer_norm_matches_numpy():
     var = x.var(axis=(1, 2, 3), keepdims=True)  # biased, as slim.layer_norm
     want = (x - mean) / np.sqrt(var + 1e-12) * gamma[None, :, None, None] + beta[None, :, None, None]
     np.testing.assert_allclose(ln(Tensor(x)).asnumpy(), want, rtol=1e-5, atol=1e-5)
+
+
+class _WeightedSum(nn.Cell):
+    """sum(act(norm(x)) * w): a scalar whose gradient exercises every element of the backward."""
+
+    def __init__(self, norm, act, w):
+        super().__init__()
+        self.norm, self.act, self.w = norm, act, w
+
+    def construct(self, x):
+        return (self.act(self.norm(x)) * self.w).sum()
+
+
+def test_lean_layer_norm_lrelu_matches_autodiff_of_the_composed_ops():
+    """LayerNormLReLU (hand-written backward) == LeakyReLU(0.2)(LayerNorm2d(x)): values and the gradients
+    w.r.t. x, gamma and beta."""
+    rng = np.random.RandomState(5)
+    x = Tensor(rng.randn(2, 3, 4, 5).astype(np.float32) * 3 + 1)
+    w = Tensor(rng.randn(2, 3, 4, 5).astype(np.float32))
+    gamma, beta = rng.rand(3).astype(np.float32) + 0.5, rng.randn(3).astype(np.float32)
+    results = []
+    for norm, act in ((LayerNormLReLU(3), nn.Identity()), (LayerNorm2d(3), nn.LeakyReLU(0.2))):
+        norm.gamma.set_data(Tensor(gamma))
+        norm.beta.set_data(Tensor(beta))
+        value, (dx, (d_gamma, d_beta)) = ms.value_and_grad(_WeightedSum(norm, act, w), 0, [norm.gamma, norm.beta])(x)
+        results.append([t.asnumpy() for t in (value, dx, d_gamma, d_beta)])
+    assert np.abs(results[1][1]).max() > 0.1  # a gradient that can tell the two apart
+    for lean, composed in zip(*results):
+        np.testing.assert_allclose(lean, composed, rtol=1e-4, atol=1e-5)
 
 
 def numpy_hindsight(fake, real, onehot, weight_pixel):

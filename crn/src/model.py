@@ -15,10 +15,8 @@ Channels per module height (reference): 1024 below 128, 512 at 128 and 256, 128 
 import math
 
 import numpy as np
-from mindspore import Tensor, nn, ops
+from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import XavierUniform, initializer
-
-from common.layers import LayerNorm2d
 
 __all__ = ["SIZES", "module_heights", "module_channels", "expected_param_count", "RefinementModule",
            "CascadedRefinementNetwork", "build_generator", "split_outputs", "default_num_outputs"]
@@ -96,6 +94,61 @@ class BilinearUpsample(nn.Cell):
         return ops.gather(x, self.rows_lo, 2) * (1.0 - self.frac_h) + ops.gather(x, self.rows_hi, 2) * self.frac_h
 
 
+class _LayerNormLReLUFunction(nn.Cell):
+    """``lrelu(layer_norm(x) * gamma + beta)`` with a hand-written backward that keeps only ``x``.
+
+    Autodiff of the composed ops would hold five full-size intermediates per call for the backward
+    pass (x - mean, the normalised x, its affine transform, the LReLU input and mask); this backward
+    recomputes them from ``x`` and the per-sample statistics instead (same math, one saved tensor).
+
+    Shapes: x [B, C, H, W], gamma [C], beta [C] -> [B, C, H, W].
+    """
+
+    def __init__(self, eps, slope):
+        super().__init__()
+        self.eps, self.slope = eps, slope
+
+    def _normalise(self, x):
+        """x -> (x_hat [B, C, H, W], std [B, 1, 1, 1]); a division, as ONNX has no Rsqrt/Reciprocal export."""
+        centred = x - x.mean(axis=(1, 2, 3), keep_dims=True)
+        std = ops.sqrt(ops.square(centred).mean(axis=(1, 2, 3), keep_dims=True) + self.eps)
+        return centred / std, std
+
+    def construct(self, x, gamma, beta):
+        x_hat, _ = self._normalise(x)
+        z = x_hat * gamma.reshape(1, -1, 1, 1) + beta.reshape(1, -1, 1, 1)
+        return ops.maximum(z, self.slope * z)
+
+    def bprop(self, x, gamma, beta, out, dout):
+        x_hat, std = self._normalise(x)
+        # out = max(z, slope*z) has the sign of z, so the LReLU slope is read from out
+        dz = ops.select(out > 0, dout, self.slope * dout)
+        d_beta = dz.sum(axis=(0, 2, 3))
+        d_gamma = (dz * x_hat).sum(axis=(0, 2, 3))
+        d_xhat = dz * gamma.reshape(1, -1, 1, 1)
+        dx = (d_xhat - d_xhat.mean(axis=(1, 2, 3), keep_dims=True)
+              - x_hat * (d_xhat * x_hat).mean(axis=(1, 2, 3), keep_dims=True)) / std
+        return dx, d_gamma, d_beta
+
+
+class LayerNormLReLU(nn.Cell):
+    """Layer norm over (C, H, W) with per-channel gamma/beta (``common.layers.LayerNorm2d``, TF
+    ``slim.layer_norm``) followed by LReLU(0.2), the pair that follows every CRN conv, with a
+    memory-lean backward (see :class:`_LayerNormLReLUFunction`).
+
+    Shapes: [B, C, H, W] -> [B, C, H, W].
+    """
+
+    def __init__(self, num_features, eps=1e-12, slope=0.2):
+        super().__init__()
+        self.gamma = Parameter(initializer("ones", (num_features,)), name="gamma")
+        self.beta = Parameter(initializer("zeros", (num_features,)), name="beta")
+        self.function = _LayerNormLReLUFunction(eps, slope)
+
+    def construct(self, x):
+        return self.function(x, self.gamma, self.beta)
+
+
 class RefinementModule(nn.Cell):
     """One cascade stage: [upsampled features, label] -> conv3x3-LN-LReLU -> conv3x3-LN-LReLU.
 
@@ -113,18 +166,17 @@ class RefinementModule(nn.Cell):
         self.has_input = in_feat > 0
         self.upsample = BilinearUpsample((height // 2, width // 2), (height, width))
         self.conv1 = _conv3x3(in_feat + label_nc, out_feat)
-        self.norm1 = LayerNorm2d(out_feat)
+        self.norm1 = LayerNormLReLU(out_feat)
         self.conv2 = _conv3x3(out_feat, out_feat)
-        self.norm2 = LayerNorm2d(out_feat)
-        self.lrelu = nn.LeakyReLU(0.2)
+        self.norm2 = LayerNormLReLU(out_feat)
 
     def construct(self, features, label):
         if self.has_input:
             x = ops.cat((self.upsample(features), label), 1)
         else:
             x = label
-        x = self.lrelu(self.norm1(self.conv1(x)))
-        return self.lrelu(self.norm2(self.conv2(x)))
+        x = self.norm1(self.conv1(x))
+        return self.norm2(self.conv2(x))
 
 
 class CascadedRefinementNetwork(nn.Cell):
