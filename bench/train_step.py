@@ -3,7 +3,7 @@
     python bench/train_step.py --model pix2pix --size 256 --batch 1 [--steps 7] [--torch]
 
 Each model folder provides ``<model>/src/utils.py: make_bench_step(size, batch)``, a zero-argument
-callable running one full train step on random data. ``--torch`` also runs
+callable running one full train step on random data. ``--torch`` first runs
 ``../shared/bench/torch_pix2pix_step.py`` (pix2pix only) in the same run, for a same-machine comparison.
 Prints one line per measurement and the peak resident memory.
 """
@@ -41,6 +41,14 @@ def main():
     parser.add_argument("--device", default="CPU")
     parser.add_argument("--torch", action="store_true", help="also time the PyTorch reference (pix2pix)")
     args = parser.parse_args()
+    if args.torch:
+        if args.model != "pix2pix":
+            parser.error("--torch compares with the PyTorch pix2pix reference only")
+        if not os.path.isfile(TORCH_REFERENCE):
+            parser.error(f"PyTorch reference {TORCH_REFERENCE} not found")
+        # before MindSpore is loaded, with the caller's environment (no oneDNN ISA cap for torch)
+        out = subprocess.run([sys.executable, TORCH_REFERENCE, str(args.size)], capture_output=True, text=True)
+        print(out.stdout.strip().splitlines()[-1] if out.returncode == 0 else f"torch reference failed: {out.stderr[-500:]}")
 
     from common.runtime import init_runtime
     init_runtime(args.device, "graph", seed=0)
@@ -53,13 +61,6 @@ def main():
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
     print(f"mindspore {args.model} size {args.size} batch {args.batch} on {args.device}: median {ms_step:.1f} ms/step "
           f"over {args.steps} steps (build+compile+first step {first:.1f} s, peak RSS {peak_gb:.2f} GB)")
-    if args.torch:
-        if args.model != "pix2pix":
-            parser.error("--torch compares with the PyTorch pix2pix reference only")
-        if not os.path.isfile(TORCH_REFERENCE):
-            parser.error(f"PyTorch reference {TORCH_REFERENCE} not found")
-        out = subprocess.run([sys.executable, TORCH_REFERENCE, str(args.size)], capture_output=True, text=True)
-        print(out.stdout.strip().splitlines()[-1] if out.returncode == 0 else f"torch reference failed: {out.stderr[-500:]}")
 
 
 if __name__ == "__main__":

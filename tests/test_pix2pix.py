@@ -176,3 +176,13 @@ def test_sigint_saves_a_snapshot(tmp_path, demo_cache):
     assert "stopped by SIG" in rest
     latest = (out / "ckpt" / "latest").read_text().strip()
     assert (out / "ckpt" / latest / "G.ckpt").is_file() and (out / "ckpt" / latest / "opt_D.ckpt").is_file()
+
+
+def test_leaky_relu_matches_the_reference_function_and_gradient():
+    from common.layers import LeakyReLU
+    x = np.random.RandomState(0).randn(2, 3, 5, 7).astype(np.float32)
+    f = LeakyReLU(0.2)
+    y = f(ms.Tensor(x)).asnumpy()
+    np.testing.assert_array_equal(y, np.where(x > 0, x, np.float32(0.2) * x))
+    grad = ms.grad(lambda t: (f(t) * ms.Tensor(x)).sum())(ms.Tensor(x)).asnumpy()
+    np.testing.assert_allclose(grad, np.where(x > 0, 1.0, 0.2) * x, rtol=1e-6)

@@ -7,7 +7,7 @@ unet_256 = 54,413,955; 70x70 PatchGAN on 6 channels = 2,768,705.
 """
 from mindspore import nn, ops
 
-from common.layers import CounterDropout, InstanceNorm2d, init_weights
+from common.layers import CounterDropout, InstanceNorm2d, LeakyReLU, init_weights
 
 __all__ = ["UnetGenerator", "UnetSkipConnectionBlock", "ResnetGenerator", "ResnetBlock",
            "PatchGANDiscriminator", "PixelDiscriminator", "define_G", "define_D", "get_norm_layer",
@@ -58,10 +58,10 @@ class UnetSkipConnectionBlock(nn.Cell):
             layers = [down_conv, submodule, nn.ReLU(), up_conv, nn.Tanh()]
         elif innermost:
             up_conv = _deconv(inner_nc, outer_nc, 4, 2, 1, use_bias)
-            layers = [nn.LeakyReLU(0.2), down_conv, nn.ReLU(), up_conv, norm_layer(outer_nc)]
+            layers = [LeakyReLU(0.2), down_conv, nn.ReLU(), up_conv, norm_layer(outer_nc)]
         else:
             up_conv = _deconv(inner_nc * 2, outer_nc, 4, 2, 1, use_bias)
-            layers = [nn.LeakyReLU(0.2), down_conv, norm_layer(inner_nc), submodule, nn.ReLU(), up_conv,
+            layers = [LeakyReLU(0.2), down_conv, norm_layer(inner_nc), submodule, nn.ReLU(), up_conv,
                       norm_layer(outer_nc)]
             if use_dropout:
                 layers.append(CounterDropout(0.5, salt=dropout_salt))
@@ -151,13 +151,13 @@ class PatchGANDiscriminator(nn.Cell):
     def __init__(self, input_nc=6, ndf=64, n_layers=3, norm="batch"):
         super().__init__()
         norm_layer, use_bias = get_norm_layer(norm)
-        layers = [_conv(input_nc, ndf, 4, 2, 1, True), nn.LeakyReLU(0.2)]
+        layers = [_conv(input_nc, ndf, 4, 2, 1, True), LeakyReLU(0.2)]
         mult = 1
         for n in range(1, n_layers):
             prev, mult = mult, min(2 ** n, 8)
-            layers += [_conv(ndf * prev, ndf * mult, 4, 2, 1, use_bias), norm_layer(ndf * mult), nn.LeakyReLU(0.2)]
+            layers += [_conv(ndf * prev, ndf * mult, 4, 2, 1, use_bias), norm_layer(ndf * mult), LeakyReLU(0.2)]
         prev, mult = mult, min(2 ** n_layers, 8)
-        layers += [_conv(ndf * prev, ndf * mult, 4, 1, 1, use_bias), norm_layer(ndf * mult), nn.LeakyReLU(0.2),
+        layers += [_conv(ndf * prev, ndf * mult, 4, 1, 1, use_bias), norm_layer(ndf * mult), LeakyReLU(0.2),
                    _conv(ndf * mult, 1, 4, 1, 1, True)]
         self.model = nn.SequentialCell(layers)
 
@@ -172,8 +172,8 @@ class PixelDiscriminator(nn.Cell):
         super().__init__()
         norm_layer, use_bias = get_norm_layer(norm)
         self.model = nn.SequentialCell([
-            _conv(input_nc, ndf, 1, 1, 0, True), nn.LeakyReLU(0.2),
-            _conv(ndf, ndf * 2, 1, 1, 0, use_bias), norm_layer(ndf * 2), nn.LeakyReLU(0.2),
+            _conv(input_nc, ndf, 1, 1, 0, True), LeakyReLU(0.2),
+            _conv(ndf, ndf * 2, 1, 1, 0, use_bias), norm_layer(ndf * 2), LeakyReLU(0.2),
             _conv(ndf * 2, 1, 1, 1, 0, use_bias)])
 
     def construct(self, x):
