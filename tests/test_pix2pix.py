@@ -184,5 +184,9 @@ def test_leaky_relu_matches_the_reference_function_and_gradient():
     f = LeakyReLU(0.2)
     y = f(ms.Tensor(x)).asnumpy()
     np.testing.assert_array_equal(y, np.where(x > 0, x, np.float32(0.2) * x))
-    grad = ms.grad(lambda t: (f(t) * ms.Tensor(x)).sum())(ms.Tensor(x)).asnumpy()
+    weight = ms.Tensor(x)
+
+    def weighted_sum(t):
+        return (f(t) * weight).sum()
+    grad = ms.grad(weighted_sum)(ms.Tensor(x)).asnumpy()
     np.testing.assert_allclose(grad, np.where(x > 0, 1.0, 0.2) * x, rtol=1e-6)
