@@ -290,7 +290,7 @@ class TrainLoop:
                     self.save()
                     self.log.info(f"stopped by {stop.requested}; resume with --resume=true")
                     raise SystemExit(130 if stop.requested == "SIGINT" else 143)
-        if self.saved_at != self.global_step:
+        if self.global_step and self.saved_at != self.global_step:
             self.save()
         return {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "step": self.global_step,
                 "losses": self.losses}

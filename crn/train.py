@@ -6,14 +6,12 @@
     python crn/train.py --size=32 --width_mult=0.125 --n_epochs=5   # quick CPU run
 
 Writes <output_dir>/{train.log, losses.json, loss_curve.png, samples/epoch_NNNN.png, ckpt/}. Interrupt
-with Ctrl-C: the loop saves a snapshot and a rerun with ``--resume=true`` continues from it.
+with Ctrl-C: the loop saves a snapshot and exits; a rerun with ``--resume=true`` continues from it.
 """
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import time  # noqa: E402
 
 import common  # noqa: E402,F401  (oneDNN ISA before mindspore)
 from mindspore import Tensor, nn  # noqa: E402
@@ -24,7 +22,7 @@ from common.data import BatchLoader  # noqa: E402
 from common.io import write_image  # noqa: E402
 from common.layers import count_params  # noqa: E402
 from common.runtime import init_runtime  # noqa: E402
-from common.train import StopSignal, TrainLogger, TrainOneStep, timer_ms, to_float  # noqa: E402
+from common.train import TrainLogger, TrainLoop, TrainOneStep, to_float  # noqa: E402
 from crn.src.dataset import build_dataset  # noqa: E402
 from crn.src.loss import CRNWithLoss, build_loss_network  # noqa: E402
 from crn.src.model import build_generator  # noqa: E402
@@ -36,7 +34,7 @@ SAMPLE_ROWS = 2
 
 
 def main(argv=None):
-    """Run training; returns the final loop state {epoch, step, global_step}."""
+    """Run training; returns the final loop state {epoch, step_in_epoch, step, losses}."""
     cfg = load_config(CONFIG, sys.argv[1:] if argv is None else argv)
     rt = init_runtime(cfg.device_target, cfg.mode, cfg.seed)
     train_set = build_dataset(cfg, "train", cfg.max_train_samples)
@@ -57,51 +55,20 @@ def main(argv=None):
 
     manager = CheckpointManager(os.path.join(cfg.output_dir, "ckpt"), cfg.keep_ckpt,
                                 checkpoint_meta(cfg, train_set.label_nc))
-    components = {"G": net, "opt_G": opt}
-    epoch, start_step, global_step = 0, 0, 0
-    if cfg.resume and manager.latest():
-        state = manager.restore(components)
-        epoch, start_step, global_step = state["epoch"], state["step"], state["global_step"]
-        log.info(f"resumed from {manager.latest()}: epoch {epoch}, step {start_step}")
-    else:
-        if cfg.resume:
-            log.info(f"resume: no snapshot in {manager.directory}; starting from scratch")
-        elif manager.latest() and rt.is_main:
-            log.info(f"note: {manager.directory} already holds snapshots; this run starts from scratch "
-                     f"(use --resume=true to continue)")
-        if cfg.init_from:
-            init_from_lower_resolution(net, cfg.init_from, log.info)
+    loop = TrainLoop(manager, {"G": net, "opt_G": opt}, log, loader, cfg.n_epochs, cfg.save_epoch_freq,
+                     cfg.max_steps, rt.is_main)
+    if not loop.resume(cfg.resume) and cfg.init_from:
+        init_from_lower_resolution(net, cfg.init_from, log.info)
 
-    def save(step_in_epoch):
+    def step(label, photo):
+        return {"loss": to_float(train_step(Tensor(label), Tensor(photo)))}
+
+    def end_epoch(epoch):
         if rt.is_main:
-            path = manager.save(components, {"epoch": epoch, "step": step_in_epoch, "global_step": global_step,
-                                             "seed": cfg.seed})
-            log.info(f"saved {path}")
+            grid = sample_grid(net, val_set, range(min(SAMPLE_ROWS, len(val_set))))
+            write_image(os.path.join(cfg.output_dir, "samples", f"epoch_{epoch + 1:04d}.png"), grid)
 
-    with StopSignal() as stop:
-        while epoch < cfg.n_epochs:
-            log.start_epoch(epoch + 1, cfg.n_epochs, start_step)
-            t_epoch = time.perf_counter()
-            for step, (label, photo) in enumerate(loader.epoch(epoch, start_step), start=start_step + 1):
-                t = time.perf_counter()
-                loss = to_float(train_step(Tensor(label), Tensor(photo)))
-                global_step += 1
-                log.step(epoch + 1, step, global_step, {"loss": loss}, timer_ms(t))
-                if stop.requested and step < len(loader):
-                    log.info(f"{stop.requested}: stopping in epoch {epoch + 1} at step {step}")
-                    save(step)
-                    return {"epoch": epoch, "step": step, "global_step": global_step}
-            epoch, start_step = epoch + 1, 0
-            log.end_epoch(epoch, time.perf_counter() - t_epoch, cfg.lr)
-            if rt.is_main:
-                grid = sample_grid(net, val_set, range(min(SAMPLE_ROWS, len(val_set))))
-                write_image(os.path.join(cfg.output_dir, "samples", f"epoch_{epoch:04d}.png"), grid)
-            if epoch % cfg.save_epoch_freq == 0 or epoch == cfg.n_epochs or stop.requested:
-                save(0)
-            if stop.requested:
-                log.info(f"{stop.requested}: stopped after epoch {epoch}")
-                break
-    return {"epoch": epoch, "step": 0, "global_step": global_step}
+    return loop.run(step, lambda epoch: cfg.lr, end_epoch)
 
 
 if __name__ == "__main__":

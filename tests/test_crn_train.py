@@ -103,7 +103,7 @@ def test_vgg_file_without_the_loss_layers_is_rejected(tmp_path):
 
 def test_demo_run_loss_falls(trained):
     out, state = trained
-    assert state == {"epoch": 2, "step": 0, "global_step": 8}
+    assert (state["epoch"], state["step_in_epoch"], state["step"]) == (2, 0, 8)
     with open(out / "losses.json") as f:
         losses = json.load(f)["loss"]
     assert len(losses) == 8
@@ -128,12 +128,13 @@ def test_resume_repeats_the_uninterrupted_run(trained, tmp_path, vgg19_mat):
     out, _ = trained
     crn_train.main(tiny_args(tmp_path, vgg19_mat[0], n_epochs=1))
     state = crn_train.main(tiny_args(tmp_path, vgg19_mat[0], n_epochs=2, resume="true"))
-    assert state["global_step"] == 8
+    assert state["step"] == 8
     assert "resumed from" in (tmp_path / "train.log").read_text()
-    assert crn_train.main(tiny_args(tmp_path, vgg19_mat[0], n_epochs=0)) == {"epoch": 0, "step": 0, "global_step": 0}
+    fresh = crn_train.main(tiny_args(tmp_path, vgg19_mat[0], n_epochs=0))
+    assert (fresh["epoch"], fresh["step"]) == (0, 0)
     assert "already holds snapshots; this run starts from scratch" in (tmp_path / "train.log").read_text()
-    a = ms.load_checkpoint(str(out / "ckpt" / "epoch_0002_step_00000000" / "G.ckpt"))
-    b = ms.load_checkpoint(str(tmp_path / "ckpt" / "epoch_0002_step_00000000" / "G.ckpt"))
+    a = ms.load_checkpoint(str(out / "ckpt" / "epoch_0002_step_00000008" / "G.ckpt"))
+    b = ms.load_checkpoint(str(tmp_path / "ckpt" / "epoch_0002_step_00000008" / "G.ckpt"))
     for name in ("refine.0.conv1.weight", "refine.3.norm2.gamma", "to_rgb.weight"):
         np.testing.assert_allclose(a[name].asnumpy(), b[name].asnumpy(), rtol=1e-5, atol=1e-6)
 
@@ -142,7 +143,7 @@ def test_fine_tune_from_a_lower_resolution(trained):
     out, _ = trained
     net = CascadedRefinementNetwork(64, 20, 1, width_mult=0.0625)
     loaded = init_from_lower_resolution(net, str(out / "ckpt"), log=lambda _: None)
-    stored = ms.load_checkpoint(str(out / "ckpt" / "epoch_0002_step_00000000" / "G.ckpt"))
+    stored = ms.load_checkpoint(str(out / "ckpt" / "epoch_0002_step_00000008" / "G.ckpt"))
     assert {n.split(".")[1] for n in loaded} == {"0", "1", "2", "3"}
     np.testing.assert_array_equal(net.refine[3].conv2.weight.asnumpy(), stored["refine.3.conv2.weight"].asnumpy())
     names = {".".join(p.name.split(".")[:2]) for p in trainable_parameters(net, 2)}
