@@ -122,7 +122,7 @@ def get_logger(name, log_file=None):
 
 
 class TrainLogger:
-    """Per-step log lines and progress bar; per-epoch loss history and curve.
+    """Per-step log lines and progress bar; loss history (means between log lines) and curve per epoch.
 
     Args:
         out_dir: where ``train.log``, ``losses.json`` and ``loss_curve.png`` go.
@@ -145,6 +145,7 @@ class TrainLogger:
         self.bar = None
         self._epoch_sums = {}
         self._epoch_count = 0
+        self._interval_sums, self._interval_count, self._last_step = {}, 0, 0
 
     def info(self, msg):
         if self.enabled:
@@ -170,17 +171,29 @@ class TrainLogger:
             return
         self.bar.update(1)
         self.bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
+        for k, v in losses.items():
+            self._interval_sums[k] = self._interval_sums.get(k, 0.0) + float(v)
+        self._interval_count += 1
+        self._last_step = int(global_step)
         if step % self.log_every == 0 or step == 1:
             text = " ".join(f"{k} {float(v):.6f}" for k, v in losses.items())
             self.info(f"epoch: {epoch} step: {step}, {text}, ms/step {ms_per_step:.1f}")
-            self.history["step"].append(int(global_step))
-            for k, v in losses.items():
-                self.history.setdefault(k, []).append(float(v))
+            self._record()
+
+    def _record(self):
+        """Append the mean losses since the last record to the history (the loss curve's points)."""
+        if not self._interval_count:
+            return
+        self.history["step"].append(self._last_step)
+        for k, v in self._interval_sums.items():
+            self.history.setdefault(k, []).append(v / self._interval_count)
+        self._interval_sums, self._interval_count = {}, 0
 
     def end_epoch(self, epoch, seconds, lr=None):
         """Log the epoch means and write ``losses.json`` and ``loss_curve.png``."""
         if not self.enabled:
             return
+        self._record()
         if self.bar is not None:
             self.bar.close()
             self.bar = None
