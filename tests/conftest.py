@@ -10,12 +10,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="session")
 def demo_cache(tmp_path_factory):
-    """A private SYNTHZOO_CACHE for demo data, sharing the user's converted pretrained weights (if any)."""
+    """A private SYNTHZOO_CACHE for demo data, sharing the user's pretrained weights and downloads (if any)."""
     path = tmp_path_factory.mktemp("synthzoo_cache")
     old = os.environ.get("SYNTHZOO_CACHE")
-    weights = os.path.join(old or os.path.join(os.path.expanduser("~"), ".cache", "synthzoo"), "weights")
-    if os.path.isdir(weights):
-        os.symlink(weights, os.path.join(str(path), "weights"))
+    user_cache = old or os.path.join(os.path.expanduser("~"), ".cache", "synthzoo")
+    for shared in ("weights", "downloads"):
+        if os.path.isdir(os.path.join(user_cache, shared)):
+            os.symlink(os.path.join(user_cache, shared), os.path.join(str(path), shared))
     os.environ["SYNTHZOO_CACHE"] = str(path)
     yield str(path)
     if old is None:
