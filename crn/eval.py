@@ -23,7 +23,6 @@ import glob
 import itertools
 import json
 import os
-import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -58,7 +57,7 @@ def fcn_scores(cfg, out_dir, names):
 
     Returns ``(scores, table)`` of :func:`common.metrics.fcn.fcn_score`.
     """
-    from common.metrics.fcn import build_fcn8s, fcn_score
+    from common.metrics.fcn import fcn_score_files
     label_dir = fcn_label_dir(cfg)
     labels = {os.path.basename(p)[:-len(LABEL_IDS_SUFFIX)]: p
               for p in glob.glob(os.path.join(label_dir, "**", "*" + LABEL_IDS_SUFFIX), recursive=True)}
@@ -67,17 +66,8 @@ def fcn_scores(cfg, out_dir, names):
         raise FileNotFoundError(f"fcn_label_dir={label_dir}: no <frame id>{LABEL_IDS_SUFFIX} for {len(missing)} of the "
                                 f"{len(names)} evaluated label maps (e.g. {missing[:3]}); pass the gtFine/<split> "
                                 f"folder of the evaluated split as --fcn_label_dir")
-    fcn_dir = os.path.join(out_dir, "fcn")
-    shutil.rmtree(fcn_dir, ignore_errors=True)
-    for sub in ("results", "labels"):
-        os.makedirs(os.path.join(fcn_dir, sub))
-    for name in names:
-        shutil.copyfile(os.path.join(out_dir, "images", f"{name}_k0.png"),
-                        os.path.join(fcn_dir, "results", f"{name}_leftImg8bit.png"))
-        shutil.copyfile(labels[name], os.path.join(fcn_dir, "labels", name + LABEL_IDS_SUFFIX))
-    net = build_fcn8s(cfg.fcn_ckpt)
-    return fcn_score(net, os.path.join(fcn_dir, "results"), os.path.join(fcn_dir, "labels"),
-                     weights=os.path.basename(cfg.fcn_ckpt))
+    pairs = {name: (os.path.join(out_dir, "images", f"{name}_k0.png"), labels[name]) for name in names}
+    return fcn_score_files(cfg.fcn_ckpt, pairs, os.path.join(out_dir, "fcn"))
 
 
 def main(argv=None):

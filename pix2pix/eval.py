@@ -39,24 +39,27 @@ def fcn_label_dir(cfg):
                      "match the validation images")
 
 
-def frame_names(names, label_dir):
-    """Map AB file stems to Cityscapes frame ids.
+def frame_labels(names, label_dir):
+    """Map AB file stems to ``(frame id, labelIds path)``.
 
-    Frame-id stems are kept; numeric stems ``1..N`` (the reference ``prepare_cityscapes_dataset.py``
-    numbering) map to the label files in sorted-path order.
+    Frame-id stems match their label by name; numeric stems ``1..N`` (the reference
+    ``prepare_cityscapes_dataset.py`` numbering) map to the label files in sorted-path order.
     """
     from common.metrics.segmentation import frame_id
     labels = sorted(os.path.join(r, n) for r, _, ns in os.walk(label_dir) for n in ns if n.endswith("_gtFine_labelIds.png"))
-    ids = [frame_id(p) for p in labels]
+    by_id = {frame_id(p): p for p in labels}
     out = {}
     for name in names:
         if name.isdigit():
             k = int(name) - 1
-            if not 0 <= k < len(ids):
-                raise ValueError(f"validation image {name} has no label: {label_dir} holds {len(ids)} label files")
-            out[name] = ids[k]
+            if not 0 <= k < len(labels):
+                raise ValueError(f"validation image {name} has no label: {label_dir} holds {len(labels)} label files")
+            out[name] = (frame_id(labels[k]), labels[k])
+        elif frame_id(name) in by_id:
+            out[name] = (frame_id(name), by_id[frame_id(name)])
         else:
-            out[name] = frame_id(name)
+            raise ValueError(f"validation image {name} has no {frame_id(name)}_gtFine_labelIds.png under {label_dir}; "
+                             f"pass the gtFine/<split> folder of the evaluated split as --fcn_label_dir")
     return out
 
 
@@ -109,17 +112,10 @@ def evaluate(cfg):
 
 def fcn_scores(cfg, out, names):
     """FCN-score of the generated images (renamed to frame ids) against the Cityscapes labels."""
-    from common.metrics.fcn import build_fcn8s, fcn_score
-    label_dir = fcn_label_dir(cfg)
-    frames = frame_names(names, label_dir)
-    fcn_dir = os.path.join(out, "fcn_inputs")
-    shutil.rmtree(fcn_dir, ignore_errors=True)
-    os.makedirs(fcn_dir)
-    for name in names:
-        shutil.copyfile(os.path.join(out, "fake_B", f"{name}.png"),
-                        os.path.join(fcn_dir, f"{frames[name]}_leftImg8bit.png"))
-    net = build_fcn8s(cfg.fcn_ckpt)
-    scores, table = fcn_score(net, fcn_dir, label_dir, weights=os.path.basename(cfg.fcn_ckpt))
+    from common.metrics.fcn import fcn_score_files
+    pairs = {frame: (os.path.join(out, "fake_B", f"{name}.png"), label)
+             for name, (frame, label) in frame_labels(names, fcn_label_dir(cfg)).items()}
+    scores, table = fcn_score_files(cfg.fcn_ckpt, pairs, os.path.join(out, "fcn"))
     print(table)
     return scores, table
 

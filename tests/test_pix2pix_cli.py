@@ -51,17 +51,18 @@ def test_run_eval_all_with_fcn_score_and_summary_table(trained, tmp_path):
     rc, log = run([sys.executable, "-m", "common.metrics.train_fcn", "--data", cityscapes, "--out", str(scorer),
                    "--tiny", "--epochs", "1", "--height", "32", "--width", "64", "--batch-size", "4"], env)
     assert rc == 0, log[-3000:]
-    rc, log = run(["bash", "scripts/run_eval.sh", "all", "CPU", f"--fcn_ckpt={scorer}", "--crop_size=64",
+    rc, log = run(["bash", "scripts/run_eval.sh", "all", "CPU", f"--fcn_ckpt={scorer}", "--crop_size=64", "--num_val=2",
                    "--demo_size=64", "--demo_train=16", "--demo_val=4", f"--metrics={','.join(image_metrics)}"], env)
     assert rc == 0, log[-3000:]
     metrics = json.loads((out / "pix2pix" / "eval" / "metrics.json").read_text())
-    assert metrics["images"] == 4 and metrics["model"] == "pix2pix"
+    assert metrics["images"] == 2 and metrics["model"] == "pix2pix"
     for key in ["l1", "fcn_pixel_acc", "fcn_mean_class_acc", "fcn_mean_iou"] + image_metrics:
         assert key in metrics and key in metrics["protocol"], key
     assert 0.0 <= metrics["fcn_pixel_acc"] <= 1.0 and 0 < metrics["l1"] < 2
-    assert (out / "pix2pix" / "eval" / "index.html").read_text().count("<img") == 12
-    assert len(os.listdir(out / "pix2pix" / "eval" / "fake_B")) == 4
+    assert (out / "pix2pix" / "eval" / "index.html").read_text().count("<img") == 6
+    assert len(os.listdir(out / "pix2pix" / "eval" / "fake_B")) == 2
     assert (out / "pix2pix" / "eval" / "fcn_per_class.md").is_file()
+    assert len(os.listdir(out / "pix2pix" / "eval" / "fcn" / "labels")) == 2  # only the evaluated frames
     summary = json.loads((out / "eval_summary.json").read_text())
     assert "pix2pix" in json.dumps(summary) and "psnr" in log
 

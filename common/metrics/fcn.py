@@ -12,6 +12,8 @@ label's size (bilinear, cv2.INTER_LINEAR in place of the removed scipy.misc.imre
 results matched to labels by frame id. Scores from a scorer trained with :mod:`common.metrics.train_fcn`
 are NOT comparable with the paper's numbers (different weights, data and resolution).
 """
+import os
+
 import numpy as np
 from tqdm import tqdm
 
@@ -27,7 +29,7 @@ from common.metrics.segmentation import ConfusionMatrix, match_by_name
 from common.vgg import vgg_conv_names
 from common.weights import assign_params, read_flat, vgg_weights
 
-__all__ = ["FCN8s", "build_fcn8s", "load_fcn8s", "init_fcn8s_from_vgg16", "preprocess_bgr", "segment", "fcn_score",
+__all__ = ["FCN8s", "build_fcn8s", "load_fcn8s", "init_fcn8s_from_vgg16", "preprocess_bgr", "segment", "fcn_score", "fcn_score_files",
            "FCN_MEAN_BGR"]
 
 FCN_MEAN_BGR = (72.78044, 83.21195, 73.45286)
@@ -135,6 +137,24 @@ def preprocess_bgr(rgb):
 def segment(net, rgb):
     """[H, W, 3] uint8 RGB -> [H, W] int64 class ids (argmax over the net's channels)."""
     return net(preprocess_bgr(rgb)).asnumpy()[0].argmax(0)
+
+
+def fcn_score_files(scorer, pairs, work_dir):
+    """FCN-score of generated files against Cityscapes labels given as ``{frame id: (image, labelIds)}``.
+
+    The pairs are staged in ``work_dir/{results,labels}`` under frame-id names (so a subset of a split is
+    scored against its own labels only), then scored with :func:`fcn_score` using the scorer file
+    ``scorer`` (``.caffemodel`` or a ``train_fcn`` checkpoint). Returns ``(scores, table)``.
+    """
+    import shutil
+    shutil.rmtree(work_dir, ignore_errors=True)
+    results, labels = os.path.join(work_dir, "results"), os.path.join(work_dir, "labels")
+    os.makedirs(results)
+    os.makedirs(labels)
+    for frame, (image, label) in pairs.items():
+        shutil.copyfile(image, os.path.join(results, f"{frame}_leftImg8bit.png"))
+        shutil.copyfile(label, os.path.join(labels, f"{frame}_gtFine_labelIds.png"))
+    return fcn_score(build_fcn8s(scorer), results, labels, weights=os.path.basename(scorer))
 
 
 def fcn_score(net, result_dir, label_dir, label_pattern=r"_gtFine_labelIds\.png$", weights="unknown"):
