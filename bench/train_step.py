@@ -39,6 +39,8 @@ def main():
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--steps", type=int, default=7)
     parser.add_argument("--device", default="CPU")
+    parser.add_argument("--cpu_conv", default="auto", choices=["auto", "native", "matmul"],
+                        help="CPU convolution path (common/conv.py); CRN stays native whatever this says")
     parser.add_argument("--torch", action="store_true", help="also time the PyTorch reference (pix2pix)")
     args = parser.parse_args()
     if args.torch:
@@ -51,7 +53,7 @@ def main():
         print(out.stdout.strip().splitlines()[-1] if out.returncode == 0 else f"torch reference failed: {out.stderr[-500:]}")
 
     from common.runtime import init_runtime
-    init_runtime(args.device, "graph", seed=0)
+    rt = init_runtime(args.device, "graph", seed=0, cpu_conv=args.cpu_conv if args.model == "pix2pix" else "native")
     utils = importlib.import_module(f"{args.model}.src.utils")
     t = time.perf_counter()
     step = utils.make_bench_step(args.size, args.batch)
@@ -60,7 +62,7 @@ def main():
     ms_step = median_ms(step, args.steps)
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
     print(f"mindspore {args.model} size {args.size} batch {args.batch} on {args.device}: median {ms_step:.1f} ms/step "
-          f"over {args.steps} steps (build+compile+first step {first:.1f} s, peak RSS {peak_gb:.2f} GB)")
+          f"over {args.steps} steps (build+compile+first step {first:.1f} s, peak RSS {peak_gb:.2f} GB; {rt.describe_conv})")
 
 
 if __name__ == "__main__":

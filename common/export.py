@@ -35,6 +35,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from common.io import atomic_file
+from common.conv import set_native
 from common.layers import BatchStatNorm2d, CounterDropout
 
 __all__ = ["NORM_MODES", "ExportError", "ReflectionPad2d", "replace_cells", "prepare_for_export", "export_mindir",
@@ -90,7 +91,8 @@ def replace_cells(net, match, make):
 
 
 def prepare_for_export(net, norm="running_stats"):
-    """Put ``net`` in its exported form, in place: inference mode, dropout off, BN as ``norm``.
+    """Put ``net`` in its exported form, in place: inference mode, dropout off, BN as ``norm``, and
+    matmul-path convolutions (``common/conv.py``) back on the native ``Conv`` / ``ConvTranspose``.
 
     Args:
         net: any Cell; ``nn.BatchNorm2d``, ``CounterDropout`` and reflect ``nn.Pad`` cells are rewritten.
@@ -109,6 +111,7 @@ def prepare_for_export(net, norm="running_stats"):
     for _, cell in net.cells_and_names():
         if isinstance(cell, CounterDropout):
             cell.always_on = False
+    set_native(net)
     net.set_train(False)
     return net
 

@@ -8,12 +8,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-import common  # noqa: F401  (sets ONEDNN_MAX_CPU_ISA before mindspore is imported)
+import common  # sets ONEDNN_MAX_CPU_ISA before mindspore is imported
 import mindspore as ms
 
-__all__ = ["Runtime", "init_runtime", "launched_by_msrun", "set_seed"]
+from common.conv import set_conv_impl
+
+__all__ = ["Runtime", "init_runtime", "launched_by_msrun", "set_seed", "select_cpu_conv", "cpu_has_avx512",
+           "CPU_CONV_CHOICES"]
 
 DEVICE_TARGETS = ("CPU", "GPU", "Ascend")
+CPU_CONV_CHOICES = ("auto", "native", "matmul")
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,15 @@ class Runtime:
     mode: str
     rank: int = 0
     group_size: int = 1
+    conv_impl: str = "native"
+    onednn_isa: str = ""
+
+    @property
+    def describe_conv(self):
+        """One log line: how convolutions run (``common/conv.py``) and under which oneDNN ISA cap."""
+        if self.device_target != "CPU":
+            return f"convolutions: native {self.device_target} kernels"
+        return f"CPU convolutions: {self.conv_impl} (ONEDNN_MAX_CPU_ISA={self.onednn_isa})"
 
     @property
     def distributed(self):
@@ -46,7 +59,36 @@ def set_seed(seed):
     ms.set_seed(seed)
 
 
-def init_runtime(device_target="CPU", mode="graph", seed=0, device_id=None, distributed=None):
+def cpu_has_avx512(cpuinfo="/proc/cpuinfo"):
+    """True when the CPU reports AVX-512 Foundation (``avx512f`` in /proc/cpuinfo; False if unreadable)."""
+    try:
+        with open(cpuinfo) as f:
+            return any(line.startswith("flags") and " avx512f" in line for line in f)
+    except OSError:
+        return False
+
+
+def select_cpu_conv(cpu_conv, device_target, user_isa, avx512):
+    """How convolutions should run: ``(impl, isa)``.
+
+    ``impl`` is ``"native"`` or ``"matmul"`` (``common/conv.py``); ``isa`` is the ``ONEDNN_MAX_CPU_ISA``
+    to set, or ``None`` to leave the variable alone (a value the user set, or not a CPU run).
+    ``auto`` picks ``matmul`` where AVX-512 matrix multiplies are available (the CPU has them and the
+    user's cap, if any, allows them), ``native`` otherwise. Native convolutions need the AVX2 cap.
+    """
+    if cpu_conv not in CPU_CONV_CHOICES:
+        raise ValueError(f"cpu_conv={cpu_conv!r} is not supported; choose one of {CPU_CONV_CHOICES}")
+    if device_target != "CPU":
+        return "native", None
+    cap = (user_isa or "").upper()
+    avx512_allowed = avx512 and (not cap or "512" in cap or cap == "ALL")
+    impl = cpu_conv if cpu_conv != "auto" else ("matmul" if avx512_allowed else "native")
+    if user_isa:
+        return impl, None
+    return impl, "AVX512_CORE" if impl == "matmul" and avx512 else "AVX2"
+
+
+def init_runtime(device_target="CPU", mode="graph", seed=0, device_id=None, distributed=None, cpu_conv="native"):
     """Select the device and mode, seed every RNG, and join the msrun group when launched by msrun.
 
     Args:
@@ -57,11 +99,19 @@ def init_runtime(device_target="CPU", mode="graph", seed=0, device_id=None, dist
             :class:`common.layers.CounterDropout`'s per-rank stream.
         device_id: device index; ``None`` lets msrun / MindSpore choose.
         distributed: force data-parallel on/off; ``None`` means "when launched by msrun".
+        cpu_conv: ``native``, ``matmul`` or ``auto`` (see :func:`select_cpu_conv`): how the
+            :mod:`common.conv` cells built afterwards compute on CPU. Also sets ``ONEDNN_MAX_CPU_ISA``
+            (AVX-512 for matmul, AVX2 for native) unless you set it yourself; that takes effect only
+            if no oneDNN kernel has run yet in this process, which holds for the entry-point scripts.
     """
     if device_target not in DEVICE_TARGETS:
         raise ValueError(f"device_target={device_target!r} is not supported; choose one of {DEVICE_TARGETS}")
     if mode not in ("graph", "pynative"):
         raise ValueError(f"mode={mode!r} is not supported; choose 'graph' or 'pynative'")
+    conv, isa = select_cpu_conv(cpu_conv, device_target, common.USER_ONEDNN_ISA, cpu_has_avx512())
+    if isa is not None:
+        os.environ["ONEDNN_MAX_CPU_ISA"] = isa
+    set_conv_impl(conv)
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
     if device_id is None:
         ms.set_device(device_target)
@@ -77,4 +127,5 @@ def init_runtime(device_target="CPU", mode="graph", seed=0, device_id=None, dist
         ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
                                      device_num=group_size)
     set_seed(seed)
-    return Runtime(device_target=device_target, mode=mode, rank=rank, group_size=group_size)
+    return Runtime(device_target=device_target, mode=mode, rank=rank, group_size=group_size, conv_impl=conv,
+                   onednn_isa=os.environ.get("ONEDNN_MAX_CPU_ISA", ""))

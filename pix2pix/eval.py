@@ -65,7 +65,7 @@ def frame_labels(names, label_dir):
 
 def evaluate(cfg):
     """Generate the validation set, write images/HTML/metrics.json; returns the metrics dict."""
-    init_runtime(cfg.device_target, cfg.mode, cfg.seed)
+    init_runtime(cfg.device_target, cfg.mode, cfg.seed, cpu_conv=cfg.cpu_conv)
     netG, ckpt_path = load_generator(cfg)
     netG.set_train(cfg.eval_protocol == "paper")
     dataset = val_dataset(cfg, resolve_dataroot(cfg))

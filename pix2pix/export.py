@@ -45,7 +45,7 @@ NORM_NOTES = {
 def main(argv=None):
     """Export; returns {format: (path, max |diff| vs MindSpore)}."""
     cfg = load_config(CONFIG, sys.argv[1:] if argv is None else argv)
-    init_runtime(cfg.device_target, cfg.mode, cfg.seed)
+    init_runtime(cfg.device_target, cfg.mode, cfg.seed, cpu_conv="native")
     net, ckpt = load_generator(cfg, cfg.image_size)
     prepare_for_export(net, cfg.export_norm)
     rng = np.random.default_rng(0)

@@ -31,7 +31,7 @@ def main(argv=None):
     out = cfg.ckpt or os.path.join(cfg.output_dir, "imported", "G.ckpt")
     if not out.endswith(".ckpt"):
         raise ValueError(f"--ckpt={out}: import_torch.py writes one file; pass a path ending in .ckpt")
-    init_runtime(cfg.device_target, cfg.mode, cfg.seed)
+    init_runtime(cfg.device_target, cfg.mode, cfg.seed, cpu_conv="native")
     net = import_torch_generator(cfg.torch_ckpt, out, cfg.netG, cfg.ngf, cfg.norm, cfg.input_nc, cfg.output_nc)
     print(f"imported {cfg.torch_ckpt} -> {out} ({cfg.netG}, ngf={cfg.ngf}, norm={cfg.norm}, "
           f"{count_params(net):,} parameters)")

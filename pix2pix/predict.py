@@ -36,7 +36,7 @@ def input_paths(path):
 def predict(cfg):
     """Translate ``cfg.input``; returns the list of written output paths."""
     paths = input_paths(cfg.input)
-    init_runtime(cfg.device_target, cfg.mode, cfg.seed)
+    init_runtime(cfg.device_target, cfg.mode, cfg.seed, cpu_conv=cfg.cpu_conv)
     netG, _ = load_generator(cfg, cfg.image_size)
     netG.set_train(cfg.eval_protocol == "paper")
     out_dir = os.path.join(cfg.output_dir, "predict")

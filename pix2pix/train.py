@@ -26,7 +26,7 @@ CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_confi
 
 def train(cfg):
     """Run training as configured; returns the final loop state (epoch, step, last losses)."""
-    rt = init_runtime(cfg.device_target, cfg.mode, cfg.seed)
+    rt = init_runtime(cfg.device_target, cfg.mode, cfg.seed, cpu_conv=cfg.cpu_conv)
     netG, netD = build_networks(cfg)
     dataroot = resolve_dataroot(cfg)
     train_set = AlignedDataset(dataroot, cfg.phase, cfg.direction, cfg.load_size, cfg.crop_size, True, cfg.flip)
@@ -47,7 +47,7 @@ def train(cfg):
         log.info(f"demo data: {n_const} + {n_decay} epochs (demo_epochs, demo_epochs_decay); "
                  f"pass --dataroot for your data and the paper schedule (n_epochs, n_epochs_decay)")
     log.info(f"pix2pix: {len(train_set)} training pairs from {dataroot}, {len(loader)} steps/epoch on "
-             f"{rt.group_size} {cfg.device_target} device(s), {n_const + n_decay} epochs")
+             f"{rt.group_size} {cfg.device_target} device(s), {n_const + n_decay} epochs; {rt.describe_conv}")
 
     def step(real_a, real_b):
         loss_d, loss_g, loss_gan, loss_l1 = step_cell(ms.Tensor(real_a), ms.Tensor(real_b))

@@ -1,5 +1,8 @@
 """msrun worker for tests/test_distributed.py: one data-parallel pix2pix step, weights saved per rank.
 
+Convolutions take the matmul path (common/conv.py) that pix2pix uses on AVX-512 CPUs; the single-process
+reference runs it at batch 2.
+
 Usage (under msrun): dist_worker.py OUT_DIR. Rank r trains on sample r of a fixed 2-sample batch.
 """
 import os
@@ -40,7 +43,7 @@ def run_step(rank, group_size):
 
 def main():
     out = sys.argv[1]
-    rt = init_runtime("CPU", "graph", seed=0)
+    rt = init_runtime("CPU", "graph", seed=0, cpu_conv="matmul")
     G, D, losses = run_step(rt.rank, rt.group_size)
     arrays = {f"p{i}": p.asnumpy() for i, p in enumerate(G.trainable_params() + D.trainable_params())}
     np.savez(os.path.join(out, f"rank{rt.rank}_of{rt.group_size}.npz"), losses=np.array(losses), **arrays)

@@ -3,10 +3,12 @@
 Builders keyed by the reference names: ``define_G('unet_256' | 'unet_128' | 'resnet_9blocks' |
 'resnet_6blocks')`` plus ``unet_64`` (6 levels, for 64-pixel demos and tests) and ``define_D('basic' | 'n_layers' | 'pixel')``. Conv biases follow the reference
 exactly (no bias before a BatchNorm, bias elsewhere), so parameter counts match PyTorch:
-unet_256 = 54,413,955; 70x70 PatchGAN on 6 channels = 2,768,705.
+unet_256 = 54,413,955; 70x70 PatchGAN on 6 channels = 2,768,705. Convolutions are ``common.conv``
+cells: ``nn.Conv2d`` / ``nn.Conv2dTranspose`` that run as MatMuls on CPU when ``cpu_conv`` says so.
 """
 from mindspore import nn, ops
 
+from common.conv import Conv2d, ConvTranspose2d
 from common.layers import CounterDropout, InstanceNorm2d, LeakyReLU, init_weights
 
 __all__ = ["UnetGenerator", "UnetSkipConnectionBlock", "ResnetGenerator", "ResnetBlock",
@@ -26,7 +28,7 @@ def get_norm_layer(norm):
 
 
 def _conv(cin, cout, k, s, p, bias):
-    return nn.Conv2d(cin, cout, k, s, pad_mode="pad", padding=p, has_bias=bias)
+    return Conv2d(cin, cout, k, s, pad_mode="pad", padding=p, has_bias=bias)
 
 
 def _deconv(cin, cout, k, s, p, bias, output_padding=0):
@@ -37,7 +39,7 @@ def _deconv(cin, cout, k, s, p, bias, output_padding=0):
     """
     if output_padding:
         p = (p, p - output_padding, p, p - output_padding)
-    return nn.Conv2dTranspose(cin, cout, k, s, pad_mode="pad", padding=p, has_bias=bias)
+    return ConvTranspose2d(cin, cout, k, s, pad_mode="pad", padding=p, has_bias=bias)
 
 
 class UnetSkipConnectionBlock(nn.Cell):
