@@ -65,7 +65,11 @@ def frame_labels(names, label_dir):
 
 def evaluate(cfg):
     """Generate the validation set, write images/HTML/metrics.json; returns the metrics dict."""
-    init_runtime(cfg.device_target, cfg.mode, cfg.seed, cpu_conv=cfg.cpu_conv)
+    names = [m.strip() for m in cfg.metrics.split(",") if m.strip()] + (["fid"] if cfg.inception_path else [])
+    # the metric networks (LPIPS, InceptionV3, FCN-8s) run MindSpore's own convolutions, which need the
+    # AVX2 oneDNN cap: with any of them the generator takes the native path too (common/conv.py)
+    metric_nets = cfg.fcn_ckpt or any(n.startswith("lpips") or n == "fid" for n in names)
+    init_runtime(cfg.device_target, cfg.mode, cfg.seed, cpu_conv="native" if metric_nets else cfg.cpu_conv)
     netG, ckpt_path = load_generator(cfg)
     netG.set_train(cfg.eval_protocol == "paper")
     dataset = val_dataset(cfg, resolve_dataroot(cfg))
@@ -87,7 +91,6 @@ def evaluate(cfg):
     write_html(os.path.join(out, "index.html"), f"pix2pix {cfg.netG} on {cfg.val_phase} ({ckpt_path})",
                ["name", "input", "output", "target"], rows)
 
-    names = [m.strip() for m in cfg.metrics.split(",") if m.strip()] + (["fid"] if cfg.inception_path else [])
     result = evaluate_folders(os.path.join(out, "fake_B"), os.path.join(out, "real_B"),
                               build_metrics(names, cfg.inception_path or None))
     protocol = result.pop("protocol")
