@@ -56,14 +56,6 @@ CONV_CASES = [  # (C_in, C_out, kernel, stride, padding, size, batch, bias)
 ]
 
 
-@pytest.mark.parametrize("cin, cout, k, s, p, size, batch, bias", CONV_CASES)
-def test_conv2d_matmul_equals_native(pynative, cin, cout, k, s, p, size, batch, bias):
-    native, matmul = _pair(nn.Conv2d(cin, cout, k, s, pad_mode="pad", padding=p, has_bias=bias),
-                           Conv2d(cin, cout, k, s, pad_mode="pad", padding=p, has_bias=bias, impl="matmul"))
-    x = ms.Tensor(np.random.default_rng(0).normal(size=(batch, cin, size, size)).astype(np.float32))
-    _assert_same(native, matmul, x)
-
-
 DECONV_CASES = [  # (C_in, C_out, kernel, stride, padding, size, batch, bias)
     (8, 4, 4, 2, 1, 8, 1, True),                 # pix2pix decoder
     (6, 3, 4, 2, 1, 5, 2, False),
@@ -74,11 +66,16 @@ DECONV_CASES = [  # (C_in, C_out, kernel, stride, padding, size, batch, bias)
 ]
 
 
-@pytest.mark.parametrize("cin, cout, k, s, p, size, batch, bias", DECONV_CASES)
-def test_conv_transpose2d_matmul_equals_native(pynative, cin, cout, k, s, p, size, batch, bias):
-    native, matmul = _pair(nn.Conv2dTranspose(cin, cout, k, s, pad_mode="pad", padding=p, has_bias=bias),
-                           ConvTranspose2d(cin, cout, k, s, pad_mode="pad", padding=p, has_bias=bias, impl="matmul"))
-    x = ms.Tensor(np.random.default_rng(1).normal(size=(batch, cin, size, size)).astype(np.float32))
+PAIRS = {"conv": (nn.Conv2d, Conv2d), "deconv": (nn.Conv2dTranspose, ConvTranspose2d)}
+
+
+@pytest.mark.parametrize("kind, cin, cout, k, s, p, size, batch, bias",
+                         [("conv",) + c for c in CONV_CASES] + [("deconv",) + c for c in DECONV_CASES])
+def test_matmul_path_equals_native(pynative, kind, cin, cout, k, s, p, size, batch, bias):
+    native_cls, matmul_cls = PAIRS[kind]
+    native, matmul = _pair(native_cls(cin, cout, k, s, pad_mode="pad", padding=p, has_bias=bias),
+                           matmul_cls(cin, cout, k, s, pad_mode="pad", padding=p, has_bias=bias, impl="matmul"))
+    x = ms.Tensor(np.random.default_rng(0).normal(size=(batch, cin, size, size)).astype(np.float32))
     _assert_same(native, matmul, x)
 
 
