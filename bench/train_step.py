@@ -1,9 +1,10 @@
 """Median milliseconds per training step of a model, optionally beside the PyTorch reference.
 
-    python bench/train_step.py --model pix2pix --size 256 --batch 1 [--steps 7] [--torch]
+    python bench/train_step.py --model pix2pix --size 256 --batch 1 [--steps 7] [--torch] [--cpu_conv native]
 
 Each model folder provides ``<model>/src/utils.py: make_bench_step(size, batch)``, a zero-argument
-callable running one full train step on random data. ``--torch`` first runs
+callable running one full train step on random data. ``--cpu_conv`` picks pix2pix's CPU convolution
+path (``common/conv.py``; ``auto``: Im2Col + AVX-512 MatMul where available). ``--torch`` first runs
 ``../shared/bench/torch_pix2pix_step.py`` (pix2pix only) in the same run, for a same-machine comparison.
 Prints one line per measurement and the peak resident memory.
 """
