@@ -3,8 +3,8 @@
     python bench/train_step.py --model pix2pix --size 256 --batch 1 [--steps 7] [--torch] [--cpu_conv native]
 
 Each model folder provides ``<model>/src/utils.py: make_bench_step(size, batch)``, a zero-argument
-callable running one full train step on random data. ``--cpu_conv`` picks pix2pix's CPU convolution
-path (``common/conv.py``; ``auto``: Im2Col + AVX-512 MatMul where available). ``--torch`` first runs
+callable running one full train step on random data. ``--cpu_conv`` overrides the model config's CPU
+convolution path (``common/conv.py``; pix2pix's ``auto``: Im2Col + AVX-512 MatMul where available). ``--torch`` first runs
 ``../shared/bench/torch_pix2pix_step.py`` (pix2pix only) in the same run, for a same-machine comparison.
 Prints one line per measurement and the peak resident memory.
 """
@@ -40,8 +40,9 @@ def main():
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--steps", type=int, default=7)
     parser.add_argument("--device", default="CPU")
-    parser.add_argument("--cpu_conv", default="auto", choices=["auto", "native", "matmul"],
-                        help="CPU convolution path (common/conv.py); CRN stays native whatever this says")
+    parser.add_argument("--cpu_conv", choices=["auto", "native", "matmul"],
+                        help="CPU convolution path (common/conv.py); default: the model config's cpu_conv. "
+                             "Models without that key (CRN) always run native")
     parser.add_argument("--torch", action="store_true", help="also time the PyTorch reference (pix2pix)")
     args = parser.parse_args()
     if args.torch:
@@ -53,8 +54,11 @@ def main():
         out = subprocess.run([sys.executable, TORCH_REFERENCE, str(args.size)], capture_output=True, text=True)
         print(out.stdout.strip().splitlines()[-1] if out.returncode == 0 else f"torch reference failed: {out.stderr[-500:]}")
 
+    from common.config import load_config
     from common.runtime import init_runtime
-    rt = init_runtime(args.device, "graph", seed=0, cpu_conv=args.cpu_conv if args.model == "pix2pix" else "native")
+    cfg = load_config(os.path.join(REPO, args.model, "default_config.yaml"))
+    cpu_conv = (args.cpu_conv or cfg.cpu_conv) if "cpu_conv" in cfg else "native"
+    rt = init_runtime(args.device, "graph", seed=0, cpu_conv=cpu_conv)
     utils = importlib.import_module(f"{args.model}.src.utils")
     t = time.perf_counter()
     step = utils.make_bench_step(args.size, args.batch)

@@ -3,7 +3,7 @@
 Why. MindSpore's CPU convolutions run through oneDNN on plain NCHW tensors. Capped at AVX2 (see
 ``common/__init__.py``) oneDNN executes them as im2col + an AVX2 GEMM; at AVX-512 it selects
 ``jit_uni_ncsp:conv+ref``, a reference kernel ~100x slower. oneDNN's matrix multiply, however, has
-AVX-512 ``brg_matmul`` kernels (~118 GFLOPS on 2 cores against ~50 at AVX2). With
+AVX-512 ``brg_matmul`` kernels (~118 GFLOPS on 2 cores against 35-53 at AVX2). With
 ``set_conv_impl("matmul")`` (``common.runtime.init_runtime(cpu_conv=...)``, which also lifts the ISA cap)
 
 * :class:`Conv2d`: ``cols = Im2Col(x)`` [C_in*kh*kw, B*H'*W'], then ``W.view(C_out, -1) @ cols``;
@@ -59,6 +59,11 @@ def _pair(v):
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
+def _matmul_requested(cell, impl):
+    """The matmul path is asked for (``impl`` or :func:`conv_impl`) and the cell has one group, no dilation."""
+    return (impl or conv_impl()) == "matmul" and cell.group == 1 and _pair(cell.dilation) == (1, 1)
+
+
 def _symmetric_padding(cell):
     """(pad_h, pad_w) when top == bottom and left == right, else None."""
     if cell.pad_mode == "valid":
@@ -81,8 +86,7 @@ class Conv2d(nn.Conv2d):
     def __init__(self, *args, impl=None, **kwargs):
         super().__init__(*args, **kwargs)
         padding = _symmetric_padding(self)
-        self.matmul = ((impl or conv_impl()) == "matmul" and padding is not None and self.group == 1
-                       and _pair(self.dilation) == (1, 1))
+        self.matmul = _matmul_requested(self, impl) and padding is not None
         self.mm = ops.MatMul()
         self.pads = padding or (0, 0)
         self.kernel, self.strides = _pair(self.kernel_size), _pair(self.stride)
@@ -116,15 +120,12 @@ class ConvTranspose2d(nn.Conv2dTranspose):
 
     def __init__(self, *args, impl=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.matmul = ((impl or conv_impl()) == "matmul" and self.pad_mode == "pad" and self.group == 1
-                       and _pair(self.dilation) == (1, 1))
+        self.matmul = _matmul_requested(self, impl) and self.pad_mode == "pad"
         self.mm = ops.MatMul(transpose_a=True)
         self.kernel, self.strides = _pair(self.kernel_size), _pair(self.stride)
-        pad = (self.padding,) * 4 if isinstance(self.padding, int) else tuple(self.padding)
-        self.crop = pad
-        self.fold_pads = (0, 0)
-        if pad[0] == pad[1] and pad[2] == pad[3]:
-            self.fold_pads, self.crop = (pad[0], pad[2]), (0, 0, 0, 0)
+        symmetric = _symmetric_padding(self)
+        self.fold_pads = symmetric or (0, 0)
+        self.crop = tuple(self.padding) if self.matmul and symmetric is None else (0, 0, 0, 0)
 
     def construct(self, x):
         if not self.matmul:

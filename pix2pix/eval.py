@@ -21,7 +21,7 @@ from tqdm import tqdm  # noqa: E402
 
 from common.config import load_config  # noqa: E402
 from common.io import atomic_file, tensor_to_uint8, write_html, write_image  # noqa: E402
-from common.metrics.evaluate import build_metrics, evaluate_folders  # noqa: E402
+from common.metrics.evaluate import build_metrics, evaluate_folders, needs_networks  # noqa: E402
 from common.runtime import init_runtime  # noqa: E402
 from pix2pix.src.utils import generate, load_generator, resolve_dataroot, val_dataset  # noqa: E402
 
@@ -68,7 +68,7 @@ def evaluate(cfg):
     names = [m.strip() for m in cfg.metrics.split(",") if m.strip()] + (["fid"] if cfg.inception_path else [])
     # the metric networks (LPIPS, InceptionV3, FCN-8s) run MindSpore's own convolutions, which need the
     # AVX2 oneDNN cap: with any of them the generator takes the native path too (common/conv.py)
-    metric_nets = cfg.fcn_ckpt or any(n.startswith("lpips") or n == "fid" for n in names)
+    metric_nets = cfg.fcn_ckpt or needs_networks(names)
     init_runtime(cfg.device_target, cfg.mode, cfg.seed, cpu_conv="native" if metric_nets else cfg.cpu_conv)
     netG, ckpt_path = load_generator(cfg)
     netG.set_train(cfg.eval_protocol == "paper")

@@ -12,7 +12,7 @@ from common.io import atomic_file, read_image
 from common.metrics.image import PSNR, SSIM
 from common.metrics.segmentation import match_by_name
 
-__all__ = ["build_metrics", "evaluate_folders", "write_metrics_json"]
+__all__ = ["build_metrics", "evaluate_folders", "write_metrics_json", "needs_networks"]
 
 
 def build_metrics(names, inception_weights=None):
@@ -32,6 +32,11 @@ def build_metrics(names, inception_weights=None):
         else:
             raise ValueError(f"unknown metric {name!r}; choose psnr, ssim, lpips_alexnet, lpips_vgg16, fid")
     return out
+
+
+def needs_networks(names):
+    """True when a metric in ``names`` (as for :func:`build_metrics`) runs a network (LPIPS, InceptionV3)."""
+    return any(name.startswith("lpips") or name == "fid" for name in names)
 
 
 def _protocol(metric, result):
