@@ -1,19 +1,29 @@
 """YAML configs with documented keys and ``--key=value`` overrides.
 
-A model's ``default_config.yaml`` holds up to three YAML documents separated by ``---``:
+A config is ``common/base_config.yaml`` (keys every model has: runtime, data root, schedule,
+checkpoints, logging, eval/predict/export plumbing) plus the model's ``default_config.yaml``. Each file
+holds up to three YAML documents separated by ``---``:
 
 1. values (flat mapping ``key: default``),
-2. help text for every key (required: an undocumented key is an error),
+2. help text for every key (required: an undocumented key is an error; a model file may give a base key
+   another default without repeating its help),
 3. allowed choices for some keys (optional).
 
 Nothing is parsed at import time; entry points call :func:`load_config` with ``sys.argv[1:]``.
+
+    python -m common.config known MODEL/default_config.yaml --key=value ...
+
+prints, one per line, the arguments whose key that model has (``scripts/run_eval.sh all`` uses it).
 """
 import os
+import sys
 from dataclasses import dataclass
 
 import yaml
 
-__all__ = ["Config", "ConfigError", "load_config", "parse_overrides"]
+__all__ = ["BASE_CONFIG", "Config", "ConfigError", "load_config", "parse_overrides", "known_arguments"]
+
+BASE_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "base_config.yaml")
 
 
 class ConfigError(ValueError):
@@ -44,9 +54,23 @@ class Config(dict):
     choices = None  # filled by load_config: {key: [allowed values]}
 
     def describe(self):
-        """One line per key: ``key = value    # help``."""
+        """One line per key: ``key = value``."""
         width = max(len(k) for k in self) if self else 0
         return "\n".join(f"{k:<{width}} = {self[k]!r}" for k in self)
+
+    def usage(self):
+        """Every key with its default, allowed values and help text (what ``--help`` prints)."""
+        lines = []
+        for key, value in self.items():
+            allowed = f"  {{{', '.join(map(str, self.choices[key]))}}}" if key in (self.choices or {}) else ""
+            lines.append(f"  --{key}={_show(value)}{allowed}\n      {(self.help or {}).get(key, '')}")
+        return "\n".join(lines)
+
+
+def _show(value):
+    if isinstance(value, bool):
+        return str(value).lower()
+    return "" if value == "" else str(value)
 
 
 @dataclass
@@ -56,7 +80,8 @@ class _Documents:
     choices: dict
 
 
-def _read_documents(path):
+def _read_documents(path, inherited=()):
+    """The three documents of ``path``; keys in ``inherited`` (the base's) may omit their help text."""
     if not os.path.isfile(path):
         raise ConfigError(f"config file {path} does not exist; pass --config_path=<model>/default_config.yaml")
     with open(path, encoding="utf-8") as f:
@@ -69,10 +94,10 @@ def _read_documents(path):
     values = docs[0]
     help_ = docs[1] if len(docs) > 1 else {}
     choices = docs[2] if len(docs) > 2 else {}
-    undocumented = [k for k in values if k not in help_]
+    undocumented = [k for k in values if k not in help_ and k not in inherited]
     if undocumented:
         raise ConfigError(f"config file {path}: keys without help text in the second document: {undocumented}")
-    stray = [k for k in list(help_) + list(choices) if k not in values]
+    stray = [k for k in list(help_) + list(choices) if k not in values and k not in inherited]
     if stray:
         raise ConfigError(f"config file {path}: help/choices name keys that have no value: {stray}")
     return _Documents(values, help_, choices)
@@ -121,12 +146,23 @@ def parse_overrides(argv):
     return out
 
 
-def load_config(default_path, argv=(), **overrides):
-    """Load ``default_path`` (or ``--config_path``), apply ``argv`` overrides, then keyword overrides.
+def _merged_documents(path, base):
+    """The base documents updated by the model's (values, help and choices)."""
+    if not base:
+        return _read_documents(path)
+    shared = _read_documents(base)
+    own = _read_documents(path, inherited=shared.values)
+    return _Documents(dict(shared.values, **own.values), dict(shared.help, **own.help),
+                      dict(shared.choices, **own.choices))
+
+
+def load_config(default_path, argv=(), base=BASE_CONFIG, **overrides):
+    """Load ``base`` + ``default_path`` (or ``--config_path``), apply ``argv`` overrides, then keyword ones.
 
     Args:
         default_path: the model's ``default_config.yaml``.
         argv: command-line words such as ``["--lr=1e-4", "--device_target=CPU"]``.
+        base: the shared keys (``common/base_config.yaml``); None for a stand-alone file.
         **overrides: already-typed values (used by tests and scripts).
 
     Raises:
@@ -134,7 +170,7 @@ def load_config(default_path, argv=(), **overrides):
     """
     cli = parse_overrides(list(argv))
     path = cli.pop("config_path", default_path)
-    docs = _read_documents(path)
+    docs = _merged_documents(path, base)
     cfg = Config(docs.values)
     unknown = [k for k in list(cli) + list(overrides) if k not in cfg]
     if unknown:
@@ -150,3 +186,15 @@ def load_config(default_path, argv=(), **overrides):
     object.__setattr__(cfg, "choices", docs.choices)
     object.__setattr__(cfg, "path", path)
     return cfg
+
+
+def known_arguments(config_path, argv, base=BASE_CONFIG):
+    """The ``--key=value`` words of ``argv`` whose key the config at ``config_path`` has."""
+    docs = _merged_documents(config_path, base)
+    return [arg for arg in argv if arg.startswith("--") and arg[2:].split("=", 1)[0].replace("-", "_") in docs.values]
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 3 or sys.argv[1] != "known":
+        raise SystemExit("usage: python -m common.config known MODEL/default_config.yaml [--key=value ...]")
+    print("\n".join(known_arguments(sys.argv[2], sys.argv[3:])))

@@ -13,7 +13,7 @@ import mindspore as ms
 
 from common.conv import set_conv_impl
 
-__all__ = ["Runtime", "init_runtime", "launched_by_msrun", "set_seed", "select_cpu_conv", "cpu_has_avx512",
+__all__ = ["Runtime", "init_runtime", "launched_by_msrun", "set_seed", "select_cpu_conv", "cpu_has_avx512", "total_memory_gb",
            "CPU_CONV_CHOICES"]
 
 DEVICE_TARGETS = ("CPU", "GPU", "Ascend")
@@ -129,3 +129,15 @@ def init_runtime(device_target="CPU", mode="graph", seed=0, device_id=None, dist
     set_seed(seed)
     return Runtime(device_target=device_target, mode=mode, rank=rank, group_size=group_size, conv_impl=conv,
                    onednn_isa=os.environ.get("ONEDNN_MAX_CPU_ISA", ""))
+
+
+def total_memory_gb(meminfo="/proc/meminfo"):
+    """Physical memory of the machine in GB (``MemTotal``; 0 when it cannot be read)."""
+    try:
+        with open(meminfo) as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024 / 1e9
+    except OSError:
+        pass
+    return 0.0

@@ -1,8 +1,10 @@
 """Training-loop building blocks shared by all models.
 
-* :class:`TrainOneStep` - loss cell in, one optimizer step out (graph-compiled), with the data-parallel
-  gradient reducer applied when the process runs under msrun. Used for D and for G.
-* :class:`GANTrainStep` - D step then G step against the updated D, with one generator forward.
+* :class:`GradientUpdate` - gradients of one parameter set -> data-parallel mean, loss-scale check,
+  clipping, optimizer step; every train step below sends each of its gradient sets through one.
+* :class:`TrainOneStep` - loss cell in, one optimizer step out (graph-compiled): single-network models (CRN).
+* :class:`GANTrainStep` - one generator forward, D and G updates in either order, after-step hooks.
+* :class:`EMA` - after-step hook keeping an exponential moving average of a network (OSMIS).
 * :func:`linear_decay` / :func:`set_lr` - the pix2pix schedule: constant, then linear decay to zero.
 * :class:`TrainLogger` - ``epoch: E step: S, g_loss X d_loss Y, ms/step Z`` lines to console and file,
   a tqdm bar, ``losses.json`` and a loss-curve PNG.
@@ -19,75 +21,211 @@ import time
 import common  # noqa: F401
 import mindspore as ms
 import numpy as np
-from mindspore import nn, ops
+from mindspore import amp, nn, ops
 from tqdm import tqdm
 
 from common.io import atomic_file
 
-__all__ = ["TrainOneStep", "GANTrainStep", "TrainLoop", "linear_decay", "set_lr", "TrainLogger", "StopSignal", "get_logger", "timer_ms", "to_float"]
+__all__ = ["GradientUpdate", "TrainOneStep", "GANTrainStep", "EMA", "make_loss_scaler", "TrainLoop", "linear_decay", "set_lr", "TrainLogger", "StopSignal", "get_logger", "timer_ms", "to_float"]
 
 
 def _parallel_mode():
     return ms.get_auto_parallel_context("parallel_mode")
 
 
-class TrainOneStep(nn.Cell):
-    """One optimizer step on ``loss_cell``.
+def _data_parallel():
+    return _parallel_mode() in (ms.ParallelMode.DATA_PARALLEL, ms.ParallelMode.HYBRID_PARALLEL)
 
-    ``loss_cell(*inputs)`` returns the scalar loss, or ``(loss, *aux)`` with ``has_aux=True``; gradients
-    are taken of the loss w.r.t. ``optimizer.parameters`` only (other networks inside the loss cell are
-    not updated). In data-parallel mode the gradients are averaged across ranks first.
 
-    Returns the loss cell's outputs.
+def make_loss_scaler(loss_scale):
+    """``0``: no scaling; ``> 0``: a static scale; ``"dynamic"``: MindSpore's dynamic loss scaler (2^16 start).
+
+    Loss scaling is for mixed precision on GPU/Ascend (fp16 gradients underflow); fp32 CPU runs use 0.
+    """
+    if loss_scale in (0, 0.0, None, ""):
+        return None
+    if loss_scale == "dynamic":
+        return amp.DynamicLossScaler(2.0 ** 16, 2, 1000)
+    return amp.StaticLossScaler(float(loss_scale))
+
+
+class GradientUpdate(nn.Cell):
+    """Gradients of one parameter set -> one optimizer step, inside the compiled graph.
+
+    In order: the data-parallel mean over ranks (when the process runs under msrun), loss-scale unscaling
+    (the step is skipped, and a dynamic scale lowered, when a gradient is not finite), clipping to a global
+    norm, then ``optimizer(grads)``. Returns True (a tensor) when the step was applied.
     """
 
-    def __init__(self, loss_cell, optimizer, has_aux=False):
+    def __init__(self, optimizer, *, clip_norm=0.0, loss_scaler=None):
         super().__init__(auto_prefix=False)
-        self.loss_cell = loss_cell
         self.optimizer = optimizer
         self.weights = optimizer.parameters
-        self.grad_fn = ops.value_and_grad(loss_cell, None, self.weights, has_aux=has_aux)
-        self.reducer = nn.Identity()
-        if _parallel_mode() in (ms.ParallelMode.DATA_PARALLEL, ms.ParallelMode.HYBRID_PARALLEL):
-            self.reducer = nn.DistributedGradReducer(self.weights, mean=True)
+        self.reducer = nn.DistributedGradReducer(self.weights, mean=True) if _data_parallel() else nn.Identity()
+        self.clip_norm = float(clip_norm)
+        self.loss_scaler = loss_scaler
+
+    def construct(self, grads):
+        grads = self.reducer(grads)
+        if self.loss_scaler is not None:
+            grads = self.loss_scaler.unscale(grads)
+            finite = amp.all_finite(grads)
+            self.loss_scaler.adjust(finite)
+            if self.clip_norm > 0:
+                grads = ops.clip_by_global_norm(grads, self.clip_norm)
+            if finite:
+                self.optimizer(grads)
+            return finite
+        if self.clip_norm > 0:
+            grads = ops.clip_by_global_norm(grads, self.clip_norm)
+        return ops.depend(ms.Tensor(True), self.optimizer(grads))
+
+
+class _ScaledLoss(nn.Cell):
+    """``loss_cell`` with its first output multiplied by the loss scale (the gradient's scale)."""
+
+    def __init__(self, loss_cell, loss_scaler):
+        super().__init__(auto_prefix=False)
+        self.loss_cell = loss_cell
+        self.loss_scaler = loss_scaler
+
+    def construct(self, *inputs):
+        outputs = self.loss_cell(*inputs)
+        return (self.loss_scaler.scale(outputs[0]),) + outputs[1:]
+
+
+def _loss_grad(loss_cell, loss_scaler, grad_position, weights):
+    """value_and_grad of a loss cell returning ``(loss, *aux)``, its loss scaled when a scaler is given."""
+    cell = _ScaledLoss(loss_cell, loss_scaler) if loss_scaler is not None else loss_cell
+    return ops.value_and_grad(cell, grad_position, weights, has_aux=True)
+
+
+def _unscaled(outputs, loss_scaler):
+    if loss_scaler is None:
+        return outputs
+    return (loss_scaler.unscale(outputs[0]),) + outputs[1:]
+
+
+class EMA(nn.Cell):
+    """After-step hook: ``ema = decay * ema + (1 - decay) * net`` for every parameter of ``net``.
+
+    Covers the non-trainable state too (BatchNorm moving statistics, spectral-norm vectors), so the EMA
+    network is complete for eval and export. ``ema_net`` must have ``net``'s structure.
+    """
+
+    def __init__(self, net, ema_net, decay=0.9999):
+        super().__init__(auto_prefix=False)
+        own, ema = net.parameters_dict(), ema_net.parameters_dict()
+        if [tuple(p.shape) for p in own.values()] != [tuple(p.shape) for p in ema.values()]:
+            raise ValueError("EMA: the EMA network does not have the structure of the trained network")
+        self.source = ms.ParameterTuple(list(own.values()))
+        self.target = ms.ParameterTuple(list(ema.values()))
+        self.decay = float(decay)
+
+    def construct(self):
+        done = ms.Tensor(True)
+        for src, dst in zip(self.source, self.target):
+            done = ops.depend(done, ops.assign(dst, dst * self.decay + src * (1.0 - self.decay)))
+        return done
+
+
+def _run_hooks(hooks, outputs):
+    for hook in hooks:
+        outputs = ops.depend(outputs, hook())
+    return outputs
+
+
+class TrainOneStep(nn.Cell):
+    """One optimizer step on ``loss_cell``; returns its outputs ``(loss, *aux)`` (or the loss alone).
+
+    Gradients are taken of the (first) loss w.r.t. ``optimizer.parameters`` only (other networks inside
+    the loss cell are not updated) and pass through :class:`GradientUpdate` (data-parallel mean, loss
+    scale, clipping). ``hooks`` are cells called with no argument after the update (e.g. :class:`EMA`).
+    """
+
+    def __init__(self, loss_cell, optimizer, *, has_aux=False, clip_norm=0.0, loss_scale=0, hooks=()):
+        super().__init__(auto_prefix=False)
+        self.loss_cell = loss_cell
+        self.has_aux = has_aux
+        scaler = make_loss_scaler(loss_scale)
+        self.loss_scaler = scaler
+        self.update = GradientUpdate(optimizer, clip_norm=clip_norm, loss_scaler=scaler)
+        self.grad_fn = _loss_grad(loss_cell if has_aux else _AsTuple(loss_cell), scaler, None, self.update.weights)
+        self.hooks = nn.CellList(list(hooks))
 
     def construct(self, *inputs):
         outputs, grads = self.grad_fn(*inputs)
-        grads = self.reducer(grads)
-        return ops.depend(outputs, self.optimizer(grads))
+        outputs = ops.depend(_unscaled(outputs, self.loss_scaler), self.update(grads))
+        outputs = _run_hooks(self.hooks, outputs)
+        return outputs if self.has_aux else outputs[0]
+
+
+class _AsTuple(nn.Cell):
+    """A loss cell returning a bare loss, seen as returning ``(loss,)`` (value_and_grad's aux form)."""
+
+    def __init__(self, loss_cell):
+        super().__init__(auto_prefix=False)
+        self.loss_cell = loss_cell
+
+    def construct(self, *inputs):
+        return (self.loss_cell(*inputs),)
 
 
 class GANTrainStep(nn.Cell):
-    """One GAN iteration with a single generator forward pass: D step, then G step against the updated D.
+    """One GAN iteration with a single generator forward pass, D and G updated in either order.
 
-    ``fake = netG(x)`` is computed once and its vector-Jacobian product kept (PyTorch's retained
-    graph). D is updated by ``TrainOneStep(d_loss_cell)(stop_gradient(fake), *inputs)``; then
-    ``g_loss_cell(fake, *inputs) -> (loss, *aux)`` runs through the updated D, its gradient w.r.t.
-    ``fake`` is pulled back through the stored forward to G's weights, and G's optimizer steps. In
-    data-parallel mode both gradient sets are averaged across ranks.
+    ``out = generator(*batch[:generator_inputs])`` (a tensor or a tuple: image, warped exemplar,
+    features ...) is computed once and its vector-Jacobian product kept (PyTorch's retained graph):
 
-    Returns ``(d_loss, g_loss, *g_aux)``.
+    * ``d_loss(stop_gradient(out), *batch) -> (loss, *aux)`` updates D (``opt_D``);
+    * ``g_loss(out, *batch) -> (loss, *aux)`` gives the gradient w.r.t. ``out``, pulled back through
+      the stored forward to the weights of ``opt_G`` (which may span several networks, e.g. CoCosNet's
+      correspondence and translation nets), and updates them.
+
+    ``order="D_then_G"`` (pix2pix: G's loss sees the updated D) or ``"G_then_D"`` (SPADE/CoCosNet: D
+    learns from the output of the same step's G forward). Every gradient set goes through
+    :class:`GradientUpdate` (data-parallel mean, loss scale, clipping); ``hooks`` (e.g. :class:`EMA` of
+    G) run after both updates. Returns ``(*d_outputs, *g_outputs)``, D first in either order.
     """
 
-    def __init__(self, netG, d_loss_cell, g_loss_cell, opt_D, opt_G):
-        super().__init__(auto_prefix=False)
-        self.netG = netG
-        self.step_D = TrainOneStep(d_loss_cell, opt_D)
-        self.g_loss_grad = ops.value_and_grad(g_loss_cell, 0, None, has_aux=True)
-        self.opt_G = opt_G
-        self.weights_G = opt_G.parameters
-        self.reducer_G = nn.Identity()
-        if _parallel_mode() in (ms.ParallelMode.DATA_PARALLEL, ms.ParallelMode.HYBRID_PARALLEL):
-            self.reducer_G = nn.DistributedGradReducer(self.weights_G, mean=True)
+    ORDERS = ("D_then_G", "G_then_D")
 
-    def construct(self, x, *inputs):
-        fake, pullback = ms.vjp(self.netG, x, weights=self.weights_G)
-        loss_d = self.step_D(ops.stop_gradient(fake), *inputs)
-        fake = ops.depend(fake, loss_d)
-        outputs, d_fake = self.g_loss_grad(fake, *inputs)
-        _, grads = pullback(d_fake)
-        grads = self.reducer_G(grads)
-        return ops.depend((loss_d,) + outputs, self.opt_G(grads))
+    def __init__(self, generator, d_loss, g_loss, opt_G, opt_D, *, generator_inputs=1, order="D_then_G",
+                 clip_norm=0.0, loss_scale=0, hooks=()):
+        super().__init__(auto_prefix=False)
+        if order not in self.ORDERS:
+            raise ValueError(f"order={order!r}; choose one of {self.ORDERS}")
+        self.generator = generator
+        self.generator_inputs = generator_inputs
+        self.d_first = order == "D_then_G"
+        self.scaler_G, self.scaler_D = make_loss_scaler(loss_scale), make_loss_scaler(loss_scale)
+        self.update_G = GradientUpdate(opt_G, clip_norm=clip_norm, loss_scaler=self.scaler_G)
+        self.update_D = GradientUpdate(opt_D, clip_norm=clip_norm, loss_scaler=self.scaler_D)
+        self.weights_G = self.update_G.weights
+        self.d_grad = _loss_grad(d_loss, self.scaler_D, None, self.update_D.weights)
+        self.g_grad = _loss_grad(g_loss, self.scaler_G, 0, None)
+        self.hooks = nn.CellList(list(hooks))
+
+    def step_D(self, out, batch):
+        outputs, grads = self.d_grad(ops.stop_gradient(out), *batch)
+        return ops.depend(_unscaled(outputs, self.scaler_D), self.update_D(grads))
+
+    def step_G(self, out, pullback, batch):
+        outputs, d_out = self.g_grad(out, *batch)
+        _, grads = pullback(d_out)
+        return ops.depend(_unscaled(outputs, self.scaler_G), self.update_G(grads))
+
+    def construct(self, *batch):
+        out, pullback = ms.vjp(self.generator, *batch[:self.generator_inputs], weights=self.weights_G)
+        if self.d_first:
+            d_outputs = self.step_D(out, batch)
+            out = ops.depend(out, d_outputs)
+            g_outputs = self.step_G(out, pullback, batch)
+        else:
+            g_outputs = self.step_G(out, pullback, batch)
+            out = ops.depend(out, g_outputs)
+            d_outputs = self.step_D(out, batch)
+        return _run_hooks(self.hooks, d_outputs + g_outputs)
 
 
 def linear_decay(epoch, lr, n_epochs, n_epochs_decay):
@@ -279,6 +417,7 @@ class TrainLoop:
 
     def run(self, step_fn, on_epoch_start=None, on_epoch_end=None):
         """Train to ``n_epochs`` (or ``max_steps``); returns {epoch, step_in_epoch, step, losses}."""
+        retaken = False
         with StopSignal() as stop:
             while self.epoch < self.n_epochs and not self._limit_reached():
                 lr = on_epoch_start(self.epoch) if on_epoch_start else None
@@ -287,6 +426,9 @@ class TrainLoop:
                 for batch in self.loader.epoch(self.epoch, self.step_in_epoch):
                     t = time.perf_counter()
                     self.losses = step_fn(*batch)
+                    if not retaken:
+                        stop.install()
+                        retaken = True
                     self.step_in_epoch += 1
                     self.global_step += 1
                     self.log.step(self.epoch + 1, self.step_in_epoch, self.global_step, self.losses, timer_ms(t))
@@ -312,8 +454,11 @@ class TrainLoop:
 class StopSignal:
     """Context manager: SIGINT/SIGTERM set ``self.requested`` instead of killing the process.
 
-    The loop checks ``requested`` after each step, saves a checkpoint and exits. A second signal
-    restores the default behaviour (so Ctrl-C twice still kills a stuck process).
+    The loop checks ``requested`` after each step, saves a checkpoint and exits (130 for SIGINT, 143 for
+    SIGTERM). The first signal decides: MindSpore's runtime may follow a Ctrl-C with a SIGTERM of its own,
+    which is then ignored. The same signal a second time gets the default behaviour (Ctrl-C twice still
+    kills a stuck process). :meth:`install` re-takes the handlers, which MindSpore's runtime replaces with
+    its own when it compiles the first graph.
     """
 
     def __init__(self):
@@ -321,13 +466,19 @@ class StopSignal:
         self._old = {}
 
     def _handle(self, signum, frame):
-        self.requested = signal.Signals(signum).name
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
+        if self.requested is None:
+            self.requested = signal.Signals(signum).name
+            signal.signal(signum, self._old.get(signum, signal.SIG_DFL))
+
+    def install(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            if self.requested != signal.Signals(sig).name:
+                signal.signal(sig, self._handle)
 
     def __enter__(self):
         for sig in (signal.SIGINT, signal.SIGTERM):
-            self._old[sig] = signal.signal(sig, self._handle)
+            self._old[sig] = signal.getsignal(sig)
+        self.install()
         return self
 
     def __exit__(self, *exc):

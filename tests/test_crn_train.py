@@ -19,13 +19,18 @@ from common.demo_data import ensure_demo_dataset
 from common.metrics.fcn import build_fcn8s, segment
 from common.metrics.train_fcn import main as train_fcn_main
 from common.vgg import vgg_layer_names
-from crn import eval as crn_eval
-from crn import predict as crn_predict
-from crn import train as crn_train
-from crn.src.dataset import CRNDataset, build_dataset
+from common import drivers
+from crn.src.dataset import CRNDataset
 from crn.src.loss import build_loss_network
 from crn.src.model import CascadedRefinementNetwork
-from crn.src.utils import generate, init_from_lower_resolution, load_generator, trainable_parameters
+from crn.src.spec import CRNSpec
+from crn.src.utils import generate, init_from_lower_resolution, trainable_parameters
+
+SPEC = CRNSpec()
+
+
+def crn_train(args):
+    return drivers.train(SPEC, drivers.parse(SPEC, args))
 
 CONFIG = crn_train.CONFIG
 VGG19_LAYERS = vgg_layer_names("vgg19")[:vgg_layer_names("vgg19").index("relu5_2") + 1]
@@ -77,7 +82,7 @@ def tiny_args(out_dir, vgg_path, **extra):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, vgg19_mat):
     out = tmp_path_factory.mktemp("crn_run")
-    state = crn_train.main(tiny_args(out, vgg19_mat[0]))
+    state = crn_train(tiny_args(out, vgg19_mat[0]))
     return out, state
 
 
@@ -114,9 +119,11 @@ def test_demo_run_loss_falls(trained):
 
 def test_k_outputs_differ(trained, vgg19_mat):
     out, _ = trained
-    cfg = load_config(CONFIG, tiny_args(out, vgg19_mat[0]))
-    net, _ = load_generator(cfg, 20)
-    label, _ = build_dataset(cfg, "val", 1).get(0)
+    cfg = drivers.parse(SPEC, [f"--output_dir={out}"])  # the architecture comes from the checkpoint
+    nets, _ = drivers.load_inference(SPEC, cfg)
+    net = nets["G"]
+    assert (cfg.size, cfg.width_mult, cfg.num_outputs) == (32, 0.0625, 3)
+    label, _ = CRNDataset(SPEC.dataroot(cfg)[0], "val", 32).get(0)
     images = generate(net, label[None])[0].astype(np.float32)
     assert images.shape == (3, 32, 64, 3)
     for i in range(3):
@@ -126,11 +133,11 @@ def test_k_outputs_differ(trained, vgg19_mat):
 
 def test_resume_repeats_the_uninterrupted_run(trained, tmp_path, vgg19_mat):
     out, _ = trained
-    crn_train.main(tiny_args(tmp_path, vgg19_mat[0], n_epochs=1))
-    state = crn_train.main(tiny_args(tmp_path, vgg19_mat[0], n_epochs=2, resume="true"))
+    crn_train(tiny_args(tmp_path, vgg19_mat[0], n_epochs=1))
+    state = crn_train(tiny_args(tmp_path, vgg19_mat[0], n_epochs=2, resume="true"))
     assert state["step"] == 8
     assert "resumed from" in (tmp_path / "train.log").read_text()
-    fresh = crn_train.main(tiny_args(tmp_path, vgg19_mat[0], n_epochs=0))
+    fresh = crn_train(tiny_args(tmp_path, vgg19_mat[0], n_epochs=0))
     assert (fresh["epoch"], fresh["step"]) == (0, 0)
     assert "already holds snapshots; this run starts from scratch" in (tmp_path / "train.log").read_text()
     a = ms.load_checkpoint(str(out / "ckpt" / "epoch_0002_step_00000008" / "G.ckpt"))
@@ -159,18 +166,20 @@ def tiny_fcn_scorer(tmp_path_factory):
     return path
 
 
-def test_eval_predict_export(trained, vgg19_mat, tiny_fcn_scorer):
+def test_eval_predict_export_from_the_checkpoint_alone(trained, tiny_fcn_scorer):
     out, _ = trained
-    args = tiny_args(out, vgg19_mat[0])
-    metrics = crn_eval.main(args + [f"--fcn_ckpt={tiny_fcn_scorer}"])
+    args = [f"--output_dir={out}", "--num_val=2"]  # no training flag: size, width, k come from the checkpoint
+    record = drivers.evaluate(SPEC, drivers.parse(SPEC, args + [f"--fcn_ckpt={tiny_fcn_scorer}"]))
     with open(out / "eval" / "metrics.json") as f:
-        assert json.load(f) == metrics
-    assert metrics["model"] == "crn" and metrics["k"] == 3 and metrics["num_images"] == 2
-    assert metrics["lpips_diversity_alexnet"] > 0 and "lpips_diversity_alexnet" in metrics["protocol"]
+        assert json.load(f) == record
+    metrics = {k: v["value"] for k, v in record["metrics"].items()}
+    assert record["model"] == "crn" and record["settings"]["k"] == 3 and record["images"] == 2
+    assert metrics["lpips_diversity_alexnet"] > 0 and "pairs of the k=3" in record["metrics"]["lpips_diversity_alexnet"]["protocol"]
+    assert {"psnr", "ssim", "lpips_alexnet"} <= set(metrics) and "k" not in metrics
     assert (out / "eval" / "grids").is_dir() and len(os.listdir(out / "eval" / "images")) == 6
 
     # FCN-score: output 0 of each of the 2 evaluated label maps, scored against its own labelIds file
-    names = [build_dataset(load_config(CONFIG, args), "val", 2).name(i) for i in range(2)]
+    names = sorted(os.path.splitext(n)[0] for n in os.listdir(out / "eval" / "fake"))
     fcn = out / "eval" / "fcn"
     assert sorted(os.listdir(fcn / "results")) == [f"{n}_leftImg8bit.png" for n in names]
     assert sorted(os.listdir(fcn / "labels")) == [f"{n}_gtFine_labelIds.png" for n in names]
@@ -185,32 +194,31 @@ def test_eval_predict_export(trained, vgg19_mat, tiny_fcn_scorer):
         valid += np.sum(train_ids != cs.IGNORE)
     assert metrics["fcn_pixel_acc"] == pytest.approx(correct / valid)
     assert 0 <= metrics["fcn_mean_iou"] <= metrics["fcn_mean_class_acc"] <= 1
-    assert "output 0 of the k=3" in metrics["protocol"]["fcn_mean_iou"]
     assert (out / "eval" / "fcn_per_class.md").read_text().startswith("| class | accuracy | IoU |")
-    wrong = load_config(CONFIG, args + [f"--fcn_ckpt={tiny_fcn_scorer}", f"--fcn_label_dir={out / 'samples'}"])
+    wrong = drivers.parse(SPEC, args + [f"--fcn_label_dir={out / 'samples'}"])
     with pytest.raises(FileNotFoundError, match=r"fcn_label_dir=.*samples: no <frame id>_gtFine_labelIds\.png for 2 of "
                                                 r"the 2 evaluated label maps.*--fcn_label_dir"):
-        crn_eval.fcn_scores(wrong, str(out / "eval"), names)
+        SPEC.fcn_pairs(wrong, SPEC.dataroot(wrong)[0], str(out / "eval"), names)
 
     label_file = out / "label.png"
     ids = np.full((64, 128), 255, np.uint8)
     ids[:32] = 10
     ids[32:, :64] = 0
     cv2.imwrite(str(label_file), ids)
-    written = crn_predict.main(args + [f"--input={label_file}", "--label_format=trainIds"])
+    predict_args = [f"--output_dir={out}", f"--input={label_file}", "--label_format=trainIds"]
+    written = drivers.predict(SPEC, drivers.parse(SPEC, predict_args))
     assert [os.path.basename(p) for p in written] == ["label_k0.png", "label_k1.png", "label_k2.png"]
     cv2.imwrite(str(label_file), ids[:, :96])
     with pytest.raises(ValueError, match=r"label\.png is 96x64 .* makes 64x32 images"):
-        crn_predict.main(args + [f"--input={label_file}", "--label_format=trainIds"])
+        drivers.predict(SPEC, drivers.parse(SPEC, predict_args))
 
     script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "run_export.sh")
-    model_args = [a for a in args if not a.startswith("--output_dir=")]
-    res = subprocess.run(["bash", script, "crn", "ALL", str(out / "ckpt")] + model_args, capture_output=True,
+    res = subprocess.run(["bash", script, "crn", "ALL", str(out / "ckpt")], capture_output=True,
                          text=True, env=dict(os.environ, SYNTHZOO_OUTPUTS=str(out / "scripts")))
     assert res.returncode == 0, res.stderr[-2000:]
     diffs = dict(re.findall(r"^(MINDIR|ONNX): .* max \|diff\| vs MindSpore = (\S+)$", res.stdout, re.M))
     assert float(diffs["ONNX"]) <= 1e-4 and float(diffs["MINDIR"]) <= 1e-5, res.stdout
-    assert sorted(os.listdir(out / "scripts" / "crn" / "export")) == ["crn_32p.mindir", "crn_32p.onnx"]
+    assert sorted(os.listdir(out / "scripts" / "crn" / "export")) == ["crn_32p.json", "crn_32p.mindir", "crn_32p.onnx"]
 
 
 def test_exportable_upsampling_matches_interpolate():

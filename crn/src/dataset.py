@@ -20,7 +20,7 @@ import numpy as np
 from common import cityscapes as cs
 from common.io import read_image, read_label
 
-__all__ = ["LABEL_FORMATS", "label_file_to_ids", "encode_label", "CRNDataset", "build_dataset", "resolve_dataroot"]
+__all__ = ["LABEL_FORMATS", "label_file_to_ids", "encode_label", "CRNDataset"]
 
 LABEL_FORMATS = ("labelIds", "trainIds", "color")
 
@@ -57,14 +57,6 @@ def encode_label(ids, num_classes, ignore_index=cs.IGNORE, source="label map"):
     index = np.where(ids == ignore_index, num_classes, ids)
     np.put_along_axis(onehot, index[None], 1.0, axis=0)
     return onehot
-
-
-def resolve_dataroot(cfg):
-    """``cfg.dataroot``, or the built-in synthetic-streets demo (Cityscapes layout) when it is empty."""
-    if cfg.dataroot:
-        return cfg.dataroot
-    from common.demo_data import ensure_demo_dataset
-    return os.path.join(ensure_demo_dataset(), "cityscapes")
 
 
 def _cityscapes_pairs(root, split, label_format):
@@ -162,9 +154,3 @@ class CRNDataset:
         """File stem of pair ``index`` (for output file names)."""
         stem = os.path.splitext(os.path.basename(self.pairs[index][0]))[0]
         return stem[:-len("_leftImg8bit")] if stem.endswith("_leftImg8bit") else stem
-
-
-def build_dataset(cfg, split, max_samples=0):
-    """The :class:`CRNDataset` of a config (keys dataroot, data_format, label_format, num_classes, ...)."""
-    return CRNDataset(resolve_dataroot(cfg), split, cfg.size, cfg.aspect, cfg.num_classes, cfg.data_format,
-                      cfg.label_format, cfg.ignore_index, max_samples)

@@ -1,7 +1,8 @@
-"""Helpers the CRN entry points share: checkpoint metadata, generator loading, fine-tuning from a lower
-resolution, the trainable-parameter selection, image output, sample grids and the benchmark step."""
+"""CRN helpers of the spec: fine-tuning from a lower resolution, the trainable-parameter selection, label
+input for predict, image output, sample grids and the benchmark step."""
 import os
 
+import cv2
 import numpy as np
 
 import common  # noqa: F401  (oneDNN ISA before mindspore)
@@ -9,27 +10,13 @@ import mindspore as ms
 from mindspore import Tensor, nn
 
 from common import cityscapes as cs
-from common.checkpoint import CheckpointError, load_cell, resolve_checkpoint
+from common.checkpoint import CheckpointError, resolve_checkpoint
 from common.io import make_grid
-from crn.src.model import CascadedRefinementNetwork, build_generator, default_num_outputs
+from crn.src.dataset import encode_label, label_file_to_ids
+from crn.src.model import CascadedRefinementNetwork, default_num_outputs
 
-__all__ = ["checkpoint_meta", "load_generator", "init_from_lower_resolution", "trainable_parameters",
-           "generate", "label_palette", "colorize_onehot", "sample_grid", "make_bench_step"]
-
-
-def checkpoint_meta(cfg, label_nc):
-    """Architecture keys stored with every CRN checkpoint and checked when one is loaded."""
-    return {"model": "crn", "size": cfg.size, "aspect": cfg.aspect, "num_classes": label_nc - 1,
-            "num_outputs": cfg.num_outputs or default_num_outputs(cfg.size), "width_mult": cfg.width_mult}
-
-
-def load_generator(cfg, label_nc):
-    """Build the generator of ``cfg`` and load ``cfg.ckpt`` (default: latest in <output_dir>/ckpt)."""
-    net = build_generator(cfg, label_nc)
-    path = resolve_checkpoint(cfg.ckpt or os.path.join(cfg.output_dir, "ckpt"), "G")
-    load_cell(net, path, checkpoint_meta(cfg, label_nc), what=f"{cfg.size}p CRN generator")
-    net.set_train(False)
-    return net, path
+__all__ = ["init_from_lower_resolution", "trainable_parameters", "read_label_input", "generate", "label_palette",
+           "colorize_onehot", "sample_grid", "make_bench_step"]
 
 
 def init_from_lower_resolution(net, path, log=print):
@@ -65,6 +52,20 @@ def trainable_parameters(net, last_modules=0):
         raise ValueError(f"train_last_modules={last_modules}: the {net.size}p CRN has {len(net.refine)} modules")
     first = len(net.refine) - last_modules
     return [p for p in net.trainable_params() if p.name.startswith("to_rgb") or int(p.name.split(".")[1]) >= first]
+
+
+def read_label_input(path, cfg):
+    """Label file -> [num_classes + 1, size, aspect*size] one-hot, resized if only the scale differs."""
+    ids = label_file_to_ids(path, cfg.label_format)
+    height, width = cfg.size, cfg.aspect * cfg.size
+    if ids.shape != (height, width):
+        if ids.shape[1] * height != ids.shape[0] * width:
+            raise ValueError(f"label map {path} is {ids.shape[1]}x{ids.shape[0]} (WxH) but the {cfg.size}p model "
+                             f"makes {width}x{height} images; crop it to aspect {cfg.aspect}:1 or pass the "
+                             f"size/aspect the model was trained with")
+        print(f"{path}: resized {ids.shape[1]}x{ids.shape[0]} -> {width}x{height} (nearest)")
+        ids = cv2.resize(ids.astype(np.uint16), (width, height), interpolation=cv2.INTER_NEAREST)
+    return encode_label(ids, cfg.num_classes, cfg.ignore_index, path)
 
 
 def generate(net, label):

@@ -14,7 +14,7 @@ __all__ = ["DiscriminatorLoss", "GeneratorLoss", "Pix2PixTrainStep"]
 
 
 class DiscriminatorLoss(nn.Cell):
-    """(fake_B, real_A [B, Cin, H, W], real_B [B, Cout, H, W]) -> L_D."""
+    """(fake_B, real_A [B, Cin, H, W], real_B [B, Cout, H, W]) -> (L_D,)."""
 
     def __init__(self, netD, gan_mode="vanilla"):
         super().__init__(auto_prefix=False)
@@ -24,7 +24,7 @@ class DiscriminatorLoss(nn.Cell):
     def construct(self, fake_b, real_a, real_b):
         pred_fake = self.netD(ops.cat((real_a, fake_b), 1))
         pred_real = self.netD(ops.cat((real_a, real_b), 1))
-        return 0.5 * (self.gan(pred_fake, False) + self.gan(pred_real, True))
+        return (0.5 * (self.gan(pred_fake, False) + self.gan(pred_real, True)),)
 
 
 class GeneratorLoss(nn.Cell):
@@ -49,7 +49,7 @@ class Pix2PixTrainStep(nn.Cell):
     def __init__(self, netG, netD, opt_G, opt_D, gan_mode="vanilla", lambda_l1=100.0):
         super().__init__(auto_prefix=False)
         self.step = GANTrainStep(netG, DiscriminatorLoss(netD, gan_mode), GeneratorLoss(netD, gan_mode, lambda_l1),
-                                 opt_D, opt_G)
+                                 opt_G, opt_D, generator_inputs=1, order="D_then_G")
 
     def construct(self, real_a, real_b):
-        return self.step(real_a, real_a, real_b)
+        return self.step(real_a, real_b)

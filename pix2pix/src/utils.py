@@ -1,4 +1,4 @@
-"""pix2pix helpers shared by the entry scripts: data root, network/optimizer builders, validation, samples."""
+"""pix2pix helpers of the spec: network/optimizer builders, validation, samples, FCN-score labels, bench step."""
 import os
 
 import common  # noqa: F401
@@ -6,32 +6,12 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn
 
-from common.checkpoint import CheckpointError, load_cell, read_meta, resolve_checkpoint
-from common.demo_data import ensure_demo_dataset
 from common.io import make_grid, tensor_to_uint8, write_image
 from pix2pix.src.dataset import AlignedDataset, check_image_size
 from pix2pix.src.model import define_D, define_G, valid_sizes
 
-__all__ = ["resolve_dataroot", "model_meta", "build_generator", "load_generator", "build_networks", "build_optimizers",
-           "val_dataset", "generate", "validation_l1", "write_sample_grid", "make_bench_step"]
-
-ARCH_KEYS = ("netG", "ngf", "norm", "input_nc", "output_nc")
-
-
-def resolve_dataroot(cfg):
-    """``cfg.dataroot``, or the demo dataset's pix2pix folder (generated once) when it is empty."""
-    if cfg.dataroot:
-        if not os.path.isdir(cfg.dataroot):
-            raise FileNotFoundError(f"dataroot {cfg.dataroot} does not exist; pass --dataroot=<folder with "
-                                    f"{cfg.phase}/ and {cfg.val_phase}/ of AB images>, or leave it empty for the demo data")
-        return cfg.dataroot
-    root = ensure_demo_dataset(n_train=cfg.demo_train, n_val=cfg.demo_val, size=cfg.demo_size, seed=0)
-    return os.path.join(root, "pix2pix")
-
-
-def model_meta(cfg):
-    """Architecture keys stored in every checkpoint so a mismatching load names the difference."""
-    return dict({"model": "pix2pix"}, **{k: cfg[k] for k in ARCH_KEYS})
+__all__ = ["build_generator", "build_networks", "build_optimizers", "val_dataset", "generate", "validation_l1",
+           "write_sample_grid", "fcn_label_dir", "frame_labels", "make_bench_step"]
 
 
 def build_generator(cfg, size=None):
@@ -39,27 +19,6 @@ def build_generator(cfg, size=None):
     check_image_size(cfg.crop_size if size is None else size, valid_sizes(cfg.netG), cfg.netG)
     return define_G(cfg.netG, cfg.input_nc, cfg.output_nc, cfg.ngf, cfg.norm, cfg.use_dropout,
                     cfg.init_type, cfg.init_gain)
-
-
-def load_generator(cfg, size=None):
-    """G with the weights of ``cfg.ckpt`` (default: the latest snapshot in ``<output_dir>/ckpt``).
-
-    The architecture keys (netG, ngf, norm, input_nc, output_nc) are taken from the checkpoint's
-    metadata, so eval/predict/export need no repeated options; a checkpoint of another model is refused.
-    Returns (G, checkpoint path).
-    """
-    path = resolve_checkpoint(cfg.ckpt or os.path.join(cfg.output_dir, "ckpt"), "G")
-    meta = read_meta(path)
-    if meta.get("model", "pix2pix") != "pix2pix":
-        raise CheckpointError(f"checkpoint {path} holds a {meta['model']} network, not a pix2pix generator; "
-                              f"evaluate it with {meta['model']}/eval.py")
-    for key in ARCH_KEYS:
-        if key in meta and meta[key] != cfg[key]:
-            print(f"[pix2pix] {key}={meta[key]!r} from the checkpoint {path} (config: {cfg[key]!r})")
-            cfg[key] = meta[key]
-    netG = build_generator(cfg, size)
-    load_cell(netG, path, model_meta(cfg), what=f"pix2pix generator {cfg.netG} (ngf={cfg.ngf})")
-    return netG, path
 
 
 def build_networks(cfg):
@@ -115,6 +74,40 @@ def write_sample_grid(netG, dataset, path, num=4):
         fake = generate(netG, a[None])[0]
         rows.append([tensor_to_uint8(a[:3]), tensor_to_uint8(fake[:3]), tensor_to_uint8(b[:3])])
     write_image(path, make_grid(rows))
+
+
+def fcn_label_dir(cfg, root, demo):
+    """Folder of ``*_gtFine_labelIds.png`` for the FCN-score (the demo's when ``root`` is the demo data)."""
+    if cfg.fcn_label_dir:
+        return cfg.fcn_label_dir
+    if demo:
+        return os.path.join(os.path.dirname(root), "cityscapes", "gtFine", cfg.val_phase)
+    raise ValueError("--fcn_ckpt needs --fcn_label_dir: the gtFine/<split> folder whose *_gtFine_labelIds.png "
+                     "match the validation images")
+
+
+def frame_labels(names, label_dir):
+    """Map AB file stems to ``(frame id, labelIds path)``.
+
+    Frame-id stems match their label by name; numeric stems ``1..N`` (the reference
+    ``prepare_cityscapes_dataset.py`` numbering) map to the label files in sorted-path order.
+    """
+    from common.metrics.segmentation import frame_id
+    labels = sorted(os.path.join(r, n) for r, _, ns in os.walk(label_dir) for n in ns if n.endswith("_gtFine_labelIds.png"))
+    by_id = {frame_id(p): p for p in labels}
+    out = {}
+    for name in names:
+        if name.isdigit():
+            k = int(name) - 1
+            if not 0 <= k < len(labels):
+                raise ValueError(f"validation image {name} has no label: {label_dir} holds {len(labels)} label files")
+            out[name] = (frame_id(labels[k]), labels[k])
+        elif frame_id(name) in by_id:
+            out[name] = (frame_id(name), by_id[frame_id(name)])
+        else:
+            raise ValueError(f"validation image {name} has no {frame_id(name)}_gtFine_labelIds.png under {label_dir}; "
+                             f"pass the gtFine/<split> folder of the evaluated split as --fcn_label_dir")
+    return out
 
 
 def make_bench_step(size=256, batch=1, netG=None):

@@ -1,0 +1,262 @@
+"""The shared drivers: train, eval, predict and export of any model through its :class:`ModelSpec`.
+
+A model's entry points are a few lines each::
+
+    from common.drivers import main
+    from pix2pix.src.spec import Pix2PixSpec
+    main(Pix2PixSpec(), "train")
+
+:func:`main` answers ``--help`` (every key with its default and help text), turns a bad input into one
+clean ``error: ...`` line on stderr and exit code 2 (``--debug`` shows the traceback), and runs the
+command. Each driver is also callable with a parsed config (tests, notebooks).
+"""
+import os
+import sys
+import traceback
+
+import common  # noqa: F401  (oneDNN ISA before mindspore)
+import mindspore as ms
+import numpy as np
+
+from common.checkpoint import CheckpointError, CheckpointManager, load_cell, read_meta, resolve_checkpoint
+from common.config import load_config
+from common.conv import use_conv_impl
+from common.data import BatchLoader
+from common.export import ExportError, check_mindir_parity, check_onnx_parity, export_mindir, export_onnx
+from common.io import atomic_file, list_images
+from common.runtime import init_runtime
+from common.train import TrainLogger, TrainLoop, set_lr, to_float
+
+__all__ = ["COMMANDS", "main", "parse", "train", "evaluate", "predict", "export", "load_inference"]
+
+COMMANDS = ("train", "eval", "predict", "export")
+USAGE = """usage: python {model}/{script}.py [--key=value ...] [--config_path=FILE] [--debug] [--help]
+
+{what}
+
+Keys (common/base_config.yaml + {model}/default_config.yaml):
+{keys}"""
+WHAT = {
+    "train": "Train {model}; with no --dataroot on the built-in demo data. Ctrl-C saves a snapshot; "
+             "--resume=true continues it.",
+    "eval": "Evaluate a {model} checkpoint (architecture read from it) on the validation split: images, "
+            "index.html and metrics.json under <output_dir>/eval.",
+    "predict": "Run a {model} checkpoint on --input (a file or a folder); outputs under <output_dir>/predict.",
+    "export": "Export a {model} checkpoint to MINDIR/ONNX under <output_dir>/export, parity-checked.",
+}
+
+
+def parse(spec, argv, **overrides):
+    """The config of ``spec`` with ``argv`` (``--key=value`` words) and keyword overrides applied."""
+    return load_config(spec.config_path, argv, **overrides)
+
+
+def main(spec, command, argv=None):
+    """Run ``command`` for ``spec`` from the command line; returns the driver's result."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or "--debug=true" in argv
+    argv = [a for a in argv if a not in ("--debug", "--debug=true")]
+    if "--help" in argv or "-h" in argv:
+        cfg = parse(spec, [])
+        print(USAGE.format(model=spec.name, script=command, what=WHAT[command].format(model=spec.name),
+                           keys=cfg.usage()))
+        return None
+    try:
+        cfg = parse(spec, argv)
+        return {"train": train, "eval": evaluate, "predict": predict, "export": export}[command](spec, cfg)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as e:  # every failure becomes one readable line; --debug shows where it came from
+        if debug:
+            traceback.print_exc()
+        print(f"error: {e}" + ("" if debug else "  (run with --debug for the traceback)"), file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _runtime(cfg, cpu_conv=None):
+    return init_runtime(cfg.device_target, cfg.mode, cfg.seed, cpu_conv=cpu_conv or cfg.cpu_conv)
+
+
+def train(spec, cfg):
+    """Train as configured; returns the final loop state {epoch, step_in_epoch, step, losses}.
+
+    Everything that can fail on the user's input (config fit, dataset files) is checked before the
+    output folder is written.
+    """
+    rt = _runtime(cfg)
+    demo = not cfg.dataroot
+    notes = list(spec.check(cfg, rt, demo))
+    data = spec.datasets(cfg, rt)
+    trainer = spec.build_trainer(cfg, rt, data)
+    matmul = sum(use_conv_impl(net, rt.conv_impl) for net in list(trainer.networks.values()) + list(trainer.frozen.values()))
+    trainer.step.set_train()
+    loader = BatchLoader(data.train, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, rank=rt.rank,
+                         group_size=rt.group_size, drop_last=True, num_workers=cfg.num_workers)
+    log = TrainLogger(cfg.output_dir, spec.name, len(loader), cfg.log_every, enabled=rt.is_main)
+    manager = CheckpointManager(os.path.join(cfg.output_dir, "ckpt"), cfg.keep_ckpt,
+                                dict(spec.arch(cfg), model=spec.name))
+    loop = TrainLoop(manager, trainer.components, log, loader, trainer.n_epochs, cfg.save_epoch_freq,
+                     cfg.max_steps, rt.is_main)
+    for line in notes + trainer.notes:
+        log.info(line)
+    if not loop.resume(cfg.resume) and trainer.on_fresh_start is not None:
+        trainer.on_fresh_start(log.info)
+    log.info(f"{spec.name}: {len(data.train)} training samples from {data.root}, {len(loader)} steps/epoch on "
+             f"{rt.group_size} {cfg.device_target} device(s), {trainer.n_epochs} epochs; {rt.describe_conv}"
+             + (f" ({matmul} convolutions on the matmul path)" if rt.conv_impl == "matmul" else ""))
+    optimizers = trainer.optimizers
+
+    def step(*batch):
+        outputs = trainer.step(*(ms.Tensor(b) for b in batch))
+        return {name: to_float(v) for name, v in zip(trainer.loss_names, outputs)}
+
+    def start_epoch(epoch):
+        if trainer.learning_rates is None:
+            return None
+        rates = trainer.learning_rates(epoch)
+        for name, lr in rates.items():
+            set_lr(optimizers[name], lr)
+        return next(iter(rates.values())) if len(set(rates.values())) == 1 else None
+
+    def end_epoch(epoch):
+        if rt.is_main:
+            spec.write_samples(cfg, trainer, data, os.path.join(cfg.output_dir, "samples", f"epoch_{epoch + 1:04d}.png"))
+
+    return loop.run(step, start_epoch, end_epoch)
+
+
+def _component_path(path, component):
+    """The ``component`` checkpoint beside ``path`` (a snapshot's ``G.ckpt`` -> its ``Corr.ckpt``)."""
+    sibling = os.path.join(os.path.dirname(path), f"{component}.ckpt")
+    if not os.path.isfile(sibling):
+        raise CheckpointError(f"checkpoint {path} has no {component}.ckpt beside it; pass a snapshot folder "
+                              f"(train.py writes them under <output_dir>/ckpt)")
+    return sibling
+
+
+def load_inference(spec, cfg, log=print):
+    """The inference networks of ``spec`` with the weights of ``cfg.ckpt`` (default: latest snapshot).
+
+    The architecture keys are read from the checkpoint's metadata and replace the config's (logged when
+    they differ), so no training flag needs repeating. Returns ``(nets, checkpoint path)``.
+    """
+    first = spec.inference_components[0]
+    path = resolve_checkpoint(cfg.ckpt or os.path.join(cfg.output_dir, "ckpt"), first)
+    meta = read_meta(path)
+    if meta.get("model", spec.name) != spec.name:
+        raise CheckpointError(f"checkpoint {path} holds a {meta['model']} network, not {spec.name}; use "
+                              f"{meta['model']}/{os.path.basename(sys.argv[0]) or 'eval.py'} (or scripts/run_*.sh "
+                              f"{meta['model']}) for it")
+    for key in spec.arch_keys:
+        if key in meta and meta[key] != cfg[key]:
+            if cfg[key] != load_config(spec.config_path)[key]:
+                log(f"[{spec.name}] {key}={meta[key]!r} from the checkpoint {path} (--{key}={cfg[key]!r} ignored)")
+            cfg[key] = meta[key]
+    nets = spec.build_inference(cfg)
+    arch = dict(spec.arch(cfg), model=spec.name)
+    for component, net in nets.items():
+        file = path if component == first else _component_path(path, component)
+        load_cell(net, file, arch, what=f"{spec.name} {component}")
+    return nets, path
+
+
+def evaluate(spec, cfg):
+    """Generate the validation set, score it and write ``<output_dir>/eval/metrics.json``; returns the record."""
+    from common.metrics.evaluate import build_metrics, evaluate_folders, select_metrics, write_metrics_json
+    names, not_computed = select_metrics(cfg.metrics, inception_path=cfg.inception_path)
+    rt = _runtime(cfg)
+    nets, ckpt = load_inference(spec, cfg)
+    for net in nets.values():
+        use_conv_impl(net, rt.conv_impl)
+    out_dir = os.path.join(cfg.output_dir, "eval")
+    run = spec.generate_eval(cfg, rt, nets, out_dir)
+    result = evaluate_folders(run.fake_dir, run.real_dir,
+                              build_metrics(names, cfg.inception_path or None, conv_impl=rt.conv_impl))
+    protocol = dict(result.pop("protocol"), **run.protocol)
+    metrics = {k: v for k, v in result.items() if k != "images"}
+    metrics.update(run.metrics)
+    not_computed.update(run.not_computed)
+    if run.fcn_pairs is not None:
+        if cfg.fcn_ckpt:
+            from common.metrics.fcn import fcn_score_files
+            scores, table = fcn_score_files(cfg.fcn_ckpt, run.fcn_pairs, os.path.join(out_dir, "fcn"),
+                                            conv_impl=rt.conv_impl)
+            protocol.update({f"fcn_{k}": v for k, v in scores.pop("protocol").items()})
+            metrics.update({f"fcn_{k}": v for k, v in scores.items() if isinstance(v, float)})
+            with atomic_file(os.path.join(out_dir, "fcn_per_class.md")) as tmp:
+                with open(tmp, "w") as f:
+                    f.write(table + "\n")
+        else:
+            not_computed["fcn_score"] = "not computed: pass --fcn_ckpt=<FCN-8s .caffemodel or .ckpt> (common/METRICS.md)"
+    record = write_metrics_json(os.path.join(out_dir, "metrics.json"), model=spec.name, checkpoint=ckpt,
+                                metrics=metrics, protocol=protocol, settings=run.settings,
+                                not_computed=not_computed, images=run.images)
+    print(f"{spec.name} eval on {run.images} images ({ckpt}):")
+    for name, value in metrics.items():
+        print(f"  {name}: {value:.4f}" if isinstance(value, float) else f"  {name}: {value}")
+    for name, why in not_computed.items():
+        print(f"  {name}: {why}")
+    print(f"results: {out_dir}/index.html, {out_dir}/metrics.json")
+    return record
+
+
+def input_paths(path, what="input"):
+    """``--input``: one file or every image in a folder; errors name the path and the fix."""
+    if not path:
+        raise ValueError("pass --input=<image file or folder of images>")
+    if os.path.isdir(path):
+        return list_images(path, what=f"{what} folder")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    return [path]
+
+
+def predict(spec, cfg):
+    """Run the inference networks on ``cfg.input``; returns the written paths."""
+    paths = input_paths(cfg.input)
+    rt = _runtime(cfg)
+    nets, ckpt = load_inference(spec, cfg)
+    for net in nets.values():
+        use_conv_impl(net, rt.conv_impl)
+    out_dir = os.path.join(cfg.output_dir, "predict")
+    written = spec.predict(cfg, nets, paths, out_dir)
+    print(f"{spec.name}: {len(paths)} input(s), checkpoint {ckpt}; wrote {len(written)} file(s) to {out_dir}")
+    return written
+
+
+ONNX_ATOL = 1e-4
+
+
+def export(spec, cfg):
+    """Export the inference graph to MINDIR/ONNX, check parity, write the JSON note; {format: (path, diff)}."""
+    import json
+    _runtime(cfg, cpu_conv="native")
+    nets, ckpt = load_inference(spec, cfg)
+    out_dir = os.path.join(cfg.output_dir, "export")
+    graph = spec.export_graph(cfg, nets, out_dir)
+    done, written = {}, []
+    try:
+        if cfg.export_format in ("MINDIR", "ALL"):
+            written.append(export_mindir(graph.net, graph.inputs, graph.stem + ".mindir"))
+            done["MINDIR"] = (written[-1], check_mindir_parity(graph.net, graph.inputs, written[-1]))
+        if cfg.export_format in ("ONNX", "ALL"):
+            written.append(graph.stem + ".onnx")
+            export_onnx(graph.net, graph.inputs, written[-1], graph.input_names, graph.output_names)
+            done["ONNX"] = (written[-1], check_onnx_parity(graph.net, graph.inputs, written[-1], atol=ONNX_ATOL))
+    except ExportError:
+        for path in written:  # a file that does not reproduce the network must not be left for use
+            if os.path.exists(path):
+                os.remove(path)
+        raise
+    outputs = graph.net(*graph.inputs)
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    note = dict({"model": spec.name, "checkpoint": ckpt}, **spec.arch(cfg), **graph.note)
+    note["inputs"] = [{"name": n, "shape": list(x.shape), "dtype": "float32"} for n, x in zip(graph.input_names, graph.inputs)]
+    note["outputs"] = [{"name": n, "shape": list(y.shape), "dtype": "float32"} for n, y in zip(graph.output_names, outputs)]
+    note["files"] = {fmt: {"path": os.path.basename(p), "max_abs_diff_vs_mindspore": d} for fmt, (p, d) in done.items()}
+    with atomic_file(graph.stem + ".json") as tmp:
+        with open(tmp, "w") as f:
+            json.dump(note, f, indent=1)
+    for fmt, (path, diff) in done.items():
+        print(f"{fmt}: {path} from {ckpt}, max |diff| vs MindSpore = {diff:.3g}")
+    return done

@@ -1,0 +1,158 @@
+"""The model contract: what a model folder tells the shared drivers (``common/drivers.py``).
+
+Each model folder defines one :class:`ModelSpec` subclass in ``MODEL/src/spec.py``; its entry points
+are ``drivers.main(Spec(), "train")`` and so on. The spec says
+
+* how to build the networks, optimizers and train step from the config (:meth:`ModelSpec.build_trainer`,
+  returning a :class:`Trainer` that names every checkpoint component);
+* which config keys define the architecture (:attr:`ModelSpec.arch_keys`, stored in every checkpoint)
+  and how to rebuild the inference networks from them alone (:meth:`ModelSpec.build_inference`), so
+  eval, predict and export never need the training flags repeated;
+* its datasets (:meth:`ModelSpec.datasets`), its eval generation (:meth:`ModelSpec.generate_eval`,
+  the shared driver then scores the folders), its prediction and its exported graph.
+"""
+import abc
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+__all__ = ["ModelSpec", "Trainer", "Datasets", "EvalRun", "ExportGraph"]
+
+
+@dataclass
+class Datasets:
+    """Training and validation sets (objects with ``__len__`` and ``get(index, rng)``) and their root."""
+    train: object
+    val: object
+    root: str
+    demo: bool = False
+
+
+@dataclass
+class Trainer:
+    """What one training run holds.
+
+    Attributes:
+        step: compiled train step, ``step(*batch) -> tuple of scalar losses`` (``common.train``).
+        loss_names: names of the step's outputs, in order (log, losses.json, loss curve).
+        networks: ``{component: Cell}`` saved in every snapshot (``G``, ``D``, ``Corr``, ``G_ema`` ...).
+        optimizers: ``{component: Optimizer}`` saved too (``opt_G``, ``opt_D`` ...).
+        frozen: ``{name: Cell}`` loss networks that are not trained nor saved (VGG); the process's
+            convolution path applies to them as to ``networks``.
+        n_epochs: epochs of the whole schedule.
+        learning_rates: ``epoch -> {optimizer component: lr}`` set before each epoch (None: constant).
+        on_fresh_start: called with the log function when the run does not resume (e.g. fine-tuning init).
+        notes: lines logged at the start (which loss network, which schedule ...).
+    """
+    step: object
+    loss_names: tuple
+    networks: dict
+    optimizers: dict
+    n_epochs: int
+    frozen: dict = field(default_factory=dict)
+    learning_rates: Optional[Callable[[int], dict]] = None
+    on_fresh_start: Optional[Callable] = None
+    notes: list = field(default_factory=list)
+
+    @property
+    def components(self):
+        return dict(self.networks, **self.optimizers)
+
+
+@dataclass
+class EvalRun:
+    """What a model's eval generation produced, for the shared scorer.
+
+    ``fake_dir`` / ``real_dir`` hold name-matched images that every image metric scores; ``metrics``,
+    ``protocol`` and ``settings`` add the model's own figures (e.g. CRN's LPIPS diversity) and eval
+    settings; ``fcn_pairs`` ({frame id: (generated image, labelIds file)}) is given by models whose paper
+    reports the FCN-score (None otherwise).
+    """
+    fake_dir: str
+    real_dir: str
+    images: int
+    metrics: dict = field(default_factory=dict)
+    protocol: dict = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+    not_computed: dict = field(default_factory=dict)
+    fcn_pairs: Optional[dict] = None
+
+
+@dataclass
+class ExportGraph:
+    """The network to export, an example input tuple, tensor names and the JSON note written beside it."""
+    net: object
+    inputs: tuple
+    input_names: tuple
+    output_names: tuple
+    stem: str
+    note: dict = field(default_factory=dict)
+
+
+class ModelSpec(abc.ABC):
+    """Base class of the per-model specs; subclasses set the attributes and implement the methods.
+
+    Attributes:
+        name: model name (folder, checkpoint metadata, reports).
+        config_path: the model's ``default_config.yaml``.
+        arch_keys: config keys that define the architecture; stored in every checkpoint and restored from
+            it by eval/predict/export.
+        inference_components: checkpoint components eval/predict/export load (``("G",)``; OSMIS
+            ``("G_ema",)``; CoCosNet ``("Corr", "G")``).
+        data_layout: what ``--dataroot`` must hold (for error messages).
+    """
+    name = "model"
+    config_path = ""
+    arch_keys = ()
+    inference_components = ("G",)
+    data_layout = "a dataset folder"
+
+    def dataroot(self, cfg):
+        """``(root, demo)``: ``cfg.dataroot`` (checked), or the demo data's folder when it is empty."""
+        if not cfg.dataroot:
+            return self.demo_dataroot(cfg), True
+        if not os.path.isdir(cfg.dataroot):
+            raise FileNotFoundError(f"dataroot {cfg.dataroot} does not exist; pass --dataroot=<{self.data_layout}>, "
+                                    f"or leave it empty for the built-in demo data")
+        return cfg.dataroot, False
+
+    @abc.abstractmethod
+    def demo_dataroot(self, cfg):
+        """The built-in demo data's folder (generated on first use)."""
+
+    def arch(self, cfg):
+        """Architecture metadata of a config (stored in checkpoints)."""
+        return {key: cfg[key] for key in self.arch_keys}
+
+    def check(self, cfg, rt, demo):
+        """Refuse (ConfigError) or adjust a configuration before anything is written; return log notes."""
+        return []
+
+    @abc.abstractmethod
+    def datasets(self, cfg, rt):
+        """-> :class:`Datasets`, validated up front (a bad file fails here, before training starts)."""
+
+    @abc.abstractmethod
+    def build_trainer(self, cfg, rt, data):
+        """-> :class:`Trainer`."""
+
+    @abc.abstractmethod
+    def write_samples(self, cfg, trainer, data, path):
+        """Write a sample grid of the current networks on the first validation samples to ``path``."""
+
+    @abc.abstractmethod
+    def build_inference(self, cfg):
+        """-> ``{component: Cell}`` for :attr:`inference_components`, built from ``cfg`` (whose arch keys
+        come from the checkpoint), weights not yet loaded."""
+
+    @abc.abstractmethod
+    def generate_eval(self, cfg, rt, nets, out_dir):
+        """Generate the validation set into ``out_dir`` (images, index.html) -> :class:`EvalRun`."""
+
+    @abc.abstractmethod
+    def predict(self, cfg, nets, paths, out_dir):
+        """Translate the input files ``paths`` into ``out_dir``; returns the written paths."""
+
+    @abc.abstractmethod
+    def export_graph(self, cfg, nets, out_dir):
+        """-> :class:`ExportGraph` (the inference networks prepared for export, native convolutions)."""
