@@ -21,7 +21,8 @@ from tqdm import tqdm  # noqa: E402
 
 from common.config import load_config  # noqa: E402
 from common.io import atomic_file, tensor_to_uint8, write_html, write_image  # noqa: E402
-from common.metrics.evaluate import build_metrics, evaluate_folders, needs_networks  # noqa: E402
+from common.conv import use_conv_impl  # noqa: E402
+from common.metrics.evaluate import build_metrics, evaluate_folders  # noqa: E402
 from common.runtime import init_runtime  # noqa: E402
 from pix2pix.src.utils import generate, load_generator, resolve_dataroot, val_dataset  # noqa: E402
 
@@ -66,11 +67,9 @@ def frame_labels(names, label_dir):
 def evaluate(cfg):
     """Generate the validation set, write images/HTML/metrics.json; returns the metrics dict."""
     names = [m.strip() for m in cfg.metrics.split(",") if m.strip()] + (["fid"] if cfg.inception_path else [])
-    # the metric networks (LPIPS, InceptionV3, FCN-8s) run MindSpore's own convolutions, which need the
-    # AVX2 oneDNN cap: with any of them the generator takes the native path too (common/conv.py)
-    metric_nets = cfg.fcn_ckpt or needs_networks(names)
-    init_runtime(cfg.device_target, cfg.mode, cfg.seed, cpu_conv="native" if metric_nets else cfg.cpu_conv)
+    rt = init_runtime(cfg.device_target, cfg.mode, cfg.seed, cpu_conv=cfg.cpu_conv)
     netG, ckpt_path = load_generator(cfg)
+    use_conv_impl(netG, rt.conv_impl)
     netG.set_train(cfg.eval_protocol == "paper")
     dataset = val_dataset(cfg, resolve_dataroot(cfg))
     n = len(dataset) if not cfg.num_val else min(cfg.num_val, len(dataset))
@@ -92,13 +91,13 @@ def evaluate(cfg):
                ["name", "input", "output", "target"], rows)
 
     result = evaluate_folders(os.path.join(out, "fake_B"), os.path.join(out, "real_B"),
-                              build_metrics(names, cfg.inception_path or None))
+                              build_metrics(names, cfg.inception_path or None, conv_impl=rt.conv_impl))
     protocol = result.pop("protocol")
     protocol["l1"] = (f"mean |G(x) - y| in [-1, 1] units at {cfg.crop_size}x{cfg.crop_size} (bicubic resize), "
                       f"eval_protocol={cfg.eval_protocol}")
     metrics = dict({"model": "pix2pix", "checkpoint": ckpt_path, "l1": float(np.mean(l1))}, **result)
     if cfg.fcn_ckpt:
-        scores, table = fcn_scores(cfg, out, [r[0] for r in rows])
+        scores, table = fcn_scores(cfg, out, [r[0] for r in rows], rt.conv_impl)
         protocol.update({f"fcn_{k}": v for k, v in scores.pop("protocol").items()})
         metrics.update({f"fcn_{k}": v for k, v in scores.items() if isinstance(v, float)})
         with atomic_file(os.path.join(out, "fcn_per_class.md")) as tmp:
@@ -113,12 +112,13 @@ def evaluate(cfg):
     return metrics
 
 
-def fcn_scores(cfg, out, names):
-    """FCN-score of the generated images (renamed to frame ids) against the Cityscapes labels."""
+def fcn_scores(cfg, out, names, conv_impl):
+    """FCN-score of the generated images (renamed to frame ids) against the Cityscapes labels, the scorer's
+    convolutions on ``conv_impl`` (native | matmul)."""
     from common.metrics.fcn import fcn_score_files
     pairs = {frame: (os.path.join(out, "fake_B", f"{name}.png"), label)
              for name, (frame, label) in frame_labels(names, fcn_label_dir(cfg)).items()}
-    scores, table = fcn_score_files(cfg.fcn_ckpt, pairs, os.path.join(out, "fcn"))
+    scores, table = fcn_score_files(cfg.fcn_ckpt, pairs, os.path.join(out, "fcn"), conv_impl)
     print(table)
     return scores, table
 

@@ -13,6 +13,7 @@ from tqdm import tqdm  # noqa: E402
 
 from common.config import load_config  # noqa: E402
 from common.io import IMAGE_EXTENSIONS, list_images, read_image, tensor_to_uint8, write_image  # noqa: E402
+from common.conv import use_conv_impl  # noqa: E402
 from common.runtime import init_runtime  # noqa: E402
 from pix2pix.src.dataset import resize_bicubic, to_tensor_layout  # noqa: E402
 from pix2pix.src.utils import generate, load_generator  # noqa: E402
@@ -36,8 +37,9 @@ def input_paths(path):
 def predict(cfg):
     """Translate ``cfg.input``; returns the list of written output paths."""
     paths = input_paths(cfg.input)
-    init_runtime(cfg.device_target, cfg.mode, cfg.seed, cpu_conv=cfg.cpu_conv)
+    rt = init_runtime(cfg.device_target, cfg.mode, cfg.seed, cpu_conv=cfg.cpu_conv)
     netG, _ = load_generator(cfg, cfg.image_size)
+    use_conv_impl(netG, rt.conv_impl)
     netG.set_train(cfg.eval_protocol == "paper")
     out_dir = os.path.join(cfg.output_dir, "predict")
     written = []

@@ -12,6 +12,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from common.checkpoint import CheckpointManager  # noqa: E402
 from common.config import load_config  # noqa: E402
 from common.data import BatchLoader  # noqa: E402
+from common.conv import use_conv_impl  # noqa: E402
 from common.runtime import init_runtime  # noqa: E402
 from common.train import TrainLogger, TrainLoop, linear_decay, set_lr, to_float  # noqa: E402
 from pix2pix.src.dataset import AlignedDataset  # noqa: E402
@@ -28,6 +29,8 @@ def train(cfg):
     """Run training as configured; returns the final loop state (epoch, step, last losses)."""
     rt = init_runtime(cfg.device_target, cfg.mode, cfg.seed, cpu_conv=cfg.cpu_conv)
     netG, netD = build_networks(cfg)
+    use_conv_impl(netG, rt.conv_impl)
+    use_conv_impl(netD, rt.conv_impl)
     dataroot = resolve_dataroot(cfg)
     train_set = AlignedDataset(dataroot, cfg.phase, cfg.direction, cfg.load_size, cfg.crop_size, True, cfg.flip)
     val_set = val_dataset(cfg, dataroot)

@@ -7,6 +7,7 @@ import numpy as np
 from mindspore import nn
 
 from common.checkpoint import CheckpointError, load_cell, read_meta, resolve_checkpoint
+from common.conv import use_conv_impl
 from common.demo_data import ensure_demo_dataset
 from common.io import make_grid, tensor_to_uint8, write_image
 from pix2pix.src.dataset import AlignedDataset, check_image_size
@@ -117,14 +118,17 @@ def write_sample_grid(netG, dataset, path, num=4):
     write_image(path, make_grid(rows))
 
 
-def make_bench_step(size=256, batch=1, netG=None):
-    """A zero-argument callable running one full pix2pix train step (D then G) on random data."""
+def make_bench_step(size=256, batch=1, netG=None, conv_impl="native"):
+    """A zero-argument callable running one full pix2pix train step (D then G) on random data, convolutions
+    on ``conv_impl`` (native | matmul, :func:`common.conv.use_conv_impl`)."""
     from common.config import load_config
     from pix2pix.src.train_step import Pix2PixTrainStep
     net_name = netG or ("unet_256" if size % 256 == 0 else "unet_128")
     cfg = load_config(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "default_config.yaml"),
                       netG=net_name, crop_size=size, batch_size=batch)
     G, D = build_networks(cfg)
+    use_conv_impl(G, conv_impl)
+    use_conv_impl(D, conv_impl)
     opt_G, opt_D = build_optimizers(cfg, G, D)
     step = Pix2PixTrainStep(G, D, opt_G, opt_D, cfg.gan_mode, cfg.lambda_L1)
     step.set_train()
