@@ -61,7 +61,7 @@ def main():
     rt = init_runtime(args.device, "graph", seed=0, cpu_conv=cpu_conv)
     utils = importlib.import_module(f"{args.model}.src.utils")
     t = time.perf_counter()
-    step = utils.make_bench_step(args.size, args.batch)
+    step = utils.make_bench_step(args.size, args.batch, conv_impl=rt.conv_impl)
     step()
     first = time.perf_counter() - t
     ms_step = median_ms(step, args.steps)

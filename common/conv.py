@@ -1,139 +1,176 @@
-"""Convolutions computed as one matrix multiply each: the fast CPU path for pix2pix-style networks.
+"""Convolutions computed as matrix multiplies: the fast CPU path, switched per network.
 
 Why. MindSpore's CPU convolutions run through oneDNN on plain NCHW tensors. Capped at AVX2 (see
 ``common/__init__.py``) oneDNN executes them as im2col + an AVX2 GEMM; at AVX-512 it selects
 ``jit_uni_ncsp:conv+ref``, a reference kernel ~100x slower. oneDNN's matrix multiply, however, has
-AVX-512 ``brg_matmul`` kernels (~118 GFLOPS on 2 cores against 35-53 at AVX2). With
-``set_conv_impl("matmul")`` (``common.runtime.init_runtime(cpu_conv=...)``, which also lifts the ISA cap)
+AVX-512 ``brg_matmul`` kernels (~118 GFLOPS on 2 cores against 35-53 at AVX2). So the CPU convolution
+path is a property of the process (``common.runtime.Runtime.conv_impl``, from ``init_runtime(cpu_conv=...)``,
+which also sets the ISA cap), and every network the process runs gets it with :func:`use_conv_impl`.
 
-* :class:`Conv2d`: ``cols = Im2Col(x)`` [C_in*kh*kw, B*H'*W'], then ``W.view(C_out, -1) @ cols``;
+Every convolution cell in ``common/`` and the model folders is a :class:`Conv2d` / :class:`ConvTranspose2d`
+(subclasses of ``nn.Conv2d`` / ``nn.Conv2dTranspose``: same parameters, names and init, so checkpoints are
+interchangeable). Cells are built native; ``use_conv_impl(net, "matmul")`` switches them to
+
+* :class:`Conv2d`: ``cols = Im2Col(x)`` [C_in*kh*kw, B*H'*W'], then ``W.view(C_out, -1) @ cols``
+  (one ``BatchMatMul`` over the groups when ``group > 1``);
 * :class:`ConvTranspose2d`: ``Z = W.view(C_in, -1)^T @ x`` [C_out*kh*kw, B*H*W], then
   ``Col2Im(Z)`` sums the overlapping kernel taps into the output (the adjoint of ``Conv2d``).
 
-Both are the same sums as ``nn.Conv2d`` / ``nn.Conv2dTranspose`` in another order (tests compare values
-and gradients), and keep their parameters (names, shapes, init), so checkpoints are interchangeable.
+Both are the same sums as the native operators in another order (tests compare values and gradients).
 The weight is used in its stored layout and ``ops.MatMul`` takes transposed operands by flag, so no
-weight or gradient is ever transposed in memory. Unsupported configurations (groups, dilation,
-``pad_mode="same"``, unequal top/bottom or left/right padding of a ``Conv2d``), other devices and
-``conv_impl() == "native"`` run MindSpore's own kernel. ``common.export.prepare_for_export`` switches
-every cell back to the native operator, so exported graphs hold ``Conv`` / ``ConvTranspose``.
+weight or gradient is ever transposed in memory.
+
+Coverage of the matmul path: any padding (``pad`` with one value, per dimension ``(top, bottom, left,
+right)``, unequal sides included; ``valid``; ``same``), any kernel and stride, dilation, and for
+:class:`Conv2d` groups. The only fallback, which stays on the native operator and is not counted by
+:func:`use_conv_impl`: a :class:`ConvTranspose2d` with ``group > 1``, or with ``pad_mode="same"`` and a
+kernel smaller than its stride; no network in this repository has either. Switch a network before its
+first call: a compiled graph keeps the path it was compiled with. ``common.export.prepare_for_export``
+switches every cell back to native, so exported graphs hold ``Conv`` / ``ConvTranspose``.
 
 Memory: the im2col matrix, kept for the weight gradient, is ``kh*kw/(sh*sw)`` times the input (4x for
-pix2pix's 4x4 stride-2 layers, 9x for 3x3 stride-1), which is why CRN's full-resolution 3x3 stacks
-stay native.
+pix2pix's 4x4 stride-2 layers, 9x for 3x3 stride-1).
 """
 from mindspore import Tensor, int32, nn, ops
 
-__all__ = ["CONV_IMPLS", "Conv2d", "ConvTranspose2d", "conv_impl", "set_conv_impl", "set_native"]
+__all__ = ["CONV_IMPLS", "Conv2d", "ConvTranspose2d", "use_conv_impl"]
 
 CONV_IMPLS = ("native", "matmul")
-_IMPL = {"value": "native"}
 
 
-def set_conv_impl(impl):
-    """Choose how :class:`Conv2d` / :class:`ConvTranspose2d` built from now on compute: native | matmul."""
+def use_conv_impl(net, impl):
+    """Switch every :class:`Conv2d` / :class:`ConvTranspose2d` in ``net`` to ``impl`` (``native`` | ``matmul``).
+
+    Returns how many cells now run matmul (0 for ``native``; cells without a matmul form, see the module
+    docstring, stay native and are not counted). Call it before ``net`` first runs in graph mode: a
+    compiled graph keeps the path it was compiled with (a change to a net that has one is an error; one
+    compiled through an enclosing cell, e.g. a train step, cannot be seen here). With ``matmul``, a plain
+    ``nn.Conv2d`` / ``nn.Conv2dTranspose`` in ``net`` is an error: it could not follow the choice.
+    """
     if impl not in CONV_IMPLS:
         raise ValueError(f"conv_impl={impl!r} is not supported; choose one of {CONV_IMPLS}")
-    _IMPL["value"] = impl
-
-
-def conv_impl():
-    """The implementation new convolution cells get (``native`` unless :func:`set_conv_impl` changed it)."""
-    return _IMPL["value"]
-
-
-def set_native(net):
-    """Switch every :class:`Conv2d` / :class:`ConvTranspose2d` in ``net`` to the native operator.
-
-    Returns how many were switched (before exporting, or to compare the two paths).
-    """
-    switched = 0
-    for _, cell in net.cells_and_names():
-        if isinstance(cell, (Conv2d, ConvTranspose2d)) and cell.matmul:
-            cell.matmul = False
-            switched += 1
-    return switched
+    cells = list(net.cells_and_names())
+    if impl == "matmul":
+        plain = [name or type(net).__name__ for name, cell in cells
+                 if isinstance(cell, (nn.Conv2d, nn.Conv2dTranspose))
+                 and not isinstance(cell, (Conv2d, ConvTranspose2d))]
+        if plain:
+            raise TypeError(f"{type(net).__name__}: cells {plain[:5]} are plain nn.Conv2d / nn.Conv2dTranspose and "
+                            f"cannot take the matmul convolution path; build them with common.conv.Conv2d / "
+                            f"ConvTranspose2d (same parameters)")
+    convs = [cell for _, cell in cells if isinstance(cell, (Conv2d, ConvTranspose2d))]
+    wanted = [impl == "matmul" and cell.has_matmul_form for cell in convs]
+    changed = any(cell.matmul != want for cell, want in zip(convs, wanted))
+    if changed and any(getattr(cell, "compile_cache", None) for _, cell in cells):
+        raise RuntimeError(f"{type(net).__name__} already ran as a compiled graph, which keeps its convolution path; "
+                           f"call use_conv_impl(net, {impl!r}) right after building the network")
+    for cell, want in zip(convs, wanted):
+        cell.matmul = want
+    return sum(wanted)
 
 
 def _pair(v):
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
-def _matmul_requested(cell, impl):
-    """The matmul path is asked for (``impl`` or :func:`conv_impl`) and the cell has one group, no dilation."""
-    return (impl or conv_impl()) == "matmul" and cell.group == 1 and _pair(cell.dilation) == (1, 1)
-
-
-def _symmetric_padding(cell):
-    """(pad_h, pad_w) when top == bottom and left == right, else None."""
+def _explicit_padding(cell):
+    """(top, bottom, left, right) of a ``pad`` / ``valid`` cell; None for ``same`` (depends on the input)."""
     if cell.pad_mode == "valid":
-        return 0, 0
-    if cell.pad_mode != "pad":
+        return 0, 0, 0, 0
+    if cell.pad_mode == "same":
         return None
     p = cell.padding
     if isinstance(p, int):
-        return p, p
-    top, bottom, left, right = p
-    return (top, left) if top == bottom and left == right else None
+        return p, p, p, p
+    return (p[0], p[0], p[1], p[1]) if len(p) == 2 else tuple(p)
+
+
+def _same_split(total):
+    """MindSpore's ``same`` split of ``total`` padding: the odd element goes to the bottom / right."""
+    return total // 2, total - total // 2
 
 
 class Conv2d(nn.Conv2d):
-    """``nn.Conv2d`` that, with ``conv_impl() == "matmul"``, runs as Im2Col + one MatMul.
+    """``nn.Conv2d`` that, switched by :func:`use_conv_impl`, runs as Im2Col + one MatMul.
 
-    ``impl`` overrides :func:`conv_impl` for this cell. [B, C_in, H, W] -> [B, C_out, H', W'].
+    [B, C_in, H, W] -> [B, C_out, H', W'].
     """
 
-    def __init__(self, *args, impl=None, **kwargs):
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        padding = _symmetric_padding(self)
-        self.matmul = _matmul_requested(self, impl) and padding is not None
-        self.mm = ops.MatMul()
-        self.pads = padding or (0, 0)
-        self.kernel, self.strides = _pair(self.kernel_size), _pair(self.stride)
+        self.has_matmul_form = self.data_format == "NCHW"
+        self.matmul = False
+        self.mm, self.bmm = ops.MatMul(), ops.BatchMatMul()
+        self.kernel, self.strides, self.dilations = _pair(self.kernel_size), _pair(self.stride), _pair(self.dilation)
+        self.pads = _explicit_padding(self)
+
+    def _padding(self, h, w):
+        if self.pads is not None:
+            return self.pads
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.strides, self.dilations
+        total_h = max(0, ((h + sh - 1) // sh - 1) * sh + dh * (kh - 1) + 1 - h)
+        total_w = max(0, ((w + sw - 1) // sw - 1) * sw + dw * (kw - 1) + 1 - w)
+        return _same_split(total_h) + _same_split(total_w)
 
     def construct(self, x):
         if not self.matmul:
             return super().construct(x)
         b, c, h, w = x.shape
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.strides, self.pads
-        out_h, out_w = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-        cols = ops.unfold(x, self.kernel, 1, self.pads, self.strides)  # [B, C*kh*kw, H'*W']
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.strides, self.dilations
+        top, bottom, left, right = self._padding(h, w)
+        if top != bottom or left != right:
+            x = ops.pad(x, (left, right, top, bottom))
+            h, w, ph, pw = h + top + bottom, w + left + right, 0, 0
+        else:
+            ph, pw = top, left
+        out_h, out_w = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        cols = ops.unfold(x, self.kernel, self.dilations, (ph, pw), self.strides)  # [B, C*kh*kw, H'*W']
         if b > 1:
             cols = cols.transpose(1, 0, 2)
-        y = self.mm(self.weight.reshape(self.out_channels, -1), cols.reshape(c * kh * kw, b * out_h * out_w))
-        if b > 1:
-            y = y.reshape(self.out_channels, b, out_h, out_w).transpose(1, 0, 2, 3)
+        n, g = self.out_channels, self.group
+        if g == 1:
+            y = self.mm(self.weight.reshape(n, -1), cols.reshape(c * kh * kw, b * out_h * out_w))
         else:
-            y = y.reshape(1, self.out_channels, out_h, out_w)
+            y = self.bmm(self.weight.reshape(g, n // g, -1), cols.reshape(g, c // g * kh * kw, b * out_h * out_w))
+        if b > 1:
+            y = y.reshape(n, b, out_h, out_w).transpose(1, 0, 2, 3)
+        else:
+            y = y.reshape(1, n, out_h, out_w)
         if self.has_bias:
             y = y + self.bias.reshape(1, -1, 1, 1)
         return y
 
 
 class ConvTranspose2d(nn.Conv2dTranspose):
-    """``nn.Conv2dTranspose`` that, with ``conv_impl() == "matmul"``, runs as one MatMul + Col2Im.
+    """``nn.Conv2dTranspose`` that, switched by :func:`use_conv_impl`, runs as one MatMul + Col2Im.
 
-    Unequal paddings (how :mod:`pix2pix.src.model` expresses PyTorch's ``output_padding``) are applied
-    by cropping the full output. ``impl`` overrides :func:`conv_impl` for this cell.
-    [B, C_in, H, W] -> [B, C_out, (H-1)*s + k - pad_top - pad_bottom, ...].
+    Unequal paddings (how :mod:`pix2pix.src.model` expresses PyTorch's ``output_padding``) and ``same``
+    are applied by cropping the full output.
+    [B, C_in, H, W] -> [B, C_out, (H-1)*s + d*(k-1) + 1 - pad_top - pad_bottom, ...].
     """
 
-    def __init__(self, *args, impl=None, **kwargs):
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.matmul = _matmul_requested(self, impl) and self.pad_mode == "pad"
         self.mm = ops.MatMul(transpose_a=True)
-        self.kernel, self.strides = _pair(self.kernel_size), _pair(self.stride)
-        symmetric = _symmetric_padding(self)
-        self.fold_pads = symmetric or (0, 0)
-        self.crop = tuple(self.padding) if self.matmul and symmetric is None else (0, 0, 0, 0)
+        self.kernel, self.strides, self.dilations = _pair(self.kernel_size), _pair(self.stride), _pair(self.dilation)
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.strides, self.dilations
+        pads = _explicit_padding(self)
+        if pads is None:  # same: output H*s, the full output cropped by d*(k-1) + 1 - s
+            pads = _same_split(dh * (kh - 1) + 1 - sh) + _same_split(dw * (kw - 1) + 1 - sw)
+        self.has_matmul_form = self.group == 1 and min(pads) >= 0
+        self.matmul = False
+        top, bottom, left, right = pads
+        self.fold_pads = (min(top, bottom), min(left, right))
+        self.crop = (top - self.fold_pads[0], bottom - self.fold_pads[0], left - self.fold_pads[1],
+                     right - self.fold_pads[1])
 
     def construct(self, x):
         if not self.matmul:
             return super().construct(x)
         b, c, h, w = x.shape
-        n, (kh, kw), (sh, sw) = self.out_channels, self.kernel, self.strides
+        n, (kh, kw), (sh, sw), (dh, dw) = self.out_channels, self.kernel, self.strides, self.dilations
         ph, pw = self.fold_pads
-        out_h, out_w = (h - 1) * sh + kh - 2 * ph, (w - 1) * sw + kw - 2 * pw
+        out_h, out_w = (h - 1) * sh + dh * (kh - 1) + 1 - 2 * ph, (w - 1) * sw + dw * (kw - 1) + 1 - 2 * pw
         if b > 1:
             x = x.transpose(1, 0, 2, 3)
         z = self.mm(self.weight.reshape(c, n * kh * kw), x.reshape(c, b * h * w))  # [C_out*kh*kw, B*H*W]
@@ -141,7 +178,7 @@ class ConvTranspose2d(nn.Conv2dTranspose):
             z = z.reshape(n * kh * kw, b, h * w).transpose(1, 0, 2)
         else:
             z = z.reshape(1, n * kh * kw, h * w)
-        y = ops.fold(z, Tensor((out_h, out_w), int32), self.kernel, 1, self.fold_pads, self.strides)
+        y = ops.fold(z, Tensor((out_h, out_w), int32), self.kernel, self.dilations, self.fold_pads, self.strides)
         top, bottom, left, right = self.crop
         if top or bottom or left or right:
             y = ops.slice(y, (0, 0, top, left), (b, n, out_h - top - bottom, out_w - left - right))

@@ -35,7 +35,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from common.io import atomic_file
-from common.conv import set_native
+from common.conv import use_conv_impl
 from common.layers import BatchStatNorm2d, CounterDropout
 
 __all__ = ["NORM_MODES", "ExportError", "ReflectionPad2d", "replace_cells", "prepare_for_export", "export_mindir",
@@ -111,7 +111,7 @@ def prepare_for_export(net, norm="running_stats"):
     for _, cell in net.cells_and_names():
         if isinstance(cell, CounterDropout):
             cell.always_on = False
-    set_native(net)
+    use_conv_impl(net, "native")
     net.set_train(False)
     return net
 

@@ -49,6 +49,8 @@ class PerceptualLoss(nn.Cell):
         arch: ``vgg19`` (CRN) or ``vgg16``.
         pool: ``avg`` (CRN) or ``max``.
         normalize: ``caffe`` (x - mean, 0..255) or ``torch`` ((x - mean) / std).
+        conv_impl: ``native`` or ``matmul``: the VGG's CPU convolution path (:func:`common.conv.use_conv_impl`),
+            normally the process's ``Runtime.conv_impl``.
 
     Load the VGG weights with ``common.weights.load_vgg(loss.vgg, path)``; they stay frozen.
 
@@ -57,14 +59,14 @@ class PerceptualLoss(nn.Cell):
     H and W must be divisible by 2 ** (deepest block - 1) (16 for relu5_2).
     """
 
-    def __init__(self, layer_weights, arch="vgg19", pool="avg", normalize="caffe"):
+    def __init__(self, layer_weights, arch="vgg19", pool="avg", normalize="caffe", conv_impl="native"):
         super().__init__()
         if normalize not in ("caffe", "torch"):
             raise ValueError(f"normalize={normalize!r}; choose caffe (MatConvNet VGG) or torch (torchvision VGG)")
         self.layers = tuple(layer_weights)
         self.weights = tuple(float(layer_weights[name]) for name in self.layers)
         taps = tuple(name for name in self.layers if name != "pixel")
-        self.vgg = VGG(arch, taps, pool=pool, requires_grad=False) if taps else None
+        self.vgg = VGG(arch, taps, pool=pool, requires_grad=False, conv_impl=conv_impl) if taps else None
         self.levels = tuple(_downsampling(name) for name in self.layers)
         self.mean = Tensor(np.array(IMAGENET_MEAN, np.float32).reshape(1, 3, 1, 1))
         scale = np.array(IMAGENET_STD if normalize == "torch" else (1.0, 1.0, 1.0), np.float32)

@@ -11,8 +11,6 @@ import numpy as np
 import common  # sets ONEDNN_MAX_CPU_ISA before mindspore is imported
 import mindspore as ms
 
-from common.conv import set_conv_impl
-
 __all__ = ["Runtime", "init_runtime", "launched_by_msrun", "set_seed", "select_cpu_conv", "cpu_has_avx512", "total_memory_gb",
            "CPU_CONV_CHOICES"]
 
@@ -22,7 +20,12 @@ CPU_CONV_CHOICES = ("auto", "native", "matmul")
 
 @dataclass(frozen=True)
 class Runtime:
-    """What the process runs on: device, mode and data-parallel rank."""
+    """What the process runs on: device, mode, data-parallel rank and CPU convolution path.
+
+    ``conv_impl`` (``native`` | ``matmul``) is the process's convolution path: apply it to every network
+    the process builds with ``common.conv.use_conv_impl(net, rt.conv_impl)`` (or the ``conv_impl=``
+    keyword of the metric and loss builders), so that all convolutions suit ``onednn_isa``.
+    """
     device_target: str
     mode: str
     rank: int = 0
@@ -99,10 +102,13 @@ def init_runtime(device_target="CPU", mode="graph", seed=0, device_id=None, dist
             :class:`common.layers.CounterDropout`'s per-rank stream.
         device_id: device index; ``None`` lets msrun / MindSpore choose.
         distributed: force data-parallel on/off; ``None`` means "when launched by msrun".
-        cpu_conv: ``native``, ``matmul`` or ``auto`` (see :func:`select_cpu_conv`): how the
-            :mod:`common.conv` cells built afterwards compute on CPU. Also sets ``ONEDNN_MAX_CPU_ISA``
-            (AVX-512 for matmul, AVX2 for native) unless you set it yourself; that takes effect only
-            if no oneDNN kernel has run yet in this process, which holds for the entry-point scripts.
+        cpu_conv: ``native``, ``matmul`` or ``auto`` (see :func:`select_cpu_conv`): the process's CPU
+            convolution path, returned as ``Runtime.conv_impl``; every network then gets it through
+            :func:`common.conv.use_conv_impl` (this function switches no cell itself). Also sets
+            ``ONEDNN_MAX_CPU_ISA`` (AVX-512 for matmul, AVX2 for native) unless you set it yourself;
+            that takes effect only if no oneDNN kernel has run yet in this process, which holds for
+            the entry-point scripts. At AVX-512, a network left native runs oneDNN's ~100x slower
+            reference convolution.
     """
     if device_target not in DEVICE_TARGETS:
         raise ValueError(f"device_target={device_target!r} is not supported; choose one of {DEVICE_TARGETS}")
@@ -111,7 +117,6 @@ def init_runtime(device_target="CPU", mode="graph", seed=0, device_id=None, dist
     conv, isa = select_cpu_conv(cpu_conv, device_target, common.USER_ONEDNN_ISA, cpu_has_avx512())
     if isa is not None:
         os.environ["ONEDNN_MAX_CPU_ISA"] = isa
-    set_conv_impl(conv)
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
     if device_id is None:
         ms.set_device(device_target)

@@ -8,6 +8,8 @@ ImageNet mean, torchvision-derived weights want (x/255 - mean) / std.
 """
 from mindspore import nn
 
+from common.conv import Conv2d, use_conv_impl
+
 __all__ = ["VGG_CONFIGS", "vgg_layer_names", "vgg_conv_names", "VGG"]
 
 VGG_CONFIGS = {
@@ -43,11 +45,13 @@ class VGG(nn.Cell):
             after the deepest tap.
         pool: ``max`` (ImageNet classifier) or ``avg`` (CRN and style-transfer losses).
         requires_grad: False freezes the weights (a loss network).
+        conv_impl: ``native`` or ``matmul``: the CPU convolution path (:func:`common.conv.use_conv_impl`),
+            normally the process's ``Runtime.conv_impl``.
 
     Shapes: [B, 3, H, W] -> tuple of [B, C_tap, H/2^k, W/2^k].
     """
 
-    def __init__(self, arch="vgg19", taps=("relu5_4",), pool="max", requires_grad=False):
+    def __init__(self, arch="vgg19", taps=("relu5_4",), pool="max", requires_grad=False, conv_impl="native"):
         super().__init__()
         names = vgg_layer_names(arch)
         unknown = [t for t in taps if t not in names]
@@ -63,7 +67,7 @@ class VGG(nn.Cell):
         for name in names[:names.index(order[-1]) + 1]:
             if name.startswith("conv"):
                 block = int(name[4])
-                conv = nn.Conv2d(cin, _CHANNELS[block - 1], 3, 1, pad_mode="pad", padding=1, has_bias=True)
+                conv = Conv2d(cin, _CHANNELS[block - 1], 3, 1, pad_mode="pad", padding=1, has_bias=True)
                 self.convs[name] = conv
                 current.append(conv)
                 cin = _CHANNELS[block - 1]
@@ -78,9 +82,10 @@ class VGG(nn.Cell):
         if not requires_grad:
             for p in self.get_parameters():
                 p.requires_grad = False
+        use_conv_impl(self, conv_impl)
 
     def conv_layers(self):
-        """``{layer name: nn.Conv2d}`` of the layers this trunk holds, in order."""
+        """``{layer name: common.conv.Conv2d}`` of the layers this trunk holds, in order."""
         return dict(self.convs)
 
     def construct(self, x):

@@ -13,6 +13,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 from common.config import load_config  # noqa: E402
+from common.conv import use_conv_impl  # noqa: E402
 from common.runtime import init_runtime  # noqa: E402
 
 import mindspore as ms  # noqa: E402
@@ -28,9 +29,11 @@ def batch():
     return [rng.uniform(-1, 1, (2, 3, 64, 64)).astype(np.float32) for _ in range(2)]
 
 
-def run_step(rank, group_size):
+def run_step(rank, group_size, conv_impl):
     cfg = load_config(CONFIG, **SETTINGS)
     G, D = build_networks(cfg)
+    use_conv_impl(G, conv_impl)
+    use_conv_impl(D, conv_impl)
     opt_G, opt_D = build_optimizers(cfg, G, D)
     step = Pix2PixTrainStep(G, D, opt_G, opt_D)
     step.set_train()
@@ -44,7 +47,7 @@ def run_step(rank, group_size):
 def main():
     out = sys.argv[1]
     rt = init_runtime("CPU", "graph", seed=0, cpu_conv="matmul")
-    G, D, losses = run_step(rt.rank, rt.group_size)
+    G, D, losses = run_step(rt.rank, rt.group_size, rt.conv_impl)
     arrays = {f"p{i}": p.asnumpy() for i, p in enumerate(G.trainable_params() + D.trainable_params())}
     np.savez(os.path.join(out, f"rank{rt.rank}_of{rt.group_size}.npz"), losses=np.array(losses), **arrays)
 

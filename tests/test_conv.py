@@ -1,4 +1,5 @@
-"""common.conv: the matmul path equals MindSpore's convolutions (values and gradients); runtime selection.
+"""common.conv: the matmul path equals MindSpore's convolutions (values and gradients); use_conv_impl switches
+whole networks (VGG, LPIPS, InceptionV3, FCN-8s, pix2pix) with unchanged outputs; runtime selection.
 
 Values and gradients are compared with ``nn.Conv2d`` / ``nn.Conv2dTranspose`` on the same weights, in
 PyNative mode (fast) and once through a compiled vjp graph, the way GANTrainStep differentiates G.
@@ -10,7 +11,7 @@ import common  # noqa: F401
 import mindspore as ms
 from mindspore import nn
 
-from common.conv import Conv2d, ConvTranspose2d, conv_impl, set_conv_impl, set_native
+from common.conv import Conv2d, ConvTranspose2d, use_conv_impl
 from common.export import prepare_for_export
 from common.runtime import cpu_has_avx512, select_cpu_conv
 
@@ -29,12 +30,12 @@ def _value_and_grads(net, x):
     return [net(x).asnumpy(), dx.asnumpy()] + [g.asnumpy() for g in dw]
 
 
-def _assert_same(native, matmul, x):
-    assert matmul.matmul
+def _assert_same(native, matmul, x, tol=1e-4):
+    assert use_conv_impl(matmul, "matmul") == 1
     expected, got = _value_and_grads(native, x), _value_and_grads(matmul, x)
     assert got[0].shape == expected[0].shape
     for e, g in zip(expected, got):
-        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4 * np.abs(e).max())
+        np.testing.assert_allclose(g, e, rtol=tol, atol=tol * np.abs(e).max())
 
 
 @pytest.fixture
@@ -44,39 +45,56 @@ def pynative():
     ms.set_context(mode=ms.GRAPH_MODE)
 
 
-CONV_CASES = [  # (C_in, C_out, kernel, stride, padding, size, batch, bias)
-    (3, 8, 4, 2, 1, 16, 1, True),     # pix2pix encoder
-    (8, 16, 4, 1, 1, 9, 2, False),    # PatchGAN last layers
-    (5, 7, 4, 2, 1, 7, 2, True),      # odd size
-    (4, 6, 3, 1, 1, 8, 1, False),
-    (4, 6, 1, 1, 0, 5, 2, True),
-    (4, 6, 3, 2, 1, 8, 1, True),      # ResNet-generator down-sampling
-    (3, 4, 7, 1, 0, 12, 1, True),     # ResNet-generator stem (after reflect padding)
-    (4, 6, (3, 5), (1, 2), 1, 9, 2, True),
+CONV_CASES = [  # (C_in, C_out, kernel, stride, options, size, batch, tolerance)
+    (3, 8, 4, 2, dict(padding=1, has_bias=True), 16, 1, 1e-4),          # pix2pix encoder
+    (8, 16, 4, 1, dict(padding=1), 9, 2, 1e-4),                         # PatchGAN last layers
+    (5, 7, 4, 2, dict(padding=1, has_bias=True), 7, 2, 1e-4),           # odd size
+    (4, 6, 3, 1, dict(padding=1), 8, 1, 1e-4),
+    (4, 6, 1, 1, dict(padding=0, has_bias=True), 5, 2, 1e-4),
+    (4, 6, 3, 2, dict(padding=1, has_bias=True), 8, 1, 1e-4),           # ResNet-generator down-sampling
+    (3, 4, 7, 1, dict(padding=0, has_bias=True), 12, 1, 1e-4),          # ResNet-generator stem (after reflect pad)
+    (4, 6, (3, 5), (1, 2), dict(padding=1, has_bias=True), 9, 2, 1e-4),
+    (4, 6, (1, 7), 1, dict(padding=(0, 0, 3, 3)), 9, 2, 1e-4),          # InceptionV3 Mixed_6 1x7
+    (4, 6, (7, 1), 1, dict(padding=(3, 3, 0, 0)), 9, 2, 1e-4),          # InceptionV3 Mixed_6 7x1
+    (4, 6, (1, 3), 1, dict(padding=(0, 0, 1, 1)), 7, 1, 1e-4),          # InceptionV3 Mixed_7 1x3
+    (4, 6, 3, 2, dict(pad_mode="valid"), 11, 2, 1e-4),                  # InceptionV3 stem
+    (3, 8, 11, 4, dict(padding=2, has_bias=True), 31, 2, 1e-4),         # AlexNet conv1
+    (3, 4, 3, 1, dict(padding=100, has_bias=True), 5, 1, 1e-3),         # FCN-8s conv1_1 (bias grad sums 4e4 terms)
+    (4, 6, 7, 1, dict(pad_mode="valid", has_bias=True), 9, 2, 1e-4),    # FCN-8s fc6
+    (4, 6, 3, 1, dict(padding=(1, 0, 2, 1)), 9, 2, 1e-4),               # unequal sides: padded, then unfolded
+    (4, 6, 3, 1, dict(pad_mode="same"), 9, 2, 1e-4),                    # CRN 3x3
+    (4, 6, 4, 2, dict(pad_mode="same"), 9, 2, 1e-4),                    # same, uneven split
+    (4, 6, 3, 1, dict(padding=2, dilation=2), 9, 2, 1e-4),
+    (4, 6, 3, 1, dict(padding=1, group=2, has_bias=True), 9, 2, 1e-4),
 ]
 
 
-DECONV_CASES = [  # (C_in, C_out, kernel, stride, padding, size, batch, bias)
-    (8, 4, 4, 2, 1, 8, 1, True),                 # pix2pix decoder
-    (6, 3, 4, 2, 1, 5, 2, False),
-    (4, 4, 2, 2, 0, 6, 1, True),
-    (4, 5, 3, 1, 1, 6, 2, True),
-    (4, 5, 3, 2, 1, 4, 1, False),
-    (4, 5, 3, 2, (1, 0, 1, 0), 4, 2, True),      # PyTorch output_padding=1 (ResNet generator)
+DECONV_CASES = [  # (C_in, C_out, kernel, stride, options, size, batch, tolerance)
+    (8, 4, 4, 2, dict(padding=1, has_bias=True), 8, 1, 1e-4),          # pix2pix decoder
+    (6, 3, 4, 2, dict(padding=1), 5, 2, 1e-4),
+    (4, 4, 2, 2, dict(padding=0, has_bias=True), 6, 1, 1e-4),
+    (4, 5, 3, 1, dict(padding=1, has_bias=True), 6, 2, 1e-4),
+    (4, 5, 3, 2, dict(padding=1), 4, 1, 1e-4),
+    (4, 5, 3, 2, dict(padding=(1, 0, 1, 0), has_bias=True), 4, 2, 1e-4),  # PyTorch output_padding=1
+    (5, 5, 4, 2, dict(pad_mode="valid"), 5, 2, 1e-4),                   # FCN-8s upscore2
+    (5, 5, 16, 8, dict(pad_mode="valid"), 3, 1, 1e-4),                  # FCN-8s upscore8
+    (4, 3, 3, 2, dict(pad_mode="same"), 5, 2, 1e-4),
+    (4, 3, 4, 2, dict(pad_mode="same", has_bias=True), 5, 2, 1e-4),
+    (4, 3, 3, 1, dict(padding=2, dilation=2), 5, 2, 1e-4),
 ]
 
 
 PAIRS = {"conv": (nn.Conv2d, Conv2d), "deconv": (nn.Conv2dTranspose, ConvTranspose2d)}
 
 
-@pytest.mark.parametrize("kind, cin, cout, k, s, p, size, batch, bias",
+@pytest.mark.parametrize("kind, cin, cout, k, s, options, size, batch, tol",
                          [("conv",) + c for c in CONV_CASES] + [("deconv",) + c for c in DECONV_CASES])
-def test_matmul_path_equals_native(pynative, kind, cin, cout, k, s, p, size, batch, bias):
+def test_matmul_path_equals_native(pynative, kind, cin, cout, k, s, options, size, batch, tol):
     native_cls, matmul_cls = PAIRS[kind]
-    native, matmul = _pair(native_cls(cin, cout, k, s, pad_mode="pad", padding=p, has_bias=bias),
-                           matmul_cls(cin, cout, k, s, pad_mode="pad", padding=p, has_bias=bias, impl="matmul"))
-    x = ms.Tensor(np.random.default_rng(0).normal(size=(batch, cin, size, size)).astype(np.float32))
-    _assert_same(native, matmul, x)
+    options = dict({"pad_mode": "pad"}, **options)
+    native, matmul = _pair(native_cls(cin, cout, k, s, **options), matmul_cls(cin, cout, k, s, **options))
+    x = ms.Tensor(np.random.default_rng(0).normal(size=(batch, cin, size, size + 1)).astype(np.float32))
+    _assert_same(native, matmul, x, tol)
 
 
 class _VJP(nn.Cell):
@@ -100,49 +118,100 @@ def _flat(outputs):
 
 
 def test_graph_mode_vjp_matches_native():
-    net = nn.SequentialCell([Conv2d(3, 8, 4, 2, pad_mode="pad", padding=1, impl="matmul"), nn.ReLU(),
-                             ConvTranspose2d(8, 3, 4, 2, pad_mode="pad", padding=1, impl="matmul")])
+    net = nn.SequentialCell([Conv2d(3, 8, 4, 2, pad_mode="pad", padding=1), nn.ReLU(),
+                             Conv2d(8, 8, 3, 2, pad_mode="same"), nn.ReLU(),
+                             ConvTranspose2d(8, 3, 4, 4, pad_mode="pad", padding=(1, 0, 1, 0))])
     rng = np.random.default_rng(2)
     x = ms.Tensor(rng.normal(size=(2, 3, 16, 16)).astype(np.float32))
-    dy = ms.Tensor(rng.normal(size=(2, 3, 16, 16)).astype(np.float32))
+    dy = ms.Tensor(rng.normal(size=(2, 3, 15, 15)).astype(np.float32))
+    assert use_conv_impl(net, "matmul") == 3
     got = _flat(_VJP(net)(x, dy))
-    assert set_native(net) == 2 and not net[0].matmul and not net[2].matmul
+    assert use_conv_impl(net, "native") == 0 and not any(net[i].matmul for i in (0, 2, 4))
     expected = _flat(_VJP(net)(x, dy))
-    assert len(got) == len(expected) == 4  # y, dx, two weight gradients
+    assert len(got) == len(expected) == 5  # y, dx, three weight gradients
     for e, g in zip(expected, got):
         np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4 * np.abs(e).max())
 
 
 def test_same_parameters_as_native_cells():
-    a = Conv2d(6, 64, 4, 2, pad_mode="pad", padding=1, has_bias=True, impl="matmul")
+    a = Conv2d(6, 64, 4, 2, pad_mode="pad", padding=1, has_bias=True)
     b = nn.Conv2d(6, 64, 4, 2, pad_mode="pad", padding=1, has_bias=True)
     assert [(p.name, p.shape) for p in a.get_parameters()] == [(p.name, p.shape) for p in b.get_parameters()]
-    a = ConvTranspose2d(128, 3, 4, 2, pad_mode="pad", padding=1, impl="matmul")
+    a = ConvTranspose2d(128, 3, 4, 2, pad_mode="pad", padding=1)
     b = nn.Conv2dTranspose(128, 3, 4, 2, pad_mode="pad", padding=1)
     assert [(p.name, p.shape) for p in a.get_parameters()] == [(p.name, p.shape) for p in b.get_parameters()]
 
 
-def test_unsupported_configurations_stay_native():
-    assert not Conv2d(4, 4, 3, pad_mode="same", impl="matmul").matmul
-    assert not Conv2d(4, 4, 3, pad_mode="pad", padding=(1, 0, 1, 1), impl="matmul").matmul
-    assert not Conv2d(4, 4, 3, pad_mode="pad", padding=2, dilation=2, impl="matmul").matmul
-    assert not Conv2d(4, 4, 3, pad_mode="pad", padding=1, group=2, impl="matmul").matmul
-    assert not ConvTranspose2d(4, 4, 4, 2, pad_mode="same", impl="matmul").matmul
-    assert not Conv2d(4, 4, 3, pad_mode="pad", padding=1, impl="native").matmul
+def test_fallbacks_stay_native_and_compute(pynative):
+    """Transposed convolutions with groups, or ``same`` with kernel < stride, keep the native operator."""
+    x = ms.Tensor(np.random.default_rng(1).normal(size=(2, 4, 5, 5)).astype(np.float32))
+    for options in (dict(kernel_size=3, stride=2, pad_mode="pad", padding=1, group=2),
+                    dict(kernel_size=1, stride=2, pad_mode="same")):
+        native, cell = _pair(nn.Conv2dTranspose(4, 4, **options), ConvTranspose2d(4, 4, **options))
+        assert use_conv_impl(cell, "matmul") == 0 and not cell.matmul
+        np.testing.assert_array_equal(cell(x).asnumpy(), native(x).asnumpy())
 
 
-def test_default_impl_and_prepare_for_export():
-    assert conv_impl() == "native"
-    set_conv_impl("matmul")
-    try:
-        net = nn.SequentialCell([Conv2d(3, 4, 4, 2, pad_mode="pad", padding=1), nn.ReLU()])
-        assert net[0].matmul
-        prepare_for_export(net)
-        assert not net[0].matmul
-    finally:
-        set_conv_impl("native")
+def test_use_conv_impl_errors():
     with pytest.raises(ValueError, match="conv_impl='fast'.*native"):
-        set_conv_impl("fast")
+        use_conv_impl(Conv2d(3, 4, 3), "fast")
+    mixed = nn.SequentialCell([Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3)])
+    with pytest.raises(TypeError, match=r"\['1'\] are plain nn.Conv2d.*common.conv.Conv2d"):
+        use_conv_impl(mixed, "matmul")
+    assert use_conv_impl(mixed, "native") == 0
+    net = nn.SequentialCell([Conv2d(3, 4, 3, pad_mode="pad", padding=1)])
+    net(ms.Tensor(np.ones((1, 3, 8, 8), np.float32)))  # compiled (graph mode) with the native path
+    with pytest.raises(RuntimeError, match="already ran as a compiled graph.*right after building"):
+        use_conv_impl(net, "matmul")
+    assert use_conv_impl(net, "native") == 0  # no change: allowed
+
+
+def test_prepare_for_export_switches_to_native():
+    net = nn.SequentialCell([Conv2d(3, 4, 4, 2, pad_mode="pad", padding=1), nn.ReLU()])
+    assert use_conv_impl(net, "matmul") == 1 and net[0].matmul
+    prepare_for_export(net)
+    assert not net[0].matmul
+
+
+def _check_switch(net, inputs, n_convs):
+    """``net`` (native) then switched to matmul: every conv cell switches and the outputs agree to 1e-4."""
+    net.set_train(False)
+    expected = _flat(net(*inputs))
+    assert use_conv_impl(net, "matmul") == n_convs
+    got = _flat(net(*inputs))
+    use_conv_impl(net, "native")
+    for e, g in zip(expected, got):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4 * np.abs(e).max())
+
+
+def _images(shape, seed=0, low=-1.0):
+    return ms.Tensor(np.random.default_rng(seed).uniform(low, 1, shape).astype(np.float32))
+
+
+@pytest.mark.parametrize("arch, n_convs", [("vgg16", 13), ("vgg19", 16)])
+def test_use_conv_impl_switches_vgg(pynative, arch, n_convs):
+    from common.vgg import VGG
+    taps = ("relu1_2", "relu3_1", "pool5")
+    _check_switch(VGG(arch, taps), (_images((2, 3, 32, 32), low=0.0),), n_convs)
+    assert VGG(arch, taps, conv_impl="matmul").convs["conv1_1"].matmul
+
+
+@pytest.mark.parametrize("net, size, n_convs", [("alexnet", 64, 5 + 5), ("vgg16", 32, 13 + 5)])
+def test_use_conv_impl_switches_lpips(pynative, net, size, n_convs):
+    from common.metrics.lpips import LPIPS
+    _check_switch(LPIPS(net), (_images((2, 3, size, size)), _images((2, 3, size, size), seed=1)), n_convs)
+
+
+def test_use_conv_impl_switches_inception(pynative):
+    """All 94 convolutions of the FID InceptionV3, 1x7 / 7x1 / 1x3 / 3x1 included (75x75: its smallest input)."""
+    from common.metrics.inception import InceptionV3
+    net = InceptionV3(taps=("conv2b", "mixed6e", "pool3"), resize=False)
+    _check_switch(net, (_images((2, 3, 75, 75), low=0.0),), 94)
+
+
+def test_use_conv_impl_switches_fcn8s(pynative):
+    from common.metrics.fcn import FCN8s
+    _check_switch(FCN8s(num_classes=5, channels=(4, 4, 8, 8, 8), fc=8), (_images((1, 3, 20, 24)),), 13 + 5 + 3)
 
 
 @pytest.mark.parametrize("cpu_conv, device, user_isa, avx512, expected", [
@@ -172,7 +241,6 @@ def test_cpu_has_avx512_reads_cpuinfo(tmp_path):
     assert not cpu_has_avx512(str(tmp_path / "missing"))
 
 
-
 @pytest.mark.parametrize("netG", ["unet_64", "resnet_6blocks"])
 def test_pix2pix_train_step_same_on_both_paths(netG):
     """One compiled pix2pix D+G step: the matmul path gives the native path's losses and updated weights.
@@ -190,16 +258,12 @@ def test_pix2pix_train_step_same_on_both_paths(netG):
     a, b = (ms.Tensor(rng.uniform(-1, 1, (1, 3, 64, 64)).astype(np.float32)) for _ in range(2))
     runs = []
     for impl in ("native", "matmul"):
-        set_conv_impl(impl)
-        try:
-            G, D = build_networks(cfg)
-        finally:
-            set_conv_impl("native")
+        G, D = build_networks(cfg)
+        n_matmul = use_conv_impl(G, impl) + use_conv_impl(D, impl)
+        assert (n_matmul > 0) == (impl == "matmul")
         if runs:
             ms.load_param_into_net(G, runs[0][1])
             ms.load_param_into_net(D, runs[0][2])
-        n_matmul = sum(isinstance(c, (Conv2d, ConvTranspose2d)) and c.matmul for _, c in G.cells_and_names())
-        assert (n_matmul > 0) == (impl == "matmul")
         initial = ({p.name: p.clone() for p in G.get_parameters()}, {p.name: p.clone() for p in D.get_parameters()})
         opt_G, opt_D = (nn.SGD(net.trainable_params(), learning_rate=0.1) for net in (G, D))
         step = Pix2PixTrainStep(G, D, opt_G, opt_D, cfg.gan_mode, cfg.lambda_L1)

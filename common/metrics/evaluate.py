@@ -15,8 +15,10 @@ from common.metrics.segmentation import match_by_name
 __all__ = ["build_metrics", "evaluate_folders", "write_metrics_json", "needs_networks"]
 
 
-def build_metrics(names, inception_weights=None):
-    """Metric objects for ``names`` from: psnr, ssim, lpips_alexnet, lpips_vgg16, fid (adds kid, is)."""
+def build_metrics(names, inception_weights=None, conv_impl="native"):
+    """Metric objects for ``names`` from: psnr, ssim, lpips_alexnet, lpips_vgg16, fid (adds kid, is).
+
+    ``conv_impl``: CPU convolution path of the metric networks (the process's ``Runtime.conv_impl``)."""
     out = []
     for name in names:
         if name == "psnr":
@@ -25,10 +27,10 @@ def build_metrics(names, inception_weights=None):
             out.append(SSIM())
         elif name.startswith("lpips"):
             from common.metrics.lpips import LPIPSMetric
-            out.append(LPIPSMetric(name.split("_", 1)[1] if "_" in name else "alexnet"))
+            out.append(LPIPSMetric(name.split("_", 1)[1] if "_" in name else "alexnet", conv_impl=conv_impl))
         elif name == "fid":
             from common.metrics.fid import InceptionMetrics
-            out.append(InceptionMetrics(inception_weights))
+            out.append(InceptionMetrics(inception_weights, conv_impl=conv_impl))
         else:
             raise ValueError(f"unknown metric {name!r}; choose psnr, ssim, lpips_alexnet, lpips_vgg16, fid")
     return out

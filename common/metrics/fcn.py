@@ -23,6 +23,7 @@ import mindspore as ms
 from mindspore import nn
 
 from common import cityscapes as cs
+from common.conv import Conv2d, ConvTranspose2d, use_conv_impl
 from common.io import read_image, read_label
 from common.metrics.caffe import caffe_flat
 from common.metrics.segmentation import ConfusionMatrix, match_by_name
@@ -50,14 +51,14 @@ class FCN8s(nn.Cell):
         for block, (n, c) in enumerate(zip(_VGG_BLOCKS, channels), start=1):
             for i in range(1, n + 1):
                 pad = 100 if (block, i) == (1, 1) else 1
-                setattr(self, f"conv{block}_{i}", nn.Conv2d(cin, c, 3, pad_mode="pad", padding=pad, has_bias=True))
+                setattr(self, f"conv{block}_{i}", Conv2d(cin, c, 3, pad_mode="pad", padding=pad, has_bias=True))
                 cin = c
-        self.fc6 = nn.Conv2d(channels[4], fc, 7, pad_mode="valid", has_bias=True)
-        self.fc7 = nn.Conv2d(fc, fc, 1, has_bias=True)
-        self.score_fr = nn.Conv2d(fc, num_classes, 1, has_bias=True)
-        self.score_pool4 = nn.Conv2d(channels[3], num_classes, 1, has_bias=True)
-        self.score_pool3 = nn.Conv2d(channels[2], num_classes, 1, has_bias=True)
-        deconv = lambda k, s: nn.Conv2dTranspose(num_classes, num_classes, k, s, pad_mode="valid", has_bias=False)  # noqa: E731
+        self.fc6 = Conv2d(channels[4], fc, 7, pad_mode="valid", has_bias=True)
+        self.fc7 = Conv2d(fc, fc, 1, has_bias=True)
+        self.score_fr = Conv2d(fc, num_classes, 1, has_bias=True)
+        self.score_pool4 = Conv2d(channels[3], num_classes, 1, has_bias=True)
+        self.score_pool3 = Conv2d(channels[2], num_classes, 1, has_bias=True)
+        deconv = lambda k, s: ConvTranspose2d(num_classes, num_classes, k, s, pad_mode="valid", has_bias=False)  # noqa: E731
         self.upscore2, self.upscore_pool4, self.upscore8 = deconv(4, 2), deconv(4, 2), deconv(16, 8)
         self.pool = nn.MaxPool2d(2, 2, pad_mode="pad", ceil_mode=True)
         self.relu = nn.ReLU()
@@ -85,17 +86,20 @@ class FCN8s(nn.Cell):
         return self._crop(self.upscore8(fuse3), x, 31)
 
 
-def load_fcn8s(net, source):
+def load_fcn8s(net, source, conv_impl="native"):
     """Fill an :class:`FCN8s` from ``fcn-8s-cityscapes.caffemodel`` (read without Caffe) or a ``.ckpt``
-    written by :mod:`common.metrics.train_fcn`. Errors name the file, layer and expected shape."""
+    written by :mod:`common.metrics.train_fcn`, convolutions on ``conv_impl`` (native | matmul,
+    :func:`common.conv.use_conv_impl`). Errors name the file, layer and expected shape."""
     flat = caffe_flat(source) if str(source).endswith(".caffemodel") else read_flat(source)
     assign_params(net, flat, source)
+    use_conv_impl(net, conv_impl)
     net.set_train(False)
     return net
 
 
-def build_fcn8s(source):
-    """An :class:`FCN8s` sized after the weights in ``source`` and loaded from it.
+def build_fcn8s(source, conv_impl="native"):
+    """An :class:`FCN8s` sized after the weights in ``source`` and loaded from it, convolutions on
+    ``conv_impl`` (native | matmul, :func:`common.conv.use_conv_impl`).
 
     ``.caffemodel`` files and checkpoints written by :mod:`common.metrics.train_fcn` (full or ``--tiny``)
     both work: classes, channel widths and fc width are read from the stored shapes.
@@ -109,6 +113,7 @@ def build_fcn8s(source):
     channels = tuple(int(flat[f"conv{b}_1.weight"].shape[0]) for b in range(1, 6))
     net = FCN8s(int(flat["score_fr.weight"].shape[0]), channels=channels, fc=int(flat["fc6.weight"].shape[0]))
     assign_params(net, flat, source)
+    use_conv_impl(net, conv_impl)
     net.set_train(False)
     return net
 
@@ -139,12 +144,13 @@ def segment(net, rgb):
     return net(preprocess_bgr(rgb)).asnumpy()[0].argmax(0)
 
 
-def fcn_score_files(scorer, pairs, work_dir):
+def fcn_score_files(scorer, pairs, work_dir, conv_impl="native"):
     """FCN-score of generated files against Cityscapes labels given as ``{frame id: (image, labelIds)}``.
 
     The pairs are staged in ``work_dir/{results,labels}`` under frame-id names (so a subset of a split is
     scored against its own labels only), then scored with :func:`fcn_score` using the scorer file
-    ``scorer`` (``.caffemodel`` or a ``train_fcn`` checkpoint). Returns ``(scores, table)``.
+    ``scorer`` (``.caffemodel`` or a ``train_fcn`` checkpoint), its convolutions on ``conv_impl``
+    (native | matmul, normally the process's ``Runtime.conv_impl``). Returns ``(scores, table)``.
     """
     import shutil
     shutil.rmtree(work_dir, ignore_errors=True)
@@ -154,7 +160,7 @@ def fcn_score_files(scorer, pairs, work_dir):
     for frame, (image, label) in pairs.items():
         shutil.copyfile(image, os.path.join(results, f"{frame}_leftImg8bit.png"))
         shutil.copyfile(label, os.path.join(labels, f"{frame}_gtFine_labelIds.png"))
-    return fcn_score(build_fcn8s(scorer), results, labels, weights=os.path.basename(scorer))
+    return fcn_score(build_fcn8s(scorer, conv_impl), results, labels, weights=os.path.basename(scorer))
 
 
 def fcn_score(net, result_dir, label_dir, label_pattern=r"_gtFine_labelIds\.png$", weights="unknown"):

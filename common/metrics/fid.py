@@ -7,6 +7,7 @@ across papers with the pt_inception-2015-12-05 weights and the same real set and
 """
 import numpy as np
 
+from common.conv import use_conv_impl
 from common.metrics.frechet import (FeatureSet, frechet_distance, gaussian_statistics, inception_score,
                                     kernel_inception_distance)
 from common.metrics.image import check_images
@@ -23,10 +24,14 @@ class InceptionMetrics:
             random initialisation (timing and plumbing only: the numbers are then meaningless and the
             protocol says so).
         net: an existing ``InceptionV3(taps=("pool3", "logits_unbiased"))`` to share.
+        conv_impl: the network's CPU convolution path, ``native`` or ``matmul``
+            (:func:`common.conv.use_conv_impl`), normally the process's ``Runtime.conv_impl``.
     """
 
-    def __init__(self, weights=None, net=None, kid_subsets=100, kid_subset_size=1000, is_splits=10):
+    def __init__(self, weights=None, net=None, kid_subsets=100, kid_subset_size=1000, is_splits=10,
+                 conv_impl="native"):
         self.net = net or InceptionV3(taps=("pool3", "logits_unbiased"), layout="fid")
+        use_conv_impl(self.net, conv_impl)
         if weights is not None:
             load_inception(self.net, weights)
         self.net.set_train(False)

@@ -18,6 +18,7 @@ import common  # noqa: F401
 import mindspore as ms
 from mindspore import nn, ops
 
+from common.conv import Conv2d
 from common.weights import assign_params, read_flat
 
 __all__ = ["InceptionV3", "load_inception", "to_inception_input", "INCEPTION_TAPS", "torch_to_mindspore_name"]
@@ -32,7 +33,7 @@ class BasicConv2d(nn.Cell):
         super().__init__()
         kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
         ph, pw = (padding, padding) if isinstance(padding, int) else padding
-        self.conv = nn.Conv2d(cin, cout, (kh, kw), stride, pad_mode="pad", padding=(ph, ph, pw, pw), has_bias=False)
+        self.conv = Conv2d(cin, cout, (kh, kw), stride, pad_mode="pad", padding=(ph, ph, pw, pw), has_bias=False)
         self.bn = nn.BatchNorm2d(cout, eps=1e-3)
         self.relu = nn.ReLU()
 

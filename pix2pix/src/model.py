@@ -4,7 +4,7 @@ Builders keyed by the reference names: ``define_G('unet_256' | 'unet_128' | 'res
 'resnet_6blocks')`` plus ``unet_64`` (6 levels, for 64-pixel demos and tests) and ``define_D('basic' | 'n_layers' | 'pixel')``. Conv biases follow the reference
 exactly (no bias before a BatchNorm, bias elsewhere), so parameter counts match PyTorch:
 unet_256 = 54,413,955; 70x70 PatchGAN on 6 channels = 2,768,705. Convolutions are ``common.conv``
-cells: ``nn.Conv2d`` / ``nn.Conv2dTranspose`` that run as MatMuls on CPU when ``cpu_conv`` says so.
+cells: ``nn.Conv2d`` / ``nn.Conv2dTranspose`` that run as MatMuls on CPU after ``use_conv_impl(net, "matmul")``.
 """
 from mindspore import nn, ops
 

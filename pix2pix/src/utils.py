@@ -6,6 +6,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn
 
+from common.conv import use_conv_impl
 from common.io import make_grid, tensor_to_uint8, write_image
 from pix2pix.src.dataset import AlignedDataset, check_image_size
 from pix2pix.src.model import define_D, define_G, valid_sizes
@@ -110,7 +111,7 @@ def frame_labels(names, label_dir):
     return out
 
 
-def make_bench_step(size=256, batch=1, netG=None):
+def make_bench_step(size=256, batch=1, netG=None, conv_impl="native"):
     """A zero-argument callable running one full pix2pix train step (D then G) on random data."""
     from common.config import load_config
     from pix2pix.src.train_step import Pix2PixTrainStep
@@ -118,6 +119,8 @@ def make_bench_step(size=256, batch=1, netG=None):
     cfg = load_config(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "default_config.yaml"),
                       netG=net_name, crop_size=size, batch_size=batch)
     G, D = build_networks(cfg)
+    use_conv_impl(G, conv_impl)
+    use_conv_impl(D, conv_impl)
     opt_G, opt_D = build_optimizers(cfg, G, D)
     step = Pix2PixTrainStep(G, D, opt_G, opt_D, cfg.gan_mode, cfg.lambda_L1)
     step.set_train()
