@@ -202,6 +202,7 @@ class GANTrainStep(nn.Cell):
         self.update_G = GradientUpdate(opt_G, clip_norm=clip_norm, loss_scaler=self.scaler_G)
         self.update_D = GradientUpdate(opt_D, clip_norm=clip_norm, loss_scaler=self.scaler_D)
         self.weights_G = self.update_G.weights
+        self.d_loss, self.g_loss = d_loss, g_loss  # registered, so set_train() reaches D's norm layers
         self.d_grad = _loss_grad(d_loss, self.scaler_D, None, self.update_D.weights)
         self.g_grad = _loss_grad(g_loss, self.scaler_G, 0, None)
         self.hooks = nn.CellList(list(hooks))
