@@ -15,8 +15,8 @@ The two protobuf messages are built at import time with the ``protobuf`` descrip
 as their int32 wire values). Only the index is read when a bundle is opened; :meth:`TFCheckpoint.read`
 reads, checks and returns one tensor, so the Adam slots stored next to the weights are never loaded.
 
-Public API: :class:`TFCheckpoint` (``variables()``, ``shape(name)``, ``read(name)``), :func:`crc32c`,
-:func:`mask_crc`, :class:`TFCheckpointError`.
+Public API: :class:`TFCheckpoint` (``variables()``, ``shapes()``, ``entry(name)``, ``read(name)``),
+:func:`crc32c`, :func:`unmask_crc`, :func:`resolve_prefix`, :class:`TFCheckpointError`.
 """
 import os
 import struct
@@ -26,7 +26,7 @@ import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
-__all__ = ["TFCheckpoint", "TensorEntry", "TFCheckpointError", "crc32c", "mask_crc", "unmask_crc",
+__all__ = ["TFCheckpoint", "TensorEntry", "TFCheckpointError", "crc32c", "unmask_crc",
            "resolve_prefix", "DTYPES"]
 
 TABLE_MAGIC = 0xDB4775248B80FB57
@@ -109,13 +109,8 @@ def crc32c(data):
     return reg ^ 0xFFFFFFFF
 
 
-def mask_crc(crc):
-    """LevelDB/TF masked form of a crc32c (what the files store)."""
-    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + CRC_MASK_DELTA) & 0xFFFFFFFF
-
-
 def unmask_crc(masked):
-    """Inverse of :func:`mask_crc`."""
+    """The crc32c of a stored (LevelDB/TF masked: rotated right by 15 bits, plus a constant) checksum."""
     rot = (masked - CRC_MASK_DELTA) & 0xFFFFFFFF
     return ((rot >> 17) | (rot << 15)) & 0xFFFFFFFF
 
@@ -334,9 +329,6 @@ class TFCheckpoint:
     def shapes(self):
         """{name: shape} of every stored tensor."""
         return {e.name: e.shape for e in self.entries.values()}
-
-    def __contains__(self, name):
-        return name in self.entries
 
     def entry(self, name):
         """The :class:`TensorEntry` of ``name``; a KeyError-free error naming near names if it is absent."""
