@@ -27,7 +27,7 @@ from common.io import atomic_file, list_images
 from common.runtime import init_runtime
 from common.train import TrainLogger, TrainLoop, set_lr, to_float
 
-__all__ = ["COMMANDS", "main", "parse", "train", "evaluate", "predict", "export", "load_inference"]
+__all__ = ["COMMANDS", "main", "run_cli", "parse", "train", "evaluate", "predict", "export", "load_inference"]
 
 COMMANDS = ("train", "eval", "predict", "export")
 USAGE = """usage: python {model}/{script}.py [--key=value ...] [--config_path=FILE] [--debug] [--help]
@@ -54,16 +54,24 @@ def parse(spec, argv, **overrides):
 def main(spec, command, argv=None):
     """Run ``command`` for ``spec`` from the command line; returns the driver's result."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--help" in argv or "-h" in argv:
+        print(USAGE.format(model=spec.name, script=command, what=WHAT[command].format(model=spec.name),
+                           keys=parse(spec, []).usage()))
+        return None
+    drivers = {"train": train, "eval": evaluate, "predict": predict, "export": export}
+    return run_cli(lambda args: drivers[command](spec, parse(spec, args)), argv)
+
+
+def run_cli(run, argv):
+    """``run(argv)`` with every failure turned into one ``error: ...`` line on stderr and exit code 2.
+
+    ``--debug`` (removed from ``argv``) prints the traceback as well. Entry points other than the four
+    drivers (``import_torch.py``, ``import_tf.py``) use it too.
+    """
     debug = "--debug" in argv or "--debug=true" in argv
     argv = [a for a in argv if a not in ("--debug", "--debug=true")]
-    if "--help" in argv or "-h" in argv:
-        cfg = parse(spec, [])
-        print(USAGE.format(model=spec.name, script=command, what=WHAT[command].format(model=spec.name),
-                           keys=cfg.usage()))
-        return None
     try:
-        cfg = parse(spec, argv)
-        return {"train": train, "eval": evaluate, "predict": predict, "export": export}[command](spec, cfg)
+        return run(argv)
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as e:  # every failure becomes one readable line; --debug shows where it came from

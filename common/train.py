@@ -37,16 +37,19 @@ def _data_parallel():
     return _parallel_mode() in (ms.ParallelMode.DATA_PARALLEL, ms.ParallelMode.HYBRID_PARALLEL)
 
 
-def make_loss_scaler(loss_scale):
+def make_loss_scaler(loss_scale, name="G"):
     """``0``: no scaling; ``> 0``: a static scale; ``"dynamic"``: MindSpore's dynamic loss scaler (2^16 start).
 
     Loss scaling is for mixed precision on GPU/Ascend (fp16 gradients underflow); fp32 CPU runs use 0.
+    ``name`` keeps the scaler's state parameters apart from another optimizer's in the same graph.
     """
     if loss_scale in (0, 0.0, None, ""):
         return None
-    if loss_scale == "dynamic":
-        return amp.DynamicLossScaler(2.0 ** 16, 2, 1000)
-    return amp.StaticLossScaler(float(loss_scale))
+    scaler = amp.DynamicLossScaler(2.0 ** 16, 2, 1000) if loss_scale == "dynamic" else amp.StaticLossScaler(float(loss_scale))
+    for attr, value in vars(scaler).items():
+        if isinstance(value, ms.Parameter):
+            value.name = f"loss_scaler_{name}.{attr}"
+    return scaler
 
 
 class GradientUpdate(nn.Cell):
@@ -198,7 +201,7 @@ class GANTrainStep(nn.Cell):
         self.generator = generator
         self.generator_inputs = generator_inputs
         self.d_first = order == "D_then_G"
-        self.scaler_G, self.scaler_D = make_loss_scaler(loss_scale), make_loss_scaler(loss_scale)
+        self.scaler_G, self.scaler_D = make_loss_scaler(loss_scale, "G"), make_loss_scaler(loss_scale, "D")
         self.update_G = GradientUpdate(opt_G, clip_norm=clip_norm, loss_scaler=self.scaler_G)
         self.update_D = GradientUpdate(opt_D, clip_norm=clip_norm, loss_scaler=self.scaler_D)
         self.weights_G = self.update_G.weights

@@ -16,6 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import common  # noqa: E402,F401  (oneDNN ISA before mindspore)
 
 from common.config import load_config  # noqa: E402
+from common.drivers import run_cli  # noqa: E402
 from common.runtime import init_runtime  # noqa: E402
 from common.layers import count_params  # noqa: E402
 from pix2pix.src.convert import import_torch_generator  # noqa: E402
@@ -39,4 +40,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main, sys.argv[1:])

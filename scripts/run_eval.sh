@@ -4,7 +4,8 @@
 # Usage: bash scripts/run_eval.sh [MODEL|all] [DEVICE] [--key=value ...]
 #   MODEL   pix2pix, crn, ... or all (default): every model with a checkpoint under OUT/MODEL/ckpt
 #   DEVICE  CPU (default), GPU or Ascend
-#   --key=value  passed to every evaluated model, e.g. --ckpt=path (single model) or --num_val=50
+#   --key=value  passed to each evaluated model that has the key (e.g. --num_val=50 to all, --eval_protocol=eval
+#                to pix2pix only); a key no evaluated model has is an error
 # Per-model results: OUT/MODEL/eval/{metrics.json,index.html}.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,8 +30,17 @@ if [ "$MODEL" = all ]; then
 else
   MODELS=("$(check_model "$0" "$MODEL" eval.py)")
 fi
+USED=()
 for m in "${MODELS[@]}"; do
-  echo "== evaluating $m"
-  python "$m/eval.py" --device_target="$DEVICE" --output_dir="$OUT/$m" "$@"
+  mapfile -t ARGS < <(python -m common.config known "$m/default_config.yaml" "$@")
+  USED+=("${ARGS[@]}")
+  echo "== evaluating $m ${ARGS[*]}"
+  python "$m/eval.py" --device_target="$DEVICE" --output_dir="$OUT/$m" "${ARGS[@]}"
+done
+for arg in "$@"; do
+  case " ${USED[*]} " in
+    *" $arg "*) ;;
+    *) echo "error: no evaluated model (${MODELS[*]}) has the key of '$arg'; see MODEL/eval.py --help" >&2; exit 2 ;;
+  esac
 done
 python -m common.report "$OUT"

@@ -43,11 +43,26 @@ def test_undocumented_key_is_an_error(tmp_path):
 
 
 def test_every_model_config_documents_every_key():
+    from common.config import BASE_CONFIG
+    with open(BASE_CONFIG) as f:
+        base = list(yaml.safe_load_all(f))
+    assert set(base[0]) == set(base[1])
     paths = glob.glob(os.path.join(REPO, "*", "default_config.yaml"))
     assert paths
     for path in paths:
         with open(path) as f:
             docs = list(yaml.safe_load_all(f))
-        assert set(docs[0]) == set(docs[1]), path
-        assert all(isinstance(v, str) and v.strip() for v in docs[1].values()), path
-        load_config(path)
+        assert set(docs[0]) - set(base[0]) <= set(docs[1]), path  # a base key may take another default only
+        assert all(isinstance(v, str) and v.strip() for v in docs[1].values() if v), path
+        cfg = load_config(path)
+        assert set(cfg) == set(base[0]) | set(docs[0]) and all(cfg.help[k].strip() for k in cfg), path
+
+
+def test_base_keys_and_known_arguments(tmp_path):
+    from common.config import known_arguments
+    path = tmp_path / "m.yaml"
+    path.write_text("output_dir: outputs/m\nown: 1\n---\nown: documented\n")
+    cfg = load_config(str(path))
+    assert cfg.output_dir == "outputs/m" and cfg.seed == 0 and cfg.own == 1
+    assert "--seed=0" in cfg.usage() and "documented" in cfg.usage()
+    assert known_arguments(str(path), ["--own=2", "--other=3", "--num_val=1"]) == ["--own=2", "--num_val=1"]

@@ -32,7 +32,7 @@ SPEC = CRNSpec()
 def crn_train(args):
     return drivers.train(SPEC, drivers.parse(SPEC, args))
 
-CONFIG = crn_train.CONFIG
+CONFIG = CRNSpec.config_path
 VGG19_LAYERS = vgg_layer_names("vgg19")[:vgg_layer_names("vgg19").index("relu5_2") + 1]
 
 

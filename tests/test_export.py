@@ -122,18 +122,25 @@ def test_run_export_sh_refuses_wrong_arguments(args, message):
 def test_pix2pix_export_script_writes_checked_files_and_a_note(tmp_path):
     import json
     from common.checkpoint import CheckpointError, save_cell
-    from pix2pix import export
+    from common import drivers
+    from pix2pix.src.spec import Pix2PixSpec
+    spec = Pix2PixSpec()
+
+    def export(args):
+        return drivers.export(spec, drivers.parse(spec, args))
     save_cell(generator("unet_64"), str(tmp_path / "G.ckpt"),
               {"model": "pix2pix", "netG": "unet_64", "ngf": NGF, "norm": "batch", "input_nc": 3, "output_nc": 3})
     args = [f"--ckpt={tmp_path / 'G.ckpt'}", "--netG=unet_64", f"--ngf={NGF}", "--image_size=64",
             f"--output_dir={tmp_path}", "--file_name=G"]
-    done = export.main(args)
+    done = export(args)
     assert set(done) == {"MINDIR", "ONNX"} and all(diff <= 1e-4 for _, diff in done.values())
     note = json.loads((tmp_path / "export" / "G_batch_stats.json").read_text())
-    assert note["export_norm"] == "batch_stats" and note["input"]["shape"] == [1, 3, 64, 64]
+    assert note["export_norm"] == "batch_stats" and note["inputs"] == [{"name": "input", "shape": [1, 3, 64, 64],
+                                                                         "dtype": "float32"}]
+    assert note["outputs"][0]["shape"] == [1, 3, 64, 64] and note["netG"] == "unet_64"
     assert sorted(note["files"]) == ["MINDIR", "ONNX"]
-    adopted = export.main(args[:1] + ["--image_size=64", "--export_format=ONNX", f"--output_dir={tmp_path}"])
+    adopted = export(args[:1] + ["--image_size=64", "--export_format=ONNX", f"--output_dir={tmp_path}"])
     assert adopted["ONNX"][1] <= 1e-4  # netG/ngf come from the checkpoint's metadata
     save_cell(generator("unet_64"), str(tmp_path / "C.ckpt"), {"model": "crn"})
     with pytest.raises(CheckpointError, match="holds a crn network"):
-        export.main([f"--ckpt={tmp_path / 'C.ckpt'}", f"--output_dir={tmp_path}"])
+        export([f"--ckpt={tmp_path / 'C.ckpt'}", f"--output_dir={tmp_path}"])

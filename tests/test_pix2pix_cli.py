@@ -1,4 +1,4 @@
-"""pix2pix entry points through the scripts users run: train, eval (with FCN-score), predict, usage errors."""
+"""Entry points through the scripts users run: train, eval of two models (with FCN-score), predict, --help, errors."""
 import json
 import os
 import subprocess
@@ -46,13 +46,18 @@ def test_run_train_writes_outputs(trained):
     out, _ = trained
     assert (out / "pix2pix" / "ckpt" / "latest").is_file()
     log = (out / "pix2pix" / "train.log").read_text()
-    assert "epoch: 1 step: 1, g_loss" in log
+    assert "epoch: 1 step: 1, d_loss" in log
     expected = ("matmul (ONEDNN_MAX_CPU_ISA=AVX512_CORE)" if cpu_has_avx512() else "native (ONEDNN_MAX_CPU_ISA=AVX2)")
     assert f"CPU convolutions: {expected}" in log
 
 
-def test_run_eval_all_with_fcn_score_and_summary_table(trained, tmp_path):
+CRN_TINY = ["--size=32", "--width_mult=0.0625", "--num_outputs=3", "--max_train_samples=4", "--num_workers=0"]
+
+
+def test_run_eval_all_two_models_with_fcn_score_and_summary_table(trained, tmp_path):
     out, env = trained
+    rc, log = run(["bash", "scripts/run_train.sh", "crn", "CPU", "--max_steps=2"] + CRN_TINY, env)
+    assert rc == 0, log[-3000:]
     from common.demo_data import ensure_demo_dataset
     cityscapes = os.path.join(ensure_demo_dataset(n_train=16, n_val=4, size=64), "cityscapes")
     image_metrics = ["psnr", "ssim"] + (["lpips_alexnet"] if lpips_weights_available() else [])
@@ -60,20 +65,56 @@ def test_run_eval_all_with_fcn_score_and_summary_table(trained, tmp_path):
     rc, log = run([sys.executable, "-m", "common.metrics.train_fcn", "--data", cityscapes, "--out", str(scorer),
                    "--tiny", "--epochs", "1", "--height", "32", "--width", "64", "--batch-size", "4"], env)
     assert rc == 0, log[-3000:]
-    rc, log = run(["bash", "scripts/run_eval.sh", "all", "CPU", f"--fcn_ckpt={scorer}", "--crop_size=64", "--num_val=2",
-                   "--demo_size=64", "--demo_train=16", "--demo_val=4", f"--metrics={','.join(image_metrics)}"], env)
+    # no training flag is repeated; --eval_protocol and --demo_* are pix2pix keys that CRN must not receive
+    rc, log = run(["bash", "scripts/run_eval.sh", "all", "CPU", f"--fcn_ckpt={scorer}", "--num_val=2",
+                   "--eval_protocol=eval", "--demo_size=64", "--demo_train=16", "--demo_val=4",
+                   f"--metrics={','.join(image_metrics)}"], env)
     assert rc == 0, log[-3000:]
-    metrics = json.loads((out / "pix2pix" / "eval" / "metrics.json").read_text())
-    assert metrics["images"] == 2 and metrics["model"] == "pix2pix"
+    assert "== evaluating crn --fcn_ckpt" in log and "--eval_protocol" not in log.split("== evaluating crn")[1].split("\n")[0]
+    record = json.loads((out / "pix2pix" / "eval" / "metrics.json").read_text())
+    assert record["images"] == 2 and record["model"] == "pix2pix" and record["settings"]["eval_protocol"] == "eval"
+    metrics = {k: v["value"] for k, v in record["metrics"].items()}
     for key in ["l1", "fcn_pixel_acc", "fcn_mean_class_acc", "fcn_mean_iou"] + image_metrics:
-        assert key in metrics and key in metrics["protocol"], key
+        assert key in metrics and record["metrics"][key]["protocol"], key
     assert 0.0 <= metrics["fcn_pixel_acc"] <= 1.0 and 0 < metrics["l1"] < 2
     assert (out / "pix2pix" / "eval" / "index.html").read_text().count("<img") == 6
     assert len(os.listdir(out / "pix2pix" / "eval" / "fake_B")) == 2
     assert (out / "pix2pix" / "eval" / "fcn_per_class.md").is_file()
     assert len(os.listdir(out / "pix2pix" / "eval" / "fcn" / "labels")) == 2  # only the evaluated frames
+    crn = json.loads((out / "crn" / "eval" / "metrics.json").read_text())
+    assert crn["settings"]["k"] == 3 and "k" not in crn["metrics"] and "fcn_mean_iou" in crn["metrics"]
     summary = json.loads((out / "eval_summary.json").read_text())
-    assert "pix2pix" in json.dumps(summary) and "psnr" in log
+    assert {"pix2pix", "crn"} <= {m["model"] for m in summary["models"]} and "psnr" in log
+
+    rc, log = run(["bash", "scripts/run_eval.sh", "all", "CPU", "--no_such_key=1"], env)
+    assert rc == 2 and "no evaluated model" in log and "no_such_key" in log
+
+
+@pytest.mark.parametrize("model", ["pix2pix", "crn"])
+@pytest.mark.parametrize("entry", ["train", "eval", "predict", "export"])
+def test_every_entry_point_answers_help(model, entry):
+    rc, log = run([sys.executable, f"{model}/{entry}.py", "--help"], dict(os.environ), timeout=120)
+    assert rc == 0 and "usage: python" in log and "--seed=0" in log and "--output_dir=outputs/" + model in log
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--foo=1"], "error: unknown config key(s) ['foo']"),
+    (["--batch_size=abc"], "error: --batch_size=abc: expected an integer"),
+    (["--dataroot=/no/such/folder"], "error: dataroot /no/such/folder does not exist"),
+])
+def test_bad_input_is_one_clean_line(args, message, tmp_path):
+    rc, log = run([sys.executable, "pix2pix/train.py", f"--output_dir={tmp_path / 'run'}"] + args, dict(os.environ))
+    assert rc == 2 and message in log and "Traceback" not in log, log[-2000:]
+    assert not (tmp_path / "run").exists()  # a failed start leaves no half-written run
+    rc, log = run([sys.executable, "pix2pix/train.py", f"--output_dir={tmp_path / 'run'}", "--debug"] + args,
+                  dict(os.environ))
+    assert rc == 2 and "Traceback" in log
+
+
+def test_checkpoint_of_another_model_is_refused_cleanly(trained):
+    out, env = trained
+    rc, log = run([sys.executable, "crn/eval.py", f"--ckpt={out / 'pix2pix' / 'ckpt'}"], env)
+    assert rc == 2 and "holds a pix2pix network, not crn" in log and "Traceback" not in log
 
 
 def test_predict_folder(trained, tmp_path):
@@ -83,8 +124,8 @@ def test_predict_folder(trained, tmp_path):
     from common.io import write_image
     for i in range(2):
         write_image(str(tmp_path / "in" / f"scene{i}.png"), cs.colorize(render_scene(i, 64, 64)[1]))
-    rc, log = run([sys.executable, "pix2pix/predict.py", f"--input={tmp_path / 'in'}", "--image_size=64",
-                   f"--output_dir={out / 'pix2pix'}"], env)
+    rc, log = run([sys.executable, "pix2pix/predict.py", f"--input={tmp_path / 'in'}",
+                   f"--output_dir={out / 'pix2pix'}"], env)  # the 64x64 input size comes from the checkpoint
     assert rc == 0, log[-3000:]
     from common.io import read_image
     for i in range(2):

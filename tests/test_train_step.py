@@ -1,0 +1,118 @@
+"""common.train: the generalised GAN step (order, loss scaling, clipping, hooks) against hand-derived updates.
+
+Linear G(x) = Wg x and D(y) = wd . y with SGD make every update a closed form:
+g_loss = -D(G(x)) gives dWg = -wd x^T; d_loss = D(fake) - D(real) gives dwd = fake - real.
+"""
+import numpy as np
+import pytest
+
+import common  # noqa: F401
+import mindspore as ms
+from mindspore import nn
+
+from common.train import EMA, GANTrainStep, TrainOneStep
+
+LR = 0.1
+X = np.array([[0.5, -1.0, 2.0]], np.float32)
+REAL = np.array([[1.0, 0.25]], np.float32)
+WG = np.array([[0.1, 0.2, -0.3], [0.4, -0.5, 0.6]], np.float32)
+WD = np.array([[0.7, -0.2]], np.float32)
+
+
+class Linear(nn.Cell):
+    def __init__(self, weight):
+        super().__init__()
+        self.weight = ms.Parameter(ms.Tensor(weight), name="weight")
+
+    def construct(self, x):
+        return ms.ops.matmul(x, self.weight.T)
+
+
+class DLoss(nn.Cell):
+    def __init__(self, netD):
+        super().__init__()
+        self.netD = netD
+
+    def construct(self, fake, x, real):
+        return (self.netD(fake).sum() - self.netD(real).sum(),)
+
+
+class GLoss(nn.Cell):
+    def __init__(self, netD):
+        super().__init__()
+        self.netD = netD
+
+    def construct(self, fake, x, real):
+        score = self.netD(fake).sum()
+        return -score, score
+
+
+def run_step(order, **kw):
+    G, D = Linear(WG), Linear(WD)
+    step = GANTrainStep(G, DLoss(D), GLoss(D), nn.SGD(G.trainable_params(), LR), nn.SGD(D.trainable_params(), LR),
+                        generator_inputs=1, order=order, **kw)
+    outputs = [float(o.asnumpy()) for o in step(ms.Tensor(X), ms.Tensor(REAL))]
+    return G.weight.asnumpy(), D.weight.asnumpy(), outputs
+
+
+def expected(order):
+    fake = X @ WG.T
+    if order == "G_then_D":
+        wg = WG + LR * WD.T @ X
+        wd = WD - LR * (fake - REAL)
+        d_loss, g_loss = float(((fake - REAL) @ WD.T).item()), float(-(fake @ WD.T).item())
+    else:
+        wd = WD - LR * (fake - REAL)
+        wg = WG + LR * wd.T @ X
+        d_loss, g_loss = float(((fake - REAL) @ WD.T).item()), float(-(fake @ wd.T).item())
+    return wg, wd, [d_loss, g_loss, -g_loss]
+
+
+@pytest.mark.parametrize("order", ["D_then_G", "G_then_D"])
+def test_gan_step_orders_match_the_hand_derived_updates(order):
+    wg, wd, outputs = run_step(order)
+    want_g, want_d, want_out = expected(order)
+    np.testing.assert_allclose(wg, want_g, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(wd, want_d, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(outputs, want_out, rtol=1e-6, atol=1e-7)
+
+
+def test_static_loss_scale_gives_the_same_update():
+    wg, wd, outputs = run_step("D_then_G", loss_scale=1024.0)
+    want_g, want_d, want_out = expected("D_then_G")
+    np.testing.assert_allclose(wg, want_g, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(wd, want_d, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(outputs, want_out, rtol=1e-6, atol=1e-6)
+
+
+def test_gradient_clipping_to_a_global_norm():
+    clip = 0.05
+    wg, wd, _ = run_step("D_then_G", clip_norm=clip)
+    fake = X @ WG.T
+    grad_d = fake - REAL
+    wd_want = WD - LR * grad_d * min(1.0, clip / np.linalg.norm(grad_d))
+    grad_g = -wd_want.T @ X
+    np.testing.assert_allclose(wd, wd_want, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(wg, WG - LR * grad_g * min(1.0, clip / np.linalg.norm(grad_g)), rtol=1e-5, atol=1e-7)
+
+
+def test_ema_hook_runs_after_the_update_inside_the_step():
+    net, ema_net = Linear(WG), Linear(np.zeros_like(WG))
+    loss = nn.WithLossCell(net, nn.MSELoss())
+    step = TrainOneStep(loss, nn.SGD(net.trainable_params(), LR), hooks=[EMA(net, ema_net, decay=0.9)])
+    target = np.zeros((1, 2), np.float32)
+    step(ms.Tensor(X), ms.Tensor(target))
+    fake = X @ WG.T
+    updated = WG - LR * (2.0 / fake.size) * (fake - target).T @ X
+    np.testing.assert_allclose(net.weight.asnumpy(), updated, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(ema_net.weight.asnumpy(), 0.1 * updated, rtol=1e-6, atol=1e-7)
+
+
+def test_ema_refuses_a_network_of_another_structure():
+    with pytest.raises(ValueError, match="structure"):
+        EMA(Linear(WG), Linear(np.zeros((3, 3), np.float32)))
+
+
+def test_unknown_order_is_refused():
+    with pytest.raises(ValueError, match="G_then_D"):
+        run_step("both")
