@@ -1,0 +1,53 @@
+"""Dataset preparation: official archives (or extracted folders) -> the layouts the models read.
+
+    python -m common.prepare DATASET SRC DST [--key=value ...]      # or bash scripts/prepare_data.sh
+
+``DATASET`` is one of :data:`DATASETS` (one module each, with its ``OPTIONS`` and output layout in its
+docstring); ``SRC`` is one or more comma-separated archives or folders; ``DST`` the output folder. The shared
+core (:mod:`common.prepare.core`) streams one image at a time, writes every file atomically, skips finished
+files on a rerun and ends with a report of the counts and of every bad input, naming the files.
+"""
+import importlib
+import os
+
+__all__ = ["DATASETS", "dataset_module", "prepare"]
+
+DATASETS = ("cityscapes", "ade20k", "facades", "custom")
+
+
+def dataset_module(name):
+    """The module of dataset ``name`` (``OPTIONS`` and ``plan``)."""
+    from common.prepare.core import PrepareError
+    if name not in DATASETS:
+        raise PrepareError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    return importlib.import_module(f"common.prepare.{name}")
+
+
+def prepare(dataset, src, dst, args=()):
+    """Prepare ``dataset`` from ``src`` (comma-separated archives/folders) into ``dst``.
+
+    Args:
+        args: ``--key=value`` options of the dataset module.
+
+    Returns:
+        :class:`common.prepare.core.Report`; ``report.ok`` is False when any input was bad (the good part
+        is still prepared, and a rerun skips it).
+
+    Raises:
+        common.prepare.core.PrepareError: unusable arguments or sources (nothing is prepared).
+    """
+    from common.prepare import core
+    module = dataset_module(dataset)
+    opts = core.parse_options(module.OPTIONS, list(args))
+    dst = os.path.abspath(os.path.expanduser(dst))
+    core.check_manifest(dst, dataset, opts)
+    report = core.Report(dataset, dst)
+    try:
+        sources = core.open_sources(src, os.path.join(dst, core.SCRATCH))
+        jobs = module.plan(sources, opts, report)
+        core.write_manifest(dst, dataset, opts)
+        core.run_jobs(jobs, report, f"{dataset} -> {os.path.basename(dst)}")
+        core.write_manifest(dst, dataset, opts, report)
+    finally:
+        core.remove_scratch(dst)
+    return report
