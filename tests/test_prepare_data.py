@@ -135,7 +135,11 @@ def test_cityscapes_layout_ids_and_sizes(cityscapes):
         for label_id, (_, rgb) in LABEL_ROWS.items():
             colors[label_id] = rgb
         assert np.abs(ab[:, 64:].astype(np.float32) - colors[ids[:, 1::2]]).mean() < 1.5
-    assert sorted(os.listdir(dst)) == ["gtFine", "leftImg8bit", "pix2pix", "prepare.json"]
+        fcn = dst / "fcn_labels" / "val" / city / f"{frame}_gtFine_labelIds.png"
+        assert fcn.is_file() == (split == "val")
+        if split == "val":
+            np.testing.assert_array_equal(read(fcn), ids)
+    assert sorted(os.listdir(dst)) == ["fcn_labels", "gtFine", "leftImg8bit", "pix2pix", "prepare.json"]
 
 
 def test_cityscapes_output_is_what_the_loaders_read(cityscapes):
@@ -150,7 +154,7 @@ def test_cityscapes_output_is_what_the_loaders_read(cityscapes):
     ab = AlignedDataset(os.path.join(dst, "pix2pix"), "val", load_size=64, crop_size=64, train=False)
     assert len(ab) == 4 and ab.get(0, None)[0].shape == (3, 64, 64)
     # the FCN-score pairs pix2pix results (named by frame id) with the val labelIds
-    pairs = match_by_name(os.path.join(dst, "pix2pix", "val"), os.path.join(dst, "gtFine", "val"),
+    pairs = match_by_name(os.path.join(dst, "pix2pix", "val"), os.path.join(dst, "fcn_labels", "val"),
                           r"_gtFine_labelIds\.png$")
     assert sorted(p[0] for p in pairs) == sorted(f for s, _, f in frames() if s == "val")
 

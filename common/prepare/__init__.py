@@ -43,7 +43,7 @@ def prepare(dataset, src, dst, args=()):
     core.check_manifest(dst, dataset, opts)
     report = core.Report(dataset, dst)
     try:
-        sources = core.open_sources(src, os.path.join(dst, core.SCRATCH))
+        sources = core.open_sources(src, dst)
         jobs = module.plan(sources, opts, report)
         core.write_manifest(dst, dataset, opts)
         core.run_jobs(jobs, report, f"{dataset} -> {os.path.basename(dst)}")

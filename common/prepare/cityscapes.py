@@ -5,8 +5,10 @@
 * ``DST/gtFine/<split>/<city>/<frame>_gtFine_{labelIds,labelTrainIds,color}.png``: the labelIds (pixel-centre
   nearest neighbour), the 19 trainIds with 255 = void (:data:`common.cityscapes.LABEL_TO_TRAIN`) and the colour
   rendering of the labelIds (the gtFine colour table). This is the layout CRN reads with
-  ``data_format=cityscapes`` (any ``label_format``), and ``DST/gtFine/val`` is the FCN-score's
-  ``fcn_label_dir``;
+  ``data_format=cityscapes`` (any ``label_format``);
+* ``DST/fcn_labels/val/<city>/<frame>_gtFine_labelIds.png``: the val labelIds at the source resolution, the
+  FCN-score's ``fcn_label_dir`` (the pix2pix protocol scores generated images resized to the full-resolution
+  labels; ``DST/gtFine/val`` scores at the prepared size instead);
 * ``DST/pix2pix/<split>/<frame>.jpg``: pix2pix AB pairs at ``ab_size`` x ``ab_size`` per half, photo left and
   colour label right, as the reference ``datasets/prepare_cityscapes_dataset.py`` makes them (JPEG quality 100,
   4:4:4; label -> photo is pix2pix's ``direction=BtoA``). Frame-id names let the FCN-score match each result
@@ -76,14 +78,14 @@ def read_label_ids(member, label_source):
 
 
 def make_frame(photo_member, label_member, opts):
-    """All outputs of one frame: {'photo', 'labelIds', 'trainIds', 'color', 'ab'} arrays."""
+    """All outputs of one frame: {'photo', 'labelIds', 'trainIds', 'color', 'ab', 'fcn'} arrays."""
     photo = decode_image(photo_member)
     ids = read_label_ids(label_member, opts["label_source"])
     check_same_size(photo, ids, photo_member, label_member)
     h, w = opts["size"], 2 * opts["size"]
     small_ids = resize_nearest(ids, h, w)
     out = {"photo": resize_photo(photo, h, w), "labelIds": small_ids, "trainIds": cs.LABEL_TO_TRAIN[small_ids],
-           "color": LABEL_COLORS[small_ids]}
+           "color": LABEL_COLORS[small_ids], "fcn": ids}
     if opts["ab_size"]:
         s = opts["ab_size"]
         out["ab"] = np.concatenate([resize_photo(photo, s, s), LABEL_COLORS[resize_nearest(ids, s, s)]], axis=1)
@@ -117,9 +119,11 @@ def plan(sources, opts, report):
                  "trainIds": f"gtFine/{stem}_gtFine_labelTrainIds.png", "color": f"gtFine/{stem}_gtFine_color.png"}
         if opts["ab_size"]:
             names["ab"] = f"pix2pix/{split}/{frame}.jpg"
+        if split == "val":
+            names["fcn"] = f"fcn_labels/val/{city}/{frame}_gtFine_labelIds.png"
         jobs.append(Job(frame, list(names.values()), _maker(photo_member, label_member, opts, names)))
     report.notes.append(f"train: crn --dataroot={report.dst} (label_format labelIds, trainIds or color); pix2pix "
-                        f"--dataroot={report.dst}/pix2pix --direction=BtoA; FCN-score: --fcn_label_dir={report.dst}/gtFine/val")
+                        f"--dataroot={report.dst}/pix2pix --direction=BtoA; FCN-score: --fcn_label_dir={report.dst}/fcn_labels/val")
     return jobs
 
 

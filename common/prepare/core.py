@@ -59,13 +59,13 @@ class Member:
 
 
 class _FolderSource:
-    def __init__(self, path):
-        self.path = path
+    def __init__(self, path, exclude):
+        self.path, self.exclude = path, exclude
 
     def members(self):
         out = []
         for root, dirs, names in os.walk(self.path):
-            dirs[:] = sorted(d for d in dirs if d != SCRATCH)
+            dirs[:] = sorted(d for d in dirs if os.path.abspath(os.path.join(root, d)) != self.exclude)
             rel = os.path.relpath(root, self.path)
             out += [n if rel == "." else f"{rel.replace(os.sep, '/')}/{n}" for n in sorted(names)]
         return out
@@ -148,8 +148,9 @@ def _decompress(path, out_path):
             bar.update(len(chunk))
 
 
-def open_sources(spec, scratch):
-    """Open the comma-separated folders/archives of ``spec``; returns a list of sources.
+def open_sources(spec, dst):
+    """Open the comma-separated folders/archives of ``spec``; returns a list of sources. Folders skip ``dst``
+    (an output folder inside a source is not read back); compressed tars are unpacked to ``dst/.prepare_tmp``.
 
     Raises:
         PrepareError: a path does not exist or is neither a folder nor a supported archive.
@@ -158,13 +159,13 @@ def open_sources(spec, scratch):
     for path in [p for p in spec.split(",") if p]:
         path = os.path.expanduser(path)
         if os.path.isdir(path):
-            sources.append(_FolderSource(path))
+            sources.append(_FolderSource(path, os.path.abspath(dst)))
         elif not os.path.exists(path):
             raise PrepareError(f"source {path} does not exist; pass the downloaded archive or its extracted folder")
         elif path.lower().endswith(".zip"):
             sources.append(_ZipSource(path))
         elif path.lower().endswith(ARCHIVE_SUFFIXES):
-            sources.append(_TarSource(path, scratch))
+            sources.append(_TarSource(path, os.path.join(dst, SCRATCH)))
         else:
             raise PrepareError(f"source {path} is neither a folder nor an archive ({', '.join(ARCHIVE_SUFFIXES)})")
     if not sources:
