@@ -159,7 +159,7 @@ def test_cityscapes_output_is_what_the_loaders_read(cityscapes):
     assert sorted(p[0] for p in pairs) == sorted(f for s, _, f in frames() if s == "val")
 
 
-def test_resume_skips_finished_files_and_refuses_other_options(cityscapes, tmp_path):
+def test_resume_skips_finished_files_refuses_other_options_threads_agree(cityscapes, tmp_path):
     dst, _, _, src = cityscapes
     again = prepare("cityscapes", src, str(dst), ["--size=32", "--ab_size=64"])
     assert (again.prepared, again.skipped) == (0, 8)
@@ -168,6 +168,32 @@ def test_resume_skips_finished_files_and_refuses_other_options(cityscapes, tmp_p
     assert (again.prepared, again.skipped) == (1, 7) and (dst / "pix2pix" / "train" / "aachen_000000_000019.jpg").is_file()
     with pytest.raises(PrepareError, match=r"was prepared as cityscapes with options .*'size': 32.*delete"):
         prepare("cityscapes", src, str(dst), ["--size=64"])
+    threaded = prepare("cityscapes", src, str(tmp_path / "threaded"), ["--size=32", "--ab_size=64", "--workers=3"])
+    assert threaded.ok and threaded.prepared == 8
+    files = sorted(str(p.relative_to(dst)) for p in dst.rglob("*") if p.is_file())
+    assert files == sorted(str(p.relative_to(tmp_path / "threaded")) for p in (tmp_path / "threaded").rglob("*")
+                           if p.is_file())
+    for name in files:
+        assert (dst / name).read_bytes() == (tmp_path / "threaded" / name).read_bytes(), name
+
+
+def test_colour_annotations_give_the_same_labels(cityscapes, tmp_path):
+    dst, _, _, src = cityscapes
+    report = prepare("cityscapes", src, str(tmp_path / "c"), ["--size=32", "--ab_size=0", "--label_source=color"])
+    assert report.ok and report.prepared == 8
+    for split, city, frame in frames():
+        for kind in ("labelIds", "labelTrainIds", "color"):
+            name = f"gtFine/{split}/{city}/{frame}_gtFine_{kind}.png"
+            np.testing.assert_array_equal(read(tmp_path / "c" / name), read(dst / name))
+    folder = tmp_path / "odd"
+    (folder / "leftImg8bit" / "val" / "ulm").mkdir(parents=True)
+    (folder / "gtFine" / "val" / "ulm").mkdir(parents=True)
+    cv2.imwrite(str(folder / "leftImg8bit" / "val" / "ulm" / "ulm_000000_000001_leftImg8bit.png"),
+                np.zeros((16, 32, 3), np.uint8))
+    cv2.imwrite(str(folder / "gtFine" / "val" / "ulm" / "ulm_000000_000001_gtFine_color.png"),
+                np.full((16, 32, 3), 77, np.uint8))
+    odd = prepare("cityscapes", str(folder), str(tmp_path / "o"), ["--splits=val", "--label_source=color"])
+    assert odd.failed == 1 and "ulm_000000_000001_gtFine_color.png: colours [(77, 77, 77)] are not in" in odd.problems[0]
 
 
 def test_interrupted_run_leaves_no_partial_file_and_resumes(cityscapes, tmp_path, monkeypatch):

@@ -10,9 +10,11 @@ files on a rerun and ends with a report of the counts and of every bad input, na
 import importlib
 import os
 
-__all__ = ["DATASETS", "dataset_module", "prepare"]
+__all__ = ["DATASETS", "RUN_OPTIONS", "dataset_module", "prepare"]
 
 DATASETS = ("cityscapes", "ade20k", "facades", "custom")
+# options of every dataset that do not change the output (a resumed run may change them)
+RUN_OPTIONS = {"workers": (1, "threads preparing files in parallel (each holds one image pair in memory)")}
 
 
 def dataset_module(name):
@@ -27,7 +29,7 @@ def prepare(dataset, src, dst, args=()):
     """Prepare ``dataset`` from ``src`` (comma-separated archives/folders) into ``dst``.
 
     Args:
-        args: ``--key=value`` options of the dataset module.
+        args: ``--key=value`` options of the dataset module and :data:`RUN_OPTIONS`.
 
     Returns:
         :class:`common.prepare.core.Report`; ``report.ok`` is False when any input was bad (the good part
@@ -38,7 +40,8 @@ def prepare(dataset, src, dst, args=()):
     """
     from common.prepare import core
     module = dataset_module(dataset)
-    opts = core.parse_options(module.OPTIONS, list(args))
+    opts = core.parse_options({**module.OPTIONS, **RUN_OPTIONS}, list(args))
+    workers = max(opts.pop("workers"), 1)
     dst = os.path.abspath(os.path.expanduser(dst))
     core.check_manifest(dst, dataset, opts)
     report = core.Report(dataset, dst)
@@ -46,7 +49,7 @@ def prepare(dataset, src, dst, args=()):
         sources = core.open_sources(src, dst)
         jobs = module.plan(sources, opts, report)
         core.write_manifest(dst, dataset, opts)
-        core.run_jobs(jobs, report, f"{dataset} -> {os.path.basename(dst)}")
+        core.run_jobs(jobs, report, f"{dataset} -> {os.path.basename(dst)}", workers)
         core.write_manifest(dst, dataset, opts, report)
     finally:
         core.remove_scratch(dst)

@@ -2,7 +2,7 @@
 1 when some input was bad (the report names the files), 2 for unusable arguments or sources."""
 import sys
 
-from common.prepare import DATASETS, dataset_module, prepare
+from common.prepare import DATASETS, RUN_OPTIONS, dataset_module, prepare
 from common.prepare.core import PrepareError
 
 
@@ -12,6 +12,8 @@ def usage():
         module = dataset_module(name)
         lines.append(f"  {name}: {module.__doc__.splitlines()[0]}")
         lines += [f"      --{k}={v[0]}  {v[1]}" for k, v in module.OPTIONS.items()]
+    lines.append("  every dataset:")
+    lines += [f"      --{k}={v[0]}  {v[1]}" for k, v in RUN_OPTIONS.items()]
     return "\n".join(lines)
 
 

@@ -18,8 +18,10 @@ import os
 import re
 import shutil
 import tarfile
+import threading
 import zipfile
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import cv2
@@ -85,6 +87,7 @@ def _damaged(label, err):
 
 class _ZipSource:
     def __init__(self, path):
+        self.lock = threading.Lock()
         try:
             self.zip = zipfile.ZipFile(path)
         except (zipfile.BadZipFile, OSError) as err:
@@ -99,14 +102,15 @@ class _ZipSource:
 
     def read(self, path):
         try:
-            return self.zip.read(path)
+            with self.lock:
+                return self.zip.read(path)
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as err:
             raise _damaged(self.label(path), err) from None
 
 
 class _TarSource:
     def __init__(self, path, scratch):
-        self.path = path
+        self.path, self.lock = path, threading.Lock()
         try:
             if path.lower().endswith(".tar"):
                 self.tar = tarfile.open(path, "r:")
@@ -129,7 +133,8 @@ class _TarSource:
 
     def read(self, path):
         try:
-            return self.tar.extractfile(self.index[path]).read()
+            with self.lock:
+                return self.tar.extractfile(self.index[path]).read()
         except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
             raise _damaged(self.label(path), err) from None
 
@@ -312,22 +317,39 @@ def write_output(path, data):
             buf.tofile(tmp)
 
 
-def run_jobs(jobs, report, desc):
-    """Run ``jobs`` into ``report.dst`` with a progress bar, skipping finished ones; fills ``report``."""
-    for job in tqdm(jobs, desc=desc, unit="file"):
-        paths = [os.path.join(report.dst, *o.split("/")) for o in job.outputs]
-        if all(os.path.isfile(p) for p in paths):
-            report.skipped += 1
-            continue
-        try:
-            outputs = job.make()
-        except PrepareError as err:
-            report.failed += 1
-            report.problems.append(str(err))
-            continue
-        for out, path in zip(job.outputs, paths):
-            write_output(path, outputs[out])
-        report.prepared += 1
+def _run_job(job, dst):
+    """'skipped', 'prepared' or the :class:`PrepareError` message of one job."""
+    paths = [os.path.join(dst, *o.split("/")) for o in job.outputs]
+    if all(os.path.isfile(p) for p in paths):
+        return "skipped"
+    try:
+        outputs = job.make()
+    except PrepareError as err:
+        return str(err)
+    for out, path in zip(job.outputs, paths):
+        write_output(path, outputs[out])
+    return "prepared"
+
+
+def run_jobs(jobs, report, desc, workers=1):
+    """Run ``jobs`` into ``report.dst`` with a progress bar, skipping finished ones; fills ``report``.
+
+    ``workers`` > 1 runs jobs in that many threads (decoding, resizing and encoding release the GIL); an
+    interrupt cancels the queued jobs and lets the running ones finish their atomic writes.
+    """
+    pool = ThreadPoolExecutor(workers) if workers > 1 else None
+    results = pool.map(lambda job: _run_job(job, report.dst), jobs) if pool else \
+        (_run_job(job, report.dst) for job in jobs)
+    try:
+        for result in tqdm(results, total=len(jobs), desc=desc, unit="file"):
+            if result in ("skipped", "prepared"):
+                setattr(report, result, getattr(report, result) + 1)
+            else:
+                report.failed += 1
+                report.problems.append(result)
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
     return report
 
 
