@@ -76,8 +76,11 @@ class _FolderSource:
         return os.path.join(self.path, *path.split("/"))
 
     def read(self, path):
-        with open(self.label(path), "rb") as f:
-            return f.read()
+        try:
+            with open(self.label(path), "rb") as f:
+                return f.read()
+        except OSError as err:
+            raise PrepareError(f"{self.label(path)}: cannot read this file ({err})") from None
 
 
 def _damaged(label, err):
