@@ -122,8 +122,9 @@ def plan(sources, opts, report):
         if split == "val":
             names["fcn"] = f"fcn_labels/val/{city}/{frame}_gtFine_labelIds.png"
         jobs.append(Job(frame, list(names.values()), _maker(photo_member, label_member, opts, names)))
-    report.notes.append(f"train: crn --dataroot={report.dst} (label_format labelIds, trainIds or color); pix2pix "
-                        f"--dataroot={report.dst}/pix2pix --direction=BtoA; FCN-score: --fcn_label_dir={report.dst}/fcn_labels/val")
+    pix2pix = f"; pix2pix --dataroot={report.dst}/pix2pix --direction=BtoA" if opts["ab_size"] else ""
+    report.notes.append(f"train: crn --dataroot={report.dst} (label_format labelIds, trainIds or color){pix2pix}; "
+                        f"FCN-score: --fcn_label_dir={report.dst}/fcn_labels/val")
     return jobs
 
 
