@@ -27,7 +27,7 @@ from common.io import atomic_file, list_images
 from common.runtime import init_runtime
 from common.train import TrainLogger, TrainLoop, set_lr, to_float
 
-__all__ = ["COMMANDS", "main", "run_cli", "parse", "train", "evaluate", "predict", "export", "load_inference"]
+__all__ = ["COMMANDS", "main", "run_cli", "imported_checkpoint_path", "parse", "train", "evaluate", "predict", "export", "load_inference"]
 
 COMMANDS = ("train", "eval", "predict", "export")
 USAGE = """usage: python {model}/{script}.py [--key=value ...] [--config_path=FILE] [--debug] [--help]
@@ -142,11 +142,12 @@ def _component_path(path, component):
     return sibling
 
 
-def load_inference(spec, cfg, log=print):
+def load_inference(spec, cfg, conv_impl="native", log=print):
     """The inference networks of ``spec`` with the weights of ``cfg.ckpt`` (default: latest snapshot).
 
     The architecture keys are read from the checkpoint's metadata and replace the config's (logged when
-    they differ), so no training flag needs repeating. Returns ``(nets, checkpoint path)``.
+    they differ), so no training flag needs repeating. The networks run on ``conv_impl`` (the process's
+    ``Runtime.conv_impl``). Returns ``(nets, checkpoint path)``.
     """
     first = spec.inference_components[0]
     path = resolve_checkpoint(cfg.ckpt or os.path.join(cfg.output_dir, "ckpt"), first)
@@ -165,6 +166,7 @@ def load_inference(spec, cfg, log=print):
     for component, net in nets.items():
         file = path if component == first else _component_path(path, component)
         load_cell(net, file, arch, what=f"{spec.name} {component}")
+        use_conv_impl(net, conv_impl)
     return nets, path
 
 
@@ -173,9 +175,7 @@ def evaluate(spec, cfg):
     from common.metrics.evaluate import build_metrics, evaluate_folders, select_metrics, write_metrics_json
     names, not_computed = select_metrics(cfg.metrics, inception_path=cfg.inception_path)
     rt = _runtime(cfg)
-    nets, ckpt = load_inference(spec, cfg)
-    for net in nets.values():
-        use_conv_impl(net, rt.conv_impl)
+    nets, ckpt = load_inference(spec, cfg, rt.conv_impl)
     out_dir = os.path.join(cfg.output_dir, "eval")
     run = spec.generate_eval(cfg, rt, nets, out_dir)
     result = evaluate_folders(run.fake_dir, run.real_dir,
@@ -208,6 +208,14 @@ def evaluate(spec, cfg):
     return record
 
 
+def imported_checkpoint_path(cfg, tool):
+    """Where an importer (``import_torch.py``, ``import_tf.py``) writes: ``--ckpt`` or <output_dir>/imported/G.ckpt."""
+    out = cfg.ckpt or os.path.join(cfg.output_dir, "imported", "G.ckpt")
+    if not out.endswith(".ckpt"):
+        raise ValueError(f"--ckpt={out}: {tool} writes one file; pass a path ending in .ckpt")
+    return out
+
+
 def input_paths(path, what="input"):
     """``--input``: one file or every image in a folder; errors name the path and the fix."""
     if not path:
@@ -223,9 +231,7 @@ def predict(spec, cfg):
     """Run the inference networks on ``cfg.input``; returns the written paths."""
     paths = input_paths(cfg.input)
     rt = _runtime(cfg)
-    nets, ckpt = load_inference(spec, cfg)
-    for net in nets.values():
-        use_conv_impl(net, rt.conv_impl)
+    nets, ckpt = load_inference(spec, cfg, rt.conv_impl)
     out_dir = os.path.join(cfg.output_dir, "predict")
     written = spec.predict(cfg, nets, paths, out_dir)
     print(f"{spec.name}: {len(paths)} input(s), checkpoint {ckpt}; wrote {len(written)} file(s) to {out_dir}")

@@ -210,25 +210,22 @@ class GANTrainStep(nn.Cell):
         self.g_grad = _loss_grad(g_loss, self.scaler_G, 0, None)
         self.hooks = nn.CellList(list(hooks))
 
-    def step_D(self, out, batch):
-        outputs, grads = self.d_grad(ops.stop_gradient(out), *batch)
-        return ops.depend(_unscaled(outputs, self.scaler_D), self.update_D(grads))
-
-    def step_G(self, out, pullback, batch):
-        outputs, d_out = self.g_grad(out, *batch)
-        _, grads = pullback(d_out)
-        return ops.depend(_unscaled(outputs, self.scaler_G), self.update_G(grads))
-
     def construct(self, *batch):
         out, pullback = ms.vjp(self.generator, *batch[:self.generator_inputs], weights=self.weights_G)
         if self.d_first:
-            d_outputs = self.step_D(out, batch)
+            d_outputs, d_grads = self.d_grad(ops.stop_gradient(out), *batch)
+            d_outputs = ops.depend(_unscaled(d_outputs, self.scaler_D), self.update_D(d_grads))
             out = ops.depend(out, d_outputs)
-            g_outputs = self.step_G(out, pullback, batch)
+            g_outputs, d_out = self.g_grad(out, *batch)
+            _, g_grads = pullback(d_out)
+            g_outputs = ops.depend(_unscaled(g_outputs, self.scaler_G), self.update_G(g_grads))
         else:
-            g_outputs = self.step_G(out, pullback, batch)
+            g_outputs, d_out = self.g_grad(out, *batch)
+            _, g_grads = pullback(d_out)
+            g_outputs = ops.depend(_unscaled(g_outputs, self.scaler_G), self.update_G(g_grads))
             out = ops.depend(out, g_outputs)
-            d_outputs = self.step_D(out, batch)
+            d_outputs, d_grads = self.d_grad(ops.stop_gradient(out), *batch)
+            d_outputs = ops.depend(_unscaled(d_outputs, self.scaler_D), self.update_D(d_grads))
         return _run_hooks(self.hooks, d_outputs + g_outputs)
 
 
@@ -421,7 +418,6 @@ class TrainLoop:
 
     def run(self, step_fn, on_epoch_start=None, on_epoch_end=None):
         """Train to ``n_epochs`` (or ``max_steps``); returns {epoch, step_in_epoch, step, losses}."""
-        retaken = False
         with StopSignal() as stop:
             while self.epoch < self.n_epochs and not self._limit_reached():
                 lr = on_epoch_start(self.epoch) if on_epoch_start else None
@@ -430,9 +426,7 @@ class TrainLoop:
                 for batch in self.loader.epoch(self.epoch, self.step_in_epoch):
                     t = time.perf_counter()
                     self.losses = step_fn(*batch)
-                    if not retaken:
-                        stop.install()
-                        retaken = True
+                    stop.install()
                     self.step_in_epoch += 1
                     self.global_step += 1
                     self.log.step(self.epoch + 1, self.step_in_epoch, self.global_step, self.losses, timer_ms(t))
@@ -462,7 +456,7 @@ class StopSignal:
     SIGTERM). The first signal decides: MindSpore's runtime may follow a Ctrl-C with a SIGTERM of its own,
     which is then ignored. The same signal a second time gets the default behaviour (Ctrl-C twice still
     kills a stuck process). :meth:`install` re-takes the handlers, which MindSpore's runtime replaces with
-    its own when it compiles the first graph.
+    its own (turning SIGINT into SIGTERM) when it compiles a graph; the loop calls it after every step.
     """
 
     def __init__(self):

@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import common  # noqa: E402,F401  (oneDNN ISA before mindspore)
 
 from common.config import load_config  # noqa: E402
-from common.drivers import run_cli  # noqa: E402
+from common.drivers import imported_checkpoint_path, run_cli  # noqa: E402
 from common.runtime import init_runtime  # noqa: E402
 from crn.src.convert import import_tf_generator  # noqa: E402
 
@@ -29,9 +29,7 @@ def main(argv=None):
     cfg = load_config(CONFIG, sys.argv[1:] if argv is None else argv)
     if not cfg.tf_ckpt:
         raise ValueError("no TF checkpoint given: pass --tf_ckpt=<dir>/model.ckpt (the prefix of model.ckpt.index)")
-    out = cfg.ckpt or os.path.join(cfg.output_dir, "imported", "G.ckpt")
-    if not out.endswith(".ckpt"):
-        raise ValueError(f"--ckpt={out}: import_tf.py writes one file; pass a path ending in .ckpt")
+    out = imported_checkpoint_path(cfg, "import_tf.py")
     init_runtime(cfg.device_target, cfg.mode, cfg.seed)
     import_tf_generator(cfg.tf_ckpt, out, aspect=cfg.aspect, width_mult=cfg.width_mult)
     return out

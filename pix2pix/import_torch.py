@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import common  # noqa: E402,F401  (oneDNN ISA before mindspore)
 
 from common.config import load_config  # noqa: E402
-from common.drivers import run_cli  # noqa: E402
+from common.drivers import imported_checkpoint_path, run_cli  # noqa: E402
 from common.runtime import init_runtime  # noqa: E402
 from common.layers import count_params  # noqa: E402
 from pix2pix.src.convert import import_torch_generator  # noqa: E402
@@ -29,9 +29,7 @@ def main(argv=None):
     cfg = load_config(CONFIG, sys.argv[1:] if argv is None else argv)
     if not cfg.torch_ckpt:
         raise ValueError("no PyTorch checkpoint given: pass --torch_ckpt=<path>/latest_net_G.pth")
-    out = cfg.ckpt or os.path.join(cfg.output_dir, "imported", "G.ckpt")
-    if not out.endswith(".ckpt"):
-        raise ValueError(f"--ckpt={out}: import_torch.py writes one file; pass a path ending in .ckpt")
+    out = imported_checkpoint_path(cfg, "import_torch.py")
     init_runtime(cfg.device_target, cfg.mode, cfg.seed, cpu_conv="native")
     net = import_torch_generator(cfg.torch_ckpt, out, cfg.netG, cfg.ngf, cfg.norm, cfg.input_nc, cfg.output_nc)
     print(f"imported {cfg.torch_ckpt} -> {out} ({cfg.netG}, ngf={cfg.ngf}, norm={cfg.norm}, "

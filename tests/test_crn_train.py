@@ -243,3 +243,23 @@ def test_label_and_photo_of_different_sizes_are_rejected(tmp_path):
     cv2.imwrite(str(tmp_path / "train" / "labels" / "a.png"), np.full((32, 64), 40, np.uint8))
     with pytest.raises(ValueError, match=r"label ids \[40\] are outside 0\.\.18"):
         ds.get(0)
+
+
+def test_demo_picks_a_demo_sized_model_and_a_config_that_does_not_fit_is_refused(tmp_path, monkeypatch):
+    from common.config import ConfigError
+    from common.runtime import Runtime
+    import crn.src.spec as crn_spec
+    monkeypatch.setattr(crn_spec, "total_memory_gb", lambda: 24.0)
+    rt = Runtime(device_target="CPU", mode="graph")
+    demo = drivers.parse(SPEC, [f"--output_dir={tmp_path}"])
+    notes = SPEC.check(demo, rt, True)
+    assert (demo.size, demo.width_mult, demo.n_epochs) == (64, 0.125, 3) and "demo_size" in notes[0]
+    chosen = drivers.parse(SPEC, ["--size=32"])
+    SPEC.check(chosen, rt, True)
+    assert chosen.size == 32 and chosen.width_mult == 0.125  # a size the user set is kept
+    full = drivers.parse(SPEC, ["--dataroot=/data/cityscapes"])
+    with pytest.raises(ConfigError, match=r"a 256p CRN train step \(k=9.* needs about 4\d GB on CPU, and this machine "
+                                          r"has 24 GB.*--mode=pynative"):
+        SPEC.check(full, rt, False)
+    assert crn_spec.estimated_train_memory_gb(256, 2, 9, 1.0, "pynative") < 20  # 16.1 GB measured
+    assert not tmp_path.joinpath("ckpt").exists()

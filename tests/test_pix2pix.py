@@ -168,12 +168,13 @@ def test_sigint_saves_a_snapshot(tmp_path, demo_cache):
     args = [f"--{k}={v}" for k, v in TINY.items()] + [f"--output_dir={out}", "--log_every=1"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, os.path.join(REPO, "pix2pix", "train.py")] + args,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
     deadline = time.time() + 240
     for line in proc.stdout:
         if "epoch: 1 step: 3," in line or time.time() > deadline:
             break
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal signals the whole process group
     rest = proc.communicate(timeout=120)[0]
     assert proc.returncode == 130, rest[-2000:]
     assert "stopped by SIGINT" in rest
