@@ -31,7 +31,8 @@ def train(cfg):
     dataroot = resolve_dataroot(cfg)
     train_set = AlignedDataset(dataroot, cfg.phase, cfg.direction, cfg.load_size, cfg.crop_size, True, cfg.flip)
     val_set = val_dataset(cfg, dataroot)
-    loader = BatchLoader(train_set, cfg.batch_size, True, cfg.seed, rt.rank, rt.group_size, True, cfg.num_workers)
+    loader = BatchLoader(train_set, cfg.batch_size, shuffle=True, seed=cfg.seed, rank=rt.rank, group_size=rt.group_size,
+                         drop_last=True, num_workers=cfg.num_workers)
 
     opt_G, opt_D = build_optimizers(cfg, netG, netD)
     step_cell = Pix2PixTrainStep(netG, netD, opt_G, opt_D, cfg.gan_mode, cfg.lambda_L1)
