@@ -29,7 +29,8 @@ def train(cfg):
     rt = init_runtime(cfg.device_target, cfg.mode, cfg.seed, cpu_conv=cfg.cpu_conv)
     netG, netD = build_networks(cfg)
     dataroot = resolve_dataroot(cfg)
-    train_set = AlignedDataset(dataroot, cfg.phase, cfg.direction, cfg.load_size, cfg.crop_size, True, cfg.flip)
+    train_set = AlignedDataset(dataroot, cfg.phase, cfg.direction, cfg.load_size, cfg.crop_size,
+                               train=True, flip=cfg.flip)
     val_set = val_dataset(cfg, dataroot)
     loader = BatchLoader(train_set, cfg.batch_size, shuffle=True, seed=cfg.seed, rank=rt.rank, group_size=rt.group_size,
                          drop_last=True, num_workers=cfg.num_workers)

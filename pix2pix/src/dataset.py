@@ -73,8 +73,8 @@ class AlignedDataset:
     ``get(i, rng)`` -> (input [3, S, S], target [3, S, S]) float32 in [-1, 1].
     """
 
-    def __init__(self, dataroot, phase="train", direction="BtoA", load_size=286, crop_size=256, train=True,
-                 flip=True, *, validate=True):
+    def __init__(self, dataroot, phase="train", direction="BtoA", load_size=286, crop_size=256, *, train=True,
+                 flip=True, validate=True):
         if direction not in ("AtoB", "BtoA"):
             raise ValueError(f"direction={direction!r}; choose AtoB or BtoA")
         if load_size < crop_size:
