@@ -9,10 +9,38 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["BatchLoader", "epoch_order"]
+__all__ = ["BatchLoader", "epoch_order", "validate_files"]
 
 
-def epoch_order(n, epoch, seed, shuffle=True, rank=0, group_size=1):
+def validate_files(items, check, what, fix="", num_workers=4, show=5):
+    """Run ``check(item)`` on every item; raise ONE ``ValueError`` listing the first failures and their count.
+
+    ``check`` raises ``ValueError`` or ``OSError`` whose message names the file and the problem (it
+    should only read headers, so validating a dataset before training is cheap). ``what`` names the
+    items (e.g. ``pix2pix train images``) and ``fix`` is appended as the suggested remedy.
+    """
+    items = list(items)
+
+    def problem(item):
+        try:
+            check(item)
+        except (ValueError, OSError) as e:
+            return str(e)
+        return None
+
+    if num_workers > 1 and len(items) > 1:
+        with ThreadPoolExecutor(num_workers) as pool:
+            problems = [p for p in pool.map(problem, items) if p is not None]
+    else:
+        problems = [p for p in map(problem, items) if p is not None]
+    if problems:
+        listed = "\n".join(f"  - {p}" for p in problems[:show])
+        more = f"\n  ... and {len(problems) - show} more" if len(problems) > show else ""
+        raise ValueError(f"{len(problems)} of {len(items)} {what} cannot be used:\n{listed}{more}"
+                         + (f"\n{fix}" if fix else ""))
+
+
+def epoch_order(n, epoch, seed, *, shuffle=True, rank=0, group_size=1):
     """Sample indices of ``epoch`` for ``rank``: one permutation shared by all ranks, split evenly.
 
     The permutation is padded (repeating its head) to a multiple of ``group_size`` so every rank runs
@@ -36,7 +64,7 @@ class BatchLoader:
         num_workers: threads decoding samples (0: in the calling thread).
     """
 
-    def __init__(self, dataset, batch_size=1, shuffle=True, seed=0, rank=0, group_size=1, drop_last=True,
+    def __init__(self, dataset, batch_size=1, *, shuffle=True, seed=0, rank=0, group_size=1, drop_last=True,
                  num_workers=2):
         if len(dataset) == 0:
             raise ValueError("the dataset is empty")
@@ -70,7 +98,8 @@ class BatchLoader:
 
     def epoch(self, epoch, start_step=0):
         """Yield the batches of ``epoch`` from step ``start_step`` (0-based), prefetching one ahead."""
-        order = epoch_order(len(self.dataset), epoch, self.seed, self.shuffle, self.rank, self.group_size)
+        order = epoch_order(len(self.dataset), epoch, self.seed, shuffle=self.shuffle, rank=self.rank,
+                            group_size=self.group_size)
         chunks = [order[i * self.batch_size:(i + 1) * self.batch_size] for i in range(self.steps_per_epoch)]
         chunks = chunks[start_step:]
         if self.pool is None:

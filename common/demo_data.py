@@ -9,8 +9,13 @@ is written in the on-disk formats the real loaders read, so the demo exercises t
 * Cityscapes folders: ``<root>/cityscapes/leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png``
   and ``gtFine/<split>/<city>/..._gtFine_{labelIds,color}.png``.
 """
+import contextlib
 import json
 import os
+import shutil
+import socket
+import tempfile
+import time
 
 import cv2
 import numpy as np
@@ -106,42 +111,120 @@ def render_scene(seed, height=256, width=256):
 
 
 def write_demo_dataset(root, n_train=64, n_val=16, size=256, seed=0):
-    """Write the demo dataset under ``root`` (see module doc); returns ``root``."""
+    """Write the demo dataset under ``root`` (see module doc), replacing it if it exists; returns ``root``."""
     with atomic_dir(root) as tmp:
-        for split, n, offset in (("train", n_train, 0), ("val", n_val, 100000)):
-            ab_dir = os.path.join(tmp, "pix2pix", split)
-            city = "demotown" if split == "train" else "testville"
-            img_dir = os.path.join(tmp, "cityscapes", "leftImg8bit", split, city)
-            gt_dir = os.path.join(tmp, "cityscapes", "gtFine", split, city)
-            for d in (ab_dir, img_dir, gt_dir):
-                os.makedirs(d)
-            for i in range(n):
-                photo, lab = render_scene(seed * 1_000_003 + offset + i, size, 2 * size)
-                color = cs.colorize(lab)
-                photo_sq = cv2.resize(photo, (size, size), interpolation=cv2.INTER_AREA)
-                color_sq = cv2.resize(color, (size, size), interpolation=cv2.INTER_NEAREST)
-                ab = np.concatenate([photo_sq, color_sq], axis=1)
-                cv2.imwrite(os.path.join(ab_dir, f"{i + 1}.jpg"), ab[..., ::-1],
-                            [cv2.IMWRITE_JPEG_QUALITY, 100])
-                stem = f"{city}_{0:06d}_{i:06d}"
-                cv2.imwrite(os.path.join(img_dir, f"{stem}_leftImg8bit.png"), photo[..., ::-1])
-                cv2.imwrite(os.path.join(gt_dir, f"{stem}_gtFine_labelIds.png"), cs.TRAIN_TO_LABEL[lab].astype(np.uint8))
-                cv2.imwrite(os.path.join(gt_dir, f"{stem}_gtFine_color.png"), color[..., ::-1])
-        with open(os.path.join(tmp, "demo.json"), "w") as f:
-            json.dump({"version": DEMO_VERSION, "n_train": n_train, "n_val": n_val, "size": size,
-                       "seed": seed, "classes": [cs.CLASS_NAMES[c] for c in DEMO_CLASSES]}, f, indent=1)
+        _write_files(tmp, n_train, n_val, size, seed)
     return root
 
 
-def ensure_demo_dataset(cache_dir=None, n_train=64, n_val=16, size=256, seed=0):
+def _write_files(tmp, n_train, n_val, size, seed):
+    """Write the demo files into the existing empty folder ``tmp``."""
+    for split, n, offset in (("train", n_train, 0), ("val", n_val, 100000)):
+        ab_dir = os.path.join(tmp, "pix2pix", split)
+        city = "demotown" if split == "train" else "testville"
+        img_dir = os.path.join(tmp, "cityscapes", "leftImg8bit", split, city)
+        gt_dir = os.path.join(tmp, "cityscapes", "gtFine", split, city)
+        for d in (ab_dir, img_dir, gt_dir):
+            os.makedirs(d)
+        for i in range(n):
+            photo, lab = render_scene(seed * 1_000_003 + offset + i, size, 2 * size)
+            color = cs.colorize(lab)
+            photo_sq = cv2.resize(photo, (size, size), interpolation=cv2.INTER_AREA)
+            color_sq = cv2.resize(color, (size, size), interpolation=cv2.INTER_NEAREST)
+            ab = np.concatenate([photo_sq, color_sq], axis=1)
+            cv2.imwrite(os.path.join(ab_dir, f"{i + 1}.jpg"), ab[..., ::-1],
+                        [cv2.IMWRITE_JPEG_QUALITY, 100])
+            stem = f"{city}_{0:06d}_{i:06d}"
+            cv2.imwrite(os.path.join(img_dir, f"{stem}_leftImg8bit.png"), photo[..., ::-1])
+            cv2.imwrite(os.path.join(gt_dir, f"{stem}_gtFine_labelIds.png"), cs.TRAIN_TO_LABEL[lab].astype(np.uint8))
+            cv2.imwrite(os.path.join(gt_dir, f"{stem}_gtFine_color.png"), color[..., ::-1])
+    with open(os.path.join(tmp, "demo.json"), "w") as f:
+        json.dump({"version": DEMO_VERSION, "n_train": n_train, "n_val": n_val, "size": size,
+                   "seed": seed, "classes": [cs.CLASS_NAMES[c] for c in DEMO_CLASSES]}, f, indent=1)
+
+
+def _lock_owner(lock):
+    """(host, pid) written in a lock file, or None if it is unreadable (being written or gone)."""
+    try:
+        with open(lock) as f:
+            host, pid = f.read().split()
+        return host, int(pid)
+    except (OSError, ValueError):
+        return None
+
+
+def _stale(lock):
+    """True if ``lock`` was taken by a process of this host that no longer runs."""
+    owner = _lock_owner(lock)
+    if owner is None or owner[0] != socket.gethostname():
+        return False
+    try:
+        os.kill(owner[1], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def ensure_demo_dataset(cache_dir=None, n_train=64, n_val=16, size=256, seed=0, wait_s=1800.0):
     """Return the demo dataset folder, generating it once into ``cache_dir``.
 
     ``cache_dir`` defaults to ``$SYNTHZOO_CACHE`` or ``~/.cache/synthzoo``. A folder made with other
     settings is kept beside it under its own name.
+
+    Safe when several processes (msrun ranks, parallel jobs) call it at once: the one that creates the
+    lock file ``<folder>.lock`` generates the data into a temporary folder and renames it into place;
+    the others wait for the finished folder (its ``demo.json``) for up to ``wait_s`` seconds. A
+    finished folder is never deleted, and a lock left by a dead process of this host is taken over.
     """
     cache_dir = cache_dir or os.environ.get("SYNTHZOO_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "synthzoo"))
     root = os.path.join(cache_dir, f"demo_streets_v{DEMO_VERSION}_{size}px_{n_train}x{n_val}_s{seed}")
-    if not os.path.isfile(os.path.join(root, "demo.json")):
-        print(f"[synthzoo] generating the synthetic-streets demo dataset into {root} ...", flush=True)
-        write_demo_dataset(root, n_train, n_val, size, seed)
+    marker, lock = os.path.join(root, "demo.json"), root + ".lock"
+    deadline = time.monotonic() + wait_s
+    waiting = False
+    while not os.path.isfile(marker):
+        os.makedirs(cache_dir, exist_ok=True)
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            if _stale(lock):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(lock)
+                continue
+            if time.monotonic() > deadline:
+                owner = _lock_owner(lock)
+                who = f"pid {owner[1]} on {owner[0]}" if owner else "unknown"
+                raise TimeoutError(f"waited {wait_s:.0f} s for another process ({who}) to generate the demo "
+                                   f"dataset {root}; if no such process is running, delete the lock file {lock} "
+                                   f"and start again")
+            if not waiting:
+                print(f"[synthzoo] waiting for another process to generate the demo dataset {root} ...", flush=True)
+                waiting = True
+            time.sleep(0.2)
+            continue
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{socket.gethostname()} {os.getpid()}\n")
+            if not os.path.isfile(marker):
+                _generate(root, n_train, n_val, size, seed)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(lock)
     return root
+
+
+def _generate(root, n_train, n_val, size, seed):
+    """Write the dataset into a temporary sibling and rename it to ``root``; never replaces a folder."""
+    if os.path.exists(root):
+        raise FileExistsError(f"{root} exists but is not a finished demo dataset (no demo.json); "
+                              f"delete it and start again")
+    print(f"[synthzoo] generating the synthetic-streets demo dataset into {root} ...", flush=True)
+    tmp = tempfile.mkdtemp(prefix=".tmp_demo_", dir=os.path.dirname(root))
+    try:
+        _write_files(tmp, n_train, n_val, size, seed)
+        os.rename(tmp, root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not os.path.isfile(os.path.join(root, "demo.json")):
+            raise

@@ -7,9 +7,10 @@ import tempfile
 
 import cv2
 import numpy as np
+from PIL import Image
 
-__all__ = ["IMAGE_EXTENSIONS", "list_images", "read_image", "read_label", "write_image", "atomic_dir",
-           "atomic_file", "tensor_to_uint8", "make_grid", "write_html"]
+__all__ = ["IMAGE_EXTENSIONS", "list_images", "read_image", "read_label", "image_header", "check_image_complete",
+           "write_image", "atomic_dir", "atomic_file", "tensor_to_uint8", "make_grid", "write_html"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -29,29 +30,150 @@ def list_images(folder, what="image folder"):
     return [os.path.join(folder, n) for n in sorted(names, key=key)]
 
 
-def read_image(path):
-    """Read an image file as [H, W, 3] uint8 RGB; error naming the file if it cannot be decoded."""
-    data = np.fromfile(path, dtype=np.uint8) if os.path.isfile(path) else None
+def _decode_error(path, detail):
+    return ValueError(f"cannot decode image file {path}: truncated or corrupt image ({detail}); "
+                      f"re-export or remove it")
+
+
+def _jpeg_missing_end(buf):
+    """Why the JPEG bytes ``buf`` end before their EOI marker, or None if the stream is complete.
+
+    Walks the marker segments (APPn, tables, SOF, SOS, ...) by their lengths and each scan's
+    entropy-coded data up to the next marker (``FF 00`` stuffing and ``FF D0..D7`` restarts belong to
+    the scan), so an embedded EXIF thumbnail's EOI does not count and bytes after EOI are ignored.
+    """
+    n, pos = len(buf), 2
+    while True:
+        if pos + 2 > n:
+            return f"the file ends after {n} bytes, before the end-of-image marker"
+        if buf[pos] != 0xFF:
+            return f"no JPEG marker at byte {pos}"
+        marker = buf[pos + 1]
+        if marker == 0xFF:
+            pos += 1
+            continue
+        if marker == 0xD9:
+            return None
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:
+            pos += 2
+            continue
+        if pos + 4 > n:
+            return f"the file ends after {n} bytes, inside a marker segment"
+        pos += 2 + ((buf[pos + 2] << 8) | buf[pos + 3])
+        if marker != 0xDA:
+            continue
+        while True:
+            pos = buf.find(b"\xff", pos)
+            if pos < 0 or pos + 1 >= n:
+                return f"the file ends after {n} bytes, inside the compressed image data"
+            nxt = buf[pos + 1]
+            if nxt == 0x00 or 0xD0 <= nxt <= 0xD7 or nxt == 0xFF:
+                pos += 1 if nxt == 0xFF else 2
+                continue
+            break
+
+
+def _png_missing_end(buf):
+    """Why the PNG bytes ``buf`` end before their IEND chunk, or None if every chunk is complete."""
+    n, pos = len(buf), 8
+    while True:
+        if pos + 12 > n:
+            return f"the file ends after {n} bytes, before the IEND chunk"
+        length = int.from_bytes(buf[pos:pos + 4], "big")
+        kind = buf[pos + 4:pos + 8]
+        pos += 12 + length
+        if pos > n:
+            return f"the file ends after {n} bytes, inside a {kind.decode('latin-1')} chunk"
+        if kind == b"IEND":
+            return None
+
+
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+def _missing_end(head, tail, read_all):
+    """Truncation check of a JPEG or PNG from its first and last bytes; the full walk only if those fail."""
+    if head[:2] == b"\xff\xd8":
+        if tail.rstrip(b"\x00")[-2:] == b"\xff\xd9":
+            return None
+        return _jpeg_missing_end(read_all())
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        if tail[-12:] == _PNG_END:
+            return None
+        return _png_missing_end(read_all())
+    return None
+
+
+def check_image_complete(path, data=None):
+    """Raise ``ValueError`` naming ``path`` if its JPEG or PNG stream is truncated; other formats pass.
+
+    Cheap: the first and last bytes decide for well-formed files (``data``: the file's ``bytes``, if
+    already read); only a file that does not end with its end marker is walked in full, which also
+    accepts files with trailing bytes after the image (camera trailers).
+    """
     if data is None:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"image file {path} does not exist")
+        with open(path, "rb") as f:
+            head = f.read(8)
+            f.seek(max(os.fstat(f.fileno()).st_size - 64, 0))
+            tail = f.read()
+
+        def read_all():
+            with open(path, "rb") as f:
+                return f.read()
+    else:
+        head, tail = data[:8], data[-64:]
+
+        def read_all():
+            return data
+    problem = _missing_end(head, tail, read_all)
+    if problem is not None:
+        raise _decode_error(path, problem)
+
+
+def image_header(path):
+    """(width, height, channels) of an image file from its header, without decoding the pixels.
+
+    ``channels`` is 1 for grey/id maps (8 or 16 bit), 3 for RGB and palette images, 4 with alpha.
+    """
+    if not os.path.isfile(path):
         raise FileNotFoundError(f"image file {path} does not exist")
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    try:
+        with Image.open(path) as im:
+            size, mode = im.size, im.mode
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise _decode_error(path, f"unreadable header: {e}") from None
+    return size[0], size[1], 3 if mode == "P" else Image.getmodebands(mode)
+
+
+def _read_bytes(path, what):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} file {path} does not exist")
+    with open(path, "rb") as f:
+        data = f.read()
+    if not data:
+        raise _decode_error(path, "the file is empty")
+    check_image_complete(path, data)
+    return np.frombuffer(data, np.uint8)
+
+
+def read_image(path):
+    """Read an image file as [H, W, 3] uint8 RGB; error naming the file if it is truncated or cannot be decoded."""
+    img = cv2.imdecode(_read_bytes(path, "image"), cv2.IMREAD_COLOR)
     if img is None:
-        raise ValueError(f"cannot decode image file {path}: it is empty, truncated or not an image; "
-                         f"remove or replace it")
+        raise _decode_error(path, "not an image OpenCV can read")
     return img[..., ::-1].copy()
 
 
 def read_label(path):
     """Read a single-channel label map as [H, W] integer array (8 or 16 bit kept as is)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"label file {path} does not exist")
-    data = np.fromfile(path, dtype=np.uint8)
-    lab = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    lab = cv2.imdecode(_read_bytes(path, "label"), cv2.IMREAD_UNCHANGED)
     if lab is None:
-        raise ValueError(f"cannot decode label file {path}: it is empty, truncated or not an image")
+        raise _decode_error(path, "not an image OpenCV can read")
     if lab.ndim == 3:
-        raise ValueError(f"label file {path} has {lab.shape[2]} channels; expected a single-channel id map "
-                         f"(for colour label maps convert with common.cityscapes.color_to_train_ids)")
+        raise ValueError(f"label file {path} has {lab.shape[2]} channels; expected a single-channel id map. "
+                         f"For colour-coded labels (Cityscapes *_gtFine_color.png) pass --label_format=color")
     return lab
 
 

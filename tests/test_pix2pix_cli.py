@@ -130,6 +130,11 @@ def test_predict_folder(trained, tmp_path):
     from common.io import read_image
     for i in range(2):
         assert read_image(str(out / "pix2pix" / "predict" / f"scene{i}.png")).shape == (64, 64, 3)
+    wide = tmp_path / "wide"
+    write_image(str(wide / "street.png"), cs.colorize(render_scene(5, 64, 128)[1]))
+    rc, log = run([sys.executable, "pix2pix/predict.py", f"--input={wide}", f"--output_dir={out / 'pix2pix'}"], env)
+    assert rc == 0 and "translated as 2 overlapping 64x64 tiles (--fit=tile)" in log, log[-3000:]
+    assert read_image(str(out / "pix2pix" / "predict" / "street.png")).shape == (64, 128, 3)  # aspect kept
 
 
 @pytest.mark.parametrize("args,message", [

@@ -18,7 +18,8 @@ import cv2
 import numpy as np
 
 from common import cityscapes as cs
-from common.io import read_image, read_label
+from common.data import validate_files
+from common.io import check_image_complete, image_header, read_image, read_label
 
 __all__ = ["LABEL_FORMATS", "label_file_to_ids", "encode_label", "CRNDataset"]
 
@@ -107,10 +108,11 @@ class CRNDataset:
         label_format: ``labelIds``, ``trainIds`` or ``color`` (see :func:`label_file_to_ids`).
         ignore_index: the void id of ``trainIds`` labels.
         max_samples: use only the first N pairs (0: all).
+        validate: run :meth:`validate` now (headers only), so a bad pair stops the run before it starts.
     """
 
     def __init__(self, root, split, size, aspect=2, num_classes=19, data_format="cityscapes",
-                 label_format="labelIds", ignore_index=cs.IGNORE, max_samples=0):
+                 label_format="labelIds", ignore_index=cs.IGNORE, max_samples=0, *, validate=True):
         if data_format == "cityscapes":
             pairs = _cityscapes_pairs(root, split, label_format)
         elif data_format == "folders":
@@ -123,6 +125,34 @@ class CRNDataset:
         self.height, self.width = size, aspect * size
         self.num_classes, self.label_format, self.ignore_index = num_classes, label_format, ignore_index
         self.label_nc = num_classes + 1
+        self.split = split
+        if validate:
+            self.validate()
+
+    def validate(self):
+        """Check every (photo, label) pair from headers and last bytes, without decoding pixels.
+
+        Each file must be a complete image stream, the label must have its photo's size, and its
+        channels must fit ``label_format`` (one channel for ids, colour for ``color``). Raises one
+        ``ValueError`` listing the first bad pairs and their count.
+        """
+        def check(pair):
+            img, lab = pair
+            check_image_complete(img)
+            check_image_complete(lab)
+            iw, ih, _ = image_header(img)
+            lw, lh, lc = image_header(lab)
+            if (lw, lh) != (iw, ih):
+                raise ValueError(f"label map {lab} is {lw}x{lh} but its photo is {iw}x{ih}; label maps must have "
+                                 f"the photo's size")
+            if self.label_format == "color" and lc < 3:
+                raise ValueError(f"label file {lab} has {lc} channel; label_format=color expects colour-coded "
+                                 f"labels. For class-id maps pass --label_format=trainIds (or labelIds)")
+            if self.label_format != "color" and lc != 1:
+                raise ValueError(f"label file {lab} has {lc} channels (colour or palette image); "
+                                 f"label_format={self.label_format} expects a single-channel id map. "
+                                 f"For colour-coded labels pass --label_format=color")
+        validate_files(self.pairs, check, f"CRN {self.split} (photo, label) pairs")
 
     def __len__(self):
         return len(self.pairs)

@@ -7,15 +7,20 @@ Source -> transforms -> batches:
 * values scaled to [-1, 1], HWC -> CHW; batches come from :class:`common.data.BatchLoader`.
 
 For the paper's facades and Cityscapes sets (photo left, label right), label->photo is ``BtoA``.
+Prediction inputs of any aspect ratio go through :func:`plan_tiles` (resize, pad or tile).
 """
 import os
 
 import numpy as np
 from PIL import Image
 
-from common.io import list_images, read_image
+from common.data import validate_files
+from common.io import check_image_complete, image_header, list_images, read_image
 
-__all__ = ["AlignedDataset", "split_ab", "to_tensor_layout", "check_image_size", "resize_bicubic"]
+__all__ = ["AlignedDataset", "split_ab", "to_tensor_layout", "check_image_size", "resize_bicubic", "FIT_MODES",
+           "TilePlan", "plan_tiles"]
+
+FIT_MODES = ("resize", "pad", "tile")
 
 
 def check_image_size(size, multiple, netG):
@@ -26,13 +31,17 @@ def check_image_size(size, multiple, netG):
                          f"({works}, ...); set --crop_size (and --load_size) accordingly or pick another netG")
 
 
-def split_ab(ab, path):
-    """[H, 2H, 3] aligned image -> (A, B) halves; error naming ``path`` if width != 2 * height."""
-    h, w = ab.shape[:2]
+def _check_ab_size(w, h, path):
     if w != 2 * h:
         raise ValueError(f"aligned image {path} is {w}x{h} (width x height); pix2pix AB images must be "
                          f"exactly twice as wide as high (A | B side by side, e.g. 512x256). Rebuild it with "
                          f"A and B of equal size")
+
+
+def split_ab(ab, path):
+    """[H, 2H, 3] aligned image -> (A, B) halves; error naming ``path`` if width != 2 * height."""
+    h, w = ab.shape[:2]
+    _check_ab_size(w, h, path)
     return ab[:, :h], ab[:, h:]
 
 
@@ -42,8 +51,10 @@ def to_tensor_layout(img):
 
 
 def resize_bicubic(img, size):
-    """[H, W, 3] uint8 -> [size, size, 3] uint8 with PIL bicubic (the reference resize)."""
-    return np.asarray(Image.fromarray(img).resize((size, size), Image.BICUBIC))
+    """[H, W, 3] uint8 -> [size, size, 3] uint8 (``size`` an int) or [h, w, 3] (``size=(h, w)``),
+    with PIL bicubic (the reference resize)."""
+    h, w = (size, size) if np.isscalar(size) else size
+    return np.asarray(Image.fromarray(img).resize((int(w), int(h)), Image.BICUBIC))
 
 
 class AlignedDataset:
@@ -57,12 +68,13 @@ class AlignedDataset:
             ``crop_size``.
         train: apply the random crop and flip.
         flip: allow the random horizontal flip.
+        validate: run :meth:`validate` now (headers only), so a bad file stops the run before it starts.
 
     ``get(i, rng)`` -> (input [3, S, S], target [3, S, S]) float32 in [-1, 1].
     """
 
-    def __init__(self, dataroot, phase="train", direction="BtoA", load_size=286, crop_size=256, train=True,
-                 flip=True):
+    def __init__(self, dataroot, phase="train", direction="BtoA", load_size=286, crop_size=256, *, train=True,
+                 flip=True, validate=True):
         if direction not in ("AtoB", "BtoA"):
             raise ValueError(f"direction={direction!r}; choose AtoB or BtoA")
         if load_size < crop_size:
@@ -71,6 +83,20 @@ class AlignedDataset:
         self.direction = direction
         self.load_size, self.crop_size = load_size, crop_size
         self.train, self.flip = train, flip
+        self.phase = phase
+        if validate:
+            self.validate()
+
+    def validate(self):
+        """Check every file from its header and last bytes (no decoding): a complete JPEG/PNG stream and
+        an A|B layout twice as wide as high. Raises one ``ValueError`` listing the first bad files."""
+        def check(path):
+            check_image_complete(path)
+            w, h, _ = image_header(path)
+            _check_ab_size(w, h, path)
+        validate_files(self.paths, check, f"pix2pix {self.phase} images",
+                       "Fix or remove these files before training (see datasets/combine_A_and_B.py in the "
+                       "pix2pix reference code for the A|B layout).")
 
     def __len__(self):
         return len(self.paths)
@@ -94,3 +120,94 @@ class AlignedDataset:
         else:
             a, b = resize_bicubic(a, self.crop_size), resize_bicubic(b, self.crop_size)
         return to_tensor_layout(a), to_tensor_layout(b)
+
+
+class TilePlan:
+    """How one [H, W, 3] input image becomes ``size`` x ``size`` generator inputs and back.
+
+    Built by :func:`plan_tiles`. ``split(image)`` -> [N, 3, size, size] float32 in [-1, 1];
+    ``merge(outputs [N, C, size, size])`` -> [C, out_h, out_w]. ``note`` says what was done to the
+    input's size (for the log), ``resized`` is the (h, w) the input is bicubic-resized to, and
+    ``origins`` the (y, x) of each tile in the padded/resized canvas.
+    """
+
+    def __init__(self, mode, size, resized, canvas, origins, note):
+        self.mode, self.size = mode, size
+        self.resized, self.canvas, self.origins = resized, canvas, origins
+        self.note = note
+
+    @property
+    def out_shape(self):
+        """(h, w) of the merged output: the resized input's shape."""
+        return self.resized
+
+    def split(self, image):
+        """[H, W, 3] uint8 image -> [N, 3, size, size] float32 tiles in [-1, 1]."""
+        x = to_tensor_layout(resize_bicubic(np.asarray(image), self.resized))
+        ch, cw = self.canvas
+        if (ch, cw) != self.resized:
+            x = np.pad(x, ((0, 0), (0, ch - self.resized[0]), (0, cw - self.resized[1])), mode="reflect")
+        s = self.size
+        return np.stack([x[:, y:y + s, x0:x0 + s] for y, x0 in self.origins])
+
+    def merge(self, outputs):
+        """[N, C, size, size] generator outputs -> [C, out_h, out_w]: overlaps averaged, padding cropped."""
+        outputs = np.asarray(outputs)
+        if outputs.shape[0] != len(self.origins) or outputs.shape[2:] != (self.size, self.size):
+            raise ValueError(f"merge expects {len(self.origins)} outputs of {self.size}x{self.size}; "
+                             f"got an array of shape {outputs.shape}")
+        total = np.zeros((outputs.shape[1],) + tuple(self.canvas), np.float64)
+        count = np.zeros(self.canvas, np.float64)
+        s = self.size
+        for (y, x0), out in zip(self.origins, outputs):
+            total[:, y:y + s, x0:x0 + s] += out
+            count[y:y + s, x0:x0 + s] += 1.0
+        h, w = self.resized
+        return (total / count)[:, :h, :w].astype(outputs.dtype)
+
+
+def _tile_starts(length, size):
+    """Left edges of the fewest ``size`` tiles covering [0, length): evenly spread, first at 0, last at the end."""
+    n = -(-length // size)
+    if n == 1:
+        return [0]
+    return [int(round(i * (length - size) / (n - 1))) for i in range(n)]
+
+
+def plan_tiles(height, width, size, mode="resize"):
+    """Plan how a ``height`` x ``width`` input reaches a generator that takes ``size`` x ``size`` images.
+
+    Modes (the generator sees bicubic-resized inputs, as in training):
+
+    * ``resize``: squash to ``size`` x ``size`` (the aspect ratio is lost; the output is square);
+    * ``pad``: resize so the longer side is ``size`` (aspect kept), reflect-pad the shorter side to
+      ``size``, run once and crop the output back;
+    * ``tile``: resize so the shorter side is ``size`` (aspect kept), run the fewest ``size`` x ``size``
+      tiles covering the image (the last tile overlaps its neighbour) and average the overlaps.
+
+    Returns a :class:`TilePlan`; its ``note`` is empty only when nothing but a plain resize of a
+    square input happened.
+    """
+    if mode not in FIT_MODES:
+        raise ValueError(f"fit mode {mode!r} is not supported; choose one of {FIT_MODES}")
+    if height <= 0 or width <= 0:
+        raise ValueError(f"input of {width}x{height} pixels has no area")
+    square = height == width
+    if mode == "resize" or square:
+        note = "" if square else (f"resized {width}x{height} to {size}x{size}: the aspect ratio is not kept "
+                                  f"(use fit mode pad or tile to keep it)")
+        if square and height != size:
+            note = f"resized {width}x{height} to {size}x{size}"
+        return TilePlan(mode, size, (size, size), (size, size), [(0, 0)], note)
+    if mode == "pad":
+        scale = size / max(height, width)
+        h, w = max(int(round(height * scale)), 1), max(int(round(width * scale)), 1)
+        return TilePlan(mode, size, (h, w), (size, size), [(0, 0)],
+                        f"resized {width}x{height} to {w}x{h} and reflect-padded to {size}x{size}; "
+                        f"the output is cropped back to {w}x{h}")
+    scale = size / min(height, width)
+    h, w = max(int(round(height * scale)), size), max(int(round(width * scale)), size)
+    origins = [(y, x) for y in _tile_starts(h, size) for x in _tile_starts(w, size)]
+    return TilePlan(mode, size, (h, w), (h, w), origins,
+                    f"resized {width}x{height} to {w}x{h} and translated as {len(origins)} overlapping "
+                    f"{size}x{size} tiles")

@@ -10,7 +10,7 @@ from common.export import prepare_for_export
 from common.io import read_image, tensor_to_uint8, write_html, write_image
 from common.model_spec import Datasets, EvalRun, ExportGraph, ModelSpec, Trainer
 from common.train import linear_decay
-from pix2pix.src.dataset import AlignedDataset, check_image_size, resize_bicubic, to_tensor_layout
+from pix2pix.src.dataset import AlignedDataset, check_image_size, plan_tiles
 from pix2pix.src.model import valid_sizes
 from pix2pix.src.train_step import Pix2PixTrainStep
 from pix2pix.src.utils import (build_generator, build_networks, build_optimizers, fcn_label_dir, frame_labels,
@@ -51,7 +51,7 @@ class Pix2PixSpec(ModelSpec):
 
     def datasets(self, cfg, rt):
         root, demo = self.dataroot(cfg)
-        train = AlignedDataset(root, cfg.phase, cfg.direction, cfg.load_size, cfg.crop_size, True, cfg.flip)
+        train = AlignedDataset(root, cfg.phase, cfg.direction, cfg.load_size, cfg.crop_size, train=True, flip=cfg.flip)
         return Datasets(train=train, val=val_dataset(cfg, root), root=root, demo=demo)
 
     def build_trainer(self, cfg, rt, data):
@@ -117,10 +117,10 @@ class Pix2PixSpec(ModelSpec):
         written = []
         for path in tqdm(paths, desc="pix2pix predict", unit="img"):
             image = read_image(path)
-            if image.shape[0] != image.shape[1]:
-                print(f"{path}: {image.shape[1]}x{image.shape[0]} is not square; resized to {size}x{size} "
-                      f"(the aspect ratio changes)")
-            fake = generate(netG, to_tensor_layout(resize_bicubic(image, size))[None])[0]
+            plan = plan_tiles(image.shape[0], image.shape[1], size, cfg.fit)
+            if plan.note:
+                tqdm.write(f"{path}: {plan.note} (--fit={cfg.fit})")
+            fake = plan.merge(np.concatenate([generate(netG, tile[None]) for tile in plan.split(image)]))
             out = os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0] + ".png")
             write_image(out, tensor_to_uint8(fake))
             written.append(out)
