@@ -70,6 +70,9 @@ def load_cell(cell, path, expect_meta=None, what="network"):
     raw = stored.pop(META_KEY, None)
     meta = json.loads(raw) if isinstance(raw, str) else {}
     for key, want in (expect_meta or {}).items():
+        if key == "model" and meta.get(key, want) != want:
+            raise CheckpointError(f"checkpoint {path} holds a {meta[key]} network, not {want}; use it with "
+                                  f"{meta[key]}/eval.py, predict.py or export.py (saved with {meta})")
         if key in meta and meta[key] != want:
             raise CheckpointError(f"checkpoint {path} was saved for {key}={meta[key]!r}, but the {what} being "
                                   f"loaded has {key}={want!r}; pass the matching --{key}={meta[key]} or another "
