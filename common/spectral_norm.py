@@ -1,0 +1,122 @@
+"""Spectral normalisation (Miyato et al., ICLR 2018) of convolutions, as ``torch.nn.utils.spectral_norm``.
+
+:class:`SpectralNorm` wraps a ``nn.Conv2d`` (also :class:`common.conv.Conv2d`) and makes it compute with
+``W / sigma(W)``, where ``sigma`` is the largest singular value of ``W`` reshaped to [C_out, C_in*kh*kw],
+estimated by power iteration:
+
+* training mode, each forward: ``v = normalize(W^T u)``, ``u = normalize(W v)`` (one iteration,
+  ``normalize(x) = x / max(|x|, eps)``), the new ``u``, ``v`` are written back in place; then
+  ``sigma = u^T W v``;
+* inference mode: ``sigma = u^T W v`` with the stored ``u``, ``v`` (no update).
+
+``u`` [C_out] and ``v`` [C_in*kh*kw] are non-trainable Parameters (``weight_u``, ``weight_v``), so they
+are saved in checkpoints and a resumed run continues the same estimate; :func:`count_params` of
+``common.layers`` counts only the wrapped weight (and bias). Gradients flow through ``W`` in ``sigma``
+but not through ``u`` and ``v``, as in PyTorch.
+
+The convolution is linear in its weight, so the wrapper runs the wrapped cell unchanged and rescales:
+``conv_{W/sigma}(x) + b = (conv_W(x) + b) / sigma + b * (1 - 1/sigma)``. The wrapped cell keeps its
+own fast path (``common/conv.py``) and its Parameters.
+
+Export: :func:`fold_spectral_norm` replaces every wrapper by its convolution with weight ``W / sigma``
+(the inference-mode value), so the exported graph holds a plain ``Conv``.
+"""
+import numpy as np
+
+import mindspore as ms
+from mindspore import Parameter, Tensor, nn, ops
+from mindspore.common.initializer import Normal, initializer
+
+from common.export import replace_cells
+
+__all__ = ["SpectralNorm", "spectral_norm", "fold_spectral_norm", "spectral_sigma"]
+
+
+def _normalize(x, eps):
+    """``x / max(|x|_2, eps)`` of a vector (``torch.nn.functional.normalize``)."""
+    return x / ops.maximum(ops.sqrt(ops.reduce_sum(x * x)), eps)
+
+
+class SpectralNorm(nn.Cell):
+    """``conv`` computing with its weight divided by its spectral norm.
+
+    Args:
+        conv: a ``nn.Conv2d`` (or subclass); its ``weight`` and ``bias`` stay its Parameters.
+        eps: floor of the vector norms in the power iteration (PyTorch's 1e-12).
+        seed: seed of the N(0, 1) initial ``u``, ``v`` (each normalised); None uses MindSpore's
+            global seed (``mindspore.set_seed``).
+
+    Shapes: as ``conv``, [B, C_in, H, W] -> [B, C_out, H', W'].
+    """
+
+    def __init__(self, conv, eps=1e-12, seed=None):
+        super().__init__()
+        if not isinstance(conv, nn.Conv2d):
+            raise TypeError(f"SpectralNorm wraps a nn.Conv2d; got {type(conv).__name__} (wrap the convolution, "
+                            f"not a container holding it)")
+        self.conv = conv
+        self.eps = float(eps)
+        rows = int(conv.weight.shape[0])
+        cols = int(np.prod(conv.weight.shape[1:]))
+        self.rows = rows
+        u, v = _initial_vectors(rows, cols, seed, self.eps)
+        self.weight_u = Parameter(Tensor(u), name="weight_u", requires_grad=False)
+        self.weight_v = Parameter(Tensor(v), name="weight_v", requires_grad=False)
+
+    def construct(self, x):
+        w = self.conv.weight.reshape(self.rows, -1)
+        u = ops.stop_gradient(self.weight_u)
+        v = ops.stop_gradient(self.weight_v)
+        if self.training:
+            w_const = ops.stop_gradient(w)
+            v = _normalize(ops.matmul(u, w_const), self.eps)
+            u = _normalize(ops.matmul(w_const, v), self.eps)
+            x = ops.depend(x, ops.assign(self.weight_v, v))
+            x = ops.depend(x, ops.assign(self.weight_u, u))
+        sigma = ops.reduce_sum(u * ops.matmul(w, v))
+        y = self.conv(x) / sigma
+        if self.conv.has_bias:
+            y = y + (self.conv.bias * (1.0 - 1.0 / sigma)).reshape(1, -1, 1, 1)
+        return y
+
+    def sigma(self):
+        """The current ``u^T W v`` (inference-mode value) as a Python float."""
+        return spectral_sigma(self.conv.weight.asnumpy(), self.weight_u.asnumpy(), self.weight_v.asnumpy())
+
+    def folded(self):
+        """The wrapped convolution with its weight replaced, in place, by ``W / sigma``."""
+        w = self.conv.weight
+        w.set_data(Tensor(w.asnumpy() / self.sigma(), w.dtype))
+        return self.conv
+
+
+def _initial_vectors(rows, cols, seed, eps):
+    if seed is None:
+        u = initializer(Normal(1.0), (rows,), ms.float32).init_data().asnumpy()
+        v = initializer(Normal(1.0), (cols,), ms.float32).init_data().asnumpy()
+    else:
+        rng = np.random.default_rng(seed)
+        u, v = rng.standard_normal(rows), rng.standard_normal(cols)
+    u = u / max(np.linalg.norm(u), eps)
+    v = v / max(np.linalg.norm(v), eps)
+    return u.astype(np.float32), v.astype(np.float32)
+
+
+def spectral_sigma(weight, u, v):
+    """``u^T W v`` with ``W`` = ``weight`` [C_out, ...] reshaped to [C_out, -1] (NumPy, float64)."""
+    w = np.asarray(weight, np.float64).reshape(np.shape(weight)[0], -1)
+    return float(np.asarray(u, np.float64) @ w @ np.asarray(v, np.float64))
+
+
+def spectral_norm(conv, eps=1e-12, seed=None):
+    """``SpectralNorm(conv)``: the functional spelling of ``torch.nn.utils.spectral_norm``."""
+    return SpectralNorm(conv, eps=eps, seed=seed)
+
+
+def fold_spectral_norm(net):
+    """Replace, in place, every :class:`SpectralNorm` in ``net`` by its convolution with weight ``W / sigma``.
+
+    The stored ``u``, ``v`` give ``sigma`` (no power iteration): the folded network computes what ``net``
+    computes in inference mode. Returns how many were folded.
+    """
+    return replace_cells(net, lambda c: isinstance(c, SpectralNorm), lambda c: c.folded())

@@ -1,0 +1,154 @@
+"""common.spectral_norm: power iteration against NumPy and torch.nn.utils.spectral_norm, inference mode
+without updates, gradients through sigma, checkpoint round trip of u/v, parameter counting, folding."""
+import os
+
+import numpy as np
+import pytest
+
+import common  # noqa: F401
+import mindspore as ms
+from mindspore import Tensor, nn
+
+from common.conv import Conv2d
+from common.layers import count_params
+from common.spectral_norm import SpectralNorm, fold_spectral_norm, spectral_norm
+
+ms.set_context(mode=ms.GRAPH_MODE)
+ms.set_device("CPU")
+
+
+def np_normalize(x):
+    return x / max(np.linalg.norm(x), 1e-12)
+
+
+def np_power_iteration(w, u, steps):
+    """PyTorch's training-mode update repeated ``steps`` times: v = n(W^T u), u = n(W v)."""
+    w = w.reshape(w.shape[0], -1).astype(np.float64)
+    u = u.astype(np.float64)
+    for _ in range(steps):
+        v = np_normalize(w.T @ u)
+        u = np_normalize(w @ v)
+    return u, v, float(u @ w @ v)
+
+
+def np_conv(x, w, b):
+    """Direct 3x3 / stride 1 / pad 1 cross-correlation (NumPy, float64)."""
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    y = np.zeros((n, o, h, wd))
+    for i in range(kh):
+        for j in range(kw):
+            y += np.einsum("nchw,oc->nohw", xp[:, :, i:i + h, j:j + wd], w[:, :, i, j])
+    return y + b.reshape(1, -1, 1, 1)
+
+
+def make_conv(cin=3, cout=5, seed=0):
+    conv = Conv2d(cin, cout, 3, 1, pad_mode="pad", padding=1, has_bias=True)
+    rng = np.random.default_rng(seed)
+    conv.weight.set_data(Tensor(rng.standard_normal((cout, cin, 3, 3)).astype(np.float32)))
+    conv.bias.set_data(Tensor(rng.standard_normal(cout).astype(np.float32)))
+    return conv
+
+
+def test_training_forward_runs_one_power_iteration_per_call_like_numpy():
+    sn = spectral_norm(make_conv(), seed=1)
+    sn.set_train(True)
+    w = sn.conv.weight.asnumpy()
+    b = sn.conv.bias.asnumpy()
+    u0 = sn.weight_u.asnumpy().copy()
+    x = np.random.default_rng(2).standard_normal((2, 3, 6, 7)).astype(np.float32)
+    for step in range(1, 5):
+        y = sn(Tensor(x)).asnumpy()
+        u, v, sigma = np_power_iteration(w, u0, step)
+        np.testing.assert_allclose(sn.weight_u.asnumpy(), u, atol=1e-5)
+        np.testing.assert_allclose(sn.weight_v.asnumpy(), v, atol=1e-5)
+        np.testing.assert_allclose(y, np_conv(x, w / sigma, b), rtol=1e-4, atol=1e-4)
+    top = np.linalg.svd(w.reshape(5, -1), compute_uv=False)[0]
+    assert abs(sigma - top) / top < 0.05  # the estimate converges to the largest singular value
+
+
+def test_inference_mode_keeps_u_v_and_folding_reproduces_it():
+    sn = spectral_norm(make_conv(seed=3), seed=4)
+    sn.set_train(True)
+    x = Tensor(np.random.default_rng(5).standard_normal((1, 3, 5, 5)).astype(np.float32))
+    sn(x)
+    sn.set_train(False)
+    u, v = sn.weight_u.asnumpy().copy(), sn.weight_v.asnumpy().copy()
+    y1, y2 = sn(x).asnumpy(), sn(x).asnumpy()
+    np.testing.assert_array_equal(sn.weight_u.asnumpy(), u)
+    np.testing.assert_array_equal(sn.weight_v.asnumpy(), v)
+    np.testing.assert_array_equal(y1, y2)
+    w = sn.conv.weight.asnumpy().astype(np.float64)
+    sigma = float(u @ w.reshape(5, -1) @ v)
+    np.testing.assert_allclose(y1, np_conv(x.asnumpy(), w / sigma, sn.conv.bias.asnumpy()), rtol=1e-4, atol=1e-4)
+
+    net = nn.SequentialCell([sn, nn.ReLU()])
+    assert fold_spectral_norm(net) == 1
+    assert not any(isinstance(c, SpectralNorm) for _, c in net.cells_and_names())
+    net.set_train(False)
+    np.testing.assert_allclose(net(x).asnumpy(), np.maximum(y1, 0), rtol=1e-5, atol=1e-5)
+
+
+def test_u_v_are_saved_but_not_counted_or_trained(tmp_path):
+    sn = spectral_norm(make_conv(cin=4, cout=6), seed=0)
+    assert count_params(sn) == 6 * 4 * 9 + 6
+    names = {p.name for p in sn.get_parameters()}
+    assert {"weight_u", "weight_v"} <= names
+    assert {p.name for p in sn.trainable_params()} == names - {"weight_u", "weight_v"}
+    sn.set_train(True)
+    sn(Tensor(np.ones((1, 4, 4, 4), np.float32)))
+    path = os.path.join(str(tmp_path), "sn.ckpt")
+    ms.save_checkpoint(sn, path)
+    fresh = spectral_norm(make_conv(cin=4, cout=6), seed=9)
+    assert not np.allclose(fresh.weight_u.asnumpy(), sn.weight_u.asnumpy())
+    ms.load_param_into_net(fresh, ms.load_checkpoint(path))
+    np.testing.assert_array_equal(fresh.weight_u.asnumpy(), sn.weight_u.asnumpy())
+    np.testing.assert_array_equal(fresh.weight_v.asnumpy(), sn.weight_v.asnumpy())
+
+
+def test_only_convolutions_are_wrapped():
+    with pytest.raises(TypeError, match="nn.Conv2d"):
+        SpectralNorm(nn.Dense(3, 4))
+
+
+def test_matches_torch_spectral_norm_values_and_gradients():
+    torch = pytest.importorskip("torch")
+    conv = make_conv(cin=3, cout=4, seed=6)
+    sn = spectral_norm(conv, seed=7)
+    ref = torch.nn.utils.spectral_norm(torch.nn.Conv2d(3, 4, 3, padding=1))
+    with torch.no_grad():
+        ref.weight_orig.copy_(torch.from_numpy(conv.weight.asnumpy()))
+        ref.bias.copy_(torch.from_numpy(conv.bias.asnumpy()))
+        ref.weight_u.copy_(torch.from_numpy(sn.weight_u.asnumpy()))
+        ref.weight_v.copy_(torch.from_numpy(sn.weight_v.asnumpy()))
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 3, 5, 6)).astype(np.float32)
+    r = rng.standard_normal((2, 4, 5, 6)).astype(np.float32)
+
+    class Objective(nn.Cell):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def construct(self, inp, weights):
+            return (self.net(inp) * weights).sum()
+
+    objective = Objective(sn)
+    objective.set_train(True)
+    grad_fn = ms.value_and_grad(objective, None, sn.trainable_params())
+    ref.train()
+    for _ in range(3):
+        loss, (g_w, g_b) = grad_fn(Tensor(x), Tensor(r))
+        ref.zero_grad()
+        ref_loss = (ref(torch.from_numpy(x)) * torch.from_numpy(r)).sum()
+        ref_loss.backward()
+        np.testing.assert_allclose(float(loss), float(ref_loss.detach()), rtol=1e-4)
+        np.testing.assert_allclose(sn.weight_u.asnumpy(), ref.weight_u.numpy(), atol=1e-5)
+        np.testing.assert_allclose(sn.weight_v.asnumpy(), ref.weight_v.numpy(), atol=1e-5)
+        np.testing.assert_allclose(g_w.asnumpy(), ref.weight_orig.grad.numpy(), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(g_b.asnumpy(), ref.bias.grad.numpy(), rtol=1e-4, atol=1e-4)
+    sn.set_train(False)
+    ref.eval()
+    with torch.no_grad():
+        np.testing.assert_allclose(sn(Tensor(x)).asnumpy(), ref(torch.from_numpy(x)).numpy(), rtol=1e-4, atol=1e-4)
