@@ -116,6 +116,7 @@ def train(spec, cfg):
 
     def step(*batch):
         outputs = trainer.step(*(ms.Tensor(b) for b in batch))
+        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
         return {name: to_float(v) for name, v in zip(trainer.loss_names, outputs)}
 
     def start_epoch(epoch):
