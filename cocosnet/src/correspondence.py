@@ -33,7 +33,7 @@ def unfold_patches(x, kernel=3):
     if kernel == 1:
         return x.reshape(b, c, h * w)
     p = kernel // 2
-    padded = ops.pad(x, (p, p, p, p))
+    padded = ops.Pad(((0, 0), (0, 0), (p, p), (p, p)))(x)
     taps = []
     for dy in range(kernel):
         for dx in range(kernel):
