@@ -6,7 +6,7 @@ import pytest
 
 import common  # noqa: F401
 import mindspore as ms
-from mindspore import Tensor, nn
+from mindspore import Tensor, nn, ops
 
 from common.layers import count_params
 from common.vgg import VGG
@@ -280,15 +280,22 @@ def test_discriminator_downsample_excludes_padding_from_the_mean():
 
 
 def test_composite_equals_chaining_and_rejects_bad_sizes():
+    """PyNative (no graph compilation) keeps this wiring check to seconds."""
     label_nc = 4
     corr_net = build_correspondence(label_nc=label_nc, ngf=8, corr_channels=8, spade_hidden=8)
     gen = build_generator(label_nc=label_nc, ngf=8, spade_hidden=8)
     net = CoCosNet(corr_net, gen)
     net.set_train(False)
-    seg = one_hot(RNG.integers(0, label_nc, (1, 64, 64)), label_nc)
-    ref = RNG.uniform(-1, 1, (1, 3, 64, 64)).astype(np.float32)
-    image, warp_out, warp_mask = run(net.translate, seg, ref, seg, owner=net)
-    assert image.shape == (1, 3, 64, 64) and warp_mask.shape == (1, label_nc, 16, 16)
-    np.testing.assert_allclose(image, gen(Tensor(np.concatenate([warp_out, seg], 1))).asnumpy(), atol=1e-6)
-    with pytest.raises(ValueError, match="multiples of 32 and at least 64"):
-        gen(Tensor(np.zeros((1, 3 + label_nc, 32, 32), np.float32)))
+    seg = Tensor(one_hot(RNG.integers(0, label_nc, (1, 64, 64)), label_nc))
+    ref = Tensor(RNG.uniform(-1, 1, (1, 3, 64, 64)).astype(np.float32))
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    try:
+        image, warp_out, warp_mask = net.translate(seg, ref, seg)
+        assert image.shape == (1, 3, 64, 64) and warp_mask.shape == (1, label_nc, 16, 16)
+        np.testing.assert_array_equal(net(seg, ref, seg).asnumpy(), image.asnumpy())
+        chained = gen(ops.cat((corr_net(seg, ref, seg)[0], seg), 1))
+        np.testing.assert_allclose(image.asnumpy(), chained.asnumpy(), atol=1e-6)
+        with pytest.raises(ValueError, match="multiples of 32 and at least 64"):
+            gen(Tensor(np.zeros((1, 3 + label_nc, 32, 32), np.float32)))
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)
