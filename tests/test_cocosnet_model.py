@@ -1,5 +1,6 @@
 """CoCosNet networks: reference parameter counts at full width, positional norm, contextual loss,
-correlation and warp against NumPy, self-attention against NumPy, every intermediate shape at 256x256
+correlation and warp against NumPy, self-attention against NumPy, SPADE and residual blocks against a
+PyTorch restatement loaded under the reference's parameter names, every intermediate shape at 256x256
 (narrow channels), bad sizes."""
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from mindspore import Tensor, nn, ops
 
 from common.layers import count_params
 from common.vgg import VGG
-from cocosnet.src.blocks import Attention, nearest_resize, positional_norm
+from cocosnet.src.blocks import Attention, ResidualBlock, SPADEResnetBlock, nearest_resize, positional_norm
 from cocosnet.src.correspondence import center_normalize, correlation, unfold_patches, warp
 from cocosnet.src.loss import contextual_loss
 from cocosnet.src.model import (REFERENCE_PARAMS, CoCosNet, build_correspondence, build_discriminator,
@@ -233,6 +234,82 @@ def test_attention_matches_numpy():
     o = np.einsum("oc,bcn->bon", mats["o"], np.einsum("bcm,bnm->bcn", g, beta))
     want = (0.7 * o + xf).reshape(x.shape)
     np.testing.assert_allclose(att(Tensor(x)).asnumpy(), want, rtol=1e-4, atol=1e-4)
+
+
+# PyTorch restatement of the reference blocks --------------------------------------------------------
+
+def torch_state(net):
+    """Our parameters under the reference's names: a spectral-normalised conv's ``X.conv.weight`` /
+    ``X.conv.bias`` are PyTorch's ``X.weight_orig`` / ``X.bias``; every other name is the same."""
+    import torch
+    return {p.name.replace(".conv.weight", ".weight_orig").replace(".conv.bias", ".bias"): torch.from_numpy(p.asnumpy())
+            for p in net.get_parameters()}
+
+
+def test_spade_and_residual_blocks_match_a_pytorch_restatement():
+    torch = pytest.importorskip("torch")
+    tnn, F = torch.nn, torch.nn.functional
+    sn = tnn.utils.spectral_norm
+
+    class TorchSPADE(tnn.Module):
+        def __init__(self, norm_nc, label_nc, hidden):
+            super().__init__()
+            self.mlp_shared = tnn.Sequential(tnn.ReflectionPad2d(1), tnn.Conv2d(label_nc, hidden, 3), tnn.ReLU())
+            self.pad = tnn.ReflectionPad2d(1)
+            self.mlp_gamma = tnn.Conv2d(hidden, norm_nc, 3)
+            self.mlp_beta = tnn.Conv2d(hidden, norm_nc, 3)
+
+        def forward(self, x, seg):
+            normed = (x - x.mean(1, keepdim=True)) / (x.var(1, keepdim=True) + 1e-5).sqrt()
+            actv = self.pad(self.mlp_shared(F.interpolate(seg, size=x.shape[2:], mode="nearest")))
+            return normed * (1 + self.mlp_gamma(actv)) + self.mlp_beta(actv)
+
+    class TorchSPADEBlock(tnn.Module):
+        def __init__(self, fin, fout, label_nc, hidden):
+            super().__init__()
+            mid = min(fin, fout)
+            self.pad = tnn.ReflectionPad2d(1)
+            self.conv_0 = sn(tnn.Conv2d(fin, mid, 3))
+            self.conv_1 = sn(tnn.Conv2d(mid, fout, 3))
+            self.conv_s = sn(tnn.Conv2d(fin, fout, 1, bias=False))
+            self.norm_0 = TorchSPADE(fin, label_nc, hidden)
+            self.norm_1 = TorchSPADE(mid, label_nc, hidden)
+            self.norm_s = TorchSPADE(fin, label_nc, hidden)
+
+        def forward(self, x, seg):
+            dx = self.conv_0(self.pad(F.leaky_relu(self.norm_0(x, seg), 0.2)))
+            dx = self.conv_1(self.pad(F.leaky_relu(self.norm_1(dx, seg), 0.2)))
+            return self.conv_s(self.norm_s(x, seg)) + dx
+
+    class TorchResidual(tnn.Module):
+        def __init__(self, ch):
+            super().__init__()
+            self.padding1, self.padding2 = tnn.ReflectionPad2d(1), tnn.ReflectionPad2d(1)
+            self.conv1, self.conv2 = tnn.Conv2d(ch, ch, 3), tnn.Conv2d(ch, ch, 3)
+            self.bn1, self.bn2 = tnn.InstanceNorm2d(ch), tnn.InstanceNorm2d(ch)
+            self.prelu = tnn.PReLU()
+
+        def forward(self, x):
+            out = self.prelu(self.bn1(self.conv1(self.padding1(x))))
+            return self.prelu(self.bn2(self.conv2(self.padding2(out))) + x)
+
+    x = RNG.standard_normal((2, 16, 8, 8)).astype(np.float32)
+    seg = one_hot(RNG.integers(0, 5, (2, 32, 32)), 5)
+    ours = SPADEResnetBlock(16, 8, 5, hidden=12)
+    ours.set_train(False)
+    theirs = TorchSPADEBlock(16, 8, 5, 12).eval()
+    theirs.load_state_dict(torch_state(ours), strict=True)
+    with torch.no_grad():
+        want = theirs(torch.from_numpy(x), torch.from_numpy(seg)).numpy()
+    np.testing.assert_allclose(ours(Tensor(x), Tensor(seg)).asnumpy(), want, rtol=1e-4, atol=1e-4)
+
+    res = ResidualBlock(16)
+    res.prelu.weight.set_data(Tensor([0.1], ms.float32))
+    theirs = TorchResidual(16).eval()
+    theirs.load_state_dict(torch_state(res), strict=True)
+    with torch.no_grad():
+        want = theirs(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(res(Tensor(x)).asnumpy(), want, rtol=1e-4, atol=1e-4)
 
 
 # Shapes at 256x256 -----------------------------------------------------------------------------------
