@@ -312,6 +312,73 @@ def test_spade_and_residual_blocks_match_a_pytorch_restatement():
     np.testing.assert_allclose(res(Tensor(x)).asnumpy(), want, rtol=1e-4, atol=1e-4)
 
 
+def test_discriminator_matches_a_pytorch_restatement():
+    torch = pytest.importorskip("torch")
+    tnn, F = torch.nn, torch.nn.functional
+    sn = tnn.utils.spectral_norm
+
+    class TorchAttention(tnn.Module):
+        def __init__(self, ch):
+            super().__init__()
+            self.theta = sn(tnn.Conv2d(ch, ch // 8, 1, bias=False))
+            self.phi = sn(tnn.Conv2d(ch, ch // 8, 1, bias=False))
+            self.g = sn(tnn.Conv2d(ch, ch // 2, 1, bias=False))
+            self.o = sn(tnn.Conv2d(ch // 2, ch, 1, bias=False))
+            self.gamma = tnn.Parameter(torch.tensor(0.0))
+
+        def forward(self, x):
+            b, c, h, w = x.shape
+            theta = self.theta(x).flatten(2)
+            phi = F.max_pool2d(self.phi(x), 2).flatten(2)
+            g = F.max_pool2d(self.g(x), 2).flatten(2)
+            beta = F.softmax(theta.transpose(1, 2) @ phi, -1)
+            return self.gamma * self.o((g @ beta.transpose(1, 2)).view(b, c // 2, h, w)) + x
+
+    class TorchPatchGAN(tnn.Module):
+        def __init__(self, input_nc, ndf):
+            super().__init__()
+            self.model0 = tnn.Sequential(tnn.Conv2d(input_nc, ndf, 4, 2, 1), tnn.LeakyReLU(0.2))
+            chans = (ndf, 2 * ndf, 4 * ndf, 8 * ndf)
+            for i in range(1, 4):
+                layer = tnn.Sequential(sn(tnn.Conv2d(chans[i - 1], chans[i], 4, 1 if i == 3 else 2, 1, bias=False)),
+                                       tnn.InstanceNorm2d(chans[i]), tnn.LeakyReLU(0.2))
+                setattr(self, f"model{i}", layer)
+            self.attn = TorchAttention(4 * ndf)
+            self.model4 = tnn.Sequential(tnn.Conv2d(8 * ndf, 1, 4, 1, 1))
+
+        def forward(self, x):
+            outs = []
+            for i in range(5):
+                x = getattr(self, f"model{i}")(self.attn(x) if i == 3 else x)
+                outs.append(x)
+            return outs
+
+    class TorchMultiscale(tnn.Module):
+        def __init__(self, input_nc, ndf):
+            super().__init__()
+            self.discriminator_0 = TorchPatchGAN(input_nc, ndf)
+            self.discriminator_1 = TorchPatchGAN(input_nc, ndf)
+
+        def forward(self, x):
+            first = self.discriminator_0(x)
+            return first, self.discriminator_1(F.avg_pool2d(x, 3, 2, 1, count_include_pad=False))
+
+    ours = build_discriminator(label_nc=5, ndf=8)
+    for p in ours.get_parameters():
+        if p.name.endswith("attn.gamma"):
+            p.set_data(Tensor(0.5, ms.float32))
+    ours.set_train(False)
+    theirs = TorchMultiscale(8, 8).eval()
+    theirs.load_state_dict(torch_state(ours), strict=True)
+    x = RNG.standard_normal((2, 8, 64, 64)).astype(np.float32)
+    with torch.no_grad():
+        want = theirs(torch.from_numpy(x))
+    got = ours(Tensor(x))
+    for scale_got, scale_want in zip(got, want):
+        for a, b in zip(scale_got, scale_want):
+            np.testing.assert_allclose(a.asnumpy(), b.numpy(), rtol=1e-4, atol=1e-4)
+
+
 # Shapes at 256x256 -----------------------------------------------------------------------------------
 
 def test_every_intermediate_shape_at_256_narrow():
