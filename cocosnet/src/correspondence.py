@@ -1,0 +1,175 @@
+"""CoCosNet cross-domain correspondence network (the reference ``NoVGGCorrespondence``, ADE20K options).
+
+Pipeline at 256x256 (full width ``ngf=64``, 151 classes; ``N = 64*64 = 4096`` positions)::
+
+    seg [B,151,256,256] -AdaptiveFeatureGenerator-> [B,256,64,64] -L2 over C-> f_seg
+    ref [B,3,256,256]   -AdaptiveFeatureGenerator-> [B,256,64,64] -L2 over C-> f_ref
+    [f_seg, seg@64] / [f_ref, ref_seg@64]  [B,407,64,64] -4 shared ResidualBlocks-> -theta / phi 1x1-> [B,256,64,64]
+    3x3 unfold, centre and L2-normalise per position      -> [B,2304,N] each
+    corr = softmax_j(theta_i . phi_j / 0.01)              -> [B,N,N]
+    warp_out  = nearest x4(corr @ avgpool4(ref))          -> [B,3,256,256]
+    warp_mask = corr @ nearest(ref_seg@64)                -> [B,151,64,64]
+
+``@64`` is a nearest resize to the correlation grid (every 4th pixel).
+"""
+from mindspore import nn, ops
+
+from common.layers import InstanceNorm2d, LeakyReLU
+from cocosnet.src.blocks import (FLOAT_EPS, ResidualBlock, SPADEResnetBlock, conv2d, feature_normalize,
+                                 nearest_resize, sn_conv2d)
+
+__all__ = ["unfold_patches", "center_normalize", "correlation", "warp", "avg_pool", "AdaptiveFeatureGenerator",
+           "CorrespondenceNet"]
+
+
+def unfold_patches(x, kernel=3):
+    """The ``kernel x kernel`` neighbourhood of every position, zero padded: [B, C, H, W] -> [B, k*k*C, H*W].
+
+    Row ``(dy * k + dx) * C + c`` holds channel c of the neighbour at offset (dy - k//2, dx - k//2).
+    (PyTorch's ``unfold`` orders rows channel-major; the correlation below is a dot product over all
+    rows, so the order does not change it.) Built from a pad and k*k slices, which export to ONNX.
+    """
+    b, c, h, w = x.shape
+    if kernel == 1:
+        return x.reshape(b, c, h * w)
+    p = kernel // 2
+    padded = ops.Pad(((0, 0), (0, 0), (p, p), (p, p)))(x)
+    taps = []
+    for dy in range(kernel):
+        for dx in range(kernel):
+            taps.append(padded[:, :, dy:dy + h, dx:dx + w])
+    return ops.cat(taps, 1).reshape(b, kernel * kernel * c, h * w)
+
+
+def center_normalize(x):
+    """Per position (column of [B, D, N]): subtract the mean over D, divide by (L2 norm + FLOAT_EPS)."""
+    x = x - x.mean(axis=1, keep_dims=True)
+    return x / (ops.sqrt(ops.square(x).sum(axis=1, keepdims=True)) + FLOAT_EPS)
+
+
+def correlation(theta, phi, temperature=0.01):
+    """Softmax over exemplar positions of the cosine similarities divided by ``temperature``.
+
+    Args:
+        theta: [B, D, N] normalised query features (input label map side).
+        phi: [B, D, M] normalised key features (exemplar side).
+
+    Returns:
+        [B, N, M], each row sums to 1.
+    """
+    f = ops.BatchMatMul(transpose_a=True)(theta, phi)
+    return ops.softmax(f / temperature, -1)
+
+
+def warp(corr, source):
+    """``out[:, :, i] = sum_j corr[:, i, j] * source[:, :, j]``: [B, N, M] x [B, C, h, w] (h*w = M) -> [B, C, N]."""
+    b, c, h, w = source.shape
+    return ops.BatchMatMul(transpose_b=True)(source.reshape(b, c, h * w), corr)
+
+
+def avg_pool(x, factor):
+    """Mean over non-overlapping ``factor x factor`` blocks: [B, C, H, W] -> [B, C, H/f, W/f]."""
+    b, c, h, w = x.shape
+    return x.reshape(b, c, h // factor, factor, w // factor, factor).mean(axis=(3, 5))
+
+
+class AdaptiveFeatureGenerator(nn.Cell):
+    """Domain encoder: 5 spectral-normalised 3x3 convs (no bias) with instance norm, LReLU(0.2) between,
+    then 3 SPADE residual blocks modulated by the encoder's own input.
+
+    Channels ``input_nc -> ngf -> 2ngf (/2) -> 4ngf -> 8ngf (/2) -> 8ngf``, then ``8ngf -> 8ngf -> 8ngf -> 4ngf``.
+
+    Shapes: [B, input_nc, H, W] -> [B, 4*ngf, H/4, W/4].
+    """
+
+    def __init__(self, input_nc, ngf=64, spade_hidden=128):
+        super().__init__()
+        chans = (input_nc, ngf, 2 * ngf, 4 * ngf, 8 * ngf, 8 * ngf)
+        strides = (1, 2, 1, 2, 1)
+        for i in range(5):
+            layer = nn.SequentialCell([sn_conv2d(chans[i], chans[i + 1], 3, strides[i], 1, bias=False),
+                                       InstanceNorm2d(chans[i + 1])])
+            setattr(self, f"layer{i + 1}", layer)
+        self.actvn = LeakyReLU(0.2)
+        self.head_0 = SPADEResnetBlock(8 * ngf, 8 * ngf, input_nc, spade_hidden)
+        self.G_middle_0 = SPADEResnetBlock(8 * ngf, 8 * ngf, input_nc, spade_hidden)
+        self.G_middle_1 = SPADEResnetBlock(8 * ngf, 4 * ngf, input_nc, spade_hidden)
+
+    def construct(self, x):
+        y = self.layer1(x)
+        y = self.layer2(self.actvn(y))
+        y = self.layer3(self.actvn(y))
+        y = self.layer4(self.actvn(y))
+        y = self.layer5(self.actvn(y))
+        y = self.head_0(y, x)
+        y = self.G_middle_0(y, x)
+        return self.G_middle_1(y, x)
+
+
+class CorrespondenceNet(nn.Cell):
+    """Cross-domain correspondence: warps the exemplar (and its label map) onto the input label map.
+
+    Args:
+        label_nc: one-hot classes of the label maps (151 for ADE20K: 150 + "other").
+        ngf: encoder width (64 in the paper; smaller for tests).
+        corr_channels: theta/phi channels before the 3x3 unfold (256).
+        spade_hidden: hidden channels of every SPADE (128).
+        temperature: softmax temperature of the correlation (0.01).
+        match_kernel: neighbourhood unfolded into each matching vector (3).
+
+    ``construct(seg, ref, ref_seg)``: seg [B, label_nc, H, W] one-hot, ref [B, 3, H, W] in [-1, 1],
+    ref_seg [B, label_nc, H, W] -> (warp_out [B, 3, H, W], warp_mask [B, label_nc, H/4, W/4]).
+    H and W must be multiples of 4. :meth:`correspond` also returns the intermediates.
+    """
+
+    DOWN = 4
+
+    def __init__(self, label_nc=151, ngf=64, corr_channels=256, spade_hidden=128, temperature=0.01, match_kernel=3):
+        super().__init__()
+        if match_kernel % 2 != 1:
+            raise ValueError(f"match_kernel={match_kernel} must be odd (3 in the reference)")
+        self.temperature = temperature
+        self.match_kernel = match_kernel
+        self.adaptive_model_seg = AdaptiveFeatureGenerator(label_nc, ngf, spade_hidden)
+        self.adaptive_model_img = AdaptiveFeatureGenerator(3, ngf, spade_hidden)
+        mixed = 4 * ngf + label_nc
+        self.layer = nn.SequentialCell([ResidualBlock(mixed) for _ in range(4)])
+        self.theta = conv2d(mixed, corr_channels, 1)
+        self.phi = conv2d(mixed, corr_channels, 1)
+
+    def encode_label(self, seg):
+        """Label-domain features, L2-normalised over channels: [B, label_nc, H, W] -> [B, 4ngf, H/4, W/4]."""
+        return feature_normalize(self.adaptive_model_seg(seg))
+
+    def encode_image(self, image):
+        """Image-domain features, L2-normalised over channels: [B, 3, H, W] -> [B, 4ngf, H/4, W/4]
+        (also applied to the real image for the domain-alignment loss)."""
+        return feature_normalize(self.adaptive_model_img(image))
+
+    def correspond(self, seg, ref, ref_seg):
+        """The forward pass with its intermediates.
+
+        Returns:
+            (warp_out [B,3,H,W], warp_mask [B,L,h,w], f_seg [B,4ngf,h,w], f_ref [B,4ngf,h,w],
+            theta [B,k*k*corr_channels,h*w], phi [B,k*k*corr_channels,h*w], corr [B,h*w,h*w],
+            warp_small [B,3,h,w]) with h, w = H/4, W/4.
+        """
+        b, _, height, width = ref.shape
+        h, w = height // self.DOWN, width // self.DOWN
+        f_seg = self.encode_label(seg)
+        f_ref = self.encode_image(ref)
+        seg_small = nearest_resize(seg, (h, w))
+        ref_seg_small = nearest_resize(ref_seg, (h, w))
+        cont = self.layer(ops.cat((f_seg, seg_small), 1))
+        ref_feat = self.layer(ops.cat((f_ref, ref_seg_small), 1))
+        theta = center_normalize(unfold_patches(self.theta(cont), self.match_kernel))
+        phi = center_normalize(unfold_patches(self.phi(ref_feat), self.match_kernel))
+        corr = correlation(theta, phi, self.temperature)
+        warp_small = warp(corr, avg_pool(ref, self.DOWN)).reshape(b, 3, h, w)
+        warp_out = nearest_resize(warp_small, (height, width))
+        warp_mask = warp(corr, ref_seg_small).reshape(b, ref_seg.shape[1], h, w)
+        return warp_out, warp_mask, f_seg, f_ref, theta, phi, corr, warp_small
+
+    def construct(self, seg, ref, ref_seg):
+        out = self.correspond(seg, ref, ref_seg)
+        return out[0], out[1]

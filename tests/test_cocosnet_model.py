@@ -1,0 +1,445 @@
+"""CoCosNet networks: reference parameter counts at full width, positional norm, contextual loss,
+correlation and warp against NumPy, self-attention against NumPy, SPADE and residual blocks against a
+PyTorch restatement loaded under the reference's parameter names, every intermediate shape at 256x256
+(narrow channels), bad sizes."""
+import numpy as np
+import pytest
+
+import common  # noqa: F401
+import mindspore as ms
+from mindspore import Tensor, nn, ops
+
+from common.layers import count_params
+from common.vgg import VGG
+from cocosnet.src.blocks import Attention, ResidualBlock, SPADEResnetBlock, nearest_resize, positional_norm
+from cocosnet.src.correspondence import center_normalize, correlation, unfold_patches, warp
+from cocosnet.src.loss import contextual_loss
+from cocosnet.src.model import (REFERENCE_PARAMS, CoCosNet, build_correspondence, build_discriminator,
+                                build_generator)
+
+ms.set_context(mode=ms.GRAPH_MODE)
+ms.set_device("CPU")
+
+RNG = np.random.default_rng(0)
+
+
+class Call(nn.Cell):
+    """Runs ``fn(*inputs)`` (a module-level function or a bound method) as a compiled graph."""
+
+    def __init__(self, fn, owner=None):
+        super().__init__()
+        self.fn = fn
+        self.owner = owner
+
+    def construct(self, *inputs):
+        return self.fn(*inputs)
+
+
+def run(fn, *arrays, owner=None):
+    out = Call(fn, owner)(*[Tensor(np.asarray(a, np.float32)) for a in arrays])
+    return tuple(o.asnumpy() for o in out) if isinstance(out, tuple) else out.asnumpy()
+
+
+def one_hot(labels, n):
+    return np.eye(n, dtype=np.float32)[labels].transpose(0, 3, 1, 2)
+
+
+# NumPy restatements ----------------------------------------------------------------------------------
+
+def np_softmax(z, axis=-1):
+    z = z - z.max(axis=axis, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def np_l2(x, axis):
+    return x / (np.sqrt((x ** 2).sum(axis=axis, keepdims=True)) + np.finfo(np.float64).eps)
+
+
+def np_contextual(x, y, h=0.1):
+    b, c = x.shape[:2]
+    mu = y.mean(axis=1, keepdims=True)
+    xs = np_l2(x - mu, 1).reshape(b, c, -1)
+    ys = np_l2(y - mu, 1).reshape(b, c, -1)
+    out = []
+    for i in range(b):
+        d = 1 - xs[i].T @ ys[i]
+        d_rel = d / (d.min(axis=1, keepdims=True) + 1e-3)
+        w = np.exp((1 - d_rel) / h)
+        a = w / w.sum(axis=1, keepdims=True)
+        out.append(-np.log(a.max(axis=1).mean()))
+    return np.array(out)
+
+
+def np_unfold(x, k):
+    """Zero-padded k x k neighbourhoods, rows ordered (dy, dx, channel)."""
+    b, c, h, w = x.shape
+    p = k // 2
+    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    rows = [xp[:, :, dy:dy + h, dx:dx + w].reshape(b, c, h * w) for dy in range(k) for dx in range(k)]
+    return np.concatenate(rows, 1)
+
+
+def resize_2x3(t):
+    return nearest_resize(t, (2, 3))
+
+
+def resize_16x36(t):
+    return nearest_resize(t, (16, 36))
+
+
+def resize_3x3(t):
+    return nearest_resize(t, (3, 3))
+
+
+def unfold3(t):
+    return unfold_patches(t, 3)
+
+
+def unfolded_correlation(s, t):
+    return correlation(center_normalize(unfold_patches(s, 3)), center_normalize(unfold_patches(t, 3)), 0.01)
+
+
+def correlate_and_warp(t, p, s):
+    return warp(correlation(t, p, 0.01), s)
+
+
+# Parameter counts ------------------------------------------------------------------------------------
+
+def test_full_width_parameter_counts_match_the_reference():
+    assert count_params(build_correspondence()) == REFERENCE_PARAMS["correspondence"] == 59_315_716
+    assert count_params(build_generator()) == REFERENCE_PARAMS["generator"] == 96_664_260
+    assert count_params(build_discriminator()) == REFERENCE_PARAMS["discriminator"] == 6_000_772
+    vgg = VGG("vgg19", taps=("relu5_4",))
+    assert count_params(vgg, trainable_only=False) == REFERENCE_PARAMS["vgg19"] == 20_024_384
+
+
+def test_discriminator_count_by_hand():
+    """Per scale: conv 154->64 k4 (bias), SN convs 64->128->256->512 k4 (no bias), attention on 256
+    (1x1 convs 256->32, 256->32, 256->128, 128->256 without bias, gain), conv 512->1 k4 (bias)."""
+    per_scale = (154 * 64 * 16 + 64) + (64 * 128 + 128 * 256 + 256 * 512) * 16 \
+        + (2 * 256 * 32 + 256 * 128 + 128 * 256 + 1) + (512 * 16 + 1)
+    assert 2 * per_scale == count_params(build_discriminator())
+
+
+# Positional norm, contextual loss, resizing ----------------------------------------------------------
+
+def test_positional_norm_uses_the_unbiased_channel_variance():
+    x = RNG.standard_normal((2, 5, 3, 4)).astype(np.float32) * 3 + 1
+    want = (x - x.mean(1, keepdims=True)) / np.sqrt(x.var(1, ddof=1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(run(positional_norm, x), want, rtol=1e-5, atol=1e-5)
+
+
+def test_contextual_loss_matches_numpy():
+    x = RNG.standard_normal((2, 6, 3, 4)).astype(np.float32)
+    y = RNG.standard_normal((2, 6, 3, 4)).astype(np.float32)
+    got = run(contextual_loss, x, y)
+    assert got.shape == (2,)
+    np.testing.assert_allclose(got, np_contextual(x.astype(np.float64), y.astype(np.float64)), rtol=1e-4)
+    same = run(contextual_loss, y, y)
+    assert np.all(same < got)  # an exemplar matches itself better than random features
+
+
+def test_contextual_loss_rejects_mismatched_features():
+    with pytest.raises(ValueError, match="same shape"):
+        run(contextual_loss, np.zeros((1, 4, 2, 2)), np.zeros((1, 4, 2, 3)))
+
+
+def test_nearest_resize_down_and_up():
+    x = RNG.standard_normal((1, 2, 8, 12)).astype(np.float32)
+    np.testing.assert_array_equal(run(resize_2x3, x), x[:, :, ::4, ::4])
+    np.testing.assert_array_equal(run(resize_16x36, x),
+                                  np.repeat(np.repeat(x, 2, axis=2), 3, axis=3))
+    with pytest.raises(ValueError, match="integer factors"):
+        run(resize_3x3, x)
+
+
+# Correlation and warp --------------------------------------------------------------------------------
+
+def test_unfold_and_normalised_correlation_match_numpy():
+    a = RNG.standard_normal((2, 4, 3, 5)).astype(np.float32)
+    b = RNG.standard_normal((2, 4, 3, 5)).astype(np.float32)
+    np.testing.assert_allclose(run(unfold3, a), np_unfold(a, 3), atol=0)
+
+    def centred(u):
+        u = u - u.mean(axis=1, keepdims=True)
+        return np_l2(u, 1)
+
+    theta, phi = centred(np_unfold(a.astype(np.float64), 3)), centred(np_unfold(b.astype(np.float64), 3))
+    want = np_softmax(np.einsum("bdn,bdm->bnm", theta, phi) / 0.01)
+    got = run(unfolded_correlation, a, b)
+    np.testing.assert_allclose(got, want, atol=2e-5)
+    np.testing.assert_allclose(got.sum(-1), 1.0, atol=1e-5)
+
+
+def test_one_hot_correlation_moves_pixels_exactly():
+    src = RNG.standard_normal((1, 3, 4, 4)).astype(np.float32)
+    perm = RNG.permutation(16)
+    corr = np.eye(16, dtype=np.float32)[perm][None]  # output position i takes source position perm[i]
+    got = run(warp, corr, src)
+    np.testing.assert_array_equal(got, src.reshape(1, 3, 16)[:, :, perm])
+
+    # orthonormal features whose exemplar copy is permuted: softmax(cos / 0.01) is one-hot to fp32
+    theta = np.eye(16, dtype=np.float32)[None]
+    phi = theta[:, :, np.argsort(perm)]  # phi column perm[i] equals theta column i
+    got = run(correlate_and_warp, theta, phi, src)
+    np.testing.assert_allclose(got, src.reshape(1, 3, 16)[:, :, perm], atol=1e-6)
+
+
+def test_correspondence_forward_matches_numpy_correlation_and_warp():
+    label_nc, size = 5, 32
+    net = build_correspondence(label_nc=label_nc, ngf=8, corr_channels=8, spade_hidden=8)
+    net.set_train(False)
+    seg = one_hot(RNG.integers(0, label_nc, (2, size, size)), label_nc)
+    ref_seg = one_hot(RNG.integers(0, label_nc, (2, size, size)), label_nc)
+    ref = RNG.uniform(-1, 1, (2, 3, size, size)).astype(np.float32)
+    warp_out, warp_mask, f_seg, f_ref, theta, phi, corr, warp_small = run(net.correspond, seg, ref, ref_seg,
+                                                                          owner=net)
+    n = (size // 4) ** 2
+    assert theta.shape == phi.shape == (2, 9 * 8, n) and corr.shape == (2, n, n)
+    for feat in (theta, phi):
+        np.testing.assert_allclose(feat.mean(axis=1), 0, atol=1e-6)
+        np.testing.assert_allclose(np.linalg.norm(feat, axis=1), 1, atol=1e-5)
+    for feat in (f_seg, f_ref):
+        np.testing.assert_allclose(np.linalg.norm(feat, axis=1), 1, atol=1e-5)
+    np.testing.assert_allclose(corr, np_softmax(np.einsum("bdn,bdm->bnm", theta, phi) / 0.01), atol=1e-5)
+    pooled = ref.reshape(2, 3, 8, 4, 8, 4).mean(axis=(3, 5)).reshape(2, 3, n)
+    np.testing.assert_allclose(warp_small.reshape(2, 3, n), np.einsum("bnm,bcm->bcn", corr, pooled), atol=1e-5)
+    np.testing.assert_array_equal(warp_out, np.repeat(np.repeat(warp_small, 4, axis=2), 4, axis=3))
+    small_seg = ref_seg[:, :, ::4, ::4].reshape(2, label_nc, n)
+    np.testing.assert_allclose(warp_mask.reshape(2, label_nc, n), np.einsum("bnm,bcm->bcn", corr, small_seg),
+                               atol=1e-5)
+    np.testing.assert_allclose(warp_mask.sum(axis=1), 1, atol=1e-5)  # soft class probabilities
+
+
+# Self-attention --------------------------------------------------------------------------------------
+
+def test_attention_matches_numpy():
+    ch, h, w = 16, 4, 6
+    att = Attention(ch, spectral=False)
+    att.gamma.set_data(Tensor(0.7, ms.float32))
+    mats = {name: getattr(att, name).weight.asnumpy()[:, :, 0, 0].astype(np.float64)
+            for name in ("theta", "phi", "g", "o")}
+    x = RNG.standard_normal((2, ch, h, w)).astype(np.float32)
+
+    def pool(t):
+        return t.reshape(t.shape[0], t.shape[1], h // 2, 2, w // 2, 2).max(axis=(3, 5)).reshape(t.shape[0],
+                                                                                              t.shape[1], -1)
+
+    xf = x.astype(np.float64).reshape(2, ch, h * w)
+    theta = np.einsum("oc,bcn->bon", mats["theta"], xf)
+    phi = pool(np.einsum("oc,bcn->bon", mats["phi"], xf).reshape(2, ch // 8, h, w))
+    g = pool(np.einsum("oc,bcn->bon", mats["g"], xf).reshape(2, ch // 2, h, w))
+    beta = np_softmax(np.einsum("bdn,bdm->bnm", theta, phi))
+    o = np.einsum("oc,bcn->bon", mats["o"], np.einsum("bcm,bnm->bcn", g, beta))
+    want = (0.7 * o + xf).reshape(x.shape)
+    np.testing.assert_allclose(att(Tensor(x)).asnumpy(), want, rtol=1e-4, atol=1e-4)
+
+
+# PyTorch restatement of the reference blocks --------------------------------------------------------
+
+def torch_state(net):
+    """Our parameters under the reference's names: a spectral-normalised conv's ``X.conv.weight`` /
+    ``X.conv.bias`` are PyTorch's ``X.weight_orig`` / ``X.bias``; every other name is the same."""
+    import torch
+    return {p.name.replace(".conv.weight", ".weight_orig").replace(".conv.bias", ".bias"): torch.from_numpy(p.asnumpy())
+            for p in net.get_parameters()}
+
+
+def test_spade_and_residual_blocks_match_a_pytorch_restatement():
+    torch = pytest.importorskip("torch")
+    tnn, F = torch.nn, torch.nn.functional
+    sn = tnn.utils.spectral_norm
+
+    class TorchSPADE(tnn.Module):
+        def __init__(self, norm_nc, label_nc, hidden):
+            super().__init__()
+            self.mlp_shared = tnn.Sequential(tnn.ReflectionPad2d(1), tnn.Conv2d(label_nc, hidden, 3), tnn.ReLU())
+            self.pad = tnn.ReflectionPad2d(1)
+            self.mlp_gamma = tnn.Conv2d(hidden, norm_nc, 3)
+            self.mlp_beta = tnn.Conv2d(hidden, norm_nc, 3)
+
+        def forward(self, x, seg):
+            normed = (x - x.mean(1, keepdim=True)) / (x.var(1, keepdim=True) + 1e-5).sqrt()
+            actv = self.pad(self.mlp_shared(F.interpolate(seg, size=x.shape[2:], mode="nearest")))
+            return normed * (1 + self.mlp_gamma(actv)) + self.mlp_beta(actv)
+
+    class TorchSPADEBlock(tnn.Module):
+        def __init__(self, fin, fout, label_nc, hidden):
+            super().__init__()
+            mid = min(fin, fout)
+            self.pad = tnn.ReflectionPad2d(1)
+            self.conv_0 = sn(tnn.Conv2d(fin, mid, 3))
+            self.conv_1 = sn(tnn.Conv2d(mid, fout, 3))
+            self.conv_s = sn(tnn.Conv2d(fin, fout, 1, bias=False))
+            self.norm_0 = TorchSPADE(fin, label_nc, hidden)
+            self.norm_1 = TorchSPADE(mid, label_nc, hidden)
+            self.norm_s = TorchSPADE(fin, label_nc, hidden)
+
+        def forward(self, x, seg):
+            dx = self.conv_0(self.pad(F.leaky_relu(self.norm_0(x, seg), 0.2)))
+            dx = self.conv_1(self.pad(F.leaky_relu(self.norm_1(dx, seg), 0.2)))
+            return self.conv_s(self.norm_s(x, seg)) + dx
+
+    class TorchResidual(tnn.Module):
+        def __init__(self, ch):
+            super().__init__()
+            self.padding1, self.padding2 = tnn.ReflectionPad2d(1), tnn.ReflectionPad2d(1)
+            self.conv1, self.conv2 = tnn.Conv2d(ch, ch, 3), tnn.Conv2d(ch, ch, 3)
+            self.bn1, self.bn2 = tnn.InstanceNorm2d(ch), tnn.InstanceNorm2d(ch)
+            self.prelu = tnn.PReLU()
+
+        def forward(self, x):
+            out = self.prelu(self.bn1(self.conv1(self.padding1(x))))
+            return self.prelu(self.bn2(self.conv2(self.padding2(out))) + x)
+
+    x = RNG.standard_normal((2, 16, 8, 8)).astype(np.float32)
+    seg = one_hot(RNG.integers(0, 5, (2, 32, 32)), 5)
+    ours = SPADEResnetBlock(16, 8, 5, hidden=12)
+    ours.set_train(False)
+    theirs = TorchSPADEBlock(16, 8, 5, 12).eval()
+    theirs.load_state_dict(torch_state(ours), strict=True)
+    with torch.no_grad():
+        want = theirs(torch.from_numpy(x), torch.from_numpy(seg)).numpy()
+    np.testing.assert_allclose(ours(Tensor(x), Tensor(seg)).asnumpy(), want, rtol=1e-4, atol=1e-4)
+
+    res = ResidualBlock(16)
+    res.prelu.weight.set_data(Tensor([0.1], ms.float32))
+    theirs = TorchResidual(16).eval()
+    theirs.load_state_dict(torch_state(res), strict=True)
+    with torch.no_grad():
+        want = theirs(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(res(Tensor(x)).asnumpy(), want, rtol=1e-4, atol=1e-4)
+
+
+def test_discriminator_matches_a_pytorch_restatement():
+    torch = pytest.importorskip("torch")
+    tnn, F = torch.nn, torch.nn.functional
+    sn = tnn.utils.spectral_norm
+
+    class TorchAttention(tnn.Module):
+        def __init__(self, ch):
+            super().__init__()
+            self.theta = sn(tnn.Conv2d(ch, ch // 8, 1, bias=False))
+            self.phi = sn(tnn.Conv2d(ch, ch // 8, 1, bias=False))
+            self.g = sn(tnn.Conv2d(ch, ch // 2, 1, bias=False))
+            self.o = sn(tnn.Conv2d(ch // 2, ch, 1, bias=False))
+            self.gamma = tnn.Parameter(torch.tensor(0.0))
+
+        def forward(self, x):
+            b, c, h, w = x.shape
+            theta = self.theta(x).flatten(2)
+            phi = F.max_pool2d(self.phi(x), 2).flatten(2)
+            g = F.max_pool2d(self.g(x), 2).flatten(2)
+            beta = F.softmax(theta.transpose(1, 2) @ phi, -1)
+            return self.gamma * self.o((g @ beta.transpose(1, 2)).view(b, c // 2, h, w)) + x
+
+    class TorchPatchGAN(tnn.Module):
+        def __init__(self, input_nc, ndf):
+            super().__init__()
+            self.model0 = tnn.Sequential(tnn.Conv2d(input_nc, ndf, 4, 2, 1), tnn.LeakyReLU(0.2))
+            chans = (ndf, 2 * ndf, 4 * ndf, 8 * ndf)
+            for i in range(1, 4):
+                layer = tnn.Sequential(sn(tnn.Conv2d(chans[i - 1], chans[i], 4, 1 if i == 3 else 2, 1, bias=False)),
+                                       tnn.InstanceNorm2d(chans[i]), tnn.LeakyReLU(0.2))
+                setattr(self, f"model{i}", layer)
+            self.attn = TorchAttention(4 * ndf)
+            self.model4 = tnn.Sequential(tnn.Conv2d(8 * ndf, 1, 4, 1, 1))
+
+        def forward(self, x):
+            outs = []
+            for i in range(5):
+                x = getattr(self, f"model{i}")(self.attn(x) if i == 3 else x)
+                outs.append(x)
+            return outs
+
+    class TorchMultiscale(tnn.Module):
+        def __init__(self, input_nc, ndf):
+            super().__init__()
+            self.discriminator_0 = TorchPatchGAN(input_nc, ndf)
+            self.discriminator_1 = TorchPatchGAN(input_nc, ndf)
+
+        def forward(self, x):
+            first = self.discriminator_0(x)
+            return first, self.discriminator_1(F.avg_pool2d(x, 3, 2, 1, count_include_pad=False))
+
+    ours = build_discriminator(label_nc=5, ndf=8)
+    for p in ours.get_parameters():
+        if p.name.endswith("attn.gamma"):
+            p.set_data(Tensor(0.5, ms.float32))
+    ours.set_train(False)
+    theirs = TorchMultiscale(8, 8).eval()
+    theirs.load_state_dict(torch_state(ours), strict=True)
+    x = RNG.standard_normal((2, 8, 64, 64)).astype(np.float32)
+    with torch.no_grad():
+        want = theirs(torch.from_numpy(x))
+    got = ours(Tensor(x))
+    for scale_got, scale_want in zip(got, want):
+        for a, b in zip(scale_got, scale_want):
+            np.testing.assert_allclose(a.asnumpy(), b.numpy(), rtol=1e-4, atol=1e-4)
+
+
+# Shapes at 256x256 -----------------------------------------------------------------------------------
+
+def test_every_intermediate_shape_at_256_narrow():
+    """ngf/ndf 8 and 12 classes keep the run short; the spatial pipeline is the published one."""
+    label_nc, ngf = 12, 8
+    corr_net = build_correspondence(label_nc=label_nc, ngf=ngf, corr_channels=16, spade_hidden=16)
+    gen = build_generator(label_nc=label_nc, ngf=ngf, spade_hidden=16)
+    disc = build_discriminator(label_nc=label_nc, ndf=ngf)
+    seg = one_hot(RNG.integers(0, label_nc, (1, 256, 256)), label_nc)
+    ref_seg = one_hot(RNG.integers(0, label_nc, (1, 256, 256)), label_nc)
+    ref = RNG.uniform(-1, 1, (1, 3, 256, 256)).astype(np.float32)
+
+    outs = run(corr_net.correspond, seg, ref, ref_seg, owner=corr_net)
+    assert [o.shape for o in outs] == [(1, 3, 256, 256), (1, label_nc, 64, 64), (1, 4 * ngf, 64, 64),
+                                       (1, 4 * ngf, 64, 64), (1, 9 * 16, 4096), (1, 9 * 16, 4096),
+                                       (1, 4096, 4096), (1, 3, 64, 64)]
+    cond = np.concatenate([outs[0], seg], 1)
+    assert cond.shape == (1, 3 + label_nc, 256, 256)
+    stages = run(gen.stages, cond, owner=gen)
+    assert [s.shape for s in stages] == [
+        (1, 16 * ngf, 8, 8), (1, 16 * ngf, 8, 8), (1, 16 * ngf, 16, 16), (1, 16 * ngf, 16, 16),
+        (1, 8 * ngf, 32, 32), (1, 4 * ngf, 64, 64), (1, 4 * ngf, 128, 128), (1, 2 * ngf, 128, 128),
+        (1, ngf, 256, 256), (1, 3, 256, 256)]
+    assert np.all(np.abs(stages[-1]) <= 1 + 1e-4)  # tanh (the CPU kernel's approximation overshoots by ~1e-5)
+
+    scales = disc(Tensor(np.concatenate([seg, stages[-1]], 1)))
+    assert [[o.shape for o in s] for s in scales] == [
+        [(1, ngf, 128, 128), (1, 2 * ngf, 64, 64), (1, 4 * ngf, 32, 32), (1, 8 * ngf, 31, 31), (1, 1, 30, 30)],
+        [(1, ngf, 64, 64), (1, 2 * ngf, 32, 32), (1, 4 * ngf, 16, 16), (1, 8 * ngf, 15, 15), (1, 1, 14, 14)]]
+
+
+def test_discriminator_downsample_excludes_padding_from_the_mean():
+    disc = build_discriminator(label_nc=1, ndf=8)
+    x = RNG.standard_normal((1, 4, 6, 6)).astype(np.float32)
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    ones = np.pad(np.ones((6, 6)), 1)
+    want = np.zeros((1, 4, 3, 3))
+    for i in range(3):
+        for j in range(3):
+            win = (slice(2 * i, 2 * i + 3), slice(2 * j, 2 * j + 3))
+            want[:, :, i, j] = xp[:, :, win[0], win[1]].sum(axis=(2, 3)) / ones[win].sum()
+    np.testing.assert_allclose(disc.downsample(Tensor(x)).asnumpy(), want, atol=1e-6)
+
+
+def test_composite_equals_chaining_and_rejects_bad_sizes():
+    """PyNative (no graph compilation) keeps this wiring check to seconds."""
+    label_nc = 4
+    corr_net = build_correspondence(label_nc=label_nc, ngf=8, corr_channels=8, spade_hidden=8)
+    gen = build_generator(label_nc=label_nc, ngf=8, spade_hidden=8)
+    net = CoCosNet(corr_net, gen)
+    net.set_train(False)
+    seg = Tensor(one_hot(RNG.integers(0, label_nc, (1, 64, 64)), label_nc))
+    ref = Tensor(RNG.uniform(-1, 1, (1, 3, 64, 64)).astype(np.float32))
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    try:
+        image, warp_out, warp_mask = net.translate(seg, ref, seg)
+        assert image.shape == (1, 3, 64, 64) and warp_mask.shape == (1, label_nc, 16, 16)
+        np.testing.assert_array_equal(net(seg, ref, seg).asnumpy(), image.asnumpy())
+        chained = gen(ops.cat((corr_net(seg, ref, seg)[0], seg), 1))
+        np.testing.assert_allclose(image.asnumpy(), chained.asnumpy(), atol=1e-6)
+        with pytest.raises(ValueError, match="multiples of 32 and at least 64"):
+            gen(Tensor(np.zeros((1, 3 + label_nc, 32, 32), np.float32)))
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)
