@@ -197,4 +197,5 @@ def known_arguments(config_path, argv, base=BASE_CONFIG):
 if __name__ == "__main__":
     if len(sys.argv) < 3 or sys.argv[1] != "known":
         raise SystemExit("usage: python -m common.config known MODEL/default_config.yaml [--key=value ...]")
-    print("\n".join(known_arguments(sys.argv[2], sys.argv[3:])))
+    for arg in known_arguments(sys.argv[2], sys.argv[3:]):
+        print(arg)

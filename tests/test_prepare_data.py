@@ -382,5 +382,5 @@ def test_pix2pix_and_crn_train_one_step_on_prepared_cityscapes(cityscapes, tmp_p
                               timeout=300)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
         log = (out / "train.log").read_text()
-        assert "epoch: 1 step: 1," in log and "4 training pairs" in log, log[-2000:]
+        assert "epoch: 1 step: 1," in log and "4 training samples" in log, log[-2000:]
         assert (out / "ckpt" / "latest").is_file()

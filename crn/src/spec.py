@@ -3,6 +3,7 @@ import itertools
 import os
 
 import numpy as np
+import mindspore as ms
 from mindspore import Tensor, nn
 
 from common.config import ConfigError
@@ -93,7 +94,7 @@ class CRNSpec(ModelSpec):
         notes = []
         perceptual = build_loss_network(cfg, notes.append)
         params = trainable_parameters(net, cfg.train_last_modules)
-        opt = nn.Adam(params, learning_rate=cfg.lr, beta1=0.9, beta2=0.999, eps=1e-8)
+        opt = nn.Adam(params, learning_rate=Tensor(cfg.lr, ms.float32), beta1=0.9, beta2=0.999, eps=1e-8)
         step = TrainOneStep(CRNWithLoss(net, perceptual, cfg.min_weight), opt)
         notes.append(f"{cfg.size}p CRN, k={net.num_outputs}, {len(net.refine)} modules, {count_params(net):,} "
                      f"parameters ({sum(p.size for p in params):,} trained)")
@@ -103,7 +104,8 @@ class CRNSpec(ModelSpec):
                 init_from_lower_resolution(net, cfg.init_from, log)
 
         return Trainer(step=step, loss_names=("loss",), networks={"G": net}, optimizers={"opt_G": opt},
-                       frozen={"VGG": perceptual}, n_epochs=cfg.n_epochs, on_fresh_start=fresh_start, notes=notes)
+                       frozen={"VGG": perceptual}, n_epochs=cfg.n_epochs, learning_rates=lambda epoch: {"opt_G": cfg.lr},
+                       on_fresh_start=fresh_start, notes=notes)
 
     def write_samples(self, cfg, trainer, data, path):
         write_image(path, sample_grid(trainer.networks["G"], data.val, range(min(SAMPLE_ROWS, len(data.val)))))
