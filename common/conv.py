@@ -3,7 +3,8 @@
 Why. MindSpore's CPU convolutions run through oneDNN on plain NCHW tensors. Capped at AVX2 (see
 ``common/__init__.py``) oneDNN executes them as im2col + an AVX2 GEMM; at AVX-512 it selects
 ``jit_uni_ncsp:conv+ref``, a reference kernel ~100x slower. oneDNN's matrix multiply, however, has
-AVX-512 ``brg_matmul`` kernels (~118 GFLOPS on 2 cores against 35-53 at AVX2). So the CPU convolution
+AVX-512 ``brg_matmul`` kernels (~118 GFLOPS on 2 Xeon cores against 35-53 at AVX2; on a 2-core AMD EPYC a
+VGG19 step is at par with native AVX2, see README Performance). So the CPU convolution
 path is a property of the process (``common.runtime.Runtime.conv_impl``, from ``init_runtime(cpu_conv=...)``,
 which also sets the ISA cap), and every network the process runs gets it with :func:`use_conv_impl`.
 
