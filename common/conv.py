@@ -3,7 +3,8 @@
 Why. MindSpore's CPU convolutions run through oneDNN on plain NCHW tensors. Capped at AVX2 (see
 ``common/__init__.py``) oneDNN executes them as im2col + an AVX2 GEMM; at AVX-512 it selects
 ``jit_uni_ncsp:conv+ref``, a reference kernel ~100x slower. oneDNN's matrix multiply, however, has
-AVX-512 ``brg_matmul`` kernels (~118 GFLOPS on 2 cores against 35-53 at AVX2). So the CPU convolution
+AVX-512 ``brg_matmul`` kernels (~118 GFLOPS on 2 Xeon cores against 35-53 at AVX2; on a 2-core AMD EPYC a
+VGG19 step is at par with native AVX2, see README Performance). So the CPU convolution
 path is a property of the process (``common.runtime.Runtime.conv_impl``, from ``init_runtime(cpu_conv=...)``,
 which also sets the ISA cap), and every network the process runs gets it with :func:`use_conv_impl`.
 
@@ -11,8 +12,8 @@ Every convolution cell in ``common/`` and the model folders is a :class:`Conv2d`
 (subclasses of ``nn.Conv2d`` / ``nn.Conv2dTranspose``: same parameters, names and init, so checkpoints are
 interchangeable). Cells are built native; ``use_conv_impl(net, "matmul")`` switches them to
 
-* :class:`Conv2d`: ``cols = Im2Col(x)`` [C_in*kh*kw, B*H'*W'], then ``W.view(C_out, -1) @ cols``
-  (one ``BatchMatMul`` over the groups when ``group > 1``);
+* :class:`Conv2d`: ``cols = Im2Col(x)`` [C_in*kh*kw, B*H'*W'] (``x`` itself for 1x1, stride 1, no padding),
+  then ``W.view(C_out, -1) @ cols`` (one ``BatchMatMul`` over the groups when ``group > 1``);
 * :class:`ConvTranspose2d`: ``Z = W.view(C_in, -1)^T @ x`` [C_out*kh*kw, B*H*W], then
   ``Col2Im(Z)`` sums the overlapping kernel taps into the output (the adjoint of ``Conv2d``).
 
@@ -103,6 +104,7 @@ class Conv2d(nn.Conv2d):
         self.mm, self.bmm = ops.MatMul(), ops.BatchMatMul()
         self.kernel, self.strides, self.dilations = _pair(self.kernel_size), _pair(self.stride), _pair(self.dilation)
         self.pads = _explicit_padding(self)
+        self.pointwise = self.kernel == (1, 1) and self.strides == (1, 1) and self.pads == (0, 0, 0, 0)
 
     def _padding(self, h, w):
         if self.pads is not None:
@@ -124,7 +126,10 @@ class Conv2d(nn.Conv2d):
         else:
             ph, pw = top, left
         out_h, out_w = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-        cols = ops.unfold(x, self.kernel, self.dilations, (ph, pw), self.strides)  # [B, C*kh*kw, H'*W']
+        if self.pointwise:  # 1x1: the input is its own im2col matrix
+            cols = x.reshape(b, c, h * w)
+        else:
+            cols = ops.unfold(x, self.kernel, self.dilations, (ph, pw), self.strides)  # [B, C*kh*kw, H'*W']
         if b > 1:
             cols = cols.transpose(1, 0, 2)
         n, g = self.out_channels, self.group

@@ -209,6 +209,21 @@ def test_use_conv_impl_switches_inception(pynative):
     _check_switch(net, (_images((2, 3, 75, 75), low=0.0),), 94)
 
 
+def test_metric_and_loss_builders_take_conv_impl():
+    """The conv_impl keyword of LPIPSMetric, InceptionMetrics and PerceptualLoss reaches every convolution."""
+    from common.metrics.fid import InceptionMetrics
+    from common.metrics.inception import InceptionV3
+    from common.metrics.lpips import LPIPS, LPIPSMetric
+    from common.perceptual import PerceptualLoss
+    assert LPIPSMetric(model=LPIPS("alexnet"), conv_impl="matmul").model.lins[0].matmul
+    metric = InceptionMetrics(net=InceptionV3(taps=("pool3", "logits_unbiased")), conv_impl="matmul")
+    loss = PerceptualLoss({"pixel": 1.0, "relu2_2": 1.0}, arch="vgg19", conv_impl="matmul")
+    for net, n_convs in ((metric.net, 94), (loss.vgg, 4)):
+        convs = [c for _, c in net.cells_and_names() if isinstance(c, Conv2d)]
+        assert len(convs) == n_convs and all(c.matmul for c in convs)
+    assert not PerceptualLoss({"relu1_1": 1.0}).vgg.convs["conv1_1"].matmul
+
+
 def test_use_conv_impl_switches_fcn8s(pynative):
     from common.metrics.fcn import FCN8s
     _check_switch(FCN8s(num_classes=5, channels=(4, 4, 8, 8, 8), fc=8), (_images((1, 3, 20, 24)),), 13 + 5 + 3)

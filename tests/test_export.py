@@ -12,6 +12,7 @@ import common  # noqa: F401
 import mindspore as ms
 from mindspore import nn
 
+from common.conv import use_conv_impl
 from common.export import (ExportError, ReflectionPad2d, check_mindir_parity, check_onnx_parity, export_mindir,
                            export_onnx, prepare_for_export)
 from pix2pix.src.model import define_G
@@ -40,13 +41,18 @@ def image(size, seed=1):
 @pytest.mark.parametrize("netG, size, norm", [("unet_128", 128, "running_stats"), ("unet_128", 128, "batch_stats"),
                                               ("unet_256", 256, "batch_stats")])
 def test_onnx_passes_checker_and_matches_mindspore(tmp_path, netG, size, norm):
-    net = prepare_for_export(generator(netG), norm)
+    net = generator(netG)
+    levels = {"unet_128": 7, "unet_256": 8}[netG]
+    assert use_conv_impl(net, "matmul") == 2 * levels  # a generator of a matmul-path process exports native ops
+    net = prepare_for_export(net, norm)
     x, path = image(size), str(tmp_path / "G.onnx")
     fixes = export_onnx(net, x, path, ["input"], ["output"])
     model = onnx.load(path)
     onnx.checker.check_model(model, full_check=True)
     deconvs = [n for n in model.graph.node if n.op_type == "ConvTranspose"]
-    assert len(fixes) == len(deconvs) == {"unet_128": 7, "unet_256": 8}[netG]
+    assert len(fixes) == len(deconvs) == levels
+    assert len([n for n in model.graph.node if n.op_type == "Conv"]) == levels
+    assert not any(n.op_type in ("MatMul", "Gemm", "Col2Im") for n in model.graph.node)
     assert not any(a.name == "output_shape" for n in deconvs for a in n.attribute)
     has_bn = any(n.op_type == "BatchNormalization" for n in model.graph.node)
     assert has_bn == (norm == "running_stats")

@@ -11,7 +11,7 @@ import mindspore as ms
 from common import cityscapes as cs
 from common.demo_data import write_demo_dataset
 from common.metrics.caffe import read_caffemodel
-from common.metrics.fcn import FCN8s, fcn_score, init_fcn8s_from_vgg16, load_fcn8s, segment
+from common.metrics.fcn import FCN8s, fcn_score, fcn_score_files, init_fcn8s_from_vgg16, load_fcn8s, segment
 from common.metrics.train_fcn import main as train_main
 
 RNG = np.random.RandomState(0)
@@ -146,6 +146,11 @@ def test_train_scorer_and_fcn_score_on_demo_data(tmp_path):
         valid += np.sum(train != 255)
     assert scores["pixel_acc"] == pytest.approx(correct / valid)
     assert "label size" in scores["protocol"]["mean_iou"] and table.startswith("| class | accuracy | IoU |")
+    pairs = {frame: (os.path.join(results, f"{frame}_leftImg8bit.png"),
+                     os.path.join(cities, "gtFine", "val", "testville", f"{frame}_gtFine_labelIds.png"))
+             for frame in frames}
+    matmul, _ = fcn_score_files(out, pairs, str(tmp_path / "staged"), conv_impl="matmul")  # the scorer on matmul
+    assert matmul["pixel_acc"] == pytest.approx(correct / valid)
     lab = os.path.join(cities, "gtFine", "val", "testville", f"{frames[0]}_gtFine_labelIds.png")
     cv2.imwrite(lab, np.full((32, 64), 200, np.uint8))
     with pytest.raises(ValueError, match=r"label ids \[200\] are not Cityscapes labelIds"):
