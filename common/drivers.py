@@ -27,7 +27,7 @@ from common.io import atomic_file, list_images
 from common.runtime import init_runtime
 from common.train import TrainLogger, TrainLoop, set_lr, to_float
 
-__all__ = ["COMMANDS", "main", "run_cli", "imported_checkpoint_path", "parse", "train", "evaluate", "predict", "export", "load_inference"]
+__all__ = ["COMMANDS", "main", "run_cli", "import_checkpoint", "parse", "train", "evaluate", "predict", "export", "load_inference"]
 
 COMMANDS = ("train", "eval", "predict", "export")
 USAGE = """usage: python {model}/{script}.py [--key=value ...] [--config_path=FILE] [--debug] [--help]
@@ -209,11 +209,16 @@ def evaluate(spec, cfg):
     return record
 
 
-def imported_checkpoint_path(cfg, tool):
-    """Where an importer (``import_torch.py``, ``import_tf.py``) writes: ``--ckpt`` or <output_dir>/imported/G.ckpt."""
+def import_checkpoint(cfg, source_key, tool, convert):
+    """What every ``MODEL/import_*.py`` does: convert the file named by ``--<source_key>`` with
+    ``convert(cfg, source, out)`` into ``--ckpt`` (default ``<output_dir>/imported/G.ckpt``); returns ``out``."""
+    if not cfg[source_key]:
+        raise ValueError(f"nothing to import: pass --{source_key}=<file> to {tool}")
     out = cfg.ckpt or os.path.join(cfg.output_dir, "imported", "G.ckpt")
     if not out.endswith(".ckpt"):
         raise ValueError(f"--ckpt={out}: {tool} writes one file; pass a path ending in .ckpt")
+    _runtime(cfg, cpu_conv="native")
+    convert(cfg, cfg[source_key], out)
     return out
 
 

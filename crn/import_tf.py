@@ -14,25 +14,19 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import common  # noqa: E402,F401  (oneDNN ISA before mindspore)
-
-from common.config import load_config  # noqa: E402
-from common.drivers import imported_checkpoint_path, run_cli  # noqa: E402
-from common.runtime import init_runtime  # noqa: E402
+from common.drivers import import_checkpoint, parse, run_cli  # noqa: E402
 from crn.src.convert import import_tf_generator  # noqa: E402
+from crn.src.spec import CRNSpec  # noqa: E402
 
-CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_config.yaml")
+
+def convert(cfg, source, out):
+    import_tf_generator(source, out, aspect=cfg.aspect, width_mult=cfg.width_mult)
 
 
 def main(argv=None):
     """Convert ``--tf_ckpt`` into a MindSpore G checkpoint; returns its path."""
-    cfg = load_config(CONFIG, sys.argv[1:] if argv is None else argv)
-    if not cfg.tf_ckpt:
-        raise ValueError("no TF checkpoint given: pass --tf_ckpt=<dir>/model.ckpt (the prefix of model.ckpt.index)")
-    out = imported_checkpoint_path(cfg, "import_tf.py")
-    init_runtime(cfg.device_target, cfg.mode, cfg.seed)
-    import_tf_generator(cfg.tf_ckpt, out, aspect=cfg.aspect, width_mult=cfg.width_mult)
-    return out
+    cfg = parse(CRNSpec(), sys.argv[1:] if argv is None else argv)
+    return import_checkpoint(cfg, "tf_ckpt", "import_tf.py", convert)
 
 
 if __name__ == "__main__":

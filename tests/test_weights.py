@@ -330,3 +330,17 @@ def test_real_vgg16_weights_from_cache(tmp_path):
     vgg = load_vgg(VGG("vgg16", taps=("relu5_3",)), path)
     np.testing.assert_array_equal(_conv_values(vgg)["conv4_2"][0], kernel)
     assert kernel.shape == (512, 512, 3, 3) and kernel.std() > 1e-3
+
+
+def test_import_torch_on_a_crafted_file_runs_nothing_and_says_so_in_one_line(tmp_path):
+    """The exact case of the issue: a legacy .pth whose first pickle is os.system("touch ...")."""
+    import subprocess
+    import sys
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = tmp_path / "evil.pth"
+    path.write_bytes(_legacy_records(_payloads(tmp_path / "marker")["posix.system"]))
+    proc = subprocess.run([sys.executable, "pix2pix/import_torch.py", f"--torch_ckpt={path}",
+                           f"--ckpt={tmp_path / 'G.ckpt'}"], cwd=repo, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and not (tmp_path / "marker").exists() and not (tmp_path / "G.ckpt").exists()
+    assert "error: " in proc.stderr and "evil.pth: refusing to unpickle the global posix.system" in proc.stderr
+    assert "Traceback" not in proc.stderr
