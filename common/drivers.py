@@ -16,7 +16,6 @@ import traceback
 
 import common  # noqa: F401  (oneDNN ISA before mindspore)
 import mindspore as ms
-import numpy as np
 
 from common.checkpoint import CheckpointError, CheckpointManager, load_cell, read_meta, resolve_checkpoint
 from common.config import load_config

@@ -1,6 +1,5 @@
 """CRN helpers of the spec: fine-tuning from a lower resolution, the trainable-parameter selection, label
 input for predict, image output, sample grids and the benchmark step."""
-import os
 
 import cv2
 import numpy as np
