@@ -16,7 +16,6 @@ import traceback
 
 import common  # noqa: F401  (oneDNN ISA before mindspore)
 import mindspore as ms
-import numpy as np
 
 from common.checkpoint import CheckpointError, CheckpointManager, load_cell, read_meta, resolve_checkpoint
 from common.config import load_config
@@ -24,8 +23,9 @@ from common.conv import use_conv_impl
 from common.data import BatchLoader
 from common.export import ExportError, check_mindir_parity, check_onnx_parity, export_mindir, export_onnx
 from common.io import atomic_file, list_images
+from common.layers import set_dropout_rank
 from common.runtime import init_runtime
-from common.train import TrainLogger, TrainLoop, set_lr, to_float
+from common.train import RankSync, TrainLogger, TrainLoop, set_lr, to_float
 
 __all__ = ["COMMANDS", "main", "run_cli", "imported_checkpoint_path", "parse", "train", "evaluate", "predict", "export", "load_inference"]
 
@@ -89,7 +89,10 @@ def train(spec, cfg):
     """Train as configured; returns the final loop state {epoch, step_in_epoch, step, losses}.
 
     Everything that can fail on the user's input (config fit, dataset files) is checked before the
-    output folder is written.
+    output folder is written. Under msrun the run is data-parallel: each rank trains on its shard of
+    every epoch (``BatchLoader``), the compiled step averages every gradient set over the ranks
+    (``common.train.GradientUpdate``), dropout draws the rank's stream (``set_dropout_rank``), the ranks
+    agree on stopping after every step (``RankSync``) and only rank 0 writes logs, images and snapshots.
     """
     rt = _runtime(cfg)
     demo = not cfg.dataroot
@@ -97,6 +100,8 @@ def train(spec, cfg):
     data = spec.datasets(cfg, rt)
     trainer = spec.build_trainer(cfg, rt, data)
     matmul = sum(use_conv_impl(net, rt.conv_impl) for net in list(trainer.networks.values()) + list(trainer.frozen.values()))
+    for net in trainer.networks.values():
+        set_dropout_rank(net, rt.rank)
     trainer.step.set_train()
     loader = BatchLoader(data.train, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, rank=rt.rank,
                          group_size=rt.group_size, drop_last=True, num_workers=cfg.num_workers)
@@ -104,7 +109,7 @@ def train(spec, cfg):
     manager = CheckpointManager(os.path.join(cfg.output_dir, "ckpt"), cfg.keep_ckpt,
                                 dict(spec.arch(cfg), model=spec.name))
     loop = TrainLoop(manager, trainer.components, log, loader, trainer.n_epochs, cfg.save_epoch_freq,
-                     cfg.max_steps, rt.is_main)
+                     cfg.max_steps, sync=RankSync(rt.rank, rt.group_size))
     for line in notes + trainer.notes:
         log.info(line)
     if not loop.resume(cfg.resume) and trainer.on_fresh_start is not None:
