@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from common.io import atomic_file
 
-__all__ = ["GradientUpdate", "TrainOneStep", "GANTrainStep", "EMA", "make_loss_scaler", "TrainLoop", "RankSync", "linear_decay", "set_lr", "TrainLogger", "StopSignal", "get_logger", "timer_ms", "to_float"]
+__all__ = ["GradientUpdate", "TrainOneStep", "parse_loss_scale", "GANTrainStep", "EMA", "make_loss_scaler", "TrainLoop", "RankSync", "linear_decay", "set_lr", "TrainLogger", "StopSignal", "get_logger", "timer_ms", "to_float"]
 
 
 def _parallel_mode():
@@ -36,6 +36,20 @@ def _parallel_mode():
 
 def _data_parallel():
     return _parallel_mode() in (ms.ParallelMode.DATA_PARALLEL, ms.ParallelMode.HYBRID_PARALLEL)
+
+
+def parse_loss_scale(text):
+    """The config's ``loss_scale`` (``"0"``, a number, or ``"dynamic"``) as :func:`make_loss_scaler` takes it."""
+    text = str(text).strip()
+    if text == "dynamic":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0 or value != value:
+        raise ValueError(f"--loss_scale={text}: expected 0 (no scaling), a positive number (static) or dynamic")
+    return value
 
 
 def make_loss_scaler(loss_scale, name="G"):
@@ -514,7 +528,11 @@ class TrainLoop:
                     self.save()
                     self.sync.barrier()
                     where = "" if stop.requested == stopping else " on another rank"
-                    self.log.info(f"stopped by {stopping}{where}; resume with --resume=true")
+                    message = f"stopped by {stopping}{where}; resume with --resume=true"
+                    if self.is_main:
+                        self.log.info(message)
+                    else:  # the other ranks' logs (msrun's worker_<rank>.log) say it too
+                        print(message, flush=True)
                     raise SystemExit(130 if stopping == "SIGINT" else 143)
         if self.global_step and self.saved_at != self.global_step:
             self.save()

@@ -60,6 +60,8 @@ OUT=${SYNTHZOO_OUTPUTS:-outputs}/$MODEL
 LOGS=$OUT/msrun_log
 mkdir -p "$LOGS"
 FIRST=$((NODE * LOCAL))
+RANK_LOGS=()
+for ((r = FIRST; r < FIRST + LOCAL; r++)); do RANK_LOGS+=("$LOGS/worker_$r.log"); done
 echo "msrun: $LOCAL of $TOTAL workers on this node (ranks $FIRST..$((FIRST + LOCAL - 1)), node $NODE, scheduler" \
      "$ADDR:$PORT); outputs in $OUT"
 echo "per-rank logs: $LOGS/worker_<rank>.log$([ "$NODE" = 0 ] && echo "; scheduler: $LOGS/scheduler.log")" \
@@ -93,10 +95,15 @@ if [ -n "$STOPPED" ]; then
   echo "stopped by SIG$STOPPED; snapshot: $OUT/ckpt (latest); continue with the same command and --resume=true" >&2
   exit $([ "$STOPPED" = INT ] && echo 130 || echo 143)
 fi
+STOP_LINE=$(cat "${RANK_LOGS[@]}" 2>/dev/null | grep -a -m1 -E '^stopped by SIG(INT|TERM)' || true)
+if [ "$RC" -ne 0 ] && [ -n "$STOP_LINE" ]; then  # a worker was signalled directly: every rank stopped with it
+  echo "$STOP_LINE; snapshot: $OUT/ckpt (latest)" >&2
+  exit $([[ $STOP_LINE == "stopped by SIGINT"* ]] && echo 130 || echo 143)
+fi
 if [ "$RC" -ne 0 ]; then
   echo "error: the distributed job failed (msrun exit status $RC); the end of each worker log that reports an error:" >&2
-  for log in "$LOGS"/worker_*.log; do
-    if grep -aqE '^error: |Traceback|Error' "$log"; then
+  for log in "${RANK_LOGS[@]}"; do
+    if [ -f "$log" ] && grep -aqE '^error: |Traceback|Error' "$log"; then
       echo "== $log" >&2
       grep -avE '^\[(INFO|WARNING)\]' "$log" | tail -n 8 >&2
     fi

@@ -6,7 +6,8 @@ records every sample index it serves and whose trainer is kept; it writes
 
 * ``RECORD_DIR/pid_rank<r>`` (this process's id) once the runtime is up, and
 * ``RECORD_DIR/rank<r>_of<n>.npz`` after training: every parameter of every trained network
-  (``<component>/<name>``) and ``indices`` (the samples this rank trained on, in order).
+  (``<component>/<name>``), its initial value (``init:<component>/<name>``) and ``indices`` (the
+  samples this rank trained on, in order).
 
 The exit status is the driver's (130/143 when stopped by a signal, 2 on a bad input).
 """
@@ -57,7 +58,8 @@ def recording_spec(model, record_dir):
             return data
 
         def build_trainer(self, cfg, rt, data):
-            self.record.update(rt=rt, trainer=super().build_trainer(cfg, rt, data))
+            trainer = super().build_trainer(cfg, rt, data)
+            self.record.update(rt=rt, trainer=trainer, init=parameters(trainer, prefix="init:"))
             with open(os.path.join(record_dir, f"pid_rank{rt.rank}"), "w") as f:
                 f.write(str(os.getpid()))
             return self.record["trainer"]
@@ -65,13 +67,18 @@ def recording_spec(model, record_dir):
     return Recording()
 
 
+def parameters(trainer, prefix=""):
+    """``{prefix<component>/<name>: array}`` of every parameter of the trainer's networks."""
+    return {f"{prefix}{component}/{name}": p.asnumpy().copy() for component, net in trainer.networks.items()
+            for name, p in net.parameters_and_names()}
+
+
 def save_record(spec, record_dir):
     """Write ``rank<r>_of<n>.npz`` with the trained networks' parameters and the samples seen; returns its path."""
-    rt, trainer = spec.record["rt"], spec.record["trainer"]
-    arrays = {f"{component}/{name}": p.asnumpy() for component, net in trainer.networks.items()
-              for name, p in net.parameters_and_names()}
+    rt = spec.record["rt"]
     path = os.path.join(record_dir, f"rank{rt.rank}_of{rt.group_size}.npz")
-    np.savez(path, indices=np.array(spec.record["train"].seen), **arrays)
+    np.savez(path, indices=np.array(spec.record["train"].seen), **parameters(spec.record["trainer"]),
+             **spec.record["init"])
     return path
 
 
