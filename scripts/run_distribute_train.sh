@@ -17,7 +17,8 @@
 # Outputs go to ${SYNTHZOO_OUTPUTS:-outputs}/MODEL/ (on a folder shared by all nodes for --resume), the
 # log of each rank to its msrun_log/worker_<rank>.log. Ctrl-C or SIGTERM stops every worker after the same
 # step; rank 0 saves a snapshot and --resume=true continues it with the same number of workers. A worker
-# that dies ends the whole job (exit status 1) with the end of its log printed.
+# that dies ends the whole job (exit status 1) with the end of its log printed, once the scheduler has
+# missed its heartbeats for MS_NODE_TIMEOUT seconds (environment variable, MindSpore's default 30).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/common.sh
@@ -108,7 +109,7 @@ if [ "$RC" -ne 0 ]; then
       grep -avE '^\[(INFO|WARNING)\]' "$log" | tail -n 8 >&2
     fi
   done
-  echo "(a worker killed from outside leaves no error line: the job fails about 30 s after it died)" >&2
+  echo "(a worker killed from outside leaves no error line; the others are ended MS_NODE_TIMEOUT s after it died)" >&2
   exit 1
 fi
 echo "done: $OUT (per-rank logs in $LOGS)"

@@ -34,7 +34,7 @@ PIX2PIX = dict(netG="unet_64", ngf=8, ndf=8, crop_size=64, load_size=64, demo_si
                num_workers=0, log_every=1, cpu_conv="matmul")
 PIX2PIX_PLAIN = dict(PIX2PIX, norm="none", use_dropout="false")
 CRN = dict(size=32, width_mult=0.0625, num_outputs=3, max_train_samples=4, num_val=1, num_workers=0, log_every=1)
-STOP_BOUND_S = 90  # signal (or kill) -> every process gone
+STOP_BOUND_S = 60  # signal (or kill) -> every process gone
 
 
 def argv(settings, **extra):
@@ -125,10 +125,11 @@ def test_pix2pix_on_two_nodes_equals_one_process_with_twice_the_batch(tmp_path, 
     port = free_port()
     nodes = [msrun(env, "pix2pix", tmp_path / "rec", tmp_path / f"log{n}", args, port, local_worker_num=1,
                    node_rank=n) for n in (0, 1)]
+    single = reference("pix2pix", tmp_path / "rec", argv(PIX2PIX_PLAIN, max_steps=3, batch_size=2,
+                                                         output_dir=tmp_path / "single"))
     for n, proc in enumerate(nodes):
         finish(proc, tmp_path / f"log{n}")
-    single_args = argv(PIX2PIX_PLAIN, max_steps=3, batch_size=2, output_dir=tmp_path / "single")
-    check_data_parallel(str(tmp_path / "rec"), reference("pix2pix", tmp_path / "rec", single_args), batch=1)
+    check_data_parallel(str(tmp_path / "rec"), single, batch=1)
     log = open(tmp_path / "out" / "train.log").read()
     assert "on 2 CPU device(s)" in log
     assert sorted(os.listdir(tmp_path / "out" / "ckpt")) == ["epoch_0000_step_00000003", "latest"]  # rank 0 only
@@ -137,9 +138,11 @@ def test_pix2pix_on_two_nodes_equals_one_process_with_twice_the_batch(tmp_path, 
 @needs_msrun
 def test_crn_two_workers_equal_one_process_with_twice_the_batch(tmp_path, env, vgg19_mat):
     args = argv(CRN, vgg_path=vgg19_mat, max_steps=2, output_dir=tmp_path / "out")
-    finish(msrun(env, "crn", tmp_path / "rec", tmp_path / "log", args, free_port()), tmp_path / "log")
-    single_args = argv(CRN, vgg_path=vgg19_mat, max_steps=2, batch_size=2, output_dir=tmp_path / "single")
-    check_data_parallel(str(tmp_path / "rec"), reference("crn", tmp_path / "rec", single_args), batch=1)
+    proc = msrun(env, "crn", tmp_path / "rec", tmp_path / "log", args, free_port())
+    single = reference("crn", tmp_path / "rec", argv(CRN, vgg_path=vgg19_mat, max_steps=2, batch_size=2,
+                                                     output_dir=tmp_path / "single"))
+    finish(proc, tmp_path / "log")
+    check_data_parallel(str(tmp_path / "rec"), single, batch=1)
 
 
 def worker_pid(out_dir, rank, timeout=240):
@@ -181,10 +184,13 @@ def gone(pids, timeout):
 
 
 def launch_script(tmp_path, env, *extra):
-    """bash scripts/run_distribute_train.sh pix2pix CPU 2 ... into tmp_path/outputs/pix2pix."""
+    """bash scripts/run_distribute_train.sh pix2pix CPU 2 ... into tmp_path/outputs/pix2pix.
+
+    MS_NODE_TIMEOUT=10: the scheduler declares a dead worker lost after 10 s (MindSpore's default is 30 s).
+    """
     cmd = ["bash", "scripts/run_distribute_train.sh", "pix2pix", "CPU", "2", f"--master_port={free_port()}",
            "--cluster_time_out=120"] + argv(PIX2PIX, demo_train=16, save_epoch_freq=1000) + list(extra)
-    return subprocess.Popen(cmd, cwd=REPO, env=dict(env, SYNTHZOO_OUTPUTS=str(tmp_path / "outputs")),
+    return subprocess.Popen(cmd, cwd=REPO, env=dict(env, SYNTHZOO_OUTPUTS=str(tmp_path / "outputs"), MS_NODE_TIMEOUT="10"),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
