@@ -340,3 +340,27 @@ def test_loss_scale_reaches_the_steps_or_is_refused(vgg19_mat):
     cfg = drivers.parse(Pix2PixSpec(), ["--loss_scale=dynamic"])
     with pytest.raises(ConfigError, match="the pix2pix train step does not apply loss scaling"):
         drivers.check_loss_scale(Pix2PixSpec(), cfg, plain)
+
+
+def test_rank_shards_are_disjoint_cover_the_epoch_and_reshuffle_each_epoch():
+    from common.data import BatchLoader, epoch_order
+
+    class Indices:
+        def __len__(self):
+            return 10
+
+        def get(self, index, rng):
+            return (np.array(index),)
+
+    for epoch in (0, 1):
+        shards = [epoch_order(10, epoch, seed=5, rank=r, group_size=3) for r in range(3)]
+        assert {len(s) for s in shards} == {4}  # 10 samples padded to 12: every rank runs the same steps
+        assert set(np.concatenate(shards)) == set(range(10))  # every sample, 2 of them twice (the padding)
+        whole = epoch_order(10, epoch, seed=5)  # step s of 3 ranks = samples 3s..3s+2 of one process
+        np.testing.assert_array_equal(np.sort(np.concatenate([s[:3] for s in shards])), np.sort(whole[:9]))
+    assert list(epoch_order(10, 0, seed=5)) != list(epoch_order(10, 1, seed=5))
+    loaders = [BatchLoader(Indices(), 2, seed=5, rank=r, group_size=2, num_workers=0) for r in range(2)]
+    assert len(loaders[0]) == len(loaders[1]) == 2
+    for epoch in (0, 1):
+        seen = [np.concatenate([b[0] for b in loader.epoch(epoch)]) for loader in loaders]
+        assert not set(seen[0]) & set(seen[1]) and len(set(seen[0]) | set(seen[1])) == 8
