@@ -27,7 +27,7 @@ from common.layers import set_dropout_rank
 from common.runtime import init_runtime
 from common.train import GradientUpdate, RankSync, TrainLogger, TrainLoop, parse_loss_scale, set_lr, to_float
 
-__all__ = ["COMMANDS", "main", "run_cli", "imported_checkpoint_path", "parse", "train", "evaluate", "predict", "export", "load_inference"]
+__all__ = ["COMMANDS", "main", "run_cli", "imported_checkpoint_path", "parse", "train", "check_loss_scale", "evaluate", "predict", "export", "load_inference"]
 
 COMMANDS = ("train", "eval", "predict", "export")
 USAGE = """usage: python {model}/{script}.py [--key=value ...] [--config_path=FILE] [--debug] [--help]
@@ -104,11 +104,10 @@ def train(spec, cfg):
     trainer = spec.build_trainer(cfg, rt, data)
     check_loss_scale(spec, cfg, trainer)
     for net in trainer.networks.values():
+        set_dropout_rank(net, rt.rank)
         if cfg.amp_level != "O0":
             ms.amp.auto_mixed_precision(net, cfg.amp_level)
     matmul = sum(use_conv_impl(net, rt.conv_impl) for net in list(trainer.networks.values()) + list(trainer.frozen.values()))
-    for net in trainer.networks.values():
-        set_dropout_rank(net, rt.rank)
     trainer.step.set_train()
     loader = BatchLoader(data.train, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, rank=rt.rank,
                          group_size=rt.group_size, drop_last=True, num_workers=cfg.num_workers)
