@@ -27,7 +27,7 @@ from common.layers import set_dropout_rank
 from common.runtime import init_runtime
 from common.train import GradientUpdate, RankSync, TrainLogger, TrainLoop, parse_loss_scale, set_lr, to_float
 
-__all__ = ["COMMANDS", "main", "run_cli", "imported_checkpoint_path", "parse", "train", "check_loss_scale", "evaluate", "predict", "export", "load_inference"]
+__all__ = ["COMMANDS", "main", "run_cli", "imported_checkpoint_path", "parse", "train", "evaluate", "predict", "export", "load_inference"]
 
 COMMANDS = ("train", "eval", "predict", "export")
 USAGE = """usage: python {model}/{script}.py [--key=value ...] [--config_path=FILE] [--debug] [--help]
