@@ -109,7 +109,11 @@ if [ "$RC" -ne 0 ]; then
       grep -avE '^\[(INFO|WARNING)\]' "$log" | tail -n 8 >&2
     fi
   done
-  echo "(a worker killed from outside leaves no error line; the others are ended MS_NODE_TIMEOUT s after it died)" >&2
+  LOST=$(grep -a -m1 -oE "worker [0-9]+ is the first one timed out" "$LOGS/scheduler.log" 2>/dev/null || true)
+  if [ -n "$LOST" ]; then
+    echo "the scheduler lost contact with ${LOST% is the first one timed out} first: it died or was killed (a killed" \
+         "worker leaves no error line; the others are ended MS_NODE_TIMEOUT s after it died)" >&2
+  fi
   exit 1
 fi
 echo "done: $OUT (per-rank logs in $LOGS)"

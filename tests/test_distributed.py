@@ -234,6 +234,7 @@ def test_sigint_on_one_rank_saves_one_snapshot_that_resumes_and_a_killed_worker_
     text, _ = proc.communicate(timeout=STOP_BOUND_S)
     assert gone(pids, 5) and time.time() - t < STOP_BOUND_S
     assert proc.returncode == 1 and "error: the distributed job failed" in text, text[-2000:]
+    assert re.search(r"the scheduler lost contact with worker [01] first: it died or was killed", text), text[-2000:]
 
 
 def test_dropout_stream_follows_the_rank():
