@@ -365,3 +365,35 @@ def test_rank_shards_are_disjoint_cover_the_epoch_and_reshuffle_each_epoch():
     for epoch in (0, 1):
         seen = [np.concatenate([b[0] for b in loader.epoch(epoch)]) for loader in loaders]
         assert not set(seen[0]) & set(seen[1]) and len(set(seen[0]) | set(seen[1])) == 8
+
+
+def two_ranks(other):
+    """The RankSync of rank 0 in a 2-rank group whose other rank adds ``other`` to every sum."""
+    from common.train import RankSync
+    sync = RankSync(0, 1)
+    sync.group_size = 2
+    sync.sum = lambda values: [v + o for v, o in zip(values, other)]
+    return sync
+
+
+def test_rank_sync_votes_and_compares_over_the_ranks():
+    assert two_ranks([0, 1]).stop_vote(None) == "SIGTERM"  # the other rank was signalled
+    assert two_ranks([1, 0]).stop_vote("SIGTERM") == "SIGINT"
+    assert two_ranks([0, 0]).stop_vote(None) is None
+    assert two_ranks([5, 25]).all_equal(5) and not two_ranks([-1, 1]).all_equal(5)
+
+
+def test_resume_refuses_ranks_that_see_different_snapshots(tmp_path):
+    from mindspore import nn
+    from common.checkpoint import CheckpointManager
+    from common.train import TrainLogger, TrainLoop
+    net = nn.Dense(2, 1)
+    manager = CheckpointManager(str(tmp_path / "ckpt"), meta={"model": "toy"})
+    manager.save({"G": net}, {"epoch": 0, "step_in_epoch": 2, "step": 2, "group_size": 2})
+    log = TrainLogger(str(tmp_path), "toy", 4, enabled=False)
+    loop = TrainLoop(manager, {"G": net}, log, loader=None, n_epochs=1, sync=two_ranks([-1, 1]))
+    with pytest.raises(CheckpointError, match=r"rank 0 finds .*epoch_0000_step_00000002 in .*ckpt, other ranks find "
+                                              r"another: every node must see the same output_dir"):
+        loop.resume(True)
+    loop = TrainLoop(manager, {"G": net}, log, loader=None, n_epochs=1, sync=two_ranks([2, 4]))
+    assert loop.resume(True) and loop.global_step == 2
