@@ -148,13 +148,18 @@ class CheckpointManager:
             shutil.rmtree(os.path.join(self.directory, old), ignore_errors=True)
         return final
 
-    def restore(self, components, path=None):
-        """Load ``components`` from snapshot ``path`` (default: latest); returns its state dict."""
+    def read_state(self, path=None):
+        """The ``state.json`` dict of snapshot ``path`` (default: latest)."""
         path = path or self.latest()
         if path is None:
             raise CheckpointError(f"no snapshot to resume from in {self.directory}")
         with open(os.path.join(path, "state.json")) as f:
-            state = json.load(f)
+            return json.load(f)
+
+    def restore(self, components, path=None):
+        """Load ``components`` from snapshot ``path`` (default: latest); returns its state dict."""
+        path = path or self.latest()
+        state = self.read_state(path)
         arch = {k: v for k, v in self.meta.items() if k != "component"}
         for key, cell in components.items():
             load_cell(cell, os.path.join(path, f"{key}.ckpt"), arch, what=key)

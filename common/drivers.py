@@ -18,13 +18,14 @@ import common  # noqa: F401  (oneDNN ISA before mindspore)
 import mindspore as ms
 
 from common.checkpoint import CheckpointError, CheckpointManager, load_cell, read_meta, resolve_checkpoint
-from common.config import load_config
+from common.config import ConfigError, load_config
 from common.conv import use_conv_impl
 from common.data import BatchLoader
 from common.export import ExportError, check_mindir_parity, check_onnx_parity, export_mindir, export_onnx
 from common.io import atomic_file, list_images
+from common.layers import set_dropout_rank
 from common.runtime import init_runtime
-from common.train import TrainLogger, TrainLoop, set_lr, to_float
+from common.train import GradientUpdate, RankSync, TrainLogger, TrainLoop, parse_loss_scale, set_lr, to_float
 
 __all__ = ["COMMANDS", "main", "run_cli", "import_checkpoint", "parse", "train", "evaluate", "predict", "export", "load_inference"]
 
@@ -88,13 +89,24 @@ def train(spec, cfg):
     """Train as configured; returns the final loop state {epoch, step_in_epoch, step, losses}.
 
     Everything that can fail on the user's input (config fit, dataset files) is checked before the
-    output folder is written.
+    output folder is written. Under msrun the run is data-parallel: each rank trains on its shard of
+    every epoch (``BatchLoader``), the compiled step averages every gradient set over the ranks
+    (``common.train.GradientUpdate``), dropout draws the rank's stream (``set_dropout_rank``), the ranks
+    agree on stopping after every step (``RankSync``) and only rank 0 writes logs, images and snapshots.
     """
     rt = _runtime(cfg)
+    if cfg.amp_level != "O0" and rt.device_target == "CPU":
+        raise ConfigError(f"--amp_level={cfg.amp_level}: mixed precision (float16) is for GPU and Ascend; on CPU "
+                          f"use --amp_level=O0")
     demo = not cfg.dataroot
     notes = list(spec.check(cfg, rt, demo))
     data = spec.datasets(cfg, rt)
     trainer = spec.build_trainer(cfg, rt, data)
+    check_loss_scale(spec, cfg, trainer)
+    for net in trainer.networks.values():
+        set_dropout_rank(net, rt.rank)
+        if cfg.amp_level != "O0":
+            ms.amp.auto_mixed_precision(net, cfg.amp_level)
     matmul = sum(use_conv_impl(net, rt.conv_impl) for net in list(trainer.networks.values()) + list(trainer.frozen.values()))
     trainer.step.set_train()
     loader = BatchLoader(data.train, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, rank=rt.rank,
@@ -103,7 +115,7 @@ def train(spec, cfg):
     manager = CheckpointManager(os.path.join(cfg.output_dir, "ckpt"), cfg.keep_ckpt,
                                 dict(spec.arch(cfg), model=spec.name))
     loop = TrainLoop(manager, trainer.components, log, loader, trainer.n_epochs, cfg.save_epoch_freq,
-                     cfg.max_steps, rt.is_main)
+                     cfg.max_steps, sync=RankSync(rt.rank, rt.group_size))
     for line in notes + trainer.notes:
         log.info(line)
     if not loop.resume(cfg.resume) and trainer.on_fresh_start is not None:
@@ -131,6 +143,17 @@ def train(spec, cfg):
             spec.write_samples(cfg, trainer, data, os.path.join(cfg.output_dir, "samples", f"epoch_{epoch + 1:04d}.png"))
 
     return loop.run(step, start_epoch, end_epoch)
+
+
+def check_loss_scale(spec, cfg, trainer):
+    """Refuse a ``--loss_scale`` that the model's train step does not apply (its ``build_trainer`` must pass
+    ``loss_scale=parse_loss_scale(cfg.loss_scale)`` to ``common.train.GANTrainStep`` / ``TrainOneStep``)."""
+    if not parse_loss_scale(cfg.loss_scale):
+        return
+    updates = [cell for _, cell in trainer.step.cells_and_names() if isinstance(cell, GradientUpdate)]
+    if not updates or any(u.loss_scaler is None for u in updates):
+        raise ConfigError(f"--loss_scale={cfg.loss_scale}: the {spec.name} train step does not apply loss scaling; "
+                          f"use --loss_scale=0")
 
 
 def _component_path(path, component):

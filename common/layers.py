@@ -6,16 +6,15 @@
 * :class:`BatchStatNorm2d` - batch normalisation that always uses the current batch's statistics
   (the pix2pix test protocol), built from an ``nn.BatchNorm2d``'s gamma/beta for export.
 * :class:`CounterDropout` - dropout whose masks are a hash of a step counter held as a Parameter, so a
-  checkpoint restores the random stream exactly and a resumed run repeats the uninterrupted one.
+  checkpoint restores the random stream exactly and a resumed run repeats the uninterrupted one;
+  :func:`set_dropout_rank` gives each data-parallel rank its own stream.
 """
-import os
-
 import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, initializer
 
-__all__ = ["LeakyReLU", "InstanceNorm2d", "LayerNorm2d", "BatchStatNorm2d", "CounterDropout", "init_weights", "count_params"]
+__all__ = ["LeakyReLU", "InstanceNorm2d", "LayerNorm2d", "BatchStatNorm2d", "CounterDropout", "set_dropout_rank", "init_weights", "count_params"]
 
 
 def _moments(x, axes):
@@ -97,18 +96,19 @@ class CounterDropout(nn.Cell):
 
     The mask of call ``n`` is a deterministic hash of (``n``, ``salt``, element index); ``n`` lives in
     the non-trainable Parameter ``counter`` and is saved with the network, so resuming from a
-    checkpoint continues the same random stream. Each data-parallel rank (``RANK_ID``) draws its own
-    stream. Active in training mode, or always with
-    ``always_on=True`` (the pix2pix test protocol keeps dropout on).
+    checkpoint continues the same random stream. ``rank`` (the data-parallel rank, set by the training
+    driver through :func:`set_dropout_rank` from the runtime's rank) selects the stream, so ranks drop
+    different units. Active in training mode, or always with ``always_on=True`` (the pix2pix test
+    protocol keeps dropout on).
     """
 
-    def __init__(self, p=0.5, salt=0, always_on=False):
+    def __init__(self, p=0.5, salt=0, always_on=False, rank=0):
         super().__init__()
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout probability p={p} must be in [0, 1)")
         self.p = p
-        rank = int(os.environ.get("RANK_ID", "0") or 0)
-        self.salt = float((salt + 101 * rank) % 997) * 0.6180339887 + 0.1234
+        self.base_salt = int(salt)
+        self.set_rank(rank)
         self.always_on = always_on
         self.counter = Parameter(Tensor(0.0, ms.float32), name="counter", requires_grad=False)
 
@@ -124,6 +124,23 @@ class CounterDropout(nn.Cell):
         u = h - ops.floor(h)
         keep = ops.cast(u >= self.p, x.dtype)
         return x * keep / (1.0 - self.p)
+
+    def set_rank(self, rank):
+        """Draw the stream of data-parallel ``rank`` (before the network is compiled)."""
+        self.rank = int(rank)
+        self.salt = float((self.base_salt + 101 * self.rank) % 997) * 0.6180339887 + 0.1234
+
+
+def set_dropout_rank(net, rank):
+    """Give every :class:`CounterDropout` of ``net`` the stream of data-parallel ``rank``; returns their count.
+
+    The training driver calls it with ``Runtime.rank`` on every trained network, so each rank draws its
+    own masks (rank 0 draws the single-process stream).
+    """
+    cells = [cell for _, cell in net.cells_and_names() if isinstance(cell, CounterDropout)]
+    for cell in cells:
+        cell.set_rank(rank)
+    return len(cells)
 
 
 def init_weights(net, init_type="normal", gain=0.02):

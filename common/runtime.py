@@ -99,7 +99,8 @@ def init_runtime(device_target="CPU", mode="graph", seed=0, device_id=None, dist
         mode: ``graph`` (compiled, default) or ``pynative`` (eager, for debugging).
         seed: seed of every RNG. All ranks use the same seed, so they initialise identical weights;
             ranks see different data through sharding and different dropout masks through
-            :class:`common.layers.CounterDropout`'s per-rank stream.
+            :class:`common.layers.CounterDropout`'s per-rank stream (the training driver applies
+            ``common.layers.set_dropout_rank(net, Runtime.rank)``).
         device_id: device index; ``None`` lets msrun / MindSpore choose.
         distributed: force data-parallel on/off; ``None`` means "when launched by msrun".
         cpu_conv: ``native``, ``matmul`` or ``auto`` (see :func:`select_cpu_conv`): the process's CPU

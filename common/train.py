@@ -9,6 +9,7 @@
 * :class:`TrainLogger` - ``epoch: E step: S, g_loss X d_loss Y, ms/step Z`` lines to console and file,
   a tqdm bar, ``losses.json`` and a loss-curve PNG.
 * :class:`TrainLoop` - epochs and steps with resume, snapshots, logging and signal handling.
+* :class:`RankSync` - host-side agreement between data-parallel ranks (stop vote, barrier, equal values).
 * :class:`StopSignal` - turns SIGINT/SIGTERM into a flag so the loop can checkpoint before exiting.
 """
 import json
@@ -26,7 +27,7 @@ from tqdm import tqdm
 
 from common.io import atomic_file
 
-__all__ = ["GradientUpdate", "TrainOneStep", "GANTrainStep", "EMA", "make_loss_scaler", "TrainLoop", "linear_decay", "set_lr", "TrainLogger", "StopSignal", "get_logger", "timer_ms", "to_float"]
+__all__ = ["GradientUpdate", "TrainOneStep", "parse_loss_scale", "GANTrainStep", "EMA", "make_loss_scaler", "TrainLoop", "RankSync", "linear_decay", "set_lr", "TrainLogger", "StopSignal", "get_logger", "timer_ms", "to_float"]
 
 
 def _parallel_mode():
@@ -35,6 +36,20 @@ def _parallel_mode():
 
 def _data_parallel():
     return _parallel_mode() in (ms.ParallelMode.DATA_PARALLEL, ms.ParallelMode.HYBRID_PARALLEL)
+
+
+def parse_loss_scale(text):
+    """The config's ``loss_scale`` (``"0"``, a number, or ``"dynamic"``) as :func:`make_loss_scaler` takes it."""
+    text = str(text).strip()
+    if text == "dynamic":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0 or value != value:
+        raise ValueError(f"--loss_scale={text}: expected 0 (no scaling), a positive number (static) or dynamic")
+    return value
 
 
 def make_loss_scaler(loss_scale, name="G"):
@@ -363,6 +378,51 @@ class TrainLogger:
         plt.close(fig)
 
 
+class RankSync:
+    """Host-side agreement between the data-parallel ranks of an msrun job (no-ops for one process).
+
+    Each call is one small compiled AllReduce (sum: the only reduction MindSpore's CPU collective has),
+    so every rank must make the same calls in the same order. :class:`TrainLoop` votes on stopping after
+    every step, checks that all ranks resume from the same snapshot and holds the others at a barrier
+    while rank 0 writes the final snapshot.
+    """
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self, rank=0, group_size=1):
+        self.rank, self.group_size = int(rank), int(group_size)
+        self._sum = _AllReduceSum() if self.group_size > 1 else None
+
+    def sum(self, values):
+        """Element-wise sum over the ranks of a list of floats (a list of floats)."""
+        if self._sum is None:
+            return [float(v) for v in values]
+        return [float(v) for v in self._sum(ms.Tensor(np.asarray(values, np.float32))).asnumpy()]
+
+    def stop_vote(self, requested):
+        """The signal some rank received (``"SIGINT"`` before ``"SIGTERM"``), or None: the same on every rank."""
+        votes = self.sum([float(requested == name) for name in self.SIGNALS])
+        return next((name for name, v in zip(self.SIGNALS, votes) if v > 0), None)
+
+    def all_equal(self, value):
+        """True on every rank when every rank passed the same number."""
+        total, squares = self.sum([value, float(value) ** 2])
+        return abs(squares / self.group_size - (total / self.group_size) ** 2) < 1e-3
+
+    def barrier(self):
+        """Return when every rank has called it."""
+        self.sum([0.0])
+
+
+class _AllReduceSum(nn.Cell):
+    def __init__(self):
+        super().__init__()
+        self.all_reduce = ops.AllReduce(ops.ReduceOp.SUM)
+
+    def construct(self, x):
+        return self.all_reduce(x)
+
+
 class TrainLoop:
     """The epoch/step loop every model runs: resume, logging, periodic and final snapshots, signals.
 
@@ -374,33 +434,56 @@ class TrainLoop:
         n_epochs: epochs to run in total.
         save_epoch_freq: snapshot every this many epochs (and always at the end).
         max_steps: stop after this many steps in total (0: no limit).
-        is_main: only rank 0 writes snapshots.
+        sync: :class:`RankSync` of the data-parallel group (default: one process); only rank 0 writes
+            snapshots.
 
     ``run(step_fn, on_epoch_start, on_epoch_end)`` calls ``step_fn(*batch) -> {loss name: float}`` per
     batch, ``on_epoch_start(epoch) -> lr or None`` before and ``on_epoch_end(epoch)`` after each epoch
-    (0-based). SIGINT/SIGTERM saves a snapshot and exits with 130/143; ``--resume`` continues exactly.
+    (0-based). SIGINT/SIGTERM on any rank stops every rank after the same step: rank 0 saves one snapshot
+    while the others wait, then all exit with 130/143; ``--resume`` continues exactly, with the same
+    number of workers (stored in the snapshot as ``group_size``).
     """
 
-    def __init__(self, manager, components, log, loader, n_epochs, save_epoch_freq=1, max_steps=0, is_main=True):
+    def __init__(self, manager, components, log, loader, n_epochs, save_epoch_freq=1, max_steps=0, sync=None):
         self.manager, self.components, self.log, self.loader = manager, components, log, loader
         self.n_epochs, self.save_epoch_freq, self.max_steps = n_epochs, max(int(save_epoch_freq), 1), max_steps
-        self.is_main = is_main
+        self.sync = sync or RankSync()
+        self.is_main = self.sync.rank == 0
         self.epoch = self.step_in_epoch = self.global_step = 0
         self.saved_at = None
         self.losses = {}
 
     def resume(self, enabled):
-        """Restore the latest snapshot when ``enabled``; note existing snapshots otherwise."""
+        """Restore the latest snapshot when ``enabled``; note existing snapshots otherwise.
+
+        Raises:
+            CheckpointError: the snapshot was written by a run with another number of workers, or the
+                ranks do not all see the same snapshot (several nodes without a shared output folder).
+        """
+        from common.checkpoint import CheckpointError
         latest = self.manager.latest()
         if not enabled:
             if latest is not None and self.is_main:
                 self.log.info(f"note: {self.manager.directory} already holds snapshots; this run starts from scratch "
                               f"(use --resume=true to continue)")
             return False
+        state = self.manager.read_state(latest) if latest is not None else None
+        if not self.sync.all_equal(-1 if state is None else state["step"]):
+            raise CheckpointError(f"rank {self.sync.rank} finds {latest or 'no snapshot'} in {self.manager.directory}, "
+                                  f"other ranks find another: every node must see the same output_dir (a shared "
+                                  f"folder, or copy ckpt/ to every node) to resume")
         if latest is None:
             self.log.info(f"resume: no snapshot in {self.manager.directory}; starting from scratch")
             return False
-        state = self.manager.restore(self.components)
+        workers, model = state.get("group_size", 1), self.manager.meta.get("model", "MODEL")
+        if workers != self.sync.group_size:
+            raise CheckpointError(
+                f"snapshot {latest} was written by a run on {workers} worker(s), and this run has "
+                f"{self.sync.group_size}: the data shards and the position in the epoch depend on the worker "
+                f"count. Resume with {workers} worker(s) (" + (f"python {model}/train.py --resume=true" if workers == 1
+                else f"bash scripts/run_distribute_train.sh {model} DEVICE {workers} --resume=true")
+                + "), or start a new run with --resume=false and another output_dir")
+        self.manager.restore(self.components, latest)
         self.epoch, self.step_in_epoch, self.global_step = state["epoch"], state["step_in_epoch"], state["step"]
         self.saved_at = self.global_step
         self.log.info(f"resumed from {latest} at epoch {self.epoch} step {self.step_in_epoch} (global {self.global_step})")
@@ -410,7 +493,7 @@ class TrainLoop:
         self.saved_at = self.global_step
         if self.is_main:
             path = self.manager.save(self.components, {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
-                                                       "step": self.global_step})
+                                                       "step": self.global_step, "group_size": self.sync.group_size})
             self.log.info(f"saved snapshot {path}")
 
     def _limit_reached(self):
@@ -418,6 +501,7 @@ class TrainLoop:
 
     def run(self, step_fn, on_epoch_start=None, on_epoch_end=None):
         """Train to ``n_epochs`` (or ``max_steps``); returns {epoch, step_in_epoch, step, losses}."""
+        stopping = None
         with StopSignal() as stop:
             while self.epoch < self.n_epochs and not self._limit_reached():
                 lr = on_epoch_start(self.epoch) if on_epoch_start else None
@@ -430,21 +514,29 @@ class TrainLoop:
                     self.step_in_epoch += 1
                     self.global_step += 1
                     self.log.step(self.epoch + 1, self.step_in_epoch, self.global_step, self.losses, timer_ms(t))
-                    if stop.requested or self._limit_reached():
+                    stopping = self.sync.stop_vote(stop.requested)
+                    if stopping or self._limit_reached():
                         break
                 if self.step_in_epoch >= len(self.loader):
                     self.log.end_epoch(self.epoch + 1, time.perf_counter() - t_epoch, lr)
                     if on_epoch_end:
                         on_epoch_end(self.epoch)
                     self.epoch, self.step_in_epoch = self.epoch + 1, 0
-                    if self.epoch % self.save_epoch_freq == 0 and not stop.requested:
+                    if self.epoch % self.save_epoch_freq == 0 and not stopping:
                         self.save()
-                if stop.requested:
+                if stopping:
                     self.save()
-                    self.log.info(f"stopped by {stop.requested}; resume with --resume=true")
-                    raise SystemExit(130 if stop.requested == "SIGINT" else 143)
+                    self.sync.barrier()
+                    where = "" if stop.requested == stopping else " on another rank"
+                    message = f"stopped by {stopping}{where}; resume with --resume=true"
+                    if self.is_main:
+                        self.log.info(message)
+                    else:  # the other ranks' logs (msrun's worker_<rank>.log) say it too
+                        print(message, flush=True)
+                    raise SystemExit(130 if stopping == "SIGINT" else 143)
         if self.global_step and self.saved_at != self.global_step:
             self.save()
+        self.sync.barrier()
         return {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "step": self.global_step,
                 "losses": self.losses}
 

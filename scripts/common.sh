@@ -31,3 +31,9 @@ check_overrides() {  # every remaining argument must look like --key=value
     [[ $arg == --* ]] || { echo "error: unexpected argument '$arg' (options are --key=value)" >&2; usage "$script"; }
   done
 }
+
+gpu_library_path() {  # put the nvidia-*-cu11 wheels' library folders (requirements-gpu.txt) on LD_LIBRARY_PATH
+  local dirs
+  dirs=$(python -m common.gpu_runtime ld_path)
+  if [ -n "$dirs" ]; then export LD_LIBRARY_PATH="$dirs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; fi
+}

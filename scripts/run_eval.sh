@@ -17,6 +17,7 @@ MODEL=${1:-all}
 DEVICE=CPU
 if [ $# -ge 1 ] && [[ $1 != --* ]]; then DEVICE=$(check_device "$0" "$1"); shift; fi
 check_overrides "$0" "$@"
+if [ "$DEVICE" = GPU ]; then gpu_library_path; fi  # the CUDA 11 wheels of requirements-gpu.txt
 
 if [ "$MODEL" = all ]; then
   MODELS=()

@@ -2,7 +2,7 @@
 # Train a model on one device.
 # Usage: bash scripts/run_train.sh MODEL DEVICE [--key=value ...]
 #   MODEL   pix2pix, crn, ... (a folder holding train.py)
-#   DEVICE  CPU, GPU or Ascend
+#   DEVICE  CPU, GPU or Ascend (GPU: the CUDA 11 libraries of requirements-gpu.txt go on LD_LIBRARY_PATH)
 #   --key=value  any key of MODEL/default_config.yaml, e.g. --dataroot=/data/facades --n_epochs=100
 # With no --dataroot the model trains on the built-in synthetic-streets demo data.
 # Outputs (log, loss curve, samples, checkpoints) go to ${SYNTHZOO_OUTPUTS:-outputs}/MODEL/.
@@ -15,4 +15,5 @@ MODEL=$(check_model "$0" "$1" train.py)
 DEVICE=$(check_device "$0" "$2")
 shift 2
 check_overrides "$0" "$@"
+if [ "$DEVICE" = GPU ]; then gpu_library_path; fi  # the CUDA 11 wheels of requirements-gpu.txt
 exec python "$MODEL/train.py" --device_target="$DEVICE" --output_dir="${SYNTHZOO_OUTPUTS:-outputs}/$MODEL" "$@"

@@ -1,9 +1,15 @@
-"""msrun worker for tests/test_distributed.py: one data-parallel pix2pix step, weights saved per rank.
+"""Training worker for tests/test_distributed.py: the shared train driver, recording what each rank did.
 
-Convolutions take the matmul path (common/conv.py) that pix2pix uses on AVX-512 CPUs; the single-process
-reference runs it at batch 2.
+Usage (under msrun, or plain for one process): ``dist_worker.py MODEL RECORD_DIR [--key=value ...]``.
+It runs ``common.drivers.main(spec, "train")`` for MODEL (pix2pix or crn) with a spec whose training set
+records every sample index it serves and whose trainer is kept; it writes
 
-Usage (under msrun): dist_worker.py OUT_DIR. Rank r trains on sample r of a fixed 2-sample batch.
+* ``RECORD_DIR/pid_rank<r>`` (this process's id) once the runtime is up, and
+* ``RECORD_DIR/rank<r>_of<n>.npz`` after training: every parameter of every trained network
+  (``<component>/<name>``), its initial value (``init:<component>/<name>``) and ``indices`` (the
+  samples this rank trained on, in order).
+
+The exit status is the driver's (130/143 when stopped by a signal, 2 on a bad input).
 """
 import os
 import sys
@@ -12,44 +18,75 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from common.config import load_config  # noqa: E402
-from common.conv import use_conv_impl  # noqa: E402
-from common.runtime import init_runtime  # noqa: E402
-
-import mindspore as ms  # noqa: E402
-from pix2pix.src.train_step import Pix2PixTrainStep  # noqa: E402
-from pix2pix.src.utils import build_networks, build_optimizers  # noqa: E402
-
-CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pix2pix", "default_config.yaml")
-SETTINGS = dict(netG="unet_64", ngf=8, ndf=8, crop_size=64, norm="none", use_dropout=False)
+from common import drivers  # noqa: E402
 
 
-def batch():
-    rng = np.random.RandomState(123)
-    return [rng.uniform(-1, 1, (2, 3, 64, 64)).astype(np.float32) for _ in range(2)]
+def spec_class(model):
+    if model == "pix2pix":
+        from pix2pix.src.spec import Pix2PixSpec
+        return Pix2PixSpec
+    if model == "crn":
+        from crn.src.spec import CRNSpec
+        return CRNSpec
+    raise ValueError(f"unknown model {model!r}")
 
 
-def run_step(rank, group_size, conv_impl):
-    cfg = load_config(CONFIG, **SETTINGS)
-    G, D = build_networks(cfg)
-    use_conv_impl(G, conv_impl)
-    use_conv_impl(D, conv_impl)
-    opt_G, opt_D = build_optimizers(cfg, G, D)
-    step = Pix2PixTrainStep(G, D, opt_G, opt_D)
-    step.set_train()
-    a, b = batch()
-    per = 2 // group_size
-    sl = slice(rank * per, (rank + 1) * per)
-    losses = step(ms.Tensor(a[sl]), ms.Tensor(b[sl]))
-    return G, D, [float(x.asnumpy()) for x in losses]
+class RecordingDataset:
+    """A training set that appends every index it serves to ``seen``."""
+
+    def __init__(self, dataset):
+        self.dataset, self.seen = dataset, []
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def get(self, index, rng):
+        self.seen.append(int(index))
+        return self.dataset.get(index, rng)
+
+
+def recording_spec(model, record_dir):
+    """An instance of MODEL's spec that records its training samples and trainer (attribute ``record``)."""
+    base = spec_class(model)
+
+    class Recording(base):
+        record = {}
+
+        def datasets(self, cfg, rt):
+            data = super().datasets(cfg, rt)
+            data.train = self.record["train"] = RecordingDataset(data.train)
+            return data
+
+        def build_trainer(self, cfg, rt, data):
+            trainer = super().build_trainer(cfg, rt, data)
+            self.record.update(rt=rt, trainer=trainer, init=parameters(trainer, prefix="init:"))
+            with open(os.path.join(record_dir, f"pid_rank{rt.rank}"), "w") as f:
+                f.write(str(os.getpid()))
+            return self.record["trainer"]
+
+    return Recording()
+
+
+def parameters(trainer, prefix=""):
+    """``{prefix<component>/<name>: array}`` of every parameter of the trainer's networks."""
+    return {f"{prefix}{component}/{name}": p.asnumpy().copy() for component, net in trainer.networks.items()
+            for name, p in net.parameters_and_names()}
+
+
+def save_record(spec, record_dir):
+    """Write ``rank<r>_of<n>.npz`` with the trained networks' parameters and the samples seen; returns its path."""
+    rt = spec.record["rt"]
+    path = os.path.join(record_dir, f"rank{rt.rank}_of{rt.group_size}.npz")
+    np.savez(path, indices=np.array(spec.record["train"].seen), **parameters(spec.record["trainer"]),
+             **spec.record["init"])
+    return path
 
 
 def main():
-    out = sys.argv[1]
-    rt = init_runtime("CPU", "graph", seed=0, cpu_conv="matmul")
-    G, D, losses = run_step(rt.rank, rt.group_size, rt.conv_impl)
-    arrays = {f"p{i}": p.asnumpy() for i, p in enumerate(G.trainable_params() + D.trainable_params())}
-    np.savez(os.path.join(out, f"rank{rt.rank}_of{rt.group_size}.npz"), losses=np.array(losses), **arrays)
+    model, record_dir, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
+    spec = recording_spec(model, record_dir)
+    drivers.main(spec, "train", argv)
+    save_record(spec, record_dir)
 
 
 if __name__ == "__main__":

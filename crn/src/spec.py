@@ -13,7 +13,7 @@ from common.io import make_grid, write_html, write_image
 from common.layers import count_params
 from common.model_spec import Datasets, EvalRun, ExportGraph, ModelSpec, Trainer
 from common.runtime import total_memory_gb
-from common.train import TrainOneStep
+from common.train import TrainOneStep, parse_loss_scale
 from crn.src.dataset import CRNDataset, encode_label
 from crn.src.loss import CRNWithLoss, build_loss_network
 from crn.src.model import build_generator, default_num_outputs, module_channels, module_heights
@@ -95,7 +95,7 @@ class CRNSpec(ModelSpec):
         perceptual = build_loss_network(cfg, notes.append)
         params = trainable_parameters(net, cfg.train_last_modules)
         opt = nn.Adam(params, learning_rate=Tensor(cfg.lr, ms.float32), beta1=0.9, beta2=0.999, eps=1e-8)
-        step = TrainOneStep(CRNWithLoss(net, perceptual, cfg.min_weight), opt)
+        step = TrainOneStep(CRNWithLoss(net, perceptual, cfg.min_weight), opt, loss_scale=parse_loss_scale(cfg.loss_scale))
         notes.append(f"{cfg.size}p CRN, k={net.num_outputs}, {len(net.refine)} modules, {count_params(net):,} "
                      f"parameters ({sum(p.size for p in params):,} trained)")
 

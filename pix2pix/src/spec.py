@@ -9,7 +9,7 @@ from common.demo_data import ensure_demo_dataset
 from common.export import prepare_for_export
 from common.io import read_image, tensor_to_uint8, write_html, write_image
 from common.model_spec import Datasets, EvalRun, ExportGraph, ModelSpec, Trainer
-from common.train import linear_decay
+from common.train import linear_decay, parse_loss_scale
 from pix2pix.src.dataset import AlignedDataset, check_image_size, plan_tiles
 from pix2pix.src.model import valid_sizes
 from pix2pix.src.train_step import Pix2PixTrainStep
@@ -63,7 +63,9 @@ class Pix2PixSpec(ModelSpec):
             lr = linear_decay(epoch, cfg.lr, n_const, n_decay)
             return {"opt_G": lr, "opt_D": lr}
 
-        return Trainer(step=Pix2PixTrainStep(netG, netD, opt_G, opt_D, cfg.gan_mode, cfg.lambda_L1),
+        step = Pix2PixTrainStep(netG, netD, opt_G, opt_D, cfg.gan_mode, cfg.lambda_L1,
+                                loss_scale=parse_loss_scale(cfg.loss_scale))
+        return Trainer(step=step,
                        loss_names=("d_loss", "g_loss", "g_gan", "g_l1"), networks={"G": netG, "D": netD},
                        optimizers={"opt_G": opt_G, "opt_D": opt_D}, n_epochs=n_const + n_decay,
                        learning_rates=learning_rates)

@@ -46,10 +46,10 @@ class GeneratorLoss(nn.Cell):
 class Pix2PixTrainStep(nn.Cell):
     """One pix2pix iteration as one compiled graph: (real_A, real_B) -> (L_D, L_G, L_GAN, L_L1)."""
 
-    def __init__(self, netG, netD, opt_G, opt_D, gan_mode="vanilla", lambda_l1=100.0):
+    def __init__(self, netG, netD, opt_G, opt_D, gan_mode="vanilla", lambda_l1=100.0, *, loss_scale=0):
         super().__init__(auto_prefix=False)
         self.step = GANTrainStep(netG, DiscriminatorLoss(netD, gan_mode), GeneratorLoss(netD, gan_mode, lambda_l1),
-                                 opt_G, opt_D, generator_inputs=1, order="D_then_G")
+                                 opt_G, opt_D, generator_inputs=1, order="D_then_G", loss_scale=loss_scale)
 
     def construct(self, real_a, real_b):
         return self.step(real_a, real_b)
