@@ -65,11 +65,10 @@ class DemoServer:
         f = self.canvas_scale(model)
         return np.kron(model.adapter.colorize(model.cfg, ids), np.ones((f, f, 1), np.uint8))
 
-    def translate(self, model, ids):
-        """-> (first image path, gallery [(path, caption)], every file to download, latency text)."""
+    def translate(self, model, ids, number):
+        """Request ``number`` -> (first image path, gallery [(path, caption)], files to download, latency text)."""
         images, ms = model.run(ids)
-        self.requests += 1
-        stem = os.path.join(self.work_dir, f"{model.name}_{self.requests:05d}")
+        stem = os.path.join(self.work_dir, f"{model.name}_{number:05d}")
         label_path = f"{stem}_label.png"
         write_image(label_path, model.adapter.colorize(model.cfg, ids))
         paths = []
@@ -125,8 +124,8 @@ def build_app(server):
             brush=gr.Brush(colors=colors, default_color=colors[0], color_mode="fixed", default_size=max(4, 3 * f)),
             eraser=gr.Eraser(default_size=max(4, 3 * f)))
 
-    def fail(e):
-        return f'<div id="demo-error">error: {html.escape(str(e))}</div>'
+    def fail(message):
+        return f'<div id="demo-error">Error in {html.escape(message)}</div>'
 
     def status_text(model):
         return f"Loaded: {html.escape(model.describe())}"
@@ -136,7 +135,7 @@ def build_app(server):
             model = server.model(name, ckpt, BACKENDS[backend])
         except Exception as e:  # a bad checkpoint or missing export is a message; the page keeps the old model
             server.log(f"[demo] load {name} failed: {e}")
-            return (fail(e),) + tuple(gr.update() for _ in range(3))
+            return (fail(f"loading {name}: {e}"),) + tuple(gr.update() for _ in range(3))
         server.current = model
         names = model.adapter.class_names(model.cfg)
         return (status_text(model), legend_html(model), editor(model, server.scene(model, 0)),
@@ -144,12 +143,15 @@ def build_app(server):
 
     def run_ids(get_ids):
         model = server.current
+        server.requests += 1
+        number = server.requests
         try:
-            first_path, gallery, files, latency = server.translate(model, get_ids(model))
+            first_path, gallery, files, latency = server.translate(model, get_ids(model), number)
         except Exception as e:  # bad input: message on the page, server keeps serving
-            server.log(f"[demo] request failed: {e}")
-            return fail(e), gr.update(), gr.update(), gr.update(), gr.update()
-        return status_text(model), first_path, gr.update(value=gallery, visible=len(gallery) > 1), files, latency
+            server.log(f"[demo] request {number} failed: {e}")
+            return fail(f"request {number}: {e}"), gr.update(), gr.update(), gr.update(), gr.update()
+        return (f"Request {number} done. {status_text(model)}", first_path,
+                gr.update(value=gallery, visible=len(gallery) > 1), files, latency)
 
     def from_painting(value):
         def ids(model):
