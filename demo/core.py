@@ -152,14 +152,21 @@ class DemoModel:
         self.warm_up_ms = self.run(np.full(self.size, IGNORE, np.int64))[1]  # graph compilation off the first request
 
     def _load_onnx(self, cfg):
-        """The newest ONNX export; its JSON note's architecture keys replace the config's."""
+        """``cfg.ckpt`` if it is an .onnx file, else the newest export; its JSON note's architecture keys
+        replace the config's."""
         import onnxruntime as ort
-        path = find_onnx(cfg.output_dir, self.name)
+        path = cfg.ckpt if cfg.ckpt.endswith(".onnx") else find_onnx(cfg.output_dir, self.name)
         if path is None:
             raise FileNotFoundError(f"no ONNX export of {self.name} under {cfg.output_dir}/export; run bash "
                                     f"scripts/run_export.sh {self.name} ONNX, or choose the MindSpore backend")
-        with open(os.path.splitext(path)[0] + ".json") as f:
+        note_path = os.path.splitext(path)[0] + ".json"
+        if not os.path.isfile(note_path):
+            raise FileNotFoundError(f"{path} has no {os.path.basename(note_path)} beside it (export.py writes one); "
+                                    f"export it with bash scripts/run_export.sh {self.name} ONNX")
+        with open(note_path) as f:
             note = json.load(f)
+        if note.get("model") != self.name:
+            raise CheckpointError(f"{path} holds a {note.get('model')} graph, not {self.name}; choose that model")
         for key in self.adapter.spec().arch_keys:
             if key in note:
                 cfg[key] = note[key]

@@ -102,7 +102,7 @@ def stop(proc):
 def server(tmp_path_factory, demo_cache):
     """run_demo.sh on an empty outputs folder: trains the tiny demo model, then serves on 127.0.0.1.
 
-    Two steps from a wide init (init_gain 0.3) leave a generator whose output depends strongly on the
+    Two steps from a wide init (init_gain 0.1) leave a generator whose output depends strongly on the
     label map, so comparing outputs with predict.py compares content, not a constant grey.
     """
     outputs = tmp_path_factory.mktemp("demo_outputs")
@@ -111,8 +111,8 @@ def server(tmp_path_factory, demo_cache):
     env = dict(os.environ, SYNTHZOO_OUTPUTS=str(outputs), GRADIO_ANALYTICS_ENABLED="False")
     with open(log_path, "w") as log:
         proc = subprocess.Popen(["bash", "scripts/run_demo.sh", "pix2pix", f"--port={port}", "--eval_protocol=eval",
-                                 "--max_steps=2", "--init_gain=0.3"] + TINY, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                 "--max_steps=2", "--init_gain=0.1"] + TINY, cwd=REPO, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.time() + 240
         while "serving on" not in log_path.read_text():
@@ -225,7 +225,7 @@ def test_painted_stroke_and_uploaded_label_map_match_predict(server, page, tmp_p
         ref = read_image(str(tmp_path / "pred" / "predict" / f"{name}.png"))
         assert mine.shape == ref.shape == (SIZE, SIZE, 3)
         assert np.abs(mine.astype(int) - ref.astype(int)).max() <= 1, name
-    assert np.abs(painted_out.astype(int) - uploaded_out.astype(int)).mean() > 5  # two label maps, two photos
+    assert np.abs(painted_out.astype(int) - uploaded_out.astype(int)).mean() > 3  # two label maps, two photos
 
     shot = tmp_path / "demo.png"
     page.screenshot(path=str(shot), full_page=True)
@@ -259,3 +259,26 @@ def test_bad_inputs_are_messages_and_the_server_keeps_serving(server, page, tmp_
     write_image(str(tmp_path / "good.png"), label)
     ok, status = upload(page, tmp_path / "good.png")
     assert ok and "pix2pix (MindSpore" in status, status
+
+
+@needs_browser
+def test_onnx_backend_matches_predict(server, page, tmp_path):
+    env = server["env"]
+    proc = subprocess.run(["bash", "scripts/run_export.sh", "pix2pix", "ONNX", "--export_norm=running_stats"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=200)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    page.fill("#ckpt textarea", "")
+    page.get_by_label("ONNX (onnxruntime)").check()
+    page.click("#load")
+    page.wait_for_function("() => document.querySelector('#status').innerText.includes('pix2pix (ONNX')")
+    from common.demo_data import render_scene
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    write_image(str(inputs / "scene6.png"), cs.colorize(render_scene(6, SIZE, SIZE)[1]))
+    ok, status = upload(page, inputs / "scene6.png")
+    assert ok and "pix2pix (ONNX" in status, status
+    assert "model time (ONNX, 1 image(s) of 64x64)" in page.inner_text("#latency")
+    mine = download(page, f"_{Requests.count:05d}.png", tmp_path / "scene6_out.png")
+    predict(server, inputs, tmp_path / "pred")  # eval protocol: running statistics, no dropout, as exported
+    ref = read_image(str(tmp_path / "pred" / "predict" / "scene6.png"))
+    assert mine.shape == ref.shape and np.abs(mine.astype(int) - ref.astype(int)).max() <= 1
