@@ -5,7 +5,8 @@ painting or an uploaded colour label map into ``[H, W]`` class ids (void = ``IGN
 to :meth:`DemoAdapter.generate` (MindSpore, the networks of ``common.drivers.load_inference``) or
 :meth:`DemoAdapter.generate_onnx` (an ``export.py`` file run by onnxruntime). A new model plugs in with
 one subclass and one entry in :data:`ADAPTERS`; a model with an exemplar (CoCosNet) sets
-``needs_exemplar`` and reads the ``exemplar`` argument.
+``needs_exemplar`` (the page then asks for one and passes it as ``[H, W, 3]`` uint8 ``exemplar``) and
+names its extra images (the warped exemplar) in :meth:`DemoAdapter.output_names`.
 """
 import numpy as np
 
@@ -45,6 +46,10 @@ class DemoAdapter:
     def size(self, cfg):
         """(height, width) of the label maps the loaded network takes."""
         raise NotImplementedError
+
+    def output_names(self, cfg, n):
+        """Captions of the ``n`` images :meth:`generate` returns (gallery, in order)."""
+        return [f"output {i}" for i in range(n)] if n > 1 else ["output"]
 
     def prepare(self, cfg, nets):
         """Put the loaded networks in the mode ``predict.py`` uses (called once after loading)."""

@@ -65,9 +65,9 @@ class DemoServer:
         f = self.canvas_scale(model)
         return np.kron(model.adapter.colorize(model.cfg, ids), np.ones((f, f, 1), np.uint8))
 
-    def translate(self, model, ids, number):
+    def translate(self, model, ids, number, exemplar=None):
         """Request ``number`` -> (first image path, gallery [(path, caption)], files to download, latency text)."""
-        images, ms = model.run(ids)
+        images, ms = model.run(ids, exemplar)
         stem = os.path.join(self.work_dir, f"{model.name}_{number:05d}")
         label_path = f"{stem}_label.png"
         write_image(label_path, model.adapter.colorize(model.cfg, ids))
@@ -75,7 +75,7 @@ class DemoServer:
         for i, image in enumerate(images):
             paths.append(f"{stem}_k{i}.png" if len(images) > 1 else f"{stem}.png")
             write_image(paths[-1], image)
-        gallery = [(p, f"output {i}") for i, p in enumerate(paths)]
+        gallery = list(zip(paths, model.adapter.output_names(model.cfg, len(paths))))
         h, w = images[0].shape[:2]
         latency = (f"**{ms:.1f} ms** model time ({'ONNX' if model.session is not None else 'MindSpore'}, "
                    f"{len(images)} image(s) of {w}x{h})")
@@ -135,32 +135,42 @@ def build_app(server):
             model = server.model(name, ckpt, BACKENDS[backend])
         except Exception as e:  # a bad checkpoint or missing export is a message; the page keeps the old model
             server.log(f"[demo] load {name} failed: {e}")
-            return (fail(f"loading {name}: {e}"),) + tuple(gr.update() for _ in range(3))
+            return (fail(f"loading {name}: {e}"),) + tuple(gr.update() for _ in range(4))
         server.current = model
         names = model.adapter.class_names(model.cfg)
         return (status_text(model), legend_html(model), editor(model, server.scene(model, 0)),
-                gr.update(choices=names, value=names[0]))
+                gr.update(choices=names, value=names[0]), gr.update(visible=model.adapter.needs_exemplar))
 
-    def run_ids(get_ids):
+    def run_ids(get_ids, exemplar_path):
         model = server.current
         server.requests += 1
         number = server.requests
         try:
-            first_path, gallery, files, latency = server.translate(model, get_ids(model), number)
+            ids = get_ids(model)
+            exemplar = read_exemplar(model, exemplar_path)
+            first_path, gallery, files, latency = server.translate(model, ids, number, exemplar)
         except Exception as e:  # bad input: message on the page, server keeps serving
             server.log(f"[demo] request {number} failed: {e}")
             return fail(f"request {number}: {e}"), gr.update(), gr.update(), gr.update(), gr.update()
         return (f"Request {number} done. {status_text(model)}", first_path,
                 gr.update(value=gallery, visible=len(gallery) > 1), files, latency)
 
-    def from_painting(value):
+    def read_exemplar(model, path):
+        from common.io import read_image
+        if not model.adapter.needs_exemplar:
+            return None
+        if not path:
+            raise ValueError(f"{model.name} translates with an exemplar photo: upload one")
+        return read_image(path)
+
+    def from_painting(value, exemplar_path):
         def ids(model):
             if value is None or value.get("composite") is None:
                 raise ValueError("the canvas is empty: paint a scene or press 'New random scene'")
             return painting_to_ids(value["composite"], model.palette, model.size)
-        return run_ids(ids)
+        return run_ids(ids, exemplar_path)
 
-    def from_file(path):
+    def from_file(path, exemplar_path):
         def ids(model):
             from common.io import read_image
             if not path:
@@ -169,7 +179,7 @@ def build_app(server):
             rgb = read_image(path)
             check_size(rgb.shape, model.size, source)
             return colors_to_ids(rgb, model.palette, source)
-        return run_ids(ids)
+        return run_ids(ids, exemplar_path)
 
     def fill(class_name):
         model = server.current
@@ -208,6 +218,8 @@ def build_app(server):
                     label_file = gr.File(label="Colour label map (PNG, the palette above, the model's size)",
                                          elem_id="label-file")
                     file_btn = gr.Button("Generate from file", variant="primary", elem_id="generate-file")
+                exemplar = gr.File(label="Exemplar photo (the style to follow)", visible=first.adapter.needs_exemplar,
+                                   elem_id="exemplar")
             with gr.Column():
                 output = gr.Image(label="Output", type="filepath", format="png", interactive=False, height=360,
                                   buttons=["download"], elem_id="output")
@@ -216,11 +228,11 @@ def build_app(server):
                 downloads = gr.File(label="Download (outputs + label map)", file_count="multiple",
                                     interactive=False, elem_id="downloads")
         results = [status, output, gallery, downloads, latency]
-        paint_btn.click(from_painting, canvas, results)
-        file_btn.click(from_file, label_file, results)
+        paint_btn.click(from_painting, [canvas, exemplar], results)
+        file_btn.click(from_file, [label_file, exemplar], results)
         fill_btn.click(fill, class_box, canvas)
         scene_btn.click(new_scene, seed, [canvas, seed])
-        load_btn.click(select_model, [model_box, ckpt_box, backend_box], [status, legend, canvas, class_box])
+        load_btn.click(select_model, [model_box, ckpt_box, backend_box], [status, legend, canvas, class_box, exemplar])
     app.queue(default_concurrency_limit=1)
     return app
 

@@ -282,3 +282,28 @@ def test_onnx_backend_matches_predict(server, page, tmp_path):
     predict(server, inputs, tmp_path / "pred")  # eval protocol: running statistics, no dropout, as exported
     ref = read_image(str(tmp_path / "pred" / "predict" / "scene6.png"))
     assert mine.shape == ref.shape and np.abs(mine.astype(int) - ref.astype(int)).max() <= 1
+
+
+def test_crn_adapter_gives_the_k_images_of_predict_with_void(tmp_path):
+    from common.checkpoint import save_cell
+    from common.drivers import parse, predict
+    from common.demo_data import render_scene
+    from crn.src.spec import CRNSpec
+    from demo.core import DemoModel, model_config
+    spec = CRNSpec()
+    cfg = parse(spec, ["--size=32", "--width_mult=0.0625", "--num_outputs=3"])
+    ckpt = tmp_path / "G.ckpt"
+    save_cell(spec.build_inference(cfg)["G"], str(ckpt), dict(spec.arch(cfg), model="crn"))
+    model = DemoModel("crn", model_config("crn", str(tmp_path), ckpt=str(ckpt)))
+    ids = render_scene(2, 32, 64)[1].astype(np.int64)
+    ids[:4] = IGNORE
+    images, ms = model.run(ids)
+    assert model.size == (32, 64) and len(images) == 3 and ms > 0
+    label = tmp_path / "label.png"
+    write_image(str(label), model.adapter.colorize(model.cfg, ids))
+    predict(spec, parse(spec, ["--label_format=color", f"--ckpt={ckpt}", f"--input={label}"],
+                        output_dir=str(tmp_path / "pred")))
+    for i, image in enumerate(images):
+        ref = read_image(str(tmp_path / "pred" / "predict" / f"label_k{i}.png"))
+        np.testing.assert_array_equal(image, ref)
+    assert images[0].std() > 1 and np.abs(images[0].astype(int) - images[1].astype(int)).mean() > 1
