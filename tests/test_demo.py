@@ -3,8 +3,9 @@
 The browser tests start ``bash scripts/run_demo.sh pix2pix`` on an empty outputs folder (so it trains the
 tiny demo model first), drive Debian's chromium through Playwright, and compare the page's outputs with
 ``pix2pix/predict.py`` on the same label maps. They skip when chromium, Playwright or gradio is missing
-(``pip install -r requirements-demo.txt``; ``apt-get install chromium``). Set SYNTHZOO_DEMO_SCREENSHOT=PATH
-to copy the page's screenshot there (docs/demo.png was made so).
+(``pip install -r requirements-demo.txt``; ``apt-get install chromium``). The page's screenshot is saved
+under the test's tmp folder; SYNTHZOO_DEMO_SCREENSHOT=PATH copies it there too. (docs/demo.png shows the
+same page with a better-trained model: 64x64 pix2pix, ngf 32, 20 demo epochs.)
 """
 import importlib.util
 import os
@@ -195,11 +196,12 @@ def test_painted_stroke_and_uploaded_label_map_match_predict(server, page, tmp_p
     page.click("#canvas button[aria-label='Brush']")
     page.click("#canvas button[aria-label='Color']")
     page.click(f"#canvas menu.swatch button[style*='rgb{CAR}']")
+    page.click("#canvas button[aria-label='Color']")  # closes the swatch menu, which lies over the canvas
     box = page.locator("#canvas canvas").first.bounding_box()
     cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    page.mouse.move(cx - 100, cy - 60)
+    page.mouse.move(cx - 20, cy - 60)
     page.mouse.down()
-    page.mouse.move(cx + 100, cy - 60, steps=20)
+    page.mouse.move(cx + 120, cy - 60, steps=20)
     page.mouse.up()
     ok, status = generate(page, "#generate-paint")
     assert ok, status
@@ -210,7 +212,7 @@ def test_painted_stroke_and_uploaded_label_map_match_predict(server, page, tmp_p
     from common.demo_data import render_scene
     scene = cs.colorize(render_scene(0, SIZE, SIZE)[1])
     stroke = np.all(painted == CAR, axis=-1) & ~np.all(scene == CAR, axis=-1)
-    assert stroke.sum() > 50 and stroke.any(axis=1).sum() <= 12  # a horizontal band of car pixels was painted
+    assert stroke.sum() > 40 and stroke.any(axis=1).sum() <= 12  # a horizontal band of car pixels was painted
 
     label = cs.colorize(render_scene(3, SIZE, SIZE)[1])
     write_image(str(inputs / "scene3.png"), label)
