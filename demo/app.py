@@ -7,8 +7,11 @@ Usage: python -m demo.app [MODEL] [--ckpt=PATH] [--host=127.0.0.1] [--port=7860]
 built-in demo model is trained first with them. Each model is loaded once, on first use; a bad input
 or checkpoint becomes a message on the page and the server keeps serving.
 """
+import atexit
 import html
 import os
+import shutil
+import signal
 import sys
 import tempfile
 
@@ -39,6 +42,7 @@ class DemoServer:
         self.outputs, self.initial, self.argv, self.log = outputs, initial, list(argv), log
         self.models = {}
         self.work_dir = tempfile.mkdtemp(prefix="synthzoo_demo_")
+        atexit.register(shutil.rmtree, self.work_dir, ignore_errors=True)
         self.requests = 0
         self.current = self.model(initial, ckpt, backend)
 
@@ -285,6 +289,7 @@ def main(argv=None):
         app = build_app(server)
         print(f"[demo] {server.current.describe()}")
         print(f"[demo] serving on http://{options['host']}:{options['port']} (Ctrl-C stops)", flush=True)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a terminated server still removes its files
         launch(app, server, options["host"], options["port"])
         return server
 

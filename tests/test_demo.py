@@ -109,7 +109,8 @@ def server(tmp_path_factory, demo_cache):
     outputs = tmp_path_factory.mktemp("demo_outputs")
     port = free_port()
     log_path = outputs / "server.log"
-    env = dict(os.environ, SYNTHZOO_OUTPUTS=str(outputs), GRADIO_ANALYTICS_ENABLED="False")
+    env = dict(os.environ, SYNTHZOO_OUTPUTS=str(outputs), GRADIO_ANALYTICS_ENABLED="False",
+               GRADIO_TEMP_DIR=str(outputs / "gradio"))
     with open(log_path, "w") as log:
         proc = subprocess.Popen(["bash", "scripts/run_demo.sh", "pix2pix", f"--port={port}", "--eval_protocol=eval",
                                  "--max_steps=2", "--init_gain=0.1"] + TINY, cwd=REPO, env=env, stdout=log,
