@@ -161,8 +161,7 @@ def upload(page, path):
     if clear.count():
         clear.click()
     page.set_input_files("#label-file input[type=file]", str(path))
-    page.wait_for_function("name => document.querySelector('#label-file').innerText.includes(name)",
-                           arg=os.path.basename(str(path)))
+    page.wait_for_selector(f"#label-file td.filename[aria-label='{os.path.basename(str(path))}']")  # upload done
     return generate(page, "#generate-file")
 
 
