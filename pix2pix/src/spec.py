@@ -115,18 +115,30 @@ class Pix2PixSpec(ModelSpec):
     def predict(self, cfg, nets, paths, out_dir):
         netG = nets["G"]
         netG.set_train(cfg.eval_protocol == "paper")
-        size = self.image_size(cfg)
         written = []
         for path in tqdm(paths, desc="pix2pix predict", unit="img"):
-            image = read_image(path)
-            plan = plan_tiles(image.shape[0], image.shape[1], size, cfg.fit)
-            if plan.note:
-                tqdm.write(f"{path}: {plan.note} (--fit={cfg.fit})")
-            fake = plan.merge(np.concatenate([generate(netG, tile[None]) for tile in plan.split(image)]))
+            fake, note = self.translate(cfg, lambda x: generate(netG, x), read_image(path))
+            if note:
+                tqdm.write(f"{path}: {note} (--fit={cfg.fit})")
             out = os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0] + ".png")
-            write_image(out, tensor_to_uint8(fake))
+            write_image(out, fake)
             written.append(out)
         return written
+
+    def translate(self, cfg, generator, image):
+        """One input image through ``generator`` as ``predict`` does (``--fit``, tiles merged).
+
+        Args:
+            generator: ``[B, input_nc, S, S] float32 in [-1, 1] -> [B, output_nc, S, S]`` (the MindSpore
+                network or an exported graph), S = :meth:`image_size`.
+            image: ``[H, W, 3]`` uint8 RGB.
+
+        Returns:
+            (``[H', W', output_nc]`` uint8 output, note on the resize/tiling; empty when none happened).
+        """
+        plan = plan_tiles(image.shape[0], image.shape[1], self.image_size(cfg), cfg.fit)
+        fake = plan.merge(np.concatenate([generator(tile[None]) for tile in plan.split(image)]))
+        return tensor_to_uint8(fake), plan.note
 
     def export_graph(self, cfg, nets, out_dir):
         net = prepare_for_export(nets["G"], cfg.export_norm)

@@ -1,0 +1,300 @@
+"""Paint-a-scene web demo (gradio): paint a label map in a model's class palette, get its photo.
+
+Usage: python -m demo.app [MODEL] [--ckpt=PATH] [--host=127.0.0.1] [--port=7860] [--backend=mindspore|onnx]
+                          [--key=value ...]
+(or ``bash scripts/run_demo.sh``). ``--key=value`` words are MODEL's config keys, as for its predict.py
+(e.g. ``--eval_protocol=eval``); when MODEL has no checkpoint under ``<outputs>/MODEL/ckpt`` the
+built-in demo model is trained first with them. Each model is loaded once, on first use; a bad input
+or checkpoint becomes a message on the page and the server keeps serving.
+"""
+import atexit
+import html
+import os
+import shutil
+import signal
+import sys
+import tempfile
+
+import numpy as np
+
+from common.demo_data import render_scene
+from common.drivers import run_cli
+from common.io import write_image
+from demo.adapters import ADAPTERS, IGNORE, adapter_for
+from demo.core import DemoModel, check_size, colors_to_ids, ensure_checkpoint, model_config, painting_to_ids
+
+__all__ = ["DemoServer", "build_app", "launch", "main"]
+
+BACKENDS = {"MindSpore": "mindspore", "ONNX (onnxruntime)": "onnx"}
+MIN_CANVAS_WIDTH = 512
+DEMO_OPTIONS = ("host", "port", "backend")
+
+
+class DemoServer:
+    """The page's state: models loaded once per (name, checkpoint, backend), outputs written to ``work_dir``.
+
+    Args:
+        outputs: the outputs root (``<outputs>/<model>/ckpt`` holds each model's snapshots).
+        initial: the model shown first, with ``argv`` (its config overrides) and ``ckpt``.
+    """
+
+    def __init__(self, outputs, initial, argv=(), ckpt="", backend="mindspore", log=print):
+        self.outputs, self.initial, self.argv, self.log = outputs, initial, list(argv), log
+        self.models = {}
+        self.work_dir = tempfile.mkdtemp(prefix="synthzoo_demo_")
+        atexit.register(shutil.rmtree, self.work_dir, ignore_errors=True)
+        self.requests = 0
+        self.current = self.model(initial, ckpt, backend)
+
+    def config(self, name, ckpt=""):
+        return model_config(name, self.outputs, self.argv if name == self.initial else (), ckpt)
+
+    def model(self, name, ckpt="", backend="mindspore"):
+        """The loaded :class:`DemoModel` (cached: a model is loaded once, not per request)."""
+        key = (name, ckpt.strip(), backend)
+        if key not in self.models:
+            self.models[key] = DemoModel(name, self.config(name, ckpt.strip()), backend, log=self.log)
+        return self.models[key]
+
+    def scene(self, model, seed):
+        """A random street label map (the demo data's layouts) at the model's size, as ids."""
+        _, ids = render_scene(int(seed), *model.size)
+        return ids.astype(np.int64)
+
+    def canvas_scale(self, model):
+        return max(1, MIN_CANVAS_WIDTH // model.size[1])
+
+    def canvas_image(self, model, ids):
+        """ids -> the colour image the canvas shows (scaled up by :meth:`canvas_scale`, nearest)."""
+        f = self.canvas_scale(model)
+        return np.kron(model.adapter.colorize(model.cfg, ids), np.ones((f, f, 1), np.uint8))
+
+    def translate(self, model, ids, number, exemplar=None):
+        """Request ``number`` -> (first image path, gallery [(path, caption)], files to download, latency text)."""
+        images, ms = model.run(ids, exemplar)
+        stem = os.path.join(self.work_dir, f"{model.name}_{number:05d}")
+        label_path = f"{stem}_label.png"
+        write_image(label_path, model.adapter.colorize(model.cfg, ids))
+        paths = []
+        for i, image in enumerate(images):
+            paths.append(f"{stem}_k{i}.png" if len(images) > 1 else f"{stem}.png")
+            write_image(paths[-1], image)
+        gallery = list(zip(paths, model.adapter.output_names(model.cfg, len(paths))))
+        h, w = images[0].shape[:2]
+        latency = (f"**{ms:.1f} ms** model time ({'ONNX' if model.session is not None else 'MindSpore'}, "
+                   f"{len(images)} image(s) of {w}x{h})")
+        return paths[0], gallery, paths + [label_path], latency
+
+
+def legend_html(model):
+    """The palette as coloured chips with class names."""
+    names = model.adapter.class_names(model.cfg)
+    chips = "".join(
+        f'<span class="chip" title="{html.escape(n)}"><span style="background:rgb{tuple(int(c) for c in rgb)}">'
+        f'</span>{html.escape(n)}</span>' for n, rgb in zip(names, model.palette))
+    return f'<div class="legend">{chips}</div>'
+
+
+def hex_colors(model):
+    return ["#%02x%02x%02x" % tuple(int(c) for c in rgb) for rgb in model.palette]
+
+
+CSS = """
+.legend {display:flex; flex-wrap:wrap; gap:4px 10px; font-size:12px}
+.chip {display:inline-flex; align-items:center; gap:4px}
+.chip span {display:inline-block; width:14px; height:14px; border:1px solid #888}
+#output img {image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain}
+"""
+
+
+def build_app(server):
+    """The gradio Blocks of ``server`` (a :class:`DemoServer`)."""
+    import gradio as gr
+
+    first = server.current
+
+    def editor_value(model, ids):
+        image = server.canvas_image(model, ids)
+        return {"background": image, "layers": [], "composite": image}
+
+    def editor(model, ids):
+        h, w = model.size
+        f = server.canvas_scale(model)
+        colors = hex_colors(model)
+        return gr.ImageEditor(
+            value=editor_value(model, ids), label="Canvas (pick a class colour in the brush menu)", type="numpy",
+            image_mode="RGBA", format="png", canvas_size=(w * f, h * f), fixed_canvas=True, layers=False,
+            sources=["upload"], transforms=[], elem_id="canvas",
+            brush=gr.Brush(colors=colors, default_color=colors[0], color_mode="fixed", default_size=max(4, 3 * f)),
+            eraser=gr.Eraser(default_size=max(4, 3 * f)))
+
+    def fail(message):
+        return f'<div id="demo-error">Error in {html.escape(message)}</div>'
+
+    def status_text(model):
+        return f"Loaded: {html.escape(model.describe())}"
+
+    def select_model(name, ckpt, backend):
+        try:
+            model = server.model(name, ckpt, BACKENDS[backend])
+        except Exception as e:  # a bad checkpoint or missing export is a message; the page keeps the old model
+            server.log(f"[demo] load {name} failed: {e}")
+            return (fail(f"loading {name}: {e}"),) + tuple(gr.update() for _ in range(4))
+        server.current = model
+        names = model.adapter.class_names(model.cfg)
+        return (status_text(model), legend_html(model), editor(model, server.scene(model, 0)),
+                gr.update(choices=names, value=names[0]), gr.update(visible=model.adapter.needs_exemplar))
+
+    def run_ids(get_ids, exemplar_path):
+        model = server.current
+        server.requests += 1
+        number = server.requests
+        try:
+            ids = get_ids(model)
+            exemplar = read_exemplar(model, exemplar_path)
+            first_path, gallery, files, latency = server.translate(model, ids, number, exemplar)
+        except Exception as e:  # bad input: message on the page, server keeps serving
+            server.log(f"[demo] request {number} failed: {e}")
+            return fail(f"request {number}: {e}"), gr.update(), gr.update(), gr.update(), gr.update()
+        return (f"Request {number} done. {status_text(model)}", first_path,
+                gr.update(value=gallery, visible=len(gallery) > 1), files, latency)
+
+    def read_exemplar(model, path):
+        from common.io import read_image
+        if not model.adapter.needs_exemplar:
+            return None
+        if not path:
+            raise ValueError(f"{model.name} translates with an exemplar photo: upload one")
+        return read_image(path)
+
+    def from_painting(value, exemplar_path):
+        def ids(model):
+            if value is None or value.get("composite") is None:
+                raise ValueError("the canvas is empty: paint a scene or press 'New random scene'")
+            return painting_to_ids(value["composite"], model.palette, model.size)
+        return run_ids(ids, exemplar_path)
+
+    def from_file(path, exemplar_path):
+        def ids(model):
+            from common.io import read_image
+            if not path:
+                raise ValueError("upload a colour label map (PNG) first")
+            source = f"label map {os.path.basename(path)}"
+            rgb = read_image(path)
+            check_size(rgb.shape, model.size, source)
+            return colors_to_ids(rgb, model.palette, source)
+        return run_ids(ids, exemplar_path)
+
+    def fill(class_name):
+        model = server.current
+        names = model.adapter.class_names(model.cfg)
+        index = names.index(class_name) if class_name in names else 0
+        ids = np.full(model.size, IGNORE if index == len(names) - 1 else index, np.int64)
+        return editor_value(model, ids)
+
+    def new_scene(seed):
+        model = server.current
+        return editor_value(model, server.scene(model, seed)), (int(seed) + 1) % 100000
+
+    with gr.Blocks(title="synthzoo: paint a scene") as app:
+        gr.Markdown("## synthzoo: paint a scene\nPaint regions with class colours (brush menu; size, undo and "
+                    "eraser in the canvas toolbar) or upload a colour label map, then generate the photo.")
+        with gr.Row():
+            model_box = gr.Dropdown(sorted(ADAPTERS), value=first.name, label="Model", elem_id="model")
+            ckpt_box = gr.Textbox(value="", label="Checkpoint (empty: newest under outputs/<model>/ckpt)",
+                                  elem_id="ckpt")
+            backend_box = gr.Radio(list(BACKENDS), value="MindSpore", label="Backend", elem_id="backend")
+            load_btn = gr.Button("Load model", elem_id="load")
+        status = gr.HTML(status_text(first), elem_id="status")
+        legend = gr.HTML(legend_html(first), elem_id="legend")
+        with gr.Row():
+            with gr.Column():
+                with gr.Tab("Paint"):
+                    canvas = editor(first, server.scene(first, 0))
+                    with gr.Row():
+                        names = first.adapter.class_names(first.cfg)
+                        class_box = gr.Dropdown(names, value=names[0], label="Class", elem_id="fill-class")
+                        fill_btn = gr.Button("Fill canvas with class", elem_id="fill")
+                        seed = gr.Number(value=1, precision=0, visible=False)
+                        scene_btn = gr.Button("New random scene", elem_id="scene")
+                    paint_btn = gr.Button("Generate from painting", variant="primary", elem_id="generate-paint")
+                with gr.Tab("Upload a label map", elem_id="upload-tab"):
+                    label_file = gr.File(label="Colour label map (PNG, the palette above, the model's size)",
+                                         elem_id="label-file")
+                    file_btn = gr.Button("Generate from file", variant="primary", elem_id="generate-file")
+                exemplar = gr.File(label="Exemplar photo (the style to follow)", visible=first.adapter.needs_exemplar,
+                                   elem_id="exemplar")
+            with gr.Column():
+                output = gr.Image(label="Output", type="filepath", format="png", interactive=False, height=360,
+                                  buttons=["download"], elem_id="output")
+                gallery = gr.Gallery(label="k diverse outputs", columns=3, height=260, visible=False, elem_id="gallery")
+                latency = gr.Markdown(elem_id="latency")
+                downloads = gr.File(label="Download (outputs + label map)", file_count="multiple",
+                                    interactive=False, elem_id="downloads")
+        results = [status, output, gallery, downloads, latency]
+        paint_btn.click(from_painting, [canvas, exemplar], results)
+        file_btn.click(from_file, [label_file, exemplar], results)
+        fill_btn.click(fill, class_box, canvas)
+        scene_btn.click(new_scene, seed, [canvas, seed])
+        load_btn.click(select_model, [model_box, ckpt_box, backend_box], [status, legend, canvas, class_box, exemplar])
+    app.queue(default_concurrency_limit=1)
+    return app
+
+
+def launch(app, server, host="127.0.0.1", port=7860, block=True):
+    """Serve ``app`` on ``host:port``; ``block=False`` returns at once (``app.close()`` stops it)."""
+    import gradio as gr
+    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                              font_mono=["ui-monospace", "monospace"])
+    app.launch(server_name=host, server_port=int(port), show_error=False, theme=theme, css=CSS, footer_links=[],
+               allowed_paths=[server.work_dir], prevent_thread_lock=not block, quiet=not block)
+
+
+def parse_args(argv):
+    """[MODEL] [--host=] [--port=] [--backend=] [--ckpt=] [--key=value ...] -> (model, options, ckpt, model argv)."""
+    name = "pix2pix"
+    if argv and not argv[0].startswith("--"):
+        name, argv = argv[0], argv[1:]
+    adapter_for(name)
+    options = {"host": "127.0.0.1", "port": "7860", "backend": "mindspore"}
+    ckpt, rest = "", []
+    for word in argv:
+        if not word.startswith("--") or "=" not in word:
+            raise ValueError(f"unexpected argument '{word}'; options are --key=value (see --help)")
+        key, value = word[2:].split("=", 1)
+        if key in DEMO_OPTIONS:
+            options[key] = value
+        elif key == "ckpt":
+            ckpt = value
+        else:
+            rest.append(word)
+    if options["backend"] not in ("mindspore", "onnx"):
+        raise ValueError(f"--backend={options['backend']}: choose mindspore or onnx")
+    return name, options, ckpt, rest
+
+
+def main(argv=None):
+    """Parse, train the demo model if needed, load, serve until Ctrl-C."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--help" in argv or "-h" in argv:
+        print(__doc__)
+        return None
+
+    def run(args):
+        os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+        name, options, ckpt, rest = parse_args(args)
+        outputs = os.environ.get("SYNTHZOO_OUTPUTS", "outputs")
+        ensure_checkpoint(name, model_config(name, outputs, rest, ckpt))
+        server = DemoServer(outputs, name, rest, ckpt, options["backend"])
+        app = build_app(server)
+        print(f"[demo] {server.current.describe()}")
+        print(f"[demo] serving on http://{options['host']}:{options['port']} (Ctrl-C stops)", flush=True)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a terminated server still removes its files
+        launch(app, server, options["host"], options["port"])
+        return server
+
+    return run_cli(run, argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""The demo's model handling, free of any UI: label maps in, images out, latency measured.
+
+* :func:`colors_to_ids` reads an uploaded colour label map strictly (unknown colours are an error that
+  names them); :func:`painting_to_ids` reads a painted canvas, whose antialiased stroke edges are snapped
+  to the nearest palette colour.
+* :class:`DemoModel` loads a model once (``common.drivers.load_inference``, or the newest ONNX export)
+  and runs it per request.
+* :func:`ensure_checkpoint` trains the built-in demo model when a model has no checkpoint yet.
+"""
+import glob
+import json
+import os
+import time
+
+import cv2
+import numpy as np
+
+from common.checkpoint import CheckpointError, resolve_checkpoint
+from common.drivers import load_inference, parse, train
+from common.runtime import init_runtime
+from demo.adapters import IGNORE, adapter_for
+
+__all__ = ["colors_to_ids", "painting_to_ids", "check_size", "find_onnx", "ensure_checkpoint", "model_config",
+           "DemoModel"]
+
+MAX_LISTED = 6
+
+
+def _hex(rgb):
+    return "#%02x%02x%02x" % tuple(int(c) for c in rgb)
+
+
+def colors_to_ids(rgb, palette, source="label map"):
+    """``[H, W, 3]`` uint8 colour label map -> ``[H, W]`` ids by exact match (last palette row = void = IGNORE).
+
+    Raises:
+        ValueError: a colour is not in ``palette``; names the colours, their pixel counts and the fix.
+    """
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"{source}: image of shape {rgb.shape}; expected an RGB colour label map")
+    code = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+    keys = (palette[:, 0].astype(np.int64) << 16) | (palette[:, 1].astype(np.int64) << 8) | palette[:, 2]
+    order = np.argsort(keys)
+    pos = np.clip(np.searchsorted(keys[order], code), 0, len(keys) - 1)
+    known = keys[order][pos] == code
+    if not known.all():
+        values, counts = np.unique(code[~known], return_counts=True)
+        top = np.argsort(-counts)[:MAX_LISTED]
+        listed = ", ".join(f"{_hex(((v >> 16) & 255, (v >> 8) & 255, v & 255))} ({c} px)"
+                           for v, c in zip(values[top], counts[top]))
+        raise ValueError(f"{source}: {int((~known).sum())} pixels have colours outside the model's palette "
+                         f"({len(values)} colours: {listed}); save the label map as PNG (no JPEG blur, no "
+                         f"antialiasing) with the palette colours shown on the page, or paint it on the canvas")
+    ids = order[pos].astype(np.int64)
+    return np.where(ids == len(palette) - 1, IGNORE, ids)
+
+
+def painting_to_ids(rgba, palette, size, background=IGNORE):
+    """A painted canvas ``[h, w, 4]`` (or 3) uint8 -> ``[H, W]`` ids at ``size`` = (H, W).
+
+    Pixels are snapped to the nearest palette colour (brush edges are antialiased), fully transparent
+    pixels take ``background``, and the map is resized with nearest-neighbour sampling.
+    """
+    img = np.asarray(rgba)
+    rgb = img[..., :3].astype(np.int32)
+    dist = ((rgb[:, :, None, :] - palette[None, None].astype(np.int32)) ** 2).sum(-1)
+    ids = np.argmin(dist, axis=-1)
+    ids = np.where(ids == len(palette) - 1, IGNORE, ids)
+    if img.shape[2] == 4:
+        ids = np.where(img[..., 3] == 0, background, ids)
+    height, width = size
+    if ids.shape != (height, width):
+        ids = cv2.resize(ids.astype(np.uint16), (width, height), interpolation=cv2.INTER_NEAREST)
+    return ids.astype(np.int64)
+
+
+def check_size(shape, size, source="label map"):
+    """Raise a ValueError naming ``source`` unless ``shape[:2]`` is ``size`` = (H, W)."""
+    if tuple(shape[:2]) != tuple(size):
+        raise ValueError(f"{source} is {shape[1]}x{shape[0]} (WxH) but the loaded model takes {size[1]}x{size[0]}; "
+                         f"resize it with nearest-neighbour sampling, or paint on the canvas")
+
+
+def find_onnx(output_dir, name):
+    """The newest ``<output_dir>/export/*.onnx`` whose JSON note says it is a ``name`` graph, or None."""
+    found = []
+    for path in glob.glob(os.path.join(output_dir, "export", "*.onnx")):
+        note = os.path.splitext(path)[0] + ".json"
+        try:
+            with open(note) as f:
+                if json.load(f).get("model") == name:
+                    found.append(path)
+        except (OSError, ValueError):
+            continue
+    return max(found, key=os.path.getmtime) if found else None
+
+
+def model_config(name, outputs, argv=(), ckpt=""):
+    """The config of model ``name`` as ``predict.py`` would see it (output_dir ``<outputs>/<name>``)."""
+    adapter = adapter_for(name)
+    return parse(adapter.spec(), list(argv), output_dir=os.path.join(outputs, name), ckpt=ckpt)
+
+
+def has_checkpoint(adapter, cfg):
+    try:
+        resolve_checkpoint(cfg.ckpt or os.path.join(cfg.output_dir, "ckpt"), adapter.spec().inference_components[0])
+        return True
+    except CheckpointError:
+        return False
+
+
+def ensure_checkpoint(name, cfg, log=print):
+    """Train the built-in demo model of ``name`` into ``cfg.output_dir`` when it has no checkpoint yet.
+
+    An explicit ``cfg.ckpt`` is never replaced: a missing one is the caller's error (raised by loading).
+    Returns True when it trained.
+    """
+    adapter = adapter_for(name)
+    if cfg.ckpt or has_checkpoint(adapter, cfg):
+        return False
+    log(f"[demo] no {name} checkpoint under {cfg.output_dir}/ckpt: training the built-in demo model first "
+        f"(as bash scripts/run_train.sh {name} CPU; progress below, snapshots in {cfg.output_dir}/ckpt) ...")
+    train(adapter.spec(), cfg)
+    log(f"[demo] {name} demo model trained; starting the page")
+    return True
+
+
+class DemoModel:
+    """One model loaded once: its config, networks (or ONNX session), palette and canvas size.
+
+    Args:
+        name: spec name (a key of ``demo.adapters.ADAPTERS``).
+        cfg: the model's config (:func:`model_config`); ``cfg.ckpt`` empty = newest snapshot.
+        backend: ``mindspore`` or ``onnx`` (the newest ``export.py`` ONNX file of the model).
+    """
+
+    def __init__(self, name, cfg, backend="mindspore", log=print):
+        self.name, self.cfg, self.backend = name, cfg, backend
+        self.adapter = adapter_for(name)
+        if backend not in ("mindspore", "onnx"):
+            raise ValueError(f"backend '{backend}' is not mindspore or onnx")
+        self.session = None
+        if backend == "onnx":
+            self._load_onnx(cfg)
+        else:
+            rt = init_runtime(cfg.device_target, cfg.mode, cfg.seed, cpu_conv=cfg.cpu_conv)
+            self.nets, self.checkpoint = load_inference(self.adapter.spec(), cfg, rt.conv_impl, log=log)
+            self.adapter.prepare(cfg, self.nets)
+        self.palette = self.adapter.palette(cfg)
+        self.size = self.adapter.size(cfg)
+        self.warm_up_ms = self.run(np.full(self.size, IGNORE, np.int64))[1]  # graph compilation off the first request
+
+    def _load_onnx(self, cfg):
+        """``cfg.ckpt`` if it is an .onnx file, else the newest export; its JSON note's architecture keys
+        replace the config's."""
+        import onnxruntime as ort
+        path = cfg.ckpt if cfg.ckpt.endswith(".onnx") else find_onnx(cfg.output_dir, self.name)
+        if path is None:
+            raise FileNotFoundError(f"no ONNX export of {self.name} under {cfg.output_dir}/export; run bash "
+                                    f"scripts/run_export.sh {self.name} ONNX, or choose the MindSpore backend")
+        note_path = os.path.splitext(path)[0] + ".json"
+        if not os.path.isfile(note_path):
+            raise FileNotFoundError(f"{path} has no {os.path.basename(note_path)} beside it (export.py writes one); "
+                                    f"export it with bash scripts/run_export.sh {self.name} ONNX")
+        with open(note_path) as f:
+            note = json.load(f)
+        if note.get("model") != self.name:
+            raise CheckpointError(f"{path} holds a {note.get('model')} graph, not {self.name}; choose that model")
+        for key in self.adapter.spec().arch_keys:
+            if key in note:
+                cfg[key] = note[key]
+        self.session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        self.nets, self.checkpoint, self.onnx_path = None, note.get("checkpoint", "?"), path
+
+    def describe(self):
+        """One line: model, backend and file, label set, canvas size."""
+        source = f"ONNX {self.onnx_path}" if self.session is not None else f"MindSpore {self.checkpoint}"
+        return (f"{self.name} ({source}); {self.adapter.label_set(self.cfg)}; label maps of "
+                f"{self.size[1]}x{self.size[0]} pixels")
+
+    def run(self, ids, exemplar=None):
+        """``[H, W]`` ids -> (list of ``[H, W, 3]`` uint8 images, milliseconds of the model call)."""
+        check_size(ids.shape, self.size)
+        start = time.perf_counter()
+        if self.session is not None:
+            images = self.adapter.generate_onnx(self.cfg, self.session, ids, exemplar)
+        else:
+            images = self.adapter.generate(self.cfg, self.nets, ids, exemplar)
+        return images, 1000.0 * (time.perf_counter() - start)

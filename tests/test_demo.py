@@ -1,0 +1,311 @@
+"""Paint-a-scene demo: label-map reading on hand-derived cases, then the page in a real headless browser.
+
+The browser tests start ``bash scripts/run_demo.sh pix2pix`` on an empty outputs folder (so it trains the
+tiny demo model first), drive Debian's chromium through Playwright, and compare the page's outputs with
+``pix2pix/predict.py`` on the same label maps. They skip when chromium, Playwright or gradio is missing
+(``pip install -r requirements-demo.txt``; ``apt-get install chromium``). The page's screenshot is saved
+under the test's tmp folder; SYNTHZOO_DEMO_SCREENSHOT=PATH copies it there too. (docs/demo.png shows the
+same page with a better-trained model: 64x64 pix2pix, ngf 32, 20 demo epochs.)
+"""
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from common import cityscapes as cs
+from common.io import read_image, write_image
+from demo.adapters import IGNORE
+from demo.core import colors_to_ids, painting_to_ids
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHROMIUM = "/usr/bin/chromium"
+SIZE = 64
+TINY = ["--netG=unet_64", "--ngf=8", "--ndf=8", "--crop_size=64", "--load_size=72", "--demo_size=64",
+        "--demo_train=16", "--demo_val=4", "--num_workers=0"]
+PALETTE = np.array([(128, 64, 128), (70, 70, 70), (0, 0, 142), (0, 0, 0)], np.uint8)  # 3 classes + void
+CAR = (0, 0, 142)
+
+
+def test_colors_to_ids_exact_match_void_last():
+    ids = np.array([[0, 1, 2], [IGNORE, 2, 0]])
+    rgb = np.zeros((2, 3, 3), np.uint8)
+    for (y, x), i in np.ndenumerate(ids):
+        rgb[y, x] = PALETTE[3 if i == IGNORE else i]
+    np.testing.assert_array_equal(colors_to_ids(rgb, PALETTE), ids)
+
+
+def test_colors_to_ids_names_unknown_colours_and_the_file():
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    rgb[0, :2] = (1, 2, 3)
+    rgb[3, 3] = (255, 255, 254)
+    with pytest.raises(ValueError, match=r"label map a\.png: 3 pixels .*2 colours: #010203 \(2 px\), #fffffe \(1 px\)"):
+        colors_to_ids(rgb, PALETTE, "label map a.png")
+
+
+def test_painting_snaps_antialiased_edges_transparency_is_void_and_resizes_nearest():
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., :3] = (128, 64, 128)
+    rgba[..., 3] = 255
+    rgba[0:2, 2:4, :3] = (60, 60, 90)      # a blend of building and car edges: nearest is building (70, 70, 70)
+    rgba[2:4, 0:2, :3] = (10, 10, 120)     # nearest is car
+    rgba[2:4, 2:4, 3] = 0                  # never painted
+    np.testing.assert_array_equal(painting_to_ids(rgba, PALETTE, (2, 2)), [[0, 1], [2, IGNORE]])
+
+
+def test_parse_args_defaults_to_localhost_and_rejects_bare_words():
+    from demo.app import parse_args
+    name, options, ckpt, rest = parse_args(["crn", "--ckpt=x.ckpt", "--port=9", "--size=32"])
+    assert (name, ckpt, rest, options["host"], options["port"]) == ("crn", "x.ckpt", ["--size=32"], "127.0.0.1", "9")
+    with pytest.raises(ValueError, match="unexpected argument 'foo'"):
+        parse_args(["pix2pix", "foo"])
+    with pytest.raises(ValueError, match="has no demo adapter"):
+        parse_args(["nosuch"])
+
+
+def browser_missing():
+    if not os.path.exists(CHROMIUM):
+        return f"{CHROMIUM} missing (apt-get install chromium)"
+    for module in ("playwright", "gradio"):
+        if importlib.util.find_spec(module) is None:
+            return f"{module} missing (pip install -r requirements-demo.txt)"
+    return None
+
+
+needs_browser = pytest.mark.skipif(browser_missing() is not None, reason=str(browser_missing()))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop(proc):
+    """SIGTERM the server's process group, SIGKILL after 10 s; bounded."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, demo_cache):
+    """run_demo.sh on an empty outputs folder: trains the tiny demo model, then serves on 127.0.0.1.
+
+    Two steps from a wide init (init_gain 0.1) leave a generator whose output depends strongly on the
+    label map, so comparing outputs with predict.py compares content, not a constant grey.
+    """
+    outputs = tmp_path_factory.mktemp("demo_outputs")
+    port = free_port()
+    log_path = outputs / "server.log"
+    env = dict(os.environ, SYNTHZOO_OUTPUTS=str(outputs), GRADIO_ANALYTICS_ENABLED="False",
+               GRADIO_TEMP_DIR=str(outputs / "gradio"))
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(["bash", "scripts/run_demo.sh", "pix2pix", f"--port={port}", "--eval_protocol=eval",
+                                 "--max_steps=2", "--init_gain=0.1"] + TINY, cwd=REPO, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 240
+        while "serving on" not in log_path.read_text():
+            assert proc.poll() is None and time.time() < deadline, log_path.read_text()[-3000:]
+            time.sleep(0.5)
+        yield {"url": f"http://127.0.0.1:{port}/", "outputs": outputs, "log": log_path, "env": env}
+    finally:
+        stop(proc)
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(60000)
+            page.goto(server["url"])
+            page.wait_for_selector("#canvas canvas")
+            yield page
+        finally:
+            browser.close()
+
+
+class Requests:
+    """Counts the page's generate requests: the status line names each by number."""
+    count = 0
+
+
+def generate(page, button):
+    """Click a generate button; wait for the status of that request; (ok, status text)."""
+    Requests.count += 1
+    page.click(button)
+    page.wait_for_function("n => document.querySelector('#status').innerText.toLowerCase().includes('request ' + n)",
+                           arg=Requests.count)
+    text = page.inner_text("#status")
+    return "Error" not in text, text
+
+
+def upload(page, path):
+    page.get_by_role("tab", name="Upload a label map").click()
+    clear = page.locator("#label-file button[aria-label='Clear']")
+    if clear.count():
+        clear.click()
+    page.set_input_files("#label-file input[type=file]", str(path))
+    page.wait_for_selector(f"#label-file td.filename[aria-label='{os.path.basename(str(path))}']")  # upload done
+    return generate(page, "#generate-file")
+
+
+def download(page, suffix, dest):
+    """Fetch the download link ending in ``suffix`` from the page's file list into ``dest``."""
+    links = page.eval_on_selector_all("#downloads a", "els => els.map(e => e.href)")
+    href = [link for link in links if link.endswith(suffix)]
+    assert href, links
+    dest.write_bytes(page.request.get(href[0]).body())
+    return read_image(str(dest))
+
+
+def predict(server, inputs, out):
+    ckpt = server["outputs"] / "pix2pix" / "ckpt"
+    proc = subprocess.run([sys.executable, "pix2pix/predict.py", f"--ckpt={ckpt}", f"--input={inputs}",
+                           "--eval_protocol=eval", f"--output_dir={out}"] + TINY, cwd=REPO, env=server["env"],
+                          capture_output=True, text=True, timeout=200)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@needs_browser
+def test_page_loads_after_training_the_demo_model(server, page):
+    assert "training the built-in demo model first" in server["log"].read_text()
+    assert page.title() == "synthzoo: paint a scene"
+    assert "pix2pix (MindSpore" in page.inner_text("#status") and "64x64" in page.inner_text("#status")
+    assert page.locator("#legend .chip").count() == cs.NUM_CLASSES + 1
+
+
+@needs_browser
+def test_painted_stroke_and_uploaded_label_map_match_predict(server, page, tmp_path):
+    # a car-coloured stroke across the sky of the initial scene (render_scene seed 0)
+    page.click("#canvas button[aria-label='Brush']")
+    page.click("#canvas button[aria-label='Color']")
+    page.click(f"#canvas menu.swatch button[style*='rgb{CAR}']")
+    page.click("#canvas button[aria-label='Color']")  # closes the swatch menu, which lies over the canvas
+    box = page.locator("#canvas canvas").first.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx - 20, cy - 60)
+    page.mouse.down()
+    page.mouse.move(cx + 120, cy - 60, steps=20)
+    page.mouse.up()
+    ok, status = generate(page, "#generate-paint")
+    assert ok, status
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    painted = download(page, "_label.png", inputs / "painted.png")
+    painted_out = download(page, f"_{Requests.count:05d}.png", tmp_path / "painted_out.png")
+    from common.demo_data import render_scene
+    scene = cs.colorize(render_scene(0, SIZE, SIZE)[1])
+    stroke = np.all(painted == CAR, axis=-1) & ~np.all(scene == CAR, axis=-1)
+    assert stroke.sum() > 40 and stroke.any(axis=1).sum() <= 12  # a horizontal band of car pixels was painted
+
+    label = cs.colorize(render_scene(3, SIZE, SIZE)[1])
+    write_image(str(inputs / "scene3.png"), label)
+    ok, status = upload(page, inputs / "scene3.png")
+    assert ok, status
+    np.testing.assert_array_equal(download(page, "_label.png", tmp_path / "scene3_label.png"), label)
+    uploaded_out = download(page, f"_{Requests.count:05d}.png", tmp_path / "scene3_out.png")
+    assert "ms model time (MindSpore, 1 image(s) of 64x64)" in page.inner_text("#latency")
+
+    predict(server, inputs, tmp_path / "pred")
+    for mine, name in ((painted_out, "painted"), (uploaded_out, "scene3")):
+        ref = read_image(str(tmp_path / "pred" / "predict" / f"{name}.png"))
+        assert mine.shape == ref.shape == (SIZE, SIZE, 3)
+        assert np.abs(mine.astype(int) - ref.astype(int)).max() <= 1, name
+    assert np.abs(painted_out.astype(int) - uploaded_out.astype(int)).mean() > 3  # two label maps, two photos
+
+    shot = tmp_path / "demo.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10000
+    if os.environ.get("SYNTHZOO_DEMO_SCREENSHOT"):
+        shutil.copy(shot, os.environ["SYNTHZOO_DEMO_SCREENSHOT"])
+
+
+@needs_browser
+def test_bad_inputs_are_messages_and_the_server_keeps_serving(server, page, tmp_path):
+    from common.demo_data import render_scene
+    label = cs.colorize(render_scene(4, SIZE, SIZE)[1])
+    odd = label.copy()
+    odd[5, 5:8] = (1, 2, 3)
+    write_image(str(tmp_path / "odd.png"), odd)
+    write_image(str(tmp_path / "small.png"), label[:32, :32])
+    (tmp_path / "notes.txt").write_text("not an image")
+    for path, message in ((tmp_path / "odd.png", "3 pixels have colours outside the model's palette (1 colours: #010203"),
+                          (tmp_path / "small.png", "is 32x32 (WxH) but the loaded model takes 64x64"),
+                          (tmp_path / "notes.txt", "not an image")):
+        ok, status = upload(page, path)
+        assert not ok and message in status, status
+
+    import mindspore.nn as nn
+    from common.checkpoint import save_cell
+    save_cell(nn.Dense(2, 2), str(tmp_path / "G.ckpt"), {"model": "crn"})
+    page.fill("#ckpt textarea", str(tmp_path / "G.ckpt"))
+    page.click("#load")
+    page.wait_for_function("() => document.querySelector('#status').innerText.includes('holds a crn network')")
+
+    write_image(str(tmp_path / "good.png"), label)
+    ok, status = upload(page, tmp_path / "good.png")
+    assert ok and "pix2pix (MindSpore" in status, status
+
+
+@needs_browser
+def test_onnx_backend_matches_predict(server, page, tmp_path):
+    env = server["env"]
+    proc = subprocess.run(["bash", "scripts/run_export.sh", "pix2pix", "ONNX", "--export_norm=running_stats"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=200)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    page.fill("#ckpt textarea", "")
+    page.get_by_label("ONNX (onnxruntime)").check()
+    page.click("#load")
+    page.wait_for_function("() => document.querySelector('#status').innerText.includes('pix2pix (ONNX')")
+    from common.demo_data import render_scene
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    write_image(str(inputs / "scene6.png"), cs.colorize(render_scene(6, SIZE, SIZE)[1]))
+    ok, status = upload(page, inputs / "scene6.png")
+    assert ok and "pix2pix (ONNX" in status, status
+    assert "model time (ONNX, 1 image(s) of 64x64)" in page.inner_text("#latency")
+    mine = download(page, f"_{Requests.count:05d}.png", tmp_path / "scene6_out.png")
+    predict(server, inputs, tmp_path / "pred")  # eval protocol: running statistics, no dropout, as exported
+    ref = read_image(str(tmp_path / "pred" / "predict" / "scene6.png"))
+    assert mine.shape == ref.shape and np.abs(mine.astype(int) - ref.astype(int)).max() <= 1
+
+
+def test_crn_adapter_gives_the_k_images_of_predict_with_void(tmp_path):
+    from common.checkpoint import save_cell
+    from common.drivers import parse, predict
+    from common.demo_data import render_scene
+    from crn.src.spec import CRNSpec
+    from demo.core import DemoModel, model_config
+    spec = CRNSpec()
+    cfg = parse(spec, ["--size=32", "--width_mult=0.0625", "--num_outputs=3"])
+    ckpt = tmp_path / "G.ckpt"
+    save_cell(spec.build_inference(cfg)["G"], str(ckpt), dict(spec.arch(cfg), model="crn"))
+    model = DemoModel("crn", model_config("crn", str(tmp_path), ckpt=str(ckpt)))
+    ids = render_scene(2, 32, 64)[1].astype(np.int64)
+    ids[:4] = IGNORE
+    images, ms = model.run(ids)
+    assert model.size == (32, 64) and len(images) == 3 and ms > 0
+    label = tmp_path / "label.png"
+    write_image(str(label), model.adapter.colorize(model.cfg, ids))
+    predict(spec, parse(spec, ["--label_format=color", f"--ckpt={ckpt}", f"--input={label}"],
+                        output_dir=str(tmp_path / "pred")))
+    for i, image in enumerate(images):
+        ref = read_image(str(tmp_path / "pred" / "predict" / f"label_k{i}.png"))
+        np.testing.assert_array_equal(image, ref)
+    assert images[0].std() > 1 and np.abs(images[0].astype(int) - images[1].astype(int)).mean() > 1
