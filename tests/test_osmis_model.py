@@ -1,0 +1,154 @@
+"""OSMIS networks: exact parameter counts of the reference, branch shapes, losses, EMA, augmentation."""
+import itertools
+
+import numpy as np
+import pytest
+
+import common  # noqa: F401
+import mindspore as ms
+from mindspore import Tensor, nn
+
+from common.layers import count_params
+from common.train import EMA
+from osmis.src.augment import ContentFA, DiffAugment, LayoutFA, sample_affine
+from osmis.src.config import layout_sizes
+from osmis.src.loss import class_weights, diversity_loss, weighted_cross_entropy
+from osmis.src.model import Discriminator, Generator
+
+ms.set_context(mode=ms.PYNATIVE_MODE)
+
+# parameter counts the official code prints (spectral-norm weight once, u/v not counted)
+COUNTS = [
+    ("320x320 OSMIS C=3", (5, 5), 7, 7, 3, 3, 6_051_288, 2_443_581),
+    ("320x320 SIV-GAN", (5, 5), 7, 7, 3, 0, 6_050_421, 1_256_497),
+    ("192x320 OSMIS C=3", (3, 5), 7, 7, 3, 3, 5_887_448, 2_443_581),
+    ("64x64 OSMIS C=3", (4, 4), 5, 6, 2, 3, 3_398_610, 1_705_580),
+    ("64x64 SIV-GAN", (4, 4), 5, 6, 2, 0, 3_397_743, 649_568),
+]
+
+
+@pytest.mark.parametrize("name, noise, g, d, d0, c, n_g, n_d", COUNTS)
+def test_parameter_counts(name, noise, g, d, d0, c, n_g, n_d):
+    assert count_params(Generator(noise, g, c)) == n_g
+    assert count_params(Discriminator(d, d0, c)) == n_d
+
+
+def test_shapes_320_every_branch():
+    """320x320, G=7, D=7, D0=3 at ch 4 (channels scale with ch/32; spatial sizes as the full model)."""
+    b, c, ch = 2, 3, 4
+    net_g = Generator((5, 5), 7, c, ch_G=ch)
+    net_g.set_train(False)
+    out = net_g(Tensor(np.random.RandomState(0).standard_normal((b, 64, 1, 1)).astype(np.float32)))
+    sizes = [5, 10, 20, 40, 80, 160, 320]
+    chans = [x * ch // 32 for x in (256, 256, 256, 256, 128, 64, 32)]
+    assert [tuple(x.shape) for x in out[:7]] == [(b, 3, s, s) for s in sizes]
+    assert [tuple(x.shape) for x in out[7:14]] == [(b, k, s, s) for k, s in zip(chans, sizes)]
+    mask = out[14].asnumpy()
+    assert mask.shape == (b, c, 320, 320) and np.allclose(mask.sum(axis=1), 1, atol=1e-5)
+    net_d = Discriminator(7, 3, c, ch_D=ch, batch_size=b)
+    net_d.set_train(False)
+    low, y = net_d.low_level(tuple(out[4:7]))
+    assert [tuple(x.shape) for x in low] == [(b, 1, 160, 160), (b, 1, 80, 80), (b, 1, 40, 40)]
+    assert tuple(y.shape) == (b, 256 * ch // 32, 40, 40)
+    hard = Tensor(np.eye(c, dtype=np.float32)[np.random.RandomState(1).randint(0, c, (b, 40, 40))].transpose(0, 3, 1, 2))
+    low, content, layout = net_d(tuple(out[4:7]), hard)
+    assert [tuple(x.shape) for x in content] == [(c * b, c + 1, 1, 1)] * 4
+    assert [tuple(x.shape) for x in layout] == [(b, 1, s, s) for s in (20, 10, 5, 2)]
+    assert layout_sizes((320, 320), 7, 3) == [(20, 20), (10, 10), (5, 5), (2, 2)]
+    siv = Discriminator(7, 3, 0, ch_D=ch, batch_size=b)
+    _, content, _ = siv(tuple(out[4:7]))
+    assert [tuple(x.shape) for x in content] == [(b, 1, 1, 1)] * 4
+
+
+def test_diversity_loss_against_numpy():
+    rng = np.random.RandomState(0)
+    feats = [rng.standard_normal((5, 3, s, s)).astype(np.float32) for s in (2, 4, 8)]
+    ours = float(diversity_loss([Tensor(f) for f in feats], 5).asnumpy())
+    total = sum(np.abs(f[k] - f[m]).mean() for f in feats for k, m in itertools.combinations(range(5), 2))
+    assert ours == pytest.approx(-total * 2 / (3 * 2), rel=1e-5)
+
+
+def test_weighted_cross_entropy_against_numpy():
+    rng = np.random.RandomState(0)
+    c, b = 3, 2
+    logits = rng.standard_normal((c * b, c + 1, 1, 1)).astype(np.float32)
+    mask = np.zeros((b, c, 4, 4), np.float32)
+    mask[:, 0] = 1
+    mask[0, 0, :2], mask[0, 1, :2] = 0, 1  # class 2 absent: weight 0
+    w = class_weights(Tensor(mask)).asnumpy()
+    assert np.allclose(w, [1 / 24, 1 / 8, 0, 1])
+    target = np.repeat(np.arange(c), b)
+    onehot = np.eye(c + 1, dtype=np.float32)[target]
+    ours = float(weighted_cross_entropy(Tensor(logits), Tensor(onehot), Tensor(w)).asnumpy())
+    x = logits[:, :, 0, 0].astype(np.float64)
+    logp = x - np.log(np.exp(x).sum(1, keepdims=True))
+    nll = -logp[np.arange(c * b), target]
+    assert ours == pytest.approx((w[target] * nll).sum() / w[target].sum(), rel=1e-5)
+
+
+def test_ema_update_math():
+    net, ema = nn.Dense(3, 2), nn.Dense(3, 2)
+    for p in ema.get_parameters():
+        p.name = "ema." + p.name
+    a = {p.name: p.asnumpy().copy() for p in net.get_parameters()}
+    e = {p.name: p.asnumpy().copy() for p in ema.get_parameters()}
+    hook = EMA(net, ema, decay=0.9)
+    hook()
+    for p in ema.get_parameters():
+        assert np.allclose(p.asnumpy(), 0.9 * e[p.name] + 0.1 * a[p.name[4:]], atol=1e-6)
+
+
+def test_identity_augmentation_is_exact():
+    x = np.random.RandomState(0).rand(2, 3, 8, 12).astype(np.float32)
+    theta = np.tile(np.array([[1, 0, 0], [0, 1, 0]], np.float32), (2, 1, 1))
+    (y,) = DiffAugment()((Tensor(x),), Tensor(theta))
+    assert np.abs(y.asnumpy() - x).max() < 1e-5
+
+
+def test_augmentation_keeps_image_and_mask_aligned():
+    """A mask-painted image, augmented with its mask at two scales, stays painted by the augmented mask."""
+    rng = np.random.RandomState(3)
+    h, w, c, b = 32, 48, 3, 4
+    ids = np.zeros((b, h, w), np.int64)
+    ids[:, 8:20, 10:30], ids[:, 22:30, 5:15] = 1, 2
+    colours = np.array([[-1, -1, -1], [1, -1, 1], [-1, 1, 1]], np.float32)
+    image = colours[ids].transpose(0, 3, 1, 2)
+    mask = np.eye(c, dtype=np.float32)[ids].transpose(0, 3, 1, 2)
+    small = image.reshape(b, 3, h // 2, 2, w // 2, 2).mean(axis=(3, 5))
+    theta = np.stack([sample_affine(rng, 1.0, h, w) for _ in range(b)])
+    assert not np.allclose(theta, theta[0])  # every sample its own transform
+    out_small, out_image, out_mask = [x.asnumpy() for x in DiffAugment()(
+        (Tensor(small), Tensor(image), Tensor(mask)), Tensor(theta))]
+    sure = out_mask.max(axis=1) > 0.999  # away from class borders
+    assert sure.mean() > 0.5
+    painted = colours[out_mask.argmax(axis=1)].transpose(0, 3, 1, 2)
+    assert np.abs(out_image - painted).max(axis=1)[sure].max() < 1e-3
+    up = out_small.repeat(2, axis=2).repeat(2, axis=3)
+    inner = sure & (np.abs(out_image - up).max(axis=1) < 10)
+    assert np.abs(out_image - up).max(axis=1)[inner].mean() < 0.25  # the low scale follows the same map
+
+
+def test_feature_augmentation_pairs():
+    b, ch = 5, 6
+    y = np.arange(b * ch, dtype=np.float32).reshape(b, ch, 1, 1)
+    mix = np.zeros((b, ch), np.float32)
+    mix[:, 1] = 1
+    drop = np.zeros((b, ch), np.float32)
+    drop[0, 4] = 1
+    out = ContentFA(b)(Tensor(y), Tensor(mix), Tensor(drop)).asnumpy()
+    want = y.copy()
+    want[0, 1], want[2, 1] = y[1, 1], y[3, 1]  # copied from the pair's second sample
+    want[:, 4] = 0
+    assert np.array_equal(out, want)
+    f = np.random.RandomState(0).rand(b, 2, 4, 4).astype(np.float32)
+    rect = np.zeros((b, 1, 4, 4), np.float32)
+    rect[0, :, 1:3, 1:3] = 1
+    rect[1, :, 0, 0] = 1  # the second sample of a pair uses the first's rectangle
+    swapped = LayoutFA(b, masks=False)(Tensor(f), Tensor(rect), None).asnumpy()
+    want = f.copy()
+    want[0, :, 1:3, 1:3], want[1, :, 1:3, 1:3] = f[1, :, 1:3, 1:3], f[0, :, 1:3, 1:3]
+    assert np.array_equal(swapped, want)
+    bg = np.ones((b, 2, 4, 4), np.float32)
+    bg[1, 0, 1, 1] = 0  # an object pixel in sample 1 is never swapped
+    kept = LayoutFA(b, masks=True)(Tensor(f), Tensor(rect), Tensor(bg)).asnumpy()
+    assert np.array_equal(kept[:, :, 1, 1], f[:, :, 1, 1]) and np.array_equal(kept[0, :, 2, 2], f[1, :, 2, 2])
