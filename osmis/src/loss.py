@@ -83,6 +83,7 @@ class _OSMISLoss(nn.Cell):
         super().__init__(auto_prefix=False)
         self.outputs = outputs
         self.netD = netD
+        self.batch_size = batch_size
         self.augment = DiffAugment()
         self.num_blocks_g, self.d0 = arch["num_blocks_g"], arch["num_blocks_d0"]
         self.masks = arch["num_mask_channels"] > 0
@@ -130,7 +131,7 @@ class _OSMISLoss(nn.Cell):
         return l_low * self.w_low, l_con * self.w_content, l_lay * self.w_layout
 
     def fake_pass(self, out, theta, bern, real):
-        out = self.outputs.unpack(out)
+        out = self.outputs.unpack(out[:self.batch_size] if real else out[self.batch_size:])
         images = out[:self.d0]
         if self.masks:
             augmented = self.augment(images + (out[self.d0 + self.num_blocks_g],), theta)
@@ -147,19 +148,18 @@ class GeneratorLoss(_OSMISLoss):
     def __init__(self, outputs, netD, arch, batch_size, bernoulli_warmup, lambda_DR):
         super().__init__(outputs, netD, arch, batch_size, bernoulli_warmup)
         self.lambda_DR = float(lambda_DR)
-        self.batch_size = batch_size
 
     def construct(self, out, z_g, z_d, image, mask, theta_g, theta_real, theta_d, bern_g, bern_d, fa_mix, fa_drop,
                   fa_rect):
         l_low, l_con, l_lay = self.fake_pass(out, theta_g, bern_g, True)
-        features = self.outputs.unpack(out)[self.d0:self.d0 + self.num_blocks_g]
+        features = self.outputs.unpack(out[:self.batch_size])[self.d0:self.d0 + self.num_blocks_g]
         dr = diversity_loss(features, self.batch_size) * self.lambda_DR
         return l_low + l_con + l_lay + dr, l_low, l_con, l_lay, dr
 
 
 class DiscriminatorLoss(_OSMISLoss):
-    """D step: reals (augmented, with feature augmentation) and a fresh fake batch from ``G(z_d)`` (the
-    generator as just updated, as in the reference) -> ``(loss, real, fake)``."""
+    """D step: reals (augmented, with feature augmentation) and the fakes ``G(z_d)`` of a new noise batch
+    (rows [B:] of ``out``) -> ``(loss, real, fake)``."""
 
     def __init__(self, outputs, netD, arch, batch_size, bernoulli_warmup):
         super().__init__(outputs, netD, arch, batch_size, bernoulli_warmup)
@@ -178,8 +178,7 @@ class DiscriminatorLoss(_OSMISLoss):
             l_real = self.adversarial(outputs, True, real_mask)
         else:
             l_real = self.adversarial(self.netD(self.augment(pyramid, theta_real), None, fa), True, None)
-        fake = ops.stop_gradient(self.outputs(z_d))
-        l_fake = self.fake_pass(fake, theta_d, bern_d, False)
+        l_fake = self.fake_pass(out, theta_d, bern_d, False)
         real = l_real[0] + l_real[1] + l_real[2]
         fake_total = l_fake[0] + l_fake[1] + l_fake[2]
         return real + fake_total, real, fake_total

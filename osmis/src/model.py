@@ -239,10 +239,13 @@ class Discriminator(nn.Cell):
         return low, content, layout
 
 class TrainingOutputs(nn.Cell):
-    """The generator outputs training uses, flattened into one tensor [B, N]: the images of the last D0
-    scales, the G features and the mask, each reshaped to [B, -1] (:meth:`unpack` restores them).
+    """The generator outputs training uses, for two noise batches, flattened into one tensor [2B, N].
 
-    One output tensor keeps the train step's pullback (``common.train.GANTrainStep``) a single vjp.
+    ``construct(z_g, z_d)``: rows [:B] are ``G(z_g)`` (the G step's fakes, differentiable), rows [B:] are
+    ``G(z_d)`` under ``stop_gradient`` (the D step's fakes from a new noise batch, as the reference
+    draws them). Each row holds the images of the last D0 scales, the G features and the mask, each
+    reshaped to [B, -1] (:meth:`unpack` restores them). One output tensor keeps the train step's
+    pullback (``common.train.GANTrainStep``) a single vjp.
     """
 
     def __init__(self, generator, num_blocks_d0, resolution):
@@ -257,10 +260,13 @@ class TrainingOutputs(nn.Cell):
         if generator.masks:
             self.shapes.append((generator.num_mask_channels, h, w))
 
-    def construct(self, z):
+    def flat(self, z):
         out = self.generator(z)
         b = z.shape[0]
         return ops.concat([x.reshape(b, -1) for x in out[self.first:self.g] + out[self.g:]], axis=1)
+
+    def construct(self, z_g, z_d):
+        return ops.concat((self.flat(z_g), ops.stop_gradient(self.flat(z_d))), axis=0)
 
     def unpack(self, flat):
         """[B, N] -> tuple of [B, C, H, W] tensors (D0 images, G features, mask)."""
