@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 import common  # noqa: F401
-import mindspore as ms
 from mindspore import Tensor, nn
 
 from common.layers import count_params
@@ -15,7 +14,6 @@ from osmis.src.config import layout_sizes
 from osmis.src.loss import class_weights, diversity_loss, weighted_cross_entropy
 from osmis.src.model import Discriminator, Generator
 
-ms.set_context(mode=ms.PYNATIVE_MODE)
 
 # parameter counts the official code prints (spectral-norm weight once, u/v not counted)
 COUNTS = [
@@ -152,3 +150,9 @@ def test_feature_augmentation_pairs():
     bg[1, 0, 1, 1] = 0  # an object pixel in sample 1 is never swapped
     kept = LayoutFA(b, masks=True)(Tensor(f), Tensor(rect), Tensor(bg)).asnumpy()
     assert np.array_equal(kept[:, :, 1, 1], f[:, :, 1, 1]) and np.array_equal(kept[0, :, 2, 2], f[1, :, 2, 2])
+
+
+def test_upsample2_is_nearest():
+    from osmis.src.model import upsample2
+    x = np.arange(24, dtype=np.float32).reshape(1, 2, 3, 4)
+    assert np.array_equal(upsample2(Tensor(x)).asnumpy(), x.repeat(2, axis=2).repeat(2, axis=3))

@@ -64,7 +64,17 @@ def resize_nearest(x, size):
     return ops.interpolate(x, size=size, mode="nearest")
 
 def upsample2(x):
-    return ops.interpolate(x, size=(x.shape[2] * 2, x.shape[3] * 2), mode="nearest")
+    """Nearest-neighbour x2 upsampling of [B, C, H, W] as reshape + broadcast (ONNX: Reshape/Expand; MindSpore's
+    nearest resize has no ONNX export)."""
+    b, c, h, w = x.shape
+    return ops.broadcast_to(x.reshape(b, c, h, 1, w, 1), (b, c, h, 2, w, 2)).reshape(b, c, h * 2, w * 2)
+
+def channel_softmax(x):
+    """Softmax over axis 1 of [B, C, H, W] from exp/max/sum (MindSpore's ONNX export of an axis-1 softmax at
+    opset 11 writes inconsistent Transpose shapes)."""
+    e = ops.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
 
 class G_block(nn.Cell):
     """Residual up-block: [norm] LReLU up2 SNconv3 [norm] LReLU SNconv3 + up2 SNconv1 (no bias).
@@ -125,7 +135,7 @@ class Generator(nn.Cell):
             images += (ops.tanh(to_rgb(x)),)
             features += (ops.tanh(x),)
         if self.masks:
-            return images + features + (ops.softmax(self.mask_converter(x), axis=1),)
+            return images + features + (channel_softmax(self.mask_converter(x)),)
         return images + features
 
 class D_block(nn.Cell):

@@ -1,13 +1,14 @@
 """OSMIS / SIV-GAN for the shared drivers: data -> automatic configuration -> G, D, EMA -> samples, export."""
 import os
 
+import cv2
 import numpy as np
 from mindspore import Tensor, nn
 
 from common.config import ConfigError, load_config
 from common.io import atomic_dir, make_grid, tensor_to_uint8, write_image
 from common.layers import count_params
-from common.model_spec import Datasets, ExportGraph, ModelSpec, Trainer
+from common.model_spec import Datasets, EvalRun, ExportGraph, ModelSpec, Trainer
 from common.spectral_norm import fold_spectral_norm
 from common.train import EMA, GANTrainStep
 from osmis.src.config import auto_config, bounded_resolution, low_level_size
@@ -175,10 +176,77 @@ class OSMISSpec(ModelSpec):
         return {"G_ema": net}
 
     def generate_eval(self, cfg, rt, nets, out_dir):
-        raise NotImplementedError("osmis eval (SIFID, LPIPS diversity, mIoU) is not implemented yet; see osmis/README.md")
+        """``num_generated`` EMA samples as fake/<i>.png, each paired with the first training frame at the
+        training size as real/<i>.png (the SIFID reference protocol; the shared LPIPS is then the
+        distance to the training image); SIFID and LPIPS diversity added here."""
+        import itertools
+        from common.metrics.evaluate import lpips_weights_cached
+        root, _ = self.dataroot(cfg)
+        frames = OSMISDataset(root, no_masks=cfg.no_masks or not cfg.num_mask_channels,
+                              num_mask_channels=cfg.num_mask_channels)
+        real = tensor_to_uint8(frames.load(0, _pair(cfg.train_size, "train_size"))[0])
+        images, _ = self.write_generated(cfg, nets["G_ema"], os.path.join(out_dir, "generated"))
+        for i, img in enumerate(images):
+            write_image(os.path.join(out_dir, "fake", f"{i:04d}.png"), img)
+            write_image(os.path.join(out_dir, "real", f"{i:04d}.png"), real)
+        run = EvalRun(fake_dir=os.path.join(out_dir, "fake"), real_dir=os.path.join(out_dir, "real"),
+                      images=len(images), settings={"num_generated": len(images), "train_size": cfg.train_size,
+                                                    "generator": "G_ema"})
+        if cfg.inception_path:
+            from common.metrics.sifid import SIFID
+            sifid = SIFID(cfg.inception_path, layer=cfg.sifid_layer)
+            for img in images:
+                sifid.update(img, real)
+            run.metrics.update(sifid.compute())
+            run.protocol[sifid.name] = sifid.protocol + "; real = the first training frame (reference protocol)"
+        else:
+            run.not_computed["sifid"] = "not computed: pass --inception_path=<InceptionV3 weights> (common/METRICS.md)"
+        if lpips_weights_cached("alexnet") and len(images) > 1:
+            from common.metrics.lpips import LPIPSMetric
+            metric = LPIPSMetric("alexnet", conv_impl=rt.conv_impl)
+            pairs = list(itertools.combinations(range(len(images)), 2))
+            for k in range(0, len(pairs), 64):
+                chunk = pairs[k:k + 64]
+                metric.update(images[[i for i, _ in chunk]], images[[j for _, j in chunk]])
+            run.metrics["lpips_diversity_alexnet"] = metric.compute()["lpips_alexnet"]
+            run.protocol["lpips_diversity_alexnet"] = (metric.protocol.replace("; lower is better", "") +
+                                                       f"; all {len(pairs)} pairs of generated images; higher is "
+                                                       f"more diverse (inputs in [-1, 1]: the reference feeds [0, 1] "
+                                                       f"unnormalised, so its numbers are not comparable)")
+        else:
+            run.not_computed["lpips_diversity_alexnet"] = "not computed: run bash scripts/get_pretrained.sh"
+        run.not_computed["segmentation_miou"] = "not implemented in this port yet (reference: UNet fake->real, real->fake)"
+        return run
+
+    def write_generated(self, cfg, net, out_dir):
+        """``num_generated`` pairs from noise (seeded by ``seed``): <i>.png, <i>_mask.png (colour),
+        <i>_mask_ids.png (class ids) and contact_sheet.png under ``out_dir``; returns (images, masks)."""
+        n = cfg.num_generated
+        if n < 1:
+            raise ConfigError(f"--num_generated={n}: generate at least one sample")
+        z = np.random.RandomState(cfg.seed).standard_normal((n, cfg.noise_dim, 1, 1)).astype(np.float32)
+        images, masks = [], []
+        for i in range(n):
+            img, mask = generate(net, z[i:i + 1])
+            images.append(img[0])
+            write_image(os.path.join(out_dir, f"{i:04d}.png"), img[0])
+            if mask is not None:
+                masks.append(mask[0])
+                write_image(os.path.join(out_dir, f"{i:04d}_mask.png"), paint_mask(mask[0], cfg.num_mask_channels))
+                cv2.imwrite(os.path.join(out_dir, f"{i:04d}_mask_ids.png"), mask[0].astype(np.uint8))
+        rows = [images[k:k + SAMPLES] for k in range(0, min(n, 4 * SAMPLES), SAMPLES)]
+        if masks:
+            rows = [r for k, row in enumerate(rows) for r in
+                    (row, [paint_mask(m, cfg.num_mask_channels) for m in masks[k * SAMPLES:(k + 1) * SAMPLES]])]
+        write_image(os.path.join(out_dir, "contact_sheet.png"), make_grid(rows))
+        return np.stack(images), (np.stack(masks) if masks else None)
 
     def predict(self, cfg, nets, paths, out_dir):
-        raise NotImplementedError("osmis generates from noise: run osmis/predict.py (--num_generated)")
+        """Unconditional: ``paths`` must be empty; writes ``num_generated`` image-mask pairs (osmis/predict.py)."""
+        if paths:
+            raise ValueError("osmis generates from noise and takes no --input; set --num_generated instead")
+        self.write_generated(cfg, nets["G_ema"], out_dir)
+        return sorted(os.path.join(out_dir, f) for f in os.listdir(out_dir))
 
     def export_graph(self, cfg, nets, out_dir):
         net = ExportedGenerator(nets["G_ema"])
