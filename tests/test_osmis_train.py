@@ -79,6 +79,10 @@ def test_predict_and_export_from_the_checkpoint_alone(trained):
     assert set(done) == {"MINDIR", "ONNX"} and all(diff <= 1e-4 for _, diff in done.values())
     note = json.load(open(os.path.splitext(done["ONNX"][0])[0] + ".json"))
     assert [o["shape"] for o in note["outputs"]] == [[1, 3, 48, 64], [1, 5, 48, 64]]
+    record = drivers.evaluate(SPEC, drivers.parse(SPEC, [f"--ckpt={ckpt}", f"--output_dir={out}", "--num_generated=3",
+                                                         "--metrics=psnr"]))
+    assert record["images"] == 3 and "sifid" in record["not_computed"]
+    assert os.path.isfile(out / "eval" / "index.html") and os.path.isfile(out / "eval" / "generated" / "0002_mask_ids.png")
 
 
 def write(path, array):

@@ -6,7 +6,7 @@ import numpy as np
 from mindspore import Tensor, nn
 
 from common.config import ConfigError, load_config
-from common.io import atomic_dir, make_grid, tensor_to_uint8, write_image
+from common.io import atomic_dir, make_grid, tensor_to_uint8, write_html, write_image
 from common.layers import count_params
 from common.model_spec import Datasets, EvalRun, ExportGraph, ModelSpec, Trainer
 from common.spectral_norm import fold_spectral_norm
@@ -215,7 +215,8 @@ class OSMISSpec(ModelSpec):
                                                        f"unnormalised, so its numbers are not comparable)")
         else:
             run.not_computed["lpips_diversity_alexnet"] = "not computed: run bash scripts/get_pretrained.sh"
-        run.not_computed["segmentation_miou"] = "not implemented in this port yet (reference: UNet fake->real, real->fake)"
+        write_html(os.path.join(out_dir, "index.html"), f"OSMIS {cfg.train_size}", ["sample", "image", "mask"],
+                   [[f"{i:04d}", f"generated/{i:04d}.png", f"generated/{i:04d}_mask.png"] for i in range(len(images))])
         return run
 
     def write_generated(self, cfg, net, out_dir):
