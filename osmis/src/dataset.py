@@ -77,6 +77,7 @@ class OSMISDataset:
         sizes = []
 
         def check(path):
+            check_image_complete(path)
             w, h = image_header(path)[:2]
             sizes.append((path, w, h))
 
