@@ -246,8 +246,10 @@ class OSMISSpec(ModelSpec):
         """Unconditional: ``paths`` must be empty; writes ``num_generated`` image-mask pairs (osmis/predict.py)."""
         if paths:
             raise ValueError("osmis generates from noise and takes no --input; set --num_generated instead")
-        self.write_generated(cfg, nets["G_ema"], out_dir)
-        return sorted(os.path.join(out_dir, f) for f in os.listdir(out_dir))
+        _, masks = self.write_generated(cfg, nets["G_ema"], out_dir)
+        suffixes = (".png", "_mask.png", "_mask_ids.png") if masks is not None else (".png",)
+        return [os.path.join(out_dir, f"{i:04d}{s}") for i in range(cfg.num_generated) for s in suffixes] + \
+            [os.path.join(out_dir, "contact_sheet.png")]
 
     def export_graph(self, cfg, nets, out_dir):
         net = ExportedGenerator(nets["G_ema"])
