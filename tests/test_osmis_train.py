@@ -115,3 +115,38 @@ def test_bad_datasets_are_clear_errors(tmp_path):
     os.remove(tmp_path / "mask" / "b.png")
     with pytest.raises(FileNotFoundError, match="no mask"):
         OSMISDataset(str(tmp_path))
+
+
+def test_mask_formats_and_training_draws(tmp_path):
+    from osmis.src.augment import sample_affine
+    from osmis.src.spec import network_arch
+    from osmis.src.dataset import TrainSamples
+    write(tmp_path / "image" / "f0.png", np.full((32, 48, 3), 100, np.uint8))
+    colour = np.zeros((32, 48, 3), np.uint8)
+    colour[:, 24:] = (0, 0, 200)  # BGR on disk: red in RGB
+    colour[:8, :8] = (0, 200, 0)
+    write(tmp_path / "mask" / "f0.png", colour)
+    frames = OSMISDataset(str(tmp_path))
+    assert (frames.kind, frames.num_mask_channels) == ("colour", 3)
+    _, mask = frames.load(0, (32, 48))
+    assert mask.shape == (3, 32, 48) and np.array_equal(mask.sum(0), np.ones((32, 48)))
+    assert mask[0, 20, 0] == 1 and mask[1, 0, 0] == 1 and mask[2, 20, 40] == 1  # black, green, red sorted
+    binary = np.zeros((32, 48), np.uint8)
+    binary[10:20, 10:30] = 255
+    write(tmp_path / "mask" / "f0.png", binary)
+    frames = OSMISDataset(str(tmp_path))
+    assert (frames.kind, frames.num_mask_channels) == ("binary", 2)
+    image, mask = frames.load(0, (16, 24))
+    assert image.shape == (3, 16, 24) and abs(image.mean() - (100 / 127.5 - 1)) < 1e-5
+    assert mask[1].sum() == 5 * 10
+    cfg = drivers.parse(SPEC, ["--train_size=32x48", "--noise_shape=2x3", "--num_blocks_g=5", "--num_blocks_d=4",
+                               "--num_blocks_d0=2", "--num_mask_channels=2"])
+    arch = network_arch(cfg)
+    assert arch["low_level_size"] == (8, 12) and arch["content_channels"] == 128
+    draws = TrainSamples(frames, arch, 4, 0.7, 0.4, 0.4)
+    a = draws.get(1, np.random.RandomState(5))
+    b = draws.get(1, np.random.RandomState(5))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))  # a pure function of the sample's generator
+    assert [x.shape for x in a] == [(64, 1, 1), (64, 1, 1), (3, 32, 48), (2, 32, 48), (2, 3), (2, 3), (2, 3),
+                                    (2, 8, 12), (2, 8, 12), (128,), (128,), (1, 8, 12)]
+    assert np.array_equal(sample_affine(np.random.RandomState(0), 0.0, 32, 48), np.eye(3)[:2])
