@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import common  # noqa: F401
+import mindspore as ms
 from mindspore import Tensor, nn
 
 from common.layers import count_params
@@ -156,3 +157,59 @@ def test_upsample2_is_nearest():
     from osmis.src.model import upsample2
     x = np.arange(24, dtype=np.float32).reshape(1, 2, 3, 4)
     assert np.array_equal(upsample2(Tensor(x)).asnumpy(), x.repeat(2, axis=2).repeat(2, axis=3))
+
+
+def _loss_cell(warmup):
+    from osmis.src.loss import GeneratorLoss
+    from osmis.src.model import TrainingOutputs
+    arch = {"num_blocks_g": 5, "num_blocks_d0": 2, "num_blocks_d": 4, "num_mask_channels": 3,
+            "low_level_size": (2, 2)}
+    net_d = Discriminator(4, 2, 3, ch_D=8, batch_size=2)
+    outputs = TrainingOutputs(Generator((1, 1), 5, 3, ch_G=2), 2, (16, 16))
+    return GeneratorLoss(outputs, net_d, arch, 2, warmup, 0.15), net_d
+
+
+def test_fake_mask_bernoulli_then_argmax_with_straight_through_gradient():
+    soft = np.array([0.7, 0.2, 0.1], np.float32)[None, :, None, None] * np.ones((2, 3, 2, 2), np.float32)
+    bern = np.zeros((2, 3, 2, 2), np.float32) + np.array([0.9, 0.1, 0.05], np.float32)[None, :, None, None]
+    cell, net_d = _loss_cell(warmup=10)
+    hard = cell.hard_fake_mask(Tensor(soft), Tensor(bern)).asnumpy()
+    assert np.allclose(hard[:, :, 0, 0], [[0, 1, 1], [0, 1, 1]])  # u < p: class 0 off, 1 and 2 on
+    net_d.iteration.set_data(Tensor(10.0, net_d.iteration.dtype))
+    hard = cell.hard_fake_mask(Tensor(soft), Tensor(bern)).asnumpy()
+    assert np.allclose(hard[:, :, 0, 0], [[1, 0, 0], [1, 0, 0]])  # after the warm-up: one-hot argmax
+    weights = np.arange(24, dtype=np.float32).reshape(2, 3, 2, 2)
+
+    class Weighted(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.cell, self.bern, self.weights = cell, Tensor(bern), Tensor(weights)
+
+        def construct(self, s):
+            return (self.cell.hard_fake_mask(s, self.bern) * self.weights).sum()
+
+    grad = ms.grad(Weighted())(Tensor(soft)).asnumpy()
+    assert np.allclose(grad, weights)  # straight through: d hard / d soft = identity
+
+
+def test_adversarial_branch_weights_against_numpy():
+    cell, _ = _loss_cell(warmup=10)
+    rng = np.random.RandomState(0)
+    low = (rng.standard_normal((2, 1, 4, 4)).astype(np.float32),)
+    layout = tuple(rng.standard_normal((2, 1, s, s)).astype(np.float32) for s in (2, 1))
+    content = tuple(rng.standard_normal((6, 4, 1, 1)).astype(np.float32) for _ in range(2))
+    mask = np.zeros((2, 3, 4, 4), np.float32)
+    mask[:, 0], mask[0, 2, :1], mask[0, 0, :1] = 1, 1, 0
+    as_t = lambda xs: tuple(Tensor(x) for x in xs)  # noqa: E731
+    l_low, l_con, l_lay = [float(v.asnumpy()) for v in cell.adversarial((as_t(low), as_t(content), as_t(layout)),
+                                                                        False, Tensor(mask))]
+
+    def bce(x, t):
+        return np.mean(np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x))))
+    assert l_low == pytest.approx(bce(low[0], 0) / 4, rel=1e-5)
+    assert l_lay == pytest.approx(sum(bce(x, 0) for x in layout) * 0.5 / 4, rel=1e-5)
+    ce = 0.0
+    for x in content:  # D on fakes: every row targets the 'fake' class 3 with weight 1
+        z = x[:, :, 0, 0].astype(np.float64)
+        ce += np.mean(np.log(np.exp(z).sum(1)) - z[:, 3])
+    assert l_con == pytest.approx(ce * 0.5 / 4, rel=1e-5)
