@@ -213,3 +213,15 @@ def test_adversarial_branch_weights_against_numpy():
         z = x[:, :, 0, 0].astype(np.float64)
         ce += np.mean(np.log(np.exp(z).sum(1)) - z[:, 3])
     assert l_con == pytest.approx(ce * 0.5 / 4, rel=1e-5)
+
+
+def test_segmentation_transfer_scores():
+    from osmis.src.segmentation import transfer_scores
+    ids = np.zeros((4, 16, 24), np.int64)
+    ids[:, 4:12, 6:18], ids[:, 12:, :6] = 1, 2
+    colours = np.array([[20, 20, 20], [220, 30, 30], [30, 220, 30]], np.uint8)
+    good = transfer_scores(colours[ids], ids, colours[ids], ids, 3, 60, batch=2, lr=3e-3)
+    assert good == {"pixel_acc": 1.0, "mean_iou": 1.0}
+    swapped = transfer_scores(colours[ids], ids, colours[ids], np.where(ids == 1, 2, np.where(ids == 2, 1, ids)), 3,
+                              60, batch=2, lr=3e-3)
+    assert swapped["mean_iou"] < 0.5  # masks that do not follow the images score low

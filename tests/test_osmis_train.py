@@ -80,8 +80,10 @@ def test_predict_and_export_from_the_checkpoint_alone(trained):
     note = json.load(open(os.path.splitext(done["ONNX"][0])[0] + ".json"))
     assert [o["shape"] for o in note["outputs"]] == [[1, 3, 48, 64], [1, 5, 48, 64]]
     record = drivers.evaluate(SPEC, drivers.parse(SPEC, [f"--ckpt={ckpt}", f"--output_dir={out}", "--num_generated=3",
-                                                         "--metrics=psnr"]))
+                                                         "--metrics=psnr", "--miou_iterations=2"]))
     assert record["images"] == 3 and "sifid" in record["not_computed"]
+    scores = {k: v["value"] for k, v in record["metrics"].items()}
+    assert 0 <= scores["miou_fake_to_real"] <= 1 and 0 <= scores["pixel_acc_real_to_fake"] <= 1
     assert os.path.isfile(out / "eval" / "index.html") and os.path.isfile(out / "eval" / "generated" / "0002_mask_ids.png")
 
 

@@ -184,8 +184,9 @@ class OSMISSpec(ModelSpec):
         root, _ = self.dataroot(cfg)
         frames = OSMISDataset(root, no_masks=cfg.no_masks or not cfg.num_mask_channels,
                               num_mask_channels=cfg.num_mask_channels)
-        real = tensor_to_uint8(frames.load(0, _pair(cfg.train_size, "train_size"))[0])
-        images, _ = self.write_generated(cfg, nets["G_ema"], os.path.join(out_dir, "generated"))
+        size = _pair(cfg.train_size, "train_size")
+        real = tensor_to_uint8(frames.load(0, size)[0])
+        images, masks = self.write_generated(cfg, nets["G_ema"], os.path.join(out_dir, "generated"))
         for i, img in enumerate(images):
             write_image(os.path.join(out_dir, "fake", f"{i:04d}.png"), img)
             write_image(os.path.join(out_dir, "real", f"{i:04d}.png"), real)
@@ -215,9 +216,34 @@ class OSMISSpec(ModelSpec):
                                                        f"unnormalised, so its numbers are not comparable)")
         else:
             run.not_computed["lpips_diversity_alexnet"] = "not computed: run bash scripts/get_pretrained.sh"
+        if masks is not None and cfg.miou_iterations > 0:
+            self.segmentation_scores(cfg, rt, run, frames, size, images, masks)
+        elif masks is not None:
+            run.not_computed["miou_fake_to_real"] = "not computed: pass --miou_iterations=500 (the reference's)"
         write_html(os.path.join(out_dir, "index.html"), f"OSMIS {cfg.train_size}", ["sample", "image", "mask"],
                    [[f"{i:04d}", f"generated/{i:04d}.png", f"generated/{i:04d}_mask.png"] for i in range(len(images))])
         return run
+
+    def segmentation_scores(self, cfg, rt, run, frames, size, images, masks):
+        """mIoU / pixel accuracy of a segmenter trained on the generated pairs and tested on the training
+        frames (fake->real), and the reverse (real->fake) (``osmis.src.segmentation``)."""
+        from osmis.src.segmentation import transfer_scores
+        loaded = [frames.load(i, size) for i in range(len(frames))]
+        real_images = np.stack([tensor_to_uint8(img) for img, _ in loaded])
+        real_masks = np.stack([m.argmax(axis=0) for _, m in loaded])
+        c = cfg.num_mask_channels
+        kw = dict(iterations=cfg.miou_iterations, batch=cfg.batch_size, lr=cfg.miou_lr, seed=cfg.seed,
+                  conv_impl=rt.conv_impl)
+        for name, (a, b, x, y) in {"fake_to_real": (images, masks, real_images, real_masks),
+                                   "real_to_fake": (real_images, real_masks, images, masks)}.items():
+            scores = transfer_scores(a, b, x, y, c, **kw)
+            run.metrics[f"miou_{name}"], run.metrics[f"pixel_acc_{name}"] = scores["mean_iou"], scores["pixel_acc"]
+            run.protocol[f"pixel_acc_{name}"] = f"pixel accuracy of the same segmenter and test set as miou_{name}"
+            run.protocol[f"miou_{name}"] = (f"small U-Net from scratch, {cfg.miou_iterations} Adam({cfg.miou_lr}) "
+                                            f"steps, batch {cfg.batch_size}, 0.5 BCE + 0.5 Dice, trained on "
+                                            f"{name.split('_to_')[0]} pairs, mean IoU of one confusion matrix over "
+                                            f"the {name.split('_to_')[1]} pairs ({c} classes); not the paper's "
+                                            f"ResNet18-UNet / thresholded IoU")
 
     def write_generated(self, cfg, net, out_dir):
         """``num_generated`` pairs from noise (seeded by ``seed``): <i>.png, <i>_mask.png (colour),
