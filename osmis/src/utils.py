@@ -1,0 +1,43 @@
+"""OSMIS helpers outside the drivers: the benchmark step."""
+import os
+import tempfile
+
+import cv2
+import numpy as np
+import mindspore as ms
+
+from common.config import load_config
+from common.conv import use_conv_impl
+from common.data import BatchLoader
+
+__all__ = ["make_bench_step"]
+
+
+def make_bench_step(size, batch, conv_impl="native", masks=True):
+    """A zero-argument callable running one full OSMIS training step (blocking) at a ``size`` x ``size``
+    training image with a 3-class mask (``masks=False``: SIV-GAN), batch ``batch``, reference widths and
+    augmentation probability 0.7: G forward for both noise batches, augmentation, D on reals and fakes,
+    both updates, EMA. The image and mask are random (the work does not depend on them)."""
+    from osmis.src.spec import OSMISSpec
+    spec = OSMISSpec()
+    root = tempfile.mkdtemp(prefix="osmis_bench_")
+    rng = np.random.RandomState(0)
+    os.makedirs(os.path.join(root, "image"))
+    cv2.imwrite(os.path.join(root, "image", "frame.png"), rng.randint(0, 256, (size, size, 3), np.uint8))
+    if masks:
+        os.makedirs(os.path.join(root, "mask"))
+        cv2.imwrite(os.path.join(root, "mask", "frame.png"), rng.randint(0, 3, (size, size), np.uint8))
+    cfg = load_config(spec.config_path, [f"--dataroot={root}", f"--max_size={size}", f"--batch_size={batch}",
+                                         f"--samples_per_epoch={batch}"])
+    data = spec.datasets(cfg, None)
+    trainer = spec.build_trainer(cfg, None, data)
+    for net in trainer.networks.values():
+        use_conv_impl(net, conv_impl)
+    trainer.step.set_train()
+    inputs = [ms.Tensor(b) for b in next(BatchLoader(data.train, batch, seed=0, num_workers=0).epoch(0))]
+
+    def step():
+        outputs = trainer.step(*inputs)
+        return [o.asnumpy() for o in outputs]
+
+    return step

