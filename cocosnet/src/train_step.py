@@ -47,14 +47,15 @@ class VGGFeatures(nn.Cell):
     RGB -> BGR, minus the BGR ImageNet mean, times 255. ``"torch"``: torchvision weights,
     ((x + 1) / 2 - mean) / std in RGB.
 
-    Shapes: [B, 3, H, W] -> tuple of 5 [B, C_l, H / 2^l, W / 2^l] (H, W multiples of 16).
+    Shapes: [B, 3, H, W] -> tuple of the ``taps`` (default relu1_2 .. relu5_2: 5 [B, C_l, H / 2^l, W / 2^l],
+    H, W multiples of 16).
     """
 
-    def __init__(self, arch="vgg19", normalize="caffe_bgr"):
+    def __init__(self, arch="vgg19", normalize="caffe_bgr", taps=VGG_TAPS):
         super().__init__()
         if normalize not in ("caffe_bgr", "torch"):
             raise ValueError(f"normalize={normalize!r}; choose caffe_bgr (vgg19_conv.pth) or torch (torchvision)")
-        self.vgg = VGG(arch, VGG_TAPS, pool="max", requires_grad=False)
+        self.vgg = VGG(arch, taps, pool="max", requires_grad=False)
         self.bgr = normalize == "caffe_bgr"
         if self.bgr:
             mean, scale = np.array(CAFFE_MEAN_BGR), np.full(3, 255.0)
@@ -70,12 +71,12 @@ class VGGFeatures(nn.Cell):
         return self.vgg((x - self.mean) * self.scale)
 
 
-def build_vgg_features(vgg_path, log=print):
+def build_vgg_features(vgg_path, log=print, taps=VGG_TAPS):
     """The loss VGG: VGG19 from ``vgg_path`` (the reference ``vgg19_conv.pth``, or any file with its
     Caffe BGR weights that ``common.weights`` reads: ``conv1_1.weight`` keys, ``features.N``, .ckpt), else the cached ImageNet VGG16 as a stand-in (relu{b}_2 of VGG16 for those of VGG19:
     same resolutions, torchvision normalisation). ``log`` receives one line saying which."""
     if vgg_path:
-        net = VGGFeatures("vgg19", "caffe_bgr")
+        net = VGGFeatures("vgg19", "caffe_bgr", taps)
         load_vgg(net.vgg, vgg_path)
         log(f"loss network: VGG19 from {vgg_path} (max pooling; (x+1)/2, BGR, minus the Caffe mean, x255 as "
             f"the reference vgg19_conv.pth)")
@@ -85,7 +86,7 @@ def build_vgg_features(vgg_path, log=print):
     except FileNotFoundError as e:
         raise FileNotFoundError(f"no vgg_path given, and the fallback VGG16 is missing: {e}; or pass "
                                 f"--vgg_path=vgg19_conv.pth (the reference's loss VGG19)") from None
-    net = VGGFeatures("vgg16", "torch")
+    net = VGGFeatures("vgg16", "torch", taps)
     load_vgg(net.vgg, path)
     log(f"loss network: no vgg_path given, so the ImageNet VGG16 {path} stands in for the reference VGG19 "
         f"(relu{{1..5}}_2 of VGG16, torchvision normalisation; the loss scales differ); pass "
