@@ -56,6 +56,7 @@ def test_eval_and_predict_from_the_checkpoint_alone(trained):
     assert record["images"] == 2
     metrics = record["metrics"]
     assert 0 < metrics["psnr"]["value"] < 60 and -1 <= metrics["ssim"]["value"] <= 1
+    assert 0 < metrics["warped_exemplar_l1"]["value"] < 255
     assert metrics["style_palette_to_exemplar"]["value"] >= 0 and metrics["style_palette_to_target"]["value"] >= 0
     for sub in ("fake", "real", "exemplar", "warped", "label"):
         assert len(os.listdir(os.path.join(out, "eval", sub))) == 2

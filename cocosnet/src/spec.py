@@ -143,7 +143,7 @@ class CoCosNetSpec(ModelSpec):
     def generate_eval(self, cfg, rt, nets, out_dir):
         val = self._val_set(cfg)
         net = self._composite(nets)
-        to_ref, to_real, rows = [], [], []
+        to_ref, to_real, warp_l1, rows = [], [], [], []
         for i in tqdm(range(len(val)), desc="cocosnet generate", unit="img"):
             seg, ref, ref_seg, real, _ = val.get(i)
             out, warped = translate(net, seg[None], ref[None], ref_seg[None])
@@ -155,11 +155,15 @@ class CoCosNetSpec(ModelSpec):
             ids, ref_ids = seg.argmax(0), ref_seg.argmax(0)
             to_ref.append(palette_distance(out[0], ids, images["exemplar"], ref_ids))
             to_real.append(palette_distance(out[0], ids, images["real"], ids))
+            warp_l1.append(float(np.abs(warped[0].astype(np.float64) - images["real"]).mean()))
             rows.append([name] + [f"{sub}/{name}.png" for sub in ("label", "exemplar", "warped", "fake", "real")])
         write_html(os.path.join(out_dir, "index.html"), f"CoCosNet {cfg.size}x{cfg.size}",
                    ["name", "label", "exemplar", "warped exemplar", "output", "target"], rows)
         run = EvalRun(fake_dir=os.path.join(out_dir, "fake"), real_dir=os.path.join(out_dir, "real"), images=len(val),
                       settings={"size": cfg.size, "label_nc": cfg.label_nc, "pairs": self.ref_lists(cfg, *self.data_source(cfg)[:2])[1]})
+        run.metrics["warped_exemplar_l1"] = float(np.mean(warp_l1))
+        run.protocol["warped_exemplar_l1"] = ("mean |warped exemplar - target| in 0..255 (uint8 RGB at size x size): how "
+                                              "close the correspondence brings the exemplar to the target")
         shared = [(a, b) for a, b in zip(to_ref, to_real) if not np.isnan(a)]
         if shared:
             run.metrics["style_palette_to_exemplar"] = float(np.mean([a for a, _ in shared]))
