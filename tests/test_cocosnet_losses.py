@@ -160,3 +160,30 @@ def test_forward_feeds_the_warped_exemplar_then_the_label_map_to_the_generator()
     np.testing.assert_allclose(fake.asnumpy(), want_fake.asnumpy(), atol=1e-5)
     np.testing.assert_allclose(f_real.asnumpy(), corr.encode_image(real).asnumpy(), atol=1e-6)
     np.testing.assert_allclose(f_seg.asnumpy(), corr.encode_label(Tensor(seg)).asnumpy(), atol=1e-6)
+
+
+def test_ttur_schedule_by_hand():
+    """lr 2e-4, 100 + 100 epochs: G 1e-4 and D 4e-4 through epoch 100 (0-based 0..100), then minus 1/100 each."""
+    from cocosnet.src.utils import ttur_rates
+    assert ttur_rates(0, 2e-4, 100, 100) == pytest.approx({"opt_G": 1e-4, "opt_D": 4e-4})
+    assert ttur_rates(100, 2e-4, 100, 100) == pytest.approx({"opt_G": 1e-4, "opt_D": 4e-4})
+    assert ttur_rates(150, 2e-4, 100, 100) == pytest.approx({"opt_G": 0.5e-4, "opt_D": 2e-4})
+    assert ttur_rates(199, 2e-4, 100, 100) == pytest.approx({"opt_G": 1e-6, "opt_D": 4e-6})
+
+
+def test_demo_config_and_bad_sizes():
+    from common.config import ConfigError
+    from common.drivers import parse
+    from cocosnet.src.spec import CoCosNetSpec
+    spec = CoCosNetSpec()
+    cfg = parse(spec, ["--demo_ngf=4"])
+    notes = spec.check(cfg, None, demo=True)
+    assert (cfg.size, cfg.load_size, cfg.ngf, cfg.label_nc, cfg.data_format) == (64, 72, 4, 8, "folders")
+    assert "demo data" in notes[0]
+    kept = parse(spec, ["--size=128"])
+    spec.check(kept, None, demo=True)
+    assert (kept.size, kept.load_size) == (128, 144)
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        spec.check(parse(spec, ["--size=100"]), None, demo=False)
+    with pytest.raises(ConfigError, match="hard <= real"):
+        spec.check(parse(spec, ["--hard_reference_probability=0.8"]), None, demo=False)

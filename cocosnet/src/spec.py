@@ -17,7 +17,7 @@ from common.spectral_norm import fold_spectral_norm
 from cocosnet.src.dataset import ExemplarDataset, one_hot, read_ids
 from cocosnet.src.model import CoCosNet, build_correspondence, build_discriminator, build_generator
 from cocosnet.src.train_step import LOSS_NAMES, build_train_step, build_vgg_features
-from cocosnet.src.utils import adam, colorize, palette_distance, translate
+from cocosnet.src.utils import adam, colorize, palette_distance, translate, ttur_rates
 
 __all__ = ["CoCosNetSpec", "default_ref_lists", "export_graphs"]
 
@@ -118,8 +118,7 @@ class CoCosNetSpec(ModelSpec):
                      f"G+Corr lr {cfg.lr / 2:g}, D lr {cfg.lr * 2:g}, Adam betas ({cfg.beta1}, {cfg.beta2})")
 
         def learning_rates(epoch):
-            f = 1.0 - max(0, epoch - cfg.n_epochs) / float(max(cfg.n_epochs_decay, 1))
-            return {"opt_G": cfg.lr / 2 * f, "opt_D": cfg.lr * 2 * f}
+            return ttur_rates(epoch, cfg.lr, cfg.n_epochs, cfg.n_epochs_decay)
 
         return Trainer(step=step, loss_names=LOSS_NAMES, networks={"Corr": corr, "G": netG, "D": netD},
                        optimizers={"opt_G": opt_G, "opt_D": opt_D}, frozen={"VGG": vgg},

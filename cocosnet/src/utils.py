@@ -4,7 +4,7 @@ from mindspore import Tensor, nn
 
 from common.io import tensor_to_uint8
 
-__all__ = ["adam", "translate", "colorize", "palette", "palette_distance"]
+__all__ = ["adam", "ttur_rates", "translate", "colorize", "palette", "palette_distance"]
 
 TINY_BETA1 = 1e-12  # MindSpore's Adam wants beta1 in (0, 1); 1 - 1e-12 == 1 in float32
 
@@ -12,6 +12,13 @@ TINY_BETA1 = 1e-12  # MindSpore's Adam wants beta1 in (0, 1); 1 - 1e-12 == 1 in 
 def adam(params, lr, beta1, beta2, eps):
     """``nn.Adam``; beta1 = 0 (the reference TTUR setting) runs as 1e-12, equal to 0 in float32 arithmetic."""
     return nn.Adam(params, learning_rate=lr, beta1=max(float(beta1), TINY_BETA1), beta2=beta2, eps=eps)
+
+
+def ttur_rates(epoch, lr, n_epochs, n_epochs_decay):
+    """{opt_G: lr/2, opt_D: 2 lr} times the schedule factor of 0-based ``epoch``: 1 for ``n_epochs``, then
+    down by 1/n_epochs_decay per epoch (the reference subtracts lr/niter_decay after each epoch past niter)."""
+    factor = 1.0 - max(0, epoch - n_epochs) / float(max(n_epochs_decay, 1))
+    return {"opt_G": lr / 2 * factor, "opt_D": lr * 2 * factor}
 
 
 def translate(net, seg, ref, ref_seg):
