@@ -8,6 +8,14 @@ is written in the on-disk formats the real loaders read, so the demo exercises t
   (label->photo is ``direction: BtoA``, as for the paper's Cityscapes set);
 * Cityscapes folders: ``<root>/cityscapes/leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png``
   and ``gtFine/<split>/<city>/..._gtFine_{labelIds,color}.png``.
+
+The *styled* variant (``ensure_demo_dataset(styled=True)``, for exemplar-based models such as CoCosNet)
+renders the same scenes under per-scene colour styles (:data:`STYLES`: noon, sunset, night, sepia), so an
+exemplar's palette is something a model can transfer and a metric can measure. Layout:
+``<root>/{train,val}/{images,labels}/<stem>.png`` with class ids 1..7 (0 = "other", unused; 8 classes),
+``<root>/ref_train.txt`` (``key,easy,hard``: other training scenes of the key's style) and
+``<root>/ref_val.txt`` (``key,exemplar``: a training scene of the next style), and ``styles.json``.
+The unstyled files above are unchanged by it.
 """
 import contextlib
 import json
@@ -23,11 +31,21 @@ import numpy as np
 from common import cityscapes as cs
 from common.io import atomic_dir
 
-__all__ = ["DEMO_CLASSES", "render_scene", "write_demo_dataset", "ensure_demo_dataset"]
+__all__ = ["DEMO_CLASSES", "STYLES", "STYLED_LABEL_NC", "render_scene", "stylize", "write_demo_dataset",
+           "ensure_demo_dataset"]
 
 ROAD, SIDEWALK, BUILDING, VEGETATION, SKY, PERSON, CAR = 0, 1, 2, 8, 10, 11, 13
 DEMO_CLASSES = (ROAD, SIDEWALK, BUILDING, VEGETATION, SKY, PERSON, CAR)
 DEMO_VERSION = 1
+STYLED_VERSION = 1
+# name -> (3x3 colour matrix applied to RGB, RGB offset); every scene of the styled demo has one
+STYLES = {
+    "noon": (np.eye(3), (0.0, 0.0, 0.0)),
+    "sunset": (np.diag((1.15, 0.8, 0.5)), (30.0, 8.0, 0.0)),
+    "night": (np.diag((0.3, 0.38, 0.75)), (0.0, 6.0, 30.0)),
+    "sepia": (np.array([[0.393, 0.769, 0.189], [0.349, 0.686, 0.168], [0.272, 0.534, 0.131]]), (0.0, 0.0, 0.0)),
+}
+STYLED_LABEL_NC = len(DEMO_CLASSES) + 1  # ids 1..7 for DEMO_CLASSES, 0 = "other"
 
 
 def _layout(rng, h, w):
@@ -110,6 +128,48 @@ def render_scene(seed, height=256, width=256):
     return np.clip(img, 0, 255).astype(np.uint8), lab
 
 
+def stylize(photo, style):
+    """[H, W, 3] uint8 RGB under the colour style ``style`` (a :data:`STYLES` name) -> [H, W, 3] uint8."""
+    matrix, offset = STYLES[style]
+    out = photo.astype(np.float64) @ np.asarray(matrix).T + np.asarray(offset)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _write_styled_files(tmp, n_train, n_val, size, seed):
+    """Write the styled demo (module doc) into the existing empty folder ``tmp``."""
+    names = list(STYLES)
+    ids = np.zeros(256, np.uint8)
+    ids[list(DEMO_CLASSES)] = np.arange(1, len(DEMO_CLASSES) + 1)
+    if n_train < len(names):
+        raise ValueError(f"the styled demo needs at least {len(names)} training scenes (one per style); got {n_train}")
+    styles = {}
+    for split, n, offset in (("train", n_train, 0), ("val", n_val, 100000)):
+        for sub in ("images", "labels"):
+            os.makedirs(os.path.join(tmp, split, sub))
+        for i in range(n):
+            photo, lab = render_scene(seed * 1_000_003 + offset + i, size, size)
+            stem = f"{split}_{i:04d}"
+            styles[stem] = names[i % len(names)]
+            cv2.imwrite(os.path.join(tmp, split, "images", stem + ".png"), stylize(photo, styles[stem])[..., ::-1])
+            cv2.imwrite(os.path.join(tmp, split, "labels", stem + ".png"), ids[lab])
+    k = len(names)
+    with open(os.path.join(tmp, "ref_train.txt"), "w") as f:
+        for i in range(n_train):
+            same = [j for j in range(i % k, n_train, k) if j != i] or [i]
+            easy, hard = same[i // k % len(same)], same[(i // k + 1) % len(same)]
+            f.write(f"train_{i:04d}.png,train_{easy:04d}.png,train_{hard:04d}.png\n")
+    with open(os.path.join(tmp, "ref_val.txt"), "w") as f:
+        for i in range(n_val):
+            other = [j for j in range(n_train) if j % k == (i + 1) % k]
+            f.write(f"val_{i:04d}.png,train_{other[i // k % len(other)]:04d}.png\n")
+    with open(os.path.join(tmp, "styles.json"), "w") as f:
+        json.dump(styles, f, indent=1)
+    with open(os.path.join(tmp, "demo.json"), "w") as f:
+        json.dump({"version": STYLED_VERSION, "n_train": n_train, "n_val": n_val, "size": size, "seed": seed,
+                   "label_nc": STYLED_LABEL_NC, "styles": names,
+                   "classes": ["other"] + [cs.CLASS_NAMES[c] for c in DEMO_CLASSES]}, f, indent=1)
+
+
 def write_demo_dataset(root, n_train=64, n_val=16, size=256, seed=0):
     """Write the demo dataset under ``root`` (see module doc), replacing it if it exists; returns ``root``."""
     with atomic_dir(root) as tmp:
@@ -167,8 +227,10 @@ def _stale(lock):
     return False
 
 
-def ensure_demo_dataset(cache_dir=None, n_train=64, n_val=16, size=256, seed=0, wait_s=1800.0):
+def ensure_demo_dataset(cache_dir=None, n_train=64, n_val=16, size=256, seed=0, wait_s=1800.0, *, styled=False):
     """Return the demo dataset folder, generating it once into ``cache_dir``.
+
+    ``styled=True``: the styled variant for exemplar-based models (module doc) in its own folder.
 
     ``cache_dir`` defaults to ``$SYNTHZOO_CACHE`` or ``~/.cache/synthzoo``. A folder made with other
     settings is kept beside it under its own name.
@@ -179,7 +241,8 @@ def ensure_demo_dataset(cache_dir=None, n_train=64, n_val=16, size=256, seed=0, 
     finished folder is never deleted, and a lock left by a dead process of this host is taken over.
     """
     cache_dir = cache_dir or os.environ.get("SYNTHZOO_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "synthzoo"))
-    root = os.path.join(cache_dir, f"demo_streets_v{DEMO_VERSION}_{size}px_{n_train}x{n_val}_s{seed}")
+    kind = f"demo_styled_streets_v{STYLED_VERSION}" if styled else f"demo_streets_v{DEMO_VERSION}"
+    root = os.path.join(cache_dir, f"{kind}_{size}px_{n_train}x{n_val}_s{seed}")
     marker, lock = os.path.join(root, "demo.json"), root + ".lock"
     deadline = time.monotonic() + wait_s
     waiting = False
@@ -207,22 +270,23 @@ def ensure_demo_dataset(cache_dir=None, n_train=64, n_val=16, size=256, seed=0, 
             with os.fdopen(fd, "w") as f:
                 f.write(f"{socket.gethostname()} {os.getpid()}\n")
             if not os.path.isfile(marker):
-                _generate(root, n_train, n_val, size, seed)
+                _generate(root, n_train, n_val, size, seed, _write_styled_files if styled else _write_files)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(lock)
     return root
 
 
-def _generate(root, n_train, n_val, size, seed):
-    """Write the dataset into a temporary sibling and rename it to ``root``; never replaces a folder."""
+def _generate(root, n_train, n_val, size, seed, write):
+    """Write the dataset (``write(tmp, n_train, n_val, size, seed)``) into a temporary sibling and rename it
+    to ``root``; never replaces a folder."""
     if os.path.exists(root):
         raise FileExistsError(f"{root} exists but is not a finished demo dataset (no demo.json); "
                               f"delete it and start again")
     print(f"[synthzoo] generating the synthetic-streets demo dataset into {root} ...", flush=True)
     tmp = tempfile.mkdtemp(prefix=".tmp_demo_", dir=os.path.dirname(root))
     try:
-        _write_files(tmp, n_train, n_val, size, seed)
+        write(tmp, n_train, n_val, size, seed)
         os.rename(tmp, root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

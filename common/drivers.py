@@ -270,12 +270,23 @@ ONNX_ATOL = 1e-4
 
 
 def export(spec, cfg):
-    """Export the inference graph to MINDIR/ONNX, check parity, write the JSON note; {format: (path, diff)}."""
-    import json
+    """Export the inference graph(s) to MINDIR/ONNX, check parity, write the JSON notes.
+
+    ``spec.export_graph`` returns one :class:`ExportGraph` (result: {format: (path, diff)}) or a list of
+    them, e.g. a model's sub-networks and their composite (result: {file stem: {format: (path, diff)}}).
+    """
     _runtime(cfg, cpu_conv="native")
     nets, ckpt = load_inference(spec, cfg)
     out_dir = os.path.join(cfg.output_dir, "export")
     graph = spec.export_graph(cfg, nets, out_dir)
+    if isinstance(graph, (list, tuple)):
+        return {os.path.basename(g.stem): _export_graph(spec, cfg, g, ckpt) for g in graph}
+    return _export_graph(spec, cfg, graph, ckpt)
+
+
+def _export_graph(spec, cfg, graph, ckpt):
+    """Write one :class:`ExportGraph` in the configured formats, parity-checked, with its JSON note."""
+    import json
     done, written = {}, []
     try:
         if cfg.export_format in ("MINDIR", "ALL"):

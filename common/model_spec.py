@@ -155,4 +155,5 @@ class ModelSpec(abc.ABC):
 
     @abc.abstractmethod
     def export_graph(self, cfg, nets, out_dir):
-        """-> :class:`ExportGraph` (the inference networks prepared for export, native convolutions)."""
+        """-> :class:`ExportGraph` (the inference networks prepared for export, native convolutions), or a
+        list of them (e.g. CoCosNet's two published networks and their composite), each exported."""

@@ -3,12 +3,14 @@
 * :func:`contextual_loss` - the contextual loss (Mechrez et al., ECCV 2018) as the CoCosNet reference
   computes it with ``--PONO`` (``ContextualLoss_forward``): features centred per position by the
   exemplar's channel mean, cosine distances, relative distances, affinities with bandwidth ``h``.
+* :func:`warped_mask_loss` - NLL of the warped exemplar label map against the input label map.
+* :func:`self_reference_l1` - L1 weighted per sample by the self-reference flags (VGG feature matching).
 """
 from mindspore import ops
 
 from cocosnet.src.blocks import feature_normalize
 
-__all__ = ["contextual_loss"]
+__all__ = ["contextual_loss", "warped_mask_loss", "self_reference_l1"]
 
 
 def contextual_loss(x, y, h=0.1, rel_eps=1e-3):
@@ -41,3 +43,34 @@ def contextual_loss(x, y, h=0.1, rel_eps=1e-3):
     a = w / w.sum(axis=-1, keepdims=True)
     cx = a.max(axis=-1).mean(axis=1)
     return -ops.log(cx)
+
+
+def warped_mask_loss(warp_mask, seg_small, ref_seg_small, eps=1e-10):
+    """The warped-mask loss (reference ``mask`` term, ``warp_mask_losstype=direct``), unweighted.
+
+    NLL of the warped exemplar mask at the input's class, per position of the correlation grid:
+    ``sum_p w_p * -log(warp_mask[label_p, p] + eps) / (sum_p w_p + 1e-5)``, with ``w_p = 0`` where the
+    input's class is 0 ("other") or does not occur in the exemplar's label map, else 1.
+
+    Args:
+        warp_mask: [B, L, h, w] soft class probabilities (:class:`CorrespondenceNet` output).
+        seg_small: [B, L, h, w] one-hot input label map at the grid size (nearest resized).
+        ref_seg_small: [B, L, h, w] one-hot exemplar label map at the grid size.
+
+    Returns:
+        scalar.
+    """
+    present = ref_seg_small[:, 1:].max(axis=(2, 3), keepdims=True)  # [B, L-1, 1, 1] classes the exemplar has
+    weight = (seg_small[:, 1:] * present).sum(axis=1)  # [B, h, w]
+    nll = -(seg_small * ops.log(warp_mask + eps)).sum(axis=1)
+    return (nll * weight).sum() / (weight.sum() + 1e-5)
+
+
+def self_reference_l1(fake, real, self_ref):
+    """``mean(|fake - real| * s_b / (sum_b s_b + 1e-5))`` over all elements: the reference's
+    ``weighted_l1_loss`` with per-sample weights from the self-reference flags ``self_ref`` [B] (0/1).
+
+    fake, real: [B, C, H, W] -> scalar (0 when no sample of the batch is a self-reference pair).
+    """
+    weights = (self_ref / (self_ref.sum() + 1e-5)).reshape(-1, 1, 1, 1)
+    return (ops.abs(fake - real) * weights).mean()

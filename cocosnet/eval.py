@@ -1,0 +1,17 @@
+"""Evaluate a CoCosNet checkpoint on the validation pairs: ``python cocosnet/eval.py [--ckpt=...]``.
+
+Writes ``<output_dir>/eval/{label,exemplar,warped,fake,real}/<name>.png``, ``index.html`` and
+``metrics.json``: PSNR, SSIM (and LPIPS, FID/KID/IS with their weights) of output vs target, plus the
+style figure (per-class palette distance of the output to the exemplar and to the target).
+The architecture comes from the checkpoint.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from common.drivers import main  # noqa: E402
+from cocosnet.src.spec import CoCosNetSpec  # noqa: E402
+
+if __name__ == "__main__":
+    main(CoCosNetSpec(), "eval")

@@ -1,0 +1,247 @@
+"""CoCosNet for the shared drivers: config -> exemplar data -> Corr + G + D and the G_then_D step -> eval
+(PSNR/SSIM/FID via the driver, plus the exemplar-style figure) -> predict (output + warped exemplar) ->
+export (the published correspondence and translation networks, and their composite)."""
+import os
+
+import numpy as np
+from mindspore import Tensor
+from tqdm import tqdm
+
+from common.config import ConfigError, load_config
+from common.demo_data import STYLED_LABEL_NC, ensure_demo_dataset
+from common.export import prepare_for_export
+from common.io import make_grid, read_image, write_html, write_image
+from common.layers import count_params, init_weights
+from common.model_spec import Datasets, EvalRun, ExportGraph, ModelSpec, Trainer
+from common.spectral_norm import fold_spectral_norm
+from cocosnet.src.dataset import ExemplarDataset, one_hot, read_ids
+from cocosnet.src.model import CoCosNet, build_correspondence, build_discriminator, build_generator
+from cocosnet.src.train_step import LOSS_NAMES, build_train_step, build_vgg_features
+from cocosnet.src.utils import adam, colorize, palette_distance, translate, ttur_rates
+
+__all__ = ["CoCosNetSpec", "default_ref_lists", "export_graphs"]
+
+DEMO_KEYS = {"size": "demo_size", "ngf": "demo_ngf", "corr_channels": "demo_corr_channels",
+             "spade_hidden": "demo_spade_hidden", "ndf": "demo_ndf", "n_epochs": "demo_epochs",
+             "n_epochs_decay": "demo_epochs_decay"}
+# the published two-network form (OpenVINO Open Model Zoo cocosnet-correspondence / cocosnet-generator)
+# and the current single network
+CORR_NAMES = (("input.1", "input.70", "ref_seg_map"), ("warped_exemplar", "warped_mask"))
+GEN_NAMES = (("seg",), ("exemplar_based_output",))
+COMPOSITE_NAMES = (("input_seg_map", "ref_image", "ref_seg_map"), ("exemplar_based_output",))
+
+
+def default_ref_lists(root, data_format):
+    """(training list, validation pairs) default paths of a dataset (reference names for ADE20K)."""
+    if data_format == "ade20k":
+        return os.path.join(root, "ade20k_ref.txt"), os.path.join(root, "ade20k_ref_test.txt")
+    return os.path.join(root, "ref_train.txt"), os.path.join(root, "ref_val.txt")
+
+
+class CoCosNetSpec(ModelSpec):
+    """Cross-domain correspondence + SPADE translation, hinge GAN with two-scale D (Zhang et al. 2020)."""
+    name = "cocosnet"
+    config_path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "default_config.yaml")
+    arch_keys = ("label_nc", "size", "ngf", "corr_channels", "spade_hidden", "ndf", "num_D")
+    inference_components = ("Corr", "G")
+    data_layout = "ADEChallengeData2016 (data_format=ade20k) or a folder with {train,val}/{images,labels}"
+
+    def demo_dataroot(self, cfg):
+        return ensure_demo_dataset(n_train=cfg.demo_train, n_val=cfg.demo_val, size=cfg.demo_size, seed=0,
+                                   styled=True)
+
+    def check(self, cfg, rt, demo):
+        notes = []
+        if demo:
+            defaults = load_config(self.config_path)
+            chosen = {key: cfg[demo_key] for key, demo_key in DEMO_KEYS.items() if cfg[key] == defaults[key]}
+            if cfg.load_size == defaults.load_size:
+                size = chosen.get("size", cfg.size)
+                chosen["load_size"] = size + size // 8
+            chosen.update(label_nc=STYLED_LABEL_NC, data_format="folders")
+            cfg.update(chosen)
+            notes.append("demo data (styled synthetic streets): " + ", ".join(f"{k}={v}" for k, v in chosen.items())
+                         + "; pass --dataroot for your data and the reference sizes")
+        if cfg.size % 32 or cfg.size < 64:
+            raise ConfigError(f"size={cfg.size}: CoCosNet needs a multiple of 32, at least 64 (256 in the paper)")
+        if not 0 <= cfg.hard_reference_probability <= cfg.real_reference_probability <= 1:
+            raise ConfigError(f"hard_reference_probability={cfg.hard_reference_probability} and real_reference_"
+                              f"probability={cfg.real_reference_probability}: need 0 <= hard <= real <= 1")
+        return notes
+
+    def data_source(self, cfg):
+        """(root, data_format, demo): the dataset, or the styled demo data (folders layout)."""
+        root, demo = self.dataroot(cfg)
+        return root, "folders" if demo else cfg.data_format, demo
+
+    def ref_lists(self, cfg, root, data_format):
+        """(training list, validation pairs): the configured files or the dataset's defaults."""
+        train, val = default_ref_lists(root, data_format)
+        return cfg.ref_list or train, cfg.ref_list_val or val
+
+    def _val_set(self, cfg):
+        root, fmt, _ = self.data_source(cfg)
+        return ExemplarDataset(root, fmt, "val", self.ref_lists(cfg, root, fmt)[1], cfg.label_nc, cfg.size,
+                               max_samples=cfg.num_val)
+
+    def datasets(self, cfg, rt):
+        root, fmt, demo = self.data_source(cfg)
+        train = ExemplarDataset(root, fmt, "train", self.ref_lists(cfg, root, fmt)[0], cfg.label_nc, cfg.size,
+                                cfg.load_size, train=True, real_reference_probability=cfg.real_reference_probability,
+                                hard_reference_probability=cfg.hard_reference_probability,
+                                max_samples=cfg.max_train_samples)
+        return Datasets(train=train, val=self._val_set(cfg), root=root, demo=demo)
+
+    def build_inference(self, cfg):
+        corr = build_correspondence(cfg.label_nc, cfg.ngf, cfg.corr_channels, cfg.spade_hidden)
+        netG = build_generator(cfg.label_nc, cfg.ngf, cfg.spade_hidden)
+        corr.set_train(False)
+        netG.set_train(False)
+        return {"Corr": corr, "G": netG}
+
+    def build_trainer(self, cfg, rt, data):
+        nets = self.build_inference(cfg)
+        corr, netG = nets["Corr"], nets["G"]
+        netD = build_discriminator(cfg.label_nc, cfg.ndf, cfg.num_D)
+        for net in (corr, netG, netD):
+            init_weights(net, "xavier", cfg.init_variance)
+        notes = []
+        vgg = build_vgg_features(cfg.vgg_path, notes.append)
+        opt_G = adam(corr.trainable_params() + netG.trainable_params(), cfg.lr / 2, cfg.beta1, cfg.beta2, cfg.eps_G)
+        opt_D = adam(netD.trainable_params(), cfg.lr * 2, cfg.beta1, cfg.beta2, 1e-8)
+        weights = dict(weight_gan=cfg.weight_gan, lambda_feat=cfg.lambda_feat, lambda_vgg=cfg.lambda_vgg,
+                       fm_ratio=cfg.fm_ratio, weight_perceptual=cfg.weight_perceptual, ctx_w=cfg.ctx_w,
+                       weight_align=cfg.novgg_featpair, weight_mask=cfg.weight_mask)
+        step = build_train_step(corr, netG, netD, vgg, opt_G, opt_D, weights)
+        notes.append(f"CoCosNet {cfg.size}x{cfg.size}, {cfg.label_nc} classes: correspondence {count_params(corr):,}, "
+                     f"translation {count_params(netG):,}, discriminator {count_params(netD):,} parameters; "
+                     f"G+Corr lr {cfg.lr / 2:g}, D lr {cfg.lr * 2:g}, Adam betas ({cfg.beta1}, {cfg.beta2})")
+
+        def learning_rates(epoch):
+            return ttur_rates(epoch, cfg.lr, cfg.n_epochs, cfg.n_epochs_decay)
+
+        return Trainer(step=step, loss_names=LOSS_NAMES, networks={"Corr": corr, "G": netG, "D": netD},
+                       optimizers={"opt_G": opt_G, "opt_D": opt_D}, frozen={"VGG": vgg},
+                       n_epochs=cfg.n_epochs + cfg.n_epochs_decay, learning_rates=learning_rates, notes=notes)
+
+    def _composite(self, nets):
+        net = CoCosNet(nets["Corr"], nets["G"])
+        net.set_train(False)
+        return net
+
+    def write_samples(self, cfg, trainer, data, path):
+        net = self._composite(trainer.networks)
+        rows = []
+        for i in range(min(cfg.num_samples, len(data.val))):
+            seg, ref, ref_seg, real, _ = data.val.get(i)
+            out, warped = translate(net, seg[None], ref[None], ref_seg[None])
+            rows.append([colorize(seg), _uint8(ref), warped[0], out[0], _uint8(real)])
+        net.set_train(True)
+        write_image(path, make_grid(rows))
+
+    def generate_eval(self, cfg, rt, nets, out_dir):
+        val = self._val_set(cfg)
+        net = self._composite(nets)
+        to_ref, to_real, warp_l1, rows = [], [], [], []
+        for i in tqdm(range(len(val)), desc="cocosnet generate", unit="img"):
+            seg, ref, ref_seg, real, _ = val.get(i)
+            out, warped = translate(net, seg[None], ref[None], ref_seg[None])
+            name = val.name(i)
+            images = {"fake": out[0], "real": _uint8(real), "exemplar": _uint8(ref), "warped": warped[0],
+                      "label": colorize(seg)}
+            for sub, img in images.items():
+                write_image(os.path.join(out_dir, sub, f"{name}.png"), img)
+            ids, ref_ids = seg.argmax(0), ref_seg.argmax(0)
+            to_ref.append(palette_distance(out[0], ids, images["exemplar"], ref_ids))
+            to_real.append(palette_distance(out[0], ids, images["real"], ids))
+            warp_l1.append(float(np.abs(warped[0].astype(np.float64) - images["real"]).mean()))
+            rows.append([name] + [f"{sub}/{name}.png" for sub in ("label", "exemplar", "warped", "fake", "real")])
+        write_html(os.path.join(out_dir, "index.html"), f"CoCosNet {cfg.size}x{cfg.size}",
+                   ["name", "label", "exemplar", "warped exemplar", "output", "target"], rows)
+        run = EvalRun(fake_dir=os.path.join(out_dir, "fake"), real_dir=os.path.join(out_dir, "real"), images=len(val),
+                      settings={"size": cfg.size, "label_nc": cfg.label_nc, "pairs": self.ref_lists(cfg, *self.data_source(cfg)[:2])[1]})
+        run.metrics["warped_exemplar_l1"] = float(np.mean(warp_l1))
+        run.protocol["warped_exemplar_l1"] = ("mean |warped exemplar - target| in 0..255 (uint8 RGB at size x size): how "
+                                              "close the correspondence brings the exemplar to the target")
+        shared = [(a, b) for a, b in zip(to_ref, to_real) if not np.isnan(a)]
+        if shared:
+            run.metrics["style_palette_to_exemplar"] = float(np.mean([a for a, _ in shared]))
+            run.metrics["style_palette_to_target"] = float(np.mean([b for _, b in shared]))
+            run.protocol["style_palette_to_exemplar"] = (
+                "style relevance: mean over images and shared classes (id > 0) of |per-class mean RGB of the output "
+                "- that of the exemplar| in 0..255; lower follows the exemplar's palette more closely")
+            run.protocol["style_palette_to_target"] = "the same against the ground-truth target (same label map)"
+        else:
+            run.not_computed["style_palette_to_exemplar"] = "no validation pair shares a class with its exemplar"
+        return run
+
+    def predict(self, cfg, nets, paths, out_dir):
+        if not cfg.exemplar:
+            raise ValueError("pass --exemplar=<exemplar photo> (and --exemplar_label=<its label map PNG> if you have it)")
+        net = self._composite(nets)
+        ref = _photo(cfg.exemplar, cfg.size)
+        if cfg.exemplar_label:
+            ref_seg = one_hot(_ids(cfg.exemplar_label, cfg), cfg.label_nc)
+        else:
+            tqdm.write("no --exemplar_label: the exemplar's label map is all zeros, so the correspondence matches "
+                       "image features alone")
+            ref_seg = np.zeros((cfg.label_nc, cfg.size, cfg.size), np.float32)
+        written = []
+        for path in tqdm(paths, desc="cocosnet predict", unit="img"):
+            seg = one_hot(_ids(path, cfg), cfg.label_nc)
+            out, warped = translate(net, seg[None], ref[None], ref_seg[None])
+            stem = os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0])
+            write_image(stem + ".png", out[0])
+            write_image(stem + "_warped.png", warped[0])
+            written += [stem + ".png", stem + "_warped.png"]
+        return written
+
+    def export_graph(self, cfg, nets, out_dir):
+        return export_graphs(nets["Corr"], nets["G"], cfg.label_nc, cfg.size, os.path.join(out_dir, cfg.file_name))
+
+
+def export_graphs(corr, netG, label_nc, size, stem):
+    """The three exported graphs, spectral norm folded in place: correspondence and translation in the
+    published two-network form (tensor names of OpenVINO's cocosnet-correspondence / -generator) and the
+    composite (its current single network)."""
+    for net in (corr, netG):
+        fold_spectral_norm(net)
+        prepare_for_export(net)
+    composite = prepare_for_export(CoCosNet(corr, netG))
+    rng = np.random.default_rng(0)
+    seg = Tensor(one_hot(_blocky_ids(rng, label_nc, size), label_nc)[None])
+    ref_seg = Tensor(one_hot(_blocky_ids(rng, label_nc, size), label_nc)[None])
+    ref = Tensor(rng.uniform(-1, 1, (1, 3, size, size)).astype(np.float32))
+    warped, _ = corr(seg, ref, ref_seg)
+    g_in = Tensor(np.concatenate([warped.asnumpy(), seg.asnumpy()], 1))
+    note = {"value_range": [-1, 1], "label_maps": f"one-hot [1, {label_nc}, {size}, {size}]",
+            "spectral_norm": "folded into the weights (W / sigma with the checkpoint's u, v)"}
+    return [
+        ExportGraph(net=corr, inputs=(seg, ref, ref_seg), input_names=CORR_NAMES[0], output_names=CORR_NAMES[1],
+                    stem=f"{stem}_correspondence", note=dict(note, exemplar="RGB in [-1, 1]")),
+        ExportGraph(net=netG, inputs=(g_in,), input_names=GEN_NAMES[0], output_names=GEN_NAMES[1],
+                    stem=f"{stem}_translation", note=dict(note, seg="[warped_exemplar (3), label one-hot] on channels")),
+        ExportGraph(net=composite, inputs=(seg, ref, ref_seg), input_names=COMPOSITE_NAMES[0],
+                    output_names=COMPOSITE_NAMES[1], stem=f"{stem}_composite", note=note),
+    ]
+
+
+def _blocky_ids(rng, label_nc, size):
+    coarse = rng.integers(0, label_nc, (size // 16, size // 16))
+    return np.kron(coarse, np.ones((16, 16), np.int64))
+
+
+def _uint8(photo):
+    return np.rint((np.clip(photo, -1, 1) + 1) * 127.5).astype(np.uint8).transpose(1, 2, 0)
+
+
+def _photo(path, size):
+    import cv2
+    img = cv2.resize(read_image(path), (size, size), interpolation=cv2.INTER_CUBIC)
+    return img.transpose(2, 0, 1).astype(np.float32) / 127.5 - 1.0
+
+
+def _ids(path, cfg):
+    import cv2
+    ids = read_ids(path, cfg.label_nc)
+    return cv2.resize(ids.astype(np.uint16), (cfg.size, cfg.size), interpolation=cv2.INTER_NEAREST).astype(np.int64)

@@ -1,0 +1,198 @@
+"""The CoCosNet objective and optimisation step (the reference ``Pix2PixModel`` with its ADE20K options).
+
+One iteration (``G_then_D``, :class:`common.train.GANTrainStep`): the correspondence and translation nets
+run once; G + Corr take one Adam step on
+
+    L_G = w_gan * hinge_G + lambda_feat * FM_D + lambda_vgg * fm_ratio * FM_VGG(self-reference samples)
+          + w_perc * MSE(relu5_2) + lambda_vgg * ctx_w * CX + w_align * |f_seg - f_img(real)|_1 + w_mask * L_mask
+
+then D takes one step on ``w_gan * (hinge_D(fake) + hinge_D(real))`` with the same (detached) fake.
+
+* ``hinge_G = -mean D(fake)``, ``hinge_D = mean relu(1 -/+ D)``, each averaged over the D scales;
+* ``FM_D``: L1 between D's intermediate features of fake and real (4 per scale), divided by the scales;
+* ``FM_VGG``: relu1_2 .. relu5_2 with weights 1/32, 1/16, 1/8, 1/4, 1, L1 weighted per sample by the
+  self-reference flag (:func:`cocosnet.src.loss.self_reference_l1`);
+* ``CX``: 8 CX(relu5_2) + 4 CX(relu4_2) + 2 CX(avgpool2 relu3_2) of the output against the exemplar;
+* ``L_mask``: :func:`cocosnet.src.loss.warped_mask_loss`.
+
+Tensors: seg, ref_seg [B, L, H, W] one-hot; ref, real [B, 3, H, W] in [-1, 1]; self_ref [B] (0/1).
+"""
+import numpy as np
+from mindspore import Tensor, nn, ops
+
+from common.pretrained import pretrained_path
+from common.train import GANTrainStep
+from common.vgg import VGG
+from common.weights import load_vgg
+from cocosnet.src.blocks import nearest_resize
+from cocosnet.src.correspondence import avg_pool
+from cocosnet.src.loss import contextual_loss, self_reference_l1, warped_mask_loss
+
+__all__ = ["VGG_TAPS", "FM_WEIGHTS", "LOSS_NAMES", "VGGFeatures", "build_vgg_features", "CoCosNetForward",
+           "GeneratorLoss", "DiscriminatorLoss", "build_train_step"]
+
+VGG_TAPS = ("relu1_2", "relu2_2", "relu3_2", "relu4_2", "relu5_2")
+FM_WEIGHTS = (1.0 / 32, 1.0 / 16, 1.0 / 8, 1.0 / 4, 1.0)
+CAFFE_MEAN_BGR = (0.40760392, 0.45795686, 0.48501961)
+TORCH_MEAN_RGB = (0.485, 0.456, 0.406)
+TORCH_STD_RGB = (0.229, 0.224, 0.225)
+LOSS_NAMES = ("d_loss", "d_fake", "d_real", "g_loss", "g_gan", "g_feat", "g_fm", "g_perc", "g_ctx", "g_align",
+              "g_mask")
+
+
+class VGGFeatures(nn.Cell):
+    """Frozen VGG relu1_2 .. relu5_2 (max pooling) of images in [-1, 1].
+
+    ``normalize="caffe_bgr"``: the reference ``vgg19_conv.pth`` (``vgg_normal_correct``): (x + 1) / 2,
+    RGB -> BGR, minus the BGR ImageNet mean, times 255. ``"torch"``: torchvision weights,
+    ((x + 1) / 2 - mean) / std in RGB.
+
+    Shapes: [B, 3, H, W] -> tuple of the ``taps`` (default relu1_2 .. relu5_2: 5 [B, C_l, H / 2^l, W / 2^l],
+    H, W multiples of 16).
+    """
+
+    def __init__(self, arch="vgg19", normalize="caffe_bgr", taps=VGG_TAPS):
+        super().__init__()
+        if normalize not in ("caffe_bgr", "torch"):
+            raise ValueError(f"normalize={normalize!r}; choose caffe_bgr (vgg19_conv.pth) or torch (torchvision)")
+        self.vgg = VGG(arch, taps, pool="max", requires_grad=False)
+        self.bgr = normalize == "caffe_bgr"
+        if self.bgr:
+            mean, scale = np.array(CAFFE_MEAN_BGR), np.full(3, 255.0)
+        else:
+            mean, scale = np.array(TORCH_MEAN_RGB), 1.0 / np.array(TORCH_STD_RGB)
+        self.mean = Tensor(mean.reshape(1, 3, 1, 1).astype(np.float32))
+        self.scale = Tensor(scale.reshape(1, 3, 1, 1).astype(np.float32))
+
+    def construct(self, x):
+        x = (x + 1.0) * 0.5
+        if self.bgr:
+            x = ops.cat((x[:, 2:3], x[:, 1:2], x[:, 0:1]), 1)
+        return self.vgg((x - self.mean) * self.scale)
+
+
+def build_vgg_features(vgg_path, log=print, taps=VGG_TAPS):
+    """The loss VGG: VGG19 from ``vgg_path`` (the reference ``vgg19_conv.pth``, or any file with its
+    Caffe BGR weights that ``common.weights`` reads: ``conv1_1.weight`` keys, ``features.N``, .ckpt), else the cached ImageNet VGG16 as a stand-in (relu{b}_2 of VGG16 for those of VGG19:
+    same resolutions, torchvision normalisation). ``log`` receives one line saying which."""
+    if vgg_path:
+        net = VGGFeatures("vgg19", "caffe_bgr", taps)
+        load_vgg(net.vgg, vgg_path)
+        log(f"loss network: VGG19 from {vgg_path} (max pooling; (x+1)/2, BGR, minus the Caffe mean, x255 as "
+            f"the reference vgg19_conv.pth)")
+        return net
+    try:
+        path = pretrained_path("vgg16")
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"no vgg_path given, and the fallback VGG16 is missing: {e}; or pass "
+                                f"--vgg_path=vgg19_conv.pth (the reference's loss VGG19)") from None
+    net = VGGFeatures("vgg16", "torch", taps)
+    load_vgg(net.vgg, path)
+    log(f"loss network: no vgg_path given, so the ImageNet VGG16 {path} stands in for the reference VGG19 "
+        f"(relu{{1..5}}_2 of VGG16, torchvision normalisation; the loss scales differ); pass "
+        f"--vgg_path=vgg19_conv.pth for the reference losses")
+    return net
+
+
+class CoCosNetForward(nn.Cell):
+    """Correspondence + translation for training: (seg, ref, ref_seg, real) ->
+    (fake [B,3,H,W], warp_out [B,3,H,W], warp_mask [B,L,h,w], f_seg [B,C,h,w], f_real [B,C,h,w]).
+
+    ``f_real`` is the image encoder on the real image (the domain-alignment target).
+    """
+
+    def __init__(self, corr, netG):
+        super().__init__(auto_prefix=False)
+        self.corr = corr
+        self.netG = netG
+
+    def construct(self, seg, ref, ref_seg, real):
+        warp_out, warp_mask, f_seg, _, _, _, _, _ = self.corr.correspond(seg, ref, ref_seg)
+        fake = self.netG(ops.cat((warp_out, seg), 1))
+        return fake, warp_out, warp_mask, f_seg, self.corr.encode_image(real)
+
+
+def _discriminate(netD, seg, fake, real):
+    """D on [seg, fake] and [seg, real] as one batch -> (fake outputs, real outputs), each a tuple over
+    scales of tuples of layer outputs."""
+    b = fake.shape[0]
+    both = netD(ops.cat((ops.cat((seg, fake), 1), ops.cat((seg, real), 1)), 0))
+    fake_out, real_out = (), ()
+    for scale in both:
+        fake_out += (tuple(t[:b] for t in scale),)
+        real_out += (tuple(t[b:] for t in scale),)
+    return fake_out, real_out
+
+
+class GeneratorLoss(nn.Cell):
+    """(forward outputs, seg, ref, ref_seg, real, self_ref) -> (L_G, gan, feat, fm, perc, ctx, align, mask),
+    each term already weighted (module doc)."""
+
+    def __init__(self, netD, vgg, *, weight_gan=10.0, lambda_feat=10.0, lambda_vgg=10.0, fm_ratio=0.1,
+                 weight_perceptual=0.01, ctx_w=1.0, weight_align=10.0, weight_mask=100.0, down=4):
+        super().__init__(auto_prefix=False)
+        self.netD, self.vgg = netD, vgg
+        self.weight_gan, self.lambda_feat = weight_gan, lambda_feat
+        self.weight_fm, self.weight_perceptual = lambda_vgg * fm_ratio, weight_perceptual
+        self.weight_ctx, self.weight_align, self.weight_mask = lambda_vgg * ctx_w, weight_align, weight_mask
+        self.down = down
+
+    def construct(self, out, seg, ref, ref_seg, real, self_ref):
+        fake, _, warp_mask, f_seg, f_real = out
+        b = fake.shape[0]
+        pred_fake, pred_real = _discriminate(self.netD, seg, fake, real)
+        num_d = len(pred_fake)
+        gan = 0.0
+        feat = 0.0
+        for i in range(num_d):
+            gan = gan - pred_fake[i][-1].mean()
+            for j in range(len(pred_fake[i]) - 1):
+                feat = feat + ops.abs(pred_fake[i][j] - ops.stop_gradient(pred_real[i][j])).mean()
+        gan = gan / num_d * self.weight_gan
+        feat = feat / num_d * self.lambda_feat
+        feats = self.vgg(ops.cat((fake, real, ref), 0))
+        fm = 0.0
+        for w, f in zip(FM_WEIGHTS, feats):
+            fm = fm + w * self_reference_l1(f[:b], ops.stop_gradient(f[b:2 * b]), self_ref)
+        fm = fm * self.weight_fm
+        perc = ops.square(feats[-1][:b] - ops.stop_gradient(feats[-1][b:2 * b])).mean() * self.weight_perceptual
+        r3, r4, r5 = feats[2], feats[3], feats[4]
+        ctx = (8.0 * contextual_loss(r5[:b], ops.stop_gradient(r5[2 * b:])).mean()
+               + 4.0 * contextual_loss(r4[:b], ops.stop_gradient(r4[2 * b:])).mean()
+               + 2.0 * contextual_loss(avg_pool(r3[:b], 2), ops.stop_gradient(avg_pool(r3[2 * b:], 2))).mean())
+        ctx = ctx * self.weight_ctx
+        align = ops.abs(f_seg - f_real).mean() * self.weight_align
+        h, w = warp_mask.shape[2], warp_mask.shape[3]
+        mask = warped_mask_loss(warp_mask, nearest_resize(seg, (h, w)), nearest_resize(ref_seg, (h, w)))
+        mask = mask * self.weight_mask
+        total = gan + feat + fm + perc + ctx + align + mask
+        return total, gan, feat, fm, perc, ctx, align, mask
+
+
+class DiscriminatorLoss(nn.Cell):
+    """(forward outputs (detached), seg, ref, ref_seg, real, self_ref) -> (L_D, fake term, real term)."""
+
+    def __init__(self, netD, weight_gan=10.0):
+        super().__init__(auto_prefix=False)
+        self.netD = netD
+        self.weight_gan = weight_gan
+
+    def construct(self, out, seg, ref, ref_seg, real, self_ref):
+        pred_fake, pred_real = _discriminate(self.netD, seg, out[0], real)
+        num_d = len(pred_fake)
+        d_fake, d_real = 0.0, 0.0
+        for i in range(num_d):
+            d_fake = d_fake + ops.relu(1.0 + pred_fake[i][-1]).mean()
+            d_real = d_real + ops.relu(1.0 - pred_real[i][-1]).mean()
+        d_fake = d_fake / num_d * self.weight_gan
+        d_real = d_real / num_d * self.weight_gan
+        return d_fake + d_real, d_fake, d_real
+
+
+def build_train_step(corr, netG, netD, vgg, opt_G, opt_D, weights, *, loss_scale=0):
+    """The compiled CoCosNet iteration ``step(seg, ref, ref_seg, real, self_ref)`` -> the 11 losses of
+    :data:`LOSS_NAMES` (D's first). ``weights``: keyword arguments of :class:`GeneratorLoss`
+    (``weight_gan`` also weighs D's hinge terms)."""
+    return GANTrainStep(CoCosNetForward(corr, netG), DiscriminatorLoss(netD, weights.get("weight_gan", 10.0)),
+                        GeneratorLoss(netD, vgg, **weights), opt_G, opt_D, generator_inputs=4, order="G_then_D",
+                        loss_scale=loss_scale)

@@ -1,0 +1,56 @@
+"""CoCosNet helpers for the spec: optimizers, inference on numpy arrays, label colours, the style figure."""
+import numpy as np
+from mindspore import Tensor, nn
+
+from common.io import tensor_to_uint8
+
+__all__ = ["adam", "ttur_rates", "translate", "colorize", "palette", "palette_distance"]
+
+TINY_BETA1 = 1e-12  # MindSpore's Adam wants beta1 in (0, 1); 1 - 1e-12 == 1 in float32
+
+
+def adam(params, lr, beta1, beta2, eps):
+    """``nn.Adam``; beta1 = 0 (the reference TTUR setting) runs as 1e-12, equal to 0 in float32 arithmetic."""
+    return nn.Adam(params, learning_rate=lr, beta1=max(float(beta1), TINY_BETA1), beta2=beta2, eps=eps)
+
+
+def ttur_rates(epoch, lr, n_epochs, n_epochs_decay):
+    """{opt_G: lr/2, opt_D: 2 lr} times the schedule factor of 0-based ``epoch``: 1 for ``n_epochs``, then
+    down by 1/n_epochs_decay per epoch (the reference subtracts lr/niter_decay after each epoch past niter)."""
+    factor = 1.0 - max(0, epoch - n_epochs) / float(max(n_epochs_decay, 1))
+    return {"opt_G": lr / 2 * factor, "opt_D": lr * 2 * factor}
+
+
+def translate(net, seg, ref, ref_seg):
+    """:class:`cocosnet.src.model.CoCosNet` on arrays: ([B,L,H,W], [B,3,H,W], [B,L,H,W]) ->
+    (output [B,H,W,3] uint8, warped exemplar [B,H,W,3] uint8)."""
+    image, warp_out, _ = net.translate(Tensor(seg), Tensor(ref), Tensor(ref_seg))
+    return tensor_to_uint8(image.asnumpy()), tensor_to_uint8(warp_out.asnumpy())
+
+
+def palette(label_nc):
+    """[label_nc, 3] uint8 fixed colours (class 0 black)."""
+    colours = np.random.RandomState(7).randint(40, 256, (label_nc, 3)).astype(np.uint8)
+    colours[0] = 0
+    return colours
+
+
+def colorize(onehot):
+    """[L, H, W] one-hot -> [H, W, 3] uint8 colour image (all-zero pixels black)."""
+    ids = onehot.argmax(0)
+    out = palette(onehot.shape[0])[ids]
+    out[onehot.max(0) == 0] = 0
+    return out
+
+
+def palette_distance(image, ids, other, other_ids):
+    """Mean |per-class mean colour of ``image`` - that of ``other``| (0..255) over the classes (id > 0) both
+    label maps hold; NaN when they share none.
+
+    image, other: [H, W, 3] uint8; ids, other_ids: [H, W] class ids.
+    """
+    shared = [c for c in np.intersect1d(np.unique(ids), np.unique(other_ids)) if c > 0]
+    if not shared:
+        return float("nan")
+    diffs = [np.abs(image[ids == c].mean(0) - other[other_ids == c].mean(0)).mean() for c in shared]
+    return float(np.mean(diffs))

@@ -1,0 +1,103 @@
+"""CoCosNet export from a checkpoint alone: the published two-network ONNX form (names, shapes), spectral
+norm folded, parity with MindSpore (checked by the driver), and chaining correspondence -> translation in
+onnxruntime equals the composite network."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+import common  # noqa: F401
+import mindspore as ms
+from mindspore import Tensor
+
+from common import drivers
+from common.checkpoint import CheckpointManager
+from common.layers import init_weights
+from cocosnet.src.spec import CoCosNetSpec
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+SPEC = CoCosNetSpec()
+L, S = 6, 64
+ARCH = {"label_nc": L, "size": S, "ngf": 4, "corr_channels": 8, "spade_hidden": 8, "ndf": 8, "num_D": 1}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A snapshot of untrained networks (Xavier init, attention switched on, spectral-norm vectors moved off
+    their initial values), exported."""
+    out = str(tmp_path_factory.mktemp("cocosnet_export"))
+    cfg = drivers.parse(SPEC, [f"--{k}={v}" for k, v in ARCH.items()])
+    ms.set_seed(0)
+    nets = SPEC.build_inference(cfg)
+    rng = np.random.default_rng(0)
+    for net in nets.values():
+        init_weights(net, "xavier", 1.0)
+        for p in net.get_parameters():
+            if p.name.endswith("gamma"):
+                p.set_data(Tensor(np.float32(0.5)))
+            elif p.name.endswith(("weight_u", "weight_v")):
+                v = rng.normal(size=p.shape)
+                p.set_data(Tensor((v / np.linalg.norm(v)).astype(np.float32)))
+    CheckpointManager(os.path.join(out, "ckpt"), meta=dict(ARCH, model="cocosnet")).save(nets, {"epoch": 0, "step": 0})
+    done = drivers.export(SPEC, drivers.parse(SPEC, [f"--output_dir={out}", "--export_format=ONNX", "--mode=pynative",
+                                                     "--file_name=coco"]))
+    return out, done
+
+
+def io_spec(path):
+    model = onnx.load(path)
+    onnx.checker.check_model(model)
+    dims = {}
+    for v in list(model.graph.input) + list(model.graph.output):
+        dims[v.name] = [d.dim_value for d in v.type.tensor_type.shape.dim]
+    return [i.name for i in model.graph.input], [o.name for o in model.graph.output], dims, model
+
+
+def test_two_network_form_names_and_shapes(exported):
+    out, done = exported
+    assert sorted(done) == ["coco_composite", "coco_correspondence", "coco_translation"]
+    for stem, formats in done.items():
+        assert list(formats) == ["ONNX"] and formats["ONNX"][1] <= 1e-4
+    inputs, outputs, dims, model = io_spec(os.path.join(out, "export", "coco_correspondence.onnx"))
+    assert inputs == ["input.1", "input.70", "ref_seg_map"] and outputs == ["warped_exemplar", "warped_mask"]
+    assert dims == {"input.1": [1, L, S, S], "input.70": [1, 3, S, S], "ref_seg_map": [1, L, S, S],
+                    "warped_exemplar": [1, 3, S, S], "warped_mask": [1, L, S // 4, S // 4]}
+    assert not [t.name for t in model.graph.initializer if "weight_u" in t.name or "weight_v" in t.name]
+    inputs, outputs, dims, _ = io_spec(os.path.join(out, "export", "coco_translation.onnx"))
+    assert (inputs, outputs) == (["seg"], ["exemplar_based_output"])
+    assert dims == {"seg": [1, 3 + L, S, S], "exemplar_based_output": [1, 3, S, S]}
+    inputs, outputs, dims, _ = io_spec(os.path.join(out, "export", "coco_composite.onnx"))
+    assert inputs == ["input_seg_map", "ref_image", "ref_seg_map"] and outputs == ["exemplar_based_output"]
+    note = json.load(open(os.path.join(out, "export", "coco_correspondence.json")))
+    assert note["label_nc"] == L and note["outputs"][1] == {"name": "warped_mask", "shape": [1, L, 16, 16],
+                                                            "dtype": "float32"}
+
+
+def test_chained_networks_equal_the_composite_and_the_checkpoint(exported):
+    out, _ = exported
+    rng = np.random.default_rng(5)
+    eye = np.eye(L, dtype=np.float32)
+    seg = eye[np.kron(rng.integers(0, L, (4, 4)), np.ones((16, 16), np.int64))].transpose(2, 0, 1)[None]
+    ref_seg = eye[np.kron(rng.integers(0, L, (4, 4)), np.ones((16, 16), np.int64))].transpose(2, 0, 1)[None]
+    ref = rng.uniform(-1, 1, (1, 3, S, S)).astype(np.float32)
+
+    def session(name):
+        return ort.InferenceSession(os.path.join(out, "export", f"coco_{name}.onnx"), providers=["CPUExecutionProvider"])
+    warped, mask = session("correspondence").run(None, {"input.1": seg, "input.70": ref, "ref_seg_map": ref_seg})
+    image = session("translation").run(None, {"seg": np.concatenate([warped, seg], 1)})[0]
+    composite = session("composite").run(None, {"input_seg_map": seg, "ref_image": ref, "ref_seg_map": ref_seg})[0]
+    np.testing.assert_allclose(image, composite, atol=1e-5)
+    np.testing.assert_allclose(mask.sum(axis=1), 1, atol=1e-4)
+    assert image.std() > 1e-3  # not a constant output
+    cfg = drivers.parse(SPEC, [f"--output_dir={out}"])
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    try:
+        nets, _ = drivers.load_inference(SPEC, cfg, log=lambda *_: None)
+        from cocosnet.src.model import CoCosNet
+        want = CoCosNet(nets["Corr"], nets["G"])(Tensor(seg), Tensor(ref), Tensor(ref_seg)).asnumpy()
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)
+    np.testing.assert_allclose(composite, want, atol=5e-3)  # unfolded W/sigma arithmetic, sharp correlation softmax

@@ -1,0 +1,101 @@
+"""CoCosNet import of the official PyTorch checkpoints: state dicts written by the test with the reference's
+key names (spectral norm as weight_orig/weight_u/weight_v, the unused D decoder, a DataParallel prefix,
+a scalar attention gain) are read without torch, mapped to ours, and load as a snapshot eval/predict use."""
+import os
+
+import numpy as np
+import pytest
+
+import common  # noqa: F401
+
+from common import drivers
+from common.checkpoint import load_cell
+from cocosnet.src.convert import TorchImportError, reference_to_ours
+from cocosnet.src.model import build_discriminator
+from cocosnet.src.spec import CoCosNetSpec
+
+torch = pytest.importorskip("torch")
+
+SPEC = CoCosNetSpec()
+ARCH = {"label_nc": 5, "size": 64, "ngf": 4, "corr_channels": 8, "spade_hidden": 8, "ndf": 8, "num_D": 2}
+# keys as the reference code names them (models/networks/{correspondence,generator,architecture,discriminator}.py)
+REFERENCE_KEYS = {
+    "Corr": ["adaptive_model_seg.layer1.0.weight_orig", "adaptive_model_seg.layer1.0.weight_u",
+             "adaptive_model_img.head_0.norm_0.mlp_shared.1.weight", "adaptive_model_img.G_middle_1.conv_s.weight_orig",
+             "layer.0.conv1.weight", "layer.3.prelu.weight", "theta.weight", "phi.bias"],
+    "G": ["fc.weight", "head_0.conv_0.weight_orig", "head_0.conv_0.bias", "head_0.conv_0.weight_v",
+          "up_0.conv_s.weight_orig", "up_3.norm_1.mlp_gamma.weight", "attn.gamma", "attn.theta.weight_orig",
+          "conv_img.weight"],
+    "D": ["discriminator_0.model0.0.weight", "discriminator_1.model1.0.weight_orig", "discriminator_0.attn.o.weight_u",
+          "discriminator_1.model4.0.bias"],
+}
+
+
+def reference_state(net, rng):
+    """Our parameters under the reference names, with fresh random values."""
+    wrapped = {p.name[:-len(".weight_u")] for p in net.get_parameters() if p.name.endswith(".weight_u")}
+    state = {}
+    for p in net.get_parameters():
+        module, _, leaf = p.name.rpartition(".")
+        key = p.name
+        if module.endswith(".conv") and module[:-len(".conv")] in wrapped:
+            key = module[:-len(".conv")] + (".weight_orig" if leaf == "weight" else ".bias")
+        state[key] = torch.tensor(rng.normal(size=p.shape).astype(np.float32))
+    return state
+
+
+@pytest.fixture(scope="module")
+def torch_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("reference")
+    cfg = drivers.parse(SPEC, [f"--{k}={v}" for k, v in ARCH.items()])
+    nets = dict(SPEC.build_inference(cfg), D=build_discriminator(ARCH["label_nc"], ARCH["ndf"], ARCH["num_D"]))
+    rng = np.random.default_rng(0)
+    states = {}
+    for name, net in nets.items():
+        state = reference_state(net, rng)
+        assert set(REFERENCE_KEYS[name]) <= set(state), sorted(set(REFERENCE_KEYS[name]) - set(state))
+        if name == "D":
+            state["discriminator_0.dec.0.weight"] = torch.zeros(4, 4, 3, 3)  # registered, never called
+        if name == "G":
+            state["attn.gamma"] = torch.tensor(0.25)  # a 0-d Parameter in the reference
+            state = {"module." + k: v for k, v in state.items()}  # saved from DataParallel
+        torch.save(state, str(folder / f"latest_net_{name}.pth"))
+        states[name] = {k.replace("module.", "", 1): v.numpy() for k, v in state.items()}
+    return str(folder), states
+
+
+def test_import_maps_every_reference_key_and_loads_as_a_snapshot(torch_dir, tmp_path):
+    from cocosnet.import_torch import main
+    folder, states = torch_dir
+    out = main([f"--torch_ckpt_dir={folder}", f"--ckpt={tmp_path / 'imported'}"] + [f"--{k}={v}" for k, v in ARCH.items()])
+    assert sorted(os.listdir(out)) == ["Corr.ckpt", "D.ckpt", "G.ckpt"]
+    nets, path = drivers.load_inference(SPEC, drivers.parse(SPEC, [f"--ckpt={out}"]), log=lambda *_: None)
+    assert path == os.path.join(out, "Corr.ckpt")
+    params = {name: {p.name: p.asnumpy() for p in net.get_parameters()} for name, net in nets.items()}
+    corr, g = states["Corr"], states["G"]
+    np.testing.assert_array_equal(params["Corr"]["adaptive_model_seg.layer1.0.conv.weight"],
+                                  corr["adaptive_model_seg.layer1.0.weight_orig"])
+    np.testing.assert_array_equal(params["Corr"]["adaptive_model_seg.layer1.0.weight_u"],
+                                  corr["adaptive_model_seg.layer1.0.weight_u"])
+    np.testing.assert_array_equal(params["Corr"]["layer.0.conv1.weight"], corr["layer.0.conv1.weight"])
+    np.testing.assert_array_equal(params["G"]["head_0.conv_0.conv.bias"], g["head_0.conv_0.bias"])
+    np.testing.assert_array_equal(params["G"]["up_0.conv_s.conv.weight"], g["up_0.conv_s.weight_orig"])
+    assert float(params["G"]["attn.gamma"]) == 0.25
+    d = build_discriminator(ARCH["label_nc"], ARCH["ndf"], ARCH["num_D"])
+    load_cell(d, os.path.join(out, "D.ckpt"), dict(ARCH, model="cocosnet"))
+    np.testing.assert_array_equal(d.discriminator_1.model1[0].conv.weight.asnumpy(),
+                                  states["D"]["discriminator_1.model1.0.weight_orig"])
+
+
+def test_import_errors_name_the_key(torch_dir):
+    folder, states = torch_dir
+    cfg = drivers.parse(SPEC, [f"--{k}={v}" for k, v in ARCH.items()])
+    corr = SPEC.build_inference(cfg)["Corr"]
+    bad = dict(states["Corr"], **{"theta.weight": np.zeros((3, 3), np.float32)})
+    with pytest.raises(TorchImportError, match=r"net_Corr.pth: theta.weight has shape \(3, 3\)"):
+        reference_to_ours(bad, corr, "net_Corr.pth")
+    with pytest.raises(TorchImportError, match=r"1 keys have no counterpart, e.g. \['head_0.fc.weight'\]"):
+        reference_to_ours(dict(states["Corr"], **{"head_0.fc.weight": np.zeros(1)}), corr)
+    partial = {k: v for k, v in states["Corr"].items() if k != "phi.bias"}
+    with pytest.raises(TorchImportError, match=r"1 parameters are missing, e.g. \['phi.bias'\]"):
+        reference_to_ours(partial, corr)

@@ -1,0 +1,90 @@
+"""CoCosNet end to end on the styled demo data (64x64, tiny widths): a short training run with finite losses
+and a complete snapshot, then eval and predict from the checkpoint alone (architecture from its metadata),
+and bad-input errors of the command line."""
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+import common  # noqa: F401
+
+from common import drivers
+from common.demo_data import STYLED_LABEL_NC
+from cocosnet.src.spec import CoCosNetSpec
+from cocosnet.src.train_step import LOSS_NAMES
+
+SPEC = CoCosNetSpec()
+DEMO = {"demo_train": 4, "demo_val": 2, "num_val": 2}
+TINY = {"demo_ngf": 4, "demo_corr_channels": 8, "demo_spade_hidden": 8, "demo_ndf": 8, "num_D": 1}
+
+
+def args(**kw):
+    return [f"--{k}={v}" for k, v in kw.items()]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, demo_cache):
+    out = str(tmp_path_factory.mktemp("cocosnet"))
+    cfg = drivers.parse(SPEC, args(output_dir=out, max_steps=4, log_every=1, num_workers=0, num_samples=1,
+                                   cpu_conv="native", **DEMO, **TINY))
+    state = drivers.train(SPEC, cfg)
+    return out, state, demo_cache
+
+
+def test_demo_run_has_finite_losses_and_a_complete_snapshot(trained):
+    out, state, _ = trained
+    assert state["step"] == 4
+    history = json.load(open(os.path.join(out, "losses.json")))
+    assert set(LOSS_NAMES) <= set(history)
+    for name in LOSS_NAMES:
+        assert np.all(np.isfinite(history[name])), name
+    assert history["g_mask"][0] > 0 and history["d_loss"][0] > 0
+    snap = open(os.path.join(out, "ckpt", "latest")).read().strip()
+    files = sorted(os.listdir(os.path.join(out, "ckpt", snap)))
+    assert files == ["Corr.ckpt", "D.ckpt", "G.ckpt", "opt_D.ckpt", "opt_G.ckpt", "state.json"]
+    assert os.path.isfile(os.path.join(out, "samples", "epoch_0001.png"))
+    log = open(os.path.join(out, "train.log")).read()
+    assert "label_nc=8" in log and "stands in for the reference VGG19" in log
+
+
+def test_eval_and_predict_from_the_checkpoint_alone(trained):
+    out, _, cache = trained
+    base = dict(output_dir=out, mode="pynative", cpu_conv="native", **DEMO)
+    record = drivers.evaluate(SPEC, drivers.parse(SPEC, args(metrics="psnr,ssim", **base)))
+    assert record["images"] == 2
+    metrics = record["metrics"]
+    assert 0 < metrics["psnr"]["value"] < 60 and -1 <= metrics["ssim"]["value"] <= 1
+    assert 0 < metrics["warped_exemplar_l1"]["value"] < 255
+    assert metrics["style_palette_to_exemplar"]["value"] >= 0 and metrics["style_palette_to_target"]["value"] >= 0
+    for sub in ("fake", "real", "exemplar", "warped", "label"):
+        assert len(os.listdir(os.path.join(out, "eval", sub))) == 2
+    demo = SPEC.demo_dataroot(drivers.parse(SPEC, args(**DEMO)))
+    label = os.path.join(demo, "val", "labels", "val_0000.png")
+    exemplar = os.path.join(demo, "train", "images", "train_0001.png")
+    written = drivers.predict(SPEC, drivers.parse(SPEC, args(input=label, exemplar=exemplar, exemplar_label=os.path.join(
+        demo, "train", "labels", "train_0001.png"), **base)))
+    assert [os.path.basename(p) for p in written] == ["val_0000.png", "val_0000_warped.png"]
+    for path in written:
+        assert cv2.imread(path).shape == (64, 64, 3)
+
+
+def cli_error(command, capsys, *argv):
+    """Run an entry point in-process; returns its one-line error (exit code 2)."""
+    with pytest.raises(SystemExit) as exit_info:
+        drivers.main(SPEC, command, list(argv))
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_cli_errors_name_the_fix(trained, tmp_path, capsys):
+    out = trained[0]
+    err = cli_error("predict", capsys, f"--output_dir={out}", "--input=" + os.path.join(out, "eval", "fake"))
+    assert "pass --exemplar=" in err
+    bad = str(tmp_path / "bad.png")
+    cv2.imwrite(bad, np.full((64, 64), STYLED_LABEL_NC, np.uint8))
+    err = cli_error("predict", capsys, f"--output_dir={out}", f"--input={bad}", f"--exemplar={bad}", "--mode=pynative")
+    assert f"bad.png holds class ids [{STYLED_LABEL_NC}]" in err
+    err = cli_error("train", capsys, f"--output_dir={tmp_path}", f"--dataroot={tmp_path}", "--data_format=folders")
+    assert "train/images does not exist" in err
