@@ -41,7 +41,8 @@ WHAT = {
              "--resume=true continues it.",
     "eval": "Evaluate a {model} checkpoint (architecture read from it) on the validation split: images, "
             "index.html and metrics.json under <output_dir>/eval.",
-    "predict": "Run a {model} checkpoint on --input (a file or a folder); outputs under <output_dir>/predict.",
+    "predict": "Run a {model} checkpoint on --input (a file or a folder; models that sample from noise take "
+               "none); outputs under <output_dir>/predict.",
     "export": "Export a {model} checkpoint to MINDIR/ONNX under <output_dir>/export, parity-checked.",
 }
 
@@ -256,8 +257,14 @@ def input_paths(path, what="input"):
 
 
 def predict(spec, cfg):
-    """Run the inference networks on ``cfg.input``; returns the written paths."""
-    paths = input_paths(cfg.input)
+    """Run the inference networks on ``cfg.input`` (none for a spec whose ``predict_input`` is False, e.g.
+    OSMIS, which samples from noise); returns the written paths."""
+    if spec.predict_input:
+        paths = input_paths(cfg.input)
+    elif cfg.input:
+        raise ValueError(f"--input={cfg.input}: {spec.name} generates from noise and takes no input")
+    else:
+        paths = []
     rt = _runtime(cfg)
     nets, ckpt = load_inference(spec, cfg, rt.conv_impl)
     out_dir = os.path.join(cfg.output_dir, "predict")

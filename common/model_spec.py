@@ -100,12 +100,14 @@ class ModelSpec(abc.ABC):
         inference_components: checkpoint components eval/predict/export load (``("G",)``; OSMIS
             ``("G_ema",)``; CoCosNet ``("Corr", "G")``).
         data_layout: what ``--dataroot`` must hold (for error messages).
+        predict_input: whether predict translates ``--input`` files (False: it samples, e.g. OSMIS).
     """
     name = "model"
     config_path = ""
     arch_keys = ()
     inference_components = ("G",)
     data_layout = "a dataset folder"
+    predict_input = True
 
     def dataroot(self, cfg):
         """``(root, demo)``: ``cfg.dataroot`` (checked), or the demo data's folder when it is empty."""

@@ -90,7 +90,7 @@ def test_run_eval_all_two_models_with_fcn_score_and_summary_table(trained, tmp_p
     assert rc == 2 and "no evaluated model" in log and "no_such_key" in log
 
 
-@pytest.mark.parametrize("model", ["pix2pix", "crn"])
+@pytest.mark.parametrize("model", ["pix2pix", "crn", "cocosnet", "osmis"])
 @pytest.mark.parametrize("entry", ["train", "eval", "predict", "export"])
 def test_every_entry_point_answers_help(model, entry):
     rc, log = run([sys.executable, f"{model}/{entry}.py", "--help"], dict(os.environ), timeout=120)

@@ -104,6 +104,7 @@ class OSMISSpec(ModelSpec):
     arch_keys = ("train_size", "noise_shape", "num_blocks_g", "num_blocks_d", "num_blocks_d0", "num_mask_channels",
                  "ch_G", "ch_D", "noise_dim", "norm_G", "norm_D")
     inference_components = ("G_ema",)
+    predict_input = False
     data_layout = "a dataset folder holding image/ (one image or video frames) and optional mask/"
 
     def demo_dataroot(self, cfg):
