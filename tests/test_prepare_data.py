@@ -384,3 +384,54 @@ def test_pix2pix_and_crn_train_one_step_on_prepared_cityscapes(cityscapes, tmp_p
         log = (out / "train.log").read_text()
         assert "epoch: 1 step: 1," in log and "4 training samples" in log, log[-2000:]
         assert (out / "ckpt" / "latest").is_file()
+
+
+def test_ade20k_script_writes_reference_lists_and_cocosnet_trains_one_step(tmp_path):
+    import mindspore as ms
+    from common.vgg import VGG
+    from cocosnet.src.dataset import ExemplarDataset
+    write_ade_zip(str(tmp_path / "ADEChallengeData2016.zip"))
+    vgg = VGG("vgg19", ("pool5",))
+    vgg_path = str(tmp_path / "vgg19.ckpt")
+    ms.save_checkpoint([{"name": f"{n}.{k}", "data": getattr(c, k)} for n, c in vgg.conv_layers().items()
+                        for k in ("weight", "bias")], vgg_path)
+    dst = tmp_path / "ade"
+    script = ["bash", "scripts/prepare_data.sh", "ade20k", str(tmp_path / "ADEChallengeData2016.zip"), str(dst)]
+    build = [f"--vgg_path={vgg_path}", "--retrieval_size=32", "--mode=pynative"]
+    proc = subprocess.run(script + build, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    train = [line.strip().split(",") for line in open(dst / "ref_train.txt")]
+    assert train == [["ADE_train_00000001.jpg", "ADE_train_00000002.jpg"],
+                     ["ADE_train_00000002.jpg", "ADE_train_00000001.jpg"]]
+    val = open(dst / "ref_val.txt").read().strip().split(",")
+    assert val[0] == "ADE_val_00000001.jpg" and val[1:] in (["ADE_train_00000001.jpg", "ADE_train_00000002.jpg"],
+                                                          ["ADE_train_00000002.jpg", "ADE_train_00000001.jpg"])
+    ds = ExemplarDataset(str(dst), "folders", "val", str(dst / "ref_val.txt"), 151, 64)
+    assert len(ds) == 1 and ds.get(0)[0].shape == (151, 64, 64)
+
+    (dst / "ref_train.txt").write_text("ADE_train_00000001,ADE_train_00000001\n"
+                                       "ADE_train_00000002,ADE_train_00000002\n")
+    given = tmp_path / "mine.txt"
+    given.write_text("ADE_val_00000001.jpg,ADE_train_00000002.jpg\n")
+    proc = subprocess.run(script + build + [f"--ref_list_val={given}"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and "ref_train.txt exists; kept" in proc.stdout, proc.stdout + proc.stderr
+    assert (dst / "ref_train.txt").read_text().startswith("ADE_train_00000001,ADE_train_00000001\n")
+    (dst / "ref_val.txt").unlink()
+    proc = subprocess.run(script + build + [f"--ref_list_val={given}"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and (dst / "ref_val.txt").read_text() == given.read_text(), proc.stderr
+    proc = subprocess.run(script + [f"--ref_list={tmp_path / 'none.txt'}"], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2 and "none.txt (--ref_list / --ref_list_val) does not exist" in proc.stderr
+
+    out = tmp_path / "cocosnet"
+    proc = subprocess.run([sys.executable, "cocosnet/train.py", f"--dataroot={dst}", "--data_format=folders",
+                           "--max_steps=1", "--num_workers=0", f"--output_dir={out}", "--size=64", "--load_size=64",
+                           "--ngf=4", "--corr_channels=8", "--spade_hidden=8", "--ndf=8", "--num_D=1",
+                           "--num_samples=1", "--num_val=1", "--cpu_conv=native", f"--vgg_path={vgg_path}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    log = (out / "train.log").read_text()
+    assert "epoch: 1 step: 1," in log and "2 training samples" in log, log[-2000:]
+    assert (out / "ckpt" / "latest").is_file()
