@@ -1,4 +1,4 @@
-"""ADE20K (SceneParsing, ``ADEChallengeData2016.zip`` or its folder) -> the ``folders`` layout CRN reads:
+"""ADE20K (SceneParsing, ``ADEChallengeData2016.zip`` or its folder) -> the ``folders`` layout CRN and CoCosNet read:
 
 * ``DST/<split>/images/<stem>.jpg``: the photo, copied byte for byte (``size=0``), or resized (PIL bicubic,
   antialiased) to ``size`` x ``round(aspect * size)`` and stored as ``<stem>.png``;
@@ -7,7 +7,9 @@
 
 ``training`` becomes ``train`` and ``validation`` ``val``; photos and annotations are paired by file stem
 (``ADE_train_00000001``). Train CRN with ``--data_format=folders --label_format=trainIds --num_classes=151
---aspect=1``. CoCosNet's exemplar lists are not built here (CoCosNet is not in the zoo yet).
+--aspect=1``; CoCosNet with ``--data_format=folders`` and the reference lists ``DST/ref_train.txt`` and
+``DST/ref_val.txt``, which ``scripts/prepare_data.sh ade20k`` adds after this step (``common`` does not
+import model folders; see that script's header).
 """
 from common.prepare.core import (Job, PrepareError, check_same_size, decode_image, decode_label, find_members,
                                  pair, resize_nearest, resize_photo, split_list)
@@ -54,7 +56,8 @@ def plan(sources, opts, report):
         names = [f"{split}/images/{stem}{ext}", f"{split}/labels/{stem}.png"]
         jobs.append(Job(stem, names, _maker(photo, label, opts, names)))
     report.notes.append(f"train: crn --dataroot={report.dst} --data_format=folders --label_format=trainIds "
-                        f"--num_classes={NUM_CLASSES} --aspect=1")
+                        f"--num_classes={NUM_CLASSES} --aspect=1; cocosnet --dataroot={report.dst} "
+                        f"--data_format=folders (reference lists: bash scripts/prepare_data.sh ade20k)")
     return jobs
 
 
