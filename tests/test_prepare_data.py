@@ -435,3 +435,37 @@ def test_ade20k_script_writes_reference_lists_and_cocosnet_trains_one_step(tmp_p
     log = (out / "train.log").read_text()
     assert "epoch: 1 step: 1," in log and "2 training samples" in log, log[-2000:]
     assert (out / "ckpt" / "latest").is_file()
+
+
+def test_custom_osmis_layout_trains_osmis_one_step(tmp_path):
+    from osmis.src.dataset import OSMISDataset
+    rng = np.random.RandomState(8)
+    src = tmp_path / "mine"
+    for sub in ("images", "labels"):
+        (src / "train" / sub).mkdir(parents=True)
+    (src / "classes.yaml").write_text("- {id: 0, name: ground, color: [10, 20, 30]}\n"
+                                      "- {id: 4, name: sky, color: [90, 160, 250]}\n")
+    ids = block_ids(rng, 48, 64, [0, 4])
+    cv2.imwrite(str(src / "train" / "images" / "scene.jpg"), smooth_photo(rng, 48, 64))
+    cv2.imwrite(str(src / "train" / "labels" / "scene.png"), ids)
+    report = prepare("custom", str(src), str(tmp_path / "out"), ["--splits=train", "--ab_size=0", "--osmis=true"])
+    assert report.ok and report.prepared == 2, report.summary()
+    root = tmp_path / "out" / "osmis" / "train"
+    np.testing.assert_array_equal(read(root / "mask" / "scene.png"), ids)
+    np.testing.assert_array_equal(read(root / "image" / "scene.png"), read(tmp_path / "out" / "train" / "images" /
+                                                                           "scene.png"))
+    frames = OSMISDataset(str(root))
+    assert (frames.kind, frames.num_mask_channels, frames.size) == ("index", 5, (64, 48))
+    (src / "classes.yaml").write_text("- {id: 0, name: a, color: [1, 2, 3]}\n- {id: 31, name: b, color: [4, 5, 6]}\n")
+    with pytest.raises(PrepareError, match=r"--osmis=true: the class table has id 31"):
+        prepare("custom", str(src), str(tmp_path / "out2"), ["--splits=train", "--osmis=true"])
+
+    out = tmp_path / "osmis_run"
+    tiny = ["--ch_G=2", "--ch_D=2", "--batch_size=2", "--samples_per_epoch=2", "--num_blocks_d=3",
+            "--num_blocks_d0=1", "--max_size=64"]
+    proc = subprocess.run([sys.executable, "osmis/train.py", f"--dataroot={root}", "--max_steps=1", "--num_workers=0",
+                           f"--output_dir={out}"] + tiny, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    log = (out / "train.log").read_text()
+    assert "epoch: 1 step: 1," in log, log[-2000:]
+    assert (out / "ckpt" / "latest").is_file()

@@ -1,4 +1,4 @@
-"""A custom dataset: photos, label PNGs and a class table -> the layouts CRN and pix2pix read.
+"""A custom dataset: photos, label PNGs and a class table -> the layouts CRN, CoCosNet, pix2pix and OSMIS read.
 
 Source (a folder or an archive of it)::
 
@@ -13,6 +13,8 @@ entries with unique ids and colours. Output::
     DST/<split>/images/<stem>.png   # photo (PIL bicubic, antialiased, when size is set)
     DST/<split>/labels/<stem>.png   # class ids (8-bit, or 16-bit when an id exceeds 255), nearest neighbour
     DST/pix2pix/<split>/<stem>.jpg  # photo | label colours, ab_size x ab_size per half (ab_size > 0)
+    DST/osmis/<split>/image/<stem>.png, DST/osmis/<split>/mask/<stem>.png   # the photo and its class ids
+                                    # again, in the layout OSMIS reads (osmis=true; ids at most 30)
 
 Every label pixel must be a table id (or colour); anything else is reported with the file and the values.
 """
@@ -30,7 +32,9 @@ OPTIONS = {
     "aspect": (1.0, "output width / height when size is set"),
     "splits": ("train,val", "comma-separated splits to prepare"),
     "ab_size": (256, "side of each half of the pix2pix AB images (0: no pix2pix folder)"),
+    "osmis": (False, "also write DST/osmis/<split>/image and mask (OSMIS --dataroot=DST/osmis/<split>)"),
 }
+OSMIS_MAX_ID = 30  # OSMIS reads a single-channel mask with a value above 30 as a binary 0/255 mask
 PHOTO = r"(?:^|/)(?P<split>[^/]+)/images/(?P<stem>[^/]+)\.(?:jpg|jpeg|png|bmp|tif|tiff|webp)$"
 LABEL = r"(?:^|/)(?P<split>[^/]+)/labels/(?P<stem>[^/]+)\.png$"
 
@@ -113,6 +117,9 @@ def plan(sources, opts, report):
     if not splits or any("/" in s for s in splits):
         raise PrepareError(f"--splits={opts['splits']}: comma-separated split folder names, e.g. train,val")
     table, table_bytes = load_table(sources, opts["classes"])
+    if opts["osmis"] and table.ids.max() > OSMIS_MAX_ID:
+        raise PrepareError(f"--osmis=true: the class table has id {int(table.ids.max())}, but OSMIS reads a mask "
+                           f"with values above {OSMIS_MAX_ID} as a binary mask; renumber the classes 0..{OSMIS_MAX_ID}")
     found = [{}, {}]
     for tab, pattern in zip(found, (PHOTO, LABEL)):
         for m, member in find_members(sources, pattern):
@@ -124,9 +131,13 @@ def plan(sources, opts, report):
         names = [f"{split}/images/{stem}.png", f"{split}/labels/{stem}.png"]
         if opts["ab_size"]:
             names.append(f"pix2pix/{split}/{stem}.jpg")
+        if opts["osmis"]:
+            names += [f"osmis/{split}/image/{stem}.png", f"osmis/{split}/mask/{stem}.png"]
         jobs.append(Job(f"{split}/{stem}", names, _maker(photo, label, table, opts, names)))
     report.notes.append(f"train: crn --dataroot={report.dst} --data_format=folders --label_format=trainIds "
                         f"--num_classes={int(table.ids.max()) + 1}; pix2pix --dataroot={report.dst}/pix2pix --direction=BtoA")
+    if opts["osmis"]:
+        report.notes.append(f"train: osmis --dataroot={report.dst}/osmis/<split>")
     return jobs
 
 
@@ -142,6 +153,8 @@ def _maker(photo_member, label_member, table, opts, names):
         if opts["ab_size"]:
             s = opts["ab_size"]
             out[names[2]] = np.concatenate([resize_photo(photo, s, s), table.lut[resize_nearest(ids, s, s)]], axis=1)
+        if opts["osmis"]:
+            out[names[-2]], out[names[-1]] = out[names[0]], out[names[1]]
         return out
     return make
 
