@@ -348,18 +348,23 @@ def test_mixed_precision_is_refused_on_cpu():
         drivers.train(spec, drivers.parse(spec, ["--amp_level=O2"]))
 
 
-def test_loss_scale_reaches_the_steps_or_is_refused(vgg19_mat):
-    """pix2pix and CRN pass --loss_scale to their step; a step without loss scaling is refused."""
+def test_loss_scale_reaches_the_steps_or_is_refused(vgg19_mat, demo_cache):
+    """All four models pass --loss_scale to their step; a step without loss scaling is refused."""
     from mindspore import nn
     from common.config import ConfigError
     from common.model_spec import Datasets, Trainer
     from common.train import GradientUpdate, TrainOneStep
+    from cocosnet.src.spec import CoCosNetSpec
     from crn.src.spec import CRNSpec
+    from osmis.src.spec import OSMISSpec
     from pix2pix.src.spec import Pix2PixSpec
-    data = Datasets(train=None, val=None, root="", demo=True)
-    for spec, args in ((Pix2PixSpec(), argv(PIX2PIX)), (CRNSpec(), argv(CRN, vgg_path=vgg19_mat))):
+    no_data = Datasets(train=None, val=None, root="", demo=True)
+    for spec, args in ((Pix2PixSpec(), argv(PIX2PIX)), (CRNSpec(), argv(CRN, vgg_path=vgg19_mat)),
+                       (CoCosNetSpec(), argv(COCOSNET)), (OSMISSpec(), argv(OSMIS))):
         cfg = drivers.parse(spec, args + ["--loss_scale=512"])
-        trainer = spec.build_trainer(cfg, None, data)
+        if spec.name in ("cocosnet", "osmis"):  # their demo settings; OSMIS sizes its networks from its data
+            spec.check(cfg, None, True)
+        trainer = spec.build_trainer(cfg, None, spec.datasets(cfg, None) if spec.name == "osmis" else no_data)
         drivers.check_loss_scale(spec, cfg, trainer)
         scales = [float(c.loss_scaler.scale_value.asnumpy()) for _, c in trainer.step.cells_and_names()
                   if isinstance(c, GradientUpdate)]
