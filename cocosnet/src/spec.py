@@ -14,6 +14,7 @@ from common.io import make_grid, read_image, write_html, write_image
 from common.layers import count_params, init_weights
 from common.model_spec import Datasets, EvalRun, ExportGraph, ModelSpec, Trainer
 from common.spectral_norm import fold_spectral_norm
+from common.train import parse_loss_scale
 from cocosnet.src.dataset import ExemplarDataset, one_hot, read_ids
 from cocosnet.src.model import CoCosNet, build_correspondence, build_discriminator, build_generator
 from cocosnet.src.train_step import LOSS_NAMES, build_train_step, build_vgg_features
@@ -112,7 +113,8 @@ class CoCosNetSpec(ModelSpec):
         weights = dict(weight_gan=cfg.weight_gan, lambda_feat=cfg.lambda_feat, lambda_vgg=cfg.lambda_vgg,
                        fm_ratio=cfg.fm_ratio, weight_perceptual=cfg.weight_perceptual, ctx_w=cfg.ctx_w,
                        weight_align=cfg.novgg_featpair, weight_mask=cfg.weight_mask)
-        step = build_train_step(corr, netG, netD, vgg, opt_G, opt_D, weights)
+        step = build_train_step(corr, netG, netD, vgg, opt_G, opt_D, weights,
+                                loss_scale=parse_loss_scale(cfg.loss_scale))
         notes.append(f"CoCosNet {cfg.size}x{cfg.size}, {cfg.label_nc} classes: correspondence {count_params(corr):,}, "
                      f"translation {count_params(netG):,}, discriminator {count_params(netD):,} parameters; "
                      f"G+Corr lr {cfg.lr / 2:g}, D lr {cfg.lr * 2:g}, Adam betas ({cfg.beta1}, {cfg.beta2})")

@@ -10,7 +10,7 @@ from common.io import atomic_dir, make_grid, tensor_to_uint8, write_html, write_
 from common.layers import count_params
 from common.model_spec import Datasets, EvalRun, ExportGraph, ModelSpec, Trainer
 from common.spectral_norm import fold_spectral_norm
-from common.train import EMA, GANTrainStep
+from common.train import EMA, GANTrainStep, parse_loss_scale
 from osmis.src.config import auto_config, bounded_resolution, low_level_size
 from osmis.src.dataset import OSMISDataset, TrainSamples
 from osmis.src.loss import DiscriminatorLoss, GeneratorLoss, IterationCounter
@@ -158,6 +158,7 @@ class OSMISSpec(ModelSpec):
         g_loss = GeneratorLoss(outputs, netD, arch, cfg.batch_size, cfg.bernoulli_warmup, cfg.lambda_DR)
         d_loss = DiscriminatorLoss(outputs, netD, arch, cfg.batch_size, cfg.bernoulli_warmup)
         step = GANTrainStep(outputs, d_loss, g_loss, opt_G, opt_D, generator_inputs=2, order="D_then_G",
+                            loss_scale=parse_loss_scale(cfg.loss_scale),
                             hooks=[EMA(netG, netG_ema, cfg.EMA_decay), IterationCounter(netD)])
         notes = getattr(self, "notes", []) + [f"G {count_params(netG):,} parameters, D {count_params(netD):,} "
                                               f"(spectral-norm u/v not counted); EMA decay {cfg.EMA_decay}"]
