@@ -363,13 +363,13 @@ def test_osmis_adapter_samples_what_predict_writes(tmp_path):
     from demo.core import DemoModel
     spec = adapter_for("osmis").spec()
     cfg = save_tiny(spec, ["--train_size=32x48", "--noise_shape=2x3", "--num_blocks_g=5", "--num_blocks_d=4",
-                           "--num_blocks_d0=2", "--num_mask_channels=3", "--ch_G=2", "--ch_D=2"], tmp_path / "run")
+                           "--num_blocks_d0=2", "--num_mask_channels=3", "--ch_G=2", "--ch_D=2"], tmp_path / "osmis")
     model = DemoModel("osmis", cfg, log=lambda *_: None)
     assert model.size == (32, 48) and not model.adapter.takes_label_map
     images, captions, _ = model.sample(2, 5)
     assert captions == ["sample 0", "sample 0 mask", "sample 1", "sample 1 mask"]
 
-    pcfg = drivers.parse(spec, [f"--output_dir={tmp_path / 'run'}", "--num_generated=2", "--seed=5"])
+    pcfg = drivers.parse(spec, [f"--output_dir={tmp_path / 'osmis'}", "--num_generated=2", "--seed=5"])
     nets, _ = drivers.load_inference(spec, pcfg)
     os.makedirs(tmp_path / "predict")
     spec.predict(pcfg, nets, [], str(tmp_path / "predict"))
@@ -378,6 +378,15 @@ def test_osmis_adapter_samples_what_predict_writes(tmp_path):
         np.testing.assert_array_equal(images[2 * i + 1], read_image(str(tmp_path / "predict" / f"{i:04d}_mask.png")))
     with pytest.raises(ValueError, match="choose 1 to 64"):
         model.sample(0, 5)
+
+    pytest.importorskip("gradio")
+    from demo.app import DemoServer, build_app
+    server = DemoServer(str(tmp_path), "osmis", log=lambda *_: None)
+    first, gallery, files, latency = server.sample(server.current, 2, 5, 1)
+    assert [caption for _, caption in gallery] == captions and files == [path for path, _ in gallery]
+    np.testing.assert_array_equal(read_image(first), images[0])
+    assert "ms** model time" in latency
+    build_app(server)  # the page without a canvas input builds
 
 
 def cv2_write_ids(path, ids):
