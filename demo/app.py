@@ -1,4 +1,5 @@
-"""Paint-a-scene web demo (gradio): paint a label map in a model's class palette, get its photo.
+"""Paint-a-scene web demo (gradio): paint a label map in a model's class palette, get its photo
+(CoCosNet: with an uploaded exemplar; OSMIS takes no label map and samples N image+mask pairs).
 
 Usage: python -m demo.app [MODEL] [--ckpt=PATH] [--host=127.0.0.1] [--port=7860] [--backend=mindspore|onnx]
                           [--key=value ...]
