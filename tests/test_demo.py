@@ -4,7 +4,9 @@ The browser tests start ``bash scripts/run_demo.sh pix2pix`` on an empty outputs
 tiny demo model first), drive Debian's chromium through Playwright, and compare the page's outputs with
 ``pix2pix/predict.py`` on the same label maps. They skip when chromium, Playwright or gradio is missing
 (``pip install -r requirements-demo.txt``; ``apt-get install chromium``). The page's screenshot is saved
-under the test's tmp folder; SYNTHZOO_DEMO_SCREENSHOT=PATH copies it there too. (docs/demo.png shows the
+under the test's tmp folder; SYNTHZOO_DEMO_SCREENSHOT=PATH copies it there too. The last browser test
+switches the page to OSMIS (a tiny saved network) and compares its samples with osmis predict; CoCosNet
+and OSMIS are also checked in process against their predict with tiny freshly built networks. (docs/demo.png shows the
 same page with a better-trained model: 64x64 pix2pix, ngf 32, 20 demo epochs.)
 """
 import importlib.util
@@ -392,3 +394,37 @@ def test_osmis_adapter_samples_what_predict_writes(tmp_path):
 def cv2_write_ids(path, ids):
     import cv2
     cv2.imwrite(str(path), ids.astype(np.uint8))
+
+
+OSMIS_TINY = ["--train_size=32x48", "--noise_shape=2x3", "--num_blocks_g=5", "--num_blocks_d=4", "--num_blocks_d0=2",
+              "--num_mask_channels=3", "--ch_G=2", "--ch_D=2"]
+
+
+@needs_browser
+def test_page_switches_to_osmis_and_samples_what_predict_writes(server, page, tmp_path):
+    from common import drivers
+    spec = adapter_for("osmis").spec()
+    cfg = save_tiny(spec, OSMIS_TINY, server["outputs"] / "osmis")
+    page.click("#model input")
+    page.get_by_role("option", name="osmis").click()
+    page.click("#backend label:has-text('MindSpore')")  # the ONNX test may have left ONNX chosen
+    page.click("#load")
+    try:
+        page.wait_for_function("() => document.querySelector('#status').innerText.includes('osmis (MindSpore')")
+    except Exception:  # the page's message and the server log say why
+        raise AssertionError(page.inner_text("#status") + server["log"].read_text()[-2000:])
+    page.wait_for_selector("#generate-paint", state="hidden", timeout=10000)
+    assert page.locator("#sample").is_visible()
+    page.fill("#sample-count input", "2")
+    page.fill("#sample-seed input", "5")
+    ok, status = generate(page, "#sample")
+    assert ok, status
+    page.wait_for_function("() => document.querySelectorAll('#gallery img').length >= 4")
+    out = tmp_path / "predict"
+    os.makedirs(out)
+    pcfg = drivers.parse(spec, [f"--ckpt={cfg.output_dir}/ckpt", "--num_generated=2", "--seed=5"])
+    nets, _ = drivers.load_inference(spec, pcfg)
+    spec.predict(pcfg, nets, [], str(out))
+    np.testing.assert_array_equal(download(page, "_k2.png", tmp_path / "k2.png"), read_image(str(out / "0001.png")))
+    np.testing.assert_array_equal(download(page, "_k1.png", tmp_path / "k1.png"),
+                                  read_image(str(out / "0000_mask.png")))
