@@ -6,13 +6,16 @@ to :meth:`DemoAdapter.generate` (MindSpore, the networks of ``common.drivers.loa
 :meth:`DemoAdapter.generate_onnx` (an ``export.py`` file run by onnxruntime). A new model plugs in with
 one subclass and one entry in :data:`ADAPTERS`; a model with an exemplar (CoCosNet) sets
 ``needs_exemplar`` (the page then asks for one and passes it as ``[H, W, 3]`` uint8 ``exemplar``) and
-names its extra images (the warped exemplar) in :meth:`DemoAdapter.output_names`.
+names its extra images (the warped exemplar) in :meth:`DemoAdapter.output_names`. A model that samples
+without a label map (OSMIS) sets ``takes_label_map = False`` and implements :meth:`DemoAdapter.sample`
+instead (the page then shows a "sample N" control in place of the canvas).
 """
 import numpy as np
 
 from common import cityscapes as cs
 
-__all__ = ["IGNORE", "DemoAdapter", "Pix2PixDemo", "CRNDemo", "ADAPTERS", "adapter_for"]
+__all__ = ["IGNORE", "DemoAdapter", "Pix2PixDemo", "CRNDemo", "CoCosNetDemo", "OSMISDemo", "ADAPTERS",
+           "adapter_for"]
 
 IGNORE = cs.IGNORE
 
@@ -23,9 +26,11 @@ class DemoAdapter:
     Attributes:
         name: the model's spec name (``ModelSpec.name``), the key of :data:`ADAPTERS`.
         needs_exemplar: the page shows an exemplar upload and passes it to ``generate``.
+        takes_label_map: False for a model that samples from noise (:meth:`sample`, no canvas).
     """
     name = ""
     needs_exemplar = False
+    takes_label_map = True
 
     def spec(self):
         """A fresh instance of the model's :class:`common.model_spec.ModelSpec`."""
@@ -51,6 +56,10 @@ class DemoAdapter:
         """Captions of the ``n`` images :meth:`generate` returns (gallery, in order)."""
         return [f"output {i}" for i in range(n)] if n > 1 else ["output"]
 
+    def scene_ids(self, cfg, ids):
+        """A demo street layout in Cityscapes train ids (void = IGNORE) -> the same scene in the model's ids."""
+        return ids
+
     def prepare(self, cfg, nets):
         """Put the loaded networks in the mode ``predict.py`` uses (called once after loading)."""
 
@@ -60,6 +69,10 @@ class DemoAdapter:
 
     def generate_onnx(self, cfg, session, ids, exemplar=None):
         """As :meth:`generate` through an onnxruntime ``InferenceSession`` of the model's exported file."""
+        raise NotImplementedError
+
+    def sample(self, cfg, nets, n, seed):
+        """``n`` samples from noise seeded by ``seed`` -> (list of ``[H, W, 3]`` uint8 images, their captions)."""
         raise NotImplementedError
 
     def colorize(self, cfg, ids):
@@ -80,6 +93,10 @@ class Pix2PixDemo(DemoAdapter):
     def size(self, cfg):
         side = cfg.image_size or cfg.crop_size
         return side, side
+
+    def scene_ids(self, cfg, ids):
+        """A demo street layout in Cityscapes train ids (void = IGNORE) -> the same scene in the model's ids."""
+        return ids
 
     def prepare(self, cfg, nets):
         """Put G in the mode ``predict.py`` uses (``eval_protocol``)."""
@@ -133,7 +150,131 @@ class CRNDemo(DemoAdapter):
         return list(np.rint(np.clip(out, 0, 1) * 255).astype(np.uint8).transpose(0, 2, 3, 1))
 
 
-ADAPTERS = {adapter.name: adapter for adapter in (Pix2PixDemo(), CRNDemo())}
+class CoCosNetDemo(DemoAdapter):
+    """CoCosNet: label map + exemplar photo -> output in the exemplar's style, and the warped exemplar.
+
+    Class 0 is CoCosNet's "other"; the page's void paints as class 0 too. The exemplar has no label map
+    here (as ``predict.py`` without ``--exemplar_label``: all zeros, matched on image features alone).
+    """
+    name = "cocosnet"
+    needs_exemplar = True
+    OTHER_COLOR = (128, 128, 128)
+
+    def spec(self):
+        from cocosnet.src.spec import CoCosNetSpec
+        return CoCosNetSpec()
+
+    def _styled(self, cfg):
+        from common.demo_data import STYLED_LABEL_NC
+        return cfg.label_nc == STYLED_LABEL_NC
+
+    def label_set(self, cfg):
+        if self._styled(cfg):
+            return "styled demo streets: 7 Cityscapes classes + other"
+        return f"{cfg.label_nc} classes (0 = other)"
+
+    def class_names(self, cfg):
+        if self._styled(cfg):
+            from common.demo_data import DEMO_CLASSES
+            names = [cs.CLASS_NAMES[c] for c in DEMO_CLASSES]
+        else:
+            names = [f"class {i}" for i in range(1, cfg.label_nc)]
+        return ["other"] + names + ["void (= other)"]
+
+    def palette(self, cfg):
+        """Styled demo: the Cityscapes colours of its classes; else ``cocosnet.src.utils.palette``. Class 0
+        grey (black is void)."""
+        if self._styled(cfg):
+            from common.demo_data import DEMO_CLASSES
+            colours = np.concatenate([np.zeros((1, 3), np.uint8), cs.PALETTE[list(DEMO_CLASSES)]])
+        else:
+            from cocosnet.src.utils import palette
+            colours = palette(cfg.label_nc)
+        colours[0] = self.OTHER_COLOR
+        return np.concatenate([colours, np.zeros((1, 3), np.uint8)])
+
+    def size(self, cfg):
+        return cfg.size, cfg.size
+
+    def output_names(self, cfg, n):
+        return ["output", "warped exemplar"]
+
+    def scene_ids(self, cfg, ids):
+        """Cityscapes ids -> the styled demo's ids (its classes 1..7, the rest 0 = other)."""
+        from common.demo_data import DEMO_CLASSES
+        table = np.zeros(256, np.int64)
+        table[list(DEMO_CLASSES)] = np.arange(1, len(DEMO_CLASSES) + 1)
+        out = table[np.where(ids == IGNORE, 255, ids)]
+        return np.where(out < cfg.label_nc, out, 0)
+
+    def inputs(self, cfg, ids, exemplar):
+        """(seg [1, L, S, S], exemplar [1, 3, S, S] in [-1, 1], all-zero exemplar seg), as ``predict.py``."""
+        import cv2
+        from cocosnet.src.dataset import one_hot
+        if exemplar is None:
+            raise ValueError("cocosnet translates with an exemplar photo: upload one")
+        size = cfg.size
+        ref = cv2.resize(np.asarray(exemplar), (size, size), interpolation=cv2.INTER_CUBIC)
+        ref = ref.transpose(2, 0, 1).astype(np.float32) / 127.5 - 1.0
+        seg = one_hot(np.where(ids == IGNORE, 0, ids), cfg.label_nc)
+        return seg[None], ref[None], np.zeros_like(seg)[None]
+
+    def generate(self, cfg, nets, ids, exemplar=None):
+        from cocosnet.src.model import CoCosNet
+        from cocosnet.src.utils import translate
+        net = CoCosNet(nets["Corr"], nets["G"])
+        net.set_train(False)
+        out, warped = translate(net, *self.inputs(cfg, ids, exemplar))
+        return [out[0], warped[0]]
+
+    def generate_onnx(self, cfg, session, ids, exemplar=None):
+        raise ValueError("the cocosnet demo runs on MindSpore only (its composite ONNX graph has no warped "
+                         "exemplar output); choose the MindSpore backend")
+
+
+class OSMISDemo(DemoAdapter):
+    """OSMIS: no label map; "sample N image+mask pairs" from noise (a gallery of images and colour masks)."""
+    name = "osmis"
+    takes_label_map = False
+
+    def spec(self):
+        from osmis.src.spec import OSMISSpec
+        return OSMISSpec()
+
+    def label_set(self, cfg):
+        c = cfg.num_mask_channels
+        return f"samples from noise with {c}-class masks" if c else "samples from noise (images only)"
+
+    def class_names(self, cfg):
+        return [f"mask class {i}" for i in range(cfg.num_mask_channels)]
+
+    def palette(self, cfg):
+        from osmis.src.spec import palette
+        return palette(cfg.num_mask_channels)
+
+    def size(self, cfg):
+        from osmis.src.spec import network_arch
+        return network_arch(cfg)["resolution"]
+
+    def sample(self, cfg, nets, n, seed):
+        """As ``osmis/predict.py --num_generated=n --seed=seed``: the same noise, one sample at a time."""
+        from osmis.src.spec import generate, paint_mask
+        n = int(n)
+        if not 1 <= n <= 64:
+            raise ValueError(f"number of samples {n}: choose 1 to 64")
+        z = np.random.RandomState(int(seed)).standard_normal((n, cfg.noise_dim, 1, 1)).astype(np.float32)
+        images, captions = [], []
+        for i in range(n):
+            image, mask = generate(nets["G_ema"], z[i:i + 1])
+            images.append(image[0])
+            captions.append(f"sample {i}")
+            if mask is not None:
+                images.append(paint_mask(mask[0], cfg.num_mask_channels))
+                captions.append(f"sample {i} mask")
+        return images, captions
+
+
+ADAPTERS = {adapter.name: adapter for adapter in (Pix2PixDemo(), CRNDemo(), CoCosNetDemo(), OSMISDemo())}
 
 
 def adapter_for(name):

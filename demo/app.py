@@ -1,4 +1,5 @@
-"""Paint-a-scene web demo (gradio): paint a label map in a model's class palette, get its photo.
+"""Paint-a-scene web demo (gradio): paint a label map in a model's class palette, get its photo
+(CoCosNet: with an uploaded exemplar; OSMIS takes no label map and samples N image+mask pairs).
 
 Usage: python -m demo.app [MODEL] [--ckpt=PATH] [--host=127.0.0.1] [--port=7860] [--backend=mindspore|onnx]
                           [--key=value ...]
@@ -21,7 +22,8 @@ from common.demo_data import render_scene
 from common.drivers import run_cli
 from common.io import write_image
 from demo.adapters import ADAPTERS, IGNORE, adapter_for
-from demo.core import DemoModel, check_size, colors_to_ids, ensure_checkpoint, model_config, painting_to_ids
+from demo.core import (DemoModel, check_size, colors_to_ids, ensure_checkpoint, model_config, painting_to_ids,
+                       read_exemplar)
 
 __all__ = ["DemoServer", "build_app", "launch", "main"]
 
@@ -59,7 +61,7 @@ class DemoServer:
     def scene(self, model, seed):
         """A random street label map (the demo data's layouts) at the model's size, as ids."""
         _, ids = render_scene(int(seed), *model.size)
-        return ids.astype(np.int64)
+        return model.adapter.scene_ids(model.cfg, ids.astype(np.int64))
 
     def canvas_scale(self, model):
         return max(1, MIN_CANVAS_WIDTH // model.size[1])
@@ -75,15 +77,24 @@ class DemoServer:
         stem = os.path.join(self.work_dir, f"{model.name}_{number:05d}")
         label_path = f"{stem}_label.png"
         write_image(label_path, model.adapter.colorize(model.cfg, ids))
+        first, gallery, files, latency = self._write(model, stem, images,
+                                                     model.adapter.output_names(model.cfg, len(images)), ms)
+        return first, gallery, files + [label_path], latency
+
+    def sample(self, model, n, seed, number):
+        """A model without label maps: request ``number`` of ``n`` samples -> as :meth:`translate`."""
+        images, captions, ms = model.sample(n, seed)
+        return self._write(model, os.path.join(self.work_dir, f"{model.name}_{number:05d}"), images, captions, ms)
+
+    def _write(self, model, stem, images, captions, ms):
         paths = []
         for i, image in enumerate(images):
             paths.append(f"{stem}_k{i}.png" if len(images) > 1 else f"{stem}.png")
             write_image(paths[-1], image)
-        gallery = list(zip(paths, model.adapter.output_names(model.cfg, len(paths))))
         h, w = images[0].shape[:2]
         latency = (f"**{ms:.1f} ms** model time ({'ONNX' if model.session is not None else 'MindSpore'}, "
                    f"{len(images)} image(s) of {w}x{h})")
-        return paths[0], gallery, paths + [label_path], latency
+        return paths[0], list(zip(paths, captions)), paths, latency
 
 
 def legend_html(model):
@@ -118,11 +129,12 @@ def build_app(server):
         return {"background": image, "layers": [], "composite": image}
 
     def editor(model, ids):
+        """The canvas in ``model``'s palette (empty for a model without label maps: it stays hidden)."""
         h, w = model.size
         f = server.canvas_scale(model)
-        colors = hex_colors(model)
+        colors = hex_colors(model) or ["#000000"]
         return gr.ImageEditor(
-            value=editor_value(model, ids), label="Canvas (pick a class colour in the brush menu)", type="numpy",
+            value=editor_value(model, ids) if model.adapter.takes_label_map else None, label="Canvas (pick a class colour in the brush menu)", type="numpy",
             image_mode="RGBA", format="png", canvas_size=(w * f, h * f), fixed_canvas=True, layers=False,
             sources=["upload"], transforms=[], elem_id="canvas",
             brush=gr.Brush(colors=colors, default_color=colors[0], color_mode="fixed", default_size=max(4, 3 * f)),
@@ -139,33 +151,43 @@ def build_app(server):
             model = server.model(name, ckpt, BACKENDS[backend])
         except Exception as e:  # a bad checkpoint or missing export is a message; the page keeps the old model
             server.log(f"[demo] load {name} failed: {e}")
-            return (fail(f"loading {name}: {e}"),) + tuple(gr.update() for _ in range(4))
+            return (fail(f"loading {name}: {e}"),) + tuple(gr.update() for _ in range(6))
         server.current = model
         names = model.adapter.class_names(model.cfg)
-        return (status_text(model), legend_html(model), editor(model, server.scene(model, 0)),
-                gr.update(choices=names, value=names[0]), gr.update(visible=model.adapter.needs_exemplar))
+        paints = model.adapter.takes_label_map
+        return (status_text(model), legend_html(model),
+                editor(model, server.scene(model, 0)) if paints else gr.update(),
+                gr.update(choices=names, value=names[0] if names else None),
+                gr.update(visible=model.adapter.needs_exemplar), gr.update(visible=paints),
+                gr.update(visible=not paints))
 
-    def run_ids(get_ids, exemplar_path):
+    def respond(work):
+        """Run ``work(model, number)`` -> (first image, gallery, files, latency) as the page's results."""
         model = server.current
         server.requests += 1
         number = server.requests
         try:
-            ids = get_ids(model)
-            exemplar = read_exemplar(model, exemplar_path)
-            first_path, gallery, files, latency = server.translate(model, ids, number, exemplar)
+            first_path, gallery, files, latency = work(model, number)
         except Exception as e:  # bad input: message on the page, server keeps serving
             server.log(f"[demo] request {number} failed: {e}")
             return fail(f"request {number}: {e}"), gr.update(), gr.update(), gr.update(), gr.update()
         return (f"Request {number} done. {status_text(model)}", first_path,
                 gr.update(value=gallery, visible=len(gallery) > 1), files, latency)
 
-    def read_exemplar(model, path):
-        from common.io import read_image
-        if not model.adapter.needs_exemplar:
-            return None
-        if not path:
-            raise ValueError(f"{model.name} translates with an exemplar photo: upload one")
-        return read_image(path)
+    def run_ids(get_ids, exemplar_path):
+        def work(model, number):
+            if not model.adapter.takes_label_map:
+                raise ValueError(f"{model.name} samples from noise: use 'Sample' instead")
+            ids = get_ids(model)
+            return server.translate(model, ids, number, read_exemplar(model.adapter, exemplar_path))
+        return respond(work)
+
+    def from_noise(count, noise_seed):
+        def work(model, number):
+            if model.adapter.takes_label_map:
+                raise ValueError(f"{model.name} translates label maps: paint or upload one instead")
+            return server.sample(model, count, noise_seed, number)
+        return respond(work)
 
     def from_painting(value, exemplar_path):
         def ids(model):
@@ -207,27 +229,36 @@ def build_app(server):
             load_btn = gr.Button("Load model", elem_id="load")
         status = gr.HTML(status_text(first), elem_id="status")
         legend = gr.HTML(legend_html(first), elem_id="legend")
+        paints = first.adapter.takes_label_map
         with gr.Row():
             with gr.Column():
-                with gr.Tab("Paint"):
-                    canvas = editor(first, server.scene(first, 0))
+                with gr.Column(visible=not paints, elem_id="sample-inputs") as sample_inputs:
                     with gr.Row():
-                        names = first.adapter.class_names(first.cfg)
-                        class_box = gr.Dropdown(names, value=names[0], label="Class", elem_id="fill-class")
-                        fill_btn = gr.Button("Fill canvas with class", elem_id="fill")
-                        seed = gr.Number(value=1, precision=0, visible=False)
-                        scene_btn = gr.Button("New random scene", elem_id="scene")
-                    paint_btn = gr.Button("Generate from painting", variant="primary", elem_id="generate-paint")
-                with gr.Tab("Upload a label map", elem_id="upload-tab"):
-                    label_file = gr.File(label="Colour label map (PNG, the palette above, the model's size)",
-                                         elem_id="label-file")
-                    file_btn = gr.Button("Generate from file", variant="primary", elem_id="generate-file")
+                        count_box = gr.Number(value=4, precision=0, minimum=1, maximum=64, label="Samples N",
+                                              elem_id="sample-count")
+                        noise_box = gr.Number(value=0, precision=0, label="Noise seed", elem_id="sample-seed")
+                    sample_btn = gr.Button("Sample N image+mask pairs", variant="primary", elem_id="sample")
+                with gr.Column(visible=paints, elem_id="label-inputs") as label_inputs:
+                    with gr.Tab("Paint"):
+                        canvas = editor(first, server.scene(first, 0))
+                        with gr.Row():
+                            names = first.adapter.class_names(first.cfg)
+                            class_box = gr.Dropdown(names, value=names[0] if names else None, label="Class",
+                                                    elem_id="fill-class")
+                            fill_btn = gr.Button("Fill canvas with class", elem_id="fill")
+                            seed = gr.Number(value=1, precision=0, visible=False)
+                            scene_btn = gr.Button("New random scene", elem_id="scene")
+                        paint_btn = gr.Button("Generate from painting", variant="primary", elem_id="generate-paint")
+                    with gr.Tab("Upload a label map", elem_id="upload-tab"):
+                        label_file = gr.File(label="Colour label map (PNG, the palette above, the model's size)",
+                                             elem_id="label-file")
+                        file_btn = gr.Button("Generate from file", variant="primary", elem_id="generate-file")
                 exemplar = gr.File(label="Exemplar photo (the style to follow)", visible=first.adapter.needs_exemplar,
                                    elem_id="exemplar")
             with gr.Column():
                 output = gr.Image(label="Output", type="filepath", format="png", interactive=False, height=360,
                                   buttons=["download"], elem_id="output")
-                gallery = gr.Gallery(label="k diverse outputs", columns=3, height=260, visible=False, elem_id="gallery")
+                gallery = gr.Gallery(label="All outputs", columns=3, height=260, visible=False, elem_id="gallery")
                 latency = gr.Markdown(elem_id="latency")
                 downloads = gr.File(label="Download (outputs + label map)", file_count="multiple",
                                     interactive=False, elem_id="downloads")
@@ -236,7 +267,9 @@ def build_app(server):
         file_btn.click(from_file, [label_file, exemplar], results)
         fill_btn.click(fill, class_box, canvas)
         scene_btn.click(new_scene, seed, [canvas, seed])
-        load_btn.click(select_model, [model_box, ckpt_box, backend_box], [status, legend, canvas, class_box, exemplar])
+        sample_btn.click(from_noise, [count_box, noise_box], results)
+        load_btn.click(select_model, [model_box, ckpt_box, backend_box],
+                       [status, legend, canvas, class_box, exemplar, label_inputs, sample_inputs])
     app.queue(default_concurrency_limit=1)
     return app
 

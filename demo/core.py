@@ -20,8 +20,8 @@ from common.drivers import load_inference, parse, train
 from common.runtime import init_runtime
 from demo.adapters import IGNORE, adapter_for
 
-__all__ = ["colors_to_ids", "painting_to_ids", "check_size", "find_onnx", "ensure_checkpoint", "model_config",
-           "DemoModel"]
+__all__ = ["colors_to_ids", "painting_to_ids", "check_size", "read_exemplar", "find_onnx", "ensure_checkpoint",
+           "model_config", "DemoModel"]
 
 MAX_LISTED = 6
 
@@ -80,6 +80,23 @@ def check_size(shape, size, source="label map"):
     if tuple(shape[:2]) != tuple(size):
         raise ValueError(f"{source} is {shape[1]}x{shape[0]} (WxH) but the loaded model takes {size[1]}x{size[0]}; "
                          f"resize it with nearest-neighbour sampling, or paint on the canvas")
+
+
+def read_exemplar(adapter, path):
+    """The uploaded exemplar at ``path`` as ``[H, W, 3]`` uint8 RGB (None for a model without exemplars).
+
+    Raises:
+        ValueError: no upload, or a file that is not an image (names the file and the fix).
+    """
+    from common.io import read_image
+    if not adapter.needs_exemplar:
+        return None
+    if not path:
+        raise ValueError(f"{adapter.name} translates with an exemplar photo: upload one")
+    try:
+        return read_image(path)
+    except ValueError as e:
+        raise ValueError(f"exemplar {os.path.basename(path)} is not an image ({e}); upload a PNG or JPEG photo") from None
 
 
 def find_onnx(output_dir, name):
@@ -149,7 +166,11 @@ class DemoModel:
             self.adapter.prepare(cfg, self.nets)
         self.palette = self.adapter.palette(cfg)
         self.size = self.adapter.size(cfg)
-        self.warm_up_ms = self.run(np.full(self.size, IGNORE, np.int64))[1]  # graph compilation off the first request
+        if not self.adapter.takes_label_map:  # graph compilation off the first request
+            self.warm_up_ms = self.sample(1, 0)[2]
+        else:
+            exemplar = np.full(self.size + (3,), 128, np.uint8) if self.adapter.needs_exemplar else None
+            self.warm_up_ms = self.run(np.full(self.size, IGNORE, np.int64), exemplar)[1]
 
     def _load_onnx(self, cfg):
         """``cfg.ckpt`` if it is an .onnx file, else the newest export; its JSON note's architecture keys
@@ -188,3 +209,11 @@ class DemoModel:
         else:
             images = self.adapter.generate(self.cfg, self.nets, ids, exemplar)
         return images, 1000.0 * (time.perf_counter() - start)
+
+    def sample(self, n, seed):
+        """A model without label maps: ``n`` samples of noise ``seed`` -> (images, captions, milliseconds)."""
+        if self.session is not None:
+            raise ValueError(f"the {self.name} demo samples on MindSpore only; choose the MindSpore backend")
+        start = time.perf_counter()
+        images, captions = self.adapter.sample(self.cfg, self.nets, n, seed)
+        return images, captions, 1000.0 * (time.perf_counter() - start)

@@ -2,10 +2,10 @@
 # Paint-a-scene web demo: paint a label map in the model's class palette (or upload one), get the photo.
 # Usage: bash scripts/run_demo.sh [MODEL] [--ckpt=PATH] [--port=7860] [--host=127.0.0.1] [--backend=mindspore|onnx]
 #                                 [--key=value ...]
-#   MODEL        pix2pix (default) or crn (models with a demo adapter in demo/adapters.py)
+#   MODEL        pix2pix (default), crn, cocosnet (with an exemplar upload) or osmis (samples image+mask pairs)
 #   --ckpt       a checkpoint of MODEL; default: the newest snapshot under ${SYNTHZOO_OUTPUTS:-outputs}/MODEL/ckpt,
 #                and when there is none the built-in demo model is trained there first (a few minutes)
-#   --backend    onnx runs the newest bash scripts/run_export.sh MODEL ONNX file with onnxruntime
+#   --backend    onnx runs the newest bash scripts/run_export.sh MODEL ONNX file with onnxruntime (pix2pix, crn)
 #   --key=value  any key of MODEL/default_config.yaml, as for its predict.py (e.g. --eval_protocol=eval)
 # Serves http://127.0.0.1:7860 (local only; --host=0.0.0.0 exposes it). Needs: pip install -r requirements-demo.txt
 set -euo pipefail

@@ -4,7 +4,9 @@ The browser tests start ``bash scripts/run_demo.sh pix2pix`` on an empty outputs
 tiny demo model first), drive Debian's chromium through Playwright, and compare the page's outputs with
 ``pix2pix/predict.py`` on the same label maps. They skip when chromium, Playwright or gradio is missing
 (``pip install -r requirements-demo.txt``; ``apt-get install chromium``). The page's screenshot is saved
-under the test's tmp folder; SYNTHZOO_DEMO_SCREENSHOT=PATH copies it there too. (docs/demo.png shows the
+under the test's tmp folder; SYNTHZOO_DEMO_SCREENSHOT=PATH copies it there too. The last browser test
+switches the page to OSMIS (a tiny saved network) and compares its samples with osmis predict; CoCosNet
+and OSMIS are also checked in process against their predict with tiny freshly built networks. (docs/demo.png shows the
 same page with a better-trained model: 64x64 pix2pix, ngf 32, 20 demo epochs.)
 """
 import importlib.util
@@ -21,7 +23,7 @@ import pytest
 
 from common import cityscapes as cs
 from common.io import read_image, write_image
-from demo.adapters import IGNORE
+from demo.adapters import IGNORE, adapter_for
 from demo.core import colors_to_ids, painting_to_ids
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -309,3 +311,120 @@ def test_crn_adapter_gives_the_k_images_of_predict_with_void(tmp_path):
         ref = read_image(str(tmp_path / "pred" / "predict" / f"label_k{i}.png"))
         np.testing.assert_array_equal(image, ref)
     assert images[0].std() > 1 and np.abs(images[0].astype(int) - images[1].astype(int)).mean() > 1
+
+
+def save_tiny(spec, argv, out_dir):
+    """Freshly built inference networks of ``spec`` saved as ``out_dir/ckpt`` (one snapshot, the right metadata)."""
+    from common import drivers
+    from common.checkpoint import save_cell
+    cfg = drivers.parse(spec, argv + [f"--output_dir={out_dir}"])
+    snapshot = os.path.join(str(out_dir), "ckpt", "step_1")
+    os.makedirs(snapshot)
+    for component, net in spec.build_inference(cfg).items():
+        save_cell(net, os.path.join(snapshot, f"{component}.ckpt"), dict(spec.arch(cfg), model=spec.name))
+    with open(os.path.join(str(out_dir), "ckpt", "latest"), "w") as f:
+        f.write("step_1")
+    return drivers.parse(spec, [f"--output_dir={out_dir}"])
+
+
+def test_cocosnet_adapter_matches_predict_and_rejects_a_bad_exemplar(tmp_path):
+    from common import drivers
+    from common.demo_data import STYLED_LABEL_NC
+    from demo.core import DemoModel, read_exemplar
+    spec = adapter_for("cocosnet").spec()
+    cfg = save_tiny(spec, [f"--label_nc={STYLED_LABEL_NC}", "--size=64", "--ngf=4", "--corr_channels=8",
+                           "--spade_hidden=8"], tmp_path / "run")
+    model = DemoModel("cocosnet", cfg, log=lambda *_: None)
+    assert model.size == (64, 64) and len(model.palette) == STYLED_LABEL_NC + 1
+    rng = np.random.default_rng(3)
+    ids = np.kron(rng.integers(0, STYLED_LABEL_NC, (4, 4)), np.ones((16, 16), np.int64))
+    ids[:16, :16] = IGNORE  # void paints as class 0 ("other")
+    exemplar = rng.integers(0, 256, (40, 52, 3), dtype=np.uint8)
+    write_image(str(tmp_path / "ex.png"), exemplar)
+    cv2_write_ids(tmp_path / "label.png", np.where(ids == IGNORE, 0, ids))
+    images, _ = model.run(ids, read_exemplar(model.adapter, str(tmp_path / "ex.png")))
+
+    pcfg = drivers.parse(spec, [f"--output_dir={tmp_path / 'run'}", f"--exemplar={tmp_path / 'ex.png'}"])
+    nets, _ = drivers.load_inference(spec, pcfg)
+    os.makedirs(tmp_path / "predict")
+    spec.predict(pcfg, nets, [str(tmp_path / "label.png")], str(tmp_path / "predict"))
+    assert len(images) == 2 and model.adapter.output_names(model.cfg, 2) == ["output", "warped exemplar"]
+    assert images[0].shape == (64, 64, 3) and images[1].std() > 0  # the warped exemplar is no constant image
+    np.testing.assert_array_equal(images[0], read_image(str(tmp_path / "predict" / "label.png")))
+    np.testing.assert_array_equal(images[1], read_image(str(tmp_path / "predict" / "label_warped.png")))
+
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(ValueError, match=r"exemplar notes\.txt is not an image"):
+        read_exemplar(model.adapter, str(tmp_path / "notes.txt"))
+    with pytest.raises(ValueError, match="upload one"):
+        model.run(ids, None)
+
+
+def test_osmis_adapter_samples_what_predict_writes(tmp_path):
+    from common import drivers
+    from demo.core import DemoModel
+    spec = adapter_for("osmis").spec()
+    cfg = save_tiny(spec, ["--train_size=32x48", "--noise_shape=2x3", "--num_blocks_g=5", "--num_blocks_d=4",
+                           "--num_blocks_d0=2", "--num_mask_channels=3", "--ch_G=2", "--ch_D=2"], tmp_path / "osmis")
+    model = DemoModel("osmis", cfg, log=lambda *_: None)
+    assert model.size == (32, 48) and not model.adapter.takes_label_map
+    images, captions, _ = model.sample(2, 5)
+    assert captions == ["sample 0", "sample 0 mask", "sample 1", "sample 1 mask"]
+
+    pcfg = drivers.parse(spec, [f"--output_dir={tmp_path / 'osmis'}", "--num_generated=2", "--seed=5"])
+    nets, _ = drivers.load_inference(spec, pcfg)
+    os.makedirs(tmp_path / "predict")
+    spec.predict(pcfg, nets, [], str(tmp_path / "predict"))
+    for i in range(2):
+        np.testing.assert_array_equal(images[2 * i], read_image(str(tmp_path / "predict" / f"{i:04d}.png")))
+        np.testing.assert_array_equal(images[2 * i + 1], read_image(str(tmp_path / "predict" / f"{i:04d}_mask.png")))
+    with pytest.raises(ValueError, match="choose 1 to 64"):
+        model.sample(0, 5)
+
+    pytest.importorskip("gradio")
+    from demo.app import DemoServer, build_app
+    server = DemoServer(str(tmp_path), "osmis", log=lambda *_: None)
+    first, gallery, files, latency = server.sample(server.current, 2, 5, 1)
+    assert [caption for _, caption in gallery] == captions and files == [path for path, _ in gallery]
+    np.testing.assert_array_equal(read_image(first), images[0])
+    assert "ms** model time" in latency
+    build_app(server)  # the page without a canvas input builds
+
+
+def cv2_write_ids(path, ids):
+    import cv2
+    cv2.imwrite(str(path), ids.astype(np.uint8))
+
+
+OSMIS_TINY = ["--train_size=32x48", "--noise_shape=2x3", "--num_blocks_g=5", "--num_blocks_d=4", "--num_blocks_d0=2",
+              "--num_mask_channels=3", "--ch_G=2", "--ch_D=2"]
+
+
+@needs_browser
+def test_page_switches_to_osmis_and_samples_what_predict_writes(server, page, tmp_path):
+    from common import drivers
+    spec = adapter_for("osmis").spec()
+    cfg = save_tiny(spec, OSMIS_TINY, server["outputs"] / "osmis")
+    page.click("#model input")
+    page.get_by_role("option", name="osmis").click()
+    page.click("#backend label:has-text('MindSpore')")  # the ONNX test may have left ONNX chosen
+    page.click("#load")
+    try:
+        page.wait_for_function("() => document.querySelector('#status').innerText.includes('osmis (MindSpore')")
+    except Exception:  # the page's message and the server log say why
+        raise AssertionError(page.inner_text("#status") + server["log"].read_text()[-2000:])
+    page.wait_for_selector("#generate-paint", state="hidden", timeout=10000)
+    assert page.locator("#sample").is_visible()
+    page.fill("#sample-count input", "2")
+    page.fill("#sample-seed input", "5")
+    ok, status = generate(page, "#sample")
+    assert ok, status
+    page.wait_for_function("() => document.querySelectorAll('#gallery img').length >= 4")
+    out = tmp_path / "predict"
+    os.makedirs(out)
+    pcfg = drivers.parse(spec, [f"--ckpt={cfg.output_dir}/ckpt", "--num_generated=2", "--seed=5"])
+    nets, _ = drivers.load_inference(spec, pcfg)
+    spec.predict(pcfg, nets, [], str(out))
+    np.testing.assert_array_equal(download(page, "_k2.png", tmp_path / "k2.png"), read_image(str(out / "0001.png")))
+    np.testing.assert_array_equal(download(page, "_k1.png", tmp_path / "k1.png"),
+                                  read_image(str(out / "0000_mask.png")))
