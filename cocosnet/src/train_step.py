@@ -20,7 +20,7 @@ Tensors: seg, ref_seg [B, L, H, W] one-hot; ref, real [B, 3, H, W] in [-1, 1]; s
 import numpy as np
 from mindspore import Tensor, nn, ops
 
-from common.pretrained import pretrained_path
+from common.pretrained import vgg16_stand_in
 from common.train import GANTrainStep
 from common.vgg import VGG
 from common.weights import load_vgg
@@ -81,11 +81,7 @@ def build_vgg_features(vgg_path, log=print, taps=VGG_TAPS):
         log(f"loss network: VGG19 from {vgg_path} (max pooling; (x+1)/2, BGR, minus the Caffe mean, x255 as "
             f"the reference vgg19_conv.pth)")
         return net
-    try:
-        path = pretrained_path("vgg16")
-    except FileNotFoundError as e:
-        raise FileNotFoundError(f"no vgg_path given, and the fallback VGG16 is missing: {e}; or pass "
-                                f"--vgg_path=vgg19_conv.pth (the reference's loss VGG19)") from None
+    path = vgg16_stand_in("vgg19_conv.pth (the reference's loss VGG19)")
     net = VGGFeatures("vgg16", "torch", taps)
     load_vgg(net.vgg, path)
     log(f"loss network: no vgg_path given, so the ImageNet VGG16 {path} stands in for the reference VGG19 "

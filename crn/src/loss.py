@@ -14,7 +14,7 @@ scales differ from the MatConvNet VGG19, so the reference lambdas are only appro
 from mindspore import nn
 
 from common.perceptual import CRN_LAYER_WEIGHTS, HindsightLoss, PerceptualLoss
-from common.pretrained import pretrained_path
+from common.pretrained import vgg16_stand_in
 from common.weights import load_vgg
 
 __all__ = ["CRN_LAYERS", "layer_weights", "build_loss_network", "CRNWithLoss"]
@@ -47,11 +47,7 @@ def build_loss_network(cfg, log=print):
         load_vgg(loss.vgg, cfg.vgg_path)
         log(f"loss network: VGG19 from {cfg.vgg_path} (average pooling, 0..255 minus the ImageNet mean)")
         return loss
-    try:
-        path = pretrained_path("vgg16")
-    except FileNotFoundError as e:
-        raise FileNotFoundError(f"no vgg_path given, and the fallback VGG16 is missing: {e}; or pass "
-                                f"--vgg_path=imagenet-vgg-verydeep-19.mat (or a VGG19 .pth/.ckpt)") from None
+    path = vgg16_stand_in("imagenet-vgg-verydeep-19.mat (or a VGG19 .pth/.ckpt)")
     loss = PerceptualLoss(weights, arch="vgg16", pool="avg", normalize="torch")
     load_vgg(loss.vgg, path)
     log(f"loss network: no vgg_path given, so the ImageNet VGG16 {path} stands in for the CRN VGG19 "
