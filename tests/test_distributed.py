@@ -212,13 +212,17 @@ def gone(pids, timeout):
     return not any(os.path.exists(f"/proc/{p}") for p in pids)
 
 
+SIGNAL_DEMO_TRAIN = 64  # 32 steps per epoch on 2 ranks: a stop a few steps after the signal stays mid-epoch
+SIGNAL_STEPS_PER_EPOCH = SIGNAL_DEMO_TRAIN // 2
+
+
 def launch_script(tmp_path, env, *extra):
     """bash scripts/run_distribute_train.sh pix2pix CPU 2 ... into tmp_path/outputs/pix2pix.
 
     MS_NODE_TIMEOUT=10: the scheduler declares a dead worker lost after 10 s (MindSpore's default is 30 s).
     """
     cmd = ["bash", "scripts/run_distribute_train.sh", "pix2pix", "CPU", "2", f"--master_port={free_port()}",
-           "--cluster_time_out=120"] + argv(PIX2PIX, demo_train=16, save_epoch_freq=1000) + list(extra)
+           "--cluster_time_out=120"] + argv(PIX2PIX, demo_train=SIGNAL_DEMO_TRAIN, save_epoch_freq=1000) + list(extra)
     return subprocess.Popen(cmd, cwd=REPO, env=dict(env, SYNTHZOO_OUTPUTS=str(tmp_path / "outputs"), MS_NODE_TIMEOUT="10"),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -240,7 +244,7 @@ def test_sigint_on_one_rank_saves_one_snapshot_that_resumes_and_a_killed_worker_
     snapshots = [d for d in os.listdir(out / "ckpt") if d.startswith("epoch_")]
     assert len(snapshots) == 1, snapshots
     state = json.load(open(out / "ckpt" / snapshots[0] / "state.json"))
-    assert state["group_size"] == 2 and 0 < state["step_in_epoch"] < 8  # mid-epoch (8 steps per epoch)
+    assert state["group_size"] == 2 and 0 < state["step_in_epoch"] < SIGNAL_STEPS_PER_EPOCH  # mid-epoch
     last = re.findall(r"epoch: (\d+) step: (\d+),", open(log).read())[-1]
     assert (int(last[0]) - 1, int(last[1])) == (state["epoch"], state["step_in_epoch"])  # the last step trained
     for name in ("G", "D", "opt_G", "opt_D"):
@@ -250,13 +254,16 @@ def test_sigint_on_one_rank_saves_one_snapshot_that_resumes_and_a_killed_worker_
     spec = worker_module().recording_spec("pix2pix", str(tmp_path))
     with pytest.raises(CheckpointError, match=r"written by a run on 2 worker\(s\), and this run has 1.*"
                                               r"run_distribute_train\.sh pix2pix DEVICE 2 --resume=true"):
-        drivers.train(spec, drivers.parse(spec, argv(PIX2PIX, demo_train=16, output_dir=out, resume="true")))
+        drivers.train(spec, drivers.parse(spec, argv(PIX2PIX, demo_train=SIGNAL_DEMO_TRAIN, output_dir=out,
+                                                     resume="true")))
 
     # two workers resume it and train on; then a killed worker ends the whole launch
     proc = launch_script(tmp_path, env, "--max_steps=1000", "--resume=true")
     resumed = f"resumed from {out / 'ckpt' / snapshots[0]} at epoch {state['epoch']} step {state['step_in_epoch']} " \
               f"(global {state['step']})"
-    wait_for(log, rf"epoch: {state['epoch'] + 1} step: {state['step_in_epoch'] + 2},", after=resumed)
+    target = state["step"] + 2  # two steps after the resumed one, possibly in the next epoch
+    wait_for(log, rf"epoch: {(target - 1) // SIGNAL_STEPS_PER_EPOCH + 1} step: {(target - 1) % SIGNAL_STEPS_PER_EPOCH + 1},",
+             after=resumed)
     pids = [worker_pid(out, 0), worker_pid(out, 1)]
     os.kill(pids[1], signal.SIGKILL)
     t = time.time()
