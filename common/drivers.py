@@ -18,6 +18,7 @@ import common  # noqa: F401  (oneDNN ISA before mindspore)
 import mindspore as ms
 
 from common.checkpoint import CheckpointError, CheckpointManager, load_cell, read_meta, resolve_checkpoint
+from common.classes import apply_class_table
 from common.config import ConfigError, load_config
 from common.conv import use_conv_impl
 from common.data import BatchLoader
@@ -100,6 +101,8 @@ def train(spec, cfg):
         raise ConfigError(f"--amp_level={cfg.amp_level}: mixed precision (float16) is for GPU and Ascend; on CPU "
                           f"use --amp_level=O0")
     demo = not cfg.dataroot
+    key = spec.class_count_key
+    apply_class_table(cfg, key, load_config(spec.config_path)[key] if key else None)
     notes = list(spec.check(cfg, rt, demo))
     data = spec.datasets(cfg, rt)
     trainer = spec.build_trainer(cfg, rt, data)
@@ -170,7 +173,8 @@ def load_inference(spec, cfg, conv_impl="native", log=print):
     """The inference networks of ``spec`` with the weights of ``cfg.ckpt`` (default: latest snapshot).
 
     The architecture keys are read from the checkpoint's metadata and replace the config's (logged when
-    they differ), so no training flag needs repeating. The networks run on ``conv_impl`` (the process's
+    they differ), so no training flag needs repeating; a class table in effect must have the checkpoint's
+    class count (``common.classes.apply_class_table``). The networks run on ``conv_impl`` (the process's
     ``Runtime.conv_impl``). Returns ``(nets, checkpoint path)``.
     """
     first = spec.inference_components[0]
@@ -185,6 +189,7 @@ def load_inference(spec, cfg, conv_impl="native", log=print):
             if cfg[key] != load_config(spec.config_path)[key]:
                 log(f"[{spec.name}] {key}={meta[key]!r} from the checkpoint {path} (--{key}={cfg[key]!r} ignored)")
             cfg[key] = meta[key]
+    apply_class_table(cfg, spec.class_count_key, given_by=f"checkpoint {path}")
     nets = spec.build_inference(cfg)
     arch = dict(spec.arch(cfg), model=spec.name)
     for component, net in nets.items():

@@ -101,6 +101,8 @@ class ModelSpec(abc.ABC):
             ``("G_ema",)``; CoCosNet ``("Corr", "G")``).
         data_layout: what ``--dataroot`` must hold (for error messages).
         predict_input: whether predict translates ``--input`` files (False: it samples, e.g. OSMIS).
+        class_count_key: the config key holding the number of classes (``num_classes``, ``label_nc`` ...),
+            set from the class table (``common.classes.apply_class_table``); None when there is none (pix2pix).
     """
     name = "model"
     config_path = ""
@@ -108,6 +110,7 @@ class ModelSpec(abc.ABC):
     inference_components = ("G",)
     data_layout = "a dataset folder"
     predict_input = True
+    class_count_key = None
 
     def dataroot(self, cfg):
         """``(root, demo)``: ``cfg.dataroot`` (checked), or the demo data's folder when it is empty."""

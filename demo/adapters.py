@@ -9,10 +9,14 @@ one subclass and one entry in :data:`ADAPTERS`; a model with an exemplar (CoCosN
 names its extra images (the warped exemplar) in :meth:`DemoAdapter.output_names`. A model that samples
 without a label map (OSMIS) sets ``takes_label_map = False`` and implements :meth:`DemoAdapter.sample`
 instead (the page then shows a "sample N" control in place of the canvas).
+
+With a class table in effect (config key ``class_table``, or ``<dataroot>/classes.yaml``;
+``common.classes``), the palette and class names are the table's.
 """
 import numpy as np
 
 from common import cityscapes as cs
+from common.classes import cityscapes_table, config_class_table
 
 __all__ = ["IGNORE", "DemoAdapter", "Pix2PixDemo", "CRNDemo", "CoCosNetDemo", "OSMISDemo", "ADAPTERS",
            "adapter_for"]
@@ -38,15 +42,16 @@ class DemoAdapter:
 
     def label_set(self, cfg):
         """Words shown on the page for the label set the palette encodes."""
-        return "Cityscapes 19 classes + void"
+        table = config_class_table(cfg) or cityscapes_table()
+        return f"{table.source}: {table.num_classes} classes + void"
 
     def class_names(self, cfg):
         """Names of the classes, void last (the palette's rows)."""
-        return list(cs.CLASS_NAMES) + ["void"]
+        return list((config_class_table(cfg) or cityscapes_table()).names) + ["void"]
 
     def palette(self, cfg):
-        """``[num_classes + 1, 3]`` uint8 RGB, void (black) last."""
-        return np.concatenate([cs.PALETTE, np.zeros((1, 3), np.uint8)])
+        """``[num_classes + 1, 3]`` uint8 RGB, void (black) last: the class table's, else Cityscapes."""
+        return (config_class_table(cfg) or cityscapes_table()).palette()
 
     def size(self, cfg):
         """(height, width) of the label maps the loaded network takes."""
@@ -123,14 +128,20 @@ class CRNDemo(DemoAdapter):
         return CRNSpec()
 
     def class_names(self, cfg):
+        table = config_class_table(cfg)
+        if table is not None:
+            return list(table.names) + ["void"]
         names = list(cs.CLASS_NAMES[:cfg.num_classes])
         return names + [f"class {i}" for i in range(len(names), cfg.num_classes)] + ["void"]
 
     def palette(self, cfg):
         from crn.src.utils import label_palette
-        return label_palette(cfg.num_classes)
+        return label_palette(cfg.num_classes, config_class_table(cfg))
 
     def label_set(self, cfg):
+        table = config_class_table(cfg)
+        if table is not None:
+            return f"{table.source}: {table.num_classes} classes + void"
         return ("Cityscapes 19 classes" if cfg.num_classes == cs.NUM_CLASSES else f"{cfg.num_classes} classes") + " + void"
 
     def size(self, cfg):
@@ -169,11 +180,17 @@ class CoCosNetDemo(DemoAdapter):
         return cfg.label_nc == STYLED_LABEL_NC
 
     def label_set(self, cfg):
+        table = config_class_table(cfg)
+        if table is not None:
+            return f"{table.source}: {table.num_classes} classes (void paints class 0)"
         if self._styled(cfg):
             return "styled demo streets: 7 Cityscapes classes + other"
         return f"{cfg.label_nc} classes (0 = other)"
 
     def class_names(self, cfg):
+        table = config_class_table(cfg)
+        if table is not None:
+            return list(table.names) + [f"void (= {table.names[0]})"]
         if self._styled(cfg):
             from common.demo_data import DEMO_CLASSES
             names = [cs.CLASS_NAMES[c] for c in DEMO_CLASSES]
@@ -182,8 +199,11 @@ class CoCosNetDemo(DemoAdapter):
         return ["other"] + names + ["void (= other)"]
 
     def palette(self, cfg):
-        """Styled demo: the Cityscapes colours of its classes; else ``cocosnet.src.utils.palette``. Class 0
-        grey (black is void)."""
+        """The class table's colours; else styled demo: the Cityscapes colours of its classes; else
+        ``cocosnet.src.utils.palette``, class 0 grey (black is void)."""
+        table = config_class_table(cfg)
+        if table is not None:
+            return table.palette()
         if self._styled(cfg):
             from common.demo_data import DEMO_CLASSES
             colours = np.concatenate([np.zeros((1, 3), np.uint8), cs.PALETTE[list(DEMO_CLASSES)]])
@@ -246,9 +266,15 @@ class OSMISDemo(DemoAdapter):
         return f"samples from noise with {c}-class masks" if c else "samples from noise (images only)"
 
     def class_names(self, cfg):
+        table = config_class_table(cfg)
+        if table is not None:
+            return list(table.names)
         return [f"mask class {i}" for i in range(cfg.num_mask_channels)]
 
     def palette(self, cfg):
+        table = config_class_table(cfg)
+        if table is not None:
+            return table.colors
         from osmis.src.spec import palette
         return palette(cfg.num_mask_channels)
 
@@ -259,7 +285,7 @@ class OSMISDemo(DemoAdapter):
     def sample(self, cfg, nets, n, seed):
         """As ``osmis/predict.py --num_generated=n --seed=seed``: the same noise, one sample at a time."""
         from osmis.src.spec import generate, paint_mask
-        n = int(n)
+        n, table = int(n), config_class_table(cfg)
         if not 1 <= n <= 64:
             raise ValueError(f"number of samples {n}: choose 1 to 64")
         z = np.random.RandomState(int(seed)).standard_normal((n, cfg.noise_dim, 1, 1)).astype(np.float32)
@@ -269,7 +295,7 @@ class OSMISDemo(DemoAdapter):
             images.append(image[0])
             captions.append(f"sample {i}")
             if mask is not None:
-                images.append(paint_mask(mask[0], cfg.num_mask_channels))
+                images.append(paint_mask(mask[0], cfg.num_mask_channels, table))
                 captions.append(f"sample {i} mask")
         return images, captions
 

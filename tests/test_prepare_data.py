@@ -1,6 +1,7 @@
 """Dataset preparation (common/prepare, scripts/prepare_data.sh) on tiny archives with the official names:
 counts, ids, sizes, pairing, resume and atomic writes, bad-input reports; then pix2pix and CRN each train one
-step on the prepared Cityscapes through their entry points."""
+step on the prepared Cityscapes, and all four models on a prepared custom folder (the folders layout ADE20K
+shares), taking their class count from its classes.yaml, through their entry points."""
 import io
 import os
 import subprocess
@@ -12,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
+from common.classes import load_class_table
 from common.prepare import prepare
 from common.prepare import core
 from common.prepare.core import PrepareError
@@ -335,15 +337,15 @@ def test_custom_folder_with_class_table(tmp_path):
     (src / "train" / "images").mkdir(parents=True)
     (src / "train" / "labels").mkdir(parents=True)
     (src / "classes.yaml").write_text("classes:\n  - {id: 0, name: ground, color: [10, 20, 30]}\n"
-                                      "  - {id: 1, name: tree, color: [0, 200, 0]}\n"
-                                      "  - {id: 4, name: sky, color: [90, 160, 250]}\n")
-    colors = {0: (10, 20, 30), 1: (0, 200, 0), 4: (90, 160, 250)}
-    ids_a, ids_b = block_ids(rng, 32, 32, [0, 1, 4]), block_ids(rng, 32, 32, [0, 4])
+                                      "  - {id: 2, name: sky, color: [90, 160, 250]}\n"
+                                      "  - {id: 1, name: tree, color: [0, 200, 0]}\n")
+    colors = {0: (10, 20, 30), 1: (0, 200, 0), 2: (90, 160, 250)}
+    ids_a, ids_b = block_ids(rng, 32, 32, [0, 1, 2]), block_ids(rng, 32, 32, [0, 2])
     cv2.imwrite(str(src / "train" / "images" / "a.jpg"), smooth_photo(rng, 32, 32))
     cv2.imwrite(str(src / "train" / "images" / "b.png"), smooth_photo(rng, 32, 32))
     cv2.imwrite(str(src / "train" / "images" / "c.png"), smooth_photo(rng, 32, 32))
     cv2.imwrite(str(src / "train" / "labels" / "a.png"), ids_a)
-    lut = np.zeros((5, 3), np.uint8)
+    lut = np.zeros((3, 3), np.uint8)
     lut[list(colors)] = list(colors.values())
     cv2.imwrite(str(src / "train" / "labels" / "b.png"), lut[ids_b][..., ::-1])
     bad = lut[ids_b].copy()
@@ -356,12 +358,14 @@ def test_custom_folder_with_class_table(tmp_path):
     np.testing.assert_array_equal(read(tmp_path / "out" / "train" / "labels" / "b.png"), ids_b)
     ab = read(tmp_path / "out" / "pix2pix" / "train" / "b.jpg")
     assert ab.shape == (32, 64, 3) and np.abs(ab[:, 32:].astype(np.float32) - lut[ids_b]).mean() < 2
-    assert (tmp_path / "out" / "classes.yaml").read_text() == (src / "classes.yaml").read_text()
-    ds = CRNDataset(str(tmp_path / "out"), "train", 32, aspect=1, num_classes=5, data_format="folders",
+    written = load_class_table(str(tmp_path / "out" / "classes.yaml"))
+    assert written.names == ("ground", "tree", "sky") and written.colors.tolist() == [list(colors[i]) for i in range(3)]
+    assert (tmp_path / "out" / "pix2pix" / "classes.yaml").read_text() == (tmp_path / "out" / "classes.yaml").read_text()
+    ds = CRNDataset(str(tmp_path / "out"), "train", 32, aspect=1, num_classes=3, data_format="folders",
                     label_format="trainIds")
-    assert len(ds) == 2 and ds.get(1)[0].shape == (6, 32, 32)
+    assert len(ds) == 2 and ds.get(1)[0].shape == (4, 32, 32)
     (src / "classes.yaml").write_text("- {id: 0, name: a, color: [1, 2, 3]}\n- {id: 0, name: b, color: [4, 5, 6]}\n")
-    with pytest.raises(PrepareError, match=r"classes\.yaml: ids \[0\] appear more than once"):
+    with pytest.raises(PrepareError, match=r"classes\.yaml, line 2: id 0 is already used on .*classes\.yaml, line 1"):
         prepare("custom", str(src), str(tmp_path / "out2"), ["--splits=train"])
 
 
@@ -386,7 +390,7 @@ def test_pix2pix_and_crn_train_one_step_on_prepared_cityscapes(cityscapes, tmp_p
         assert (out / "ckpt" / "latest").is_file()
 
 
-def test_ade20k_script_writes_reference_lists_and_cocosnet_trains_one_step(tmp_path):
+def test_ade20k_script_writes_reference_lists_cocosnet_reads(tmp_path):
     import mindspore as ms
     from common.vgg import VGG
     from cocosnet.src.dataset import ExemplarDataset
@@ -425,47 +429,81 @@ def test_ade20k_script_writes_reference_lists_and_cocosnet_trains_one_step(tmp_p
                           text=True, timeout=60)
     assert proc.returncode == 2 and "none.txt (--ref_list / --ref_list_val) does not exist" in proc.stderr
 
-    out = tmp_path / "cocosnet"
-    proc = subprocess.run([sys.executable, "cocosnet/train.py", f"--dataroot={dst}", "--data_format=folders",
-                           "--max_steps=1", "--num_workers=0", f"--output_dir={out}", "--size=64", "--load_size=64",
-                           "--ngf=4", "--corr_channels=8", "--spade_hidden=8", "--ndf=8", "--num_D=1",
-                           "--num_samples=1", "--num_val=1", "--cpu_conv=native", f"--vgg_path={vgg_path}"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    log = (out / "train.log").read_text()
-    assert "epoch: 1 step: 1," in log and "2 training samples" in log, log[-2000:]
-    assert (out / "ckpt" / "latest").is_file()
 
-
-def test_custom_osmis_layout_trains_osmis_one_step(tmp_path):
+def test_custom_dataset_every_model_reads_its_class_table(tmp_path):
+    """A prepared custom folder (3 classes): pix2pix, CRN, CoCosNet and OSMIS each find DATAROOT/classes.yaml,
+    take their class count from it (stored in the checkpoint) and train one step; CRN's sample grid and the masks
+    OSMIS predict paints are in the table's colours."""
+    from common.checkpoint import read_meta, resolve_checkpoint
+    from common.vgg import VGG
+    import mindspore as ms
     from osmis.src.dataset import OSMISDataset
+    from tests.test_crn_train import VGG19_LAYERS, write_matconvnet_vgg19
     rng = np.random.RandomState(8)
     src = tmp_path / "mine"
-    for sub in ("images", "labels"):
-        (src / "train" / sub).mkdir(parents=True)
-    (src / "classes.yaml").write_text("- {id: 0, name: ground, color: [10, 20, 30]}\n"
-                                      "- {id: 4, name: sky, color: [90, 160, 250]}\n")
-    ids = block_ids(rng, 48, 64, [0, 4])
-    cv2.imwrite(str(src / "train" / "images" / "scene.jpg"), smooth_photo(rng, 48, 64))
-    cv2.imwrite(str(src / "train" / "labels" / "scene.png"), ids)
-    report = prepare("custom", str(src), str(tmp_path / "out"), ["--splits=train", "--ab_size=0", "--osmis=true"])
-    assert report.ok and report.prepared == 2, report.summary()
-    root = tmp_path / "out" / "osmis" / "train"
-    np.testing.assert_array_equal(read(root / "mask" / "scene.png"), ids)
-    np.testing.assert_array_equal(read(root / "image" / "scene.png"), read(tmp_path / "out" / "train" / "images" /
-                                                                           "scene.png"))
+    colors = [(10, 20, 30), (0, 200, 0), (90, 160, 250)]
+    for split, stems in (("train", ("a", "b")), ("val", ("c",))):
+        for sub in ("images", "labels"):
+            (src / split / sub).mkdir(parents=True)
+        for stem in stems:
+            cv2.imwrite(str(src / split / "images" / f"{stem}.jpg"), smooth_photo(rng, 48, 64))
+            cv2.imwrite(str(src / split / "labels" / f"{stem}.png"), block_ids(rng, 48, 64, [0, 1, 2]))
+    (src / "classes.yaml").write_text("".join(f"- {{id: {i}, name: c{i}, color: {list(c)}}}\n"
+                                              for i, c in enumerate(colors)))
+    dst = tmp_path / "out"
+    report = prepare("custom", str(src), str(dst), ["--ab_size=64", "--osmis=true"])
+    assert report.ok and report.prepared == 4, report.summary()
+    table_text = (dst / "classes.yaml").read_text()
+    for copy in ("pix2pix", "osmis/train", "osmis/val"):
+        assert (dst / copy / "classes.yaml").read_text() == table_text
+    root = dst / "osmis" / "train"
+    np.testing.assert_array_equal(read(root / "mask" / "a.png"), read(dst / "train" / "labels" / "a.png"))
     frames = OSMISDataset(str(root))
-    assert (frames.kind, frames.num_mask_channels, frames.size) == ("index", 5, (64, 48))
-    (src / "classes.yaml").write_text("- {id: 0, name: a, color: [1, 2, 3]}\n- {id: 31, name: b, color: [4, 5, 6]}\n")
+    assert (frames.kind, frames.num_mask_channels, frames.size) == ("index", 3, (64, 48))
+    (dst / "ref_train.txt").write_text("a,b\nb,a\n")
+    (dst / "ref_val.txt").write_text("c,a\n")
+
+    vgg19_mat = str(tmp_path / "imagenet-vgg-verydeep-19.mat")
+    write_matconvnet_vgg19(vgg19_mat, VGG19_LAYERS)
+    vgg = VGG("vgg19", ("pool5",))
+    vgg19_ckpt = str(tmp_path / "vgg19.ckpt")
+    ms.save_checkpoint([{"name": f"{n}.{k}", "data": getattr(c, k)} for n, c in vgg.conv_layers().items()
+                        for k in ("weight", "bias")], vgg19_ckpt)
+    runs = {"pix2pix": (None, [f"--dataroot={dst}/pix2pix", "--netG=unet_64", "--ngf=8", "--ndf=8", "--crop_size=64",
+                               "--load_size=64"]),
+            "crn": ("num_classes", [f"--dataroot={dst}", "--data_format=folders", "--label_format=trainIds",
+                                    "--size=32", "--aspect=1", "--width_mult=0.03125", "--num_outputs=1",
+                                    "--max_train_samples=1", f"--vgg_path={vgg19_mat}"]),
+            "cocosnet": ("label_nc", [f"--dataroot={dst}", "--data_format=folders", "--size=64", "--load_size=64",
+                                      "--ngf=4", "--corr_channels=8", "--spade_hidden=8", "--ndf=8", "--num_D=1",
+                                      "--num_samples=1", "--num_val=1", "--cpu_conv=native",
+                                      f"--vgg_path={vgg19_ckpt}"]),
+            "osmis": ("num_mask_channels", [f"--dataroot={root}", "--ch_G=2", "--ch_D=2", "--batch_size=2",
+                                            "--samples_per_epoch=2", "--num_blocks_d=3", "--num_blocks_d0=1",
+                                            "--max_size=64"])}
+    env = dict(os.environ, SYNTHZOO_CACHE=str(tmp_path / "cache"))
+    for model, (key, args) in runs.items():
+        out = tmp_path / model
+        proc = subprocess.run([sys.executable, f"{model}/train.py", "--max_steps=1", "--num_workers=0",
+                               f"--output_dir={out}"] + args, cwd=REPO, env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, model + proc.stdout[-2000:] + proc.stderr[-2000:]
+        assert "epoch: 1 step: 1," in (out / "train.log").read_text()
+        if key:
+            first = "G_ema" if model == "osmis" else "G"
+            assert read_meta(resolve_checkpoint(str(out / "ckpt"), first))[key] == 3, model
+    sheet = read(tmp_path / "crn" / "samples" / "epoch_0001.png")  # label | photo | output, label in table colours
+    assert all((sheet == c).all(-1).sum() >= 16 for c in colors)
+    proc = subprocess.run([sys.executable, "osmis/predict.py", f"--dataroot={root}", "--num_generated=2",
+                           f"--output_dir={tmp_path / 'osmis'}"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    for i in range(2):
+        mask = read(tmp_path / "osmis" / "predict" / f"{i:04d}_mask.png")
+        ids = read(tmp_path / "osmis" / "predict" / f"{i:04d}_mask_ids.png")
+        np.testing.assert_array_equal(mask, np.array(colors, np.uint8)[ids])
+
+    many = "".join(f"- {{id: {i}, name: c{i}, color: [{i}, 0, 0]}}\n" for i in range(32))
+    (src / "classes.yaml").write_text(many)
     with pytest.raises(PrepareError, match=r"--osmis=true: the class table has id 31"):
         prepare("custom", str(src), str(tmp_path / "out2"), ["--splits=train", "--osmis=true"])
-
-    out = tmp_path / "osmis_run"
-    tiny = ["--ch_G=2", "--ch_D=2", "--batch_size=2", "--samples_per_epoch=2", "--num_blocks_d=3",
-            "--num_blocks_d0=1", "--max_size=64"]
-    proc = subprocess.run([sys.executable, "osmis/train.py", f"--dataroot={root}", "--max_steps=1", "--num_workers=0",
-                           f"--output_dir={out}"] + tiny, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    log = (out / "train.log").read_text()
-    assert "epoch: 1 step: 1," in log, log[-2000:]
-    assert (out / "ckpt" / "latest").is_file()

@@ -23,6 +23,7 @@ import os
 import cv2
 import numpy as np
 
+from common.classes import unknown_ids_error
 from common.data import validate_files
 from common.io import check_image_complete, image_header, read_image, read_label
 
@@ -105,11 +106,14 @@ def read_ref_list(path, keys, refs):
     return table
 
 
-def read_ids(path, label_nc):
-    """[H, W] int64 class ids of a label PNG; an id >= ``label_nc`` is an error naming the file."""
+def read_ids(path, label_nc, *, class_table=""):
+    """[H, W] int64 class ids of a label PNG; an id >= ``label_nc`` is an error naming the file (and the class
+    table file ``class_table`` label_nc came from, if any)."""
     ids = read_label(path).astype(np.int64)
     if ids.max() >= label_nc or ids.min() < 0:
         bad = sorted(set(ids[(ids >= label_nc) | (ids < 0)].tolist()))
+        if class_table:
+            raise unknown_ids_error(f"label map {path}", bad, label_nc, class_table=class_table)
         raise ValueError(f"label map {path} holds class ids {bad[:10]} outside 0..{label_nc - 1}; set "
                          f"--label_nc to at least {bad[-1] + 1} (ADE20K: 151 = 150 classes + 'other'), or fix the file")
     return ids
@@ -147,16 +151,18 @@ class ExemplarDataset:
         real_reference_probability, hard_reference_probability: the exemplar draw (0.7, 0.2: 50 % first,
             20 % last, 30 % self).
         max_samples: use only the first N keys (0: all).
+        class_table: the class table file label_nc came from (named in the error for an id outside it).
 
     ``get(index, rng)`` -> (seg [L, S, S], ref [3, S, S], ref_seg [L, S, S], real [3, S, S], self_ref []).
     """
 
     def __init__(self, root, data_format, split, ref_list, label_nc, size, load_size=0, *, train=False,
-                 real_reference_probability=0.7, hard_reference_probability=0.2, max_samples=0):
+                 real_reference_probability=0.7, hard_reference_probability=0.2, max_samples=0,
+                 class_table=""):
         if load_size and load_size < size:
             raise ValueError(f"load_size={load_size} is smaller than size={size}; the random crop needs load_size >= size")
         self.label_nc, self.size, self.load_size = label_nc, size, load_size or size
-        self.train = train
+        self.train, self.class_table = train, class_table
         self.p_real, self.p_hard = real_reference_probability, hard_reference_probability
         self.pairs = find_pairs(root, data_format, split)
         self.refs = self.pairs if split == "train" else find_pairs(root, data_format, "train")
@@ -180,7 +186,7 @@ class ExemplarDataset:
 
     def _load(self, pair, rng):
         photo, label = pair
-        img, ids = read_image(photo), read_ids(label, self.label_nc)
+        img, ids = read_image(photo), read_ids(label, self.label_nc, class_table=self.class_table)
         side = self.load_size if self.train else self.size
         img = cv2.resize(img, (side, side), interpolation=cv2.INTER_CUBIC)
         ids = cv2.resize(ids.astype(np.uint16), (side, side), interpolation=cv2.INTER_NEAREST).astype(np.int64)

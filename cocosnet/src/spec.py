@@ -7,6 +7,7 @@ import numpy as np
 from mindspore import Tensor
 from tqdm import tqdm
 
+from common.classes import config_class_table
 from common.config import ConfigError, load_config
 from common.demo_data import STYLED_LABEL_NC, ensure_demo_dataset
 from common.export import prepare_for_export
@@ -46,6 +47,7 @@ class CoCosNetSpec(ModelSpec):
     arch_keys = ("label_nc", "size", "ngf", "corr_channels", "spade_hidden", "ndf", "num_D")
     inference_components = ("Corr", "G")
     data_layout = "ADEChallengeData2016 (data_format=ade20k) or a folder with {train,val}/{images,labels}"
+    class_count_key = "label_nc"
 
     def demo_dataroot(self, cfg):
         return ensure_demo_dataset(n_train=cfg.demo_train, n_val=cfg.demo_val, size=cfg.demo_size, seed=0,
@@ -83,14 +85,14 @@ class CoCosNetSpec(ModelSpec):
     def _val_set(self, cfg):
         root, fmt, _ = self.data_source(cfg)
         return ExemplarDataset(root, fmt, "val", self.ref_lists(cfg, root, fmt)[1], cfg.label_nc, cfg.size,
-                               max_samples=cfg.num_val)
+                               max_samples=cfg.num_val, class_table=cfg.class_table)
 
     def datasets(self, cfg, rt):
         root, fmt, demo = self.data_source(cfg)
         train = ExemplarDataset(root, fmt, "train", self.ref_lists(cfg, root, fmt)[0], cfg.label_nc, cfg.size,
                                 cfg.load_size, train=True, real_reference_probability=cfg.real_reference_probability,
                                 hard_reference_probability=cfg.hard_reference_probability,
-                                max_samples=cfg.max_train_samples)
+                                max_samples=cfg.max_train_samples, class_table=cfg.class_table)
         return Datasets(train=train, val=self._val_set(cfg), root=root, demo=demo)
 
     def build_inference(self, cfg):
@@ -133,24 +135,26 @@ class CoCosNetSpec(ModelSpec):
 
     def write_samples(self, cfg, trainer, data, path):
         net = self._composite(trainer.networks)
+        table = config_class_table(cfg)
         rows = []
         for i in range(min(cfg.num_samples, len(data.val))):
             seg, ref, ref_seg, real, _ = data.val.get(i)
             out, warped = translate(net, seg[None], ref[None], ref_seg[None])
-            rows.append([colorize(seg), _uint8(ref), warped[0], out[0], _uint8(real)])
+            rows.append([colorize(seg, table), _uint8(ref), warped[0], out[0], _uint8(real)])
         net.set_train(True)
         write_image(path, make_grid(rows))
 
     def generate_eval(self, cfg, rt, nets, out_dir):
         val = self._val_set(cfg)
         net = self._composite(nets)
+        table = config_class_table(cfg)
         to_ref, to_real, warp_l1, rows = [], [], [], []
         for i in tqdm(range(len(val)), desc="cocosnet generate", unit="img"):
             seg, ref, ref_seg, real, _ = val.get(i)
             out, warped = translate(net, seg[None], ref[None], ref_seg[None])
             name = val.name(i)
             images = {"fake": out[0], "real": _uint8(real), "exemplar": _uint8(ref), "warped": warped[0],
-                      "label": colorize(seg)}
+                      "label": colorize(seg, table)}
             for sub, img in images.items():
                 write_image(os.path.join(out_dir, sub, f"{name}.png"), img)
             ids, ref_ids = seg.argmax(0), ref_seg.argmax(0)
@@ -245,5 +249,5 @@ def _photo(path, size):
 
 def _ids(path, cfg):
     import cv2
-    ids = read_ids(path, cfg.label_nc)
+    ids = read_ids(path, cfg.label_nc, class_table=cfg.class_table)
     return cv2.resize(ids.astype(np.uint16), (cfg.size, cfg.size), interpolation=cv2.INTER_NEAREST).astype(np.int64)

@@ -2,6 +2,8 @@
 import numpy as np
 from mindspore import Tensor, nn
 
+from common import ade20k
+from common.classes import ade20k_table
 from common.io import tensor_to_uint8
 
 __all__ = ["adam", "ttur_rates", "translate", "colorize", "palette", "palette_distance"]
@@ -29,16 +31,20 @@ def translate(net, seg, ref, ref_seg):
 
 
 def palette(label_nc):
-    """[label_nc, 3] uint8 fixed colours (class 0 black)."""
+    """[label_nc, 3] uint8: the ADE20K colours for 151 classes (``common.classes.ade20k_table``), else fixed
+    pseudo-random ones (class 0 black)."""
+    if label_nc == ade20k.NUM_CLASSES:
+        return ade20k_table().colors
     colours = np.random.RandomState(7).randint(40, 256, (label_nc, 3)).astype(np.uint8)
     colours[0] = 0
     return colours
 
 
-def colorize(onehot):
-    """[L, H, W] one-hot -> [H, W, 3] uint8 colour image (all-zero pixels black)."""
+def colorize(onehot, table=None):
+    """[L, H, W] one-hot -> [H, W, 3] uint8 colour image (all-zero pixels black), in the colours of the class
+    table ``table`` (:class:`common.classes.ClassTable`) when given, else :func:`palette`."""
     ids = onehot.argmax(0)
-    out = palette(onehot.shape[0])[ids]
+    out = (palette(onehot.shape[0]) if table is None else table.colors)[ids]
     out[onehot.max(0) == 0] = 0
     return out
 

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from common import cityscapes as cs
+from common.classes import unknown_ids_error
 from common.data import validate_files
 from common.io import check_image_complete, image_header, read_image, read_label
 
@@ -38,11 +39,12 @@ def label_file_to_ids(path, label_format):
     return cs.label_ids_to_train_ids(ids) if label_format == "labelIds" else ids
 
 
-def encode_label(ids, num_classes, ignore_index=cs.IGNORE, source="label map"):
+def encode_label(ids, num_classes, ignore_index=cs.IGNORE, source="label map", *, class_table=""):
     """[H, W] class ids -> [num_classes + 1, H, W] float32 one-hot, void (``ignore_index``) last.
 
     Raises:
-        ValueError: an id is neither a class (< num_classes) nor ``ignore_index``; names ``source``.
+        ValueError: an id is neither a class (< num_classes) nor ``ignore_index``; names ``source`` (and the
+            class table file ``class_table`` the classes came from, if any).
     """
     ids = np.asarray(ids)
     if ids.ndim != 2:
@@ -51,6 +53,8 @@ def encode_label(ids, num_classes, ignore_index=cs.IGNORE, source="label map"):
     bad = (ids != ignore_index) & ((ids < 0) | (ids >= num_classes))
     if bad.any():
         values = np.unique(ids[bad])
+        if class_table:
+            raise unknown_ids_error(source, values, num_classes, class_table=class_table)
         raise ValueError(f"{source}: label ids {values[:10].tolist()} are outside 0..{num_classes - 1} and are not "
                          f"the void id {ignore_index}; set num_classes to at least {int(values.max()) + 1}, or "
                          f"ignore_index to the void id, or check label_format (labelIds/trainIds/color)")
@@ -109,10 +113,11 @@ class CRNDataset:
         ignore_index: the void id of ``trainIds`` labels.
         max_samples: use only the first N pairs (0: all).
         validate: run :meth:`validate` now (headers only), so a bad pair stops the run before it starts.
+        class_table: the class table file num_classes came from (named in the error for an id outside it).
     """
 
     def __init__(self, root, split, size, aspect=2, num_classes=19, data_format="cityscapes",
-                 label_format="labelIds", ignore_index=cs.IGNORE, max_samples=0, *, validate=True):
+                 label_format="labelIds", ignore_index=cs.IGNORE, max_samples=0, *, validate=True, class_table=""):
         if data_format == "cityscapes":
             pairs = _cityscapes_pairs(root, split, label_format)
         elif data_format == "folders":
@@ -125,7 +130,7 @@ class CRNDataset:
         self.height, self.width = size, aspect * size
         self.num_classes, self.label_format, self.ignore_index = num_classes, label_format, ignore_index
         self.label_nc = num_classes + 1
-        self.split = split
+        self.split, self.class_table = split, class_table
         if validate:
             self.validate()
 
@@ -169,7 +174,7 @@ class CRNDataset:
                              f"{expect_shape[1]}x{expect_shape[0]}; label maps must have the photo's size")
         if ids.shape != (self.height, self.width):
             ids = cv2.resize(ids.astype(np.uint16), (self.width, self.height), interpolation=cv2.INTER_NEAREST)
-        return encode_label(ids, self.num_classes, self.ignore_index, path)
+        return encode_label(ids, self.num_classes, self.ignore_index, path, class_table=self.class_table)
 
     def get(self, index, rng=None):
         """(label [P, H, W], photo [3, H, W]); the reference uses no augmentation, so ``rng`` is unused."""

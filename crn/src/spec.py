@@ -6,6 +6,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn
 
+from common.classes import config_class_table
 from common.config import ConfigError
 from common.demo_data import ensure_demo_dataset
 from common.export import prepare_for_export
@@ -46,6 +47,7 @@ class CRNSpec(ModelSpec):
     config_path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "default_config.yaml")
     arch_keys = ("size", "aspect", "num_classes", "num_outputs", "width_mult")
     data_layout = "Cityscapes root holding leftImg8bit/ and gtFine/, or see data_format"
+    class_count_key = "num_classes"
     DEMO_KEYS = {"size": "demo_size", "width_mult": "demo_width_mult", "n_epochs": "demo_epochs"}
 
     def demo_dataroot(self, cfg):
@@ -82,7 +84,7 @@ class CRNSpec(ModelSpec):
 
     def _dataset(self, cfg, root, split, max_samples):
         return CRNDataset(root, split, cfg.size, cfg.aspect, cfg.num_classes, cfg.data_format, cfg.label_format,
-                          cfg.ignore_index, max_samples)
+                          cfg.ignore_index, max_samples, class_table=cfg.class_table)
 
     def datasets(self, cfg, rt):
         root, demo = self.dataroot(cfg)
@@ -108,7 +110,8 @@ class CRNSpec(ModelSpec):
                        on_fresh_start=fresh_start, notes=notes)
 
     def write_samples(self, cfg, trainer, data, path):
-        write_image(path, sample_grid(trainer.networks["G"], data.val, range(min(SAMPLE_ROWS, len(data.val)))))
+        write_image(path, sample_grid(trainer.networks["G"], data.val, range(min(SAMPLE_ROWS, len(data.val))),
+                                      config_class_table(cfg)))
 
     def build_inference(self, cfg):
         net = build_generator(cfg, cfg.num_classes + 1)
@@ -122,6 +125,7 @@ class CRNSpec(ModelSpec):
         root, demo = self.dataroot(cfg)
         val_set = self._dataset(cfg, root, "val", cfg.num_val)
         k = net.num_outputs
+        table = config_class_table(cfg)
         try:
             pretrained_path("lpips_alexnet")
             diversity = LPIPSMetric("alexnet", conv_impl=rt.conv_impl) if k > 1 else None
@@ -137,7 +141,7 @@ class CRNSpec(ModelSpec):
                 write_image(os.path.join(out_dir, "images", f"{name}_k{i}.png"), img)
             write_image(os.path.join(out_dir, "fake", f"{name}.png"), images[0])
             write_image(os.path.join(out_dir, "real", f"{name}.png"), real)
-            write_image(os.path.join(out_dir, "grids", f"{name}.png"), make_grid([[colorize_onehot(label), real] + list(images)]))
+            write_image(os.path.join(out_dir, "grids", f"{name}.png"), make_grid([[colorize_onehot(label, table), real] + list(images)]))
             rows.append([name, f"grids/{name}.png"])
             names.append(name)
             if diversity is not None:
@@ -178,6 +182,7 @@ class CRNSpec(ModelSpec):
 
     def predict(self, cfg, nets, paths, out_dir):
         net = nets["G"]
+        table = config_class_table(cfg)
         written = []
         for path in paths:
             label = read_label_input(path, cfg)
@@ -186,7 +191,7 @@ class CRNSpec(ModelSpec):
             for i, img in enumerate(images):
                 written.append(os.path.join(out_dir, f"{name}_k{i}.png"))
                 write_image(written[-1], img)
-            write_image(os.path.join(out_dir, f"{name}_grid.png"), make_grid([[colorize_onehot(label)] + list(images)]))
+            write_image(os.path.join(out_dir, f"{name}_grid.png"), make_grid([[colorize_onehot(label, table)] + list(images)]))
         return written
 
     def export_graph(self, cfg, nets, out_dir):

@@ -10,6 +10,7 @@ from mindspore import Tensor, nn
 
 from common import cityscapes as cs
 from common.checkpoint import CheckpointError, resolve_checkpoint
+from common.classes import builtin_table
 from common.conv import use_conv_impl
 from common.io import make_grid
 from crn.src.dataset import encode_label, label_file_to_ids
@@ -65,7 +66,7 @@ def read_label_input(path, cfg):
                              f"size/aspect the model was trained with")
         print(f"{path}: resized {ids.shape[1]}x{ids.shape[0]} -> {width}x{height} (nearest)")
         ids = cv2.resize(ids.astype(np.uint16), (width, height), interpolation=cv2.INTER_NEAREST)
-    return encode_label(ids, cfg.num_classes, cfg.ignore_index, path)
+    return encode_label(ids, cfg.num_classes, cfg.ignore_index, path, class_table=cfg.class_table)
 
 
 def generate(net, label):
@@ -75,25 +76,31 @@ def generate(net, label):
     return np.rint(np.clip(out, 0, 255)).astype(np.uint8).transpose(0, 1, 3, 4, 2)
 
 
-def label_palette(num_classes):
-    """[num_classes + 1, 3] uint8: the Cityscapes colours first, fixed pseudo-random ones after, void black."""
+def label_palette(num_classes, table=None):
+    """[num_classes + 1, 3] uint8, void black last: the colours of the class table ``table``
+    (:class:`common.classes.ClassTable`), else of the built-in table with ``num_classes`` classes (Cityscapes,
+    ADE20K), else the Cityscapes colours first and fixed pseudo-random ones after."""
+    table = table or builtin_table(num_classes)
+    if table is not None:
+        return table.palette()
     extra = np.random.RandomState(1234).randint(0, 256, (max(num_classes - len(cs.PALETTE), 0), 3))
     return np.concatenate([cs.PALETTE[:num_classes], extra, np.zeros((1, 3))]).astype(np.uint8)
 
 
-def colorize_onehot(label):
-    """[P, H, W] one-hot (void last) -> [H, W, 3] uint8 colour image."""
-    return label_palette(label.shape[0] - 1)[np.argmax(label, axis=0)]
+def colorize_onehot(label, table=None):
+    """[P, H, W] one-hot (void last) -> [H, W, 3] uint8 colour image (:func:`label_palette` colours)."""
+    return label_palette(label.shape[0] - 1, table)[np.argmax(label, axis=0)]
 
 
-def sample_grid(net, dataset, indices):
-    """One row per sample: colour label, real photo, then the k outputs. Returns [H', W', 3] uint8."""
+def sample_grid(net, dataset, indices, table=None):
+    """One row per sample: colour label (``table``'s colours, if given), real photo, then the k outputs.
+    Returns [H', W', 3] uint8."""
     rows = []
     for i in indices:
         label, photo = dataset.get(i)
         fakes = generate(net, label[None])[0]
         real = np.clip(photo, 0, 255).astype(np.uint8).transpose(1, 2, 0)
-        rows.append([colorize_onehot(label), real] + list(fakes))
+        rows.append([colorize_onehot(label, table), real] + list(fakes))
     return make_grid(rows)
 
 

@@ -7,6 +7,10 @@ Masks pair with images by file stem (``mask/<stem>.png``). A mask file is
   background/object split at 128 (the reference uses the soft value; ours is hard),
 * a colour map (RGB): every distinct colour over all masks is a class, sorted (black first).
 
+With a class table (``common.classes``, config key ``class_table``) the masks are read through it instead:
+single-channel masks hold its ids (no binary rule), colour masks its colours, and the table sets the classes;
+any other value is an error naming the mask file.
+
 Without ``mask/`` (or with ``no_masks``) the model trains in SIV-GAN mode. Images are resized
 (bilinear) and masks (nearest) to the training resolution of :func:`osmis.src.config.auto_config`;
 images map to [-1, 1].
@@ -55,11 +59,12 @@ class OSMISDataset:
         root: the dataset folder holding ``image/`` (and ``mask/``).
         no_masks: ignore ``mask/`` (SIV-GAN mode).
         num_mask_channels: classes expected (0: from the masks); masks with more are an error.
+        class_table: a :class:`common.classes.ClassTable` the masks follow (module doc), or None.
     Attributes: ``image_paths``, ``mask_paths`` (None in SIV-GAN mode), ``size`` (W, H) of the frames
     (the square of the mean size when they differ, as the reference), ``num_mask_channels``.
     """
 
-    def __init__(self, root, *, no_masks=False, num_mask_channels=0):
+    def __init__(self, root, *, no_masks=False, num_mask_channels=0, class_table=None):
         image_dir, mask_dir = os.path.join(root, "image"), os.path.join(root, "mask")
         if not os.path.isdir(image_dir):
             raise FileNotFoundError(f"dataset {root} has no image/ folder; put the training image (or video "
@@ -92,6 +97,7 @@ class OSMISDataset:
             self.equal_sizes = False
         self.frame_sizes = {p: (w, h) for p, w, h in sizes}
         self.colours = None
+        self.class_table = class_table
         self.kind = None
         self.num_mask_channels = 0
         if self.mask_paths is not None:
@@ -106,8 +112,11 @@ class OSMISDataset:
                 raise ValueError(f"mask {path} is {m.shape[1]}x{m.shape[0]} but its image {img} is "
                                  f"{self.frame_sizes[img][0]}x{self.frame_sizes[img][1]}; masks must have their "
                                  f"image's size")
-            kind = mask_kind(m)
+            kind = mask_kind(m) if self.class_table is None else "colour" if m.ndim == 3 else "index"
             kinds.add(kind)
+            if self.class_table is not None:
+                self.class_table.to_ids(m, f"mask {path}")
+                continue
             if kind == "colour":
                 colours.update(map(tuple, np.unique(m.reshape(-1, 3), axis=0)))
             elif kind == "index":
@@ -116,7 +125,9 @@ class OSMISDataset:
             raise ValueError(f"the masks in {os.path.dirname(self.mask_paths[0])} mix {sorted(kinds)} maps; use one "
                              f"kind (index, binary 0/255 or colour) for all")
         self.kind = kinds.pop()
-        if self.kind == "colour":
+        if self.class_table is not None:
+            n = self.class_table.num_classes
+        elif self.kind == "colour":
             self.colours = np.array(sorted(colours), np.int64)
             n = len(self.colours)
         else:
@@ -142,6 +153,8 @@ class OSMISDataset:
 
     def class_ids(self, m, path):
         """[H, W] class ids of a mask array."""
+        if self.class_table is not None:
+            return self.class_table.to_ids(m, f"mask {path}")
         if self.kind == "colour":
             key = (m[..., 0].astype(np.int64) << 16) | (m[..., 1].astype(np.int64) << 8) | m[..., 2]
             table = (self.colours[:, 0] << 16) | (self.colours[:, 1] << 8) | self.colours[:, 2]

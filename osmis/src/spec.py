@@ -5,6 +5,7 @@ import cv2
 import numpy as np
 from mindspore import Tensor, nn
 
+from common.classes import config_class_table
 from common.config import ConfigError, load_config
 from common.io import atomic_dir, make_grid, tensor_to_uint8, write_html, write_image
 from common.layers import count_params
@@ -57,9 +58,10 @@ def palette(n):
     return out
 
 
-def paint_mask(ids, n):
-    """[H, W] class ids -> [H, W, 3] uint8 colours."""
-    return palette(max(n, 1))[ids]
+def paint_mask(ids, n, table=None):
+    """[H, W] class ids -> [H, W, 3] uint8 colours: the class table ``table``'s
+    (:class:`common.classes.ClassTable`) when given, else :func:`palette`."""
+    return palette(max(n, 1))[ids] if table is None else table.colorize(ids)
 
 
 def copy_parameters(src, dst):
@@ -106,6 +108,7 @@ class OSMISSpec(ModelSpec):
     inference_components = ("G_ema",)
     predict_input = False
     data_layout = "a dataset folder holding image/ (one image or video frames) and optional mask/"
+    class_count_key = "num_mask_channels"
 
     def demo_dataroot(self, cfg):
         return demo_dataroot()
@@ -127,7 +130,8 @@ class OSMISSpec(ModelSpec):
 
     def datasets(self, cfg, rt):
         root, demo = self.dataroot(cfg)
-        frames = OSMISDataset(root, no_masks=cfg.no_masks, num_mask_channels=cfg.num_mask_channels)
+        frames = OSMISDataset(root, no_masks=cfg.no_masks, num_mask_channels=cfg.num_mask_channels,
+                              class_table=config_class_table(cfg))
         h, w = bounded_resolution(frames.size[0], frames.size[1], cfg.max_size)
         auto = auto_config(h, w, cfg.num_blocks_d, cfg.num_blocks_d0)
         cfg.update(train_size=f"{auto.resolution[0]}x{auto.resolution[1]}",
@@ -168,7 +172,7 @@ class OSMISSpec(ModelSpec):
     def write_samples(self, cfg, trainer, data, path):
         net = trainer.networks["G_ema"]
         z = np.random.RandomState(cfg.seed).standard_normal((SAMPLES, cfg.noise_dim, 1, 1)).astype(np.float32)
-        write_image(path, contact_sheet(net, z, cfg.num_mask_channels))
+        write_image(path, contact_sheet(net, z, cfg.num_mask_channels, config_class_table(cfg)))
 
     def build_inference(self, cfg):
         arch = network_arch(cfg)
@@ -185,7 +189,7 @@ class OSMISSpec(ModelSpec):
         from common.metrics.evaluate import lpips_weights_cached
         root, _ = self.dataroot(cfg)
         frames = OSMISDataset(root, no_masks=cfg.no_masks or not cfg.num_mask_channels,
-                              num_mask_channels=cfg.num_mask_channels)
+                              num_mask_channels=cfg.num_mask_channels, class_table=config_class_table(cfg))
         size = _pair(cfg.train_size, "train_size")
         real = tensor_to_uint8(frames.load(0, size)[0])
         images, masks = self.write_generated(cfg, nets["G_ema"], os.path.join(out_dir, "generated"))
@@ -254,6 +258,7 @@ class OSMISSpec(ModelSpec):
         if n < 1:
             raise ConfigError(f"--num_generated={n}: generate at least one sample")
         z = np.random.RandomState(cfg.seed).standard_normal((n, cfg.noise_dim, 1, 1)).astype(np.float32)
+        table = config_class_table(cfg)
         images, masks = [], []
         for i in range(n):
             img, mask = generate(net, z[i:i + 1])
@@ -261,12 +266,12 @@ class OSMISSpec(ModelSpec):
             write_image(os.path.join(out_dir, f"{i:04d}.png"), img[0])
             if mask is not None:
                 masks.append(mask[0])
-                write_image(os.path.join(out_dir, f"{i:04d}_mask.png"), paint_mask(mask[0], cfg.num_mask_channels))
+                write_image(os.path.join(out_dir, f"{i:04d}_mask.png"), paint_mask(mask[0], cfg.num_mask_channels, table))
                 cv2.imwrite(os.path.join(out_dir, f"{i:04d}_mask_ids.png"), mask[0].astype(np.uint8))
         rows = [images[k:k + SAMPLES] for k in range(0, min(n, 4 * SAMPLES), SAMPLES)]
         if masks:
             rows = [r for k, row in enumerate(rows) for r in
-                    (row, [paint_mask(m, cfg.num_mask_channels) for m in masks[k * SAMPLES:(k + 1) * SAMPLES]])]
+                    (row, [paint_mask(m, cfg.num_mask_channels, table) for m in masks[k * SAMPLES:(k + 1) * SAMPLES]])]
         write_image(os.path.join(out_dir, "contact_sheet.png"), make_grid(rows))
         return np.stack(images), (np.stack(masks) if masks else None)
 
@@ -290,13 +295,13 @@ class OSMISSpec(ModelSpec):
                                  "[N, 3, H, W] in [-1, 1]; mask [N, C, H, W] class probabilities (argmax = index mask)"})
 
 
-def contact_sheet(net, z, num_classes):
-    """Rows of generated images (and their painted masks) from noise z."""
+def contact_sheet(net, z, num_classes, table=None):
+    """Rows of generated images (and their painted masks, in ``table``'s colours if given) from noise z."""
     images, masks = generate(net, z)
     row = list(images)
     rows = [row]
     if masks is not None:
-        rows.append([paint_mask(m, num_classes) for m in masks])
+        rows.append([paint_mask(m, num_classes, table) for m in masks])
     return make_grid(rows)
 
 

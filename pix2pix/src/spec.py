@@ -5,9 +5,10 @@ import numpy as np
 from mindspore import Tensor
 from tqdm import tqdm
 
+from common.classes import config_class_table
 from common.demo_data import ensure_demo_dataset
 from common.export import prepare_for_export
-from common.io import read_image, tensor_to_uint8, write_html, write_image
+from common.io import image_header, read_image, read_label, tensor_to_uint8, write_html, write_image
 from common.model_spec import Datasets, EvalRun, ExportGraph, ModelSpec, Trainer
 from common.train import linear_decay, parse_loss_scale
 from pix2pix.src.dataset import AlignedDataset, check_image_size, plan_tiles
@@ -16,7 +17,7 @@ from pix2pix.src.train_step import Pix2PixTrainStep
 from pix2pix.src.utils import (build_generator, build_networks, build_optimizers, fcn_label_dir, frame_labels,
                                generate, val_dataset, write_sample_grid)
 
-__all__ = ["Pix2PixSpec"]
+__all__ = ["Pix2PixSpec", "input_image"]
 
 EVAL_FOLDERS = ("real_A", "fake_B", "real_B")
 NORM_NOTES = {
@@ -115,9 +116,10 @@ class Pix2PixSpec(ModelSpec):
     def predict(self, cfg, nets, paths, out_dir):
         netG = nets["G"]
         netG.set_train(cfg.eval_protocol == "paper")
+        table = config_class_table(cfg)
         written = []
         for path in tqdm(paths, desc="pix2pix predict", unit="img"):
-            fake, note = self.translate(cfg, lambda x: generate(netG, x), read_image(path))
+            fake, note = self.translate(cfg, lambda x: generate(netG, x), input_image(path, table))
             if note:
                 tqdm.write(f"{path}: {note} (--fit={cfg.fit})")
             out = os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0] + ".png")
@@ -148,3 +150,12 @@ class Pix2PixSpec(ModelSpec):
                            stem=os.path.join(out_dir, f"{cfg.file_name}_{cfg.export_norm}"),
                            note={"export_norm": cfg.export_norm, "normalisation": NORM_NOTES[cfg.export_norm],
                                  "dropout": "off", "value_range": [-1, 1]})
+
+
+def input_image(path, table=None):
+    """A predict input as [H, W, 3] uint8 RGB. With a class table (:class:`common.classes.ClassTable`), a
+    single-channel file is a map of its class ids, painted in its colours (the colour label maps pix2pix
+    trains on); an id outside the table is an error naming the file."""
+    if table is not None and image_header(path)[2] == 1:
+        return table.colorize(table.to_ids(read_label(path), f"label map {path}"))
+    return read_image(path)
