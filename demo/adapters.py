@@ -3,7 +3,8 @@
 The page (``demo/app.py``) is generic: it shows a canvas in an adapter's class palette, turns the
 painting or an uploaded colour label map into ``[H, W]`` class ids (void = ``IGNORE``), and hands them
 to :meth:`DemoAdapter.generate` (MindSpore, the networks of ``common.drivers.load_inference``) or
-:meth:`DemoAdapter.generate_onnx` (an ``export.py`` file run by onnxruntime). A new model plugs in with
+:meth:`DemoAdapter.generate_onnx` (the ``export.py`` files named by :attr:`DemoAdapter.onnx_parts`, run by
+onnxruntime). A new model plugs in with
 one subclass and one entry in :data:`ADAPTERS`; a model with an exemplar (CoCosNet) sets
 ``needs_exemplar`` (the page then asks for one and passes it as ``[H, W, 3]`` uint8 ``exemplar``) and
 names its extra images (the warped exemplar) in :meth:`DemoAdapter.output_names`. A model that samples
@@ -13,11 +14,28 @@ instead (the page then shows a "sample N" control in place of the canvas).
 import numpy as np
 
 from common import cityscapes as cs
+from common.palettes import ADE20K_CLASS_NAMES, ADE20K_PALETTE
 
 __all__ = ["IGNORE", "DemoAdapter", "Pix2PixDemo", "CRNDemo", "CoCosNetDemo", "OSMISDemo", "ADAPTERS",
-           "adapter_for"]
+           "adapter_for", "distinct_colours"]
 
 IGNORE = cs.IGNORE
+ADE20K_LABEL_NC = len(ADE20K_CLASS_NAMES) + 1  # annotation ids 0 ("other") .. 150
+
+
+def distinct_colours(palette):
+    """``[N, 3]`` uint8 -> a copy whose repeated rows are nudged (blue channel, +-1 steps) until every row
+    differs from all others: a painted or uploaded colour must name one class."""
+    out = np.array(palette, np.uint8)
+    seen = set()
+    for i, row in enumerate(out):
+        colour = tuple(int(c) for c in row)
+        step = 1 if colour[2] < 255 else -1
+        while colour in seen:
+            colour = colour[:2] + (colour[2] + step,)
+        seen.add(colour)
+        out[i] = colour
+    return out
 
 
 class DemoAdapter:
@@ -27,10 +45,13 @@ class DemoAdapter:
         name: the model's spec name (``ModelSpec.name``), the key of :data:`ADAPTERS`.
         needs_exemplar: the page shows an exemplar upload and passes it to ``generate``.
         takes_label_map: False for a model that samples from noise (:meth:`sample`, no canvas).
+        onnx_parts: file-stem suffixes of the ``export.py`` ONNX files the ONNX backend runs together
+            (``("",)``: one file); :meth:`generate_onnx` gets their sessions keyed by suffix.
     """
     name = ""
     needs_exemplar = False
     takes_label_map = True
+    onnx_parts = ("",)
 
     def spec(self):
         """A fresh instance of the model's :class:`common.model_spec.ModelSpec`."""
@@ -67,12 +88,16 @@ class DemoAdapter:
         """``[H, W]`` class ids (void = IGNORE) -> list of ``[H, W, 3]`` uint8 images (one, or k diverse)."""
         raise NotImplementedError
 
-    def generate_onnx(self, cfg, session, ids, exemplar=None):
-        """As :meth:`generate` through an onnxruntime ``InferenceSession`` of the model's exported file."""
+    def generate_onnx(self, cfg, sessions, ids, exemplar=None):
+        """As :meth:`generate` through onnxruntime: ``sessions`` = {suffix of :attr:`onnx_parts`: ``InferenceSession``}."""
         raise NotImplementedError
 
     def sample(self, cfg, nets, n, seed):
         """``n`` samples from noise seeded by ``seed`` -> (list of ``[H, W, 3]`` uint8 images, their captions)."""
+        raise NotImplementedError
+
+    def sample_onnx(self, cfg, sessions, n, seed):
+        """As :meth:`sample` through onnxruntime (``sessions`` as in :meth:`generate_onnx`)."""
         raise NotImplementedError
 
     def colorize(self, cfg, ids):
@@ -107,7 +132,8 @@ class Pix2PixDemo(DemoAdapter):
         image, _ = self.spec().translate(cfg, lambda x: generate(nets["G"], x), self.colorize(cfg, ids))
         return [image]
 
-    def generate_onnx(self, cfg, session, ids, exemplar=None):
+    def generate_onnx(self, cfg, sessions, ids, exemplar=None):
+        session = sessions[""]
         name = session.get_inputs()[0].name
         image, _ = self.spec().translate(cfg, lambda x: session.run(None, {name: x.astype(np.float32)})[0],
                                          self.colorize(cfg, ids))
@@ -144,7 +170,8 @@ class CRNDemo(DemoAdapter):
         from crn.src.utils import generate
         return list(generate(nets["G"], self._onehot(cfg, ids)[None])[0])
 
-    def generate_onnx(self, cfg, session, ids, exemplar=None):
+    def generate_onnx(self, cfg, sessions, ids, exemplar=None):
+        session = sessions[""]
         name = session.get_inputs()[0].name
         out = session.run(None, {name: self._onehot(cfg, ids)[None]})[0][0]  # [k, 3, H, W] in 0..1
         return list(np.rint(np.clip(out, 0, 1) * 255).astype(np.uint8).transpose(0, 2, 3, 1))
@@ -155,9 +182,12 @@ class CoCosNetDemo(DemoAdapter):
 
     Class 0 is CoCosNet's "other"; the page's void paints as class 0 too. The exemplar has no label map
     here (as ``predict.py`` without ``--exemplar_label``: all zeros, matched on image features alone).
+    With ``label_nc`` 151 the classes are ADE20K's (``common.palettes``). ONNX: the two-network export
+    (correspondence, then translation of [warped exemplar, label map]), which also gives the warped exemplar.
     """
     name = "cocosnet"
     needs_exemplar = True
+    onnx_parts = ("_correspondence", "_translation")
     OTHER_COLOR = (128, 128, 128)
 
     def spec(self):
@@ -171,22 +201,29 @@ class CoCosNetDemo(DemoAdapter):
     def label_set(self, cfg):
         if self._styled(cfg):
             return "styled demo streets: 7 Cityscapes classes + other"
+        if cfg.label_nc == ADE20K_LABEL_NC:
+            return "ADE20K 150 classes + other"
         return f"{cfg.label_nc} classes (0 = other)"
 
     def class_names(self, cfg):
         if self._styled(cfg):
             from common.demo_data import DEMO_CLASSES
             names = [cs.CLASS_NAMES[c] for c in DEMO_CLASSES]
+        elif cfg.label_nc == ADE20K_LABEL_NC:
+            names = list(ADE20K_CLASS_NAMES)
         else:
             names = [f"class {i}" for i in range(1, cfg.label_nc)]
         return ["other"] + names + ["void (= other)"]
 
     def palette(self, cfg):
-        """Styled demo: the Cityscapes colours of its classes; else ``cocosnet.src.utils.palette``. Class 0
+        """Styled demo: the Cityscapes colours of its classes; ADE20K (label_nc 151): its standard colours
+        (the one repeat nudged, :func:`distinct_colours`); else ``cocosnet.src.utils.palette``. Class 0
         grey (black is void)."""
         if self._styled(cfg):
             from common.demo_data import DEMO_CLASSES
             colours = np.concatenate([np.zeros((1, 3), np.uint8), cs.PALETTE[list(DEMO_CLASSES)]])
+        elif cfg.label_nc == ADE20K_LABEL_NC:
+            colours = np.concatenate([np.zeros((1, 3), np.uint8), distinct_colours(ADE20K_PALETTE)])
         else:
             from cocosnet.src.utils import palette
             colours = palette(cfg.label_nc)
@@ -227,9 +264,15 @@ class CoCosNetDemo(DemoAdapter):
         out, warped = translate(net, *self.inputs(cfg, ids, exemplar))
         return [out[0], warped[0]]
 
-    def generate_onnx(self, cfg, session, ids, exemplar=None):
-        raise ValueError("the cocosnet demo runs on MindSpore only (its composite ONNX graph has no warped "
-                         "exemplar output); choose the MindSpore backend")
+    def generate_onnx(self, cfg, sessions, ids, exemplar=None):
+        """Correspondence then translation, as :meth:`cocosnet.src.model.CoCosNet.translate` chains them."""
+        from cocosnet.src.spec import CORR_NAMES
+        from common.io import tensor_to_uint8
+        seg, ref, ref_seg = (x.astype(np.float32) for x in self.inputs(cfg, ids, exemplar))
+        warped = sessions["_correspondence"].run([CORR_NAMES[1][0]], dict(zip(CORR_NAMES[0], (seg, ref, ref_seg))))[0]
+        translation = sessions["_translation"]
+        out = translation.run(None, {translation.get_inputs()[0].name: np.concatenate([warped, seg], 1)})[0]
+        return [tensor_to_uint8(out[0]), tensor_to_uint8(warped[0])]
 
 
 class OSMISDemo(DemoAdapter):
@@ -258,14 +301,28 @@ class OSMISDemo(DemoAdapter):
 
     def sample(self, cfg, nets, n, seed):
         """As ``osmis/predict.py --num_generated=n --seed=seed``: the same noise, one sample at a time."""
-        from osmis.src.spec import generate, paint_mask
+        from osmis.src.spec import generate
+        return self._sample(cfg, n, seed, lambda z: generate(nets["G_ema"], z))
+
+    def sample_onnx(self, cfg, sessions, n, seed):
+        """The exported EMA generator (noise in; image in [-1, 1] and mask probabilities out) on the same noise."""
+        from common.io import tensor_to_uint8
+
+        def run(z):
+            outputs = sessions[""].run(None, {"noise": z})
+            return tensor_to_uint8(outputs[0]), outputs[1].argmax(axis=1) if len(outputs) > 1 else None
+        return self._sample(cfg, n, seed, run)
+
+    def _sample(self, cfg, n, seed, generate):
+        """``generate(z [1, noise_dim, 1, 1])`` -> (images [1, H, W, 3] uint8, mask ids [1, H, W] or None), per sample."""
+        from osmis.src.spec import paint_mask
         n = int(n)
         if not 1 <= n <= 64:
             raise ValueError(f"number of samples {n}: choose 1 to 64")
         z = np.random.RandomState(int(seed)).standard_normal((n, cfg.noise_dim, 1, 1)).astype(np.float32)
         images, captions = [], []
         for i in range(n):
-            image, mask = generate(nets["G_ema"], z[i:i + 1])
+            image, mask = generate(z[i:i + 1])
             images.append(image[0])
             captions.append(f"sample {i}")
             if mask is not None:

@@ -23,8 +23,8 @@ import pytest
 
 from common import cityscapes as cs
 from common.io import read_image, write_image
-from demo.adapters import IGNORE, adapter_for
-from demo.core import colors_to_ids, painting_to_ids
+from demo.adapters import IGNORE, adapter_for, distinct_colours
+from demo.core import colors_to_ids, flood_fill, painting_to_ids
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHROMIUM = "/usr/bin/chromium"
@@ -59,6 +59,36 @@ def test_painting_snaps_antialiased_edges_transparency_is_void_and_resizes_neare
     rgba[2:4, 0:2, :3] = (10, 10, 120)     # nearest is car
     rgba[2:4, 2:4, 3] = 0                  # never painted
     np.testing.assert_array_equal(painting_to_ids(rgba, PALETTE, (2, 2)), [[0, 1], [2, IGNORE]])
+
+
+def test_flood_fill_takes_the_4_connected_region_of_the_point_only():
+    ids = np.array([[0, 0, 1, 2],
+                    [1, 0, 1, 2],
+                    [0, 1, 0, 0],
+                    [0, 1, 0, IGNORE]])
+    # (1, 1) and (2, 2) are both 0 but touch at a corner only: two regions
+    np.testing.assert_array_equal(flood_fill(ids, (0, 0), 5), [[5, 5, 1, 2], [1, 5, 1, 2], [0, 1, 0, 0], [0, 1, 0, IGNORE]])
+    np.testing.assert_array_equal(flood_fill(ids, (3, 2), IGNORE),
+                                  [[0, 0, 1, 2], [1, 0, 1, 2], [0, 1, IGNORE, IGNORE], [0, 1, IGNORE, IGNORE]])
+    np.testing.assert_array_equal(flood_fill(ids, (3, 3), 2), np.where(np.arange(16).reshape(4, 4) == 15, 2, ids))
+    np.testing.assert_array_equal(ids[0], [0, 0, 1, 2])  # the input is left as it was
+    with pytest.raises(ValueError, match=r"fill point \(x=4, y=0\) is outside the 4x4 label map"):
+        flood_fill(ids, (0, 4), 1)
+
+
+def test_cocosnet_ade20k_picker_has_the_150_classes_in_distinct_colours():
+    from types import SimpleNamespace
+    from common.palettes import ADE20K_PALETTE
+    adapter, cfg = adapter_for("cocosnet"), SimpleNamespace(label_nc=151)
+    names, palette = adapter.class_names(cfg), adapter.palette(cfg)
+    assert len(names) == len(palette) == 152 and adapter.label_set(cfg) == "ADE20K 150 classes + other"
+    assert (names[1], names[7], names[49], names[150]) == ("wall", "road", "skyscraper", "flag")
+    assert tuple(palette[1]) == (120, 120, 120) and tuple(palette[150]) == (92, 0, 255)
+    assert tuple(ADE20K_PALETTE[6]) == tuple(ADE20K_PALETTE[48]) == (140, 140, 140)  # the published repeat
+    assert tuple(palette[7]) == (140, 140, 140) and tuple(palette[49]) == (140, 140, 141)
+    assert len({tuple(c) for c in palette}) == 152 and tuple(palette[-1]) == (0, 0, 0)
+    np.testing.assert_array_equal(distinct_colours([[1, 2, 3], [1, 2, 3], [1, 2, 4], [9, 9, 255], [9, 9, 255]]),
+                                  [[1, 2, 3], [1, 2, 4], [1, 2, 5], [9, 9, 255], [9, 9, 254]])
 
 
 def test_parse_args_defaults_to_localhost_and_rejects_bare_words():
@@ -389,6 +419,35 @@ def test_osmis_adapter_samples_what_predict_writes(tmp_path):
     np.testing.assert_array_equal(read_image(first), images[0])
     assert "ms** model time" in latency
     build_app(server)  # the page without a canvas input builds
+
+
+def close_images(mine, ref):
+    """uint8 images of two float computations that agree to ~1e-4: equal but for rare rounding steps of 1."""
+    diff = np.abs(mine.astype(int) - ref.astype(int))
+    return mine.shape == ref.shape and diff.max() <= 1 and (diff > 0).mean() < 0.01
+
+
+def test_osmis_onnx_backend_samples_as_mindspore(tmp_path):
+    """OSMIS's ``export.py`` file (the EMA generator: noise in, image and mask out) run by onnxruntime gives
+    the MindSpore samples for the same request (CoCosNet's pair: tests/test_cocosnet_export.py)."""
+    pytest.importorskip("onnxruntime")
+    from common import drivers
+    from demo.core import DemoModel
+    spec = adapter_for("osmis").spec()
+    cfg = save_tiny(spec, OSMIS_TINY, tmp_path / "osmis")
+    drivers.export(spec, drivers.parse(spec, [f"--output_dir={cfg.output_dir}", "--export_format=ONNX"]))
+    onnx_model = DemoModel("osmis", drivers.parse(spec, [f"--output_dir={cfg.output_dir}"]), "onnx", log=lambda *_: None)
+    assert "osmis (ONNX " in onnx_model.describe() and onnx_model.size == (32, 48)
+    mine, captions, _ = onnx_model.sample(2, 5)
+    ref, ref_captions, _ = DemoModel("osmis", cfg, log=lambda *_: None).sample(2, 5)
+    assert captions == ref_captions and len(mine) == 4
+    for a, b in zip(mine, ref):
+        assert close_images(a, b) and b.std() > 0
+    os.rename(onnx_model.onnx_path, tmp_path / "G.onnx")
+    with pytest.raises(FileNotFoundError, match="no ONNX export of osmis"):
+        DemoModel("osmis", drivers.parse(spec, [f"--output_dir={cfg.output_dir}"]), "onnx")
+    with pytest.raises(FileNotFoundError, match="G.onnx has no G.json beside it"):
+        DemoModel("osmis", drivers.parse(spec, [f"--ckpt={tmp_path / 'G.onnx'}"]), "onnx")
 
 
 def cv2_write_ids(path, ids):
