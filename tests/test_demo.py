@@ -93,6 +93,17 @@ def test_cocosnet_ade20k_picker_has_the_150_classes_in_distinct_colours():
                                   [[1, 2, 3], [1, 2, 4], [1, 2, 5], [9, 9, 255], [9, 9, 254]])
 
 
+def test_cocosnet_onnx_backend_names_the_files_it_runs(tmp_path):
+    from common import drivers
+    from demo.core import DemoModel
+    spec = adapter_for("cocosnet").spec()
+    with pytest.raises(ValueError, match=r"runs the files \*_correspondence\.onnx \+ \*_translation\.onnx of one export"):
+        DemoModel("cocosnet", drivers.parse(spec, [f"--ckpt={tmp_path / 'c_composite.onnx'}"]), "onnx")
+    (tmp_path / "c_correspondence.onnx").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="c_translation.onnx is missing"):
+        DemoModel("cocosnet", drivers.parse(spec, [f"--ckpt={tmp_path / 'c_correspondence.onnx'}"]), "onnx")
+
+
 def test_parse_args_defaults_to_localhost_and_rejects_bare_words():
     from demo.app import parse_args
     name, options, ckpt, rest = parse_args(["crn", "--ckpt=x.ckpt", "--port=9", "--size=32"])
