@@ -3,7 +3,8 @@
 The page (``demo/app.py``) is generic: it shows a canvas in an adapter's class palette, turns the
 painting or an uploaded colour label map into ``[H, W]`` class ids (void = ``IGNORE``), and hands them
 to :meth:`DemoAdapter.generate` (MindSpore, the networks of ``common.drivers.load_inference``) or
-:meth:`DemoAdapter.generate_onnx` (an ``export.py`` file run by onnxruntime). A new model plugs in with
+:meth:`DemoAdapter.generate_onnx` (the ``export.py`` files named by :attr:`DemoAdapter.onnx_parts`, run by
+onnxruntime). A new model plugs in with
 one subclass and one entry in :data:`ADAPTERS`; a model with an exemplar (CoCosNet) sets
 ``needs_exemplar`` (the page then asks for one and passes it as ``[H, W, 3]`` uint8 ``exemplar``) and
 names its extra images (the warped exemplar) in :meth:`DemoAdapter.output_names`. A model that samples
@@ -16,12 +17,36 @@ With a class table in effect (config key ``class_table``, or ``<dataroot>/classe
 import numpy as np
 
 from common import cityscapes as cs
-from common.classes import cityscapes_table, config_class_table
+from common import ade20k
+from common.classes import ade20k_table, builtin_table, cityscapes_table, config_class_table
 
 __all__ = ["IGNORE", "DemoAdapter", "Pix2PixDemo", "CRNDemo", "CoCosNetDemo", "OSMISDemo", "ADAPTERS",
-           "adapter_for"]
+           "adapter_for", "distinct_colours", "page_palette"]
 
 IGNORE = cs.IGNORE
+VOID_COLOR = (0, 0, 0)
+
+
+def distinct_colours(palette, taken=()):
+    """``[N, 3]`` uint8 -> a copy whose repeated rows are nudged (blue channel, +-1 steps) until every row
+    differs from all others and from the colours ``taken``: a painted or uploaded colour must name one class.
+    (The standard ADE20K table, ``common.classes.ade20k_table``, gives road and skyscraper one colour.)"""
+    out = np.array(palette, np.uint8)
+    seen = {tuple(int(c) for c in colour) for colour in taken}
+    for i, row in enumerate(out):
+        colour = tuple(int(c) for c in row)
+        step = 1 if colour[2] < 255 else -1
+        while colour in seen:
+            colour = colour[:2] + (colour[2] + step,)
+        seen.add(colour)
+        out[i] = colour
+    return out
+
+
+def page_palette(table):
+    """The page's palette of a :class:`common.classes.ClassTable`: ``[N + 1, 3]`` uint8, its colours with
+    repeats (and void's black) nudged by :func:`distinct_colours`, void black last."""
+    return np.concatenate([distinct_colours(table.colors, taken=[VOID_COLOR]), np.asarray([VOID_COLOR], np.uint8)])
 
 
 class DemoAdapter:
@@ -31,10 +56,13 @@ class DemoAdapter:
         name: the model's spec name (``ModelSpec.name``), the key of :data:`ADAPTERS`.
         needs_exemplar: the page shows an exemplar upload and passes it to ``generate``.
         takes_label_map: False for a model that samples from noise (:meth:`sample`, no canvas).
+        onnx_parts: file-stem suffixes of the ``export.py`` ONNX files the ONNX backend runs together
+            (``("",)``: one file); :meth:`generate_onnx` gets their sessions keyed by suffix.
     """
     name = ""
     needs_exemplar = False
     takes_label_map = True
+    onnx_parts = ("",)
 
     def spec(self):
         """A fresh instance of the model's :class:`common.model_spec.ModelSpec`."""
@@ -50,8 +78,9 @@ class DemoAdapter:
         return list((config_class_table(cfg) or cityscapes_table()).names) + ["void"]
 
     def palette(self, cfg):
-        """``[num_classes + 1, 3]`` uint8 RGB, void (black) last: the class table's, else Cityscapes."""
-        return (config_class_table(cfg) or cityscapes_table()).palette()
+        """``[num_classes + 1, 3]`` uint8 RGB, void (black) last: the class table's, else Cityscapes
+        (:func:`page_palette`)."""
+        return page_palette(config_class_table(cfg) or cityscapes_table())
 
     def size(self, cfg):
         """(height, width) of the label maps the loaded network takes."""
@@ -72,12 +101,16 @@ class DemoAdapter:
         """``[H, W]`` class ids (void = IGNORE) -> list of ``[H, W, 3]`` uint8 images (one, or k diverse)."""
         raise NotImplementedError
 
-    def generate_onnx(self, cfg, session, ids, exemplar=None):
-        """As :meth:`generate` through an onnxruntime ``InferenceSession`` of the model's exported file."""
+    def generate_onnx(self, cfg, sessions, ids, exemplar=None):
+        """As :meth:`generate` through onnxruntime: ``sessions`` = {suffix of :attr:`onnx_parts`: ``InferenceSession``}."""
         raise NotImplementedError
 
     def sample(self, cfg, nets, n, seed):
         """``n`` samples from noise seeded by ``seed`` -> (list of ``[H, W, 3]`` uint8 images, their captions)."""
+        raise NotImplementedError
+
+    def sample_onnx(self, cfg, sessions, n, seed):
+        """As :meth:`sample` through onnxruntime (``sessions`` as in :meth:`generate_onnx`)."""
         raise NotImplementedError
 
     def colorize(self, cfg, ids):
@@ -112,7 +145,8 @@ class Pix2PixDemo(DemoAdapter):
         image, _ = self.spec().translate(cfg, lambda x: generate(nets["G"], x), self.colorize(cfg, ids))
         return [image]
 
-    def generate_onnx(self, cfg, session, ids, exemplar=None):
+    def generate_onnx(self, cfg, sessions, ids, exemplar=None):
+        session = sessions[""]
         name = session.get_inputs()[0].name
         image, _ = self.spec().translate(cfg, lambda x: session.run(None, {name: x.astype(np.float32)})[0],
                                          self.colorize(cfg, ids))
@@ -127,22 +161,32 @@ class CRNDemo(DemoAdapter):
         from crn.src.spec import CRNSpec
         return CRNSpec()
 
+    def _table(self, cfg):
+        """The class table in effect, else the built-in one of ``num_classes`` (as ``crn.src.utils.label_palette``)."""
+        return config_class_table(cfg) or builtin_table(cfg.num_classes)
+
     def class_names(self, cfg):
-        table = config_class_table(cfg)
+        table = self._table(cfg)
         if table is not None:
             return list(table.names) + ["void"]
         names = list(cs.CLASS_NAMES[:cfg.num_classes])
         return names + [f"class {i}" for i in range(len(names), cfg.num_classes)] + ["void"]
 
     def palette(self, cfg):
+        """``crn.src.utils.label_palette``'s colours (the class table's, a built-in table's, else Cityscapes then
+        pseudo-random ones), a table's made distinct for the page (:func:`page_palette`)."""
+        table = self._table(cfg)
+        if table is not None:
+            return page_palette(table)
         from crn.src.utils import label_palette
-        return label_palette(cfg.num_classes, config_class_table(cfg))
+        return label_palette(cfg.num_classes)
 
     def label_set(self, cfg):
         table = config_class_table(cfg)
         if table is not None:
             return f"{table.source}: {table.num_classes} classes + void"
-        return ("Cityscapes 19 classes" if cfg.num_classes == cs.NUM_CLASSES else f"{cfg.num_classes} classes") + " + void"
+        table = builtin_table(cfg.num_classes)
+        return (table.source if table is not None else f"{cfg.num_classes} classes") + " + void"
 
     def size(self, cfg):
         return cfg.size, cfg.aspect * cfg.size
@@ -155,7 +199,8 @@ class CRNDemo(DemoAdapter):
         from crn.src.utils import generate
         return list(generate(nets["G"], self._onehot(cfg, ids)[None])[0])
 
-    def generate_onnx(self, cfg, session, ids, exemplar=None):
+    def generate_onnx(self, cfg, sessions, ids, exemplar=None):
+        session = sessions[""]
         name = session.get_inputs()[0].name
         out = session.run(None, {name: self._onehot(cfg, ids)[None]})[0][0]  # [k, 3, H, W] in 0..1
         return list(np.rint(np.clip(out, 0, 1) * 255).astype(np.uint8).transpose(0, 2, 3, 1))
@@ -166,9 +211,12 @@ class CoCosNetDemo(DemoAdapter):
 
     Class 0 is CoCosNet's "other"; the page's void paints as class 0 too. The exemplar has no label map
     here (as ``predict.py`` without ``--exemplar_label``: all zeros, matched on image features alone).
+    With ``label_nc`` 151 the classes are ADE20K's (``common.classes.ade20k_table``). ONNX: the two-network export
+    (correspondence, then translation of [warped exemplar, label map]), which also gives the warped exemplar.
     """
     name = "cocosnet"
     needs_exemplar = True
+    onnx_parts = ("_correspondence", "_translation")
     OTHER_COLOR = (128, 128, 128)
 
     def spec(self):
@@ -179,12 +227,17 @@ class CoCosNetDemo(DemoAdapter):
         from common.demo_data import STYLED_LABEL_NC
         return cfg.label_nc == STYLED_LABEL_NC
 
+    def _ade20k(self, cfg):
+        return cfg.label_nc == ade20k.NUM_CLASSES
+
     def label_set(self, cfg):
         table = config_class_table(cfg)
         if table is not None:
             return f"{table.source}: {table.num_classes} classes (void paints class 0)"
         if self._styled(cfg):
             return "styled demo streets: 7 Cityscapes classes + other"
+        if self._ade20k(cfg):
+            return ade20k_table().source
         return f"{cfg.label_nc} classes (0 = other)"
 
     def class_names(self, cfg):
@@ -194,19 +247,24 @@ class CoCosNetDemo(DemoAdapter):
         if self._styled(cfg):
             from common.demo_data import DEMO_CLASSES
             names = [cs.CLASS_NAMES[c] for c in DEMO_CLASSES]
+        elif self._ade20k(cfg):
+            names = list(ade20k_table().names[1:])
         else:
             names = [f"class {i}" for i in range(1, cfg.label_nc)]
         return ["other"] + names + ["void (= other)"]
 
     def palette(self, cfg):
-        """The class table's colours; else styled demo: the Cityscapes colours of its classes; else
-        ``cocosnet.src.utils.palette``, class 0 grey (black is void)."""
+        """The class table's colours; else styled demo: the Cityscapes colours of its classes; ADE20K (label_nc
+        151): ``common.classes.ade20k_table``'s (the one repeat nudged, :func:`distinct_colours`); else
+        ``cocosnet.src.utils.palette``. Without a table, class 0 grey (black is void)."""
         table = config_class_table(cfg)
         if table is not None:
             return table.palette()
         if self._styled(cfg):
             from common.demo_data import DEMO_CLASSES
             colours = np.concatenate([np.zeros((1, 3), np.uint8), cs.PALETTE[list(DEMO_CLASSES)]])
+        elif self._ade20k(cfg):
+            colours = distinct_colours(ade20k_table().colors)
         else:
             from cocosnet.src.utils import palette
             colours = palette(cfg.label_nc)
@@ -247,9 +305,15 @@ class CoCosNetDemo(DemoAdapter):
         out, warped = translate(net, *self.inputs(cfg, ids, exemplar))
         return [out[0], warped[0]]
 
-    def generate_onnx(self, cfg, session, ids, exemplar=None):
-        raise ValueError("the cocosnet demo runs on MindSpore only (its composite ONNX graph has no warped "
-                         "exemplar output); choose the MindSpore backend")
+    def generate_onnx(self, cfg, sessions, ids, exemplar=None):
+        """Correspondence then translation, as :meth:`cocosnet.src.model.CoCosNet.translate` chains them."""
+        from cocosnet.src.spec import CORR_NAMES
+        from common.io import tensor_to_uint8
+        seg, ref, ref_seg = (x.astype(np.float32) for x in self.inputs(cfg, ids, exemplar))
+        warped = sessions["_correspondence"].run([CORR_NAMES[1][0]], dict(zip(CORR_NAMES[0], (seg, ref, ref_seg))))[0]
+        translation = sessions["_translation"]
+        out = translation.run(None, {translation.get_inputs()[0].name: np.concatenate([warped, seg], 1)})[0]
+        return [tensor_to_uint8(out[0]), tensor_to_uint8(warped[0])]
 
 
 class OSMISDemo(DemoAdapter):
@@ -284,14 +348,28 @@ class OSMISDemo(DemoAdapter):
 
     def sample(self, cfg, nets, n, seed):
         """As ``osmis/predict.py --num_generated=n --seed=seed``: the same noise, one sample at a time."""
-        from osmis.src.spec import generate, paint_mask
+        from osmis.src.spec import generate
+        return self._sample(cfg, n, seed, lambda z: generate(nets["G_ema"], z))
+
+    def sample_onnx(self, cfg, sessions, n, seed):
+        """The exported EMA generator (noise in; image in [-1, 1] and mask probabilities out) on the same noise."""
+        from common.io import tensor_to_uint8
+
+        def run(z):
+            outputs = sessions[""].run(None, {"noise": z})
+            return tensor_to_uint8(outputs[0]), outputs[1].argmax(axis=1) if len(outputs) > 1 else None
+        return self._sample(cfg, n, seed, run)
+
+    def _sample(self, cfg, n, seed, generate):
+        """``generate(z [1, noise_dim, 1, 1])`` -> (images [1, H, W, 3] uint8, mask ids [1, H, W] or None), per sample."""
+        from osmis.src.spec import paint_mask
         n, table = int(n), config_class_table(cfg)
         if not 1 <= n <= 64:
             raise ValueError(f"number of samples {n}: choose 1 to 64")
         z = np.random.RandomState(int(seed)).standard_normal((n, cfg.noise_dim, 1, 1)).astype(np.float32)
         images, captions = [], []
         for i in range(n):
-            image, mask = generate(nets["G_ema"], z[i:i + 1])
+            image, mask = generate(z[i:i + 1])
             images.append(image[0])
             captions.append(f"sample {i}")
             if mask is not None:

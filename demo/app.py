@@ -22,8 +22,8 @@ from common.demo_data import render_scene
 from common.drivers import run_cli
 from common.io import write_image
 from demo.adapters import ADAPTERS, IGNORE, adapter_for
-from demo.core import (DemoModel, check_size, colors_to_ids, ensure_checkpoint, model_config, painting_to_ids,
-                       read_exemplar)
+from demo.core import (DemoModel, check_size, colors_to_ids, ensure_checkpoint, flood_fill, model_config,
+                       painting_to_ids, read_exemplar)
 
 __all__ = ["DemoServer", "build_app", "launch", "main"]
 
@@ -71,6 +71,27 @@ class DemoServer:
         f = self.canvas_scale(model)
         return np.kron(model.adapter.colorize(model.cfg, ids), np.ones((f, f, 1), np.uint8))
 
+    def canvas_ids(self, model, value):
+        """The canvas editor's value -> ``[H, W]`` ids at the model's size (an empty canvas is all void)."""
+        if value is None or value.get("composite") is None:
+            return np.full(model.size, IGNORE, np.int64)
+        return painting_to_ids(value["composite"], model.palette, model.size)
+
+    def class_id(self, model, class_name):
+        """A name of the class picker -> its id (the last entry, void, is IGNORE)."""
+        names = model.adapter.class_names(model.cfg)
+        if class_name not in names:
+            raise ValueError(f"class '{class_name}' is not one of {model.name}'s classes; pick one in the list")
+        index = names.index(class_name)
+        return IGNORE if index == len(names) - 1 else index
+
+    def bucket_fill(self, model, value, class_name, xy):
+        """Fill the region of the canvas ``value`` holding the clicked pixel ``xy`` = (x, y) of the
+        :meth:`canvas_image` view with ``class_name`` -> the filled ``[H, W]`` ids."""
+        f = self.canvas_scale(model)
+        return flood_fill(self.canvas_ids(model, value), (int(xy[1]) // f, int(xy[0]) // f),
+                          self.class_id(model, class_name))
+
     def translate(self, model, ids, number, exemplar=None):
         """Request ``number`` -> (first image path, gallery [(path, caption)], files to download, latency text)."""
         images, ms = model.run(ids, exemplar)
@@ -92,7 +113,7 @@ class DemoServer:
             paths.append(f"{stem}_k{i}.png" if len(images) > 1 else f"{stem}.png")
             write_image(paths[-1], image)
         h, w = images[0].shape[:2]
-        latency = (f"**{ms:.1f} ms** model time ({'ONNX' if model.session is not None else 'MindSpore'}, "
+        latency = (f"**{ms:.1f} ms** model time ({'ONNX' if model.sessions is not None else 'MindSpore'}, "
                    f"{len(images)} image(s) of {w}x{h})")
         return paths[0], list(zip(paths, captions)), paths, latency
 
@@ -114,7 +135,7 @@ CSS = """
 .legend {display:flex; flex-wrap:wrap; gap:4px 10px; font-size:12px}
 .chip {display:inline-flex; align-items:center; gap:4px}
 .chip span {display:inline-block; width:14px; height:14px; border:1px solid #888}
-#output img {image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain}
+#output img, #fill-view img {image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain}
 """
 
 
@@ -151,12 +172,14 @@ def build_app(server):
             model = server.model(name, ckpt, BACKENDS[backend])
         except Exception as e:  # a bad checkpoint or missing export is a message; the page keeps the old model
             server.log(f"[demo] load {name} failed: {e}")
-            return (fail(f"loading {name}: {e}"),) + tuple(gr.update() for _ in range(6))
+            return (fail(f"loading {name}: {e}"),) + tuple(gr.update() for _ in range(7))
         server.current = model
         names = model.adapter.class_names(model.cfg)
         paints = model.adapter.takes_label_map
+        scene = server.scene(model, 0) if paints else None
         return (status_text(model), legend_html(model),
-                editor(model, server.scene(model, 0)) if paints else gr.update(),
+                editor(model, scene) if paints else gr.update(),
+                server.canvas_image(model, scene) if paints else gr.update(),
                 gr.update(choices=names, value=names[0] if names else None),
                 gr.update(visible=model.adapter.needs_exemplar), gr.update(visible=paints),
                 gr.update(visible=not paints))
@@ -193,7 +216,7 @@ def build_app(server):
         def ids(model):
             if value is None or value.get("composite") is None:
                 raise ValueError("the canvas is empty: paint a scene or press 'New random scene'")
-            return painting_to_ids(value["composite"], model.palette, model.size)
+            return server.canvas_ids(model, value)
         return run_ids(ids, exemplar_path)
 
     def from_file(path, exemplar_path):
@@ -207,16 +230,39 @@ def build_app(server):
             return colors_to_ids(rgb, model.palette, source)
         return run_ids(ids, exemplar_path)
 
+    def canvas_update(model, ids):
+        """The canvas and its bucket-fill view showing ``ids``."""
+        return editor_value(model, ids), server.canvas_image(model, ids)
+
     def fill(class_name):
         model = server.current
-        names = model.adapter.class_names(model.cfg)
-        index = names.index(class_name) if class_name in names else 0
-        ids = np.full(model.size, IGNORE if index == len(names) - 1 else index, np.int64)
-        return editor_value(model, ids)
+        try:
+            ids = np.full(model.size, server.class_id(model, class_name), np.int64)
+        except ValueError as e:
+            return gr.update(), gr.update(), fail(f"fill: {e}")
+        return canvas_update(model, ids) + (gr.update(),)
+
+    def bucket(value, class_name, evt: gr.SelectData):
+        """A click on the bucket-fill view: fill the clicked region of the canvas with the chosen class."""
+        model = server.current
+        try:
+            if not model.adapter.takes_label_map:
+                raise ValueError(f"{model.name} samples from noise: it has no canvas to fill")
+            ids = server.bucket_fill(model, value, class_name, evt.index)
+        except ValueError as e:
+            return gr.update(), gr.update(), fail(f"bucket fill: {e}")
+        return canvas_update(model, ids) + (gr.update(),)
+
+    def view(value):
+        """The canvas as the bucket-fill view shows it (each pixel snapped to its class colour)."""
+        model = server.current
+        if not model.adapter.takes_label_map:
+            return gr.update()
+        return server.canvas_image(model, server.canvas_ids(model, value))
 
     def new_scene(seed):
         model = server.current
-        return editor_value(model, server.scene(model, seed)), (int(seed) + 1) % 100000
+        return canvas_update(model, server.scene(model, seed)) + ((int(seed) + 1) % 100000,)
 
     with gr.Blocks(title="synthzoo: paint a scene") as app:
         gr.Markdown("## synthzoo: paint a scene\nPaint regions with class colours (brush menu; size, undo and "
@@ -240,7 +286,8 @@ def build_app(server):
                     sample_btn = gr.Button("Sample N image+mask pairs", variant="primary", elem_id="sample")
                 with gr.Column(visible=paints, elem_id="label-inputs") as label_inputs:
                     with gr.Tab("Paint"):
-                        canvas = editor(first, server.scene(first, 0))
+                        first_scene = server.scene(first, 0) if paints else None
+                        canvas = editor(first, first_scene)
                         with gr.Row():
                             names = first.adapter.class_names(first.cfg)
                             class_box = gr.Dropdown(names, value=names[0] if names else None, label="Class",
@@ -249,6 +296,10 @@ def build_app(server):
                             seed = gr.Number(value=1, precision=0, visible=False)
                             scene_btn = gr.Button("New random scene", elem_id="scene")
                         paint_btn = gr.Button("Generate from painting", variant="primary", elem_id="generate-paint")
+                        fill_view = gr.Image(server.canvas_image(first, first_scene) if paints else None,
+                                             label="Bucket fill: click a region to fill it with the class",
+                                             type="numpy", format="png", interactive=False, height=260,
+                                             buttons=[], elem_id="fill-view")
                     with gr.Tab("Upload a label map", elem_id="upload-tab"):
                         label_file = gr.File(label="Colour label map (PNG, the palette above, the model's size)",
                                              elem_id="label-file")
@@ -265,11 +316,13 @@ def build_app(server):
         results = [status, output, gallery, downloads, latency]
         paint_btn.click(from_painting, [canvas, exemplar], results)
         file_btn.click(from_file, [label_file, exemplar], results)
-        fill_btn.click(fill, class_box, canvas)
-        scene_btn.click(new_scene, seed, [canvas, seed])
+        fill_btn.click(fill, class_box, [canvas, fill_view, status])
+        fill_view.select(bucket, [canvas, class_box], [canvas, fill_view, status])
+        canvas.change(view, canvas, fill_view, show_progress="hidden")
+        scene_btn.click(new_scene, seed, [canvas, fill_view, seed])
         sample_btn.click(from_noise, [count_box, noise_box], results)
         load_btn.click(select_model, [model_box, ckpt_box, backend_box],
-                       [status, legend, canvas, class_box, exemplar, label_inputs, sample_inputs])
+                       [status, legend, canvas, fill_view, class_box, exemplar, label_inputs, sample_inputs])
     app.queue(default_concurrency_limit=1)
     return app
 

@@ -3,6 +3,7 @@
 * :func:`colors_to_ids` reads an uploaded colour label map strictly (unknown colours are an error that
   names them); :func:`painting_to_ids` reads a painted canvas, whose antialiased stroke edges are snapped
   to the nearest palette colour.
+* :func:`flood_fill` is the canvas's bucket fill: the connected region of one class at a point.
 * :class:`DemoModel` loads a model once (``common.drivers.load_inference``, or the newest ONNX export)
   and runs it per request.
 * :func:`ensure_checkpoint` trains the built-in demo model when a model has no checkpoint yet.
@@ -20,8 +21,8 @@ from common.drivers import load_inference, parse, train
 from common.runtime import init_runtime
 from demo.adapters import IGNORE, adapter_for
 
-__all__ = ["colors_to_ids", "painting_to_ids", "check_size", "read_exemplar", "find_onnx", "ensure_checkpoint",
-           "model_config", "DemoModel"]
+__all__ = ["colors_to_ids", "painting_to_ids", "flood_fill", "check_size", "read_exemplar", "find_onnx",
+           "ensure_checkpoint", "model_config", "DemoModel"]
 
 MAX_LISTED = 6
 
@@ -75,6 +76,24 @@ def painting_to_ids(rgba, palette, size, background=IGNORE):
     return ids.astype(np.int64)
 
 
+def flood_fill(ids, point, value):
+    """Bucket fill: ``[H, W]`` ids -> a copy whose 4-connected region of equal ids holding ``point`` = (y, x)
+    is set to ``value`` (void fills as any class does).
+
+    Raises:
+        ValueError: ``point`` outside the map.
+    """
+    from scipy import ndimage
+    ids = np.asarray(ids)
+    y, x = (int(v) for v in point)
+    if not (0 <= y < ids.shape[0] and 0 <= x < ids.shape[1]):
+        raise ValueError(f"fill point (x={x}, y={y}) is outside the {ids.shape[1]}x{ids.shape[0]} label map")
+    regions, _ = ndimage.label(ids == ids[y, x])  # the default structure: 4-connectivity
+    out = ids.copy()
+    out[regions == regions[y, x]] = value
+    return out
+
+
 def check_size(shape, size, source="label map"):
     """Raise a ValueError naming ``source`` unless ``shape[:2]`` is ``size`` = (H, W)."""
     if tuple(shape[:2]) != tuple(size):
@@ -99,10 +118,10 @@ def read_exemplar(adapter, path):
         raise ValueError(f"exemplar {os.path.basename(path)} is not an image ({e}); upload a PNG or JPEG photo") from None
 
 
-def find_onnx(output_dir, name):
-    """The newest ``<output_dir>/export/*.onnx`` whose JSON note says it is a ``name`` graph, or None."""
+def find_onnx(output_dir, name, part=""):
+    """The newest ``<output_dir>/export/*<part>.onnx`` whose JSON note says it is a ``name`` graph, or None."""
     found = []
-    for path in glob.glob(os.path.join(output_dir, "export", "*.onnx")):
+    for path in glob.glob(os.path.join(output_dir, "export", f"*{part}.onnx")):
         note = os.path.splitext(path)[0] + ".json"
         try:
             with open(note) as f:
@@ -149,7 +168,8 @@ class DemoModel:
     Args:
         name: spec name (a key of ``demo.adapters.ADAPTERS``).
         cfg: the model's config (:func:`model_config`); ``cfg.ckpt`` empty = newest snapshot.
-        backend: ``mindspore`` or ``onnx`` (the newest ``export.py`` ONNX file of the model).
+        backend: ``mindspore`` or ``onnx`` (the newest ``export.py`` ONNX file(s) of the model: the
+            adapter's ``onnx_parts``, one export's files).
     """
 
     def __init__(self, name, cfg, backend="mindspore", log=print):
@@ -157,7 +177,7 @@ class DemoModel:
         self.adapter = adapter_for(name)
         if backend not in ("mindspore", "onnx"):
             raise ValueError(f"backend '{backend}' is not mindspore or onnx")
-        self.session = None
+        self.sessions = None
         if backend == "onnx":
             self._load_onnx(cfg)
         else:
@@ -173,13 +193,29 @@ class DemoModel:
             self.warm_up_ms = self.run(np.full(self.size, IGNORE, np.int64), exemplar)[1]
 
     def _load_onnx(self, cfg):
-        """``cfg.ckpt`` if it is an .onnx file, else the newest export; its JSON note's architecture keys
-        replace the config's."""
+        """``cfg.ckpt`` if it is an .onnx file (of a multi-file export: any of its parts), else the newest
+        export; every part of the adapter's ``onnx_parts`` gets a session; the first part's JSON note's
+        architecture keys replace the config's."""
         import onnxruntime as ort
-        path = cfg.ckpt if cfg.ckpt.endswith(".onnx") else find_onnx(cfg.output_dir, self.name)
-        if path is None:
-            raise FileNotFoundError(f"no ONNX export of {self.name} under {cfg.output_dir}/export; run bash "
-                                    f"scripts/run_export.sh {self.name} ONNX, or choose the MindSpore backend")
+        parts = self.adapter.onnx_parts
+        files = " + ".join(f"*{part}.onnx" for part in parts)
+        if cfg.ckpt.endswith(".onnx"):
+            stem = next((cfg.ckpt[:-len(part + ".onnx")] for part in parts if cfg.ckpt.endswith(part + ".onnx")), None)
+            if stem is None:
+                raise ValueError(f"{cfg.ckpt}: the {self.name} ONNX backend runs the files {files} of one export; "
+                                 f"give one of those")
+        else:
+            path = find_onnx(cfg.output_dir, self.name, parts[0])
+            if path is None:
+                raise FileNotFoundError(f"no ONNX export of {self.name} ({files}) under {cfg.output_dir}/export; run "
+                                        f"bash scripts/run_export.sh {self.name} ONNX, or choose the MindSpore backend")
+            stem = path[:-len(parts[0] + ".onnx")]
+        paths = {part: f"{stem}{part}.onnx" for part in parts}
+        for path in paths.values():
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"{path} is missing (the {self.name} ONNX backend runs {files} of one "
+                                        f"export); export them with bash scripts/run_export.sh {self.name} ONNX")
+        path = paths[parts[0]]
         note_path = os.path.splitext(path)[0] + ".json"
         if not os.path.isfile(note_path):
             raise FileNotFoundError(f"{path} has no {os.path.basename(note_path)} beside it (export.py writes one); "
@@ -191,12 +227,13 @@ class DemoModel:
         for key in self.adapter.spec().arch_keys:
             if key in note:
                 cfg[key] = note[key]
-        self.session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-        self.nets, self.checkpoint, self.onnx_path = None, note.get("checkpoint", "?"), path
+        self.sessions = {part: ort.InferenceSession(p, providers=["CPUExecutionProvider"]) for part, p in paths.items()}
+        self.nets, self.checkpoint = None, note.get("checkpoint", "?")
+        self.onnx_path = path if len(parts) == 1 else stem + "{" + ",".join(parts) + "}.onnx"
 
     def describe(self):
         """One line: model, backend and file, label set, canvas size."""
-        source = f"ONNX {self.onnx_path}" if self.session is not None else f"MindSpore {self.checkpoint}"
+        source = f"ONNX {self.onnx_path}" if self.sessions is not None else f"MindSpore {self.checkpoint}"
         return (f"{self.name} ({source}); {self.adapter.label_set(self.cfg)}; label maps of "
                 f"{self.size[1]}x{self.size[0]} pixels")
 
@@ -204,16 +241,17 @@ class DemoModel:
         """``[H, W]`` ids -> (list of ``[H, W, 3]`` uint8 images, milliseconds of the model call)."""
         check_size(ids.shape, self.size)
         start = time.perf_counter()
-        if self.session is not None:
-            images = self.adapter.generate_onnx(self.cfg, self.session, ids, exemplar)
+        if self.sessions is not None:
+            images = self.adapter.generate_onnx(self.cfg, self.sessions, ids, exemplar)
         else:
             images = self.adapter.generate(self.cfg, self.nets, ids, exemplar)
         return images, 1000.0 * (time.perf_counter() - start)
 
     def sample(self, n, seed):
         """A model without label maps: ``n`` samples of noise ``seed`` -> (images, captions, milliseconds)."""
-        if self.session is not None:
-            raise ValueError(f"the {self.name} demo samples on MindSpore only; choose the MindSpore backend")
         start = time.perf_counter()
-        images, captions = self.adapter.sample(self.cfg, self.nets, n, seed)
+        if self.sessions is not None:
+            images, captions = self.adapter.sample_onnx(self.cfg, self.sessions, n, seed)
+        else:
+            images, captions = self.adapter.sample(self.cfg, self.nets, n, seed)
         return images, captions, 1000.0 * (time.perf_counter() - start)

@@ -5,7 +5,7 @@
 #   MODEL        pix2pix (default), crn, cocosnet (with an exemplar upload) or osmis (samples image+mask pairs)
 #   --ckpt       a checkpoint of MODEL; default: the newest snapshot under ${SYNTHZOO_OUTPUTS:-outputs}/MODEL/ckpt,
 #                and when there is none the built-in demo model is trained there first (a few minutes)
-#   --backend    onnx runs the newest bash scripts/run_export.sh MODEL ONNX file with onnxruntime (pix2pix, crn)
+#   --backend    onnx runs the newest bash scripts/run_export.sh MODEL ONNX export with onnxruntime (all four)
 #   --key=value  any key of MODEL/default_config.yaml, as for its predict.py (e.g. --eval_protocol=eval)
 # Serves http://127.0.0.1:7860 (local only; --host=0.0.0.0 exposes it). Needs: pip install -r requirements-demo.txt
 set -euo pipefail

@@ -101,3 +101,26 @@ def test_chained_networks_equal_the_composite_and_the_checkpoint(exported):
     finally:
         ms.set_context(mode=ms.GRAPH_MODE)
     np.testing.assert_allclose(composite, want, atol=5e-3)  # unfolded W/sigma arithmetic, sharp correlation softmax
+
+
+def test_demo_onnx_backend_answers_as_its_mindspore_backend(exported):
+    """The web demo's ONNX backend (this export's correspondence + translation pair, found by its notes)
+    gives the output and the warped exemplar of the demo's MindSpore backend for the same request."""
+    from demo.core import DemoModel
+    out, _ = exported
+    rng = np.random.default_rng(6)
+    ids = np.kron(rng.integers(0, L, (4, 4)), np.ones((16, 16), np.int64))
+    exemplar = rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)
+    onnx_model = DemoModel("cocosnet", drivers.parse(SPEC, [f"--output_dir={out}"]), "onnx", log=lambda *_: None)
+    assert "coco{_correspondence,_translation}.onnx" in onnx_model.describe()
+    mine, _ = onnx_model.run(ids, exemplar)
+    try:
+        ms_model = DemoModel("cocosnet", drivers.parse(SPEC, [f"--output_dir={out}", "--mode=pynative"]),
+                             log=lambda *_: None)
+        ref, _ = ms_model.run(ids, exemplar)
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)
+    assert len(mine) == len(ref) == 2
+    for a, b in zip(mine, ref):  # float outputs within 5e-3 (test above) = 0.64 of a uint8 step
+        diff = np.abs(a.astype(int) - b.astype(int))
+        assert a.shape == b.shape == (S, S, 3) and b.std() > 0 and diff.max() <= 1 and (diff > 0).mean() < 0.05

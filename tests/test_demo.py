@@ -2,12 +2,14 @@
 
 The browser tests start ``bash scripts/run_demo.sh pix2pix`` on an empty outputs folder (so it trains the
 tiny demo model first), drive Debian's chromium through Playwright, and compare the page's outputs with
-``pix2pix/predict.py`` on the same label maps. They skip when chromium, Playwright or gradio is missing
-(``pip install -r requirements-demo.txt``; ``apt-get install chromium``). The page's screenshot is saved
-under the test's tmp folder; SYNTHZOO_DEMO_SCREENSHOT=PATH copies it there too. The last browser test
-switches the page to OSMIS (a tiny saved network) and compares its samples with osmis predict; CoCosNet
-and OSMIS are also checked in process against their predict with tiny freshly built networks. (docs/demo.png shows the
-same page with a better-trained model: 64x64 pix2pix, ngf 32, 20 demo epochs.)
+``pix2pix/predict.py`` on the same label maps, and bucket-fill a region of a demo scene by a click. They
+skip when chromium, Playwright or gradio is missing (``pip install -r requirements-demo.txt``; ``apt-get
+install chromium``). The last two switch the page to OSMIS and to CoCosNet (tiny saved networks) and compare
+the samples, the output and the warped exemplar with their predict. The page's screenshots (``demo.png``,
+``demo_cocosnet.png``) are saved under the tests' tmp folders; SYNTHZOO_DEMO_SCREENSHOTS=DIR copies them
+there too. CoCosNet and OSMIS are also checked in process against their predict and their ONNX exports with
+tiny freshly built networks. (docs/demo.png and docs/demo_cocosnet.png show the same page with
+better-trained models: 64x64 pix2pix, ngf 32, 20 demo epochs; the 64x64 CoCosNet demo model, 10 epochs.)
 """
 import importlib.util
 import os
@@ -23,8 +25,8 @@ import pytest
 
 from common import cityscapes as cs
 from common.io import read_image, write_image
-from demo.adapters import IGNORE, adapter_for
-from demo.core import colors_to_ids, painting_to_ids
+from demo.adapters import IGNORE, adapter_for, distinct_colours
+from demo.core import colors_to_ids, flood_fill, painting_to_ids
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHROMIUM = "/usr/bin/chromium"
@@ -59,6 +61,66 @@ def test_painting_snaps_antialiased_edges_transparency_is_void_and_resizes_neare
     rgba[2:4, 0:2, :3] = (10, 10, 120)     # nearest is car
     rgba[2:4, 2:4, 3] = 0                  # never painted
     np.testing.assert_array_equal(painting_to_ids(rgba, PALETTE, (2, 2)), [[0, 1], [2, IGNORE]])
+
+
+def test_flood_fill_takes_the_4_connected_region_of_the_point_only():
+    ids = np.array([[0, 0, 1, 2],
+                    [1, 0, 1, 2],
+                    [0, 1, 0, 0],
+                    [0, 1, 0, IGNORE]])
+    # (1, 1) and (2, 2) are both 0 but touch at a corner only: two regions
+    np.testing.assert_array_equal(flood_fill(ids, (0, 0), 5), [[5, 5, 1, 2], [1, 5, 1, 2], [0, 1, 0, 0], [0, 1, 0, IGNORE]])
+    np.testing.assert_array_equal(flood_fill(ids, (3, 2), IGNORE),
+                                  [[0, 0, 1, 2], [1, 0, 1, 2], [0, 1, IGNORE, IGNORE], [0, 1, IGNORE, IGNORE]])
+    np.testing.assert_array_equal(flood_fill(ids, (3, 3), 2), np.where(np.arange(16).reshape(4, 4) == 15, 2, ids))
+    np.testing.assert_array_equal(ids[0], [0, 0, 1, 2])  # the input is left as it was
+    with pytest.raises(ValueError, match=r"fill point \(x=4, y=0\) is outside the 4x4 label map"):
+        flood_fill(ids, (0, 4), 1)
+
+
+def test_cocosnet_ade20k_picker_has_the_150_classes_in_distinct_colours():
+    from types import SimpleNamespace
+    from common.classes import ade20k_table
+    adapter, cfg = adapter_for("cocosnet"), SimpleNamespace(label_nc=151, class_table="", dataroot="")
+    names, palette = adapter.class_names(cfg), adapter.palette(cfg)
+    assert len(names) == len(palette) == 152 and adapter.label_set(cfg) == "ADE20K 150 classes + other"
+    assert (names[1], names[7], names[49], names[150]) == ("wall", "road", "skyscraper", "flag")
+    assert tuple(palette[1]) == (120, 120, 120) and tuple(palette[150]) == (92, 0, 255)
+    standard = ade20k_table().colors
+    assert tuple(standard[7]) == tuple(standard[49]) == (140, 140, 140)  # the published repeat
+    assert tuple(palette[7]) == (140, 140, 140) and tuple(palette[49]) == (140, 140, 141)
+    assert len({tuple(c) for c in palette}) == 152 and tuple(palette[-1]) == (0, 0, 0)
+    np.testing.assert_array_equal(distinct_colours([[1, 2, 3], [1, 2, 3], [1, 2, 4], [9, 9, 255], [9, 9, 255]]),
+                                  [[1, 2, 3], [1, 2, 4], [1, 2, 5], [9, 9, 255], [9, 9, 254]])
+    np.testing.assert_array_equal(distinct_colours([[0, 0, 0], [1, 1, 1]], taken=[(0, 0, 0)]), [[0, 0, 1], [1, 1, 1]])
+
+
+def test_crn_ade20k_picker_is_crns_label_palette_made_distinct():
+    """CRN with 151 classes: the ADE20K names, and crn's label_palette colours but for the two that would name two
+    classes on the page (skyscraper = road; "other" black = void)."""
+    from types import SimpleNamespace
+    from crn.src.utils import label_palette
+    adapter, cfg = adapter_for("crn"), SimpleNamespace(num_classes=151, class_table="", dataroot="")
+    names, palette, standard = adapter.class_names(cfg), adapter.palette(cfg), label_palette(151)
+    assert len(names) == len(palette) == len(standard) == 152 and adapter.label_set(cfg) == "ADE20K 150 classes + other + void"
+    assert (names[0], names[7], names[49], names[-1]) == ("other", "road", "skyscraper", "void")
+    changed = np.flatnonzero((palette != standard).any(1)).tolist()
+    assert changed == [0, 49] and tuple(palette[0]) == (0, 0, 1) and tuple(palette[49]) == (140, 140, 141)
+    assert len({tuple(c) for c in palette}) == 152 and tuple(palette[-1]) == (0, 0, 0)
+    cs_cfg = SimpleNamespace(num_classes=19, class_table="", dataroot="")
+    np.testing.assert_array_equal(adapter.palette(cs_cfg), label_palette(19))  # Cityscapes: unchanged
+    assert adapter.label_set(cs_cfg) == "Cityscapes 19 classes + void"
+
+
+def test_cocosnet_onnx_backend_names_the_files_it_runs(tmp_path):
+    from common import drivers
+    from demo.core import DemoModel
+    spec = adapter_for("cocosnet").spec()
+    with pytest.raises(ValueError, match=r"runs the files \*_correspondence\.onnx \+ \*_translation\.onnx of one export"):
+        DemoModel("cocosnet", drivers.parse(spec, [f"--ckpt={tmp_path / 'c_composite.onnx'}"]), "onnx")
+    (tmp_path / "c_correspondence.onnx").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="c_translation.onnx is missing"):
+        DemoModel("cocosnet", drivers.parse(spec, [f"--ckpt={tmp_path / 'c_correspondence.onnx'}"]), "onnx")
 
 
 def test_parse_args_defaults_to_localhost_and_rejects_bare_words():
@@ -231,11 +293,44 @@ def test_painted_stroke_and_uploaded_label_map_match_predict(server, page, tmp_p
         assert np.abs(mine.astype(int) - ref.astype(int)).max() <= 1, name
     assert np.abs(painted_out.astype(int) - uploaded_out.astype(int)).mean() > 3  # two label maps, two photos
 
-    shot = tmp_path / "demo.png"
-    page.screenshot(path=str(shot), full_page=True)
-    assert shot.stat().st_size > 10000
-    if os.environ.get("SYNTHZOO_DEMO_SCREENSHOT"):
-        shutil.copy(shot, os.environ["SYNTHZOO_DEMO_SCREENSHOT"])
+    screenshot(page, tmp_path / "demo.png")
+
+
+def screenshot(page, path):
+    """The whole page as ``path`` (a test artifact), copied into $SYNTHZOO_DEMO_SCREENSHOTS when set."""
+    page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 10000
+    if os.environ.get("SYNTHZOO_DEMO_SCREENSHOTS"):
+        shutil.copy(path, os.path.join(os.environ["SYNTHZOO_DEMO_SCREENSHOTS"], path.name))
+
+
+def image_point(page, selector, x, y):
+    """Page coordinates of pixel (x, y) of the image ``selector`` shows with ``object-fit: contain``."""
+    box = page.eval_on_selector(selector, """img => {
+        const r = img.getBoundingClientRect(), s = Math.min(r.width / img.naturalWidth, r.height / img.naturalHeight);
+        return {left: r.left + (r.width - s * img.naturalWidth) / 2, top: r.top + (r.height - s * img.naturalHeight) / 2,
+                scale: s};
+    }""")
+    return box["left"] + (x + 0.5) * box["scale"], box["top"] + (y + 0.5) * box["scale"]
+
+
+@needs_browser
+def test_bucket_fill_fills_the_clicked_region_with_the_class(server, page, tmp_path):
+    from common.demo_data import render_scene
+    page.get_by_role("tab", name="Paint").click()
+    page.click("#scene")  # the first press shows scene 1
+    page.click("#fill-class input")
+    page.get_by_role("option", name="car", exact=True).click()
+    old = page.get_attribute("#fill-view img", "src")
+    scale = 512 // SIZE  # the canvas and its fill view show each label pixel as scale x scale
+    page.mouse.click(*image_point(page, "#fill-view img", 10 * scale + 3, 2 * scale + 3))  # label pixel (2, 10): sky
+    page.wait_for_function("old => document.querySelector('#fill-view img').src !== old", arg=old)
+    ok, status = generate(page, "#generate-paint")
+    assert ok, status
+    filled = download(page, "_label.png", tmp_path / "filled.png")
+    scene = render_scene(1, SIZE, SIZE)[1].astype(np.int64)
+    assert scene[2, 10] == cs.CLASS_NAMES.index("sky")
+    np.testing.assert_array_equal(filled, cs.colorize(flood_fill(scene, (2, 10), cs.CLASS_NAMES.index("car"))))
 
 
 @needs_browser
@@ -332,8 +427,7 @@ def test_cocosnet_adapter_matches_predict_and_rejects_a_bad_exemplar(tmp_path):
     from common.demo_data import STYLED_LABEL_NC
     from demo.core import DemoModel, read_exemplar
     spec = adapter_for("cocosnet").spec()
-    cfg = save_tiny(spec, [f"--label_nc={STYLED_LABEL_NC}", "--size=64", "--ngf=4", "--corr_channels=8",
-                           "--spade_hidden=8"], tmp_path / "run")
+    cfg = save_tiny(spec, [f"--label_nc={STYLED_LABEL_NC}"] + COCO_TINY, tmp_path / "run")
     model = DemoModel("cocosnet", cfg, log=lambda *_: None)
     assert model.size == (64, 64) and len(model.palette) == STYLED_LABEL_NC + 1
     rng = np.random.default_rng(3)
@@ -391,6 +485,38 @@ def test_osmis_adapter_samples_what_predict_writes(tmp_path):
     build_app(server)  # the page without a canvas input builds
 
 
+COCO_TINY = ["--size=64", "--ngf=4", "--corr_channels=8", "--spade_hidden=8"]
+
+
+def close_images(mine, ref):
+    """uint8 images of two float computations that agree to ~1e-4: equal but for rare rounding steps of 1."""
+    diff = np.abs(mine.astype(int) - ref.astype(int))
+    return mine.shape == ref.shape and diff.max() <= 1 and (diff > 0).mean() < 0.01
+
+
+def test_osmis_onnx_backend_samples_as_mindspore(tmp_path):
+    """OSMIS's ``export.py`` file (the EMA generator: noise in, image and mask out) run by onnxruntime gives
+    the MindSpore samples for the same request (CoCosNet's pair: tests/test_cocosnet_export.py)."""
+    pytest.importorskip("onnxruntime")
+    from common import drivers
+    from demo.core import DemoModel
+    spec = adapter_for("osmis").spec()
+    cfg = save_tiny(spec, OSMIS_TINY, tmp_path / "osmis")
+    drivers.export(spec, drivers.parse(spec, [f"--output_dir={cfg.output_dir}", "--export_format=ONNX"]))
+    onnx_model = DemoModel("osmis", drivers.parse(spec, [f"--output_dir={cfg.output_dir}"]), "onnx", log=lambda *_: None)
+    assert "osmis (ONNX " in onnx_model.describe() and onnx_model.size == (32, 48)
+    mine, captions, _ = onnx_model.sample(2, 5)
+    ref, ref_captions, _ = DemoModel("osmis", cfg, log=lambda *_: None).sample(2, 5)
+    assert captions == ref_captions and len(mine) == 4
+    for a, b in zip(mine, ref):
+        assert close_images(a, b) and b.std() > 0
+    os.rename(onnx_model.onnx_path, tmp_path / "G.onnx")
+    with pytest.raises(FileNotFoundError, match="no ONNX export of osmis"):
+        DemoModel("osmis", drivers.parse(spec, [f"--output_dir={cfg.output_dir}"]), "onnx")
+    with pytest.raises(FileNotFoundError, match="G.onnx has no G.json beside it"):
+        DemoModel("osmis", drivers.parse(spec, [f"--ckpt={tmp_path / 'G.onnx'}"]), "onnx")
+
+
 def cv2_write_ids(path, ids):
     import cv2
     cv2.imwrite(str(path), ids.astype(np.uint8))
@@ -428,3 +554,56 @@ def test_page_switches_to_osmis_and_samples_what_predict_writes(server, page, tm
     np.testing.assert_array_equal(download(page, "_k2.png", tmp_path / "k2.png"), read_image(str(out / "0001.png")))
     np.testing.assert_array_equal(download(page, "_k1.png", tmp_path / "k1.png"),
                                   read_image(str(out / "0000_mask.png")))
+
+
+@needs_browser
+def test_page_switches_to_cocosnet_shows_the_warped_exemplar_and_matches_predict(server, page, tmp_path):
+    import mindspore as ms
+    from common import drivers
+    from common.demo_data import STYLED_LABEL_NC
+    spec = adapter_for("cocosnet").spec()
+    cfg = save_tiny(spec, [f"--label_nc={STYLED_LABEL_NC}"] + COCO_TINY, server["outputs"] / "cocosnet")
+    page.fill("#ckpt textarea", "")  # the newest snapshot under outputs/cocosnet
+    page.click("#model input")
+    page.get_by_role("option", name="cocosnet").click()
+    page.click("#backend label:has-text('MindSpore')")
+    page.click("#load")
+    try:
+        page.wait_for_function("() => document.querySelector('#status').innerText.includes('cocosnet (MindSpore')",
+                               timeout=180000)
+    except Exception:
+        raise AssertionError(page.inner_text("#status") + server["log"].read_text()[-2000:])
+    assert page.locator("#legend .chip").count() == STYLED_LABEL_NC + 1
+    page.get_by_role("tab", name="Paint").click()  # the canvas shows a demo scene in CoCosNet's classes
+    (tmp_path / "notes.txt").write_text("not an image")
+    rng = np.random.default_rng(7)
+    write_image(str(tmp_path / "exemplar.png"), np.kron(rng.integers(0, 256, (6, 5, 3)), np.ones((8, 8, 1))).astype(np.uint8))
+    for name in ("notes.txt", "exemplar.png"):
+        clear = page.locator("#exemplar button[aria-label='Clear']")
+        if clear.count():
+            clear.click()
+        page.set_input_files("#exemplar input[type=file]", str(tmp_path / name))
+        page.wait_for_selector(f"#exemplar td.filename[aria-label='{name}']")
+        ok, status = generate(page, "#generate-paint")
+        assert ok == (name == "exemplar.png") and (ok or "exemplar notes.txt is not an image" in status), status
+    page.wait_for_function("() => document.querySelectorAll('#gallery img').length >= 2")
+    assert "warped exemplar" in page.inner_text("#gallery")
+    label = download(page, "_label.png", tmp_path / "label.png")
+    output = download(page, "_k0.png", tmp_path / "output.png")
+    warped = download(page, "_k1.png", tmp_path / "warped.png")
+    screenshot(page, tmp_path / "demo_cocosnet.png")
+
+    pcfg = drivers.parse(spec, [f"--ckpt={cfg.output_dir}/ckpt", f"--exemplar={tmp_path / 'exemplar.png'}"])
+    os.makedirs(tmp_path / "predict")
+    ms.set_context(mode=ms.PYNATIVE_MODE)  # compiles nothing: 10 s less on 2 cores
+    try:
+        nets, _ = drivers.load_inference(spec, pcfg, log=lambda *_: None)  # label_nc etc. from the checkpoint
+        ids = colors_to_ids(label, adapter_for("cocosnet").palette(pcfg))
+        cv2_write_ids(tmp_path / "scene.png", np.where(ids == IGNORE, 0, ids))
+        spec.predict(pcfg, nets, [str(tmp_path / "scene.png")], str(tmp_path / "predict"))
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)
+    for mine, name in ((output, "scene.png"), (warped, "scene_warped.png")):
+        ref = read_image(str(tmp_path / "predict" / name))
+        assert mine.shape == ref.shape == (SIZE, SIZE, 3) and np.abs(mine.astype(int) - ref.astype(int)).max() <= 1
+    assert warped.std() > 0 and len(np.unique(ids)) > 2
