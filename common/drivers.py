@@ -26,7 +26,8 @@ from common.export import ExportError, check_mindir_parity, check_onnx_parity, e
 from common.io import atomic_file, list_images
 from common.layers import set_dropout_rank
 from common.runtime import init_runtime
-from common.train import GradientUpdate, RankSync, TrainLogger, TrainLoop, parse_loss_scale, set_lr, to_float
+from common.train import (GradientUpdate, RankSync, TrainLogger, TrainLoop, mixed_precision, parse_loss_scale, set_lr,
+                          to_float)
 
 __all__ = ["COMMANDS", "main", "run_cli", "import_checkpoint", "parse", "train", "evaluate", "predict", "export", "load_inference"]
 
@@ -109,8 +110,7 @@ def train(spec, cfg):
     check_loss_scale(spec, cfg, trainer)
     for net in trainer.networks.values():
         set_dropout_rank(net, rt.rank)
-        if cfg.amp_level != "O0":
-            ms.amp.auto_mixed_precision(net, cfg.amp_level)
+        mixed_precision(net, cfg.amp_level)
     matmul = sum(use_conv_impl(net, rt.conv_impl) for net in list(trainer.networks.values()) + list(trainer.frozen.values()))
     trainer.step.set_train()
     loader = BatchLoader(data.train, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, rank=rt.rank,

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-__all__ = ["IMAGE_EXTENSIONS", "list_images", "read_image", "read_label", "image_header", "check_image_complete",
+__all__ = ["IMAGE_EXTENSIONS", "list_images", "read_image", "read_label", "image_header", "check_image_complete", "check_image_pair",
            "write_image", "atomic_dir", "atomic_file", "tensor_to_uint8", "make_grid", "write_html"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -145,6 +145,29 @@ def image_header(path):
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise _decode_error(path, f"unreadable header: {e}") from None
     return size[0], size[1], 3 if mode == "P" else Image.getmodebands(mode)
+
+
+def check_image_pair(image_path, label_path, *, colour_labels=False, fix=""):
+    """Check a (photo, label map) pair from headers and last bytes, without decoding pixels.
+
+    Both files must be complete image streams (:func:`check_image_complete`), the label map must have the
+    photo's width and height, and one channel (class ids) or, with ``colour_labels``, at least three
+    (colour-coded). Raises ``ValueError``/``FileNotFoundError`` naming the file; ``fix`` (the dataset's
+    remedy, e.g. the option to pass instead) ends a channel error.
+    """
+    check_image_complete(image_path)
+    check_image_complete(label_path)
+    iw, ih, _ = image_header(image_path)
+    lw, lh, lc = image_header(label_path)
+    if (lw, lh) != (iw, ih):
+        raise ValueError(f"label map {label_path} is {lw}x{lh} but its photo {image_path} is {iw}x{ih}; label maps "
+                         f"must have the photo's size")
+    tail = f". {fix}" if fix else ""
+    if colour_labels and lc < 3:
+        raise ValueError(f"label file {label_path} has {lc} channel; expected a colour-coded label image{tail}")
+    if not colour_labels and lc != 1:
+        raise ValueError(f"label file {label_path} has {lc} channels (colour or palette image); expected a "
+                         f"single-channel class-id map{tail}")
 
 
 def _read_bytes(path, what):

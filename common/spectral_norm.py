@@ -64,9 +64,10 @@ class SpectralNorm(nn.Cell):
         self.weight_v = Parameter(Tensor(v), name="weight_v", requires_grad=False)
 
     def construct(self, x):
-        w = self.conv.weight.reshape(self.rows, -1)
-        u = ops.stop_gradient(self.weight_u)
-        v = ops.stop_gradient(self.weight_v)
+        # the power iteration and sigma run in float32 also when mixed precision makes this cell float16
+        w = ops.cast(self.conv.weight, ms.float32).reshape(self.rows, -1)
+        u = ops.cast(ops.stop_gradient(self.weight_u), ms.float32)
+        v = ops.cast(ops.stop_gradient(self.weight_v), ms.float32)
         if self.training:
             w_const = ops.stop_gradient(w)
             v = _normalize(ops.matmul(u, w_const), self.eps)
@@ -74,7 +75,9 @@ class SpectralNorm(nn.Cell):
             x = ops.depend(x, ops.assign(self.weight_v, v))
             x = ops.depend(x, ops.assign(self.weight_u, u))
         sigma = ops.reduce_sum(u * ops.matmul(w, v))
-        y = self.conv(x) / sigma
+        y = self.conv(x)
+        sigma = ops.cast(sigma, y.dtype)
+        y = y / sigma
         if self.conv.has_bias:
             y = y + (self.conv.bias * (1.0 - 1.0 / sigma)).reshape(1, -1, 1, 1)
         return y

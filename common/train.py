@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from common.io import atomic_file
 
-__all__ = ["GradientUpdate", "TrainOneStep", "parse_loss_scale", "GANTrainStep", "EMA", "make_loss_scaler", "TrainLoop", "RankSync", "linear_decay", "set_lr", "TrainLogger", "StopSignal", "get_logger", "timer_ms", "to_float"]
+__all__ = ["GradientUpdate", "TrainOneStep", "parse_loss_scale", "GANTrainStep", "EMA", "make_loss_scaler", "TrainLoop", "RankSync", "linear_decay", "set_lr", "TrainLogger", "StopSignal", "get_logger", "timer_ms", "to_float", "mixed_precision"]
 
 
 def _parallel_mode():
@@ -50,6 +50,34 @@ def parse_loss_scale(text):
     if value < 0 or value != value:
         raise ValueError(f"--loss_scale={text}: expected 0 (no scaling), a positive number (static) or dynamic")
     return value
+
+
+def mixed_precision(net, amp_level):
+    """Apply the config's ``amp_level`` to ``net`` in place (a compiled train step already holds it); returns it.
+
+    ``O0``: nothing. ``O1``: the cells of MindSpore's white list (``mindspore.amp.get_white_list``: convolutions,
+    dense layers, ...) run in float16 (``to_float``); everything else stays float32. ``O2``:
+    ``mindspore.amp.auto_mixed_precision(net, "O2")``, whose changes are in place (float16 everywhere, batch
+    norms float32); its float32 output wrapper is not used. (MindSpore's own O1 rewrites the network into a
+    new object, which a train step built beforehand would never run.) Then every cell whose class sets
+    ``KEEP_FLOAT32 = True`` (e.g. CoCosNet's correlation) is put back to float32; such a cell casts its own
+    inputs as well.
+    """
+    if amp_level not in ("O0", "O1", "O2"):
+        raise ValueError(f"--amp_level={amp_level}: choose O0, O1 or O2")
+    if amp_level == "O0":
+        return net
+    if amp_level == "O1":
+        white = tuple(c for c in amp.get_white_list() if isinstance(c, type) and issubclass(c, nn.Cell))
+        for _, cell in net.cells_and_names():
+            if isinstance(cell, white):
+                cell.to_float(ms.float16)
+    else:
+        amp.auto_mixed_precision(net, "O2")
+    for _, cell in net.cells_and_names():
+        if getattr(cell, "KEEP_FLOAT32", False):
+            cell.to_float(ms.float32)
+    return net
 
 
 def make_loss_scaler(loss_scale, name="G"):

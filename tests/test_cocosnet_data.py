@@ -12,6 +12,7 @@ import mindspore as ms
 from common import demo_data
 from cocosnet.src.dataset import ExemplarDataset, find_pairs, read_ref_list
 from cocosnet.src.retrieval import build_ref_list, top_k
+from cocosnet.src.spec import read_exemplar
 from cocosnet.src.utils import palette_distance
 
 RNG = np.random.default_rng(3)
@@ -99,6 +100,36 @@ def test_clear_errors_name_the_file(tmp_path):
     cv2.imwrite(os.path.join(root, "train", "labels", "train2.png"), np.zeros((8, 16), np.uint8))
     with pytest.raises(ValueError, match=r"train2.png is 16x8 but its photo .*train2.png is 16x16"):
         ExemplarDataset(root, "folders", "train", train_list, 5, 16)
+
+
+def test_exemplar_label_errors_name_the_file(tmp_path):
+    """The exemplar's label map (not the input's) with an id >= label_nc, a colour label map, and predict's
+    --exemplar/--exemplar_label pair (wrong size, bad ids, missing file)."""
+    root = folders_dataset(str(tmp_path))
+    train_labels = os.path.join(root, "train", "labels")
+    cv2.imwrite(os.path.join(train_labels, "train1.png"), np.full((16, 16), 7, np.uint8))
+    val = ExemplarDataset(root, "folders", "val", os.path.join(root, "ref_val.txt"), 5, 16)
+    assert val.get(0)[2].shape == (5, 16, 16)  # val0's exemplar is train0
+    with pytest.raises(ValueError, match=r"labels.train1\.png holds class ids \[7\].*--label_nc to at least 8"):
+        val.get(1)  # val1's own label map is fine, its exemplar train1's is not
+
+    photo = os.path.join(root, "train", "images", "train0.png")
+    ref, ref_seg = read_exemplar(photo, os.path.join(train_labels, "train0.png"), 5, 8)
+    assert ref.shape == (3, 8, 8) and abs(ref.mean() + 1) < 1e-6  # train0 is black: -1 everywhere
+    np.testing.assert_array_equal(ref_seg.argmax(0)[:4], 1)  # top half class 1, bottom half class 0
+    np.testing.assert_array_equal(ref_seg.argmax(0)[4:], 0)
+    assert read_exemplar(photo, "", 5, 8)[1].sum() == 0
+    with pytest.raises(ValueError, match=r"train1\.png holds class ids \[7\]"):
+        read_exemplar(photo, os.path.join(train_labels, "train1.png"), 5, 8)
+    cv2.imwrite(str(tmp_path / "short.png"), np.zeros((8, 16), np.uint8))
+    with pytest.raises(ValueError, match=r"short\.png is 16x8 but its photo .*train0\.png is 16x16"):
+        read_exemplar(photo, str(tmp_path / "short.png"), 5, 8)
+    with pytest.raises(FileNotFoundError, match=r"nowhere\.png does not exist"):
+        read_exemplar(str(tmp_path / "nowhere.png"), os.path.join(train_labels, "train0.png"), 5, 8)
+
+    cv2.imwrite(os.path.join(root, "val", "labels", "val0.png"), np.zeros((16, 16, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"val0\.png has 3 channels .*class ids 0\.\.4"):
+        ExemplarDataset(root, "folders", "val", os.path.join(root, "ref_val.txt"), 5, 16)
 
 
 def test_styled_demo_keeps_the_plain_demo_and_pairs_by_style(tmp_path):

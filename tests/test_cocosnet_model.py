@@ -12,7 +12,8 @@ from mindspore import Tensor, nn, ops
 from common.layers import count_params
 from common.vgg import VGG
 from cocosnet.src.blocks import Attention, ResidualBlock, SPADEResnetBlock, nearest_resize, positional_norm
-from cocosnet.src.correspondence import center_normalize, correlation, unfold_patches, warp
+from common.train import mixed_precision
+from cocosnet.src.correspondence import CorrelationWarp, center_normalize, correlation, unfold_patches, warp
 from cocosnet.src.loss import contextual_loss
 from cocosnet.src.model import (REFERENCE_PARAMS, CoCosNet, build_correspondence, build_discriminator,
                                 build_generator)
@@ -210,6 +211,66 @@ def test_correspondence_forward_matches_numpy_correlation_and_warp():
     np.testing.assert_allclose(warp_mask.reshape(2, label_nc, n), np.einsum("bnm,bcm->bcn", corr, small_seg),
                                atol=1e-5)
     np.testing.assert_allclose(warp_mask.sum(axis=1), 1, atol=1e-5)  # soft class probabilities
+
+
+def np_matching(theta_feat, phi_feat, ref_small, ref_seg_small):
+    """CorrelationWarp in float64: (warp_small, warp_mask, corr)."""
+    b, _, h, w = ref_small.shape
+
+    def centred(u):
+        u = np_unfold(u.astype(np.float64), 3)
+        return np_l2(u - u.mean(axis=1, keepdims=True), 1)
+
+    corr = np_softmax(np.einsum("bdn,bdm->bnm", centred(theta_feat), centred(phi_feat)) / 0.01)
+    warped = [np.einsum("bnm,bcm->bcn", corr, s.reshape(b, s.shape[1], h * w).astype(np.float64)).reshape(s.shape)
+              for s in (ref_small, ref_seg_small)]
+    return warped[0], warped[1], corr
+
+
+@pytest.mark.parametrize("cell_precision", ["float32", "float16"])
+def test_correlation_runs_in_float32_on_float16_features(cell_precision):
+    """float16 features (as under --amp_level) are matched in float32: with the cell marked float32 (as
+    mixed_precision leaves it) and with the cell itself switched to float16 (O2's blanket to_float before the
+    re-mark), the explicit casts inside keep the correlation, its softmax and the mask warp float32."""
+    cell = CorrelationWarp(0.01, 3)
+    if cell_precision == "float16":
+        cell.to_float(ms.float16)
+    theta_feat, phi_feat = (RNG.standard_normal((2, 6, 4, 5)).astype(np.float16) for _ in range(2))
+    ref_small = RNG.uniform(-1, 1, (2, 3, 4, 5)).astype(np.float16)
+    ref_seg_small = one_hot(RNG.integers(0, 4, (2, 4, 5)), 4).astype(np.float16)
+    warp_small, warp_mask, theta, phi, corr = cell(*(Tensor(a) for a in (theta_feat, phi_feat, ref_small,
+                                                                            ref_seg_small)))
+    assert corr.dtype == warp_mask.dtype == theta.dtype == phi.dtype == ms.float32
+    want_small, want_mask, want_corr = np_matching(theta_feat, phi_feat, ref_small, ref_seg_small)
+    np.testing.assert_allclose(corr.asnumpy(), want_corr, atol=2e-5)
+    np.testing.assert_allclose(warp_mask.asnumpy(), want_mask, atol=2e-5)
+    np.testing.assert_allclose(warp_small.asnumpy().astype(np.float64), want_small,
+                               atol=2e-5 if warp_small.dtype == ms.float32 else 2e-3)
+
+
+@pytest.mark.parametrize("amp_level", ["O1", "O2"])
+def test_mixed_precision_keeps_the_correlation_float32(amp_level):
+    """common.train.mixed_precision (the driver's --amp_level) on a narrow correspondence net: the
+    convolutions turn float16, the matching cell stays float32, and the correlation equals the float64
+    softmax of the returned (float32) matching features."""
+    label_nc, size = 5, 32
+    net = build_correspondence(label_nc=label_nc, ngf=8, corr_channels=8, spade_hidden=8)
+    net.set_train(False)
+    mixed_precision(net, amp_level)
+    assert net.theta.fp16 and net.adaptive_model_seg.layer1[0].conv.fp16
+    assert net.matching.fp32 and not net.matching.fp16
+    seg = one_hot(RNG.integers(0, label_nc, (1, size, size)), label_nc)
+    ref_seg = one_hot(RNG.integers(0, label_nc, (1, size, size)), label_nc)
+    ref = RNG.uniform(-1, 1, (1, 3, size, size)).astype(np.float32)
+    out = Call(net.correspond, net)(*(Tensor(a) for a in (seg, ref, ref_seg)))
+    warp_mask, f_seg, theta, phi, corr = out[1], out[2], out[4], out[5], out[6]
+    assert corr.dtype == warp_mask.dtype == theta.dtype == ms.float32
+    if amp_level == "O2":
+        assert f_seg.dtype == ms.float16  # the encoders did run in float16
+    theta, phi = theta.asnumpy().astype(np.float64), phi.asnumpy().astype(np.float64)
+    np.testing.assert_allclose(corr.asnumpy(), np_softmax(np.einsum("bdn,bdm->bnm", theta, phi) / 0.01), atol=1e-5)
+    with pytest.raises(ValueError, match="choose O0, O1 or O2"):
+        mixed_precision(net, "O3")
 
 
 # Self-attention --------------------------------------------------------------------------------------

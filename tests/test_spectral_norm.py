@@ -68,6 +68,24 @@ def test_training_forward_runs_one_power_iteration_per_call_like_numpy():
     assert abs(sigma - top) / top < 0.05  # the estimate converges to the largest singular value
 
 
+def test_float16_cell_keeps_the_power_iteration_float32():
+    """Mixed precision (O2 makes every cell float16): the convolution runs in float16, while u, v and sigma
+    still follow the float32/NumPy power iteration (they are float32 state, updated in place)."""
+    sn = spectral_norm(make_conv(seed=6), seed=7)
+    sn.to_float(ms.float16)
+    sn.set_train(True)
+    w, b = sn.conv.weight.asnumpy(), sn.conv.bias.asnumpy()
+    u0 = sn.weight_u.asnumpy().copy()
+    x = np.random.default_rng(8).standard_normal((1, 3, 6, 7)).astype(np.float32)
+    y = sn(Tensor(x))
+    assert y.dtype == ms.float16 and sn.weight_u.dtype == ms.float32
+    u, v, sigma = np_power_iteration(w, u0, 1)
+    np.testing.assert_allclose(sn.weight_u.asnumpy(), u, atol=1e-5)
+    np.testing.assert_allclose(sn.weight_v.asnumpy(), v, atol=1e-5)
+    want = np_conv(x, w / sigma, b)
+    np.testing.assert_allclose(y.asnumpy(), want, atol=2e-2 * np.abs(want).max())
+
+
 def test_inference_mode_keeps_u_v_and_folding_reproduces_it():
     sn = spectral_norm(make_conv(seed=3), seed=4)
     sn.set_train(True)

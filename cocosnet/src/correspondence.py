@@ -10,16 +10,18 @@ Pipeline at 256x256 (full width ``ngf=64``, 151 classes; ``N = 64*64 = 4096`` po
     warp_out  = nearest x4(corr @ avgpool4(ref))          -> [B,3,256,256]
     warp_mask = corr @ nearest(ref_seg@64)                -> [B,151,64,64]
 
-``@64`` is a nearest resize to the correlation grid (every 4th pixel).
+``@64`` is a nearest resize to the correlation grid (every 4th pixel). The matching (unfold, centring,
+correlation, softmax and both warps) runs in float32 under any ``--amp_level`` (:class:`CorrelationWarp`).
 """
+from mindspore import dtype as mstype
 from mindspore import nn, ops
 
 from common.layers import InstanceNorm2d, LeakyReLU
 from cocosnet.src.blocks import (FLOAT_EPS, ResidualBlock, SPADEResnetBlock, conv2d, feature_normalize,
                                  nearest_resize, sn_conv2d)
 
-__all__ = ["unfold_patches", "center_normalize", "correlation", "warp", "avg_pool", "AdaptiveFeatureGenerator",
-           "CorrespondenceNet"]
+__all__ = ["unfold_patches", "center_normalize", "correlation", "warp", "avg_pool", "CorrelationWarp",
+           "AdaptiveFeatureGenerator", "CorrespondenceNet"]
 
 
 def unfold_patches(x, kernel=3):
@@ -71,6 +73,40 @@ def avg_pool(x, factor):
     """Mean over non-overlapping ``factor x factor`` blocks: [B, C, H, W] -> [B, C, H/f, W/f]."""
     b, c, h, w = x.shape
     return x.reshape(b, c, h // factor, factor, w // factor, factor).mean(axis=(3, 5))
+
+
+class CorrelationWarp(nn.Cell):
+    """The matching, always in float32: 3x3 unfold, centring and L2 norm per position, correlation softmax at
+    ``temperature``, warps of the pooled exemplar and of its label map.
+
+    Mixed precision (``--amp_level``, ``common.train.mixed_precision``) leaves this cell in float32: it is
+    marked ``to_float(float32)`` (``KEEP_FLOAT32``, re-applied after O2's network-wide float16), and it casts
+    its inputs to float32 itself. With temperature 0.01 the softmax scales cosine similarities by 100, so a
+    float16 rounding of 1e-3 would move the logits by 0.1.
+
+    ``construct(theta_feat, phi_feat, ref_small, ref_seg_small)``: theta_feat, phi_feat [B, C, h, w],
+    ref_small [B, 3, h, w], ref_seg_small [B, L, h, w] -> (warp_small [B, 3, h, w] cast back to the dtype the
+    cell receives theta_feat in (float32 while the cell is marked float32),
+    warp_mask [B, L, h, w] float32 (it feeds the NLL with its 1e-10 floor, below float16's range),
+    theta, phi [B, k*k*C, h*w] float32, corr [B, h*w, h*w] float32).
+    """
+
+    KEEP_FLOAT32 = True
+
+    def __init__(self, temperature=0.01, match_kernel=3):
+        super().__init__()
+        self.temperature = temperature
+        self.match_kernel = match_kernel
+        self.to_float(mstype.float32)
+
+    def construct(self, theta_feat, phi_feat, ref_small, ref_seg_small):
+        b, _, h, w = ref_small.shape
+        theta = center_normalize(unfold_patches(ops.cast(theta_feat, mstype.float32), self.match_kernel))
+        phi = center_normalize(unfold_patches(ops.cast(phi_feat, mstype.float32), self.match_kernel))
+        corr = correlation(theta, phi, self.temperature)
+        warp_small = warp(corr, ops.cast(ref_small, mstype.float32)).reshape(b, 3, h, w)
+        warp_mask = warp(corr, ops.cast(ref_seg_small, mstype.float32)).reshape(b, ref_seg_small.shape[1], h, w)
+        return ops.cast(warp_small, theta_feat.dtype), warp_mask, theta, phi, corr
 
 
 class AdaptiveFeatureGenerator(nn.Cell):
@@ -128,14 +164,13 @@ class CorrespondenceNet(nn.Cell):
         super().__init__()
         if match_kernel % 2 != 1:
             raise ValueError(f"match_kernel={match_kernel} must be odd (3 in the reference)")
-        self.temperature = temperature
-        self.match_kernel = match_kernel
         self.adaptive_model_seg = AdaptiveFeatureGenerator(label_nc, ngf, spade_hidden)
         self.adaptive_model_img = AdaptiveFeatureGenerator(3, ngf, spade_hidden)
         mixed = 4 * ngf + label_nc
         self.layer = nn.SequentialCell([ResidualBlock(mixed) for _ in range(4)])
         self.theta = conv2d(mixed, corr_channels, 1)
         self.phi = conv2d(mixed, corr_channels, 1)
+        self.matching = CorrelationWarp(temperature, match_kernel)
 
     def encode_label(self, seg):
         """Label-domain features, L2-normalised over channels: [B, label_nc, H, W] -> [B, 4ngf, H/4, W/4]."""
@@ -154,7 +189,7 @@ class CorrespondenceNet(nn.Cell):
             theta [B,k*k*corr_channels,h*w], phi [B,k*k*corr_channels,h*w], corr [B,h*w,h*w],
             warp_small [B,3,h,w]) with h, w = H/4, W/4.
         """
-        b, _, height, width = ref.shape
+        height, width = ref.shape[2], ref.shape[3]
         h, w = height // self.DOWN, width // self.DOWN
         f_seg = self.encode_label(seg)
         f_ref = self.encode_image(ref)
@@ -162,12 +197,9 @@ class CorrespondenceNet(nn.Cell):
         ref_seg_small = nearest_resize(ref_seg, (h, w))
         cont = self.layer(ops.cat((f_seg, seg_small), 1))
         ref_feat = self.layer(ops.cat((f_ref, ref_seg_small), 1))
-        theta = center_normalize(unfold_patches(self.theta(cont), self.match_kernel))
-        phi = center_normalize(unfold_patches(self.phi(ref_feat), self.match_kernel))
-        corr = correlation(theta, phi, self.temperature)
-        warp_small = warp(corr, avg_pool(ref, self.DOWN)).reshape(b, 3, h, w)
+        warp_small, warp_mask, theta, phi, corr = self.matching(self.theta(cont), self.phi(ref_feat),
+                                                                avg_pool(ref, self.DOWN), ref_seg_small)
         warp_out = nearest_resize(warp_small, (height, width))
-        warp_mask = warp(corr, ref_seg_small).reshape(b, ref_seg.shape[1], h, w)
         return warp_out, warp_mask, f_seg, f_ref, theta, phi, corr, warp_small
 
     def construct(self, seg, ref, ref_seg):

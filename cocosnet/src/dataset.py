@@ -25,7 +25,7 @@ import numpy as np
 
 from common.classes import unknown_ids_error
 from common.data import validate_files
-from common.io import check_image_complete, image_header, read_image, read_label
+from common.io import check_image_pair, read_image, read_label
 
 __all__ = ["DATA_FORMATS", "SPLITS", "find_pairs", "read_ref_list", "read_ids", "one_hot", "ExemplarDataset"]
 
@@ -126,18 +126,6 @@ def one_hot(ids, label_nc):
     return out
 
 
-def _check_pair(pair, label_nc):
-    photo, label = pair
-    check_image_complete(photo)
-    check_image_complete(label)
-    pw, ph, _ = image_header(photo)
-    lw, lh, lc = image_header(label)
-    if (pw, ph) != (lw, lh):
-        raise ValueError(f"label map {label} is {lw}x{lh} but its photo {photo} is {pw}x{ph}; they must match")
-    if lc != 1:
-        raise ValueError(f"label map {label} has {lc} channels; expected single-channel class ids 0..{label_nc - 1}")
-
-
 class ExemplarDataset:
     """A split's samples with their exemplars (module doc).
 
@@ -171,7 +159,8 @@ class ExemplarDataset:
         self.keys = keys
         used = {s: self.pairs[s] for s in keys}
         used.update({r: self.refs[r] for s in keys for r in self.table[s]})
-        validate_files(list(used.values()), lambda p: _check_pair(p, label_nc), f"CoCosNet {split} images",
+        ids = f"the label maps hold class ids 0..{label_nc - 1}"
+        validate_files(list(used.values()), lambda p: check_image_pair(*p, fix=ids), f"CoCosNet {split} images",
                        fix="each photo needs a label PNG of its size holding class ids")
 
     def __len__(self):

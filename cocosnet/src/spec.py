@@ -11,7 +11,7 @@ from common.classes import config_class_table
 from common.config import ConfigError, load_config
 from common.demo_data import STYLED_LABEL_NC, ensure_demo_dataset
 from common.export import prepare_for_export
-from common.io import make_grid, read_image, write_html, write_image
+from common.io import check_image_pair, make_grid, read_image, write_html, write_image
 from common.layers import count_params, init_weights
 from common.model_spec import Datasets, EvalRun, ExportGraph, ModelSpec, Trainer
 from common.spectral_norm import fold_spectral_norm
@@ -21,7 +21,7 @@ from cocosnet.src.model import CoCosNet, build_correspondence, build_discriminat
 from cocosnet.src.train_step import LOSS_NAMES, build_train_step, build_vgg_features
 from cocosnet.src.utils import adam, colorize, palette_distance, translate, ttur_rates
 
-__all__ = ["CoCosNetSpec", "default_ref_lists", "export_graphs"]
+__all__ = ["CoCosNetSpec", "default_ref_lists", "export_graphs", "read_exemplar"]
 
 DEMO_KEYS = {"size": "demo_size", "ngf": "demo_ngf", "corr_channels": "demo_corr_channels",
              "spade_hidden": "demo_spade_hidden", "ndf": "demo_ndf", "n_epochs": "demo_epochs",
@@ -185,16 +185,14 @@ class CoCosNetSpec(ModelSpec):
         if not cfg.exemplar:
             raise ValueError("pass --exemplar=<exemplar photo> (and --exemplar_label=<its label map PNG> if you have it)")
         net = self._composite(nets)
-        ref = _photo(cfg.exemplar, cfg.size)
-        if cfg.exemplar_label:
-            ref_seg = one_hot(_ids(cfg.exemplar_label, cfg), cfg.label_nc)
-        else:
+        if not cfg.exemplar_label:
             tqdm.write("no --exemplar_label: the exemplar's label map is all zeros, so the correspondence matches "
                        "image features alone")
-            ref_seg = np.zeros((cfg.label_nc, cfg.size, cfg.size), np.float32)
+        ref, ref_seg = read_exemplar(cfg.exemplar, cfg.exemplar_label, cfg.label_nc, cfg.size,
+                                     class_table=cfg.class_table)
         written = []
         for path in tqdm(paths, desc="cocosnet predict", unit="img"):
-            seg = one_hot(_ids(path, cfg), cfg.label_nc)
+            seg = one_hot(_resized_ids(path, cfg.label_nc, cfg.size, cfg.class_table), cfg.label_nc)
             out, warped = translate(net, seg[None], ref[None], ref_seg[None])
             stem = os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0])
             write_image(stem + ".png", out[0])
@@ -241,13 +239,27 @@ def _uint8(photo):
     return np.rint((np.clip(photo, -1, 1) + 1) * 127.5).astype(np.uint8).transpose(1, 2, 0)
 
 
+def read_exemplar(exemplar, exemplar_label, label_nc, size, *, class_table=""):
+    """predict.py's exemplar: (ref [3, size, size] in [-1, 1], ref_seg [label_nc, size, size] one-hot).
+
+    ``exemplar_label`` empty: an all-zero label map. Errors name the file: a label map that is not the
+    exemplar's size or not single-channel (:func:`common.io.check_image_pair`), class ids >= ``label_nc`` (naming
+    the class table file ``class_table`` label_nc came from, if any).
+    """
+    if not exemplar_label:
+        return _photo(exemplar, size), np.zeros((label_nc, size, size), np.float32)
+    check_image_pair(exemplar, exemplar_label, fix=f"--exemplar_label is the class-id map (0..{label_nc - 1}) of "
+                                                   f"--exemplar")
+    return _photo(exemplar, size), one_hot(_resized_ids(exemplar_label, label_nc, size, class_table), label_nc)
+
+
 def _photo(path, size):
     import cv2
     img = cv2.resize(read_image(path), (size, size), interpolation=cv2.INTER_CUBIC)
     return img.transpose(2, 0, 1).astype(np.float32) / 127.5 - 1.0
 
 
-def _ids(path, cfg):
+def _resized_ids(path, label_nc, size, class_table=""):
     import cv2
-    ids = read_ids(path, cfg.label_nc, class_table=cfg.class_table)
-    return cv2.resize(ids.astype(np.uint16), (cfg.size, cfg.size), interpolation=cv2.INTER_NEAREST).astype(np.int64)
+    ids = read_ids(path, label_nc, class_table=class_table)
+    return cv2.resize(ids.astype(np.uint16), (size, size), interpolation=cv2.INTER_NEAREST).astype(np.int64)

@@ -20,7 +20,7 @@ import numpy as np
 from common import cityscapes as cs
 from common.classes import unknown_ids_error
 from common.data import validate_files
-from common.io import check_image_complete, image_header, read_image, read_label
+from common.io import check_image_pair, read_image, read_label
 
 __all__ = ["LABEL_FORMATS", "label_file_to_ids", "encode_label", "CRNDataset"]
 
@@ -141,23 +141,12 @@ class CRNDataset:
         channels must fit ``label_format`` (one channel for ids, colour for ``color``). Raises one
         ``ValueError`` listing the first bad pairs and their count.
         """
-        def check(pair):
-            img, lab = pair
-            check_image_complete(img)
-            check_image_complete(lab)
-            iw, ih, _ = image_header(img)
-            lw, lh, lc = image_header(lab)
-            if (lw, lh) != (iw, ih):
-                raise ValueError(f"label map {lab} is {lw}x{lh} but its photo is {iw}x{ih}; label maps must have "
-                                 f"the photo's size")
-            if self.label_format == "color" and lc < 3:
-                raise ValueError(f"label file {lab} has {lc} channel; label_format=color expects colour-coded "
-                                 f"labels. For class-id maps pass --label_format=trainIds (or labelIds)")
-            if self.label_format != "color" and lc != 1:
-                raise ValueError(f"label file {lab} has {lc} channels (colour or palette image); "
-                                 f"label_format={self.label_format} expects a single-channel id map. "
-                                 f"For colour-coded labels pass --label_format=color")
-        validate_files(self.pairs, check, f"CRN {self.split} (photo, label) pairs")
+        colour = self.label_format == "color"
+        fix = ("label_format=color expects colour-coded labels; for class-id maps pass --label_format=trainIds "
+               "(or labelIds)" if colour else f"label_format={self.label_format} expects a single-channel id map; "
+               f"for colour-coded labels pass --label_format=color")
+        validate_files(self.pairs, lambda pair: check_image_pair(*pair, colour_labels=colour, fix=fix),
+                       f"CRN {self.split} (photo, label) pairs")
 
     def __len__(self):
         return len(self.pairs)
