@@ -75,6 +75,11 @@ def generate(net, label):
     return np.rint(np.clip(out, 0, 255)).astype(np.uint8).transpose(0, 1, 3, 4, 2)
 
 
+def images_uint8(images):
+    """The exported graph's ``images`` [B, k, 3, H, W] in 0..1 -> [B, k, H, W, 3] uint8, as :func:`generate`."""
+    return np.rint(np.clip(images * 255.0, 0, 255)).astype(np.uint8).transpose(0, 1, 3, 4, 2)
+
+
 def label_palette(num_classes):
     """[num_classes + 1, 3] uint8: the Cityscapes colours first, fixed pseudo-random ones after, void black."""
     extra = np.random.RandomState(1234).randint(0, 256, (max(num_classes - len(cs.PALETTE), 0), 3))
