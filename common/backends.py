@@ -15,7 +15,14 @@ only this signature (``ModelSpec.runners``), so ``--backend`` swaps the runtime 
   sets the bf16 inference-precision hint (CPUs with AVX512_BF16 or AMX; README, Performance, gives its error).
 
 onnxruntime and OpenVINO are optional packages: a missing one is reported with the pip command.
+
+OpenVINO's CPU plugin carries its own oneDNN, which latches ``ONEDNN_MAX_CPU_ISA`` when it compiles its first
+model, as MindSpore's does at its first kernel. The AVX2 cap that ``import common`` sets for MindSpore would
+make OpenVINO slower and refuse bf16 ("object is not initialized"), so the variable (set by ``import common`` or
+by you, for MindSpore) is lifted while OpenVINO compiles and restored after; MindSpore's convolutions keep their cap whichever
+runs first (measured: native 3x3 conv 64->64 at 128x128 stays 0.06-0.09 s, 6.5 s at AVX-512).
 """
+import contextlib
 import os
 
 import numpy as np
@@ -56,12 +63,13 @@ class GraphRunner:
         path: the ONNX file.
         precision: ``f32`` or ``bf16`` (OpenVINO's inference-precision hint).
         inputs: ``{name: shape}`` of the graph's inputs (static shapes, as ``export.py`` writes them).
-        output_names: the graph's output names, in order.
+        output_names: the graph's outputs, in order, each as the set of its tensor names (OpenVINO keeps the
+            producing node's name beside the ONNX output name).
     """
 
     def __init__(self, kind, path, precision, inputs, output_names, run):
         self.kind, self.path, self.precision = kind, path, precision
-        self.inputs, self.output_names = inputs, tuple(output_names)
+        self.inputs, self.output_names = inputs, [set(names) for names in output_names]
         self.input_names = tuple(inputs)
         self._run = run
 
@@ -81,8 +89,10 @@ class GraphRunner:
         """
         want_in = {name: list(shape) for name, shape in inputs.items()}
         have_in = {name: list(shape) for name, shape in self.inputs.items()}
-        if want_in != have_in or tuple(output_names) != self.output_names:
-            raise BackendError(f"ONNX file {self.path} has inputs {have_in} and outputs {list(self.output_names)}, but "
+        if want_in != have_in or len(output_names) != len(self.output_names) or \
+                any(want not in have for want, have in zip(output_names, self.output_names)):
+            have_out = ["|".join(sorted(names)) for names in self.output_names]
+            raise BackendError(f"ONNX file {self.path} has inputs {have_in} and outputs {have_out}, but "
                                f"{what} takes inputs {want_in} and gives outputs {list(output_names)}: the file was "
                                f"exported from another model or at another size; pass the file export.py writes for "
                                f"this checkpoint, or leave --onnx empty to export it")
@@ -98,6 +108,17 @@ def _import(kind):
     except ImportError:
         raise BackendError(f"--backend={kind} needs the Python package '{PIP_PACKAGES[kind]}', which is not installed: "
                            f"pip install {PIP_PACKAGES[kind]} (or use --backend=mindspore)") from None
+
+
+@contextlib.contextmanager
+def _onednn_uncapped():
+    """No ``ONEDNN_MAX_CPU_ISA`` inside (MindSpore's cap), restored after."""
+    saved = os.environ.pop("ONEDNN_MAX_CPU_ISA", None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["ONEDNN_MAX_CPU_ISA"] = saved
 
 
 def _static_shape(dims, path, name):
@@ -118,7 +139,7 @@ def _load_onnxruntime(ort, path, precision, threads):
     except Exception as e:  # onnxruntime raises its own exception types for a bad file
         raise BackendError(f"onnxruntime cannot load {path}: {str(e).splitlines()[0]}") from None
     inputs = {i.name: _static_shape(i.shape, path, i.name) for i in session.get_inputs()}
-    return inputs, [o.name for o in session.get_outputs()], lambda feeds: session.run(None, feeds)
+    return inputs, [{o.name} for o in session.get_outputs()], lambda feeds: session.run(None, feeds)
 
 
 def _load_openvino(ov, path, precision, threads):
@@ -133,7 +154,8 @@ def _load_openvino(ov, path, precision, threads):
     config = {"INFERENCE_PRECISION_HINT": precision}  # explicit: AMX CPUs default to bf16
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
-    compiled = core.compile_model(model, "CPU", config)
+    with _onednn_uncapped():
+        compiled = core.compile_model(model, "CPU", config)
     inputs = {}
     for port in compiled.inputs:
         shape = port.get_partial_shape()
@@ -146,7 +168,7 @@ def _load_openvino(ov, path, precision, threads):
         result = request.infer(feeds)
         return [np.array(result[port]) for port in outputs]
 
-    return inputs, [port.get_any_name() for port in outputs], run
+    return inputs, [port.get_names() for port in outputs], run
 
 
 def load_backend(kind, onnx_path, *, precision="f32", threads=0):
