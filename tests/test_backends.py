@@ -2,6 +2,7 @@
 MindSpore on tiny random-weight checkpoints of pix2pix and CRN: the same float outputs within 1e-4 and
 the same images; the ONNX file exported once and reused; clear errors for a missing package, a file of
 another model or size, and options that do not fit."""
+import importlib.util
 import json
 import os
 import sys
@@ -22,8 +23,9 @@ PIX2PIX, CRN = Pix2PixSpec(), CRNSpec()
 # running statistics and no dropout: the graph export.py writes with export_norm=running_stats
 P2P_TINY = ["--netG=unet_64", "--ngf=8", "--crop_size=64", "--eval_protocol=eval", "--export_norm=running_stats"]
 CRN_TINY = ["--size=32", "--width_mult=0.0625", "--num_outputs=3", "--label_format=trainIds"]
+HAVE_OPENVINO = importlib.util.find_spec("openvino") is not None
 ONNX_BACKENDS = ["onnxruntime", pytest.param("openvino", marks=pytest.mark.skipif(
-    not __import__("importlib").util.find_spec("openvino"), reason="openvino not installed (optional: pip install openvino)"))]
+    not HAVE_OPENVINO, reason="openvino not installed (optional: pip install openvino)"))]
 
 
 def checkpoint(spec, out, tiny, seed=0):
@@ -103,26 +105,27 @@ def test_pix2pix_eval_on_onnxruntime_scores_as_mindspore(p2p, demo_cache):
     assert scores["onnxruntime"]["psnr"] == pytest.approx(scores["mindspore"]["psnr"], abs=1e-2)
 
 
-@pytest.mark.parametrize("backend", ONNX_BACKENDS)
-def test_crn_backend_equals_mindspore(tmp_path, backend):
+def test_crn_backends_equal_mindspore(tmp_path):
+    """Both ONNX backends (OpenVINO when installed) in one test: one checkpoint, one MindSpore run."""
+    from crn.src.spec import example_label
     ckpt = checkpoint(CRN, tmp_path, CRN_TINY)
     ids = np.full((32, 64), 255, np.uint8)
     ids[:16] = 10
     ids[16:, :32] = 0
     cv2.imwrite(str(tmp_path / "label.png"), ids)
-    from crn.src.spec import example_label
     label = example_label(19, 32, 64)
     base = CRN_TINY + [f"--output_dir={tmp_path}", f"--ckpt={ckpt}", f"--input={tmp_path / 'label.png'}"]
-    ours = runner_outputs(CRN, drivers.parse(CRN, base + ["--backend=mindspore"]), {"label": label})[0]
-    theirs = runner_outputs(CRN, drivers.parse(CRN, base + [f"--backend={backend}"]), {"label": label})[0]
-    assert ours.shape == (1, 3, 3, 32, 64) and ours.std() > 1e-3
-    np.testing.assert_allclose(theirs, ours, atol=1e-4, rtol=0)
-    images = {}
-    for name in ("mindspore", backend):
+    backends = ["mindspore", "onnxruntime"] + (["openvino"] if HAVE_OPENVINO else [])
+    outputs, images = {}, {}
+    for name in backends:
+        outputs[name] = runner_outputs(CRN, drivers.parse(CRN, base + [f"--backend={name}"]), {"label": label})[0]
         written = drivers.predict(CRN, drivers.parse(CRN, base + [f"--backend={name}", f"--output_dir={tmp_path / name}"]))
         assert [os.path.basename(p) for p in written] == ["label_k0.png", "label_k1.png", "label_k2.png"]
         images[name] = np.stack([cv2.imread(p).astype(int) for p in written])
-    assert np.abs(images["mindspore"] - images[backend]).max() <= 1
+    assert outputs["mindspore"].shape == (1, 3, 3, 32, 64) and outputs["mindspore"].std() > 1e-3
+    for name in backends[1:]:
+        np.testing.assert_allclose(outputs[name], outputs["mindspore"], atol=1e-4, rtol=0, err_msg=name)
+        assert np.abs(images["mindspore"] - images[name]).max() <= 1
 
 
 def test_openvino_bf16_is_close_to_f32(p2p):
