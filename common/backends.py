@@ -143,18 +143,18 @@ def _load_onnxruntime(ort, path, precision, threads):
 
 
 def _load_openvino(ov, path, precision, threads):
-    core = ov.Core()
-    if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
-        raise BackendError("--precision=bf16: this CPU has no bf16 instructions (AVX512_BF16 or AMX) for OpenVINO; "
-                           "use --precision=f32")
-    try:
-        model = core.read_model(path)
-    except Exception as e:  # OpenVINO raises RuntimeError subclasses with multi-line messages
-        raise BackendError(f"OpenVINO cannot read {path}: {str(e).strip().splitlines()[0]}") from None
-    config = {"INFERENCE_PRECISION_HINT": precision}  # explicit: AMX CPUs default to bf16
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = threads
-    with _onednn_uncapped():
+    with _onednn_uncapped():  # the plugin's first call (even a property query) latches the ISA
+        core = ov.Core()
+        if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            raise BackendError("--precision=bf16: this CPU has no bf16 instructions (AVX512_BF16 or AMX) for "
+                               "OpenVINO; use --precision=f32")
+        try:
+            model = core.read_model(path)
+        except Exception as e:  # OpenVINO raises RuntimeError subclasses with multi-line messages
+            raise BackendError(f"OpenVINO cannot read {path}: {str(e).strip().splitlines()[0]}") from None
+        config = {"INFERENCE_PRECISION_HINT": precision}  # explicit: AMX CPUs default to bf16
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
         compiled = core.compile_model(model, "CPU", config)
     inputs = {}
     for port in compiled.inputs:
