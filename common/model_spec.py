@@ -9,7 +9,10 @@ are ``drivers.main(Spec(), "train")`` and so on. The spec says
   and how to rebuild the inference networks from them alone (:meth:`ModelSpec.build_inference`), so
   eval, predict and export never need the training flags repeated;
 * its datasets (:meth:`ModelSpec.datasets`), its eval generation (:meth:`ModelSpec.generate_eval`,
-  the shared driver then scores the folders), its prediction and its exported graph.
+  the shared driver then scores the folders), its prediction and its exported graph;
+* each inference network as a numpy runner in its exported graph's signature (:meth:`ModelSpec.network_runner`),
+  which ``--backend=onnxruntime|openvino`` replaces by the ONNX file (``common.backends``,
+  ``common.drivers.load_runners``), so eval and predict code is the same for every backend.
 """
 import abc
 import os
