@@ -3,8 +3,8 @@
     python bench/inference.py --model pix2pix --size 256 [--runs 10] [--backends mindspore,onnxruntime,openvino,openvino-bf16,torch]
     python bench/inference.py --model crn --size 256 --backends mindspore,onnxruntime,openvino
 
-One random-weight checkpoint (seed 0) is written and exported to ONNX by ``export.py``'s code
-(``common.drivers.export``, parity-checked), then every backend runs in its own subprocess on the same
+One random-weight checkpoint (seed 0) is written and its ``export.py`` graph written to ONNX
+(``common.export.export_onnx``), then every backend runs in its own subprocess on the same
 input, batch 1: ``mindspore`` (graph mode, the model config's ``cpu_conv`` path or ``--cpu_conv``; what
 ``predict.py --backend=mindspore`` runs), ``onnxruntime`` / ``openvino`` / ``openvino-bf16`` (the ONNX
 file through ``common.backends.load_backend``, as ``--backend=... [--precision=bf16]``) and ``torch``
@@ -59,25 +59,28 @@ def time_it(run, runs):
 
 
 def worker_export(args):
-    """Random-weight checkpoint + its ONNX export + the input feeds, under ``args.dir``."""
+    """Random-weight checkpoint, its ONNX export (``export.py``'s graph and writer) and the input feeds under
+    ``args.dir``. No parity gate: random weights can exceed the 1e-4 of trained ones (CRN), and every
+    backend's max |diff| vs MindSpore is printed anyway."""
     import numpy as np
     import common  # noqa: F401
     import mindspore as ms
     from common import drivers
     from common.checkpoint import save_cell
+    from common.export import export_onnx
     spec = spec_of(args.model)
-    cfg = drivers.parse(spec, model_args(args.model, args.size) + [f"--output_dir={args.dir}", "--export_format=ONNX"])
+    cfg = drivers.parse(spec, model_args(args.model, args.size) + [f"--output_dir={args.dir}"])
     drivers._runtime(cfg, cpu_conv="native")
     ms.set_seed(0)
     component = spec.inference_components[0]
-    net = spec.build_inference(cfg)[component]
+    nets = spec.build_inference(cfg)
     ckpt = os.path.join(args.dir, "ckpt", f"{component}.ckpt")
-    save_cell(net, ckpt, dict(spec.arch(cfg), model=spec.name))
-    cfg.ckpt = ckpt
-    done = drivers.export(spec, cfg)
-    graph = spec.export_graph(cfg, spec.build_inference(cfg), os.path.join(args.dir, "export"))
+    save_cell(nets[component], ckpt, dict(spec.arch(cfg), model=spec.name))
+    graph = spec.export_graph(cfg, nets, os.path.join(args.dir, "export"))
+    os.makedirs(os.path.dirname(graph.stem), exist_ok=True)
+    export_onnx(graph.net, graph.inputs, graph.stem + ".onnx", graph.input_names, graph.output_names)
     np.savez(os.path.join(args.dir, "feeds.npz"), **{n: x.asnumpy() for n, x in zip(graph.input_names, graph.inputs)})
-    return {"onnx": done["ONNX"][0], "ckpt": ckpt, "parity": done["ONNX"][1]}
+    return {"onnx": graph.stem + ".onnx", "ckpt": ckpt}
 
 
 def torch_unet(ngf, downs):
@@ -199,7 +202,7 @@ def main():
         if "error" in info:
             raise SystemExit(f"export failed: {info['error']}")
         json.dump(info, open(os.path.join(tmp, "export.json"), "w"))
-        print(f"{args.model} {args.size}: ONNX export parity {info['parity']:.2g}; batch 1, median of {args.runs} runs "
+        print(f"{args.model} {args.size}: batch 1, median of {args.runs} runs "
               f"after {WARMUP} warm-up, each backend in its own process")
         results = {b: spawn(args, b) for b in backends}
         ref = os.path.join(tmp, "out_mindspore.npy")
