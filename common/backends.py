@@ -128,21 +128,18 @@ def _static_shape(dims, path, name):
     return list(dims)
 
 
-def _load_onnxruntime(ort, path, precision, threads):
+def _load_onnxruntime(ort, path, precision):
     if precision != "f32":
         raise BackendError(f"--precision={precision}: onnxruntime runs f32 here; use --backend=openvino for bf16")
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
     try:
-        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types for a bad file
         raise BackendError(f"onnxruntime cannot load {path}: {str(e).splitlines()[0]}") from None
     inputs = {i.name: _static_shape(i.shape, path, i.name) for i in session.get_inputs()}
     return inputs, [{o.name} for o in session.get_outputs()], lambda feeds: session.run(None, feeds)
 
 
-def _load_openvino(ov, path, precision, threads):
+def _load_openvino(ov, path, precision):
     with _onednn_uncapped():  # the plugin's first call (even a property query) latches the ISA
         core = ov.Core()
         if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
@@ -152,10 +149,8 @@ def _load_openvino(ov, path, precision, threads):
             model = core.read_model(path)
         except Exception as e:  # OpenVINO raises RuntimeError subclasses with multi-line messages
             raise BackendError(f"OpenVINO cannot read {path}: {str(e).strip().splitlines()[0]}") from None
-        config = {"INFERENCE_PRECISION_HINT": precision}  # explicit: AMX CPUs default to bf16
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
-        compiled = core.compile_model(model, "CPU", config)
+        # explicit f32: on AMX CPUs the plugin's default is bf16
+        compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": precision})
     inputs = {}
     for port in compiled.inputs:
         shape = port.get_partial_shape()
@@ -171,14 +166,14 @@ def _load_openvino(ov, path, precision, threads):
     return inputs, [port.get_names() for port in outputs], run
 
 
-def load_backend(kind, onnx_path, *, precision="f32", threads=0):
+def load_backend(kind, onnx_path, *, precision="f32"):
     """A :class:`GraphRunner` of the ONNX file ``onnx_path`` on ``kind`` (``onnxruntime`` or ``openvino``).
 
     Args:
         kind: the backend; ``mindspore`` runs networks, not files (use :class:`CellRunner`).
         onnx_path: an ONNX file with static input shapes (what ``export.py`` writes).
         precision: ``f32``, or ``bf16`` (OpenVINO only: its CPU plugin's inference-precision hint).
-        threads: intra-op threads (0: the runtime's default, every core).
+            Both runtimes use every core.
 
     Raises:
         BackendError: the package is not installed (the message names the pip package), the precision is not
@@ -192,5 +187,5 @@ def load_backend(kind, onnx_path, *, precision="f32", threads=0):
     if not os.path.isfile(onnx_path):
         raise FileNotFoundError(f"ONNX file {onnx_path} does not exist; write it with the model's export.py")
     load = _load_onnxruntime if kind == "onnxruntime" else _load_openvino
-    inputs, output_names, run = load(module, onnx_path, precision, threads)
+    inputs, output_names, run = load(module, onnx_path, precision)
     return GraphRunner(kind, onnx_path, precision, inputs, output_names, run)

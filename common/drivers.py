@@ -215,6 +215,8 @@ def load_runners(spec, cfg, rt, log=print):
         if cfg.onnx:
             raise ConfigError(f"--onnx={cfg.onnx} is for --backend=onnxruntime or openvino; --backend=mindspore runs "
                               f"the checkpoint")
+        if cfg.precision != "f32":
+            raise ConfigError(f"--precision={cfg.precision} is for --backend=openvino; MindSpore runs f32")
         return load_inference(spec, cfg, rt.conv_impl, log=log)
     from common.backends import load_backend
     nets, ckpt = load_inference(spec, cfg, log=log)
