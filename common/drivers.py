@@ -29,7 +29,8 @@ from common.runtime import init_runtime
 from common.train import (GradientUpdate, RankSync, TrainLogger, TrainLoop, mixed_precision, parse_loss_scale, set_lr,
                           to_float)
 
-__all__ = ["COMMANDS", "main", "run_cli", "import_checkpoint", "parse", "train", "evaluate", "predict", "export", "load_inference"]
+__all__ = ["COMMANDS", "main", "run_cli", "import_checkpoint", "parse", "train", "evaluate", "predict", "export", "load_inference",
+           "load_runners"]
 
 COMMANDS = ("train", "eval", "predict", "export")
 USAGE = """usage: python {model}/{script}.py [--key=value ...] [--config_path=FILE] [--debug] [--help]
@@ -86,6 +87,12 @@ def run_cli(run, argv):
 
 def _runtime(cfg, cpu_conv=None):
     return init_runtime(cfg.device_target, cfg.mode, cfg.seed, cpu_conv=cpu_conv or cfg.cpu_conv)
+
+
+def _backend_runtime(cfg):
+    """eval/predict: with an ONNX backend MindSpore only exports (native convolutions, as ``export.py``) and
+    runs the metric networks, so the process stays on the native path (no AVX-512 oneDNN cap lift)."""
+    return _runtime(cfg, cpu_conv="native" if cfg.backend != "mindspore" else None)
 
 
 def train(spec, cfg):
@@ -199,12 +206,66 @@ def load_inference(spec, cfg, conv_impl="native", log=print):
     return nets, path
 
 
+def load_runners(spec, cfg, rt, log=print):
+    """The inference networks of eval/predict on ``cfg.backend``: ``({component: network or runner}, checkpoint)``.
+
+    ``mindspore``: :func:`load_inference` on the process's convolution path. ``onnxruntime`` / ``openvino``:
+    the checkpoint's exported graphs (``ExportGraph.component``), each an ONNX file in a
+    :class:`common.backends.GraphRunner` checked against the graph's input shapes and output names: the files
+    of ``--onnx`` (comma-separated, in :attr:`ModelSpec.inference_components` order), or
+    ``<output_dir>/export/<stem>.onnx`` as ``export.py`` writes it, exported again (ONNX only, parity-checked)
+    unless its JSON note names this checkpoint with the same architecture and it is newer than the checkpoint.
+    """
+    if cfg.backend == "mindspore":
+        if cfg.onnx:
+            raise ConfigError(f"--onnx={cfg.onnx} is for --backend=onnxruntime or openvino; --backend=mindspore runs "
+                              f"the checkpoint")
+        if cfg.precision != "f32":
+            raise ConfigError(f"--precision={cfg.precision} is for --backend=openvino; MindSpore runs f32")
+        return load_inference(spec, cfg, rt.conv_impl, log=log)
+    from common.backends import load_backend
+    nets, ckpt = load_inference(spec, cfg, log=log)
+    graphs = spec.export_graph(cfg, nets, os.path.join(cfg.output_dir, "export"))
+    graphs = {g.component: g for g in (graphs if isinstance(graphs, (list, tuple)) else [graphs]) if g.component}
+    components = [c for c in spec.inference_components if c in graphs]
+    given = [p.strip() for p in cfg.onnx.split(",")] if cfg.onnx else []
+    if given and len(given) != len(components):
+        raise ConfigError(f"--onnx={cfg.onnx}: {spec.name} runs {len(components)} ONNX file(s), one per network "
+                          f"({', '.join(components)}), comma-separated in that order")
+    runners = {}
+    for i, component in enumerate(components):
+        graph = graphs[component]
+        path = given[i] if given else graph.stem + ".onnx"
+        if not given and not _export_is_current(spec, cfg, graph, ckpt):
+            log(f"[{spec.name}] exporting {component} of {ckpt} to {path} for --backend={cfg.backend}")
+            _export_graph(spec, cfg, graph, ckpt, formats=("ONNX",))
+        runner = load_backend(cfg.backend, path, precision=cfg.precision)
+        runner.check({n: x.shape for n, x in zip(graph.input_names, graph.inputs)}, graph.output_names,
+                     f"the {spec.name} {component} of {ckpt}")
+        runners[component] = runner
+    log(f"[{spec.name}] inference on " + "; ".join(f"{c}: {r.describe()}" for c, r in runners.items()))
+    return runners, ckpt
+
+
+def _export_is_current(spec, cfg, graph, ckpt):
+    """Whether ``graph.stem``.onnx was exported from ``ckpt`` as it is now, with this architecture and note."""
+    import json
+    path, note_path = graph.stem + ".onnx", graph.stem + ".json"
+    if not (os.path.isfile(path) and os.path.isfile(note_path)) or os.path.getmtime(path) < os.path.getmtime(ckpt):
+        return False
+    with open(note_path) as f:
+        note = json.load(f)
+    want = dict({"model": spec.name, "checkpoint": ckpt}, **spec.arch(cfg), **graph.note)
+    inputs = [{"name": n, "shape": list(x.shape), "dtype": "float32"} for n, x in zip(graph.input_names, graph.inputs)]
+    return all(note.get(k) == v for k, v in want.items()) and note.get("inputs") == inputs and "ONNX" in note.get("files", {})
+
+
 def evaluate(spec, cfg):
     """Generate the validation set, score it and write ``<output_dir>/eval/metrics.json``; returns the record."""
     from common.metrics.evaluate import build_metrics, evaluate_folders, select_metrics, write_metrics_json
     names, not_computed = select_metrics(cfg.metrics, inception_path=cfg.inception_path)
-    rt = _runtime(cfg)
-    nets, ckpt = load_inference(spec, cfg, rt.conv_impl)
+    rt = _backend_runtime(cfg)
+    nets, ckpt = load_runners(spec, cfg, rt)
     out_dir = os.path.join(cfg.output_dir, "eval")
     run = spec.generate_eval(cfg, rt, nets, out_dir)
     result = evaluate_folders(run.fake_dir, run.real_dir,
@@ -270,8 +331,8 @@ def predict(spec, cfg):
         raise ValueError(f"--input={cfg.input}: {spec.name} generates from noise and takes no input")
     else:
         paths = []
-    rt = _runtime(cfg)
-    nets, ckpt = load_inference(spec, cfg, rt.conv_impl)
+    rt = _backend_runtime(cfg)
+    nets, ckpt = load_runners(spec, cfg, rt)
     out_dir = os.path.join(cfg.output_dir, "predict")
     written = spec.predict(cfg, nets, paths, out_dir)
     print(f"{spec.name}: {len(paths)} input(s), checkpoint {ckpt}; wrote {len(written)} file(s) to {out_dir}")
@@ -296,15 +357,17 @@ def export(spec, cfg):
     return _export_graph(spec, cfg, graph, ckpt)
 
 
-def _export_graph(spec, cfg, graph, ckpt):
-    """Write one :class:`ExportGraph` in the configured formats, parity-checked, with its JSON note."""
+def _export_graph(spec, cfg, graph, ckpt, formats=None):
+    """Write one :class:`ExportGraph` in ``formats`` (default: the configured ``export_format``), parity-checked,
+    with its JSON note."""
     import json
+    formats = formats or (("MINDIR", "ONNX") if cfg.export_format == "ALL" else (cfg.export_format,))
     done, written = {}, []
     try:
-        if cfg.export_format in ("MINDIR", "ALL"):
+        if "MINDIR" in formats:
             written.append(export_mindir(graph.net, graph.inputs, graph.stem + ".mindir"))
             done["MINDIR"] = (written[-1], check_mindir_parity(graph.net, graph.inputs, written[-1]))
-        if cfg.export_format in ("ONNX", "ALL"):
+        if "ONNX" in formats:
             written.append(graph.stem + ".onnx")
             export_onnx(graph.net, graph.inputs, written[-1], graph.input_names, graph.output_names)
             done["ONNX"] = (written[-1], check_onnx_parity(graph.net, graph.inputs, written[-1], atol=ONNX_ATOL))

@@ -9,7 +9,10 @@ are ``drivers.main(Spec(), "train")`` and so on. The spec says
   and how to rebuild the inference networks from them alone (:meth:`ModelSpec.build_inference`), so
   eval, predict and export never need the training flags repeated;
 * its datasets (:meth:`ModelSpec.datasets`), its eval generation (:meth:`ModelSpec.generate_eval`,
-  the shared driver then scores the folders), its prediction and its exported graph.
+  the shared driver then scores the folders), its prediction and its exported graph;
+* each inference network as a numpy runner in its exported graph's signature (:meth:`ModelSpec.network_runner`),
+  which ``--backend=onnxruntime|openvino`` replaces by the ONNX file (``common.backends``,
+  ``common.drivers.load_runners``), so eval and predict code is the same for every backend.
 """
 import abc
 import os
@@ -80,13 +83,20 @@ class EvalRun:
 
 @dataclass
 class ExportGraph:
-    """The network to export, an example input tuple, tensor names and the JSON note written beside it."""
+    """The network to export, an example input tuple, tensor names and the JSON note written beside it.
+
+    ``component`` names the inference component (:attr:`ModelSpec.inference_components`) whose
+    :meth:`ModelSpec.network_runner` this graph computes, feed for feed and output for output: its ONNX
+    file replaces that network under ``--backend=onnxruntime|openvino``. Empty for a graph no runner uses
+    (CoCosNet's composite).
+    """
     net: object
     inputs: tuple
     input_names: tuple
     output_names: tuple
     stem: str
     note: dict = field(default_factory=dict)
+    component: str = ""
 
 
 class ModelSpec(abc.ABC):
@@ -151,12 +161,27 @@ class ModelSpec(abc.ABC):
         come from the checkpoint), weights not yet loaded."""
 
     @abc.abstractmethod
+    def network_runner(self, cfg, component, net):
+        """The MindSpore network ``component`` as a :class:`common.backends.CellRunner`: numpy feeds named as
+        its exported graph's inputs -> that graph's outputs (the :class:`ExportGraph` whose ``component`` it is),
+        in the mode eval/predict run it."""
+
+    def runners(self, cfg, nets):
+        """``{component: runner(feeds) -> list of numpy}`` for :meth:`generate_eval` / :meth:`predict`:
+        MindSpore networks through :meth:`network_runner`, backend runners (``--backend``: ONNX files in
+        onnxruntime/OpenVINO, ``common.drivers.load_runners``) as they are."""
+        from common.backends import GraphRunner
+        return {k: v if isinstance(v, GraphRunner) else self.network_runner(cfg, k, v) for k, v in nets.items()}
+
+    @abc.abstractmethod
     def generate_eval(self, cfg, rt, nets, out_dir):
-        """Generate the validation set into ``out_dir`` (images, index.html) -> :class:`EvalRun`."""
+        """Generate the validation set into ``out_dir`` (images, index.html) -> :class:`EvalRun`; ``nets``:
+        ``{component: network or backend runner}``, called through :meth:`runners`."""
 
     @abc.abstractmethod
     def predict(self, cfg, nets, paths, out_dir):
-        """Translate the input files ``paths`` into ``out_dir``; returns the written paths."""
+        """Translate the input files ``paths`` into ``out_dir`` (``nets`` as in :meth:`generate_eval`);
+        returns the written paths."""
 
     @abc.abstractmethod
     def export_graph(self, cfg, nets, out_dir):

@@ -7,11 +7,12 @@ import numpy as np
 from mindspore import Tensor
 from tqdm import tqdm
 
+from common.backends import CellRunner
 from common.classes import config_class_table
 from common.config import ConfigError, load_config
 from common.demo_data import STYLED_LABEL_NC, ensure_demo_dataset
 from common.export import prepare_for_export
-from common.io import check_image_pair, make_grid, read_image, write_html, write_image
+from common.io import check_image_pair, make_grid, read_image, tensor_to_uint8, write_html, write_image
 from common.layers import count_params, init_weights
 from common.model_spec import Datasets, EvalRun, ExportGraph, ModelSpec, Trainer
 from common.spectral_norm import fold_spectral_norm
@@ -21,7 +22,7 @@ from cocosnet.src.model import CoCosNet, build_correspondence, build_discriminat
 from cocosnet.src.train_step import LOSS_NAMES, build_train_step, build_vgg_features
 from cocosnet.src.utils import adam, colorize, palette_distance, translate, ttur_rates
 
-__all__ = ["CoCosNetSpec", "default_ref_lists", "export_graphs", "read_exemplar"]
+__all__ = ["CoCosNetSpec", "default_ref_lists", "export_graphs", "read_exemplar", "translate_runners"]
 
 DEMO_KEYS = {"size": "demo_size", "ngf": "demo_ngf", "corr_channels": "demo_corr_channels",
              "spade_hidden": "demo_spade_hidden", "ndf": "demo_ndf", "n_epochs": "demo_epochs",
@@ -31,6 +32,16 @@ DEMO_KEYS = {"size": "demo_size", "ngf": "demo_ngf", "corr_channels": "demo_corr
 CORR_NAMES = (("input.1", "input.70", "ref_seg_map"), ("warped_exemplar", "warped_mask"))
 GEN_NAMES = (("seg",), ("exemplar_based_output",))
 COMPOSITE_NAMES = (("input_seg_map", "ref_image", "ref_seg_map"), ("exemplar_based_output",))
+
+
+def translate_runners(corr, generator, seg, ref, ref_seg):
+    """``cocosnet.src.utils.translate`` through runners of the two published networks
+    (``CoCosNetSpec.network_runner``, or their ONNX files under ``--backend``): correspondence -> warped
+    exemplar, then translation of [warped exemplar, seg] on channels; same arrays in, same
+    (output, warped exemplar) uint8 [B, H, W, 3] out."""
+    warped, _ = corr(dict(zip(CORR_NAMES[0], (seg, ref, ref_seg))))
+    image = generator({GEN_NAMES[0][0]: np.concatenate([warped, seg], 1)})[0]
+    return tensor_to_uint8(image), tensor_to_uint8(warped)
 
 
 def default_ref_lists(root, data_format):
@@ -144,14 +155,18 @@ class CoCosNetSpec(ModelSpec):
         net.set_train(True)
         write_image(path, make_grid(rows))
 
+    def network_runner(self, cfg, component, net):
+        names = {"Corr": CORR_NAMES[0], "G": GEN_NAMES[0]}[component]
+        return CellRunner(net, names)
+
     def generate_eval(self, cfg, rt, nets, out_dir):
         val = self._val_set(cfg)
-        net = self._composite(nets)
+        runners = self.runners(cfg, nets)
         table = config_class_table(cfg)
         to_ref, to_real, warp_l1, rows = [], [], [], []
         for i in tqdm(range(len(val)), desc="cocosnet generate", unit="img"):
             seg, ref, ref_seg, real, _ = val.get(i)
-            out, warped = translate(net, seg[None], ref[None], ref_seg[None])
+            out, warped = translate_runners(runners["Corr"], runners["G"], seg[None], ref[None], ref_seg[None])
             name = val.name(i)
             images = {"fake": out[0], "real": _uint8(real), "exemplar": _uint8(ref), "warped": warped[0],
                       "label": colorize(seg, table)}
@@ -184,7 +199,7 @@ class CoCosNetSpec(ModelSpec):
     def predict(self, cfg, nets, paths, out_dir):
         if not cfg.exemplar:
             raise ValueError("pass --exemplar=<exemplar photo> (and --exemplar_label=<its label map PNG> if you have it)")
-        net = self._composite(nets)
+        runners = self.runners(cfg, nets)
         if not cfg.exemplar_label:
             tqdm.write("no --exemplar_label: the exemplar's label map is all zeros, so the correspondence matches "
                        "image features alone")
@@ -193,7 +208,7 @@ class CoCosNetSpec(ModelSpec):
         written = []
         for path in tqdm(paths, desc="cocosnet predict", unit="img"):
             seg = one_hot(_resized_ids(path, cfg.label_nc, cfg.size, cfg.class_table), cfg.label_nc)
-            out, warped = translate(net, seg[None], ref[None], ref_seg[None])
+            out, warped = translate_runners(runners["Corr"], runners["G"], seg[None], ref[None], ref_seg[None])
             stem = os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0])
             write_image(stem + ".png", out[0])
             write_image(stem + "_warped.png", warped[0])
@@ -222,9 +237,10 @@ def export_graphs(corr, netG, label_nc, size, stem):
             "spectral_norm": "folded into the weights (W / sigma with the checkpoint's u, v)"}
     return [
         ExportGraph(net=corr, inputs=(seg, ref, ref_seg), input_names=CORR_NAMES[0], output_names=CORR_NAMES[1],
-                    stem=f"{stem}_correspondence", note=dict(note, exemplar="RGB in [-1, 1]")),
+                    stem=f"{stem}_correspondence", note=dict(note, exemplar="RGB in [-1, 1]"), component="Corr"),
         ExportGraph(net=netG, inputs=(g_in,), input_names=GEN_NAMES[0], output_names=GEN_NAMES[1],
-                    stem=f"{stem}_translation", note=dict(note, seg="[warped_exemplar (3), label one-hot] on channels")),
+                    stem=f"{stem}_translation", note=dict(note, seg="[warped_exemplar (3), label one-hot] on channels"),
+                    component="G"),
         ExportGraph(net=composite, inputs=(seg, ref, ref_seg), input_names=COMPOSITE_NAMES[0],
                     output_names=COMPOSITE_NAMES[1], stem=f"{stem}_composite", note=note),
     ]

@@ -6,6 +6,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn
 
+from common.backends import CellRunner
 from common.classes import config_class_table
 from common.config import ConfigError
 from common.demo_data import ensure_demo_dataset
@@ -18,7 +19,7 @@ from common.train import TrainOneStep, parse_loss_scale
 from crn.src.dataset import CRNDataset, encode_label
 from crn.src.loss import CRNWithLoss, build_loss_network
 from crn.src.model import build_generator, default_num_outputs, module_channels, module_heights
-from crn.src.utils import (colorize_onehot, generate, init_from_lower_resolution, read_label_input, sample_grid,
+from crn.src.utils import (colorize_onehot, images_uint8, init_from_lower_resolution, read_label_input, sample_grid,
                            trainable_parameters)
 
 __all__ = ["CRNSpec", "estimated_train_memory_gb"]
@@ -118,13 +119,16 @@ class CRNSpec(ModelSpec):
         net.set_train(False)
         return {"G": net}
 
+    def network_runner(self, cfg, component, net):
+        return CellRunner(ExportedCRN(net), ("label",))
+
     def generate_eval(self, cfg, rt, nets, out_dir):
         from common.metrics.lpips import LPIPSMetric
         from common.pretrained import pretrained_path
-        net = nets["G"]
+        net = self.runners(cfg, nets)["G"]
         root, demo = self.dataroot(cfg)
         val_set = self._dataset(cfg, root, "val", cfg.num_val)
-        k = net.num_outputs
+        k = self.arch(cfg)["num_outputs"]
         table = config_class_table(cfg)
         try:
             pretrained_path("lpips_alexnet")
@@ -135,7 +139,7 @@ class CRNSpec(ModelSpec):
         for index in range(len(val_set)):
             label, photo = val_set.get(index)
             name = val_set.name(index)
-            images = generate(net, label[None])[0]  # [k, H, W, 3]
+            images = images_uint8(net({"label": label[None]})[0])[0]  # [k, H, W, 3]
             real = np.clip(photo, 0, 255).astype(np.uint8).transpose(1, 2, 0)
             for i, img in enumerate(images):
                 write_image(os.path.join(out_dir, "images", f"{name}_k{i}.png"), img)
@@ -181,12 +185,12 @@ class CRNSpec(ModelSpec):
         return {name: (os.path.join(out_dir, "images", f"{name}_k0.png"), labels[name]) for name in names}
 
     def predict(self, cfg, nets, paths, out_dir):
-        net = nets["G"]
+        net = self.runners(cfg, nets)["G"]
         table = config_class_table(cfg)
         written = []
         for path in paths:
             label = read_label_input(path, cfg)
-            images = generate(net, label[None])[0]
+            images = images_uint8(net({"label": label[None]})[0])[0]
             name = os.path.splitext(os.path.basename(path))[0]
             for i, img in enumerate(images):
                 written.append(os.path.join(out_dir, f"{name}_k{i}.png"))
@@ -198,7 +202,7 @@ class CRNSpec(ModelSpec):
         net = prepare_for_export(ExportedCRN(nets["G"].prepare_export()))
         label = Tensor(example_label(cfg.num_classes, cfg.size, cfg.aspect * cfg.size))
         return ExportGraph(net=net, inputs=(label,), input_names=("label",), output_names=("images",),
-                           stem=os.path.join(out_dir, f"crn_{cfg.size}p"),
+                           stem=os.path.join(out_dir, f"crn_{cfg.size}p"), component="G",
                            note={"value_range": [0, 1], "layout": "images [1, k, 3, H, W]; clip to 0..1 before saving"})
 
 

@@ -76,6 +76,11 @@ def generate(net, label):
     return np.rint(np.clip(out, 0, 255)).astype(np.uint8).transpose(0, 1, 3, 4, 2)
 
 
+def images_uint8(images):
+    """The exported graph's ``images`` [B, k, 3, H, W] in 0..1 -> [B, k, H, W, 3] uint8, as :func:`generate`."""
+    return np.rint(np.clip(images * 255.0, 0, 255)).astype(np.uint8).transpose(0, 1, 3, 4, 2)
+
+
 def label_palette(num_classes, table=None):
     """[num_classes + 1, 3] uint8, void black last: the colours of the class table ``table``
     (:class:`common.classes.ClassTable`), else of the built-in table with ``num_classes`` classes (Cityscapes,

@@ -5,6 +5,7 @@ import cv2
 import numpy as np
 from mindspore import Tensor, nn
 
+from common.backends import CellRunner
 from common.classes import config_class_table
 from common.config import ConfigError, load_config
 from common.io import atomic_dir, make_grid, tensor_to_uint8, write_html, write_image
@@ -17,7 +18,7 @@ from osmis.src.dataset import OSMISDataset, TrainSamples
 from osmis.src.loss import DiscriminatorLoss, GeneratorLoss, IterationCounter
 from osmis.src.model import Generator, TrainingOutputs, build_networks, discriminator_channels
 
-__all__ = ["OSMISSpec", "network_arch", "palette", "paint_mask", "generate", "copy_parameters"]
+__all__ = ["OSMISSpec", "network_arch", "palette", "paint_mask", "generate", "sample_pairs", "copy_parameters"]
 
 LOSS_NAMES = ("d_loss", "d_real", "d_fake", "g_loss", "g_low", "g_content", "g_layout", "g_DR")
 SAMPLES = 8
@@ -71,11 +72,16 @@ def copy_parameters(src, dst):
 
 
 def generate(net, z):
-    """EMA generator on noise z [N, noise_dim, 1, 1] -> (images [N, H, W, 3] uint8, mask ids [N, H, W] or None)."""
-    out = net(Tensor(z))
-    g = net.num_blocks
-    images = np.stack([tensor_to_uint8(x) for x in out[g - 1].asnumpy()])
-    masks = out[2 * g].asnumpy().argmax(axis=1) if net.masks else None
+    """EMA generator network on noise z [N, noise_dim, 1, 1] -> (images [N, H, W, 3] uint8, mask ids [N, H, W] or None)."""
+    return sample_pairs(CellRunner(ExportedGenerator(net), ("noise",)), z)
+
+
+def sample_pairs(run, z):
+    """:func:`generate` through a runner of the exported generator (``OSMISSpec.network_runner``, or its ONNX
+    file under ``--backend``): ``run({"noise": z}) -> [image[, mask]]``."""
+    out = run({"noise": z})
+    images = np.stack([tensor_to_uint8(x) for x in out[0]])
+    masks = out[1].argmax(axis=1) if len(out) > 1 else None
     return images, masks
 
 
@@ -169,6 +175,9 @@ class OSMISSpec(ModelSpec):
         return Trainer(step=step, loss_names=LOSS_NAMES, networks={"G": netG, "D": netD, "G_ema": netG_ema},
                        optimizers={"opt_G": opt_G, "opt_D": opt_D}, n_epochs=cfg.n_epochs, notes=notes)
 
+    def network_runner(self, cfg, component, net):
+        return CellRunner(ExportedGenerator(net), ("noise",))
+
     def write_samples(self, cfg, trainer, data, path):
         net = trainer.networks["G_ema"]
         z = np.random.RandomState(cfg.seed).standard_normal((SAMPLES, cfg.noise_dim, 1, 1)).astype(np.float32)
@@ -192,7 +201,7 @@ class OSMISSpec(ModelSpec):
                               num_mask_channels=cfg.num_mask_channels, class_table=config_class_table(cfg))
         size = _pair(cfg.train_size, "train_size")
         real = tensor_to_uint8(frames.load(0, size)[0])
-        images, masks = self.write_generated(cfg, nets["G_ema"], os.path.join(out_dir, "generated"))
+        images, masks = self.write_generated(cfg, self.runners(cfg, nets)["G_ema"], os.path.join(out_dir, "generated"))
         for i, img in enumerate(images):
             write_image(os.path.join(out_dir, "fake", f"{i:04d}.png"), img)
             write_image(os.path.join(out_dir, "real", f"{i:04d}.png"), real)
@@ -251,8 +260,8 @@ class OSMISSpec(ModelSpec):
                                             f"the {name.split('_to_')[1]} pairs ({c} classes); not the paper's "
                                             f"ResNet18-UNet / thresholded IoU")
 
-    def write_generated(self, cfg, net, out_dir):
-        """``num_generated`` pairs from noise (seeded by ``seed``): <i>.png, <i>_mask.png (colour),
+    def write_generated(self, cfg, run, out_dir):
+        """``num_generated`` pairs from noise (seeded by ``seed``) through the runner ``run``: <i>.png, <i>_mask.png (colour),
         <i>_mask_ids.png (class ids) and contact_sheet.png under ``out_dir``; returns (images, masks)."""
         n = cfg.num_generated
         if n < 1:
@@ -261,7 +270,7 @@ class OSMISSpec(ModelSpec):
         table = config_class_table(cfg)
         images, masks = [], []
         for i in range(n):
-            img, mask = generate(net, z[i:i + 1])
+            img, mask = sample_pairs(run, z[i:i + 1])
             images.append(img[0])
             write_image(os.path.join(out_dir, f"{i:04d}.png"), img[0])
             if mask is not None:
@@ -279,7 +288,7 @@ class OSMISSpec(ModelSpec):
         """Unconditional: ``paths`` must be empty; writes ``num_generated`` image-mask pairs (osmis/predict.py)."""
         if paths:
             raise ValueError("osmis generates from noise and takes no --input; set --num_generated instead")
-        _, masks = self.write_generated(cfg, nets["G_ema"], out_dir)
+        _, masks = self.write_generated(cfg, self.runners(cfg, nets)["G_ema"], out_dir)
         suffixes = (".png", "_mask.png", "_mask_ids.png") if masks is not None else (".png",)
         return [os.path.join(out_dir, f"{i:04d}{s}") for i in range(cfg.num_generated) for s in suffixes] + \
             [os.path.join(out_dir, "contact_sheet.png")]
@@ -290,7 +299,7 @@ class OSMISSpec(ModelSpec):
         z = Tensor(np.random.RandomState(0).standard_normal((1, cfg.noise_dim, 1, 1)).astype(np.float32))
         outputs = ("image", "mask") if cfg.num_mask_channels else ("image",)
         return ExportGraph(net=net, inputs=(z,), input_names=("noise",), output_names=outputs,
-                           stem=os.path.join(out_dir, f"osmis_G_ema_{cfg.train_size}"),
+                           stem=os.path.join(out_dir, f"osmis_G_ema_{cfg.train_size}"), component="G_ema",
                            note={"value_range": [-1, 1], "layout": "noise [N, noise_dim, 1, 1] ~ N(0, 1); image "
                                  "[N, 3, H, W] in [-1, 1]; mask [N, C, H, W] class probabilities (argmax = index mask)"})
 

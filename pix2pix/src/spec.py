@@ -5,6 +5,7 @@ import numpy as np
 from mindspore import Tensor
 from tqdm import tqdm
 
+from common.backends import CellRunner
 from common.classes import config_class_table
 from common.demo_data import ensure_demo_dataset
 from common.export import prepare_for_export
@@ -15,7 +16,7 @@ from pix2pix.src.dataset import AlignedDataset, check_image_size, plan_tiles
 from pix2pix.src.model import valid_sizes
 from pix2pix.src.train_step import Pix2PixTrainStep
 from pix2pix.src.utils import (build_generator, build_networks, build_optimizers, fcn_label_dir, frame_labels,
-                               generate, val_dataset, write_sample_grid)
+                               val_dataset, write_sample_grid)
 
 __all__ = ["Pix2PixSpec", "input_image"]
 
@@ -81,9 +82,12 @@ class Pix2PixSpec(ModelSpec):
     def build_inference(self, cfg):
         return {"G": build_generator(cfg, self.image_size(cfg))}
 
+    def network_runner(self, cfg, component, net):
+        net.set_train(cfg.eval_protocol == "paper")
+        return CellRunner(net, ("input",))
+
     def generate_eval(self, cfg, rt, nets, out_dir):
-        netG = nets["G"]
-        netG.set_train(cfg.eval_protocol == "paper")
+        netG = self.runners(cfg, nets)["G"]
         root, demo = self.dataroot(cfg)
         dataset = val_dataset(cfg, root)
         n = len(dataset) if not cfg.num_val else min(cfg.num_val, len(dataset))
@@ -91,7 +95,7 @@ class Pix2PixSpec(ModelSpec):
         rng = np.random.RandomState(0)
         for i in tqdm(range(n), desc="pix2pix generate", unit="img"):
             a, b = dataset.get(i, rng)
-            fake = generate(netG, a[None])[0]
+            fake = netG({"input": a[None]})[0][0]
             l1.append(float(np.abs(fake - b).mean()))
             name = dataset.name(i)
             files = [f"{sub}/{name}.png" for sub in EVAL_FOLDERS]
@@ -114,12 +118,11 @@ class Pix2PixSpec(ModelSpec):
             fcn_pairs=fcn_pairs)
 
     def predict(self, cfg, nets, paths, out_dir):
-        netG = nets["G"]
-        netG.set_train(cfg.eval_protocol == "paper")
+        netG = self.runners(cfg, nets)["G"]
         table = config_class_table(cfg)
         written = []
         for path in tqdm(paths, desc="pix2pix predict", unit="img"):
-            fake, note = self.translate(cfg, lambda x: generate(netG, x), input_image(path, table))
+            fake, note = self.translate(cfg, lambda x: netG({"input": x})[0], input_image(path, table))
             if note:
                 tqdm.write(f"{path}: {note} (--fit={cfg.fit})")
             out = os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0] + ".png")
@@ -147,7 +150,7 @@ class Pix2PixSpec(ModelSpec):
         size = self.image_size(cfg)
         x = Tensor(np.random.default_rng(0).uniform(-1, 1, (1, cfg.input_nc, size, size)).astype(np.float32))
         return ExportGraph(net=net, inputs=(x,), input_names=("input",), output_names=("output",),
-                           stem=os.path.join(out_dir, f"{cfg.file_name}_{cfg.export_norm}"),
+                           stem=os.path.join(out_dir, f"{cfg.file_name}_{cfg.export_norm}"), component="G",
                            note={"export_norm": cfg.export_norm, "normalisation": NORM_NOTES[cfg.export_norm],
                                  "dropout": "off", "value_range": [-1, 1]})
 

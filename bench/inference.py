@@ -1,0 +1,223 @@
+"""Milliseconds per image of one model's inference network on each backend, in the same run.
+
+    python bench/inference.py --model pix2pix --size 256 [--runs 10] [--backends mindspore,onnxruntime,openvino,openvino-bf16,torch]
+    python bench/inference.py --model crn --size 256 --backends mindspore,onnxruntime,openvino
+
+One random-weight checkpoint (seed 0) is written and its ``export.py`` graph written to ONNX
+(``common.export.export_onnx``), then every backend runs in its own subprocess on the same
+input, batch 1: ``mindspore`` (graph mode, the model config's ``cpu_conv`` path or ``--cpu_conv``; what
+``predict.py --backend=mindspore`` runs), ``onnxruntime`` / ``openvino`` / ``openvino-bf16`` (the ONNX
+file through ``common.backends.load_backend``, as ``--backend=... [--precision=bf16]``) and ``torch``
+(pix2pix only: the unet generator restated in PyTorch, random weights, eval mode, no_grad). Each line:
+median ms/image over ``--runs`` after 2 warm-up runs, load/compile time, peak RSS of that process and the
+max |output - MindSpore output| (not for torch, whose weights differ). Models: pix2pix (``unet_256`` at
+256, ``unet_128`` at 128; eval mode: BatchNorm running statistics, no dropout) and CRN (``--size`` p, k and
+width from its config).
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+BACKENDS = ("mindspore", "onnxruntime", "openvino", "openvino-bf16", "torch")
+WARMUP = 2
+
+
+def model_args(model, size):
+    """Config words of the benchmarked network (eval-mode pix2pix, full-size CRN)."""
+    if model == "pix2pix":
+        return [f"--netG=unet_{256 if size % 256 == 0 else 128}", f"--crop_size={size}", "--eval_protocol=eval",
+                "--export_norm=running_stats"]
+    return [f"--size={size}"]
+
+
+def spec_of(model):
+    if model == "pix2pix":
+        from pix2pix.src.spec import Pix2PixSpec
+        return Pix2PixSpec()
+    from crn.src.spec import CRNSpec
+    return CRNSpec()
+
+
+def time_it(run, runs):
+    """(median ms over ``runs`` after the warm-up runs, last output)."""
+    for _ in range(WARMUP):
+        out = run()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        out = run()
+        times.append((time.perf_counter() - t) * 1000.0)
+    return sorted(times)[len(times) // 2], out
+
+
+def worker_export(args):
+    """Random-weight checkpoint, its ONNX export (``export.py``'s graph and writer) and the input feeds under
+    ``args.dir``. No parity gate: random weights can exceed the 1e-4 of trained ones (CRN), and every
+    backend's max |diff| vs MindSpore is printed anyway."""
+    import numpy as np
+    import common  # noqa: F401
+    import mindspore as ms
+    from common import drivers
+    from common.checkpoint import save_cell
+    from common.export import export_onnx
+    spec = spec_of(args.model)
+    cfg = drivers.parse(spec, model_args(args.model, args.size) + [f"--output_dir={args.dir}"])
+    drivers._runtime(cfg, cpu_conv="native")
+    ms.set_seed(0)
+    component = spec.inference_components[0]
+    nets = spec.build_inference(cfg)
+    ckpt = os.path.join(args.dir, "ckpt", f"{component}.ckpt")
+    save_cell(nets[component], ckpt, dict(spec.arch(cfg), model=spec.name))
+    graph = spec.export_graph(cfg, nets, os.path.join(args.dir, "export"))
+    os.makedirs(os.path.dirname(graph.stem), exist_ok=True)
+    export_onnx(graph.net, graph.inputs, graph.stem + ".onnx", graph.input_names, graph.output_names)
+    np.savez(os.path.join(args.dir, "feeds.npz"), **{n: x.asnumpy() for n, x in zip(graph.input_names, graph.inputs)})
+    return {"onnx": graph.stem + ".onnx", "ckpt": ckpt}
+
+
+def torch_unet(ngf, downs):
+    """The pix2pix U-Net generator (Isola et al.) in PyTorch, as ``pix2pix/src/model.py`` builds it."""
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self, outer, inner, sub=None, outermost=False, innermost=False, dropout=False, in_nc=None):
+            super().__init__()
+            self.outermost = outermost
+            down = nn.Conv2d(in_nc or outer, inner, 4, 2, 1, bias=False)
+            if outermost:
+                layers = [down, sub, nn.ReLU(True), nn.ConvTranspose2d(inner * 2, outer, 4, 2, 1), nn.Tanh()]
+            elif innermost:
+                layers = [nn.LeakyReLU(0.2, True), down, nn.ReLU(True),
+                          nn.ConvTranspose2d(inner, outer, 4, 2, 1, bias=False), nn.BatchNorm2d(outer)]
+            else:
+                layers = [nn.LeakyReLU(0.2, True), down, nn.BatchNorm2d(inner), sub, nn.ReLU(True),
+                          nn.ConvTranspose2d(inner * 2, outer, 4, 2, 1, bias=False), nn.BatchNorm2d(outer)]
+                layers += [nn.Dropout(0.5)] if dropout else []
+            self.model = nn.Sequential(*layers)
+
+        def forward(self, x):
+            return self.model(x) if self.outermost else torch.cat([x, self.model(x)], 1)
+
+    block = Block(ngf * 8, ngf * 8, innermost=True)
+    for _ in range(downs - 5):
+        block = Block(ngf * 8, ngf * 8, block, dropout=True)
+    block = Block(ngf * 4, ngf * 8, block)
+    block = Block(ngf * 2, ngf * 4, block)
+    block = Block(ngf, ngf * 2, block)
+    return Block(3, ngf, block, outermost=True, in_nc=3)
+
+
+def worker_run(args):
+    """Time one backend on the exported model; writes its output to ``<dir>/out_<backend>.npy``."""
+    import numpy as np
+    feeds = dict(np.load(os.path.join(args.dir, "feeds.npz")))
+    info = json.load(open(os.path.join(args.dir, "export.json")))
+    t = time.perf_counter()
+    if args.worker == "torch":
+        import torch
+        torch.manual_seed(0)
+        net = torch_unet(64, 8 if args.size % 256 == 0 else 7).eval()
+        x = torch.from_numpy(feeds["input"])
+
+        def run():
+            with torch.no_grad():
+                return net(x).numpy()
+        note = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    elif args.worker == "mindspore":
+        import common  # noqa: F401
+        from common import drivers
+        spec = spec_of(args.model)
+        words = model_args(args.model, args.size) + [f"--ckpt={info['ckpt']}", f"--output_dir={args.dir}"]
+        cfg = drivers.parse(spec, words + ([f"--cpu_conv={args.cpu_conv}"] if args.cpu_conv else []))
+        rt = drivers._runtime(cfg)
+        nets, _ = drivers.load_inference(spec, cfg, rt.conv_impl, log=lambda *_: None)
+        runner = spec.runners(cfg, nets)[spec.inference_components[0]]
+
+        def run():
+            return runner(feeds)[0]
+        note = f"graph mode, {rt.describe_conv}"
+    else:
+        import common  # noqa: F401  (the oneDNN cap of a predict.py process; OpenVINO compiles without it)
+        from common.backends import load_backend
+        kind, _, precision = args.worker.partition("-")
+        runner = load_backend(kind, info["onnx"], precision=precision or "f32")
+
+        def run():
+            return runner(feeds)[0]
+        note = runner.describe()
+    run()
+    load_s = time.perf_counter() - t
+    ms_image, out = time_it(run, args.runs)
+    np.save(os.path.join(args.dir, f"out_{args.worker}.npy"), out)
+    return {"ms": ms_image, "load_s": load_s, "rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
+            "note": note}
+
+
+def spawn(args, worker):
+    """Run ``worker`` in a fresh Python (its own oneDNN settings and peak RSS); its JSON result or the error."""
+    cmd = [sys.executable, os.path.abspath(__file__), f"--model={args.model}", f"--size={args.size}",
+           f"--runs={args.runs}", f"--dir={args.dir}", f"--worker={worker}"] + \
+        ([f"--cpu_conv={args.cpu_conv}"] if args.cpu_conv else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        return {"error": (proc.stderr.strip().splitlines() or ["exit code %d" % proc.returncode])[-1][:300]}
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=["pix2pix", "crn"], default="pix2pix")
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--backends", default="mindspore,onnxruntime,openvino,openvino-bf16,torch")
+    parser.add_argument("--cpu_conv", choices=["auto", "native", "matmul"],
+                        help="MindSpore's CPU convolution path (default: the model config's cpu_conv)")
+    parser.add_argument("--dir", help=argparse.SUPPRESS)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        result = worker_export(args) if args.worker == "export" else worker_run(args)
+        print("RESULT " + json.dumps(result))
+        return
+    backends = [b.strip() for b in args.backends.split(",")]
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        parser.error(f"--backends: unknown {unknown}; choose from {BACKENDS}")
+    if "torch" in backends and args.model != "pix2pix":
+        parser.error("torch: only the pix2pix generator is restated in PyTorch here")
+    import numpy as np
+    with tempfile.TemporaryDirectory() as tmp:
+        args.dir = tmp
+        info = spawn(args, "export")
+        if "error" in info:
+            raise SystemExit(f"export failed: {info['error']}")
+        json.dump(info, open(os.path.join(tmp, "export.json"), "w"))
+        print(f"{args.model} {args.size}: batch 1, median of {args.runs} runs "
+              f"after {WARMUP} warm-up, each backend in its own process")
+        results = {b: spawn(args, b) for b in backends}
+        ref = os.path.join(tmp, "out_mindspore.npy")
+        base = results.get("mindspore", {}).get("ms")
+        for name, r in results.items():
+            if "error" in r:
+                print(f"  {name:14s} failed: {r['error']}")
+                continue
+            diff = ""
+            if name != "torch" and name != "mindspore" and os.path.isfile(ref):
+                diff = f", max |diff| vs mindspore {np.abs(np.load(os.path.join(tmp, f'out_{name}.npy')) - np.load(ref)).max():.2g}"
+            ratio = f" ({r['ms'] / base:.2f}x mindspore)" if base and name != "mindspore" else ""
+            print(f"  {name:14s} {r['ms']:8.1f} ms/image{ratio}, load+first {r['load_s']:.1f} s, peak RSS "
+                  f"{r['rss_gb']:.2f} GB{diff}  [{r['note']}]")
+
+
+if __name__ == "__main__":
+    main()
