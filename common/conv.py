@@ -91,11 +91,87 @@ def _same_split(total):
     return total // 2, total - total // 2
 
 
-class Conv2d(nn.Conv2d):
-    """``nn.Conv2d`` that, switched by :func:`use_conv_impl`, runs as Im2Col + one MatMul.
+class _Im2ColMatMul(nn.Cell):
+    """``y = W @ im2col(x)`` with a backward that recomputes ``im2col(x)`` instead of keeping it.
 
+    Autodiff of Im2Col + MatMul keeps the im2col matrix (``kh*kw/(sh*sw)`` times the input) of every layer
+    until the backward reaches it; this cell keeps only ``x`` (as a native convolution does) and rebuilds
+    each layer's matrix in the backward, one layer at a time: ``dW = dY @ cols^T``, ``dx = Col2Im(W^T @ dY)``.
+    The ``Depend`` on ``dout`` keeps the graph compiler from merging that recomputation with the forward's
+    (common-subexpression elimination would otherwise keep the forward matrix alive again).
+
+    The batch runs in chunks whose im2col matrix stays within ``cols_budget`` bytes (one matmul per chunk;
+    a single sample is never split), so a large batch of large maps (a VGG loss over 10 images at 256x512)
+    never holds the whole batch's matrix at once.
+
+    Shapes: x [B, C, H, W] (symmetric padding ``pads`` applied by Im2Col), w [N, C, kh, kw] ->
+    [B, N, H', W'].
+    """
+
+    def __init__(self, kernel, strides, dilations, pads, cols_budget):
+        super().__init__()
+        self.kernel, self.strides, self.dilations, self.pads = kernel, strides, dilations, pads
+        self.cols_budget = cols_budget
+        self.mm, self.mm_ta, self.mm_tb = ops.MatMul(), ops.MatMul(transpose_a=True), ops.MatMul(transpose_b=True)
+
+    def _geometry(self, x):
+        b, c, h, w = x.shape
+        (kh, kw), (sh, sw), (dh, dw), (ph, pw) = self.kernel, self.strides, self.dilations, self.pads
+        out_h, out_w = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        chunk = self.cols_budget // (4 * c * kh * kw * out_h * out_w)  # (no min/max: the graph's bprop rejects them)
+        chunk = 1 if chunk < 1 else (b if chunk > b else chunk)
+        return b, c * kh * kw, out_h, out_w, chunk
+
+    def _cols(self, x):
+        """x [b, C, H, W] -> [C*kh*kw, b*H'*W']."""
+        cols = ops.unfold(x, self.kernel, self.dilations, self.pads, self.strides)
+        b, k, l = cols.shape
+        if b > 1:
+            cols = cols.transpose(1, 0, 2)
+        return cols.reshape(k, b * l)
+
+    def construct(self, x, w):
+        b, k, out_h, out_w, chunk = self._geometry(x)
+        n = w.shape[0]
+        w2d = w.reshape(n, k)
+        ys = []
+        for start in range(0, b, chunk):
+            stop = b if start + chunk > b else start + chunk
+            y = self.mm(w2d, self._cols(x[start:stop] if chunk < b else x))  # [N, b'*H'*W']
+            if stop - start > 1:
+                y = y.reshape(n, stop - start, out_h, out_w).transpose(1, 0, 2, 3)
+            ys.append(y.reshape(stop - start, n, out_h, out_w))
+        return ys[0] if len(ys) == 1 else ops.cat(ys)
+
+    def bprop(self, x, w, out, dout):
+        b, k, out_h, out_w, chunk = self._geometry(x)
+        _, c, h, wd = x.shape
+        n = w.shape[0]
+        w2d = w.reshape(n, k)
+        x = ops.depend(x, dout)
+        dw, dxs = None, []
+        for start in range(0, b, chunk):
+            stop = b if start + chunk > b else start + chunk
+            m = stop - start
+            dy = dout[start:stop] if chunk < b else dout
+            dy = dy.reshape(n, out_h * out_w) if m == 1 else dy.transpose(1, 0, 2, 3).reshape(n, m * out_h * out_w)
+            part = self.mm_tb(dy, self._cols(x[start:stop] if chunk < b else x))  # [N, C*kh*kw]
+            dw = part if dw is None else dw + part
+            dcols = self.mm_ta(w2d, dy)  # [C*kh*kw, b'*H'*W']
+            dcols = dcols.reshape(1, k, out_h * out_w) if m == 1 else \
+                dcols.reshape(k, m, out_h * out_w).transpose(1, 0, 2)
+            dxs.append(ops.fold(dcols, Tensor((h, wd), int32), self.kernel, self.dilations, self.pads, self.strides))
+        return (dxs[0] if len(dxs) == 1 else ops.cat(dxs)), dw.reshape(w.shape)
+
+
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` that, switched by :func:`use_conv_impl`, runs as Im2Col + MatMul.
+
+    ``cols_budget``: bytes of im2col matrix per matmul (the batch is chunked to stay within it).
     [B, C_in, H, W] -> [B, C_out, H', W'].
     """
+
+    COLS_BUDGET = 512 * 2 ** 20
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -104,7 +180,15 @@ class Conv2d(nn.Conv2d):
         self.mm, self.bmm = ops.MatMul(), ops.BatchMatMul()
         self.kernel, self.strides, self.dilations = _pair(self.kernel_size), _pair(self.stride), _pair(self.dilation)
         self.pads = _explicit_padding(self)
+        if self.pads is None and self.strides == (1, 1):  # same, stride 1: the split does not depend on the input
+            self.pads = _same_split(self.dilations[0] * (self.kernel[0] - 1)) + \
+                _same_split(self.dilations[1] * (self.kernel[1] - 1))
         self.pointwise = self.kernel == (1, 1) and self.strides == (1, 1) and self.pads == (0, 0, 0, 0)
+        # symmetric padding goes to Im2Col; any other (and same with a stride) is applied by an explicit pad
+        top, bottom, left, right = self.pads or (1, 0, 1, 0)
+        self.unfold_pads = (top, left) if (top, left) == (bottom, right) else (0, 0)
+        self.im2col_matmul = _Im2ColMatMul(self.kernel, self.strides, self.dilations, self.unfold_pads,
+                                           self.COLS_BUDGET)
 
     def _padding(self, h, w):
         if self.pads is not None:
@@ -120,27 +204,32 @@ class Conv2d(nn.Conv2d):
         b, c, h, w = x.shape
         (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.strides, self.dilations
         top, bottom, left, right = self._padding(h, w)
-        if top != bottom or left != right:
-            x = ops.pad(x, (left, right, top, bottom))
-            h, w, ph, pw = h + top + bottom, w + left + right, 0, 0
-        else:
-            ph, pw = top, left
-        out_h, out_w = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-        if self.pointwise:  # 1x1: the input is its own im2col matrix
-            cols = x.reshape(b, c, h * w)
-        else:
-            cols = ops.unfold(x, self.kernel, self.dilations, (ph, pw), self.strides)  # [B, C*kh*kw, H'*W']
-        if b > 1:
-            cols = cols.transpose(1, 0, 2)
         n, g = self.out_channels, self.group
-        if g == 1:
-            y = self.mm(self.weight.reshape(n, -1), cols.reshape(c * kh * kw, b * out_h * out_w))
+        if g == 1 and not self.pointwise:
+            if (top, left) != self.unfold_pads or (bottom, right) != self.unfold_pads:
+                x = ops.pad(x, (left, right, top, bottom))
+            y = self.im2col_matmul(x, self.weight)
         else:
-            y = self.bmm(self.weight.reshape(g, n // g, -1), cols.reshape(g, c // g * kh * kw, b * out_h * out_w))
-        if b > 1:
-            y = y.reshape(n, b, out_h, out_w).transpose(1, 0, 2, 3)
-        else:
-            y = y.reshape(1, n, out_h, out_w)
+            if top != bottom or left != right:
+                x = ops.pad(x, (left, right, top, bottom))
+                h, w, ph, pw = h + top + bottom, w + left + right, 0, 0
+            else:
+                ph, pw = top, left
+            out_h, out_w = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+            if self.pointwise:  # 1x1: the input is its own im2col matrix
+                cols = x.reshape(b, c, h * w)
+            else:
+                cols = ops.unfold(x, self.kernel, self.dilations, (ph, pw), self.strides)  # [B, C*kh*kw, H'*W']
+            if b > 1:
+                cols = cols.transpose(1, 0, 2)
+            if g == 1:
+                y = self.mm(self.weight.reshape(n, -1), cols.reshape(c * kh * kw, b * out_h * out_w))
+            else:
+                y = self.bmm(self.weight.reshape(g, n // g, -1), cols.reshape(g, c // g * kh * kw, b * out_h * out_w))
+            if b > 1:
+                y = y.reshape(n, b, out_h, out_w).transpose(1, 0, 2, 3)
+            else:
+                y = y.reshape(1, n, out_h, out_w)
         if self.has_bias:
             y = y + self.bias.reshape(1, -1, 1, 1)
         return y
