@@ -12,8 +12,9 @@ Every convolution cell in ``common/`` and the model folders is a :class:`Conv2d`
 (subclasses of ``nn.Conv2d`` / ``nn.Conv2dTranspose``: same parameters, names and init, so checkpoints are
 interchangeable). Cells are built native; ``use_conv_impl(net, "matmul")`` switches them to
 
-* :class:`Conv2d`: ``cols = Im2Col(x)`` [C_in*kh*kw, B*H'*W'] (``x`` itself for 1x1, stride 1, no padding),
-  then ``W.view(C_out, -1) @ cols`` (one ``BatchMatMul`` over the groups when ``group > 1``);
+* :class:`Conv2d`: per sample ``cols = Im2Col(x_b)`` [C_in*kh*kw, H'*W'], then ``W.view(C_out, -1) @ cols``
+  (for 1x1, stride 1, no padding: ``x`` itself is the matrix, one MatMul over the batch; with
+  ``group > 1`` one ``BatchMatMul`` over the groups);
 * :class:`ConvTranspose2d`: ``Z = W.view(C_in, -1)^T @ x`` [C_out*kh*kw, B*H*W], then
   ``Col2Im(Z)`` sums the overlapping kernel taps into the output (the adjoint of ``Conv2d``).
 
@@ -29,8 +30,10 @@ kernel smaller than its stride; no network in this repository has either. Switch
 first call: a compiled graph keeps the path it was compiled with. ``common.export.prepare_for_export``
 switches every cell back to native, so exported graphs hold ``Conv`` / ``ConvTranspose``.
 
-Memory: the im2col matrix, kept for the weight gradient, is ``kh*kw/(sh*sw)`` times the input (4x for
-pix2pix's 4x4 stride-2 layers, 9x for 3x3 stride-1).
+Memory: a :class:`Conv2d` keeps only its input for the backward, as the native operator does; its im2col
+matrix (``kh*kw/(sh*sw)`` times one sample's input: 4x for pix2pix's 4x4 stride-2 layers, 9x for 3x3
+stride 1) exists one sample at a time and is rebuilt in the backward (:class:`_Im2ColMatMul`). 1x1
+convolutions (no matrix) and grouped ones (autodiff, batched) are the exceptions.
 """
 from mindspore import Tensor, int32, nn, ops
 
@@ -92,86 +95,65 @@ def _same_split(total):
 
 
 class _Im2ColMatMul(nn.Cell):
-    """``y = W @ im2col(x)`` with a backward that recomputes ``im2col(x)`` instead of keeping it.
+    """``y = W @ im2col(x)`` per sample, with a backward that recomputes ``im2col(x)`` instead of keeping it.
 
     Autodiff of Im2Col + MatMul keeps the im2col matrix (``kh*kw/(sh*sw)`` times the input) of every layer
     until the backward reaches it; this cell keeps only ``x`` (as a native convolution does) and rebuilds
-    each layer's matrix in the backward, one layer at a time: ``dW = dY @ cols^T``, ``dx = Col2Im(W^T @ dY)``.
-    The ``Depend`` on ``dout`` keeps the graph compiler from merging that recomputation with the forward's
-    (common-subexpression elimination would otherwise keep the forward matrix alive again).
-
-    The batch runs in chunks whose im2col matrix stays within ``cols_budget`` bytes (one matmul per chunk;
-    a single sample is never split), so a large batch of large maps (a VGG loss over 10 images at 256x512)
-    never holds the whole batch's matrix at once.
+    each layer's matrix in the backward, one sample at a time: ``dW = sum_b dY_b @ cols_b^T``,
+    ``dx_b = Col2Im(W^T @ dY_b)``. The ``Depend`` on ``dout`` keeps the graph compiler from merging that
+    recomputation with the forward's (common-subexpression elimination would keep the forward matrix alive).
+    One matmul per sample: a batched matrix [C*kh*kw, B*H'*W'] needs a transposed copy of the im2col matrix
+    and, in MindSpore 2.10's CPU graphs, 2-5x its size in peak memory, for no speed gain (measured: VGG19
+    conv1_2 at 64x128, batch 10: 4.1 GB against 0.9 GB per sample, same time).
 
     Shapes: x [B, C, H, W] (symmetric padding ``pads`` applied by Im2Col), w [N, C, kh, kw] ->
     [B, N, H', W'].
     """
 
-    def __init__(self, kernel, strides, dilations, pads, cols_budget):
+    def __init__(self, kernel, strides, dilations, pads):
         super().__init__()
         self.kernel, self.strides, self.dilations, self.pads = kernel, strides, dilations, pads
-        self.cols_budget = cols_budget
         self.mm, self.mm_ta, self.mm_tb = ops.MatMul(), ops.MatMul(transpose_a=True), ops.MatMul(transpose_b=True)
 
-    def _geometry(self, x):
-        b, c, h, w = x.shape
+    def _out_size(self, h, w):
         (kh, kw), (sh, sw), (dh, dw), (ph, pw) = self.kernel, self.strides, self.dilations, self.pads
-        out_h, out_w = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-        chunk = self.cols_budget // (4 * c * kh * kw * out_h * out_w)  # (no min/max: the graph's bprop rejects them)
-        chunk = 1 if chunk < 1 else (b if chunk > b else chunk)
-        return b, c * kh * kw, out_h, out_w, chunk
+        return (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
 
     def _cols(self, x):
-        """x [b, C, H, W] -> [C*kh*kw, b*H'*W']."""
+        """x [1, C, H, W] -> [C*kh*kw, H'*W']."""
         cols = ops.unfold(x, self.kernel, self.dilations, self.pads, self.strides)
-        b, k, l = cols.shape
-        if b > 1:
-            cols = cols.transpose(1, 0, 2)
-        return cols.reshape(k, b * l)
+        return cols.reshape(cols.shape[1], cols.shape[2])
 
     def construct(self, x, w):
-        b, k, out_h, out_w, chunk = self._geometry(x)
+        b, _, h, wd = x.shape
+        out_h, out_w = self._out_size(h, wd)
         n = w.shape[0]
-        w2d = w.reshape(n, k)
-        ys = []
-        for start in range(0, b, chunk):
-            stop = b if start + chunk > b else start + chunk
-            y = self.mm(w2d, self._cols(x[start:stop] if chunk < b else x))  # [N, b'*H'*W']
-            if stop - start > 1:
-                y = y.reshape(n, stop - start, out_h, out_w).transpose(1, 0, 2, 3)
-            ys.append(y.reshape(stop - start, n, out_h, out_w))
-        return ys[0] if len(ys) == 1 else ops.cat(ys)
+        w2d = w.reshape(n, -1)
+        ys = [self.mm(w2d, self._cols(x[i:i + 1])).reshape(1, n, out_h, out_w) for i in range(b)]
+        return ys[0] if b == 1 else ops.cat(ys)
 
     def bprop(self, x, w, out, dout):
-        b, k, out_h, out_w, chunk = self._geometry(x)
-        _, c, h, wd = x.shape
+        b, _, h, wd = x.shape
+        out_h, out_w = self._out_size(h, wd)
         n = w.shape[0]
-        w2d = w.reshape(n, k)
+        w2d = w.reshape(n, -1)
         x = ops.depend(x, dout)
         dw, dxs = None, []
-        for start in range(0, b, chunk):
-            stop = b if start + chunk > b else start + chunk
-            m = stop - start
-            dy = dout[start:stop] if chunk < b else dout
-            dy = dy.reshape(n, out_h * out_w) if m == 1 else dy.transpose(1, 0, 2, 3).reshape(n, m * out_h * out_w)
-            part = self.mm_tb(dy, self._cols(x[start:stop] if chunk < b else x))  # [N, C*kh*kw]
+        for i in range(b):
+            dy = dout[i:i + 1].reshape(n, out_h * out_w)
+            part = self.mm_tb(dy, self._cols(x[i:i + 1]))  # [N, C*kh*kw]
             dw = part if dw is None else dw + part
-            dcols = self.mm_ta(w2d, dy)  # [C*kh*kw, b'*H'*W']
-            dcols = dcols.reshape(1, k, out_h * out_w) if m == 1 else \
-                dcols.reshape(k, m, out_h * out_w).transpose(1, 0, 2)
+            dcols = self.mm_ta(w2d, dy)  # [C*kh*kw, H'*W']
+            dcols = dcols.reshape(1, dcols.shape[0], dcols.shape[1])
             dxs.append(ops.fold(dcols, Tensor((h, wd), int32), self.kernel, self.dilations, self.pads, self.strides))
-        return (dxs[0] if len(dxs) == 1 else ops.cat(dxs)), dw.reshape(w.shape)
+        return (dxs[0] if b == 1 else ops.cat(dxs)), dw.reshape(w.shape)
 
 
 class Conv2d(nn.Conv2d):
     """``nn.Conv2d`` that, switched by :func:`use_conv_impl`, runs as Im2Col + MatMul.
 
-    ``cols_budget``: bytes of im2col matrix per matmul (the batch is chunked to stay within it).
     [B, C_in, H, W] -> [B, C_out, H', W'].
     """
-
-    COLS_BUDGET = 512 * 2 ** 20
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -187,8 +169,7 @@ class Conv2d(nn.Conv2d):
         # symmetric padding goes to Im2Col; any other (and same with a stride) is applied by an explicit pad
         top, bottom, left, right = self.pads or (1, 0, 1, 0)
         self.unfold_pads = (top, left) if (top, left) == (bottom, right) else (0, 0)
-        self.im2col_matmul = _Im2ColMatMul(self.kernel, self.strides, self.dilations, self.unfold_pads,
-                                           self.COLS_BUDGET)
+        self.im2col_matmul = _Im2ColMatMul(self.kernel, self.strides, self.dilations, self.unfold_pads)
 
     def _padding(self, h, w):
         if self.pads is not None:
