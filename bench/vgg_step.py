@@ -2,6 +2,7 @@
 
     python bench/vgg_step.py [--cpu_conv matmul|native|auto] [--size 128] [--batch 1] [--steps 5]
     python bench/vgg_step.py --both    # matmul, then native, each in its own process
+    python bench/vgg_step.py --size 256 --torch   # also bench/torch_vgg19_step.py, same step in PyTorch
 
 One process, one path, as a training process runs: ``init_runtime(cpu_conv=...)`` sets the oneDNN ISA
 cap (``matmul``: AVX512_CORE where the CPU has it; ``native``: AVX2) and ``use_conv_impl`` puts every
@@ -86,7 +87,15 @@ def main():
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--both", action="store_true", help="run matmul, then native, each in a fresh process")
+    parser.add_argument("--torch", action="store_true",
+                        help="first run bench/torch_vgg19_step.py (the same step in PyTorch) in its own process")
     args = parser.parse_args()
+    if args.torch:
+        script = os.path.join(REPO, "bench", "torch_vgg19_step.py")
+        out = subprocess.run([sys.executable, script, str(args.size), str(args.batch), str(args.steps)],
+                             capture_output=True, text=True)
+        print(" ".join(out.stdout.split("\n")).strip() if out.returncode == 0 else f"torch failed: {out.stderr[-400:]}",
+              flush=True)
     if args.both:
         for impl in ("matmul", "native"):
             subprocess.run([sys.executable, os.path.abspath(__file__), "--cpu_conv", impl, "--size", str(args.size),

@@ -12,8 +12,9 @@ Every convolution cell in ``common/`` and the model folders is a :class:`Conv2d`
 (subclasses of ``nn.Conv2d`` / ``nn.Conv2dTranspose``: same parameters, names and init, so checkpoints are
 interchangeable). Cells are built native; ``use_conv_impl(net, "matmul")`` switches them to
 
-* :class:`Conv2d`: ``cols = Im2Col(x)`` [C_in*kh*kw, B*H'*W'] (``x`` itself for 1x1, stride 1, no padding),
-  then ``W.view(C_out, -1) @ cols`` (one ``BatchMatMul`` over the groups when ``group > 1``);
+* :class:`Conv2d`: per sample ``cols = Im2Col(x_b)`` [C_in*kh*kw, H'*W'], then ``W.view(C_out, -1) @ cols``
+  (for 1x1, stride 1, no padding: ``x`` itself is the matrix, one MatMul over the batch; with
+  ``group > 1`` one ``BatchMatMul`` over the groups);
 * :class:`ConvTranspose2d`: ``Z = W.view(C_in, -1)^T @ x`` [C_out*kh*kw, B*H*W], then
   ``Col2Im(Z)`` sums the overlapping kernel taps into the output (the adjoint of ``Conv2d``).
 
@@ -29,8 +30,10 @@ kernel smaller than its stride; no network in this repository has either. Switch
 first call: a compiled graph keeps the path it was compiled with. ``common.export.prepare_for_export``
 switches every cell back to native, so exported graphs hold ``Conv`` / ``ConvTranspose``.
 
-Memory: the im2col matrix, kept for the weight gradient, is ``kh*kw/(sh*sw)`` times the input (4x for
-pix2pix's 4x4 stride-2 layers, 9x for 3x3 stride-1).
+Memory: a :class:`Conv2d` keeps only its input for the backward, as the native operator does; its im2col
+matrix (``kh*kw/(sh*sw)`` times one sample's input: 4x for pix2pix's 4x4 stride-2 layers, 9x for 3x3
+stride 1) exists one sample at a time and is rebuilt in the backward (:class:`_Im2ColMatMul`). 1x1
+convolutions (no matrix) and grouped ones (autodiff, batched) are the exceptions.
 """
 from mindspore import Tensor, int32, nn, ops
 
@@ -91,8 +94,63 @@ def _same_split(total):
     return total // 2, total - total // 2
 
 
+class _Im2ColMatMul(nn.Cell):
+    """``y = W @ im2col(x)`` per sample, with a backward that recomputes ``im2col(x)`` instead of keeping it.
+
+    Autodiff of Im2Col + MatMul keeps the im2col matrix (``kh*kw/(sh*sw)`` times the input) of every layer
+    until the backward reaches it; this cell keeps only ``x`` (as a native convolution does) and rebuilds
+    each layer's matrix in the backward, one sample at a time: ``dW = sum_b dY_b @ cols_b^T``,
+    ``dx_b = Col2Im(W^T @ dY_b)``. The ``Depend`` on ``dout`` keeps the graph compiler from merging that
+    recomputation with the forward's (common-subexpression elimination would keep the forward matrix alive).
+    One matmul per sample: a batched matrix [C*kh*kw, B*H'*W'] needs a transposed copy of the im2col matrix
+    and, in MindSpore 2.10's CPU graphs, 2-5x its size in peak memory, for no speed gain (measured: VGG19
+    conv1_2 at 64x128, batch 10: 4.1 GB against 0.9 GB per sample, same time).
+
+    Shapes: x [B, C, H, W] (symmetric padding ``pads`` applied by Im2Col), w [N, C, kh, kw] ->
+    [B, N, H', W'].
+    """
+
+    def __init__(self, kernel, strides, dilations, pads):
+        super().__init__()
+        self.kernel, self.strides, self.dilations, self.pads = kernel, strides, dilations, pads
+        self.mm, self.mm_ta, self.mm_tb = ops.MatMul(), ops.MatMul(transpose_a=True), ops.MatMul(transpose_b=True)
+
+    def _out_size(self, h, w):
+        (kh, kw), (sh, sw), (dh, dw), (ph, pw) = self.kernel, self.strides, self.dilations, self.pads
+        return (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+
+    def _cols(self, x):
+        """x [1, C, H, W] -> [C*kh*kw, H'*W']."""
+        cols = ops.unfold(x, self.kernel, self.dilations, self.pads, self.strides)
+        return cols.reshape(cols.shape[1], cols.shape[2])
+
+    def construct(self, x, w):
+        b, _, h, wd = x.shape
+        out_h, out_w = self._out_size(h, wd)
+        n = w.shape[0]
+        w2d = w.reshape(n, -1)
+        ys = [self.mm(w2d, self._cols(x[i:i + 1])).reshape(1, n, out_h, out_w) for i in range(b)]
+        return ys[0] if b == 1 else ops.cat(ys)
+
+    def bprop(self, x, w, out, dout):
+        b, _, h, wd = x.shape
+        out_h, out_w = self._out_size(h, wd)
+        n = w.shape[0]
+        w2d = w.reshape(n, -1)
+        x = ops.depend(x, dout)
+        dw, dxs = None, []
+        for i in range(b):
+            dy = dout[i:i + 1].reshape(n, out_h * out_w)
+            part = self.mm_tb(dy, self._cols(x[i:i + 1]))  # [N, C*kh*kw]
+            dw = part if dw is None else dw + part
+            dcols = self.mm_ta(w2d, dy)  # [C*kh*kw, H'*W']
+            dcols = dcols.reshape(1, dcols.shape[0], dcols.shape[1])
+            dxs.append(ops.fold(dcols, Tensor((h, wd), int32), self.kernel, self.dilations, self.pads, self.strides))
+        return (dxs[0] if b == 1 else ops.cat(dxs)), dw.reshape(w.shape)
+
+
 class Conv2d(nn.Conv2d):
-    """``nn.Conv2d`` that, switched by :func:`use_conv_impl`, runs as Im2Col + one MatMul.
+    """``nn.Conv2d`` that, switched by :func:`use_conv_impl`, runs as Im2Col + MatMul.
 
     [B, C_in, H, W] -> [B, C_out, H', W'].
     """
@@ -104,7 +162,14 @@ class Conv2d(nn.Conv2d):
         self.mm, self.bmm = ops.MatMul(), ops.BatchMatMul()
         self.kernel, self.strides, self.dilations = _pair(self.kernel_size), _pair(self.stride), _pair(self.dilation)
         self.pads = _explicit_padding(self)
+        if self.pads is None and self.strides == (1, 1):  # same, stride 1: the split does not depend on the input
+            self.pads = _same_split(self.dilations[0] * (self.kernel[0] - 1)) + \
+                _same_split(self.dilations[1] * (self.kernel[1] - 1))
         self.pointwise = self.kernel == (1, 1) and self.strides == (1, 1) and self.pads == (0, 0, 0, 0)
+        # symmetric padding goes to Im2Col; any other (and same with a stride) is applied by an explicit pad
+        top, bottom, left, right = self.pads or (1, 0, 1, 0)
+        self.unfold_pads = (top, left) if (top, left) == (bottom, right) else (0, 0)
+        self.im2col_matmul = _Im2ColMatMul(self.kernel, self.strides, self.dilations, self.unfold_pads)
 
     def _padding(self, h, w):
         if self.pads is not None:
@@ -120,27 +185,32 @@ class Conv2d(nn.Conv2d):
         b, c, h, w = x.shape
         (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.strides, self.dilations
         top, bottom, left, right = self._padding(h, w)
-        if top != bottom or left != right:
-            x = ops.pad(x, (left, right, top, bottom))
-            h, w, ph, pw = h + top + bottom, w + left + right, 0, 0
-        else:
-            ph, pw = top, left
-        out_h, out_w = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-        if self.pointwise:  # 1x1: the input is its own im2col matrix
-            cols = x.reshape(b, c, h * w)
-        else:
-            cols = ops.unfold(x, self.kernel, self.dilations, (ph, pw), self.strides)  # [B, C*kh*kw, H'*W']
-        if b > 1:
-            cols = cols.transpose(1, 0, 2)
         n, g = self.out_channels, self.group
-        if g == 1:
-            y = self.mm(self.weight.reshape(n, -1), cols.reshape(c * kh * kw, b * out_h * out_w))
+        if g == 1 and not self.pointwise:
+            if (top, left) != self.unfold_pads or (bottom, right) != self.unfold_pads:
+                x = ops.pad(x, (left, right, top, bottom))
+            y = self.im2col_matmul(x, self.weight)
         else:
-            y = self.bmm(self.weight.reshape(g, n // g, -1), cols.reshape(g, c // g * kh * kw, b * out_h * out_w))
-        if b > 1:
-            y = y.reshape(n, b, out_h, out_w).transpose(1, 0, 2, 3)
-        else:
-            y = y.reshape(1, n, out_h, out_w)
+            if top != bottom or left != right:
+                x = ops.pad(x, (left, right, top, bottom))
+                h, w, ph, pw = h + top + bottom, w + left + right, 0, 0
+            else:
+                ph, pw = top, left
+            out_h, out_w = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+            if self.pointwise:  # 1x1: the input is its own im2col matrix
+                cols = x.reshape(b, c, h * w)
+            else:
+                cols = ops.unfold(x, self.kernel, self.dilations, (ph, pw), self.strides)  # [B, C*kh*kw, H'*W']
+            if b > 1:
+                cols = cols.transpose(1, 0, 2)
+            if g == 1:
+                y = self.mm(self.weight.reshape(n, -1), cols.reshape(c * kh * kw, b * out_h * out_w))
+            else:
+                y = self.bmm(self.weight.reshape(g, n // g, -1), cols.reshape(g, c // g * kh * kw, b * out_h * out_w))
+            if b > 1:
+                y = y.reshape(n, b, out_h, out_w).transpose(1, 0, 2, 3)
+            else:
+                y = y.reshape(1, n, out_h, out_w)
         if self.has_bias:
             y = y + self.bias.reshape(1, -1, 1, 1)
         return y

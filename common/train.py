@@ -128,22 +128,26 @@ class GradientUpdate(nn.Cell):
 
 
 class _ScaledLoss(nn.Cell):
-    """``loss_cell`` with its first output multiplied by the loss scale (the gradient's scale)."""
+    """``loss_cell`` with its (first) output multiplied by the loss scale (the gradient's scale)."""
 
-    def __init__(self, loss_cell, loss_scaler):
+    def __init__(self, loss_cell, loss_scaler, *, has_aux=True):
         super().__init__(auto_prefix=False)
         self.loss_cell = loss_cell
         self.loss_scaler = loss_scaler
+        self.has_aux = has_aux
 
     def construct(self, *inputs):
         outputs = self.loss_cell(*inputs)
+        if not self.has_aux:
+            return self.loss_scaler.scale(outputs)
         return (self.loss_scaler.scale(outputs[0]),) + outputs[1:]
 
 
-def _loss_grad(loss_cell, loss_scaler, grad_position, weights):
-    """value_and_grad of a loss cell returning ``(loss, *aux)``, its loss scaled when a scaler is given."""
-    cell = _ScaledLoss(loss_cell, loss_scaler) if loss_scaler is not None else loss_cell
-    return ops.value_and_grad(cell, grad_position, weights, has_aux=True)
+def _loss_grad(loss_cell, loss_scaler, grad_position, weights, *, has_aux=True):
+    """value_and_grad of a loss cell returning ``(loss, *aux)`` (``has_aux=False``: a bare loss), its loss
+    scaled when a scaler is given."""
+    cell = _ScaledLoss(loss_cell, loss_scaler, has_aux=has_aux) if loss_scaler is not None else loss_cell
+    return ops.value_and_grad(cell, grad_position, weights, has_aux=has_aux)
 
 
 def _unscaled(outputs, loss_scaler):
@@ -196,25 +200,17 @@ class TrainOneStep(nn.Cell):
         scaler = make_loss_scaler(loss_scale)
         self.loss_scaler = scaler
         self.update = GradientUpdate(optimizer, clip_norm=clip_norm, loss_scaler=scaler)
-        self.grad_fn = _loss_grad(loss_cell if has_aux else _AsTuple(loss_cell), scaler, None, self.update.weights)
+        # a bare loss is differentiated without has_aux (PyNative's value_and_grad refuses a 1-tuple with it)
+        self.grad_fn = _loss_grad(loss_cell, scaler, None, self.update.weights, has_aux=has_aux)
         self.hooks = nn.CellList(list(hooks))
 
     def construct(self, *inputs):
         outputs, grads = self.grad_fn(*inputs)
+        if not self.has_aux:
+            outputs = (outputs,)
         outputs = ops.depend(_unscaled(outputs, self.loss_scaler), self.update(grads))
         outputs = _run_hooks(self.hooks, outputs)
         return outputs if self.has_aux else outputs[0]
-
-
-class _AsTuple(nn.Cell):
-    """A loss cell returning a bare loss, seen as returning ``(loss,)`` (value_and_grad's aux form)."""
-
-    def __init__(self, loss_cell):
-        super().__init__(auto_prefix=False)
-        self.loss_cell = loss_cell
-
-    def construct(self, *inputs):
-        return (self.loss_cell(*inputs),)
 
 
 class GANTrainStep(nn.Cell):

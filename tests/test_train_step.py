@@ -116,3 +116,31 @@ def test_ema_refuses_a_network_of_another_structure():
 def test_unknown_order_is_refused():
     with pytest.raises(ValueError, match="G_then_D"):
         run_step("both")
+
+
+class SquaredOutput(nn.Cell):
+    """A bare loss (not a tuple): 0.5 * |W x|^2, gradient (W x) x^T."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def construct(self, x):
+        return 0.5 * (self.net(x) ** 2).sum()
+
+
+@pytest.mark.parametrize("mode, loss_scale", [(ms.PYNATIVE_MODE, 0), (ms.PYNATIVE_MODE, 8), (ms.GRAPH_MODE, 8)])
+def test_train_one_step_with_a_bare_loss(mode, loss_scale):
+    """TrainOneStep on a loss cell returning a bare loss (CRN's) in both modes: returns the loss, SGD update
+    W - lr (W x) x^T (PyNative once refused it: value_and_grad's has_aux needs two outputs)."""
+    ms.set_context(mode=mode)
+    try:
+        net = Linear(WG)
+        step = TrainOneStep(SquaredOutput(net), nn.SGD(net.trainable_params(), learning_rate=LR),
+                            loss_scale=loss_scale)
+        loss = step(ms.Tensor(X))
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)
+    y = X @ WG.T
+    assert float(loss.asnumpy()) == pytest.approx(0.5 * float((y ** 2).sum()), rel=1e-6)
+    np.testing.assert_allclose(net.weight.asnumpy(), WG - LR * y.T @ X, rtol=1e-6, atol=1e-7)

@@ -122,7 +122,7 @@ class _LayerNormLReLUFunction(nn.Cell):
         return ops.maximum(z, self.slope * z)
 
     def bprop(self, x, gamma, beta, out, dout):
-        x_hat, std = self._normalise(x)
+        x_hat, std = self._normalise(ops.depend(x, dout))  # Depend: not merged with the forward's (kept alive)
         # out = max(z, slope*z) has the sign of z, so the LReLU slope is read from out
         dz = ops.select(out > 0, dout, self.slope * dout)
         d_beta = dz.sum(axis=(0, 2, 3))

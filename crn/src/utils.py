@@ -117,12 +117,10 @@ def make_bench_step(size: int, batch: int, conv_impl="native"):
     (k = 1 above), backward and Adam on all generator parameters, on a random 20-channel label map and
     photo. The VGG19 is randomly initialised: its weights do not change the work done.
 
-    Switches the process to PyNative mode: on CPU, MindSpore 2.10's graph mode keeps the step's
-    intermediates alive to the end of the graph (128p generator forward+backward: 8.9 GB peak RSS in
-    graph mode, 5.2 GB in PyNative, which frees each tensor after its last use), and the 256p step only
-    fits in 24 GB in PyNative (16.1 GB peak). Train at 256p on CPU with ``--mode=pynative`` likewise.
+    Runs in the process's mode (``bench/train_step.py --mode``): on CPU, MindSpore 2.10's graph mode holds
+    more of the step's intermediates than PyNative, which frees each tensor after its last use; the 256p
+    step fits in 24 GB only in PyNative (crn/README.md, Performance).
     """
-    ms.set_context(mode=ms.PYNATIVE_MODE)
     from common.perceptual import CRN_LAYER_WEIGHTS, PerceptualLoss
     from common.train import TrainOneStep
     from crn.src.loss import CRNWithLoss
