@@ -114,13 +114,17 @@ class CoCosNetSpec(ModelSpec):
         return {"Corr": corr, "G": netG}
 
     def build_trainer(self, cfg, rt, data):
+        notes = []
+        vgg = build_vgg_features(cfg.vgg_path, notes.append)
+        return self.build_training(cfg, vgg, notes)
+
+    def build_training(self, cfg, vgg, notes):
+        """The Trainer of ``cfg`` with the loss network ``vgg`` (:class:`VGGFeatures`); ``notes`` is extended."""
         nets = self.build_inference(cfg)
         corr, netG = nets["Corr"], nets["G"]
         netD = build_discriminator(cfg.label_nc, cfg.ndf, cfg.num_D)
         for net in (corr, netG, netD):
             init_weights(net, "xavier", cfg.init_variance)
-        notes = []
-        vgg = build_vgg_features(cfg.vgg_path, notes.append)
         opt_G = adam(corr.trainable_params() + netG.trainable_params(), cfg.lr / 2, cfg.beta1, cfg.beta2, cfg.eps_G)
         opt_D = adam(netD.trainable_params(), cfg.lr * 2, cfg.beta1, cfg.beta2, 1e-8)
         weights = dict(weight_gan=cfg.weight_gan, lambda_feat=cfg.lambda_feat, lambda_vgg=cfg.lambda_vgg,

@@ -6,7 +6,7 @@ from common import ade20k
 from common.classes import ade20k_table
 from common.io import tensor_to_uint8
 
-__all__ = ["adam", "ttur_rates", "translate", "colorize", "palette", "palette_distance"]
+__all__ = ["adam", "ttur_rates", "translate", "colorize", "palette", "palette_distance", "make_bench_step"]
 
 TINY_BETA1 = 1e-12  # MindSpore's Adam wants beta1 in (0, 1); 1 - 1e-12 == 1 in float32
 
@@ -60,3 +60,36 @@ def palette_distance(image, ids, other, other_ids):
         return float("nan")
     diffs = [np.abs(image[ids == c].mean(0) - other[other_ids == c].mean(0)).mean() for c in shared]
     return float(np.mean(diffs))
+
+
+def make_bench_step(size, batch, conv_impl="native"):
+    """A zero-argument callable running one full CoCosNet training iteration (blocking) at ``size`` x ``size``,
+    batch ``batch``, with the reference's widths and 151 ADE20K channels: correspondence + translation
+    forward, the seven generator losses through a randomly initialised VGG19 (the reference's loss
+    network: its weights do not change the work), the G step, then the D step. Random one-hot label maps
+    of 16x16 blocks, random images; every other sample is self-referenced."""
+    from cocosnet.src.spec import CoCosNetSpec
+    from cocosnet.src.train_step import VGGFeatures
+    from common.config import load_config
+    from common.conv import use_conv_impl
+
+    spec = CoCosNetSpec()
+    cfg = load_config(spec.config_path, [f"--size={size}"])
+    trainer = spec.build_training(cfg, VGGFeatures("vgg19", "caffe_bgr"), [])
+    for net in list(trainer.networks.values()) + list(trainer.frozen.values()):
+        use_conv_impl(net, conv_impl)
+    trainer.step.set_train()
+    rng = np.random.RandomState(0)
+
+    def label_map():
+        ids = np.repeat(np.repeat(rng.randint(0, cfg.label_nc, (batch, size // 16, size // 16)), 16, 1), 16, 2)
+        return Tensor(np.eye(cfg.label_nc, dtype=np.float32)[ids].transpose(0, 3, 1, 2).copy())
+
+    def image():
+        return Tensor(rng.uniform(-1, 1, (batch, 3, size, size)).astype(np.float32))
+
+    inputs = (label_map(), image(), label_map(), image(), Tensor((np.arange(batch) % 2).astype(np.float32)))
+
+    def run():
+        trainer.step(*inputs)[0].asnumpy()
+    return run
