@@ -1,12 +1,16 @@
 """Median milliseconds per training step of a model, optionally beside the PyTorch reference.
 
     python bench/train_step.py --model pix2pix --size 256 --batch 1 [--steps 7] [--torch] [--cpu_conv native]
+    python bench/train_step.py --model osmis --size 192x320 --batch 5 [--no_masks] [--torch]
 
 Each model folder provides ``<model>/src/utils.py: make_bench_step(size, batch)``, a zero-argument
-callable running one full train step on random data. ``--cpu_conv`` overrides the model config's CPU
-convolution path (``common/conv.py``; pix2pix's ``auto``: Im2Col + AVX-512 MatMul where available). ``--torch`` first runs
-the PyTorch reference (``../shared/bench/torch_pix2pix_step.py``; for CRN ``torch_crn_step.py SIZE 9 STEPS``)
-in the same run, for a same-machine comparison, and prints the ratio.
+callable running one full train step on random data (``--size`` HxW: OSMIS only; ``--no_masks``: OSMIS
+as SIV-GAN). ``--cpu_conv`` overrides the model config's CPU convolution path (``common/conv.py``;
+pix2pix's ``auto``: Im2Col + AVX-512 MatMul where available). ``--torch`` first runs a PyTorch step in
+the same run, for a same-machine comparison, and prints the ratio: ``../shared/bench/torch_pix2pix_step.py``
+(pix2pix), ``../shared/bench/torch_crn_step.py SIZE 9 STEPS`` (CRN) or ``bench/torch_osmis_step.py`` (OSMIS,
+a restatement of the reference's step). CoCosNet has none: compare with the official code's figure in
+``cocosnet/README.md``.
 Prints one line per measurement and the peak resident memory.
 """
 import argparse
@@ -20,10 +24,31 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-TORCH_REFERENCES = {  # model -> (script, arguments after the size)
-    "pix2pix": (os.path.join(os.path.dirname(REPO), "shared", "bench", "torch_pix2pix_step.py"), []),
-    "crn": (os.path.join(os.path.dirname(REPO), "shared", "bench", "torch_crn_step.py"), ["9"]),
-}
+TORCH_REFERENCES = {"pix2pix": os.path.join(os.path.dirname(REPO), "shared", "bench", "torch_pix2pix_step.py"),
+                    "crn": os.path.join(os.path.dirname(REPO), "shared", "bench", "torch_crn_step.py"),
+                    "osmis": os.path.join(REPO, "bench", "torch_osmis_step.py")}
+
+
+def parse_size(text):
+    """``256`` -> 256; ``192x320`` -> (192, 320) (height x width)."""
+    parts = text.lower().split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--size={text!r}: expected N or HxW, e.g. 64 or 192x320") from None
+    if len(values) not in (1, 2) or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"--size={text!r}: expected N or HxW, e.g. 64 or 192x320")
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def torch_command(args, script):
+    """The PyTorch reference's command line for the benchmarked model and size."""
+    if args.model == "osmis":
+        h, w = args.size if isinstance(args.size, tuple) else (args.size, args.size)
+        return [script, str(h), str(w), "--steps", str(args.steps)] + (["--no_masks"] if args.no_masks else [])
+    if args.model == "crn":
+        return [script, str(args.size), "9", str(args.steps)]
+    return [script, str(args.size)]
 
 
 def median_ms(step, steps, warmup=2):
@@ -40,27 +65,28 @@ def median_ms(step, steps, warmup=2):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="pix2pix")
-    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--size", type=parse_size, default=256, help="N (square) or HxW (OSMIS)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--steps", type=int, default=7)
     parser.add_argument("--device", default="CPU")
     parser.add_argument("--cpu_conv", choices=["auto", "native", "matmul"],
                         help="CPU convolution path (common/conv.py); default: the model config's cpu_conv")
-    parser.add_argument("--torch", action="store_true", help="also time the PyTorch reference (pix2pix, crn)")
+    parser.add_argument("--torch", action="store_true", help="also time the PyTorch reference (pix2pix, crn, osmis)")
+    parser.add_argument("--no_masks", action="store_true", help="OSMIS: time SIV-GAN (no mask branch)")
     parser.add_argument("--mode", choices=["graph", "pynative"], default="graph",
                         help="MindSpore execution mode of the step (CRN at 256p: see crn/README.md Performance)")
     args = parser.parse_args()
+    if args.model != "osmis" and (isinstance(args.size, tuple) or args.no_masks):
+        parser.error("--size HxW and --no_masks are OSMIS options")
     torch_ms = None
     if args.torch:
         if args.model not in TORCH_REFERENCES:
             parser.error(f"--torch: no PyTorch reference for {args.model} (have: {', '.join(TORCH_REFERENCES)})")
-        script, extra = TORCH_REFERENCES[args.model]
+        script = TORCH_REFERENCES[args.model]
         if not os.path.isfile(script):
             parser.error(f"PyTorch reference {script} not found")
-        if args.model == "crn":
-            extra = extra + [str(args.steps)]
         # before MindSpore is loaded, with the caller's environment (no oneDNN ISA cap for torch)
-        out = subprocess.run([sys.executable, script, str(args.size)] + extra, capture_output=True, text=True)
+        out = subprocess.run([sys.executable] + torch_command(args, script), capture_output=True, text=True)
         if out.returncode == 0:
             lines = out.stdout.strip().splitlines()
             print(" | ".join(line for line in lines if "ms" in line or "RSS" in line))
@@ -75,12 +101,15 @@ def main():
     rt = init_runtime(args.device, args.mode, seed=0, cpu_conv=cpu_conv)
     utils = importlib.import_module(f"{args.model}.src.utils")
     t = time.perf_counter()
-    step = utils.make_bench_step(args.size, args.batch, conv_impl=rt.conv_impl)
+    extra = {"masks": not args.no_masks} if args.model == "osmis" else {}
+    step = utils.make_bench_step(args.size, args.batch, conv_impl=rt.conv_impl, **extra)
     step()
     first = time.perf_counter() - t
     ms_step = median_ms(step, args.steps)
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
-    print(f"mindspore {args.model} size {args.size} batch {args.batch} on {args.device}: median {ms_step:.1f} ms/step "
+    size = "x".join(map(str, args.size)) if isinstance(args.size, tuple) else args.size
+    name = f"{args.model} (SIV-GAN)" if args.no_masks else args.model
+    print(f"mindspore {name} size {size} batch {args.batch} on {args.device}: median {ms_step:.1f} ms/step "
           f"over {args.steps} steps (build+compile+first step {first:.1f} s, peak RSS {peak_gb:.2f} GB; {rt.describe_conv}, "
           f"{args.mode} mode)")
     if torch_ms:

@@ -180,8 +180,14 @@ class Conv2d(nn.Conv2d):
         return _same_split(total_h) + _same_split(total_w)
 
     def construct(self, x):
+        return self.convolve(x, self.weight)
+
+    def convolve(self, x, weight):
+        """The convolution with ``weight`` [C_out, C_in/group, kh, kw] in place of ``self.weight`` (bias
+        added; :class:`common.spectral_norm.SpectralNorm` passes ``W / sigma``)."""
         if not self.matmul:
-            return super().construct(x)
+            y = self.conv2d(x, weight)
+            return self.bias_add(y, self.bias) if self.has_bias else y
         b, c, h, w = x.shape
         (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.strides, self.dilations
         top, bottom, left, right = self._padding(h, w)
@@ -189,7 +195,7 @@ class Conv2d(nn.Conv2d):
         if g == 1 and not self.pointwise:
             if (top, left) != self.unfold_pads or (bottom, right) != self.unfold_pads:
                 x = ops.pad(x, (left, right, top, bottom))
-            y = self.im2col_matmul(x, self.weight)
+            y = self.im2col_matmul(x, weight)
         else:
             if top != bottom or left != right:
                 x = ops.pad(x, (left, right, top, bottom))
@@ -204,9 +210,9 @@ class Conv2d(nn.Conv2d):
             if b > 1:
                 cols = cols.transpose(1, 0, 2)
             if g == 1:
-                y = self.mm(self.weight.reshape(n, -1), cols.reshape(c * kh * kw, b * out_h * out_w))
+                y = self.mm(weight.reshape(n, -1), cols.reshape(c * kh * kw, b * out_h * out_w))
             else:
-                y = self.bmm(self.weight.reshape(g, n // g, -1), cols.reshape(g, c // g * kh * kw, b * out_h * out_w))
+                y = self.bmm(weight.reshape(g, n // g, -1), cols.reshape(g, c // g * kh * kw, b * out_h * out_w))
             if b > 1:
                 y = y.reshape(n, b, out_h, out_w).transpose(1, 0, 2, 3)
             else:

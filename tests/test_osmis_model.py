@@ -159,6 +159,40 @@ def test_upsample2_is_nearest():
     assert np.array_equal(upsample2(Tensor(x)).asnumpy(), x.repeat(2, axis=2).repeat(2, axis=3))
 
 
+def _torch_sn_conv(torch, sn):
+    """The inference-mode convolution of a SpectralNorm cell as a torch function (weight W / u^T W v)."""
+    w = sn.conv.weight.asnumpy().astype(np.float64)
+    sigma = sn.weight_u.asnumpy() @ w.reshape(w.shape[0], -1) @ sn.weight_v.asnumpy()
+    weight = torch.from_numpy((w / sigma).astype(np.float32))
+    bias = torch.from_numpy(sn.conv.bias.asnumpy()) if sn.conv.has_bias else None
+    return lambda x: torch.nn.functional.conv2d(x, weight, bias, padding=w.shape[-1] // 2)
+
+
+def test_blocks_match_the_reference_order_in_torch():
+    """G_block (shortcut convolved before upsampling) and D_block (one pooling of the summed paths)
+    against the reference's order of operations restated in torch."""
+    torch = pytest.importorskip("torch")
+    from osmis.src.model import D_block, G_block
+    f = torch.nn.functional
+    lrelu = lambda t: f.leaky_relu(t, 0.2)  # noqa: E731
+    rng = np.random.default_rng(0)
+    g = G_block(6, 4, "none", first=False)
+    d = D_block(4, 6, "none")
+    for net in (g, d):
+        net.set_train(False)
+    c1, c2, sc = (_torch_sn_conv(torch, c) for c in (g.conv1, g.conv2, g.conv_sc))
+    x = rng.standard_normal((2, 6, 3, 5)).astype(np.float32)
+    up = lambda t: f.interpolate(t, scale_factor=2.0, mode="nearest")  # noqa: E731
+    t = torch.from_numpy(x)
+    want = sc(up(t)) + c2(lrelu(c1(up(lrelu(t)))))
+    np.testing.assert_allclose(g(Tensor(x)).asnumpy(), want.numpy(), rtol=1e-5, atol=1e-5)
+    c1, c2, sc = (_torch_sn_conv(torch, c) for c in (d.conv1, d.conv2, d.conv_sc))
+    x = rng.standard_normal((2, 4, 7, 6)).astype(np.float32)  # odd height: the pooling floors
+    t = torch.from_numpy(x)
+    want = f.avg_pool2d(c2(lrelu(c1(lrelu(t)))), 2) + f.avg_pool2d(sc(t), 2)
+    np.testing.assert_allclose(d(Tensor(x)).asnumpy(), want.numpy(), rtol=1e-5, atol=1e-5)
+
+
 def _loss_cell(warmup):
     from osmis.src.loss import GeneratorLoss
     from osmis.src.model import TrainingOutputs

@@ -79,7 +79,9 @@ def channel_softmax(x):
 class G_block(nn.Cell):
     """Residual up-block: [norm] LReLU up2 SNconv3 [norm] LReLU SNconv3 + up2 SNconv1 (no bias).
 
-    [B, cin, h, w] -> [B, cout, 2h, 2w] (no upsampling in the first block).
+    [B, cin, h, w] -> [B, cout, 2h, 2w] (no upsampling in the first block). The shortcut runs its 1x1
+    convolution before the nearest upsampling, on a quarter of the pixels: a bias-free 1x1 convolution
+    commutes with nearest upsampling, so the values are the same.
     """
 
     def __init__(self, cin, cout, norm, *, first):
@@ -92,12 +94,12 @@ class G_block(nn.Cell):
         self.conv_sc = sn_conv(cin, cout, 1, bias=False)
 
     def construct(self, x):
-        h = x
+        h = self.conv_sc(x)
         x = self.activ(self.norm1(x))
         if not self.first:
             x, h = upsample2(x), upsample2(h)
         x = self.conv2(self.activ(self.norm2(self.conv1(x))))
-        return self.conv_sc(h) + x
+        return h + x
 
 class Generator(nn.Cell):
     """Noise -> one image per scale (+ mask).
@@ -142,7 +144,8 @@ class D_block(nn.Cell):
     """Residual down-block: [norm LReLU] SNconv [norm] LReLU SNconv AvgPool2 + SNconv1 AvgPool2.
 
     ``content=True``: 1x1 convolutions, no pooling, identity shortcut when cin == cout (the content
-    branch on [N, C, 1, 1] vectors). ``first=True`` skips the leading norm/activation.
+    branch on [N, C, 1, 1] vectors). ``first=True`` skips the leading norm/activation. Average pooling
+    is linear: the block pools the sum of the two paths once (``pool(x) + pool(h) = pool(x + h)``).
     """
 
     def __init__(self, cin, cout, norm, *, first=False, content=False):
@@ -166,7 +169,7 @@ class D_block(nn.Cell):
         if self.learned_sc:
             h = self.conv_sc(h)
         if self.pool:
-            x, h = self.down(x), self.down(h)
+            return self.down(x + h)
         return x + h
 
 class Discriminator(nn.Cell):
