@@ -8,10 +8,11 @@ own process, so torch's threads and oneDNN settings do not meet MindSpore's).
 """
 import resource
 import sys
-import time
 
 import torch
 import torch.nn as nn
+
+from train_step import median_ms  # bench/train_step.py (standard library only: no MindSpore, no oneDNN cap)
 
 CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512]
 
@@ -40,13 +41,7 @@ def main():
         x.grad = None
         net(x).mean().backward()
 
-    step()
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
-        step()
-        times.append((time.perf_counter() - t) * 1000.0)
-    print(f"torch vgg19 forward+backward median ms {sorted(times)[len(times) // 2]:.1f}")
+    print(f"torch vgg19 forward+backward median ms {median_ms(step, steps, warmup=1):.1f}")
     print(f"peak RSS GB {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20:.2f}")
 
 
