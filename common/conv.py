@@ -129,8 +129,9 @@ class _Im2ColMatMul(nn.Cell):
         out_h, out_w = self._out_size(h, wd)
         n = w.shape[0]
         w2d = w.reshape(n, -1)
-        ys = [self.mm(w2d, self._cols(x[i:i + 1])).reshape(1, n, out_h, out_w) for i in range(b)]
-        return ys[0] if b == 1 else ops.cat(ys)
+        if b == 1:
+            return self.mm(w2d, self._cols(x)).reshape(1, n, out_h, out_w)
+        return ops.cat([self.mm(w2d, self._cols(x[i:i + 1])).reshape(1, n, out_h, out_w) for i in range(b)])
 
     def bprop(self, x, w, out, dout):
         b, _, h, wd = x.shape
@@ -140,8 +141,8 @@ class _Im2ColMatMul(nn.Cell):
         x = ops.depend(x, dout)
         dw, dxs = None, []
         for i in range(b):
-            dy = dout[i:i + 1].reshape(n, out_h * out_w)
-            part = self.mm_tb(dy, self._cols(x[i:i + 1]))  # [N, C*kh*kw]
+            dy = (dout if b == 1 else dout[i:i + 1]).reshape(n, out_h * out_w)
+            part = self.mm_tb(dy, self._cols(x if b == 1 else x[i:i + 1]))  # [N, C*kh*kw]
             dw = part if dw is None else dw + part
             dcols = self.mm_ta(w2d, dy)  # [C*kh*kw, H'*W']
             dcols = dcols.reshape(1, dcols.shape[0], dcols.shape[1])
