@@ -298,22 +298,22 @@ class CoCosNetDemo(DemoAdapter):
         return seg[None], ref[None], np.zeros_like(seg)[None]
 
     def generate(self, cfg, nets, ids, exemplar=None):
-        from cocosnet.src.model import CoCosNet
-        from cocosnet.src.utils import translate
-        net = CoCosNet(nets["Corr"], nets["G"])
-        net.set_train(False)
-        out, warped = translate(net, *self.inputs(cfg, ids, exemplar))
+        from cocosnet.src.spec import translate_runners
+        runners = self.spec().runners(cfg, nets)
+        out, warped = translate_runners(runners["Corr"], runners["G"], *self.inputs(cfg, ids, exemplar))
         return [out[0], warped[0]]
 
     def generate_onnx(self, cfg, sessions, ids, exemplar=None):
-        """Correspondence then translation, as :meth:`cocosnet.src.model.CoCosNet.translate` chains them."""
-        from cocosnet.src.spec import CORR_NAMES
-        from common.io import tensor_to_uint8
-        seg, ref, ref_seg = (x.astype(np.float32) for x in self.inputs(cfg, ids, exemplar))
-        warped = sessions["_correspondence"].run([CORR_NAMES[1][0]], dict(zip(CORR_NAMES[0], (seg, ref, ref_seg))))[0]
-        translation = sessions["_translation"]
-        out = translation.run(None, {translation.get_inputs()[0].name: np.concatenate([warped, seg], 1)})[0]
-        return [tensor_to_uint8(out[0]), tensor_to_uint8(warped[0])]
+        """As :meth:`generate`, the two published ONNX networks run by onnxruntime."""
+        from cocosnet.src.spec import translate_runners
+        corr, translation = (_session_runner(sessions[part]) for part in self.onnx_parts)
+        out, warped = translate_runners(corr, translation, *(x.astype(np.float32) for x in self.inputs(cfg, ids, exemplar)))
+        return [out[0], warped[0]]
+
+
+def _session_runner(session):
+    """An onnxruntime session as a runner of ``common.backends``: ``feeds`` dict -> list of outputs."""
+    return lambda feeds: session.run(None, feeds)
 
 
 class OSMISDemo(DemoAdapter):

@@ -20,7 +20,7 @@ from common.train import parse_loss_scale
 from cocosnet.src.dataset import ExemplarDataset, one_hot, read_ids
 from cocosnet.src.model import CoCosNet, build_correspondence, build_discriminator, build_generator
 from cocosnet.src.train_step import LOSS_NAMES, build_train_step, build_vgg_features
-from cocosnet.src.utils import adam, colorize, palette_distance, translate, ttur_rates
+from cocosnet.src.utils import adam, colorize, palette_distance, ttur_rates
 
 __all__ = ["CoCosNetSpec", "default_ref_lists", "export_graphs", "read_exemplar", "translate_runners"]
 
@@ -35,10 +35,12 @@ COMPOSITE_NAMES = (("input_seg_map", "ref_image", "ref_seg_map"), ("exemplar_bas
 
 
 def translate_runners(corr, generator, seg, ref, ref_seg):
-    """``cocosnet.src.utils.translate`` through runners of the two published networks
-    (``CoCosNetSpec.network_runner``, or their ONNX files under ``--backend``): correspondence -> warped
-    exemplar, then translation of [warped exemplar, seg] on channels; same arrays in, same
-    (output, warped exemplar) uint8 [B, H, W, 3] out."""
+    """Exemplar-based translation through runners of the two published networks (``CoCosNetSpec.runners``:
+    MindSpore cells, or their ONNX files under ``--backend``; the demo's onnxruntime sessions): correspondence
+    -> warped exemplar, then translation of [warped exemplar, seg] on channels, as
+    :meth:`cocosnet.src.model.CoCosNet.translate` chains them.
+
+    ([B,L,H,W] one-hot, [B,3,H,W] in [-1, 1], [B,L,H,W]) -> (output, warped exemplar), uint8 [B, H, W, 3]."""
     warped, _ = corr(dict(zip(CORR_NAMES[0], (seg, ref, ref_seg))))
     image = generator({GEN_NAMES[0][0]: np.concatenate([warped, seg], 1)})[0]
     return tensor_to_uint8(image), tensor_to_uint8(warped)
@@ -143,20 +145,19 @@ class CoCosNetSpec(ModelSpec):
                        optimizers={"opt_G": opt_G, "opt_D": opt_D}, frozen={"VGG": vgg},
                        n_epochs=cfg.n_epochs + cfg.n_epochs_decay, learning_rates=learning_rates, notes=notes)
 
-    def _composite(self, nets):
-        net = CoCosNet(nets["Corr"], nets["G"])
-        net.set_train(False)
-        return net
-
     def write_samples(self, cfg, trainer, data, path):
-        net = self._composite(trainer.networks)
+        nets = {k: trainer.networks[k] for k in self.inference_components}
+        for net in nets.values():
+            net.set_train(False)
+        runners = self.runners(cfg, nets)
         table = config_class_table(cfg)
         rows = []
         for i in range(min(cfg.num_samples, len(data.val))):
             seg, ref, ref_seg, real, _ = data.val.get(i)
-            out, warped = translate(net, seg[None], ref[None], ref_seg[None])
+            out, warped = translate_runners(runners["Corr"], runners["G"], seg[None], ref[None], ref_seg[None])
             rows.append([colorize(seg, table), _uint8(ref), warped[0], out[0], _uint8(real)])
-        net.set_train(True)
+        for net in nets.values():
+            net.set_train(True)
         write_image(path, make_grid(rows))
 
     def network_runner(self, cfg, component, net):

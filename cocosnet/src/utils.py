@@ -4,9 +4,8 @@ from mindspore import Tensor, nn
 
 from common import ade20k
 from common.classes import ade20k_table
-from common.io import tensor_to_uint8
 
-__all__ = ["adam", "ttur_rates", "translate", "colorize", "palette", "palette_distance", "make_bench_step"]
+__all__ = ["adam", "ttur_rates", "colorize", "palette", "palette_distance", "make_bench_step"]
 
 TINY_BETA1 = 1e-12  # MindSpore's Adam wants beta1 in (0, 1); 1 - 1e-12 == 1 in float32
 
@@ -21,13 +20,6 @@ def ttur_rates(epoch, lr, n_epochs, n_epochs_decay):
     down by 1/n_epochs_decay per epoch (the reference subtracts lr/niter_decay after each epoch past niter)."""
     factor = 1.0 - max(0, epoch - n_epochs) / float(max(n_epochs_decay, 1))
     return {"opt_G": lr / 2 * factor, "opt_D": lr * 2 * factor}
-
-
-def translate(net, seg, ref, ref_seg):
-    """:class:`cocosnet.src.model.CoCosNet` on arrays: ([B,L,H,W], [B,3,H,W], [B,L,H,W]) ->
-    (output [B,H,W,3] uint8, warped exemplar [B,H,W,3] uint8)."""
-    image, warp_out, _ = net.translate(Tensor(seg), Tensor(ref), Tensor(ref_seg))
-    return tensor_to_uint8(image.asnumpy()), tensor_to_uint8(warp_out.asnumpy())
 
 
 def palette(label_nc):
