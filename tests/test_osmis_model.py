@@ -259,3 +259,20 @@ def test_segmentation_transfer_scores():
     swapped = transfer_scores(colours[ids], ids, colours[ids], np.where(ids == 1, 2, np.where(ids == 2, 1, ids)), 3,
                               60, batch=2, lr=3e-3)
     assert swapped["mean_iou"] < 0.5  # masks that do not follow the images score low
+
+
+def test_class_frequency_scores_by_hand():
+    from osmis.src.segmentation import class_frequency_scores
+    train = np.zeros((1, 4, 5), np.int64)
+    train[0, :, :2] = 1  # 12 pixels of class 0, 8 of class 1
+    gen = np.zeros((2, 2, 5), np.int64)
+    gen[0, 0, 0] = 1
+    gen[1] = 3  # 9 of class 0, 1 of class 1, 10 of class 3 (over 20 pixels)
+    scores = class_frequency_scores(gen, train, 4)
+    assert scores["classes_missing"] == 0 and scores["classes_extra"] == 1
+    assert scores["class_frequency_l1"] == pytest.approx(abs(9 / 20 - 12 / 20) + abs(1 / 20 - 8 / 20) + 10 / 20)
+    assert class_frequency_scores(train, train, 4)["class_frequency_l1"] == 0.0
+    assert class_frequency_scores(np.full((1, 2, 2), 2), train, 4) == {"class_frequency_l1": 2.0,
+                                                                       "classes_missing": 2, "classes_extra": 1}
+    with pytest.raises(ValueError, match="mask class id 4 >= num_classes=4"):
+        class_frequency_scores(np.full((1, 2, 2), 4), train, 4)

@@ -84,6 +84,7 @@ def test_predict_and_export_from_the_checkpoint_alone(trained):
     assert record["images"] == 3 and "sifid" in record["not_computed"]
     scores = {k: v["value"] for k, v in record["metrics"].items()}
     assert 0 <= scores["miou_fake_to_real"] <= 1 and 0 <= scores["pixel_acc_real_to_fake"] <= 1
+    assert 0 <= scores["class_frequency_l1"] <= 2 and 0 <= scores["classes_missing"] <= 5
     assert os.path.isfile(out / "eval" / "index.html") and os.path.isfile(out / "eval" / "generated" / "0002_mask_ids.png")
 
 

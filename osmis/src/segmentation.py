@@ -19,7 +19,7 @@ from common.metrics.segmentation import ConfusionMatrix
 from common.train import TrainOneStep
 from osmis.src.model import upsample2
 
-__all__ = ["SegNet", "SegLoss", "train_segmenter", "segment", "transfer_scores"]
+__all__ = ["SegNet", "SegLoss", "train_segmenter", "segment", "transfer_scores", "class_frequency_scores"]
 
 FLIP_PROB = 0.15
 
@@ -104,3 +104,23 @@ def transfer_scores(train_images, train_masks, test_images, test_masks, num_clas
         cm.update(pred, label)
     scores = cm.compute()
     return {"pixel_acc": scores["pixel_acc"], "mean_iou": scores["mean_iou"]}
+
+
+def class_frequency_scores(generated_masks, training_masks, num_classes):
+    """Do the generated masks use the training masks' classes in their proportions?
+
+    ``p_gen`` / ``p_train``: the fraction of pixels of each class over all masks ([N, H, W] class ids of
+    each set; sizes may differ). Returns ``class_frequency_l1`` = sum_c |p_gen(c) - p_train(c)| (0: the same
+    proportions, 2: disjoint classes), ``classes_missing``: training classes no generated mask shows, and
+    ``classes_extra``: generated classes absent from the training masks.
+    """
+    def frequencies(masks):
+        counts = np.bincount(np.asarray(masks, np.int64).ravel(), minlength=num_classes)
+        if counts.size > num_classes:
+            raise ValueError(f"mask class id {counts.size - 1} >= num_classes={num_classes}")
+        return counts / counts.sum()
+
+    p_gen, p_train = frequencies(generated_masks), frequencies(training_masks)
+    return {"class_frequency_l1": float(np.abs(p_gen - p_train).sum()),
+            "classes_missing": int(((p_train > 0) & (p_gen == 0)).sum()),
+            "classes_extra": int(((p_gen > 0) & (p_train == 0)).sum())}

@@ -231,6 +231,8 @@ class OSMISSpec(ModelSpec):
                                                        f"unnormalised, so its numbers are not comparable)")
         else:
             run.not_computed["lpips_diversity_alexnet"] = "not computed: run bash scripts/get_pretrained.sh"
+        if masks is not None:
+            self.class_frequencies(cfg, run, frames, size, masks)
         if masks is not None and cfg.miou_iterations > 0:
             self.segmentation_scores(cfg, rt, run, frames, size, images, masks)
         elif masks is not None:
@@ -238,6 +240,18 @@ class OSMISSpec(ModelSpec):
         write_html(os.path.join(out_dir, "index.html"), f"OSMIS {cfg.train_size}", ["sample", "image", "mask"],
                    [[f"{i:04d}", f"generated/{i:04d}.png", f"generated/{i:04d}_mask.png"] for i in range(len(images))])
         return run
+
+    def class_frequencies(self, cfg, run, frames, size, masks):
+        """How closely the generated masks' class proportions follow the training masks'
+        (``osmis.src.segmentation.class_frequency_scores``)."""
+        from osmis.src.segmentation import class_frequency_scores
+        real_masks = np.stack([frames.load(i, size)[1].argmax(axis=0) for i in range(len(frames))])
+        scores = class_frequency_scores(masks, real_masks, cfg.num_mask_channels)
+        run.metrics.update(scores)
+        run.protocol["class_frequency_l1"] = ("sum over classes of |fraction of generated mask pixels - fraction of "
+                                              "training mask pixels| (0: same proportions, 2: disjoint classes)")
+        run.protocol["classes_missing"] = "training-mask classes that no generated mask shows"
+        run.protocol["classes_extra"] = "generated-mask classes absent from the training masks"
 
     def segmentation_scores(self, cfg, rt, run, frames, size, images, masks):
         """mIoU / pixel accuracy of a segmenter trained on the generated pairs and tested on the training
