@@ -521,9 +521,11 @@ def test_cocosnet_onnx_backend_translates_as_mindspore(tmp_path):
     """The demo's onnxruntime path (the two published files, chained by ``translate_runners`` as MindSpore's
     networks are) gives the MindSpore output and warped exemplar for the same label map and exemplar."""
     pytest.importorskip("onnxruntime")
+    import mindspore as ms
     from common import drivers
     from common.demo_data import STYLED_LABEL_NC
     from demo.core import DemoModel
+    ms.set_seed(0)  # fixed random weights: export's own 1e-4 parity check sits near its bound on some draws
     spec = adapter_for("cocosnet").spec()
     cfg = save_tiny(spec, [f"--label_nc={STYLED_LABEL_NC}"] + COCO_TINY, tmp_path / "run")
     drivers.export(spec, drivers.parse(spec, [f"--output_dir={cfg.output_dir}", "--export_format=ONNX"]))
