@@ -232,20 +232,22 @@ class OSMISSpec(ModelSpec):
         else:
             run.not_computed["lpips_diversity_alexnet"] = "not computed: run bash scripts/get_pretrained.sh"
         if masks is not None:
-            self.class_frequencies(cfg, run, frames, size, masks)
+            loaded = [frames.load(i, size) for i in range(len(frames))]
+            real_images = np.stack([tensor_to_uint8(img) for img, _ in loaded])
+            real_masks = np.stack([m.argmax(axis=0) for _, m in loaded])
+            self.class_frequencies(cfg, run, masks, real_masks)
         if masks is not None and cfg.miou_iterations > 0:
-            self.segmentation_scores(cfg, rt, run, frames, size, images, masks)
+            self.segmentation_scores(cfg, rt, run, images, masks, real_images, real_masks)
         elif masks is not None:
             run.not_computed["miou_fake_to_real"] = "not computed: pass --miou_iterations=500 (the reference's)"
         write_html(os.path.join(out_dir, "index.html"), f"OSMIS {cfg.train_size}", ["sample", "image", "mask"],
                    [[f"{i:04d}", f"generated/{i:04d}.png", f"generated/{i:04d}_mask.png"] for i in range(len(images))])
         return run
 
-    def class_frequencies(self, cfg, run, frames, size, masks):
-        """How closely the generated masks' class proportions follow the training masks'
+    def class_frequencies(self, cfg, run, masks, real_masks):
+        """How closely the generated masks' class proportions follow the training masks' ``real_masks``
         (``osmis.src.segmentation.class_frequency_scores``)."""
         from osmis.src.segmentation import class_frequency_scores
-        real_masks = np.stack([frames.load(i, size)[1].argmax(axis=0) for i in range(len(frames))])
         scores = class_frequency_scores(masks, real_masks, cfg.num_mask_channels)
         run.metrics.update(scores)
         run.protocol["class_frequency_l1"] = ("sum over classes of |fraction of generated mask pixels - fraction of "
@@ -253,13 +255,11 @@ class OSMISSpec(ModelSpec):
         run.protocol["classes_missing"] = "training-mask classes that no generated mask shows"
         run.protocol["classes_extra"] = "generated-mask classes absent from the training masks"
 
-    def segmentation_scores(self, cfg, rt, run, frames, size, images, masks):
+    def segmentation_scores(self, cfg, rt, run, images, masks, real_images, real_masks):
         """mIoU / pixel accuracy of a segmenter trained on the generated pairs and tested on the training
-        frames (fake->real), and the reverse (real->fake) (``osmis.src.segmentation``)."""
+        frames ``real_images`` / ``real_masks`` (fake->real), and the reverse (real->fake)
+        (``osmis.src.segmentation``)."""
         from osmis.src.segmentation import transfer_scores
-        loaded = [frames.load(i, size) for i in range(len(frames))]
-        real_images = np.stack([tensor_to_uint8(img) for img, _ in loaded])
-        real_masks = np.stack([m.argmax(axis=0) for _, m in loaded])
         c = cfg.num_mask_channels
         kw = dict(iterations=cfg.miou_iterations, batch=cfg.batch_size, lr=cfg.miou_lr, seed=cfg.seed,
                   conv_impl=rt.conv_impl)
