@@ -1,6 +1,6 @@
 """Memory a gradient step holds per parameter byte, plain vs spectral-normalised convolutions, graph vs PyNative.
 
-    python bench/graph_memory.py [--layers 40] [--channels 512] [--size 8]
+    python bench/graph_memory.py [--layers 40] [--channels 512] [--size 8] [--cpu_conv native|matmul]
 
 Each case runs in its own process: a stack of ``--layers`` 3x3 convolutions (``common.conv.Conv2d``,
 ``--channels`` in and out) on a [1, C, size, size] input, one ``value_and_grad`` of the output sum w.r.t.
@@ -19,11 +19,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASES = [("graph", "plain"), ("graph", "spectral"), ("pynative", "plain"), ("pynative", "spectral")]
 
 
-def run_case(mode, kind, layers, channels, size):
+def run_case(mode, kind, layers, channels, size, cpu_conv):
     """One case in this process; prints a line of figures."""
     sys.path.insert(0, REPO)
     from common.runtime import init_runtime
-    rt = init_runtime("CPU", mode, seed=0, cpu_conv="native")
+    rt = init_runtime("CPU", mode, seed=0, cpu_conv=cpu_conv)
     import numpy as np
     import mindspore as ms
     from mindspore import Tensor, nn
@@ -59,7 +59,7 @@ def run_case(mode, kind, layers, channels, size):
         step(x).asnumpy()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
     param_gb = sum(p.size for p in params) * 4 / 2 ** 30
-    print(f"{mode:8s} {kind:8s}: parameters {param_gb:.2f} GB, the step adds {peak - before:.2f} GB "
+    print(f"{mode:8s} {kind:8s} {cpu_conv:6s}: parameters {param_gb:.2f} GB, the step adds {peak - before:.2f} GB "
           f"= {(peak - before) / param_gb:.1f} parameter copies", flush=True)
 
 
@@ -68,16 +68,18 @@ def main():
     parser.add_argument("--layers", type=int, default=40)
     parser.add_argument("--channels", type=int, default=512)
     parser.add_argument("--size", type=int, default=8)
+    parser.add_argument("--cpu_conv", choices=["native", "matmul"], default="native",
+                        help="convolution path (common/conv.py)")
     parser.add_argument("--case", choices=[f"{m}-{k}" for m, k in CASES], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
         mode, kind = args.case.split("-")
-        run_case(mode, kind, args.layers, args.channels, args.size)
+        run_case(mode, kind, args.layers, args.channels, args.size, args.cpu_conv)
         return
     for mode, kind in CASES:
         out = subprocess.run([sys.executable, os.path.abspath(__file__), "--case", f"{mode}-{kind}",
                               "--layers", str(args.layers), "--channels", str(args.channels),
-                              "--size", str(args.size)], capture_output=True, text=True)
+                              "--size", str(args.size), "--cpu_conv", args.cpu_conv], capture_output=True, text=True)
         lines = [line for line in out.stdout.splitlines() if "parameter copies" in line]
         print(lines[-1] if lines else f"{mode} {kind}: failed\n{out.stderr[-800:]}")
 

@@ -102,6 +102,9 @@ class _Im2ColMatMul(nn.Cell):
     each layer's matrix in the backward, one sample at a time: ``dW = sum_b dY_b @ cols_b^T``,
     ``dx_b = Col2Im(W^T @ dY_b)``. The ``Depend`` on ``dout`` keeps the graph compiler from merging that
     recomputation with the forward's (common-subexpression elimination would keep the forward matrix alive).
+    The reshaped weight [N, C*kh*kw] likewise depends on ``x`` (forward) and ``dout`` (backward): with no
+    input in common with the activations, graph mode computes every layer's copy at the start of the step
+    and keeps them all (``bench/graph_memory.py --cpu_conv matmul``: 2.5 -> 1.6 parameter copies).
     One matmul per sample: a batched matrix [C*kh*kw, B*H'*W'] needs a transposed copy of the im2col matrix
     and, in MindSpore 2.10's CPU graphs, 2-5x its size in peak memory, for no speed gain (measured: VGG19
     conv1_2 at 64x128, batch 10: 4.1 GB against 0.9 GB per sample, same time).
@@ -128,7 +131,7 @@ class _Im2ColMatMul(nn.Cell):
         b, _, h, wd = x.shape
         out_h, out_w = self._out_size(h, wd)
         n = w.shape[0]
-        w2d = w.reshape(n, -1)
+        w2d = ops.depend(w, x).reshape(n, -1)
         if b == 1:
             return self.mm(w2d, self._cols(x)).reshape(1, n, out_h, out_w)
         return ops.cat([self.mm(w2d, self._cols(x[i:i + 1])).reshape(1, n, out_h, out_w) for i in range(b)])
@@ -137,7 +140,7 @@ class _Im2ColMatMul(nn.Cell):
         b, _, h, wd = x.shape
         out_h, out_w = self._out_size(h, wd)
         n = w.shape[0]
-        w2d = w.reshape(n, -1)
+        w2d = ops.depend(w, dout).reshape(n, -1)
         x = ops.depend(x, dout)
         dw, dxs = None, []
         for i in range(b):
@@ -183,11 +186,14 @@ class Conv2d(nn.Conv2d):
     def construct(self, x):
         return self.convolve(x, self.weight)
 
-    def convolve(self, x, weight):
-        """The convolution with ``weight`` [C_out, C_in/group, kh, kw] in place of ``self.weight`` (bias
-        added; :class:`common.spectral_norm.SpectralNorm` passes ``W / sigma``)."""
+    def convolve(self, x, weight, output_scale=None):
+        """The convolution with ``weight`` [C_out, C_in/group, kh, kw] in place of ``self.weight``, its result
+        multiplied by the scalar ``output_scale`` (if given) before the bias is added.
+        :class:`common.spectral_norm.SpectralNorm` passes ``W`` and ``1 / sigma``."""
         if not self.matmul:
             y = self.conv2d(x, weight)
+            if output_scale is not None:
+                y = y * ops.cast(output_scale, y.dtype)
             return self.bias_add(y, self.bias) if self.has_bias else y
         b, c, h, w = x.shape
         (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.strides, self.dilations
@@ -218,6 +224,8 @@ class Conv2d(nn.Conv2d):
                 y = y.reshape(n, b, out_h, out_w).transpose(1, 0, 2, 3)
             else:
                 y = y.reshape(1, n, out_h, out_w)
+        if output_scale is not None:
+            y = y * ops.cast(output_scale, y.dtype)
         if self.has_bias:
             y = y + self.bias.reshape(1, -1, 1, 1)
         return y

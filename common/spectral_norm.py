@@ -77,8 +77,10 @@ class SpectralNorm(nn.Cell):
             x = ops.depend(x, ops.assign(self.weight_v, v))
             x = ops.depend(x, ops.assign(self.weight_u, u))
         sigma = ops.reduce_sum(u * ops.matmul(w, v))
-        weight = self.conv.weight / sigma
-        return self.conv.convolve(x, ops.cast(weight, x.dtype))  # x's dtype: float16 under mixed precision
+        # conv(x, W / sigma) as conv(x, W) / sigma (the convolution is linear in its weight): same values and
+        # gradients, but MindSpore's graph mode keeps ~15 weight-sized temporaries per layer for W / sigma's
+        # backward and ~2 for this form (bench/graph_memory.py). x's dtype: float16 under mixed precision.
+        return self.conv.convolve(x, ops.cast(self.conv.weight, x.dtype), output_scale=1 / sigma)
 
     def sigma(self):
         """The current ``u^T W v`` (inference-mode value) as a Python float."""

@@ -9,7 +9,7 @@ import common  # noqa: F401
 import mindspore as ms
 from mindspore import Tensor, nn
 
-from common.conv import Conv2d
+from common.conv import Conv2d, use_conv_impl
 from common.layers import count_params
 from common.spectral_norm import SpectralNorm, fold_spectral_norm, spectral_norm
 
@@ -130,10 +130,12 @@ def test_only_convolutions_are_wrapped():
         SpectralNorm(nn.Dense(3, 4))
 
 
-def test_matches_torch_spectral_norm_values_and_gradients():
+@pytest.mark.parametrize("conv_impl", ["native", "matmul"])
+def test_matches_torch_spectral_norm_values_and_gradients(conv_impl):
     torch = pytest.importorskip("torch")
     conv = make_conv(cin=3, cout=4, seed=6)
     sn = spectral_norm(conv, seed=7)
+    use_conv_impl(sn, conv_impl)
     ref = torch.nn.utils.spectral_norm(torch.nn.Conv2d(3, 4, 3, padding=1))
     with torch.no_grad():
         ref.weight_orig.copy_(torch.from_numpy(conv.weight.asnumpy()))
