@@ -14,10 +14,17 @@ are saved in checkpoints and a resumed run continues the same estimate; :func:`c
 ``common.layers`` counts only the wrapped weight (and bias). Gradients flow through ``W`` in ``sigma``
 but not through ``u`` and ``v``, as in PyTorch.
 
-The wrapper divides the weight, not the activations: it runs the wrapped cell's convolution
-(:meth:`common.conv.Conv2d.convolve`, with the cell's own fast path and bias) on ``W / sigma``, as PyTorch
-does. The gradient of ``sigma`` is then a [C_out, C_in*kh*kw] product instead of a reduction over the
-whole output (rescaling the output, ``conv_W(x) / sigma``, cost OSMIS about a third of its step time).
+Each call runs the wrapped cell's convolution (:meth:`common.conv.Conv2d.convolve`, with the cell's own
+fast path and bias) in whichever of two equal forms holds fewer values (the convolution is linear in its
+weight, so values and gradients are the same):
+
+* on ``W / sigma``, as PyTorch does: the extra tensors are weight-sized, but MindSpore's graph mode keeps
+  about :attr:`SpectralNorm.WEIGHT_TEMPORARIES` of them per layer for the backward (``bench/graph_memory.py``:
+  15.2 parameter copies for 40 layers, against 2.1 for the other form): CoCosNet's 1024-channel layers at
+  8x8-32x32 needed 17.9 GB at 128x128 this way, 11.3 GB with the choice;
+* on ``W``, the output multiplied by ``1 / sigma``: the extra tensors are output-sized (sigma's gradient
+  reduces over the output), which cost OSMIS (64-256 channels, batch 5, up to 320x320) about a third of
+  its step time when every layer took this form.
 
 Export: :func:`fold_spectral_norm` replaces every wrapper by its convolution with weight ``W / sigma``
 (the inference-mode value), so the exported graph holds a plain ``Conv``.
@@ -51,6 +58,8 @@ class SpectralNorm(nn.Cell):
     Shapes: as ``conv``, [B, C_in, H, W] -> [B, C_out, H', W'].
     """
 
+    WEIGHT_TEMPORARIES = 14  # weight-sized tensors graph mode keeps per W / sigma (module doc)
+
     def __init__(self, conv, eps=1e-12, seed=None):
         super().__init__()
         if not isinstance(conv, Conv2d):
@@ -61,6 +70,7 @@ class SpectralNorm(nn.Cell):
         rows = int(conv.weight.shape[0])
         cols = int(np.prod(conv.weight.shape[1:]))
         self.rows = rows
+        self.weight_size = rows * cols
         u, v = _initial_vectors(rows, cols, seed, self.eps)
         self.weight_u = Parameter(Tensor(u), name="weight_u", requires_grad=False)
         self.weight_v = Parameter(Tensor(v), name="weight_v", requires_grad=False)
@@ -77,10 +87,16 @@ class SpectralNorm(nn.Cell):
             x = ops.depend(x, ops.assign(self.weight_v, v))
             x = ops.depend(x, ops.assign(self.weight_u, u))
         sigma = ops.reduce_sum(u * ops.matmul(w, v))
-        # conv(x, W / sigma) as conv(x, W) / sigma (the convolution is linear in its weight): same values and
-        # gradients, but MindSpore's graph mode keeps ~15 weight-sized temporaries per layer for W / sigma's
-        # backward and ~2 for this form (bench/graph_memory.py). x's dtype: float16 under mixed precision.
-        return self.conv.convolve(x, ops.cast(self.conv.weight, x.dtype), output_scale=1 / sigma)
+        # x's dtype: float16 under mixed precision
+        if self.scales_output(x.shape):
+            return self.conv.convolve(x, ops.cast(self.conv.weight, x.dtype), output_scale=1 / sigma)
+        return self.conv.convolve(x, ops.cast(self.conv.weight / sigma, x.dtype))
+
+    def scales_output(self, shape):
+        """Whether an input of ``shape`` [B, C_in, H, W] takes the ``conv(x, W) / sigma`` form: its output holds
+        fewer values than :attr:`WEIGHT_TEMPORARIES` weights (a compile-time choice in graph mode)."""
+        sh, sw = self.conv.strides
+        return shape[0] * self.rows * (shape[2] // sh) * (shape[3] // sw) < self.WEIGHT_TEMPORARIES * self.weight_size
 
     def sigma(self):
         """The current ``u^T W v`` (inference-mode value) as a Python float."""

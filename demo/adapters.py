@@ -2,9 +2,9 @@
 
 The page (``demo/app.py``) is generic: it shows a canvas in an adapter's class palette, turns the
 painting or an uploaded colour label map into ``[H, W]`` class ids (void = ``IGNORE``), and hands them
-to :meth:`DemoAdapter.generate` (MindSpore, the networks of ``common.drivers.load_inference``) or
-:meth:`DemoAdapter.generate_onnx` (the ``export.py`` files named by :attr:`DemoAdapter.onnx_parts`, run by
-onnxruntime). A new model plugs in with
+to :meth:`DemoAdapter.generate` with the model's runners (``ModelSpec.runners``: the networks of
+``common.drivers.load_inference``, or the ``export.py`` ONNX files named by :attr:`DemoAdapter.onnx_parts` in
+onnxruntime, ``common.backends``), so both backends run the code ``predict.py`` runs. A new model plugs in with
 one subclass and one entry in :data:`ADAPTERS`; a model with an exemplar (CoCosNet) sets
 ``needs_exemplar`` (the page then asks for one and passes it as ``[H, W, 3]`` uint8 ``exemplar``) and
 names its extra images (the warped exemplar) in :meth:`DemoAdapter.output_names`. A model that samples
@@ -50,14 +50,14 @@ def page_palette(table):
 
 
 class DemoAdapter:
-    """Base class; subclasses set the attributes and implement :meth:`size`, :meth:`generate`, :meth:`generate_onnx`.
+    """Base class; subclasses set the attributes and implement :meth:`size` and :meth:`generate` (or :meth:`sample`).
 
     Attributes:
         name: the model's spec name (``ModelSpec.name``), the key of :data:`ADAPTERS`.
         needs_exemplar: the page shows an exemplar upload and passes it to ``generate``.
         takes_label_map: False for a model that samples from noise (:meth:`sample`, no canvas).
         onnx_parts: file-stem suffixes of the ``export.py`` ONNX files the ONNX backend runs together
-            (``("",)``: one file); :meth:`generate_onnx` gets their sessions keyed by suffix.
+            (``("",)``: one file), one per ``ModelSpec.inference_components`` entry, in that order.
     """
     name = ""
     needs_exemplar = False
@@ -94,23 +94,13 @@ class DemoAdapter:
         """A demo street layout in Cityscapes train ids (void = IGNORE) -> the same scene in the model's ids."""
         return ids
 
-    def prepare(self, cfg, nets):
-        """Put the loaded networks in the mode ``predict.py`` uses (called once after loading)."""
-
-    def generate(self, cfg, nets, ids, exemplar=None):
-        """``[H, W]`` class ids (void = IGNORE) -> list of ``[H, W, 3]`` uint8 images (one, or k diverse)."""
+    def generate(self, cfg, runners, ids, exemplar=None):
+        """``[H, W]`` class ids (void = IGNORE) -> list of ``[H, W, 3]`` uint8 images (one, or k diverse);
+        ``runners``: ``{component: runner(feeds) -> outputs}`` (``ModelSpec.runners``)."""
         raise NotImplementedError
 
-    def generate_onnx(self, cfg, sessions, ids, exemplar=None):
-        """As :meth:`generate` through onnxruntime: ``sessions`` = {suffix of :attr:`onnx_parts`: ``InferenceSession``}."""
-        raise NotImplementedError
-
-    def sample(self, cfg, nets, n, seed):
+    def sample(self, cfg, runners, n, seed):
         """``n`` samples from noise seeded by ``seed`` -> (list of ``[H, W, 3]`` uint8 images, their captions)."""
-        raise NotImplementedError
-
-    def sample_onnx(self, cfg, sessions, n, seed):
-        """As :meth:`sample` through onnxruntime (``sessions`` as in :meth:`generate_onnx`)."""
         raise NotImplementedError
 
     def colorize(self, cfg, ids):
@@ -136,20 +126,8 @@ class Pix2PixDemo(DemoAdapter):
         """A demo street layout in Cityscapes train ids (void = IGNORE) -> the same scene in the model's ids."""
         return ids
 
-    def prepare(self, cfg, nets):
-        """Put G in the mode ``predict.py`` uses (``eval_protocol``)."""
-        nets["G"].set_train(cfg.eval_protocol == "paper")
-
-    def generate(self, cfg, nets, ids, exemplar=None):
-        from pix2pix.src.utils import generate
-        image, _ = self.spec().translate(cfg, lambda x: generate(nets["G"], x), self.colorize(cfg, ids))
-        return [image]
-
-    def generate_onnx(self, cfg, sessions, ids, exemplar=None):
-        session = sessions[""]
-        name = session.get_inputs()[0].name
-        image, _ = self.spec().translate(cfg, lambda x: session.run(None, {name: x.astype(np.float32)})[0],
-                                         self.colorize(cfg, ids))
+    def generate(self, cfg, runners, ids, exemplar=None):
+        image, _ = self.spec().translate(cfg, lambda x: runners["G"]({"input": x})[0], self.colorize(cfg, ids))
         return [image]
 
 
@@ -195,15 +173,9 @@ class CRNDemo(DemoAdapter):
         from crn.src.dataset import encode_label
         return encode_label(np.where(ids == IGNORE, cfg.ignore_index, ids), cfg.num_classes, cfg.ignore_index)
 
-    def generate(self, cfg, nets, ids, exemplar=None):
-        from crn.src.utils import generate
-        return list(generate(nets["G"], self._onehot(cfg, ids)[None])[0])
-
-    def generate_onnx(self, cfg, sessions, ids, exemplar=None):
-        session = sessions[""]
-        name = session.get_inputs()[0].name
-        out = session.run(None, {name: self._onehot(cfg, ids)[None]})[0][0]  # [k, 3, H, W] in 0..1
-        return list(np.rint(np.clip(out, 0, 1) * 255).astype(np.uint8).transpose(0, 2, 3, 1))
+    def generate(self, cfg, runners, ids, exemplar=None):
+        from crn.src.utils import images_uint8
+        return list(images_uint8(runners["G"]({"label": self._onehot(cfg, ids)[None]})[0])[0])
 
 
 class CoCosNetDemo(DemoAdapter):
@@ -297,23 +269,11 @@ class CoCosNetDemo(DemoAdapter):
         seg = one_hot(np.where(ids == IGNORE, 0, ids), cfg.label_nc)
         return seg[None], ref[None], np.zeros_like(seg)[None]
 
-    def generate(self, cfg, nets, ids, exemplar=None):
+    def generate(self, cfg, runners, ids, exemplar=None):
+        """The output and the warped exemplar (the ONNX backend: the two published networks, chained alike)."""
         from cocosnet.src.spec import translate_runners
-        runners = self.spec().runners(cfg, nets)
         out, warped = translate_runners(runners["Corr"], runners["G"], *self.inputs(cfg, ids, exemplar))
         return [out[0], warped[0]]
-
-    def generate_onnx(self, cfg, sessions, ids, exemplar=None):
-        """As :meth:`generate`, the two published ONNX networks run by onnxruntime."""
-        from cocosnet.src.spec import translate_runners
-        corr, translation = (_session_runner(sessions[part]) for part in self.onnx_parts)
-        out, warped = translate_runners(corr, translation, *(x.astype(np.float32) for x in self.inputs(cfg, ids, exemplar)))
-        return [out[0], warped[0]]
-
-
-def _session_runner(session):
-    """An onnxruntime session as a runner of ``common.backends``: ``feeds`` dict -> list of outputs."""
-    return lambda feeds: session.run(None, feeds)
 
 
 class OSMISDemo(DemoAdapter):
@@ -346,19 +306,10 @@ class OSMISDemo(DemoAdapter):
         from osmis.src.spec import network_arch
         return network_arch(cfg)["resolution"]
 
-    def sample(self, cfg, nets, n, seed):
+    def sample(self, cfg, runners, n, seed):
         """As ``osmis/predict.py --num_generated=n --seed=seed``: the same noise, one sample at a time."""
-        from osmis.src.spec import generate
-        return self._sample(cfg, n, seed, lambda z: generate(nets["G_ema"], z))
-
-    def sample_onnx(self, cfg, sessions, n, seed):
-        """The exported EMA generator (noise in; image in [-1, 1] and mask probabilities out) on the same noise."""
-        from common.io import tensor_to_uint8
-
-        def run(z):
-            outputs = sessions[""].run(None, {"noise": z})
-            return tensor_to_uint8(outputs[0]), outputs[1].argmax(axis=1) if len(outputs) > 1 else None
-        return self._sample(cfg, n, seed, run)
+        from osmis.src.spec import sample_pairs
+        return self._sample(cfg, n, seed, lambda z: sample_pairs(runners["G_ema"], z))
 
     def _sample(self, cfg, n, seed, generate):
         """``generate(z [1, noise_dim, 1, 1])`` -> (images [1, H, W, 3] uint8, mask ids [1, H, W] or None), per sample."""

@@ -113,7 +113,7 @@ class DemoServer:
             paths.append(f"{stem}_k{i}.png" if len(images) > 1 else f"{stem}.png")
             write_image(paths[-1], image)
         h, w = images[0].shape[:2]
-        latency = (f"**{ms:.1f} ms** model time ({'ONNX' if model.sessions is not None else 'MindSpore'}, "
+        latency = (f"**{ms:.1f} ms** model time ({'ONNX' if model.onnx_path else 'MindSpore'}, "
                    f"{len(images)} image(s) of {w}x{h})")
         return paths[0], list(zip(paths, captions)), paths, latency
 

@@ -16,6 +16,7 @@ import time
 import cv2
 import numpy as np
 
+from common.backends import load_backend
 from common.checkpoint import CheckpointError, resolve_checkpoint
 from common.drivers import load_inference, parse, train
 from common.runtime import init_runtime
@@ -163,7 +164,7 @@ def ensure_checkpoint(name, cfg, log=print):
 
 
 class DemoModel:
-    """One model loaded once: its config, networks (or ONNX session), palette and canvas size.
+    """One model loaded once: its config, runners (MindSpore networks or ONNX files), palette and canvas size.
 
     Args:
         name: spec name (a key of ``demo.adapters.ADAPTERS``).
@@ -177,13 +178,13 @@ class DemoModel:
         self.adapter = adapter_for(name)
         if backend not in ("mindspore", "onnx"):
             raise ValueError(f"backend '{backend}' is not mindspore or onnx")
-        self.sessions = None
+        self.onnx_path = None
         if backend == "onnx":
-            self._load_onnx(cfg)
+            nets = self._load_onnx(cfg)
         else:
             rt = init_runtime(cfg.device_target, cfg.mode, cfg.seed, cpu_conv=cfg.cpu_conv)
-            self.nets, self.checkpoint = load_inference(self.adapter.spec(), cfg, rt.conv_impl, log=log)
-            self.adapter.prepare(cfg, self.nets)
+            nets, self.checkpoint = load_inference(self.adapter.spec(), cfg, rt.conv_impl, log=log)
+        self.runners = self.adapter.spec().runners(cfg, nets)  # as predict.py runs them (modes set)
         self.palette = self.adapter.palette(cfg)
         self.size = self.adapter.size(cfg)
         if not self.adapter.takes_label_map:  # graph compilation off the first request
@@ -194,9 +195,9 @@ class DemoModel:
 
     def _load_onnx(self, cfg):
         """``cfg.ckpt`` if it is an .onnx file (of a multi-file export: any of its parts), else the newest
-        export; every part of the adapter's ``onnx_parts`` gets a session; the first part's JSON note's
-        architecture keys replace the config's."""
-        import onnxruntime as ort
+        export -> ``{component: GraphRunner}`` (onnxruntime), the adapter's ``onnx_parts`` in the order of the
+        spec's inference components; the first part's JSON note's architecture keys replace the config's."""
+        spec = self.adapter.spec()
         parts = self.adapter.onnx_parts
         files = " + ".join(f"*{part}.onnx" for part in parts)
         if cfg.ckpt.endswith(".onnx"):
@@ -224,16 +225,17 @@ class DemoModel:
             note = json.load(f)
         if note.get("model") != self.name:
             raise CheckpointError(f"{path} holds a {note.get('model')} graph, not {self.name}; choose that model")
-        for key in self.adapter.spec().arch_keys:
+        for key in spec.arch_keys:
             if key in note:
                 cfg[key] = note[key]
-        self.sessions = {part: ort.InferenceSession(p, providers=["CPUExecutionProvider"]) for part, p in paths.items()}
-        self.nets, self.checkpoint = None, note.get("checkpoint", "?")
+        self.checkpoint = note.get("checkpoint", "?")
         self.onnx_path = path if len(parts) == 1 else stem + "{" + ",".join(parts) + "}.onnx"
+        return {component: load_backend("onnxruntime", paths[part])
+                for component, part in zip(spec.inference_components, parts)}
 
     def describe(self):
         """One line: model, backend and file, label set, canvas size."""
-        source = f"ONNX {self.onnx_path}" if self.sessions is not None else f"MindSpore {self.checkpoint}"
+        source = f"ONNX {self.onnx_path}" if self.onnx_path else f"MindSpore {self.checkpoint}"
         return (f"{self.name} ({source}); {self.adapter.label_set(self.cfg)}; label maps of "
                 f"{self.size[1]}x{self.size[0]} pixels")
 
@@ -241,17 +243,11 @@ class DemoModel:
         """``[H, W]`` ids -> (list of ``[H, W, 3]`` uint8 images, milliseconds of the model call)."""
         check_size(ids.shape, self.size)
         start = time.perf_counter()
-        if self.sessions is not None:
-            images = self.adapter.generate_onnx(self.cfg, self.sessions, ids, exemplar)
-        else:
-            images = self.adapter.generate(self.cfg, self.nets, ids, exemplar)
+        images = self.adapter.generate(self.cfg, self.runners, ids, exemplar)
         return images, 1000.0 * (time.perf_counter() - start)
 
     def sample(self, n, seed):
         """A model without label maps: ``n`` samples of noise ``seed`` -> (images, captions, milliseconds)."""
         start = time.perf_counter()
-        if self.sessions is not None:
-            images, captions = self.adapter.sample_onnx(self.cfg, self.sessions, n, seed)
-        else:
-            images, captions = self.adapter.sample(self.cfg, self.nets, n, seed)
+        images, captions = self.adapter.sample(self.cfg, self.runners, n, seed)
         return images, captions, 1000.0 * (time.perf_counter() - start)

@@ -131,11 +131,14 @@ def test_only_convolutions_are_wrapped():
 
 
 @pytest.mark.parametrize("conv_impl", ["native", "matmul"])
-def test_matches_torch_spectral_norm_values_and_gradients(conv_impl):
+@pytest.mark.parametrize("size, scaled_output", [((5, 6), True), ((40, 41), False)])
+def test_matches_torch_spectral_norm_values_and_gradients(conv_impl, size, scaled_output):
+    """Both forms (output scaled by 1/sigma on small maps, weight divided on large ones) on both paths."""
     torch = pytest.importorskip("torch")
     conv = make_conv(cin=3, cout=4, seed=6)
     sn = spectral_norm(conv, seed=7)
     use_conv_impl(sn, conv_impl)
+    assert sn.scales_output((2, 3) + size) == scaled_output
     ref = torch.nn.utils.spectral_norm(torch.nn.Conv2d(3, 4, 3, padding=1))
     with torch.no_grad():
         ref.weight_orig.copy_(torch.from_numpy(conv.weight.asnumpy()))
@@ -143,8 +146,8 @@ def test_matches_torch_spectral_norm_values_and_gradients(conv_impl):
         ref.weight_u.copy_(torch.from_numpy(sn.weight_u.asnumpy()))
         ref.weight_v.copy_(torch.from_numpy(sn.weight_v.asnumpy()))
     rng = np.random.default_rng(8)
-    x = rng.standard_normal((2, 3, 5, 6)).astype(np.float32)
-    r = rng.standard_normal((2, 4, 5, 6)).astype(np.float32)
+    x = rng.standard_normal((2, 3) + size).astype(np.float32)
+    r = rng.standard_normal((2, 4) + size).astype(np.float32)
 
     class Objective(nn.Cell):
         def __init__(self, net):
