@@ -20,7 +20,7 @@ weight, so values and gradients are the same):
 
 * on ``W / sigma``, as PyTorch does: the extra tensors are weight-sized, but MindSpore's graph mode keeps
   about :attr:`SpectralNorm.WEIGHT_TEMPORARIES` of them per layer for the backward (``bench/graph_memory.py``:
-  15.2 parameter copies for 40 layers, against 2.1 for the other form): CoCosNet's 1024-channel layers at
+  15.2 parameter copies for 40 layers, against 2.2 for the other form): CoCosNet's 1024-channel layers at
   8x8-32x32 needed 17.9 GB at 128x128 this way, 11.3 GB with the choice;
 * on ``W``, the output multiplied by ``1 / sigma``: the extra tensors are output-sized (sigma's gradient
   reduces over the output), which cost OSMIS (64-256 channels, batch 5, up to 320x320) about a third of
