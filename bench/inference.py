@@ -1,16 +1,17 @@
 """Milliseconds per image of one model's inference network on each backend, in the same run.
 
     python bench/inference.py --model pix2pix --size 256 [--runs 10] [--backends mindspore,onnxruntime,openvino,openvino-bf16,torch]
-    python bench/inference.py --model crn --size 256 --backends mindspore,onnxruntime,openvino
+    python bench/inference.py --model crn --size 256 [--runs 3] [--backends mindspore,onnxruntime,openvino,torch]
 
 One random-weight checkpoint (seed 0) is written and its ``export.py`` graph written to ONNX
 (``common.export.export_onnx``), then every backend runs in its own subprocess on the same
 input, batch 1: ``mindspore`` (graph mode, the model config's ``cpu_conv`` path or ``--cpu_conv``; what
 ``predict.py --backend=mindspore`` runs), ``onnxruntime`` / ``openvino`` / ``openvino-bf16`` (the ONNX
 file through ``common.backends.load_backend``, as ``--backend=... [--precision=bf16]``) and ``torch``
-(pix2pix only: the unet generator restated in PyTorch, random weights, eval mode, no_grad). Each line:
-median ms/image over ``--runs`` after 2 warm-up runs, load/compile time, peak RSS of that process and the
-max |output - MindSpore output| (not for torch, whose weights differ). Models: pix2pix (``unet_256`` at
+(the network restated in PyTorch, eval mode, no_grad: pix2pix's unet with its own random weights; CRN with
+the checkpoint's weights, so its outputs are compared too). Each line: median ms/image over ``--runs`` after
+2 warm-up runs, load/compile time, peak RSS of that process and the max |output - MindSpore output| (not for
+pix2pix's torch line, whose weights differ). Models: pix2pix (``unet_256`` at
 256, ``unet_128`` at 128; eval mode: BatchNorm running statistics, no dropout) and CRN (``--size`` p, k and
 width from its config).
 """
@@ -80,6 +81,7 @@ def worker_export(args):
     os.makedirs(os.path.dirname(graph.stem), exist_ok=True)
     export_onnx(graph.net, graph.inputs, graph.stem + ".onnx", graph.input_names, graph.output_names)
     np.savez(os.path.join(args.dir, "feeds.npz"), **{n: x.asnumpy() for n, x in zip(graph.input_names, graph.inputs)})
+    np.savez(os.path.join(args.dir, "weights.npz"), **{k: v.asnumpy() for k, v in nets[component].parameters_dict().items()})
     return {"onnx": graph.stem + ".onnx", "ckpt": ckpt}
 
 
@@ -116,6 +118,37 @@ def torch_unet(ngf, downs):
     return Block(3, ngf, block, outermost=True, in_nc=3)
 
 
+def torch_crn(weights, num_modules, k):
+    """CRN's generator (Chen & Koltun) in PyTorch with ``weights`` (``crn/src/model.py`` parameter names), as
+    ``crn.src.spec`` exports it: one-hot label [1, C, H, W] -> images [1, k, 3, H, W] in 0..1 units."""
+    import torch
+    import torch.nn.functional as F
+    w = {name: torch.from_numpy(v) for name, v in weights.items()}
+
+    def conv_ln_lrelu(x, module, j):
+        """3x3 conv without bias -> layer norm over C, H, W with per-channel affine -> LReLU 0.2."""
+        x = F.conv2d(x, w[f"refine.{module}.conv{j}.weight"], padding=1)
+        x = F.group_norm(x, 1, w[f"refine.{module}.norm{j}.gamma"], w[f"refine.{module}.norm{j}.beta"], eps=1e-12)
+        return F.leaky_relu(x, 0.2)
+
+    def forward(label):
+        pyramid = [label]
+        for _ in range(num_modules - 1):
+            pyramid.append(F.avg_pool2d(pyramid[-1], 2))
+        x = None
+        for i in range(num_modules):
+            lab = pyramid[num_modules - 1 - i]
+            if x is not None:
+                x = torch.cat([F.interpolate(x, lab.shape[2:], mode="bilinear", align_corners=True), lab], 1)
+            else:
+                x = lab
+            x = conv_ln_lrelu(conv_ln_lrelu(x, i, 1), i, 2)
+        y = (F.conv2d(x, w["to_rgb.weight"], w["to_rgb.bias"]) + 1.0) / 2.0
+        b, _, h, wd = y.shape
+        return y.reshape(b, 3, k, h, wd).transpose(1, 2)  # image i, colour c = channel c*k + i
+    return forward
+
+
 def worker_run(args):
     """Time one backend on the exported model; writes its output to ``<dir>/out_<backend>.npy``."""
     import numpy as np
@@ -125,8 +158,13 @@ def worker_run(args):
     if args.worker == "torch":
         import torch
         torch.manual_seed(0)
-        net = torch_unet(64, 8 if args.size % 256 == 0 else 7).eval()
-        x = torch.from_numpy(feeds["input"])
+        if args.model == "pix2pix":
+            net = torch_unet(64, 8 if args.size % 256 == 0 else 7).eval()
+        else:
+            weights = dict(np.load(os.path.join(args.dir, "weights.npz")))
+            k = weights["to_rgb.bias"].shape[0] // 3
+            net = torch_crn(weights, 1 + max(int(n.split(".")[1]) for n in weights if n.startswith("refine.")), k)
+        x = torch.from_numpy(feeds[next(iter(feeds))])
 
         def run():
             with torch.no_grad():
@@ -193,8 +231,6 @@ def main():
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
         parser.error(f"--backends: unknown {unknown}; choose from {BACKENDS}")
-    if "torch" in backends and args.model != "pix2pix":
-        parser.error("torch: only the pix2pix generator is restated in PyTorch here")
     import numpy as np
     with tempfile.TemporaryDirectory() as tmp:
         args.dir = tmp
@@ -212,7 +248,7 @@ def main():
                 print(f"  {name:14s} failed: {r['error']}")
                 continue
             diff = ""
-            if name != "torch" and name != "mindspore" and os.path.isfile(ref):
+            if name != "mindspore" and not (name == "torch" and args.model == "pix2pix") and os.path.isfile(ref):
                 diff = f", max |diff| vs mindspore {np.abs(np.load(os.path.join(tmp, f'out_{name}.npy')) - np.load(ref)).max():.2g}"
             ratio = f" ({r['ms'] / base:.2f}x mindspore)" if base and name != "mindspore" else ""
             print(f"  {name:14s} {r['ms']:8.1f} ms/image{ratio}, load+first {r['load_s']:.1f} s, peak RSS "
