@@ -424,6 +424,7 @@ def test_discriminator_matches_a_pytorch_restatement():
             first = self.discriminator_0(x)
             return first, self.discriminator_1(F.avg_pool2d(x, 3, 2, 1, count_include_pad=False))
 
+    ms.set_seed(0)  # the initial weights: without a seed they depended on the tests run before
     ours = build_discriminator(label_nc=5, ndf=8)
     for p in ours.get_parameters():
         if p.name.endswith("attn.gamma"):
@@ -437,7 +438,10 @@ def test_discriminator_matches_a_pytorch_restatement():
     got = ours(Tensor(x))
     for scale_got, scale_want in zip(got, want):
         for a, b in zip(scale_got, scale_want):
-            np.testing.assert_allclose(a.asnumpy(), b.numpy(), rtol=1e-4, atol=1e-4)
+            # float32 rounding through five conv + instance-norm layers, relative to the output scale: a few
+            # elements differ by up to 1.6e-4 of it (a wrong layer differs by O(1))
+            b = b.numpy()
+            np.testing.assert_allclose(a.asnumpy(), b, rtol=1e-4, atol=3e-4 * max(1.0, float(np.abs(b).max())))
 
 
 # Shapes at 256x256 -----------------------------------------------------------------------------------

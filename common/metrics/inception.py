@@ -19,6 +19,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from common.conv import Conv2d
+from common.layers import reduce_mean
 from common.weights import assign_params, read_flat
 
 __all__ = ["InceptionV3", "load_inception", "to_inception_input", "INCEPTION_TAPS", "torch_to_mindspore_name"]
@@ -184,7 +185,7 @@ class InceptionV3(nn.Cell):
             x = self.Mixed_6e(self.Mixed_6d(self.Mixed_6c(self.Mixed_6b(self.Mixed_6a(x)))))
             feats["mixed6e"] = x
         if self.depth >= 3:
-            pool3 = ops.mean(self.Mixed_7c(self.Mixed_7b(self.Mixed_7a(feats["mixed6e"]))), axis=(2, 3))
+            pool3 = reduce_mean(self.Mixed_7c(self.Mixed_7b(self.Mixed_7a(feats["mixed6e"]))), (2, 3), keep_dims=False)
             feats["pool3"] = pool3
             feats["logits_unbiased"] = ops.matmul(pool3, self.fc.weight.T)
         out = ()

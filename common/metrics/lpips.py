@@ -13,6 +13,7 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from common.conv import Conv2d, use_conv_impl
+from common.layers import reduce_mean
 from common.metrics.image import PairMean
 from common.pretrained import pretrained_path
 from common.vgg import VGG
@@ -75,7 +76,7 @@ class LPIPS(nn.Cell):
         for i in range(5):
             f = self._unit(feats[i])
             diff = (f[:b] - f[b:]) ** 2
-            dist = dist + ops.mean(self.lins[i](diff), axis=(1, 2, 3))
+            dist = dist + reduce_mean(self.lins[i](diff), (1, 2, 3), keep_dims=False)
         return dist
 
     def load(self, trunk_source=None, heads_source=None):

@@ -19,6 +19,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import XavierUniform, initializer
 
 from common.conv import Conv2d
+from common.layers import reduce_mean, reduce_sum
 
 __all__ = ["SIZES", "module_heights", "module_channels", "expected_param_count", "RefinementModule",
            "CascadedRefinementNetwork", "build_generator", "split_outputs", "default_num_outputs"]
@@ -110,26 +111,25 @@ class _LayerNormLReLUFunction(nn.Cell):
         super().__init__()
         self.eps, self.slope = eps, slope
 
-    def _normalise(self, x):
-        """x -> (x_hat [B, C, H, W], std [B, 1, 1, 1]); a division, as ONNX has no Rsqrt/Reciprocal export."""
-        centred = x - x.mean(axis=(1, 2, 3), keep_dims=True)
-        std = ops.sqrt(ops.square(centred).mean(axis=(1, 2, 3), keep_dims=True) + self.eps)
-        return centred / std, std
+    def _centre(self, x):
+        """x -> (x - mean [B, C, H, W], std [B, 1, 1, 1]); divisions, as ONNX has no Rsqrt/Reciprocal export."""
+        centred = x - reduce_mean(x, (1, 2, 3))
+        return centred, ops.sqrt(reduce_mean(ops.square(centred), (1, 2, 3)) + self.eps)
 
     def construct(self, x, gamma, beta):
-        x_hat, _ = self._normalise(x)
-        z = x_hat * gamma.reshape(1, -1, 1, 1) + beta.reshape(1, -1, 1, 1)
+        centred, std = self._centre(x)
+        z = centred * (gamma.reshape(1, -1, 1, 1) / std) + beta.reshape(1, -1, 1, 1)  # scale [B, C, 1, 1]
         return ops.maximum(z, self.slope * z)
 
     def bprop(self, x, gamma, beta, out, dout):
-        x_hat, std = self._normalise(ops.depend(x, dout))  # Depend: not merged with the forward's (kept alive)
+        centred, std = self._centre(ops.depend(x, dout))  # Depend: not merged with the forward's (kept alive)
+        x_hat = centred / std
         # out = max(z, slope*z) has the sign of z, so the LReLU slope is read from out
         dz = ops.select(out > 0, dout, self.slope * dout)
-        d_beta = dz.sum(axis=(0, 2, 3))
-        d_gamma = (dz * x_hat).sum(axis=(0, 2, 3))
+        d_beta = reduce_sum(dz, (0, 2, 3), keep_dims=False)
+        d_gamma = reduce_sum(dz * x_hat, (0, 2, 3), keep_dims=False)
         d_xhat = dz * gamma.reshape(1, -1, 1, 1)
-        dx = (d_xhat - d_xhat.mean(axis=(1, 2, 3), keep_dims=True)
-              - x_hat * (d_xhat * x_hat).mean(axis=(1, 2, 3), keep_dims=True)) / std
+        dx = (d_xhat - reduce_mean(d_xhat, (1, 2, 3)) - x_hat * reduce_mean(d_xhat * x_hat, (1, 2, 3))) / std
         return dx, d_gamma, d_beta
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
+from common.layers import reduce_sum
 from osmis.src.augment import DiffAugment
 from osmis.src.model import resize_nearest
 
@@ -38,7 +39,7 @@ def bce_with_logits(x, target):
 
 def class_weights(mask):
     """[C+1] weights: 1/sum(mask_c) over (batch, H, W) (0 for an absent class), then 1.0 for 'fake'."""
-    s = ops.stop_gradient(mask).sum(axis=(0, 2, 3))
+    s = reduce_sum(ops.stop_gradient(mask), (0, 2, 3), keep_dims=False)
     present = ops.cast(s > 0, s.dtype)
     w = present / ops.maximum(s, 1e-12)
     return ops.concat((w, ops.ones((1,), s.dtype)))

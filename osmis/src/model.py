@@ -22,7 +22,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal
 
 from common.conv import Conv2d, ConvTranspose2d
-from common.layers import InstanceNorm2d, LeakyReLU
+from common.layers import InstanceNorm2d, LeakyReLU, reduce_mean
 from common.spectral_norm import SpectralNorm
 from osmis.src.augment import ContentFA, LayoutFA
 
@@ -228,7 +228,7 @@ class Discriminator(nn.Cell):
         """Per-class masked spatial means [C*B, ch, 1, 1] (class-major) of y [B, ch, h, w]; mask [B, C, h, w]."""
         parts = ()
         for c in range(self.num_mask_channels):
-            parts += ((mask[:, c:c + 1] * y).mean(axis=(2, 3), keep_dims=True),)
+            parts += (reduce_mean(mask[:, c:c + 1] * y, (2, 3)),)
         return ops.concat(parts, axis=0)
 
     def construct(self, images, mask=None, fa=None):
@@ -236,7 +236,7 @@ class Discriminator(nn.Cell):
         if self.masks:
             y_con = self.masked_means(y, mask)
         else:
-            y_con = y.mean(axis=(2, 3), keep_dims=True)
+            y_con = reduce_mean(y, (2, 3))
         y_lay = y
         if fa is not None:
             y_con = self.content_fa(y_con, fa[0], fa[1])

@@ -14,7 +14,7 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from common.conv import Conv2d, use_conv_impl
-from common.layers import LeakyReLU
+from common.layers import LeakyReLU, reduce_sum
 from common.metrics.segmentation import ConfusionMatrix
 from common.train import TrainOneStep
 from osmis.src.model import upsample2
@@ -62,8 +62,8 @@ class SegLoss(nn.Cell):
         logits = self.net(images)
         bce = (ops.relu(logits) - logits * onehot + ops.log1p(ops.exp(-ops.abs(logits)))).mean()
         p = ops.sigmoid(logits)
-        inter = (p * onehot).sum(axis=(2, 3))
-        dice = 1.0 - (2.0 * inter + 1.0) / (p.sum(axis=(2, 3)) + onehot.sum(axis=(2, 3)) + 1.0)
+        inter = reduce_sum(p * onehot, (2, 3), keep_dims=False)
+        dice = 1.0 - (2.0 * inter + 1.0) / (reduce_sum(p, (2, 3), keep_dims=False) + reduce_sum(onehot, (2, 3), keep_dims=False) + 1.0)
         return 0.5 * bce + 0.5 * dice.mean()
 
 
