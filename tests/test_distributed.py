@@ -107,8 +107,12 @@ def reference(model, record, args):
     return np.load(worker.save_record(spec, str(record)))
 
 
-def check_data_parallel(record, single, batch):
-    """Ranks equal each other and the 1-process run with 2x the batch; their samples are disjoint."""
+def check_data_parallel(record, single, batch, lr, steps):
+    """Ranks equal each other and the 1-process run with 2x the batch; their samples are disjoint.
+
+    Adam moves a weight by about ``lr`` per step whatever the size of its gradient, so where a gradient is at
+    float32 rounding level (the rank average and the batch-2 sum round differently) its sign, and the step,
+    can flip: a few weights in a thousand may differ by up to 2 * lr * steps; all others agree to 1e-5."""
     r0, r1 = np.load(os.path.join(record, "rank0_of2.npz")), np.load(os.path.join(record, "rank1_of2.npz"))
     i0, i1, i = r0["indices"], r1["indices"], single["indices"]
     assert len(i0) == len(i1) > 0 and not set(i0) & set(i1), (i0, i1)
@@ -119,7 +123,8 @@ def check_data_parallel(record, single, batch):
     assert names and sorted(names) == sorted(k for k in r0.files if "/" in k and not k.startswith("init:"))
     for k in names:
         np.testing.assert_array_equal(r0[k], r1[k], err_msg=k)
-        np.testing.assert_allclose(r0[k], single[k], rtol=0, atol=1e-5, err_msg=k)
+        diff = np.abs(r0[k] - single[k])
+        assert (diff > 1e-5).mean() < 1e-3 and diff.max() <= 2 * lr * steps + 1e-5, (k, diff.max(), (diff > 1e-5).mean())
     assert max(float(np.abs(r0[k] - r0["init:" + k]).max()) for k in names) > 1e-4  # the steps did train
 
 
@@ -134,7 +139,7 @@ def test_pix2pix_on_two_nodes_equals_one_process_with_twice_the_batch(tmp_path, 
                                                          output_dir=tmp_path / "single"))
     for n, proc in enumerate(nodes):
         finish(proc, tmp_path / f"log{n}")
-    check_data_parallel(str(tmp_path / "rec"), single, batch=1)
+    check_data_parallel(str(tmp_path / "rec"), single, batch=1, lr=2e-4, steps=3)
     log = open(tmp_path / "out" / "train.log").read()
     assert "on 2 CPU device(s)" in log
     assert sorted(os.listdir(tmp_path / "out" / "ckpt")) == ["epoch_0000_step_00000003", "latest"]  # rank 0 only
@@ -147,7 +152,7 @@ def test_crn_two_workers_equal_one_process_with_twice_the_batch(tmp_path, env, v
     single = reference("crn", tmp_path / "rec", argv(CRN, vgg_path=vgg19_mat, max_steps=2, batch_size=2,
                                                      output_dir=tmp_path / "single"))
     finish(proc, tmp_path / "log")
-    check_data_parallel(str(tmp_path / "rec"), single, batch=1)
+    check_data_parallel(str(tmp_path / "rec"), single, batch=1, lr=1e-4, steps=2)
 
 
 def check_ranks_agree(record):
