@@ -29,11 +29,15 @@ def _reduction_plan(shape, axes, keep_dims):
     kept = tuple(1 if i in axes else n for i, n in enumerate(shape))
     out = kept if keep_dims else tuple(n for i, n in enumerate(shape) if i not in axes)
     if axes == tuple(range(axes[0], ndim)):  # trailing axes, innermost first
-        return "trailing", tuple((int(np.prod(shape[:i])), shape[i]) for i in reversed(axes)), out, count
+        return "trailing", _last_axis_stages(shape, axes), out, count
     if ndim == 4 and axes == (0, 2, 3):  # W, then H, of every (sample, channel); then the batch
-        b, c, h, w = shape
-        return "channel", ((b * c * h, w), (b * c, h), (b, c)), out, count
+        return "channel", _last_axis_stages(shape, (2, 3)), out, count
     return "other", (), axes, count
+
+
+def _last_axis_stages(shape, trailing_axes):
+    """[rows, cols] of the 2-D reshape that sums each of ``trailing_axes`` away, innermost first."""
+    return tuple((int(np.prod(shape[:i])), shape[i]) for i in reversed(trailing_axes))
 
 
 def reduce_sum(x, axes, keep_dims=True):
@@ -49,11 +53,11 @@ def reduce_sum(x, axes, keep_dims=True):
     form, stages, out, _ = _reduction_plan(x.shape, axes, keep_dims)
     if form == "other":
         return x.sum(axis=out, keepdims=keep_dims)
-    if form == "channel":
-        x = x.reshape(stages[0]).sum(axis=1).reshape(stages[1]).sum(axis=1).reshape(stages[2]).sum(axis=0)
-        return x.reshape(out)
+    shape = x.shape
     for rows_cols in stages:
         x = x.reshape(rows_cols).sum(axis=1)
+    if form == "channel":  # [B * C] -> [C]
+        x = x.reshape(-1, shape[1]).sum(axis=0)
     return x.reshape(out)
 
 

@@ -18,6 +18,7 @@ the CRN loss network); ``'torch'`` also divides by the ImageNet std (torchvision
 import numpy as np
 from mindspore import Tensor, nn, ops
 
+from common.layers import reduce_mean
 from common.vgg import VGG
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "CRN_LAYER_WEIGHTS", "PerceptualLoss", "HindsightLoss",
@@ -102,7 +103,7 @@ class PerceptualLoss(nn.Cell):
             phi_real = ops.stop_gradient(feat[b * k:]).reshape(b, 1, fc, fh, fw)
             err = ops.abs(phi_fake - phi_real).mean(axis=2)  # [B, k, h, w]
             if masks is None:
-                term = err.mean(axis=(2, 3))  # [B, k]
+                term = reduce_mean(err, (2, 3), keep_dims=False)  # [B, k]
             else:
                 m = pyramid[self.levels[i]]  # [B, P, h, w]
                 term = ops.bmm(err.reshape(b, k, fh * fw), m.reshape(b, -1, fh * fw).transpose(0, 2, 1))
