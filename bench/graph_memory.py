@@ -68,7 +68,7 @@ def main():
     parser.add_argument("--layers", type=int, default=40)
     parser.add_argument("--channels", type=int, default=512)
     parser.add_argument("--size", type=int, default=8)
-    parser.add_argument("--cpu_conv", choices=["native", "matmul"], default="native",
+    parser.add_argument("--cpu_conv", choices=["native", "matmul", "winograd"], default="native",
                         help="convolution path (common/conv.py)")
     parser.add_argument("--case", choices=[f"{m}-{k}" for m, k in CASES], help=argparse.SUPPRESS)
     args = parser.parse_args()

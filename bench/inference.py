@@ -218,7 +218,7 @@ def main():
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--backends", default="mindspore,onnxruntime,openvino,openvino-bf16,torch")
-    parser.add_argument("--cpu_conv", choices=["auto", "native", "matmul"],
+    parser.add_argument("--cpu_conv", choices=["auto", "native", "matmul", "winograd"],
                         help="MindSpore's CPU convolution path (default: the model config's cpu_conv)")
     parser.add_argument("--dir", help=argparse.SUPPRESS)
     parser.add_argument("--worker", help=argparse.SUPPRESS)

@@ -133,7 +133,7 @@ def train(spec, cfg):
         trainer.on_fresh_start(log.info)
     log.info(f"{spec.name}: {len(data.train)} training samples from {data.root}, {len(loader)} steps/epoch on "
              f"{rt.group_size} {cfg.device_target} device(s), {trainer.n_epochs} epochs; {rt.describe_conv}"
-             + (f" ({matmul} convolutions on the matmul path)" if rt.conv_impl == "matmul" else ""))
+             + (f" ({matmul} convolutions as matrix multiplies)" if rt.conv_impl != "native" else ""))
     optimizers = trainer.optimizers
 
     def step(*batch):

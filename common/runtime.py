@@ -15,14 +15,14 @@ __all__ = ["Runtime", "init_runtime", "launched_by_msrun", "set_seed", "select_c
            "CPU_CONV_CHOICES"]
 
 DEVICE_TARGETS = ("CPU", "GPU", "Ascend")
-CPU_CONV_CHOICES = ("auto", "native", "matmul")
+CPU_CONV_CHOICES = ("auto", "native", "matmul", "winograd")
 
 
 @dataclass(frozen=True)
 class Runtime:
     """What the process runs on: device, mode, data-parallel rank and CPU convolution path.
 
-    ``conv_impl`` (``native`` | ``matmul``) is the process's convolution path: apply it to every network
+    ``conv_impl`` (``native`` | ``matmul`` | ``winograd``) is the process's convolution path: apply it to every network
     the process builds with ``common.conv.use_conv_impl(net, rt.conv_impl)`` (or the ``conv_impl=``
     keyword of the metric and loss builders), so that all convolutions suit ``onednn_isa``.
     """
@@ -74,10 +74,10 @@ def cpu_has_avx512(cpuinfo="/proc/cpuinfo"):
 def select_cpu_conv(cpu_conv, device_target, user_isa, avx512):
     """How convolutions should run: ``(impl, isa)``.
 
-    ``impl`` is ``"native"`` or ``"matmul"`` (``common/conv.py``); ``isa`` is the ``ONEDNN_MAX_CPU_ISA``
-    to set, or ``None`` to leave the variable alone (a value the user set, or not a CPU run).
-    ``auto`` picks ``matmul`` where AVX-512 matrix multiplies are available (the CPU has them and the
-    user's cap, if any, allows them), ``native`` otherwise. Native convolutions need the AVX2 cap.
+    ``impl`` is ``"native"``, ``"matmul"`` or ``"winograd"`` (``common/conv.py``); ``isa`` is the
+    ``ONEDNN_MAX_CPU_ISA`` to set, or ``None`` to leave the variable alone (a value the user set, or not a
+    CPU run). ``auto`` picks ``winograd`` where AVX-512 matrix multiplies are available (the CPU has them
+    and the user's cap, if any, allows them), ``native`` otherwise. Native convolutions need the AVX2 cap.
     """
     if cpu_conv not in CPU_CONV_CHOICES:
         raise ValueError(f"cpu_conv={cpu_conv!r} is not supported; choose one of {CPU_CONV_CHOICES}")
@@ -85,10 +85,10 @@ def select_cpu_conv(cpu_conv, device_target, user_isa, avx512):
         return "native", None
     cap = (user_isa or "").upper()
     avx512_allowed = avx512 and (not cap or "512" in cap or cap == "ALL")
-    impl = cpu_conv if cpu_conv != "auto" else ("matmul" if avx512_allowed else "native")
+    impl = cpu_conv if cpu_conv != "auto" else ("winograd" if avx512_allowed else "native")
     if user_isa:
         return impl, None
-    return impl, "AVX512_CORE" if impl == "matmul" and avx512 else "AVX2"
+    return impl, "AVX512_CORE" if impl != "native" and avx512 else "AVX2"
 
 
 def init_runtime(device_target="CPU", mode="graph", seed=0, device_id=None, distributed=None, cpu_conv="native"):
@@ -103,10 +103,10 @@ def init_runtime(device_target="CPU", mode="graph", seed=0, device_id=None, dist
             ``common.layers.set_dropout_rank(net, Runtime.rank)``).
         device_id: device index; ``None`` lets msrun / MindSpore choose.
         distributed: force data-parallel on/off; ``None`` means "when launched by msrun".
-        cpu_conv: ``native``, ``matmul`` or ``auto`` (see :func:`select_cpu_conv`): the process's CPU
+        cpu_conv: ``native``, ``matmul``, ``winograd`` or ``auto`` (see :func:`select_cpu_conv`): the process's CPU
             convolution path, returned as ``Runtime.conv_impl``; every network then gets it through
             :func:`common.conv.use_conv_impl` (this function switches no cell itself). Also sets
-            ``ONEDNN_MAX_CPU_ISA`` (AVX-512 for matmul, AVX2 for native) unless you set it yourself;
+            ``ONEDNN_MAX_CPU_ISA`` (AVX-512 for matmul and winograd, AVX2 for native) unless you set it yourself;
             that takes effect only if no oneDNN kernel has run yet in this process, which holds for
             the entry-point scripts. At AVX-512, a network left native runs oneDNN's ~100x slower
             reference convolution.

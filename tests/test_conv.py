@@ -1,5 +1,6 @@
-"""common.conv: the matmul path equals MindSpore's convolutions (values and gradients); use_conv_impl switches
-whole networks (VGG, LPIPS, InceptionV3, FCN-8s, pix2pix) with unchanged outputs; runtime selection.
+"""common.conv: the matmul and Winograd paths equal MindSpore's convolutions (values and gradients);
+use_conv_impl switches whole networks (VGG, LPIPS, InceptionV3, FCN-8s, pix2pix) with unchanged outputs;
+runtime selection.
 
 Values and gradients are compared with ``nn.Conv2d`` / ``nn.Conv2dTranspose`` on the same weights, in
 PyNative mode (fast) and once through a compiled vjp graph, the way GANTrainStep differentiates G.
@@ -11,7 +12,7 @@ import common  # noqa: F401
 import mindspore as ms
 from mindspore import nn
 
-from common.conv import Conv2d, ConvTranspose2d, use_conv_impl
+from common.conv import Conv2d, ConvTranspose2d, use_conv_impl, winograd_matrices, winograd_tile
 from common.export import prepare_for_export
 from common.runtime import cpu_has_avx512, select_cpu_conv
 
@@ -30,8 +31,8 @@ def _value_and_grads(net, x):
     return [net(x).asnumpy(), dx.asnumpy()] + [g.asnumpy() for g in dw]
 
 
-def _assert_same(native, matmul, x, tol=1e-4):
-    assert use_conv_impl(matmul, "matmul") == 1
+def _assert_same(native, matmul, x, tol=1e-4, impl="matmul"):
+    assert use_conv_impl(matmul, impl) == 1
     expected, got = _value_and_grads(native, x), _value_and_grads(matmul, x)
     assert got[0].shape == expected[0].shape
     for e, g in zip(expected, got):
@@ -95,6 +96,72 @@ def test_matmul_path_equals_native(pynative, kind, cin, cout, k, s, options, siz
     native, matmul = _pair(native_cls(cin, cout, k, s, **options), matmul_cls(cin, cout, k, s, **options))
     x = ms.Tensor(np.random.default_rng(0).normal(size=(batch, cin, size, size + 1)).astype(np.float32))
     _assert_same(native, matmul, x, tol)
+
+
+@pytest.mark.parametrize("tile", [2, 4])
+def test_winograd_matrices_compute_the_valid_correlation(tile):
+    """K_out ((K_w g) * (K_in d)) of F(m x m, 3 x 3) equals the m x m valid correlation of an (m + 2)^2 tile with
+    a 3 x 3 kernel, written out as loops (float64)."""
+    k_in, k_w, k_out = winograd_matrices(tile)
+    rng = np.random.default_rng(tile)
+    d, g = rng.normal(size=(tile + 2, tile + 2)), rng.normal(size=(3, 3))
+    expected = np.array([[sum(d[i + u, j + v] * g[u, v] for u in range(3) for v in range(3)) for j in range(tile)]
+                         for i in range(tile)])
+    got = (k_out @ ((k_w @ g.ravel()) * (k_in @ d.ravel()))).reshape(tile, tile)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("batch, cin, out_h, out_w, expected", [
+    (1, 64, 32, 32, 4), (1, 64, 64, 128, 4), (5, 64, 16, 16, 4),  # >= 1024 output pixels per call
+    (1, 1024, 16, 32, 2), (1, 64, 30, 30, 2),                      # fewer, or sides not multiples of 4
+    (1, 1024, 4, 8, 0), (1, 8, 128, 128, 0), (1, 64, 33, 32, 0),   # tiny map, few channels, odd side
+])
+def test_winograd_tile_rule(batch, cin, out_h, out_w, expected):
+    assert winograd_tile(batch, cin, out_h, out_w) == expected
+
+
+WINOGRAD_CASES = [  # (C_in, C_out, options, batch, H, W, expected tile): every tile, padding form and batch
+    (16, 8, dict(padding=1, has_bias=True), 1, 32, 36, 4),
+    (16, 8, dict(padding=1), 2, 12, 20, 2),
+    (16, 8, dict(pad_mode="same"), 3, 16, 24, 4),
+    (16, 8, dict(pad_mode="valid", has_bias=True), 1, 34, 34, 4),
+    (16, 8, dict(padding=(1, 1, 2, 0)), 2, 16, 18, 2),  # unequal sides: padded, then transformed
+    (16, 8, dict(padding=1), 2, 9, 12, 0),               # odd side: Im2Col + MatMul
+]
+
+
+@pytest.mark.parametrize("cin, cout, options, batch, h, w, tile", WINOGRAD_CASES)
+def test_winograd_path_equals_native(pynative, cin, cout, options, batch, h, w, tile):
+    """Values and gradients of the ``winograd`` path equal ``nn.Conv2d``'s (F(4x4): ~1e-5 of the output scale)."""
+    options = dict({"pad_mode": "pad", "kernel_size": 3}, **options)
+    native, cell = _pair(nn.Conv2d(cin, cout, **options), Conv2d(cin, cout, **options))
+    top, bottom, left, right = cell.pads
+    assert winograd_tile(batch, cin, h + top + bottom - 2, w + left + right - 2) == tile
+    x = ms.Tensor(np.random.default_rng(tile).normal(size=(batch, cin, h, w)).astype(np.float32))
+    _assert_same(native, cell, x, tol=1e-4, impl="winograd")
+    assert cell.winograd
+
+
+def test_winograd_in_compiled_vjp_equals_native():
+    """Both Winograd tiles and the direct form in one compiled vjp (batch 2): values and gradients of
+    ``nn.Conv2d``, and ``matmul`` leaves the 3x3 layers direct."""
+    options = dict(kernel_size=3, pad_mode="pad", padding=1, has_bias=True)
+    pairs = [_pair(nn.Conv2d(16, 16, **options), Conv2d(16, 16, **options)) for _ in range(3)]
+    native = nn.SequentialCell([pairs[0][0], nn.ReLU(), nn.MaxPool2d(2, 2), pairs[1][0], nn.ReLU(),
+                                nn.MaxPool2d(4, 4), pairs[2][0]])
+    mine = nn.SequentialCell([pairs[0][1], nn.ReLU(), nn.MaxPool2d(2, 2), pairs[1][1], nn.ReLU(),
+                              nn.MaxPool2d(4, 4), pairs[2][1]])
+    assert [winograd_tile(2, 16, s, s) for s in (32, 16, 4)] == [4, 2, 0]
+    rng = np.random.default_rng(5)
+    x = ms.Tensor(rng.normal(size=(2, 16, 32, 32)).astype(np.float32))
+    dy = ms.Tensor(rng.normal(size=(2, 16, 4, 4)).astype(np.float32))
+    assert use_conv_impl(mine, "winograd") == 3 and all(mine[i].winograd for i in (0, 3, 6))
+    got, expected = _flat(_VJP(mine)(x, dy)), _flat(_VJP(native)(x, dy))
+    assert len(got) == len(expected) == 8  # y, dx, three (dW, db)
+    for e, g in zip(expected, got):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4 * np.abs(e).max())
+    other = Conv2d(16, 16, **options)
+    assert use_conv_impl(other, "matmul") == 1 and other.matmul and not other.winograd
 
 
 class _VJP(nn.Cell):
@@ -182,10 +249,10 @@ def test_use_conv_impl_errors():
 
 
 def test_prepare_for_export_switches_to_native():
-    net = nn.SequentialCell([Conv2d(3, 4, 4, 2, pad_mode="pad", padding=1), nn.ReLU()])
-    assert use_conv_impl(net, "matmul") == 1 and net[0].matmul
+    net = nn.SequentialCell([Conv2d(3, 4, 4, 2, pad_mode="pad", padding=1), nn.ReLU(), Conv2d(4, 4, 3)])
+    assert use_conv_impl(net, "winograd") == 2 and net[0].matmul and net[2].winograd
     prepare_for_export(net)
-    assert not net[0].matmul
+    assert not net[0].matmul and not net[2].matmul and not net[2].winograd
 
 
 def _check_switch(net, inputs, n_convs):
@@ -245,10 +312,11 @@ def test_use_conv_impl_switches_fcn8s(pynative):
 
 
 @pytest.mark.parametrize("cpu_conv, device, user_isa, avx512, expected", [
-    ("auto", "CPU", None, True, ("matmul", "AVX512_CORE")),
+    ("auto", "CPU", None, True, ("winograd", "AVX512_CORE")),
     ("auto", "CPU", None, False, ("native", "AVX2")),
     ("auto", "CPU", "AVX2", True, ("native", None)),           # the user's cap rules out AVX-512 matmuls
-    ("auto", "CPU", "avx512_core", True, ("matmul", None)),
+    ("auto", "CPU", "avx512_core", True, ("winograd", None)),
+    ("winograd", "CPU", None, True, ("winograd", "AVX512_CORE")),
     ("native", "CPU", None, True, ("native", "AVX2")),
     ("matmul", "CPU", None, False, ("matmul", "AVX2")),
     ("matmul", "GPU", None, True, ("native", None)),
