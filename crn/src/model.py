@@ -123,13 +123,19 @@ class _LayerNormLReLUFunction(nn.Cell):
 
     def bprop(self, x, gamma, beta, out, dout):
         centred, std = self._centre(ops.depend(x, dout))  # Depend: not merged with the forward's (kept alive)
-        x_hat = centred / std
         # out = max(z, slope*z) has the sign of z, so the LReLU slope is read from out
         dz = ops.select(out > 0, dout, self.slope * dout)
-        d_beta = reduce_sum(dz, (0, 2, 3), keep_dims=False)
-        d_gamma = reduce_sum(dz * x_hat, (0, 2, 3), keep_dims=False)
-        d_xhat = dz * gamma.reshape(1, -1, 1, 1)
-        dx = (d_xhat - reduce_mean(d_xhat, (1, 2, 3)) - x_hat * reduce_mean(d_xhat * x_hat, (1, 2, 3))) / std
+        # per (sample, channel) sums: d_beta and, over centred / std = x_hat, d_gamma
+        s = reduce_sum(dz, (2, 3))  # [B, C, 1, 1]
+        t = reduce_sum(dz * centred, (2, 3)) / std
+        d_beta, d_gamma = s.sum(axis=(0, 2, 3)), t.sum(axis=(0, 2, 3))
+        # dx = (d_xhat - mean(d_xhat) - x_hat * mean(d_xhat * x_hat)) / std with d_xhat = dz * gamma; both means
+        # are per-sample sums of the per-channel sums above, so dx = dz * gamma/std + centred * b + c
+        g = gamma.reshape(1, -1, 1, 1)
+        count = x.shape[1] * x.shape[2] * x.shape[3]
+        mean_d = (s * g).sum(axis=1, keepdims=True) / count  # [B, 1, 1, 1]
+        mean_dx = (t * g).sum(axis=1, keepdims=True) / count
+        dx = dz * (g / std) + (centred * (-mean_dx / (std * std)) - mean_d / std)
         return dx, d_gamma, d_beta
 
 
