@@ -47,6 +47,8 @@ convolutions (no matrix) and grouped ones (autodiff, batched) are the exceptions
 import numpy as np
 from mindspore import Tensor, int32, nn, ops
 
+from common.layers import reduce_sum
+
 __all__ = ["CONV_IMPLS", "Conv2d", "ConvTranspose2d", "use_conv_impl", "winograd_matrices", "winograd_tile"]
 
 CONV_IMPLS = ("native", "matmul", "winograd")
@@ -303,6 +305,27 @@ class _WinogradMatMul(nn.Cell):
         return (dxs[0] if b == 1 else ops.cat(dxs)), dw.reshape(w.shape)
 
 
+class _BiasAdd(nn.Cell):
+    """``x + bias`` per channel through BiasAdd, its bias gradient through :func:`common.layers.reduce_sum`.
+
+    A broadcast ``x + bias.reshape(1, -1, 1, 1)`` keeps full-size buffers alive until the end of the step in
+    MindSpore 2.10's CPU graphs (``common.layers.ChannelAffine`` says more); BiasAdd does not. Its own gradient
+    (BiasAddGrad) sums in another order than the broadcast's ReduceSum, enough to make a two-rank data-parallel
+    pix2pix run drift from one process with twice the batch (``tests/test_distributed.py``); the staged sum
+    keeps them equal. Shapes: x [B, C, H, W], bias [C] -> [B, C, H, W].
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.bias_add = ops.BiasAdd()
+
+    def construct(self, x, bias):
+        return self.bias_add(x, bias)
+
+    def bprop(self, x, bias, out, dout):
+        return dout, reduce_sum(dout, (0, 2, 3), keep_dims=False)
+
+
 class Conv2d(nn.Conv2d):
     """``nn.Conv2d`` that, switched by :func:`use_conv_impl`, runs as Im2Col + MatMul.
 
@@ -324,6 +347,7 @@ class Conv2d(nn.Conv2d):
         top, bottom, left, right = self.pads or (1, 0, 1, 0)
         self.unfold_pads = (top, left) if (top, left) == (bottom, right) else (0, 0)
         self.im2col_matmul = _Im2ColMatMul(self.kernel, self.strides, self.dilations, self.unfold_pads)
+        self.add_bias = _BiasAdd()
         self.has_winograd_form = (self.has_matmul_form and self.kernel == (3, 3) and self.strides == (1, 1)
                                   and self.dilations == (1, 1) and self.group == 1)
         self.winograd = False
@@ -389,7 +413,7 @@ class Conv2d(nn.Conv2d):
         if output_scale is not None:
             y = y * ops.cast(output_scale, y.dtype)
         if self.has_bias:
-            y = y + self.bias.reshape(1, -1, 1, 1)
+            y = self.add_bias(y, self.bias)
         return y
 
 
@@ -410,6 +434,7 @@ class ConvTranspose2d(nn.Conv2dTranspose):
         if pads is None:  # same: output H*s, the full output cropped by d*(k-1) + 1 - s
             pads = _same_split(dh * (kh - 1) + 1 - sh) + _same_split(dw * (kw - 1) + 1 - sw)
         self.has_matmul_form = self.group == 1 and min(pads) >= 0
+        self.add_bias = _BiasAdd()
         self.matmul = False
         top, bottom, left, right = pads
         self.fold_pads = (min(top, bottom), min(left, right))
@@ -435,5 +460,5 @@ class ConvTranspose2d(nn.Conv2dTranspose):
         if top or bottom or left or right:
             y = ops.slice(y, (0, 0, top, left), (b, n, out_h - top - bottom, out_w - left - right))
         if self.has_bias:
-            y = y + self.bias.reshape(1, -1, 1, 1)
+            y = self.add_bias(y, self.bias)
         return y

@@ -16,7 +16,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.ops import constexpr
 from mindspore.common.initializer import Normal, initializer
 
-__all__ = ["reduce_mean", "reduce_sum", "LeakyReLU", "InstanceNorm2d", "LayerNorm2d", "BatchStatNorm2d", "CounterDropout", "set_dropout_rank", "init_weights", "count_params"]
+__all__ = ["ChannelAffine", "reduce_mean", "reduce_sum", "LeakyReLU", "InstanceNorm2d", "LayerNorm2d", "BatchStatNorm2d", "CounterDropout", "set_dropout_rank", "init_weights", "count_params"]
 
 
 @constexpr
@@ -70,6 +70,38 @@ def _moments(x, axes):
     mean = reduce_mean(x, axes)
     var = reduce_mean(ops.square(x - mean), axes)
     return mean, var
+
+
+class ChannelAffine(nn.Cell):
+    """``(x - mean) / sqrt(var + eps) * scale + shift`` with one value of each per (sample, channel), computed
+    by BatchNorm's inference kernel on [1, B*C, H, W]; with ``mean`` and ``var`` left out, ``x * scale +
+    shift``.
+
+    Why: in MindSpore 2.10's CPU graph mode a Mul or Add that broadcasts a [1, C, 1, 1] operand over a full
+    tensor keeps several full-size buffers alive until the step ends (a stack of conv + per-channel scale,
+    forward and backward: 4.8 extra tensors per layer; a scalar operand or BatchNorm's kernel: none). Forward
+    only (no gradient): for cells with a hand-written backward, such as ``crn.src.model.LayerNormLReLU``.
+
+    Shapes: x [B, C, H, W]; scale, shift, mean, var [B, C] -> [B, C, H, W].
+    """
+
+    UNIT_VAR, UNIT_EPS = 0.75, 0.25  # sqrt(0.75 + 0.25) = 1 exactly: the plain affine map
+
+    def __init__(self, eps=1e-5):
+        super().__init__()
+        self.normalize = ops.BatchNorm(is_training=False, epsilon=eps)
+        self.affine = ops.BatchNorm(is_training=False, epsilon=self.UNIT_EPS)
+
+    def construct(self, x, scale, shift, mean=None, var=None):
+        b, c, h, w = x.shape
+        flat = x.reshape(1, b * c, h, w)
+        scale, shift = scale.reshape(-1), shift.reshape(-1)
+        if mean is None:
+            zeros = ops.zeros_like(scale)
+            y = self.affine(flat, scale, shift, zeros, zeros + self.UNIT_VAR)[0]
+        else:
+            y = self.normalize(flat, scale, shift, mean.reshape(-1), var.reshape(-1))[0]
+        return y.reshape(b, c, h, w)
 
 
 class LeakyReLU(nn.Cell):

@@ -19,7 +19,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import XavierUniform, initializer
 
 from common.conv import Conv2d
-from common.layers import reduce_mean, reduce_sum
+from common.layers import ChannelAffine, reduce_mean, reduce_sum
 
 __all__ = ["SIZES", "module_heights", "module_channels", "expected_param_count", "RefinementModule",
            "CascadedRefinementNetwork", "build_generator", "split_outputs", "default_num_outputs"]
@@ -103,6 +103,9 @@ class _LayerNormLReLUFunction(nn.Cell):
     Autodiff of the composed ops would hold five full-size intermediates per call for the backward
     pass (x - mean, the normalised x, its affine transform, the LReLU input and mask); this backward
     recomputes them from ``x`` and the per-sample statistics instead (same math, one saved tensor).
+    The per-channel steps run through :class:`common.layers.ChannelAffine` (a broadcast [1, C, 1, 1]
+    Mul/Add keeps full-size buffers alive in MindSpore's CPU graphs); ``export_form`` (set by
+    :meth:`CascadedRefinementNetwork.prepare_export`) computes the forward with plain ops for ONNX.
 
     Shapes: x [B, C, H, W], gamma [C], beta [C] -> [B, C, H, W].
     """
@@ -110,32 +113,45 @@ class _LayerNormLReLUFunction(nn.Cell):
     def __init__(self, eps, slope):
         super().__init__()
         self.eps, self.slope = eps, slope
+        self.export_form = False
+        self.norm, self.affine = ChannelAffine(eps), ChannelAffine()
 
     def _centre(self, x):
-        """x -> (x - mean [B, C, H, W], std [B, 1, 1, 1]); divisions, as ONNX has no Rsqrt/Reciprocal export."""
-        centred = x - reduce_mean(x, (1, 2, 3))
-        return centred, ops.sqrt(reduce_mean(ops.square(centred), (1, 2, 3)) + self.eps)
+        """x -> (x - mean [B, C, H, W], mean, biased variance [B, 1, 1, 1]) over (C, H, W)."""
+        mean = reduce_mean(x, (1, 2, 3))
+        centred = x - mean
+        return centred, mean, reduce_mean(ops.square(centred), (1, 2, 3))
 
     def construct(self, x, gamma, beta):
-        centred, std = self._centre(x)
-        z = centred * (gamma.reshape(1, -1, 1, 1) / std) + beta.reshape(1, -1, 1, 1)  # scale [B, C, 1, 1]
+        b, c = x.shape[0], x.shape[1]
+        centred, mean, var = self._centre(x)
+        if self.export_form:  # divisions, as ONNX has no Rsqrt/Reciprocal export
+            z = centred * (gamma.reshape(1, -1, 1, 1) / ops.sqrt(var + self.eps)) + beta.reshape(1, -1, 1, 1)
+        else:
+            per_sample = ops.ones((b, c), x.dtype)
+            z = self.norm(x, per_sample * gamma, per_sample * beta, per_sample * mean.reshape(b, 1),
+                          per_sample * var.reshape(b, 1))
         return ops.maximum(z, self.slope * z)
 
     def bprop(self, x, gamma, beta, out, dout):
-        centred, std = self._centre(ops.depend(x, dout))  # Depend: not merged with the forward's (kept alive)
+        b, c = x.shape[0], x.shape[1]
+        centred, _, var = self._centre(ops.depend(x, dout))  # Depend: not merged with the forward's (kept alive)
         # out = max(z, slope*z) has the sign of z, so the LReLU slope is read from out
         dz = ops.select(out > 0, dout, self.slope * dout)
         # per (sample, channel) sums: d_beta and, over centred / std = x_hat, d_gamma
-        s = reduce_sum(dz, (2, 3))  # [B, C, 1, 1]
-        t = reduce_sum(dz * centred, (2, 3)) / std
-        d_beta, d_gamma = s.sum(axis=(0, 2, 3)), t.sum(axis=(0, 2, 3))
+        s = reduce_sum(dz, (2, 3), keep_dims=False)  # [B, C]
+        std = ops.sqrt(var.reshape(b, 1) + self.eps)
+        t = reduce_sum(dz * centred, (2, 3), keep_dims=False) / std
+        d_beta, d_gamma = s.sum(axis=0), t.sum(axis=0)
         # dx = (d_xhat - mean(d_xhat) - x_hat * mean(d_xhat * x_hat)) / std with d_xhat = dz * gamma; both means
-        # are per-sample sums of the per-channel sums above, so dx = dz * gamma/std + centred * b + c
-        g = gamma.reshape(1, -1, 1, 1)
+        # are per-sample sums of the per-channel sums above, so dx = dz * gamma/std + centred * u + v
+        g = gamma.reshape(1, -1)
         count = x.shape[1] * x.shape[2] * x.shape[3]
-        mean_d = (s * g).sum(axis=1, keepdims=True) / count  # [B, 1, 1, 1]
+        mean_d = (s * g).sum(axis=1, keepdims=True) / count  # [B, 1]
         mean_dx = (t * g).sum(axis=1, keepdims=True) / count
-        dx = dz * (g / std) + (centred * (-mean_dx / (std * std)) - mean_d / std)
+        per_sample = ops.ones((b, c), x.dtype)
+        dx = self.affine(dz, g / std, ops.zeros_like(per_sample)) + \
+            self.affine(centred, per_sample * (-mean_dx / (std * std)), per_sample * (-mean_d / std))
         return dx, d_gamma, d_beta
 
 
@@ -238,6 +254,7 @@ class CascadedRefinementNetwork(nn.Cell):
         """Switch every upsampling to its ONNX-exportable form (same values) and to inference mode."""
         for module in self.refine:
             module.upsample.gather_form = True
+            module.norm1.function.export_form = module.norm2.function.export_form = True
         self.set_train(False)
         return self
 

@@ -26,13 +26,15 @@ __all__ = ["CRNSpec", "estimated_train_memory_gb"]
 
 SAMPLE_ROWS = 2
 LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"
-# Peak-memory model of one CPU train step, fitted to the measurements in crn/README.md (128p, k = 9, full
-# width, graph mode, LayerNormLReLU: generator forward+backward 8.9 GB, VGG19 hindsight loss 2.4 GB,
-# networks 0.8 GB); PyNative frees each tensor after its last use (256p measured 16.1 GB: 0.4x graph).
-GRAPH_BYTES_PER_FEATURE = 318.0
-VGG_BYTES_PER_OUTPUT_PIXEL = 8138.0
-PYNATIVE_FACTOR = 0.4
-NETWORKS_GB = 0.8
+# Peak-memory model of one CPU train step (batch 1, graph mode, winograd convolutions), fitted to the peak RSS
+# that crn/README.md Performance reports: 4.76 GB at 128p and 11.25 GB at 256p (k = 9, full width). Fixed part:
+# the networks, gradients and Adam moments (4 x 97.9M float32) plus the runtime; the rest grows with the
+# generator's features (sum of H*W*C over the modules) and the VGG loss's pixels (k images + the target).
+# PyNative measured 14.2 GB at 256p (before the ChannelAffine layer norm), 1.33x graph's variable part.
+NETWORKS_GB = 2.2
+GRAPH_BYTES_PER_FEATURE = 71.0
+VGG_BYTES_PER_OUTPUT_PIXEL = 1945.0
+PYNATIVE_FACTOR = 1.33
 
 
 def estimated_train_memory_gb(size, aspect, num_outputs, width_mult, mode):
@@ -73,7 +75,7 @@ class CRNSpec(ModelSpec):
             need = estimated_train_memory_gb(cfg.size, cfg.aspect, k, cfg.width_mult, cfg.mode) * cfg.batch_size
             have = total_memory_gb()
             if need > 0.9 * have:
-                hint = "; --mode=pynative frees intermediates early" if cfg.mode == "graph" else ""
+                hint = "; --mode=graph needs less" if cfg.mode == "pynative" else ""
                 raise ConfigError(f"a {cfg.size}p CRN train step (k={k}, width_mult={cfg.width_mult}, batch "
                                   f"{cfg.batch_size}, {cfg.mode} mode) needs about {need:.0f} GB on CPU, and this "
                                   f"machine has {have:.0f} GB: use a GPU, a smaller --size or --width_mult{hint}")
