@@ -251,7 +251,7 @@ class CascadedRefinementNetwork(nn.Cell):
                 f"label map to {want[1]}x{want[2]} (nearest) or set num_classes/size to match")
 
     def prepare_export(self):
-        """Switch every upsampling to its ONNX-exportable form (same values) and to inference mode."""
+        """Switch every upsampling and layer norm to its ONNX-exportable form (same values) and to inference mode."""
         for module in self.refine:
             module.upsample.gather_form = True
             module.norm1.function.export_form = module.norm2.function.export_form = True
