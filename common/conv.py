@@ -76,16 +76,14 @@ def use_conv_impl(net, impl):
                             f"cannot take the {impl} convolution path; build them with common.conv.Conv2d / "
                             f"ConvTranspose2d (same parameters)")
     convs = [cell for _, cell in cells if isinstance(cell, (Conv2d, ConvTranspose2d))]
-    wanted = [(impl != "native" and cell.has_matmul_form,
-               impl == "winograd" and getattr(cell, "has_winograd_form", False)) for cell in convs]
-    changed = any((cell.matmul, getattr(cell, "winograd", False)) != want for cell, want in zip(convs, wanted))
+    wanted = [(impl != "native" and cell.has_matmul_form, impl == "winograd" and cell.has_winograd_form)
+              for cell in convs]
+    changed = any((cell.matmul, cell.winograd) != want for cell, want in zip(convs, wanted))
     if changed and any(getattr(cell, "compile_cache", None) for _, cell in cells):
         raise RuntimeError(f"{type(net).__name__} already ran as a compiled graph, which keeps its convolution path; "
                            f"call use_conv_impl(net, {impl!r}) right after building the network")
     for cell, (matmul, winograd) in zip(convs, wanted):
-        cell.matmul = matmul
-        if isinstance(cell, Conv2d):
-            cell.winograd = winograd
+        cell.matmul, cell.winograd = matmul, winograd
     return sum(matmul for matmul, _ in wanted)
 
 
@@ -434,8 +432,9 @@ class ConvTranspose2d(nn.Conv2dTranspose):
         if pads is None:  # same: output H*s, the full output cropped by d*(k-1) + 1 - s
             pads = _same_split(dh * (kh - 1) + 1 - sh) + _same_split(dw * (kw - 1) + 1 - sw)
         self.has_matmul_form = self.group == 1 and min(pads) >= 0
+        self.has_winograd_form = False  # use_conv_impl's flags, shared with Conv2d
         self.add_bias = _BiasAdd()
-        self.matmul = False
+        self.matmul = self.winograd = False
         top, bottom, left, right = pads
         self.fold_pads = (min(top, bottom), min(left, right))
         self.crop = (top - self.fold_pads[0], bottom - self.fold_pads[0], left - self.fold_pads[1],
