@@ -25,8 +25,8 @@ weight or gradient is ever transposed in memory.
 ``use_conv_impl(net, "winograd")`` is ``matmul``, except that 3x3 stride-1 layers (no dilation, no groups:
 every layer of VGG, CRN and CoCosNet's SPADE blocks, most of OSMIS's) run Winograd's minimal filtering
 F(4x4, 3x3) or F(2x2, 3x3) (:class:`_WinogradMatMul`; the tile chosen per call by :func:`winograd_tile`):
-2.25 (F(4x4)) or 4 (F(2x2)) multiplies per output instead of 9, in the forward and in both gradients; 2.1-3.6x
-faster per layer than Im2Col + MatMul on CRN's layers. The sums are exact in real arithmetic; in float32 they
+2.25 (F(4x4)) or 4 (F(2x2)) multiplies per output instead of 9, in the forward and in both gradients; 2.9-3.2x
+faster per layer than Im2Col + MatMul on CRN's layers (``bench/conv_layer.py --both``). The sums are exact in real arithmetic; in float32 they
 differ from the direct ones by up to ~2e-5 of the output's scale for F(4x4) and ~2e-6 for F(2x2) (direct
 Im2Col + MatMul: ~1e-6), as cuDNN's and oneDNN's Winograd convolutions do. ``matmul`` keeps the direct sums.
 
@@ -194,12 +194,13 @@ def winograd_matrices(tile):
 def winograd_tile(batch, in_channels, out_h, out_w):
     """The Winograd tile m (4 or 2) for a 3x3 stride-1 layer on the ``winograd`` path, or 0 for Im2Col + MatMul.
 
-    Measured on a 2-core AVX-512 CPU (forward + both gradients, one layer): F(4x4) is 3.4x faster than
-    Im2Col + MatMul from ~1,000 output pixels per call (1024 channels at 64x128: 700 against 2401 ms), F(2x2)
-    wins from ~128 pixels (16x32: 77 ms against 164; F(4x4) 101, its 36 transformed kernels then cost more
-    than the products), and below that, or with fewer than 16 input channels (3->64 at 256x256: 14 ms
-    against 18), the transforms cost more than they save. Output sides must be multiples of m (no padding
-    to a whole tile: an odd map runs Im2Col + MatMul).
+    Measured on a 2-core AVX-512 CPU (forward + both gradients, one layer; ``bench/conv_layer.py --both``):
+    F(4x4) is 2.9x faster than Im2Col + MatMul from ~1,000 output pixels per call (1024 channels at 64x128:
+    688 against 1962 ms); F(2x2) below that (1044->1024 at 16x32: 86 ms against 145; a noisy size, another run
+    gave 143 against 119). The thresholds themselves (F(2x2) from 128 pixels, F(4x4) from 1,024, where its 36
+    transformed kernels stop costing more than its products save, and at least 16 input channels) come from
+    one-off measurements that forced each tile; below them the transforms cost more than they save. Output
+    sides must be multiples of m (no padding to a whole tile: an odd map runs Im2Col + MatMul).
     """
     pixels = batch * out_h * out_w
     if in_channels < 16:

@@ -1,0 +1,75 @@
+"""Median milliseconds of one 3x3 stride-1 convolution, forward + both gradients, per CPU convolution path.
+
+    python bench/conv_layer.py --cin 1024 --cout 1024 --height 64 --width 128 [--batch 1] [--steps 3]
+    python bench/conv_layer.py ... --cpu_conv matmul|winograd      # one path in this process
+    python bench/conv_layer.py ... --both                          # matmul, then winograd, each in its own process
+
+The layer is ``common.conv.Conv2d(cin, cout, 3, padding=1)`` with random weights; one iteration is a compiled
+``value_and_grad`` of ``sum(conv(x) * dy)`` with respect to the [B, cin, H, W] input and the weight (the work of
+one layer in a training step). ``winograd`` prints the tile :func:`common.conv.winograd_tile` chose (0: the
+layer stays Im2Col + MatMul). Prints the median wall ms/iter and the process's peak resident memory; the
+per-layer figures of ``common/conv.py`` and README Performance come from this script.
+"""
+import argparse
+import os
+import resource
+import subprocess
+import sys
+
+from vgg_step import REPO, timed_ms
+
+
+def run(cpu_conv, cin, cout, height, width, batch, steps):
+    from common.runtime import init_runtime
+    rt = init_runtime("CPU", "graph", seed=0, cpu_conv=cpu_conv)
+    import numpy as np
+    import mindspore as ms
+    from mindspore import Tensor
+    from common.conv import Conv2d, use_conv_impl, winograd_tile
+
+    conv = Conv2d(cin, cout, 3, pad_mode="pad", padding=1)
+    use_conv_impl(conv, rt.conv_impl)
+    rng = np.random.default_rng(0)
+    x = Tensor(rng.standard_normal((batch, cin, height, width), dtype=np.float32))
+    dy = Tensor(rng.standard_normal((batch, cout, height, width), dtype=np.float32))
+
+    def loss(x):
+        return (conv(x) * dy).sum()
+
+    grad = ms.value_and_grad(loss, 0, conv.trainable_params())
+
+    @ms.jit
+    def step(x):
+        _, (dx, dw) = grad(x)
+        return dx, dw[0]
+
+    ms_iter, _ = timed_ms(lambda: [t.asnumpy() for t in step(x)], steps)
+    tile = winograd_tile(batch, cin, height, width) if rt.conv_impl == "winograd" else 0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    print(f"conv3x3 {cin}->{cout} {height}x{width} batch {batch}, forward + both gradients: median {ms_iter:.0f} "
+          f"ms/iter over {steps}, peak RSS {peak:.2f} GB; {rt.conv_impl}" + (f" (tile {tile})" if tile else ""),
+          flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cpu_conv", choices=["matmul", "winograd"], default="winograd")
+    parser.add_argument("--cin", type=int, default=1024)
+    parser.add_argument("--cout", type=int, default=1024)
+    parser.add_argument("--height", type=int, default=64)
+    parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--both", action="store_true", help="matmul, then winograd, each in a fresh process")
+    args = parser.parse_args()
+    shape = ["--cin", str(args.cin), "--cout", str(args.cout), "--height", str(args.height), "--width",
+             str(args.width), "--batch", str(args.batch), "--steps", str(args.steps)]
+    if args.both:
+        for impl in ("matmul", "winograd"):
+            subprocess.run([sys.executable, os.path.abspath(__file__), "--cpu_conv", impl] + shape, check=True)
+        return
+    run(args.cpu_conv, args.cin, args.cout, args.height, args.width, args.batch, args.steps)
+
+
+if __name__ == "__main__":
+    main()
