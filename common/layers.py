@@ -2,6 +2,8 @@
 
 * :func:`reduce_mean` / :func:`reduce_sum` - reductions over several axes of [B, C, H, W] through a 2-D reshape.
 * :class:`LeakyReLU` - the same function with a cheaper gradient than ``nn.LeakyReLU`` on CPU.
+* :class:`Standardize` - ``(x - mean) / sqrt(var + eps)`` over any axes, with a hand-written backward that
+  keeps only ``x`` (graph-mode memory: see its docstring); the norms below and CoCosNet's positional norm.
 * :class:`InstanceNorm2d` - per sample and channel over H, W (``nn.InstanceNorm2d`` has no CPU kernel).
 * :class:`LayerNorm2d` - per sample over C, H, W with per-channel scale/offset (TF ``slim.layer_norm``).
 * :class:`BatchStatNorm2d` - batch normalisation that always uses the current batch's statistics
@@ -16,7 +18,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.ops import constexpr
 from mindspore.common.initializer import Normal, initializer
 
-__all__ = ["ChannelAffine", "reduce_mean", "reduce_sum", "LeakyReLU", "InstanceNorm2d", "LayerNorm2d", "BatchStatNorm2d", "CounterDropout", "set_dropout_rank", "init_weights", "count_params"]
+__all__ = ["ChannelAffine", "reduce_mean", "reduce_sum", "expand", "Standardize", "LeakyReLU", "InstanceNorm2d", "LayerNorm2d", "BatchStatNorm2d", "CounterDropout", "set_dropout_rank", "init_weights", "count_params"]
 
 
 @constexpr
@@ -66,10 +68,54 @@ def reduce_mean(x, axes, keep_dims=True):
     return reduce_sum(x, axes, keep_dims) / _reduction_plan(x.shape, axes, keep_dims)[3]
 
 
-def _moments(x, axes):
-    mean = reduce_mean(x, axes)
-    var = reduce_mean(ops.square(x - mean), axes)
-    return mean, var
+def expand(stat, x):
+    """``stat`` (e.g. [B, C, 1, 1] or [1, C, 1, 1]) broadcast to ``x``'s shape as its own op.
+
+    In MindSpore 2.10's CPU graphs an arithmetic op that broadcasts an operand by itself keeps several
+    full-size buffers alive until the step ends; BroadcastTo followed by a same-shape op does not
+    (``python bench/graph_memory.py --stack norm``). Exports to ONNX as Expand.
+    """
+    return ops.broadcast_to(stat, x.shape)
+
+
+class Standardize(nn.Cell):
+    """``(x - mean) / sqrt(var + eps)`` over ``axes``, the variance with divisor ``N - ddof`` (N values per
+    group), with a hand-written backward that keeps only ``x`` and recomputes the rest:
+
+        dx = (dy - mean(dy) - y * sum(dy * y) / (N - ddof)) / sqrt(var + eps)   (sums over ``axes``).
+
+    Why: MindSpore 2.10's graph-mode autodiff of the composed ops keeps about 17 full-size buffers per layer
+    until the step ends; this cell about 0.5 (``python bench/graph_memory.py --stack norm``).
+    ``axes=(2, 3)``: instance norm; ``(1, 2, 3)``: layer norm; ``(1,)`` with ``ddof=1``: positional norm.
+
+    Shapes: [B, C, H, W] -> [B, C, H, W].
+    """
+
+    def __init__(self, axes, eps=1e-5, ddof=0):
+        super().__init__()
+        self.axes = tuple(axes)
+        self.eps = eps
+        self.ddof = ddof
+
+    def _normalize(self, x):
+        """(y, 1 / sqrt(var + eps) expanded to x's shape)."""
+        count = _reduction_plan(x.shape, self.axes, True)[3]
+        centred = x - expand(reduce_mean(x, self.axes), x)
+        var = reduce_mean(ops.square(centred), self.axes) * (count / (count - self.ddof))
+        # a Pow of the small statistics (ONNX export has no Rsqrt or Reciprocal), then a full-size Mul: a
+        # full-size Div keeps buffers alive like a broadcasting op (8 activations per layer instead of 0.5)
+        rstd = expand(ops.pow(var + self.eps, -0.5), x)
+        return centred * rstd, rstd
+
+    def construct(self, x):
+        return self._normalize(x)[0]
+
+    def bprop(self, x, out, dout):
+        y, rstd = self._normalize(x)
+        count = _reduction_plan(x.shape, self.axes, True)[3]
+        mean_d = expand(reduce_mean(dout, self.axes), x)
+        k = expand(reduce_sum(dout * y, self.axes) / (count - self.ddof), x)
+        return ((dout - mean_d - y * k) * rstd,)
 
 
 class ChannelAffine(nn.Cell):
@@ -120,37 +166,37 @@ class LeakyReLU(nn.Cell):
 
 
 class InstanceNorm2d(nn.Cell):
-    """Instance normalisation of [B, C, H, W] with optional per-channel affine (PyTorch semantics)."""
+    """Instance normalisation of [B, C, H, W] with optional per-channel affine (PyTorch semantics):
+    :class:`Standardize` over (H, W)."""
 
     def __init__(self, num_features, eps=1e-5, affine=False):
         super().__init__()
-        self.eps = eps
+        self.norm = Standardize((2, 3), eps)
         self.affine = affine
         if affine:
             self.gamma = Parameter(initializer("ones", (num_features,)), name="gamma")
             self.beta = Parameter(initializer("zeros", (num_features,)), name="beta")
 
     def construct(self, x):
-        mean, var = _moments(x, (2, 3))
-        y = (x - mean) / ops.sqrt(var + self.eps)
+        y = self.norm(x)
         if self.affine:
-            y = y * self.gamma.reshape(1, -1, 1, 1) + self.beta.reshape(1, -1, 1, 1)
+            y = y * expand(self.gamma.reshape(1, -1, 1, 1), y) + expand(self.beta.reshape(1, -1, 1, 1), y)
         return y
 
 
 class LayerNorm2d(nn.Cell):
-    """Layer normalisation of [B, C, H, W] over (C, H, W) with per-channel gamma/beta of shape [C]."""
+    """Layer normalisation of [B, C, H, W] over (C, H, W) with per-channel gamma/beta of shape [C]:
+    :class:`Standardize` over (C, H, W), then the affine map."""
 
     def __init__(self, num_features, eps=1e-12):
         super().__init__()
-        self.eps = eps
+        self.norm = Standardize((1, 2, 3), eps)
         self.gamma = Parameter(initializer("ones", (num_features,)), name="gamma")
         self.beta = Parameter(initializer("zeros", (num_features,)), name="beta")
 
     def construct(self, x):
-        mean, var = _moments(x, (1, 2, 3))
-        y = (x - mean) / ops.sqrt(var + self.eps)
-        return y * self.gamma.reshape(1, -1, 1, 1) + self.beta.reshape(1, -1, 1, 1)
+        y = self.norm(x)
+        return y * expand(self.gamma.reshape(1, -1, 1, 1), y) + expand(self.beta.reshape(1, -1, 1, 1), y)
 
 
 class BatchStatNorm2d(nn.Cell):
@@ -162,14 +208,13 @@ class BatchStatNorm2d(nn.Cell):
 
     def __init__(self, bn):
         super().__init__()
-        self.eps = float(bn.eps)
+        self.norm = Standardize((0, 2, 3), float(bn.eps))
         self.gamma = bn.gamma
         self.beta = bn.beta
 
     def construct(self, x):
-        mean, var = _moments(x, (0, 2, 3))
-        y = (x - mean) / ops.sqrt(var + self.eps)
-        return y * self.gamma.reshape(1, -1, 1, 1) + self.beta.reshape(1, -1, 1, 1)
+        y = self.norm(x)
+        return y * expand(self.gamma.reshape(1, -1, 1, 1), y) + expand(self.beta.reshape(1, -1, 1, 1), y)
 
 
 class CounterDropout(nn.Cell):

@@ -1,4 +1,5 @@
-"""common.layers reductions: reduce_mean / reduce_sum (2-D reshape forms) against NumPy, values and gradients."""
+"""common.layers: reduce_mean / reduce_sum (2-D reshape forms) against NumPy, values and gradients; Standardize and
+the norms built on it against NumPy, gradients against float64 central differences."""
 import numpy as np
 import pytest
 
@@ -6,7 +7,7 @@ import common  # noqa: F401
 import mindspore as ms
 from mindspore import Tensor, nn
 
-from common.layers import reduce_mean, reduce_sum
+from common.layers import InstanceNorm2d, LayerNorm2d, Standardize, reduce_mean, reduce_sum
 
 
 class _Reduce(nn.Cell):
@@ -39,3 +40,65 @@ def test_reductions_match_numpy(axes, keep_dims):
     count = np.prod([x.shape[a] for a in axes])
     np.testing.assert_allclose(grad, np.broadcast_to(2 * x.mean(axis=axes, keepdims=True) / count, x.shape),
                                rtol=1e-5, atol=1e-7)
+
+
+def _np_standardize(x, axes, eps, ddof):
+    mean = x.mean(axis=axes, keepdims=True)
+    return (x - mean) / np.sqrt(x.var(axis=axes, ddof=ddof, keepdims=True) + eps)
+
+
+def _central_difference(f, x, h=1e-6):
+    """d sum(f(x) * w) / dx in float64 for the fixed weights w inside f."""
+    grad = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        step = np.zeros_like(x)
+        step[i] = h
+        grad[i] = (f(x + step) - f(x - step)) / (2 * h)
+    return grad
+
+
+class _Weighted(nn.Cell):
+    def __init__(self, net, w):
+        super().__init__()
+        self.net, self.w = net, Tensor(w)
+
+    def construct(self, x):
+        return (self.net(x) * self.w).sum()
+
+
+@pytest.mark.parametrize("mode", [ms.PYNATIVE_MODE, ms.GRAPH_MODE])
+@pytest.mark.parametrize("axes, ddof", [((2, 3), 0), ((1, 2, 3), 0), ((1,), 1), ((0, 2, 3), 0)])
+def test_standardize_values_and_hand_written_gradient_match_numpy(axes, ddof, mode):
+    """Instance, layer, positional (N-1) and batch-statistics forms; odd sizes, batch 2; the backward is the
+    cell's own bprop, checked against central differences of the NumPy forward in float64."""
+    ms.set_context(mode=mode)
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal((2, 3, 5, 3)) * 2 + 0.5).astype(np.float32)
+    w = rng.standard_normal(x.shape).astype(np.float32)
+    net = Standardize(axes, eps=1e-3, ddof=ddof)
+    np.testing.assert_allclose(net(Tensor(x)).asnumpy(), _np_standardize(x.astype(np.float64), axes, 1e-3, ddof),
+                               rtol=1e-5, atol=1e-5)
+    got = ms.grad(_Weighted(net, w))(Tensor(x)).asnumpy()
+    want = _central_difference(lambda v: (_np_standardize(v, axes, 1e-3, ddof) * w).sum(), x.astype(np.float64))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+
+
+@pytest.mark.parametrize("cell", ["instance", "layer"])
+def test_affine_norms_gradients_of_gamma_and_beta(cell):
+    """d/dgamma = sum of dy * y and d/dbeta = sum of dy per channel, with y the standardized input."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 4, 3, 5)).astype(np.float32)
+    w = rng.standard_normal(x.shape).astype(np.float32)
+    if cell == "instance":
+        net, axes, eps = InstanceNorm2d(4, affine=True), (2, 3), 1e-5
+    else:
+        net, axes, eps = LayerNorm2d(4), (1, 2, 3), 1e-12
+    net.gamma.set_data(Tensor(np.array([0.5, 1.0, 2.0, -1.0], np.float32)))
+    net.beta.set_data(Tensor(np.array([0.1, 0.0, -0.3, 1.0], np.float32)))
+    y = _np_standardize(x.astype(np.float64), axes, eps, 0)
+    want = y * net.gamma.asnumpy().reshape(1, -1, 1, 1) + net.beta.asnumpy().reshape(1, -1, 1, 1)
+    np.testing.assert_allclose(net(Tensor(x)).asnumpy(), want, rtol=1e-5, atol=1e-5)
+    d_gamma, d_beta = ms.grad(_Weighted(net, w), grad_position=None, weights=[net.gamma, net.beta])(Tensor(x))
+    np.testing.assert_allclose(d_gamma.asnumpy(), (w * y).sum(axis=(0, 2, 3)), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(d_beta.asnumpy(), w.sum(axis=(0, 2, 3)), rtol=1e-5, atol=1e-5)

@@ -1,8 +1,8 @@
 """Building blocks of the CoCosNet networks (Zhang et al., CVPR 2020), shared by the correspondence
 network, the translation network and the discriminator.
 
-* :func:`positional_norm` / :class:`PositionalNorm2d` - PONO (Li et al., NeurIPS 2019): each pixel
-  normalised across channels, with the unbiased (N-1) variance of the reference code.
+* :class:`PositionalNorm2d` - PONO (Li et al., NeurIPS 2019): each pixel normalised across channels, with
+  the unbiased (N-1) variance of the reference code (``common.layers.Standardize`` over C).
 * :func:`feature_normalize` - L2 normalisation along channels with the reference's tiny epsilon.
 * :func:`nearest_resize` - nearest resize by integer factors (PyTorch's legacy ``nearest``: source index
   ``floor(i * in / out)``), as strided slices and tiles that export to ONNX.
@@ -21,10 +21,10 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
 from common.conv import Conv2d
-from common.layers import InstanceNorm2d, LeakyReLU
+from common.layers import InstanceNorm2d, LeakyReLU, Standardize
 from common.spectral_norm import spectral_norm
 
-__all__ = ["FLOAT_EPS", "conv2d", "sn_conv2d", "reflect_pad", "positional_norm", "PositionalNorm2d",
+__all__ = ["FLOAT_EPS", "conv2d", "sn_conv2d", "reflect_pad", "PositionalNorm2d",
            "feature_normalize", "nearest_resize", "PReLU", "SPADE", "SPADEResnetBlock", "Attention",
            "ResidualBlock"]
 
@@ -48,27 +48,12 @@ def reflect_pad(p):
     return nn.Pad(((0, 0), (0, 0), (p, p), (p, p)), mode="REFLECT")
 
 
-def positional_norm(x, eps=1e-5):
-    """PONO: ``(x - mean_C) / sqrt(var_C + eps)`` per sample and pixel; var with the N-1 divisor.
-
-    [B, C, H, W] -> [B, C, H, W]; C must be at least 2.
-    """
-    c = x.shape[1]
-    mean = x.mean(axis=1, keep_dims=True)
-    centred = x - mean
-    var = ops.square(centred).sum(axis=1, keepdims=True) / (c - 1)
-    return centred / ops.sqrt(var + eps)
-
-
-class PositionalNorm2d(nn.Cell):
-    """:func:`positional_norm` as a cell (no parameters). [B, C, H, W] -> [B, C, H, W]."""
+class PositionalNorm2d(Standardize):
+    """PONO: ``(x - mean_C) / sqrt(var_C + eps)`` per sample and pixel; var with the N-1 divisor (the
+    reference), backward by :class:`common.layers.Standardize`. [B, C, H, W] -> [B, C, H, W]; C >= 2."""
 
     def __init__(self, eps=1e-5):
-        super().__init__()
-        self.eps = eps
-
-    def construct(self, x):
-        return positional_norm(x, self.eps)
+        super().__init__((1,), eps, ddof=1)
 
 
 def feature_normalize(x, axis=1):
@@ -122,13 +107,14 @@ class SPADE(nn.Cell):
 
     def __init__(self, norm_nc, label_nc, hidden=128):
         super().__init__()
+        self.param_free_norm = PositionalNorm2d()
         self.mlp_shared = nn.SequentialCell([reflect_pad(1), conv2d(label_nc, hidden, 3), nn.ReLU()])
         self.pad = reflect_pad(1)
         self.mlp_gamma = conv2d(hidden, norm_nc, 3)
         self.mlp_beta = conv2d(hidden, norm_nc, 3)
 
     def construct(self, x, segmap):
-        normalized = positional_norm(x)
+        normalized = self.param_free_norm(x)
         actv = self.pad(self.mlp_shared(nearest_resize(segmap, x.shape[2:])))
         return normalized * (1.0 + self.mlp_gamma(actv)) + self.mlp_beta(actv)
 
