@@ -18,7 +18,7 @@ the CRN loss network); ``'torch'`` also divides by the ImageNet std (torchvision
 import numpy as np
 from mindspore import Tensor, nn, ops
 
-from common.layers import reduce_mean
+from common.layers import expand, reduce_mean
 from common.vgg import VGG
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "CRN_LAYER_WEIGHTS", "PerceptualLoss", "HindsightLoss",
@@ -76,7 +76,7 @@ class PerceptualLoss(nn.Cell):
 
     def features(self, x):
         """[N, 3, H, W] 0..255 -> tuple of the layers' activations, in ``layers`` order."""
-        feats = self.vgg((x - self.mean) * self.inv_std) if self.vgg is not None else ()
+        feats = self.vgg((x - expand(self.mean, x)) * expand(self.inv_std, x)) if self.vgg is not None else ()
         out, j = (), 0
         for name in self.layers:
             if name == "pixel":
@@ -101,7 +101,7 @@ class PerceptualLoss(nn.Cell):
             fc, fh, fw = feat.shape[1:]
             phi_fake = feat[:b * k].reshape(b, k, fc, fh, fw)
             phi_real = ops.stop_gradient(feat[b * k:]).reshape(b, 1, fc, fh, fw)
-            err = ops.abs(phi_fake - phi_real).mean(axis=2)  # [B, k, h, w]
+            err = ops.abs(phi_fake - expand(phi_real, phi_fake)).mean(axis=2)  # [B, k, h, w]
             if masks is None:
                 term = reduce_mean(err, (2, 3), keep_dims=False)  # [B, k]
             else:

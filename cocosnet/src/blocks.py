@@ -21,7 +21,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
 from common.conv import Conv2d
-from common.layers import InstanceNorm2d, LeakyReLU, Standardize
+from common.layers import InstanceNorm2d, LeakyReLU, Standardize, expand
 from common.spectral_norm import spectral_norm
 
 __all__ = ["FLOAT_EPS", "conv2d", "sn_conv2d", "reflect_pad", "PositionalNorm2d",
@@ -57,9 +57,10 @@ class PositionalNorm2d(Standardize):
 
 
 def feature_normalize(x, axis=1):
-    """``x / (|x|_2 + FLOAT_EPS)`` along ``axis`` (the reference ``util.feature_normalize``)."""
+    """``x / (|x|_2 + FLOAT_EPS)`` along ``axis`` (the reference ``util.feature_normalize``), as a full-size
+    multiply by the expanded inverse norms (see ``common.layers.expand``)."""
     norm = ops.sqrt(ops.square(x).sum(axis=axis, keepdims=True))
-    return x / (norm + FLOAT_EPS)
+    return x * expand(ops.pow(norm + FLOAT_EPS, -1.0), x)
 
 
 def nearest_resize(x, size):

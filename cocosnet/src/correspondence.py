@@ -16,8 +16,8 @@ correlation, softmax and both warps) runs in float32 under any ``--amp_level`` (
 from mindspore import dtype as mstype
 from mindspore import nn, ops
 
-from common.layers import InstanceNorm2d, LeakyReLU
-from cocosnet.src.blocks import (FLOAT_EPS, ResidualBlock, SPADEResnetBlock, conv2d, feature_normalize,
+from common.layers import InstanceNorm2d, LeakyReLU, expand
+from cocosnet.src.blocks import (ResidualBlock, SPADEResnetBlock, conv2d, feature_normalize,
                                  nearest_resize, sn_conv2d)
 
 __all__ = ["unfold_patches", "center_normalize", "correlation", "warp", "avg_pool", "CorrelationWarp",
@@ -45,8 +45,7 @@ def unfold_patches(x, kernel=3):
 
 def center_normalize(x):
     """Per position (column of [B, D, N]): subtract the mean over D, divide by (L2 norm + FLOAT_EPS)."""
-    x = x - x.mean(axis=1, keep_dims=True)
-    return x / (ops.sqrt(ops.square(x).sum(axis=1, keepdims=True)) + FLOAT_EPS)
+    return feature_normalize(x - expand(x.mean(axis=1, keep_dims=True), x))
 
 
 def correlation(theta, phi, temperature=0.01):

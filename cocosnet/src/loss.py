@@ -8,6 +8,8 @@
 """
 from mindspore import ops
 
+from common.layers import expand
+
 from cocosnet.src.blocks import feature_normalize
 
 __all__ = ["contextual_loss", "warped_mask_loss", "self_reference_l1"]
@@ -72,5 +74,5 @@ def self_reference_l1(fake, real, self_ref):
 
     fake, real: [B, C, H, W] -> scalar (0 when no sample of the batch is a self-reference pair).
     """
-    weights = (self_ref / (self_ref.sum() + 1e-5)).reshape(-1, 1, 1, 1)
-    return (ops.abs(fake - real) * weights).mean()
+    err = ops.abs(fake - real)
+    return (err * expand((self_ref / (self_ref.sum() + 1e-5)).reshape(-1, 1, 1, 1), err)).mean()
