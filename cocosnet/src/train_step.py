@@ -114,9 +114,10 @@ def _discriminate(netD, seg, fake, real):
     b = fake.shape[0]
     both = netD(ops.cat((ops.cat((seg, fake), 1), ops.cat((seg, real), 1)), 0))
     fake_out, real_out = (), ()
-    for scale in both:
-        fake_out += (tuple(t[:b] for t in scale),)
-        real_out += (tuple(t[b:] for t in scale),)
+    for scale in both:  # Split rather than slices: MindSpore's CPU StridedSlice copies ~30x slower
+        halves = tuple(ops.split(t, b, axis=0) for t in scale)
+        fake_out += (tuple(h[0] for h in halves),)
+        real_out += (tuple(h[1] for h in halves),)
     return fake_out, real_out
 
 
