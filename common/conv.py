@@ -108,6 +108,12 @@ def _same_split(total):
     return total // 2, total - total // 2
 
 
+def samples(x):
+    """The samples of a batch, each [1, ...]: ``(x,)`` for batch 1, else one Split (MindSpore 2.10's CPU StridedSlice
+    copies one [1, 157, 128, 128] sample of a batch of 2 in ~50 ms, Split both in ~3 ms)."""
+    return (x,) if x.shape[0] == 1 else ops.split(x, 1, axis=0)
+
+
 class _Im2ColMatMul(nn.Cell):
     """``y = W @ im2col(x)`` per sample, with a backward that recomputes ``im2col(x)`` instead of keeping it.
 
@@ -165,12 +171,6 @@ class _Im2ColMatMul(nn.Cell):
             dcols = dcols.reshape(1, dcols.shape[0], dcols.shape[1])
             dxs.append(ops.fold(dcols, Tensor((h, wd), int32), self.kernel, self.dilations, self.pads, self.strides))
         return (dxs[0] if b == 1 else ops.cat(dxs)), dw.reshape(w.shape)
-
-
-def samples(x):
-    """The samples of a batch, each [1, ...]: ``(x,)`` for batch 1, else one Split (MindSpore 2.10's CPU StridedSlice
-    copies one [1, 157, 128, 128] sample of a batch of 2 in ~50 ms, Split both in ~3 ms)."""
-    return (x,) if x.shape[0] == 1 else ops.split(x, 1, axis=0)
 
 
 def winograd_matrices(tile):

@@ -2,8 +2,9 @@
 
 * :func:`reduce_mean` / :func:`reduce_sum` - reductions over several axes of [B, C, H, W] through a 2-D reshape.
 * :class:`LeakyReLU` - the same function with a cheaper gradient than ``nn.LeakyReLU`` on CPU.
+* :func:`expand` - a statistic broadcast to a tensor's shape as its own op (graph-mode memory: see its docstring).
 * :class:`Standardize` - ``(x - mean) / sqrt(var + eps)`` over any axes, with a hand-written backward that
-  keeps only ``x`` (graph-mode memory: see its docstring); the norms below and CoCosNet's positional norm.
+  keeps only ``x``; the norms below and CoCosNet's positional norm.
 * :class:`InstanceNorm2d` - per sample and channel over H, W (``nn.InstanceNorm2d`` has no CPU kernel).
 * :class:`LayerNorm2d` - per sample over C, H, W with per-channel scale/offset (TF ``slim.layer_norm``).
 * :class:`BatchStatNorm2d` - batch normalisation that always uses the current batch's statistics

@@ -71,7 +71,15 @@ class _Weighted(nn.Cell):
 def test_standardize_values_and_hand_written_gradient_match_numpy(axes, ddof, mode):
     """Instance, layer, positional (N-1) and batch-statistics forms; odd sizes, batch 2; the backward is the
     cell's own bprop, checked against central differences of the NumPy forward in float64."""
+    previous = ms.get_context("mode")
     ms.set_context(mode=mode)
+    try:
+        _check_standardize(axes, ddof)
+    finally:
+        ms.set_context(mode=previous)  # other test files of this process compile in their own mode
+
+
+def _check_standardize(axes, ddof):
     rng = np.random.default_rng(1)
     x = (rng.standard_normal((2, 3, 5, 3)) * 2 + 0.5).astype(np.float32)
     w = rng.standard_normal(x.shape).astype(np.float32)
@@ -81,7 +89,6 @@ def test_standardize_values_and_hand_written_gradient_match_numpy(axes, ddof, mo
     got = ms.grad(_Weighted(net, w))(Tensor(x)).asnumpy()
     want = _central_difference(lambda v: (_np_standardize(v, axes, 1e-3, ddof) * w).sum(), x.astype(np.float64))
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
-    ms.set_context(mode=ms.PYNATIVE_MODE)
 
 
 @pytest.mark.parametrize("cell", ["instance", "layer"])
