@@ -147,16 +147,17 @@ class GeneratorLoss(nn.Cell):
                 feat = feat + ops.abs(pred_fake[i][j] - ops.stop_gradient(pred_real[i][j])).mean()
         gan = gan / num_d * self.weight_gan
         feat = feat / num_d * self.lambda_feat
-        feats = self.vgg(ops.cat((fake, real, ref), 0))
+        # one VGG pass over [fake, real, ref]; each tap split back into its three parts (Split, not slices)
+        feats = tuple(ops.split(f, b, axis=0) for f in self.vgg(ops.cat((fake, real, ref), 0)))
         fm = 0.0
-        for w, f in zip(FM_WEIGHTS, feats):
-            fm = fm + w * self_reference_l1(f[:b], ops.stop_gradient(f[b:2 * b]), self_ref)
+        for w, (f_fake, f_real_img, _) in zip(FM_WEIGHTS, feats):
+            fm = fm + w * self_reference_l1(f_fake, ops.stop_gradient(f_real_img), self_ref)
         fm = fm * self.weight_fm
-        perc = ops.square(feats[-1][:b] - ops.stop_gradient(feats[-1][b:2 * b])).mean() * self.weight_perceptual
+        perc = ops.square(feats[-1][0] - ops.stop_gradient(feats[-1][1])).mean() * self.weight_perceptual
         r3, r4, r5 = feats[2], feats[3], feats[4]
-        ctx = (8.0 * contextual_loss(r5[:b], ops.stop_gradient(r5[2 * b:])).mean()
-               + 4.0 * contextual_loss(r4[:b], ops.stop_gradient(r4[2 * b:])).mean()
-               + 2.0 * contextual_loss(avg_pool(r3[:b], 2), ops.stop_gradient(avg_pool(r3[2 * b:], 2))).mean())
+        ctx = (8.0 * contextual_loss(r5[0], ops.stop_gradient(r5[2])).mean()
+               + 4.0 * contextual_loss(r4[0], ops.stop_gradient(r4[2])).mean()
+               + 2.0 * contextual_loss(avg_pool(r3[0], 2), ops.stop_gradient(avg_pool(r3[2], 2))).mean())
         ctx = ctx * self.weight_ctx
         align = ops.abs(f_seg - f_real).mean() * self.weight_align
         h, w = warp_mask.shape[2], warp_mask.shape[3]
