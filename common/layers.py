@@ -102,6 +102,8 @@ class Standardize(nn.Cell):
         """(y, 1 / sqrt(var + eps) expanded to x's shape)."""
         count = _reduction_plan(x.shape, self.axes, True)[3]
         centred = x - expand(reduce_mean(x, self.axes), x)
+        # reduce_mean, rescaled: reduce_sum on the squares here makes MindSpore 2.10's graph compiler fail on
+        # this bprop ("The func graph is empty")
         var = reduce_mean(ops.square(centred), self.axes) * (count / (count - self.ddof))
         # a Pow of the small statistics (ONNX export has no Rsqrt or Reciprocal), then a full-size Mul: a
         # full-size Div keeps buffers alive like a broadcasting op (8 activations per layer instead of 0.5)
@@ -117,6 +119,11 @@ class Standardize(nn.Cell):
         mean_d = expand(reduce_mean(dout, self.axes), x)
         k = expand(reduce_sum(dout * y, self.axes) / (count - self.ddof), x)
         return ((dout - mean_d - y * k) * rstd,)
+
+
+def _scale_shift(y, gamma, beta):
+    """``y * gamma + beta`` per channel: y [B, C, H, W], gamma and beta [C] (through :func:`expand`)."""
+    return y * expand(gamma.reshape(1, -1, 1, 1), y) + expand(beta.reshape(1, -1, 1, 1), y)
 
 
 class ChannelAffine(nn.Cell):
@@ -181,7 +188,7 @@ class InstanceNorm2d(nn.Cell):
     def construct(self, x):
         y = self.norm(x)
         if self.affine:
-            y = y * expand(self.gamma.reshape(1, -1, 1, 1), y) + expand(self.beta.reshape(1, -1, 1, 1), y)
+            y = _scale_shift(y, self.gamma, self.beta)
         return y
 
 
@@ -197,7 +204,7 @@ class LayerNorm2d(nn.Cell):
 
     def construct(self, x):
         y = self.norm(x)
-        return y * expand(self.gamma.reshape(1, -1, 1, 1), y) + expand(self.beta.reshape(1, -1, 1, 1), y)
+        return _scale_shift(y, self.gamma, self.beta)
 
 
 class BatchStatNorm2d(nn.Cell):
@@ -215,7 +222,7 @@ class BatchStatNorm2d(nn.Cell):
 
     def construct(self, x):
         y = self.norm(x)
-        return y * expand(self.gamma.reshape(1, -1, 1, 1), y) + expand(self.beta.reshape(1, -1, 1, 1), y)
+        return _scale_shift(y, self.gamma, self.beta)
 
 
 class CounterDropout(nn.Cell):
