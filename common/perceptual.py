@@ -99,8 +99,9 @@ class PerceptualLoss(nn.Cell):
         cost = 0.0
         for i, feat in enumerate(both):
             fc, fh, fw = feat.shape[1:]
-            phi_fake = feat[:b * k].reshape(b, k, fc, fh, fw)
-            phi_real = ops.stop_gradient(feat[b * k:]).reshape(b, 1, fc, fh, fw)
+            phi_fake, phi_real = ops.split(feat, [b * k, b], axis=0)  # not slices: CPU StridedSlice copies slowly
+            phi_fake = phi_fake.reshape(b, k, fc, fh, fw)
+            phi_real = ops.stop_gradient(phi_real).reshape(b, 1, fc, fh, fw)
             err = ops.abs(phi_fake - expand(phi_real, phi_fake)).mean(axis=2)  # [B, k, h, w]
             if masks is None:
                 term = reduce_mean(err, (2, 3), keep_dims=False)  # [B, k]
