@@ -102,7 +102,7 @@ class PerceptualLoss(nn.Cell):
             phi_fake, phi_real = ops.split(feat, [b * k, b], axis=0)  # not slices: CPU StridedSlice copies slowly
             phi_fake = phi_fake.reshape(b, k, fc, fh, fw)
             phi_real = ops.stop_gradient(phi_real).reshape(b, 1, fc, fh, fw)
-            err = ops.abs(phi_fake - expand(phi_real, phi_fake)).mean(axis=2)  # [B, k, h, w]
+            err = reduce_mean(ops.abs(phi_fake - expand(phi_real, phi_fake)), (2,), keep_dims=False)  # [B, k, h, w]
             if masks is None:
                 term = reduce_mean(err, (2, 3), keep_dims=False)  # [B, k]
             else:

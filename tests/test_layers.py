@@ -1,4 +1,5 @@
-"""common.layers: reduce_mean / reduce_sum (2-D reshape forms) against NumPy, values and gradients; Standardize and
+"""common.layers: reduce_mean / reduce_sum (2-D reshape and matrix-product forms) and expand against NumPy, values and
+gradients; Standardize and
 the norms built on it against NumPy, gradients against float64 central differences."""
 import numpy as np
 import pytest
@@ -7,7 +8,7 @@ import common  # noqa: F401
 import mindspore as ms
 from mindspore import Tensor, nn
 
-from common.layers import InstanceNorm2d, LayerNorm2d, Standardize, reduce_mean, reduce_sum
+from common.layers import InstanceNorm2d, LayerNorm2d, Softmax, Standardize, expand, reduce_mean, reduce_sum
 
 
 class _Reduce(nn.Cell):
@@ -28,10 +29,11 @@ class _SquaredMean(nn.Cell):
         return (reduce_mean(x, self.axes, False) ** 2).sum()
 
 
-@pytest.mark.parametrize("axes", [(1, 2, 3), (2, 3), (3,), (0, 2, 3), (-1, -2), (0, 1)])
+@pytest.mark.parametrize("axes", [(1, 2, 3), (2, 3), (3,), (0, 2, 3), (-1, -2), (1,), (1, 2), (2,), (0, 1), (1, 3)])
 @pytest.mark.parametrize("keep_dims", [True, False])
 def test_reductions_match_numpy(axes, keep_dims):
-    """Trailing axes and (0, 2, 3) take the reshape forms, (0, 1) the fallback; odd sizes, batch 3."""
+    """Trailing axes and (0, 2, 3) take the reshape forms, inner blocks ((1,), (1, 2), (2,), (0, 1)) the
+    matrix product with ones, (1, 3) the fallback; odd sizes, batch 3."""
     x = np.random.default_rng(0).standard_normal((3, 4, 5, 7)).astype(np.float32) * 2 + 1
     mean, total = _Reduce(axes, keep_dims)(Tensor(x))
     np.testing.assert_allclose(mean.asnumpy(), x.mean(axis=axes, keepdims=keep_dims), rtol=1e-5, atol=1e-6)
@@ -40,6 +42,28 @@ def test_reductions_match_numpy(axes, keep_dims):
     count = np.prod([x.shape[a] for a in axes])
     np.testing.assert_allclose(grad, np.broadcast_to(2 * x.mean(axis=axes, keepdims=True) / count, x.shape),
                                rtol=1e-5, atol=1e-7)
+
+
+class _WeightedExpand(nn.Cell):
+    def __init__(self, w):
+        super().__init__()
+        self.w = Tensor(w)
+
+    def construct(self, stat):
+        return (expand(stat, self.w) * self.w).sum()
+
+
+@pytest.mark.parametrize("stat_shape", [(3, 1, 5, 7), (1, 1, 5, 7), (3, 1, 1, 7), (3, 4, 1, 1), (1, 4, 1, 1), (3, 4, 5, 1)])
+def test_expand_matches_numpy_broadcast(stat_shape):
+    """Inner blocks ([3, 1, 5, 7], [3, 1, 1, 7], and [1, 1, 5, 7] with a leading block) take the outer product
+    with ones, trailing ones BroadcastTo; the gradient is the sum of the weights over the broadcast axes."""
+    rng = np.random.default_rng(1)
+    stat = rng.standard_normal(stat_shape).astype(np.float32)
+    w = rng.standard_normal((3, 4, 5, 7)).astype(np.float32)
+    np.testing.assert_array_equal(expand(Tensor(stat), Tensor(w)).asnumpy(), np.broadcast_to(stat, w.shape))
+    axes = tuple(i for i, n in enumerate(stat_shape) if n == 1)
+    grad = ms.grad(_WeightedExpand(w))(Tensor(stat)).asnumpy()
+    np.testing.assert_allclose(grad, w.sum(axis=axes, keepdims=True), rtol=1e-5, atol=1e-5)
 
 
 def _np_standardize(x, axes, eps, ddof):
@@ -89,6 +113,30 @@ def _check_standardize(axes, ddof):
     got = ms.grad(_Weighted(net, w))(Tensor(x)).asnumpy()
     want = _central_difference(lambda v: (_np_standardize(v, axes, 1e-3, ddof) * w).sum(), x.astype(np.float64))
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def _np_softmax(x):
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+@pytest.mark.parametrize("mode", [ms.PYNATIVE_MODE, ms.GRAPH_MODE])
+def test_softmax_values_and_hand_written_gradient_match_numpy(mode):
+    """Last-axis softmax of [2, 3, 7] (logits up to ~10): values against NumPy, the cell's bprop against central
+    differences of the NumPy forward in float64."""
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((2, 3, 7)) * 3).astype(np.float32)
+    w = rng.standard_normal(x.shape).astype(np.float32)
+    previous = ms.get_context("mode")
+    ms.set_context(mode=mode)
+    try:
+        net = Softmax()
+        np.testing.assert_allclose(net(Tensor(x)).asnumpy(), _np_softmax(x.astype(np.float64)), rtol=1e-5, atol=1e-7)
+        got = ms.grad(_Weighted(net, w))(Tensor(x)).asnumpy()
+    finally:
+        ms.set_context(mode=previous)
+    want = _central_difference(lambda v: (_np_softmax(v) * w).sum(), x.astype(np.float64))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("cell", ["instance", "layer"])

@@ -21,7 +21,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
 from common.conv import Conv2d
-from common.layers import InstanceNorm2d, LeakyReLU, Standardize, expand
+from common.layers import InstanceNorm2d, LeakyReLU, Softmax, Standardize, expand, reduce_sum
 from common.spectral_norm import spectral_norm
 
 __all__ = ["FLOAT_EPS", "conv2d", "sn_conv2d", "reflect_pad", "PositionalNorm2d",
@@ -59,7 +59,7 @@ class PositionalNorm2d(Standardize):
 def feature_normalize(x, axis=1):
     """``x / (|x|_2 + FLOAT_EPS)`` along ``axis`` (the reference ``util.feature_normalize``), as a full-size
     multiply by the expanded inverse norms (see ``common.layers.expand``)."""
-    norm = ops.sqrt(ops.square(x).sum(axis=axis, keepdims=True))
+    norm = ops.sqrt(reduce_sum(ops.square(x), (axis,)))
     return x * expand(ops.pow(norm + FLOAT_EPS, -1.0), x)
 
 
@@ -176,13 +176,14 @@ class Attention(nn.Cell):
         self.gamma = Parameter(Tensor(0.0, ms.float32), name="gamma")
         self.scores = ops.BatchMatMul(transpose_a=True)
         self.gather = ops.BatchMatMul(transpose_b=True)
+        self.softmax = Softmax()
 
     def construct(self, x):
         b, _, h, w = x.shape
         theta = self.theta(x).reshape(b, self.ch // 8, h * w)
         phi = self.pool(self.phi(x)).reshape(b, self.ch // 8, h * w // 4)
         g = self.pool(self.g(x)).reshape(b, self.ch // 2, h * w // 4)
-        beta = ops.softmax(self.scores(theta, phi), -1)  # [B, HW, HW/4]
+        beta = self.softmax(self.scores(theta, phi))  # [B, HW, HW/4]
         o = self.o(self.gather(g, beta).reshape(b, self.ch // 2, h, w))
         return self.gamma * o + x
 

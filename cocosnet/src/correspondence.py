@@ -16,7 +16,7 @@ correlation, softmax and both warps) runs in float32 under any ``--amp_level`` (
 from mindspore import dtype as mstype
 from mindspore import nn, ops
 
-from common.layers import InstanceNorm2d, LeakyReLU, expand
+from common.layers import InstanceNorm2d, LeakyReLU, Softmax, expand, reduce_mean
 from cocosnet.src.blocks import (ResidualBlock, SPADEResnetBlock, conv2d, feature_normalize,
                                  nearest_resize, sn_conv2d)
 
@@ -45,7 +45,10 @@ def unfold_patches(x, kernel=3):
 
 def center_normalize(x):
     """Per position (column of [B, D, N]): subtract the mean over D, divide by (L2 norm + FLOAT_EPS)."""
-    return feature_normalize(x - expand(x.mean(axis=1, keep_dims=True), x))
+    return feature_normalize(x - expand(reduce_mean(x, (1,)), x))
+
+
+_SOFTMAX = Softmax()  # stateless: the one instance the correlation's softmax and its backward run through
 
 
 def correlation(theta, phi, temperature=0.01):
@@ -59,7 +62,7 @@ def correlation(theta, phi, temperature=0.01):
         [B, N, M], each row sums to 1.
     """
     f = ops.BatchMatMul(transpose_a=True)(theta, phi)
-    return ops.softmax(f / temperature, -1)
+    return _SOFTMAX(f / temperature)
 
 
 def warp(corr, source):

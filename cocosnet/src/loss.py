@@ -8,7 +8,7 @@
 """
 from mindspore import ops
 
-from common.layers import expand
+from common.layers import expand, reduce_mean
 
 from cocosnet.src.blocks import feature_normalize
 
@@ -36,7 +36,7 @@ def contextual_loss(x, y, h=0.1, rel_eps=1e-3):
     if x.shape != y.shape:
         raise ValueError(f"contextual_loss: x {x.shape} and y {y.shape} must have the same shape [B, C, H, W]")
     b, c, hh, ww = x.shape
-    mu = y.mean(axis=1, keep_dims=True)
+    mu = expand(reduce_mean(y, (1,)), y)
     xn = feature_normalize(x - mu).reshape(b, c, hh * ww)
     yn = feature_normalize(y - mu).reshape(b, c, hh * ww)
     d = 1.0 - ops.BatchMatMul(transpose_a=True)(xn, yn)  # [B, N, N]
