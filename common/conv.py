@@ -49,17 +49,20 @@ from mindspore import Tensor, int32, nn, ops
 
 from common.layers import reduce_sum
 
-__all__ = ["CONV_IMPLS", "Conv2d", "ConvTranspose2d", "use_conv_impl", "winograd_matrices", "winograd_tile"]
+__all__ = ["CONV_IMPLS", "Conv2d", "ConvTranspose2d", "Unfold", "use_conv_impl", "winograd_matrices", "winograd_tile"]
 
 CONV_IMPLS = ("native", "matmul", "winograd")
 
 
-def use_conv_impl(net, impl):
-    """Switch every :class:`Conv2d` / :class:`ConvTranspose2d` in ``net`` to ``impl`` (one of :data:`CONV_IMPLS`).
+def use_conv_impl(net, impl, keep_transforms=False):
+    """Switch every :class:`Conv2d` / :class:`ConvTranspose2d` / :class:`Unfold` in ``net`` to ``impl`` (one of
+    :data:`CONV_IMPLS`).
 
     Returns how many cells now run as matrix multiplies (0 for ``native``; cells without a matmul form, see
     the module docstring, stay native and are not counted); with ``winograd``, the 3x3 stride-1 ones among
-    them use :func:`winograd_tile`'s choice per call. Call it before ``net`` first runs in graph mode: a
+    them use :func:`winograd_tile`'s choice per call, and ``keep_transforms=True`` makes them keep their
+    transformed inputs for the backward instead of recomputing them (:class:`_WinogradMatMul`: faster, more
+    memory; for training steps that fit). Call it before ``net`` first runs in graph mode: a
     compiled graph keeps the path it was compiled with (a change to a net that has one is an error; one
     compiled through an enclosing cell, e.g. a train step, cannot be seen here). With ``matmul`` or
     ``winograd``, a plain ``nn.Conv2d`` / ``nn.Conv2dTranspose`` in ``net`` is an error: it could not follow.
@@ -75,15 +78,19 @@ def use_conv_impl(net, impl):
             raise TypeError(f"{type(net).__name__}: cells {plain[:5]} are plain nn.Conv2d / nn.Conv2dTranspose and "
                             f"cannot take the {impl} convolution path; build them with common.conv.Conv2d / "
                             f"ConvTranspose2d (same parameters)")
-    convs = [cell for _, cell in cells if isinstance(cell, (Conv2d, ConvTranspose2d))]
+    convs = [cell for _, cell in cells if isinstance(cell, (Conv2d, ConvTranspose2d, Unfold))]
     wanted = [(impl != "native" and cell.has_matmul_form, impl == "winograd" and cell.has_winograd_form)
               for cell in convs]
-    changed = any((cell.matmul, cell.winograd) != want for cell, want in zip(convs, wanted))
+    keep = bool(keep_transforms) and impl == "winograd"
+    changed = any((cell.matmul, cell.winograd) != want for cell, want in zip(convs, wanted)) or any(
+        cell.winograd_f4.keep_transforms != keep for cell in convs if cell.has_winograd_form)
     if changed and any(getattr(cell, "compile_cache", None) for _, cell in cells):
         raise RuntimeError(f"{type(net).__name__} already ran as a compiled graph, which keeps its convolution path; "
                            f"call use_conv_impl(net, {impl!r}) right after building the network")
     for cell, (matmul, winograd) in zip(convs, wanted):
         cell.matmul, cell.winograd = matmul, winograd
+        if cell.has_winograd_form:
+            cell.winograd_f2.keep_transforms = cell.winograd_f4.keep_transforms = keep
     return sum(matmul for matmul, _ in wanted)
 
 
@@ -229,16 +236,22 @@ class _WinogradMatMul(nn.Cell):
     stride m; ``Im2Col``) and the kernels go to the transform domain, where the convolution is a^2 independent
     matrix products ``U_k [N, C] @ V_k [C, T]`` (one ``BatchMatMul``, T = tiles); the products return to
     m x m output tiles (``Col2Im``). Multiplies per output: a^2 / m^2 (4 for m = 2, 2.25 for m = 4) against 9
-    for im2col + GEMM, in the forward and in both gradients. The backward keeps only ``x`` and recomputes
-    its transform (as :class:`_Im2ColMatMul`): ``dU_k = dM_k @ V_k^T``, ``dV_k = U_k^T @ dM_k``.
+    for im2col + GEMM, in the forward and in both gradients. The backward needs ``V`` for
+    ``dU_k = dM_k @ V_k^T`` (and ``dV_k = U_k^T @ dM_k`` for the input): by default it keeps only ``x`` and
+    recomputes ``V`` (as :class:`_Im2ColMatMul`); with ``keep_transforms`` (:func:`use_conv_impl`) the forward
+    returns each sample's ``V`` beside ``y`` and the backward reuses it, for 2.25x (F(4x4)) or 4x (F(2x2)) the
+    layer input kept until the backward (CoCosNet's 256x256 iteration: 19.0 -> 18.3 s, 14.7 -> 16.1 GB,
+    ``bench/train_step.py --model cocosnet --size 256``).
 
     Shapes: x [B, C, H, W] with (H + 2p - 2) and (W + 2p - 2) multiples of m (p: symmetric padding ``pads``,
-    applied by Im2Col), w [N, C, 3, 3] -> [B, N, H + 2p - 2, W + 2p - 2].
+    applied by Im2Col), w [N, C, 3, 3] -> y [B, N, H + 2p - 2, W + 2p - 2]; with ``keep_transforms``, the tuple
+    of y and the B transformed inputs V [a*a, C, T].
     """
 
     def __init__(self, in_channels, out_channels, tile, pads):
         super().__init__()
         self.tile, self.pads = tile, pads
+        self.keep_transforms = False
         k_in, k_w, k_out = winograd_matrices(tile)
         self.k_in, self.k_w, self.k_out = (Tensor(k.astype(np.float32)) for k in (k_in, k_w, k_out))
         taps, pixels = (tile + 2) ** 2, tile * tile
@@ -291,17 +304,21 @@ class _WinogradMatMul(nn.Cell):
         b, _, h, wd = x.shape
         out_h, out_w = h + 2 * self.pads[0] - 2, wd + 2 * self.pads[1] - 2
         u = self._weight_transform(ops.depend(w, x))
-        ys = [self._output_transform(self.bmm(u, self._input_transform(xi)), out_h, out_w) for xi in samples(x)]
-        return ys[0] if b == 1 else ops.cat(ys)
+        vs = [self._input_transform(xi) for xi in samples(x)]
+        ys = [self._output_transform(self.bmm(u, v), out_h, out_w) for v in vs]
+        y = ys[0] if b == 1 else ops.cat(ys)
+        return (y,) + tuple(vs) if self.keep_transforms else y
 
     def bprop(self, x, w, out, dout):
         b, _, h, wd = x.shape
-        u = self._weight_transform(ops.depend(w, dout))
-        xs, dys = samples(ops.depend(x, dout)), samples(dout)
+        dy = dout[0] if self.keep_transforms else dout
+        u = self._weight_transform(ops.depend(w, dy))
+        xs, dys = samples(ops.depend(x, dy)), samples(dy)
         du, dxs = None, []
         for i in range(b):
             dm = self._output_transform_adjoint(dys[i])  # [a*a, N, T]
-            part = self.bmm_tb(dm, self._input_transform(xs[i]))  # [a*a, N, C]
+            v = out[1 + i] if self.keep_transforms else self._input_transform(xs[i])
+            part = self.bmm_tb(dm, v)  # [a*a, N, C]
             du = part if du is None else du + part
             dxs.append(self._input_transform_adjoint(self.bmm_ta(u, dm), h, wd))
         taps, n, c = du.shape
@@ -393,6 +410,8 @@ class Conv2d(nn.Conv2d):
                 y = self.winograd_f2(x, weight)
             else:
                 y = self.im2col_matmul(x, weight)
+            if tile and self.winograd_f4.keep_transforms:  # (y, transformed inputs kept for the backward)
+                y = y[0]
         else:
             if top != bottom or left != right:
                 x = ops.pad(x, (left, right, top, bottom))
@@ -467,3 +486,37 @@ class ConvTranspose2d(nn.Conv2dTranspose):
         if self.has_bias:
             y = self.add_bias(y, self.bias)
         return y
+
+
+class Unfold(nn.Cell):
+    """The zero-padded ``kernel x kernel`` neighbourhood of every position (PyTorch ``F.unfold`` with padding
+    ``kernel // 2``): [B, C, H, W] -> [B, C*k*k, H*W], row ``c * k*k + dy * k + dx`` holding channel c of the
+    neighbour at offset (dy - k//2, dx - k//2).
+
+    Switched by :func:`use_conv_impl` like the convolutions: on the matmul and winograd paths one Im2Col (its
+    gradient one Col2Im); natively, and so in exported graphs (ONNX has no Im2Col), a pad and k*k slices,
+    which MindSpore's CPU runs far slower with their gradients (CoCosNet's [1, 256, 64, 64] matching
+    features: 18 slices and their gradients, ~0.5 s of a 256x256 iteration).
+    """
+
+    def __init__(self, kernel=3):
+        super().__init__()
+        if kernel % 2 != 1:
+            raise ValueError(f"Unfold kernel={kernel} must be odd (a centred neighbourhood)")
+        self.kernel = kernel
+        self.has_matmul_form, self.has_winograd_form = True, False  # use_conv_impl's flags, shared with Conv2d
+        self.matmul = self.winograd = False
+
+    def construct(self, x):
+        b, c, h, w = x.shape
+        k, p = self.kernel, self.kernel // 2
+        if k == 1:
+            return x.reshape(b, c, h * w)
+        if self.matmul:
+            return ops.unfold(x, k, 1, p, 1)
+        padded = ops.Pad(((0, 0), (0, 0), (p, p), (p, p)))(x)
+        taps = []
+        for dy in range(k):
+            for dx in range(k):
+                taps.append(padded[:, :, dy:dy + h, dx:dx + w].reshape(b, c, 1, h * w))
+        return ops.cat(taps, 2).reshape(b, c * k * k, h * w)

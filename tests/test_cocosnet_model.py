@@ -9,11 +9,12 @@ import common  # noqa: F401
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
+from common.conv import Unfold, use_conv_impl
 from common.layers import count_params
 from common.vgg import VGG
 from cocosnet.src.blocks import Attention, ResidualBlock, PositionalNorm2d, SPADEResnetBlock, nearest_resize
 from common.train import mixed_precision
-from cocosnet.src.correspondence import CorrelationWarp, center_normalize, correlation, unfold_patches, warp
+from cocosnet.src.correspondence import CorrelationWarp, center_normalize, correlation, warp
 from cocosnet.src.loss import contextual_loss
 from cocosnet.src.model import (REFERENCE_PARAMS, CoCosNet, build_correspondence, build_discriminator,
                                 build_generator)
@@ -73,12 +74,12 @@ def np_contextual(x, y, h=0.1):
 
 
 def np_unfold(x, k):
-    """Zero-padded k x k neighbourhoods, rows ordered (dy, dx, channel)."""
+    """Zero-padded k x k neighbourhoods, rows ordered (channel, dy, dx) as PyTorch's ``F.unfold``."""
     b, c, h, w = x.shape
     p = k // 2
     xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
-    rows = [xp[:, :, dy:dy + h, dx:dx + w].reshape(b, c, h * w) for dy in range(k) for dx in range(k)]
-    return np.concatenate(rows, 1)
+    rows = [xp[:, :, dy:dy + h, dx:dx + w].reshape(b, c, 1, h * w) for dy in range(k) for dx in range(k)]
+    return np.concatenate(rows, 2).reshape(b, c * k * k, h * w)
 
 
 def resize_2x3(t):
@@ -93,12 +94,22 @@ def resize_3x3(t):
     return nearest_resize(t, (3, 3))
 
 
-def unfold3(t):
-    return unfold_patches(t, 3)
+UNFOLD = Unfold(3)  # native form (slices)
 
 
 def unfolded_correlation(s, t):
-    return correlation(center_normalize(unfold_patches(s, 3)), center_normalize(unfold_patches(t, 3)), 0.01)
+    return correlation(center_normalize(UNFOLD(s)), center_normalize(UNFOLD(t)), 0.01)
+
+
+class WeightedUnfold(nn.Cell):
+    def __init__(self, impl, w):
+        super().__init__()
+        self.unfold = Unfold(3)
+        use_conv_impl(self.unfold, impl)
+        self.w = Tensor(w)
+
+    def construct(self, x):
+        return (self.unfold(x) * self.w).sum()
 
 
 def correlate_and_warp(t, p, s):
@@ -157,10 +168,27 @@ def test_nearest_resize_down_and_up():
 
 # Correlation and warp --------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("impl", ["native", "matmul"])
+def test_unfold_matches_numpy_in_both_forms(impl):
+    """Slices (native, exported) and Im2Col (matmul/winograd paths): values, and the gradient of a weighted sum
+    (each input value summed over the taps that hold it)."""
+    a = RNG.standard_normal((2, 4, 3, 5)).astype(np.float32)
+    w = RNG.standard_normal((2, 36, 15)).astype(np.float32)
+    net = WeightedUnfold(impl, w)
+    np.testing.assert_allclose(net.unfold(Tensor(a)).asnumpy(), np_unfold(a, 3), atol=0)
+    grad = ms.grad(net)(Tensor(a)).asnumpy()
+    eps = 1e-3  # the weighted sum is linear: a central difference per input value is exact up to rounding
+    want = np.zeros_like(a, np.float64)
+    for i in np.ndindex(a.shape):
+        step = np.zeros_like(a, np.float64)
+        step[i] = eps
+        want[i] = ((np_unfold(a + step, 3) - np_unfold(a - step, 3)) * w).sum() / (2 * eps)
+    np.testing.assert_allclose(grad, want, rtol=1e-4, atol=1e-4)
+
+
 def test_unfold_and_normalised_correlation_match_numpy():
     a = RNG.standard_normal((2, 4, 3, 5)).astype(np.float32)
     b = RNG.standard_normal((2, 4, 3, 5)).astype(np.float32)
-    np.testing.assert_allclose(run(unfold3, a), np_unfold(a, 3), atol=0)
 
     def centred(u):
         u = u - u.mean(axis=1, keepdims=True)

@@ -16,31 +16,13 @@ correlation, softmax and both warps) runs in float32 under any ``--amp_level`` (
 from mindspore import dtype as mstype
 from mindspore import nn, ops
 
+from common.conv import Unfold
 from common.layers import InstanceNorm2d, LeakyReLU, Softmax, expand, reduce_mean
 from cocosnet.src.blocks import (ResidualBlock, SPADEResnetBlock, conv2d, feature_normalize,
                                  nearest_resize, sn_conv2d)
 
-__all__ = ["unfold_patches", "center_normalize", "correlation", "warp", "avg_pool", "CorrelationWarp",
+__all__ = ["center_normalize", "correlation", "warp", "avg_pool", "CorrelationWarp",
            "AdaptiveFeatureGenerator", "CorrespondenceNet"]
-
-
-def unfold_patches(x, kernel=3):
-    """The ``kernel x kernel`` neighbourhood of every position, zero padded: [B, C, H, W] -> [B, k*k*C, H*W].
-
-    Row ``(dy * k + dx) * C + c`` holds channel c of the neighbour at offset (dy - k//2, dx - k//2).
-    (PyTorch's ``unfold`` orders rows channel-major; the correlation below is a dot product over all
-    rows, so the order does not change it.) Built from a pad and k*k slices, which export to ONNX.
-    """
-    b, c, h, w = x.shape
-    if kernel == 1:
-        return x.reshape(b, c, h * w)
-    p = kernel // 2
-    padded = ops.Pad(((0, 0), (0, 0), (p, p), (p, p)))(x)
-    taps = []
-    for dy in range(kernel):
-        for dx in range(kernel):
-            taps.append(padded[:, :, dy:dy + h, dx:dx + w])
-    return ops.cat(taps, 1).reshape(b, kernel * kernel * c, h * w)
 
 
 def center_normalize(x):
@@ -98,13 +80,14 @@ class CorrelationWarp(nn.Cell):
     def __init__(self, temperature=0.01, match_kernel=3):
         super().__init__()
         self.temperature = temperature
-        self.match_kernel = match_kernel
+        self.unfold = Unfold(match_kernel)
         self.to_float(mstype.float32)
 
     def construct(self, theta_feat, phi_feat, ref_small, ref_seg_small):
         b, _, h, w = ref_small.shape
-        theta = center_normalize(unfold_patches(ops.cast(theta_feat, mstype.float32), self.match_kernel))
-        phi = center_normalize(unfold_patches(ops.cast(phi_feat, mstype.float32), self.match_kernel))
+        # the unfold only copies values: cast after it, as O2's blanket float16 may have made it a float16 cell
+        theta = center_normalize(ops.cast(self.unfold(theta_feat), mstype.float32))
+        phi = center_normalize(ops.cast(self.unfold(phi_feat), mstype.float32))
         corr = correlation(theta, phi, self.temperature)
         warp_small = warp(corr, ops.cast(ref_small, mstype.float32)).reshape(b, 3, h, w)
         warp_mask = warp(corr, ops.cast(ref_seg_small, mstype.float32)).reshape(b, ref_seg_small.shape[1], h, w)
