@@ -3,6 +3,7 @@
     python bench/conv_layer.py --cin 1024 --cout 1024 --height 64 --width 128 [--batch 1] [--steps 3]
     python bench/conv_layer.py ... --cpu_conv matmul|winograd      # one path in this process
     python bench/conv_layer.py ... --both                          # matmul, then winograd, each in its own process
+    python bench/conv_layer.py ... --keep_transforms               # winograd, transformed input kept for the backward
 
 The layer is ``common.conv.Conv2d(cin, cout, 3, padding=1)`` with random weights; one iteration is a compiled
 ``value_and_grad`` of ``sum(conv(x) * dy)`` with respect to the [B, cin, H, W] input and the weight (the work of
@@ -19,7 +20,7 @@ import sys
 from vgg_step import timed_ms  # (importing it also puts the repository on sys.path)
 
 
-def run(cpu_conv, cin, cout, height, width, batch, steps):
+def run(cpu_conv, cin, cout, height, width, batch, steps, keep_transforms=False):
     from common.runtime import init_runtime
     rt = init_runtime("CPU", "graph", seed=0, cpu_conv=cpu_conv)
     import numpy as np
@@ -28,7 +29,7 @@ def run(cpu_conv, cin, cout, height, width, batch, steps):
     from common.conv import Conv2d, use_conv_impl, winograd_tile
 
     conv = Conv2d(cin, cout, 3, pad_mode="pad", padding=1)
-    use_conv_impl(conv, rt.conv_impl)
+    use_conv_impl(conv, rt.conv_impl, keep_transforms=keep_transforms)
     rng = np.random.default_rng(0)
     x = Tensor(rng.standard_normal((batch, cin, height, width), dtype=np.float32))
     dy = Tensor(rng.standard_normal((batch, cout, height, width), dtype=np.float32))
@@ -47,7 +48,8 @@ def run(cpu_conv, cin, cout, height, width, batch, steps):
     tile = winograd_tile(batch, cin, height, width) if rt.conv_impl == "winograd" else 0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
     print(f"conv3x3 {cin}->{cout} {height}x{width} batch {batch}, forward + both gradients: median {ms_iter:.0f} "
-          f"ms/iter over {steps}, peak RSS {peak:.2f} GB; {rt.conv_impl}" + (f" (tile {tile})" if tile else ""),
+          f"ms/iter over {steps}, peak RSS {peak:.2f} GB; {rt.conv_impl}" + (f" (tile {tile})" if tile else "")
+          + (", transforms kept" if keep_transforms and tile else ""),
           flush=True)
 
 
@@ -61,6 +63,8 @@ def main():
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--both", action="store_true", help="matmul, then winograd, each in a fresh process")
+    parser.add_argument("--keep_transforms", action="store_true",
+                        help="winograd: keep the transformed input for the backward (common.conv.use_conv_impl)")
     args = parser.parse_args()
     shape = ["--cin", str(args.cin), "--cout", str(args.cout), "--height", str(args.height), "--width",
              str(args.width), "--batch", str(args.batch), "--steps", str(args.steps)]
@@ -68,7 +72,7 @@ def main():
         for impl in ("matmul", "winograd"):
             subprocess.run([sys.executable, os.path.abspath(__file__), "--cpu_conv", impl] + shape, check=True)
         return
-    run(args.cpu_conv, args.cin, args.cout, args.height, args.width, args.batch, args.steps)
+    run(args.cpu_conv, args.cin, args.cout, args.height, args.width, args.batch, args.steps, args.keep_transforms)
 
 
 if __name__ == "__main__":

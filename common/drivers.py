@@ -118,7 +118,8 @@ def train(spec, cfg):
     for net in trainer.networks.values():
         set_dropout_rank(net, rt.rank)
         mixed_precision(net, cfg.amp_level)
-    matmul = sum(use_conv_impl(net, rt.conv_impl) for net in list(trainer.networks.values()) + list(trainer.frozen.values()))
+    matmul = sum(use_conv_impl(net, rt.conv_impl, keep_transforms=trainer.keep_conv_transforms)
+                 for net in list(trainer.networks.values()) + list(trainer.frozen.values()))
     trainer.step.set_train()
     loader = BatchLoader(data.train, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, rank=rt.rank,
                          group_size=rt.group_size, drop_last=True, num_workers=cfg.num_workers)

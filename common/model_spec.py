@@ -46,6 +46,8 @@ class Trainer:
         learning_rates: ``epoch -> {optimizer component: lr}`` set before each epoch (None: constant).
         on_fresh_start: called with the log function when the run does not resume (e.g. fine-tuning init).
         notes: lines logged at the start (which loss network, which schedule ...).
+        keep_conv_transforms: on the ``winograd`` CPU path, the 3x3 layers keep their transformed inputs for
+            the backward instead of recomputing them (``common.conv.use_conv_impl``): faster, more memory.
     """
     step: object
     loss_names: tuple
@@ -56,6 +58,7 @@ class Trainer:
     learning_rates: Optional[Callable[[int], dict]] = None
     on_fresh_start: Optional[Callable] = None
     notes: list = field(default_factory=list)
+    keep_conv_transforms: bool = False
 
     @property
     def components(self):

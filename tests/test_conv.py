@@ -31,8 +31,8 @@ def _value_and_grads(net, x):
     return [net(x).asnumpy(), dx.asnumpy()] + [g.asnumpy() for g in dw]
 
 
-def _assert_same(native, matmul, x, tol=1e-4, impl="matmul"):
-    assert use_conv_impl(matmul, impl) == 1
+def _assert_same(native, matmul, x, tol=1e-4, impl="matmul", keep_transforms=False):
+    assert use_conv_impl(matmul, impl, keep_transforms=keep_transforms) == 1
     expected, got = _value_and_grads(native, x), _value_and_grads(matmul, x)
     assert got[0].shape == expected[0].shape
     for e, g in zip(expected, got):
@@ -130,21 +130,24 @@ WINOGRAD_CASES = [  # (C_in, C_out, options, batch, H, W, expected tile): every 
 ]
 
 
+@pytest.mark.parametrize("keep_transforms", [False, True])
 @pytest.mark.parametrize("cin, cout, options, batch, h, w, tile", WINOGRAD_CASES)
-def test_winograd_path_equals_native(pynative, cin, cout, options, batch, h, w, tile):
-    """Values and gradients of the ``winograd`` path equal ``nn.Conv2d``'s (F(4x4): ~1e-5 of the output scale)."""
+def test_winograd_path_equals_native(pynative, cin, cout, options, batch, h, w, tile, keep_transforms):
+    """Values and gradients of the ``winograd`` path equal ``nn.Conv2d``'s (F(4x4): ~1e-5 of the output scale),
+    with the backward recomputing the transformed input or reusing the forward's."""
     options = dict({"pad_mode": "pad", "kernel_size": 3}, **options)
     native, cell = _pair(nn.Conv2d(cin, cout, **options), Conv2d(cin, cout, **options))
     top, bottom, left, right = cell.pads
     assert winograd_tile(batch, cin, h + top + bottom - 2, w + left + right - 2) == tile
     x = ms.Tensor(np.random.default_rng(tile).normal(size=(batch, cin, h, w)).astype(np.float32))
-    _assert_same(native, cell, x, tol=1e-4, impl="winograd")
-    assert cell.winograd
+    _assert_same(native, cell, x, tol=1e-4, impl="winograd", keep_transforms=keep_transforms)
+    assert cell.winograd and cell.winograd_f4.keep_transforms == cell.winograd_f2.keep_transforms == keep_transforms
 
 
-def test_winograd_in_compiled_vjp_equals_native():
-    """Both Winograd tiles and the direct form in one compiled vjp (batch 2): values and gradients of
-    ``nn.Conv2d``, and ``matmul`` leaves the 3x3 layers direct."""
+@pytest.mark.parametrize("keep_transforms", [False, True])
+def test_winograd_in_compiled_vjp_equals_native(keep_transforms):
+    """Both Winograd tiles and the direct form in one compiled vjp (batch 2), transformed inputs recomputed or
+    kept for the backward: values and gradients of ``nn.Conv2d``, and ``matmul`` leaves the 3x3 layers direct."""
     options = dict(kernel_size=3, pad_mode="pad", padding=1, has_bias=True)
     pairs = [_pair(nn.Conv2d(16, 16, **options), Conv2d(16, 16, **options)) for _ in range(3)]
     native = nn.SequentialCell([pairs[0][0], nn.ReLU(), nn.MaxPool2d(2, 2), pairs[1][0], nn.ReLU(),
@@ -155,7 +158,8 @@ def test_winograd_in_compiled_vjp_equals_native():
     rng = np.random.default_rng(5)
     x = ms.Tensor(rng.normal(size=(2, 16, 32, 32)).astype(np.float32))
     dy = ms.Tensor(rng.normal(size=(2, 16, 4, 4)).astype(np.float32))
-    assert use_conv_impl(mine, "winograd") == 3 and all(mine[i].winograd for i in (0, 3, 6))
+    assert use_conv_impl(mine, "winograd", keep_transforms=keep_transforms) == 3
+    assert all(mine[i].winograd for i in (0, 3, 6))
     got, expected = _flat(_VJP(mine)(x, dy)), _flat(_VJP(native)(x, dy))
     assert len(got) == len(expected) == 8  # y, dx, three (dW, db)
     for e, g in zip(expected, got):

@@ -143,7 +143,8 @@ class CoCosNetSpec(ModelSpec):
 
         return Trainer(step=step, loss_names=LOSS_NAMES, networks={"Corr": corr, "G": netG, "D": netD},
                        optimizers={"opt_G": opt_G, "opt_D": opt_D}, frozen={"VGG": vgg},
-                       n_epochs=cfg.n_epochs + cfg.n_epochs_decay, learning_rates=learning_rates, notes=notes)
+                       n_epochs=cfg.n_epochs + cfg.n_epochs_decay, learning_rates=learning_rates, notes=notes,
+                       keep_conv_transforms=True)  # README.md Performance: 256x256 19.0 -> 18.3 s for +1.4 GB
 
     def write_samples(self, cfg, trainer, data, path):
         nets = {k: trainer.networks[k] for k in self.inference_components}

@@ -69,7 +69,7 @@ def make_bench_step(size, batch, conv_impl="native"):
     cfg = load_config(spec.config_path, [f"--size={size}"])
     trainer = spec.build_training(cfg, VGGFeatures("vgg19", "caffe_bgr"), [])
     for net in list(trainer.networks.values()) + list(trainer.frozen.values()):
-        use_conv_impl(net, conv_impl)
+        use_conv_impl(net, conv_impl, keep_transforms=trainer.keep_conv_transforms)
     trainer.step.set_train()
     rng = np.random.RandomState(0)
 
