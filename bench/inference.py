@@ -2,6 +2,7 @@
 
     python bench/inference.py --model pix2pix --size 256 [--runs 10] [--backends mindspore,onnxruntime,openvino,openvino-bf16,torch]
     python bench/inference.py --model crn --size 256 [--runs 3] [--backends mindspore,onnxruntime,openvino,torch]
+    python bench/inference.py --model cocosnet --size 256 [--runs 3] [--backends mindspore,onnxruntime,openvino]
 
 One random-weight checkpoint (seed 0) is written and its ``export.py`` graph written to ONNX
 (``common.export.export_onnx``), then every backend runs in its own subprocess on the same
@@ -12,8 +13,10 @@ file through ``common.backends.load_backend``, as ``--backend=... [--precision=b
 the checkpoint's weights, so its outputs are compared too). Each line: median ms/image over ``--runs`` after
 2 warm-up runs, load/compile time, peak RSS of that process and the max |output - MindSpore output| (not for
 pix2pix's torch line, whose weights differ). Models: pix2pix (``unet_256`` at
-256, ``unet_128`` at 128; eval mode: BatchNorm running statistics, no dropout) and CRN (``--size`` p, k and
-width from its config).
+256, ``unet_128`` at 128; eval mode: BatchNorm running statistics, no dropout), CRN (``--size`` p, k and
+width from its config) and CoCosNet (ADE20K widths, 151 channels; one translation: the correspondence, then
+the translation network on [warped exemplar, label map]; its ONNX file is the composite of the two; no torch
+restatement).
 """
 import argparse
 import json
@@ -43,6 +46,9 @@ def spec_of(model):
     if model == "pix2pix":
         from pix2pix.src.spec import Pix2PixSpec
         return Pix2PixSpec()
+    if model == "cocosnet":
+        from cocosnet.src.spec import CoCosNetSpec
+        return CoCosNetSpec()
     from crn.src.spec import CRNSpec
     return CRNSpec()
 
@@ -75,14 +81,18 @@ def worker_export(args):
     ms.set_seed(0)
     component = spec.inference_components[0]
     nets = spec.build_inference(cfg)
-    ckpt = os.path.join(args.dir, "ckpt", f"{component}.ckpt")
-    save_cell(nets[component], ckpt, dict(spec.arch(cfg), model=spec.name))
+    for name, net in nets.items():
+        save_cell(net, os.path.join(args.dir, "ckpt", f"{name}.ckpt"), dict(spec.arch(cfg), model=spec.name))
+    if args.model == "crn":
+        np.savez(os.path.join(args.dir, "weights.npz"),
+                 **{k: v.asnumpy() for k, v in nets[component].parameters_dict().items()})
     graph = spec.export_graph(cfg, nets, os.path.join(args.dir, "export"))
+    if isinstance(graph, list):  # CoCosNet: correspondence, translation, composite
+        graph = graph[-1]
     os.makedirs(os.path.dirname(graph.stem), exist_ok=True)
     export_onnx(graph.net, graph.inputs, graph.stem + ".onnx", graph.input_names, graph.output_names)
     np.savez(os.path.join(args.dir, "feeds.npz"), **{n: x.asnumpy() for n, x in zip(graph.input_names, graph.inputs)})
-    np.savez(os.path.join(args.dir, "weights.npz"), **{k: v.asnumpy() for k, v in nets[component].parameters_dict().items()})
-    return {"onnx": graph.stem + ".onnx", "ckpt": ckpt}
+    return {"onnx": graph.stem + ".onnx", "ckpt": os.path.join(args.dir, "ckpt", f"{component}.ckpt")}
 
 
 def torch_unet(ngf, downs):
@@ -178,10 +188,19 @@ def worker_run(args):
         cfg = drivers.parse(spec, words + ([f"--cpu_conv={args.cpu_conv}"] if args.cpu_conv else []))
         rt = drivers._runtime(cfg)
         nets, _ = drivers.load_inference(spec, cfg, rt.conv_impl, log=lambda *_: None)
-        runner = spec.runners(cfg, nets)[spec.inference_components[0]]
+        runners = spec.runners(cfg, nets)
+        if args.model == "cocosnet":  # the composite's feeds through the two networks, as predict.py chains them
+            from cocosnet.src.spec import COMPOSITE_NAMES, CORR_NAMES, GEN_NAMES
+            seg, ref, ref_seg = (feeds[name] for name in COMPOSITE_NAMES[0])
 
-        def run():
-            return runner(feeds)[0]
+            def run():
+                warped = runners["Corr"](dict(zip(CORR_NAMES[0], (seg, ref, ref_seg))))[0]
+                return runners["G"]({GEN_NAMES[0][0]: np.concatenate([warped, seg], 1)})[0]
+        else:
+            runner = runners[spec.inference_components[0]]
+
+            def run():
+                return runner(feeds)[0]
         note = f"graph mode, {rt.describe_conv}"
     else:
         import common  # noqa: F401  (the oneDNN cap of a predict.py process; OpenVINO compiles without it)
@@ -214,10 +233,11 @@ def spawn(args, worker):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=["pix2pix", "crn"], default="pix2pix")
+    parser.add_argument("--model", choices=["pix2pix", "crn", "cocosnet"], default="pix2pix")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--backends", default="mindspore,onnxruntime,openvino,openvino-bf16,torch")
+    parser.add_argument("--backends", help="comma-separated, from " + ",".join(BACKENDS) + " (default: all; CoCosNet: "
+                        "all but torch)")
     parser.add_argument("--cpu_conv", choices=["auto", "native", "matmul", "winograd"],
                         help="MindSpore's CPU convolution path (default: the model config's cpu_conv)")
     parser.add_argument("--dir", help=argparse.SUPPRESS)
@@ -227,10 +247,14 @@ def main():
         result = worker_export(args) if args.worker == "export" else worker_run(args)
         print("RESULT " + json.dumps(result))
         return
-    backends = [b.strip() for b in args.backends.split(",")]
+    backends = [b.strip() for b in args.backends.split(",")] if args.backends else \
+        [b for b in BACKENDS if not (args.model == "cocosnet" and b == "torch")]
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
         parser.error(f"--backends: unknown {unknown}; choose from {BACKENDS}")
+    if args.model == "cocosnet" and "torch" in backends:
+        parser.error("--backends: CoCosNet has no torch restatement here; compare with the official code's figure "
+                     "in cocosnet/README.md Performance")
     import numpy as np
     with tempfile.TemporaryDirectory() as tmp:
         args.dir = tmp

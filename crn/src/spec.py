@@ -29,11 +29,11 @@ LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"
 # Peak-memory model of one CPU train step (batch 1, graph mode, winograd convolutions): the networks, gradients and
 # Adam moments (4 x 97.9M float32) plus the runtime; the loss VGG19's 14 ReLU outputs to relu5_2 kept for the
 # backward (292 float32 per pixel of each of the k images); and a part that grows with the generator's features
-# (sum of H*W*C over the modules), fitted to the peak RSS that crn/README.md Performance reports (4.35 GB at 128p,
-# 9.35 GB at 256p, k = 9, full width; the model gives 4.25 and 9.38).
+# (sum of H*W*C over the modules), fitted to the peak RSS that crn/README.md Performance reports (4.56 GB at 128p,
+# 8.34 GB at 256p, k = 9, full width, 2026-12-01; the model gives both).
 # PyNative measured 14.2 GB at 256p (before the ChannelAffine layer norm), 1.33x graph's variable part.
-NETWORKS_GB = 2.2
-GRAPH_BYTES_PER_FEATURE = 61.0
+NETWORKS_GB = 3.07
+GRAPH_BYTES_PER_FEATURE = 40.9
 VGG_BYTES_PER_OUTPUT_PIXEL = 1168.0
 PYNATIVE_FACTOR = 1.33
 
