@@ -58,8 +58,9 @@ def use_conv_impl(net, impl, keep_transforms=False):
     """Switch every :class:`Conv2d` / :class:`ConvTranspose2d` / :class:`Unfold` in ``net`` to ``impl`` (one of
     :data:`CONV_IMPLS`).
 
-    Returns how many cells now run as matrix multiplies (0 for ``native``; cells without a matmul form, see
-    the module docstring, stay native and are not counted); with ``winograd``, the 3x3 stride-1 ones among
+    Returns how many convolutions now run as matrix multiplies (0 for ``native``; cells without a matmul form,
+    see the module docstring, stay native and are not counted; :class:`Unfold` cells switch but are not
+    convolutions); with ``winograd``, the 3x3 stride-1 ones among
     them use :func:`winograd_tile`'s choice per call, and ``keep_transforms=True`` makes them keep their
     transformed inputs for the backward instead of recomputing them (:class:`_WinogradMatMul`: faster, more
     memory; for training steps that fit). Call it before ``net`` first runs in graph mode: a
@@ -91,7 +92,7 @@ def use_conv_impl(net, impl, keep_transforms=False):
         cell.matmul, cell.winograd = matmul, winograd
         if cell.has_winograd_form:
             cell.winograd_f2.keep_transforms = cell.winograd_f4.keep_transforms = keep
-    return sum(matmul for matmul, _ in wanted)
+    return sum(matmul for (matmul, _), cell in zip(wanted, convs) if not isinstance(cell, Unfold))
 
 
 def _pair(v):

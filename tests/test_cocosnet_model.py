@@ -175,6 +175,7 @@ def test_unfold_matches_numpy_in_both_forms(impl):
     a = RNG.standard_normal((2, 4, 3, 5)).astype(np.float32)
     w = RNG.standard_normal((2, 36, 15)).astype(np.float32)
     net = WeightedUnfold(impl, w)
+    assert use_conv_impl(net.unfold, impl) == 0 and net.unfold.matmul == (impl == "matmul")  # switched, not counted
     np.testing.assert_allclose(net.unfold(Tensor(a)).asnumpy(), np_unfold(a, 3), atol=0)
     grad = ms.grad(net)(Tensor(a)).asnumpy()
     eps = 1e-3  # the weighted sum is linear: a central difference per input value is exact up to rounding
