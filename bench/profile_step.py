@@ -12,7 +12,6 @@ carry no cell name). Per class rather than per cell instance: MindSpore names th
 import argparse
 import csv
 import glob
-import importlib
 import os
 import sys
 import time
@@ -22,7 +21,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "bench"))
 
-from train_step import parse_size  # noqa: E402  (bench/ is on the path above)
+from train_step import parse_size, step_builder  # noqa: E402  (bench/ is on the path above)
 
 
 def read_rows(output, name):
@@ -59,15 +58,9 @@ def main():
     parser.add_argument("--output", default="profile_output", help="folder of the profiler's raw output")
     args = parser.parse_args()
 
-    from common.config import load_config
-    from common.runtime import init_runtime
-    cfg = load_config(os.path.join(REPO, args.model, "default_config.yaml"))
-    cpu_conv = (args.cpu_conv or cfg.cpu_conv) if "cpu_conv" in cfg else "native"
-    rt = init_runtime("CPU", "graph", seed=0, cpu_conv=cpu_conv)
+    rt, build = step_builder(args.model, args.cpu_conv, no_masks=args.no_masks)
     from mindspore import Profiler
-    utils = importlib.import_module(f"{args.model}.src.utils")
-    extra = {"masks": not args.no_masks} if args.model == "osmis" else {}
-    step = utils.make_bench_step(args.size, args.batch, conv_impl=rt.conv_impl, **extra)
+    step = build(args.size, args.batch)
     for _ in range(2):
         step()
     profiler = Profiler(output_path=os.path.abspath(args.output))

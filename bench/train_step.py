@@ -51,6 +51,22 @@ def torch_command(args, script):
     return [script, str(args.size)]
 
 
+def step_builder(model, cpu_conv=None, device="CPU", mode="graph", no_masks=False):
+    """Initialise the runtime on the model config's ``cpu_conv`` path (or ``cpu_conv``) and return
+    ``(runtime, build)``, where ``build(size, batch)`` makes ``<model>/src/utils.py: make_bench_step``'s step."""
+    from common.config import load_config
+    from common.runtime import init_runtime
+    cfg = load_config(os.path.join(REPO, model, "default_config.yaml"))
+    rt = init_runtime(device, mode, seed=0,
+                      cpu_conv=(cpu_conv or cfg.cpu_conv) if "cpu_conv" in cfg else "native")
+    utils = importlib.import_module(f"{model}.src.utils")
+    extra = {"masks": not no_masks} if model == "osmis" else {}
+
+    def build(size, batch):
+        return utils.make_bench_step(size, batch, conv_impl=rt.conv_impl, **extra)
+    return rt, build
+
+
 def median_ms(step, steps, warmup=2):
     for _ in range(warmup):
         step()
@@ -94,15 +110,9 @@ def main():
         else:
             print(f"torch reference failed: {out.stderr[-500:]}")
 
-    from common.config import load_config
-    from common.runtime import init_runtime
-    cfg = load_config(os.path.join(REPO, args.model, "default_config.yaml"))
-    cpu_conv = (args.cpu_conv or cfg.cpu_conv) if "cpu_conv" in cfg else "native"
-    rt = init_runtime(args.device, args.mode, seed=0, cpu_conv=cpu_conv)
-    utils = importlib.import_module(f"{args.model}.src.utils")
+    rt, build = step_builder(args.model, args.cpu_conv, args.device, args.mode, args.no_masks)
     t = time.perf_counter()
-    extra = {"masks": not args.no_masks} if args.model == "osmis" else {}
-    step = utils.make_bench_step(args.size, args.batch, conv_impl=rt.conv_impl, **extra)
+    step = build(args.size, args.batch)
     step()
     first = time.perf_counter() - t
     ms_step = median_ms(step, args.steps)
