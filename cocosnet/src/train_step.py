@@ -147,17 +147,19 @@ class GeneratorLoss(nn.Cell):
                 feat = feat + ops.abs(pred_fake[i][j] - ops.stop_gradient(pred_real[i][j])).mean()
         gan = gan / num_d * self.weight_gan
         feat = feat / num_d * self.lambda_feat
-        # one VGG pass over [fake, real, ref]; each tap split back into its three parts (Split, not slices)
-        feats = tuple(ops.split(f, b, axis=0) for f in self.vgg(ops.cat((fake, real, ref), 0)))
+        # VGG on the fake alone (the pass the backward goes through), then on [real, ref] as one batch of
+        # targets (no gradient path: its backward is never built); each target tap split back (Split, not slices)
+        f_fake = self.vgg(fake)
+        targets = tuple(ops.split(f, b, axis=0) for f in self.vgg(ops.stop_gradient(ops.cat((real, ref), 0))))
+        f_real_img, f_ref = tuple(t[0] for t in targets), tuple(t[1] for t in targets)
         fm = 0.0
-        for w, (f_fake, f_real_img, _) in zip(FM_WEIGHTS, feats):
-            fm = fm + w * self_reference_l1(f_fake, ops.stop_gradient(f_real_img), self_ref)
+        for w, fake_tap, real_tap in zip(FM_WEIGHTS, f_fake, f_real_img):
+            fm = fm + w * self_reference_l1(fake_tap, real_tap, self_ref)
         fm = fm * self.weight_fm
-        perc = ops.square(feats[-1][0] - ops.stop_gradient(feats[-1][1])).mean() * self.weight_perceptual
-        r3, r4, r5 = feats[2], feats[3], feats[4]
-        ctx = (8.0 * contextual_loss(r5[0], ops.stop_gradient(r5[2])).mean()
-               + 4.0 * contextual_loss(r4[0], ops.stop_gradient(r4[2])).mean()
-               + 2.0 * contextual_loss(avg_pool(r3[0], 2), ops.stop_gradient(avg_pool(r3[2], 2))).mean())
+        perc = ops.square(f_fake[-1] - f_real_img[-1]).mean() * self.weight_perceptual
+        ctx = (8.0 * contextual_loss(f_fake[4], f_ref[4]).mean()
+               + 4.0 * contextual_loss(f_fake[3], f_ref[3]).mean()
+               + 2.0 * contextual_loss(avg_pool(f_fake[2], 2), avg_pool(f_ref[2], 2)).mean())
         ctx = ctx * self.weight_ctx
         align = ops.abs(f_seg - f_real).mean() * self.weight_align
         h, w = warp_mask.shape[2], warp_mask.shape[3]
