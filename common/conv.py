@@ -122,6 +122,16 @@ def samples(x):
     return (x,) if x.shape[0] == 1 else ops.split(x, 1, axis=0)
 
 
+def _input_channels(w, grad_channels):
+    """``w[:, first:stop]`` for ``grad_channels=(first, stop)``; ``w`` itself for ``None``."""
+    return w if grad_channels is None else w[:, grad_channels[0]:grad_channels[1]]
+
+
+def _zero_pad_channels(dx, before, after):
+    """``dx`` [B, K, H, W] with ``before`` zero channels in front and ``after`` behind (no copy when both are 0)."""
+    return ops.pad(dx, (0, 0, 0, 0, before, after)) if before or after else dx
+
+
 class _Im2ColMatMul(nn.Cell):
     """``y = W @ im2col(x)`` per sample, with a backward that recomputes ``im2col(x)`` instead of keeping it.
 
@@ -137,13 +147,17 @@ class _Im2ColMatMul(nn.Cell):
     and, in MindSpore 2.10's CPU graphs, 2-5x its size in peak memory, for no speed gain (measured: VGG19
     conv1_2 at 64x128, batch 10: 4.1 GB against 0.9 GB per sample, same time).
 
+    With ``grad_channels=(first, stop)`` the backward computes ``dx`` for input channels ``first:stop`` only
+    (the others get zeros; see :class:`Conv2d`).
+
     Shapes: x [B, C, H, W] (symmetric padding ``pads`` applied by Im2Col), w [N, C, kh, kw] ->
     [B, N, H', W'].
     """
 
-    def __init__(self, kernel, strides, dilations, pads):
+    def __init__(self, kernel, strides, dilations, pads, grad_channels=None):
         super().__init__()
         self.kernel, self.strides, self.dilations, self.pads = kernel, strides, dilations, pads
+        self.grad_channels = grad_channels
         self.mm, self.mm_ta, self.mm_tb = ops.MatMul(), ops.MatMul(transpose_a=True), ops.MatMul(transpose_b=True)
 
     def _out_size(self, h, w):
@@ -165,20 +179,22 @@ class _Im2ColMatMul(nn.Cell):
         return ops.cat([self.mm(w2d, self._cols(xi)).reshape(1, n, out_h, out_w) for xi in samples(x)])
 
     def bprop(self, x, w, out, dout):
-        b, _, h, wd = x.shape
+        b, c, h, wd = x.shape
         out_h, out_w = self._out_size(h, wd)
         n = w.shape[0]
-        w2d = ops.depend(w, dout).reshape(n, -1)
+        first, stop = self.grad_channels or (0, c)
+        w2d = _input_channels(ops.depend(w, dout), self.grad_channels).reshape(n, -1)  # [N, (stop-first)*kh*kw]
         xs, dys = samples(ops.depend(x, dout)), samples(dout)
         dw, dxs = None, []
         for i in range(b):
             dy = dys[i].reshape(n, out_h * out_w)
             part = self.mm_tb(dy, self._cols(xs[i]))  # [N, C*kh*kw]
             dw = part if dw is None else dw + part
-            dcols = self.mm_ta(w2d, dy)  # [C*kh*kw, H'*W']
+            dcols = self.mm_ta(w2d, dy)  # [(stop - first)*kh*kw, H'*W']
             dcols = dcols.reshape(1, dcols.shape[0], dcols.shape[1])
             dxs.append(ops.fold(dcols, Tensor((h, wd), int32), self.kernel, self.dilations, self.pads, self.strides))
-        return (dxs[0] if b == 1 else ops.cat(dxs)), dw.reshape(w.shape)
+        dx = dxs[0] if b == 1 else ops.cat(dxs)
+        return _zero_pad_channels(dx, first, c - stop), dw.reshape(w.shape)
 
 
 def winograd_matrices(tile):
@@ -244,20 +260,25 @@ class _WinogradMatMul(nn.Cell):
     layer input kept until the backward (CoCosNet's 256x256 iteration: 19.0 -> 18.3 s, 14.7 -> 16.1 GB,
     ``bench/train_step.py --model cocosnet --size 256``).
 
+    With ``grad_channels=(first, stop)`` the backward computes ``dx`` for input channels ``first:stop`` only
+    (the others get zeros; see :class:`Conv2d`).
+
     Shapes: x [B, C, H, W] with (H + 2p - 2) and (W + 2p - 2) multiples of m (p: symmetric padding ``pads``,
     applied by Im2Col), w [N, C, 3, 3] -> y [B, N, H + 2p - 2, W + 2p - 2]; with ``keep_transforms``, the tuple
     of y and the B transformed inputs V [a*a, C, T].
     """
 
-    def __init__(self, in_channels, out_channels, tile, pads):
+    def __init__(self, in_channels, out_channels, tile, pads, grad_channels=None):
         super().__init__()
         self.tile, self.pads = tile, pads
+        self.grad_channels = grad_channels
+        first, stop = grad_channels or (0, in_channels)
         self.keep_transforms = False
         k_in, k_w, k_out = winograd_matrices(tile)
         self.k_in, self.k_w, self.k_out = (Tensor(k.astype(np.float32)) for k in (k_in, k_w, k_out))
         taps, pixels = (tile + 2) ** 2, tile * tile
         self.input_to_taps = _row_order(in_channels, taps)    # Im2Col rows (c, tap) -> (tap, c)
-        self.taps_to_input = _row_order(taps, in_channels)
+        self.taps_to_input = _row_order(taps, stop - first)
         self.output_to_pixels = _row_order(pixels, out_channels)  # (pixel, n) -> (n, pixel) for Col2Im
         self.pixels_to_output = _row_order(out_channels, pixels)
         self.mm, self.mm_ta, self.mm_tb = ops.MatMul(), ops.MatMul(transpose_a=True), ops.MatMul(transpose_b=True)
@@ -311,9 +332,10 @@ class _WinogradMatMul(nn.Cell):
         return (y,) + tuple(vs) if self.keep_transforms else y
 
     def bprop(self, x, w, out, dout):
-        b, _, h, wd = x.shape
+        b, c, h, wd = x.shape
+        first, stop = self.grad_channels or (0, c)
         dy = dout[0] if self.keep_transforms else dout
-        u = self._weight_transform(ops.depend(w, dy))
+        u = self._weight_transform(_input_channels(ops.depend(w, dy), self.grad_channels))  # [a*a, N, stop-first]
         xs, dys = samples(ops.depend(x, dy)), samples(dy)
         du, dxs = None, []
         for i in range(b):
@@ -322,9 +344,9 @@ class _WinogradMatMul(nn.Cell):
             part = self.bmm_tb(dm, v)  # [a*a, N, C]
             du = part if du is None else du + part
             dxs.append(self._input_transform_adjoint(self.bmm_ta(u, dm), h, wd))
-        taps, n, c = du.shape
+        taps, n, _ = du.shape
         dw = self.mm_ta(du.reshape(taps, n * c), self.k_w)  # [N*C, 9]
-        return (dxs[0] if b == 1 else ops.cat(dxs)), dw.reshape(w.shape)
+        return _zero_pad_channels(dxs[0] if b == 1 else ops.cat(dxs), first, c - stop), dw.reshape(w.shape)
 
 
 class _BiasAdd(nn.Cell):
@@ -351,11 +373,24 @@ class _BiasAdd(nn.Cell):
 class Conv2d(nn.Conv2d):
     """``nn.Conv2d`` that, switched by :func:`use_conv_impl`, runs as Im2Col + MatMul.
 
+    ``grad_channels=(first, stop)`` (keyword; default: every channel) declares that only input channels
+    ``first:stop`` can carry a gradient, the rest being data (e.g. a one-hot label map concatenated to an
+    image): on the matmul and Winograd paths the backward computes ``dx`` for those channels and returns zeros
+    for the others, as PyTorch skips the input gradient of a tensor that does not require one. The weight
+    gradient, the native path and 1x1 / grouped layers are unaffected (full ``dx``).
+
     [B, C_in, H, W] -> [B, C_out, H', W'].
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, grad_channels=None, **kwargs):
         super().__init__(*args, **kwargs)
+        if grad_channels is not None:
+            first, stop = grad_channels
+            if not 0 <= first < stop <= self.in_channels:
+                raise ValueError(f"grad_channels={grad_channels} must satisfy 0 <= first < stop <= in_channels "
+                                 f"({self.in_channels})")
+            grad_channels = (int(first), int(stop))
+        self.grad_channels = grad_channels
         self.has_matmul_form = self.data_format == "NCHW"
         self.matmul = False
         self.mm, self.bmm = ops.MatMul(), ops.BatchMatMul()
@@ -368,14 +403,15 @@ class Conv2d(nn.Conv2d):
         # symmetric padding goes to Im2Col; any other (and same with a stride) is applied by an explicit pad
         top, bottom, left, right = self.pads or (1, 0, 1, 0)
         self.unfold_pads = (top, left) if (top, left) == (bottom, right) else (0, 0)
-        self.im2col_matmul = _Im2ColMatMul(self.kernel, self.strides, self.dilations, self.unfold_pads)
+        self.im2col_matmul = _Im2ColMatMul(self.kernel, self.strides, self.dilations, self.unfold_pads,
+                                           grad_channels)
         self.add_bias = _BiasAdd()
         self.has_winograd_form = (self.has_matmul_form and self.kernel == (3, 3) and self.strides == (1, 1)
                                   and self.dilations == (1, 1) and self.group == 1)
         self.winograd = False
         if self.has_winograd_form:
-            self.winograd_f2 = _WinogradMatMul(self.in_channels, self.out_channels, 2, self.unfold_pads)
-            self.winograd_f4 = _WinogradMatMul(self.in_channels, self.out_channels, 4, self.unfold_pads)
+            self.winograd_f2 = _WinogradMatMul(self.in_channels, self.out_channels, 2, self.unfold_pads, grad_channels)
+            self.winograd_f4 = _WinogradMatMul(self.in_channels, self.out_channels, 4, self.unfold_pads, grad_channels)
 
     def _padding(self, h, w):
         if self.pads is not None:

@@ -507,6 +507,52 @@ def test_every_intermediate_shape_at_256_narrow():
         [(1, ngf, 64, 64), (1, 2 * ngf, 32, 32), (1, 4 * ngf, 16, 16), (1, 8 * ngf, 15, 15), (1, 1, 14, 14)]]
 
 
+class _InputAndWeightGrads(nn.Cell):
+    """x -> (d sum(r * net(x)) / dx, the gradients of every trainable weight), compiled; ``net`` returns one
+    tensor or (D) nested tuples whose last entries are the patch scores."""
+
+    def __init__(self, net, r):
+        super().__init__()
+        self.net, self.r = net, r
+        self.grad = ops.GradOperation(get_all=True, get_by_list=True)
+        self.weights = ms.ParameterTuple(net.trainable_params())
+
+    def score(self, x):
+        out = self.net(x)
+        if isinstance(out, tuple):
+            return sum(scale[-1].mean() for scale in out) + (out[0][0] * self.r).sum()
+        return (out * self.r).sum()
+
+    def construct(self, x):
+        return self.grad(self.score, self.weights)(x)
+
+
+def test_label_channels_declared_data_leave_every_needed_gradient_unchanged():
+    """G's SPADEs and D's first convolution compute input gradients only for the warped exemplar / image
+    channels (``grad_channels``): against the native path (full autodiff), the gradients of every weight and of
+    those channels are unchanged on the winograd path (Winograd for G's 3x3 layers: 16 + 3 conditioning
+    channels at narrow widths; Im2Col + MatMul for D's 4x4 ones)."""
+    label_nc, ngf = 16, 8
+    image = RNG.uniform(-1, 1, (1, 3, 64, 64))
+    label = one_hot(RNG.integers(0, label_nc, (1, 64, 64)), label_nc)
+    for build, x, out_shape, keep in [
+            (lambda: build_generator(label_nc=label_nc, ngf=ngf, spade_hidden=16), np.concatenate([image, label], 1),
+             (1, 3, 64, 64), slice(0, 3)),
+            (lambda: build_discriminator(label_nc=label_nc, ndf=ngf), np.concatenate([label, image], 1),
+             (1, ngf, 32, 32), slice(label_nc, label_nc + 3))]:
+        native, switched = build(), build()
+        ms.load_param_into_net(switched, {p.name: p for p in native.get_parameters()})
+        assert use_conv_impl(switched, "winograd") > 0
+        r = Tensor(RNG.normal(size=out_shape).astype(np.float32))
+        (dx_n,), dw_n = _InputAndWeightGrads(native, r)(Tensor(x.astype(np.float32)))
+        (dx_s,), dw_s = _InputAndWeightGrads(switched, r)(Tensor(x.astype(np.float32)))
+        np.testing.assert_allclose(dx_s.asnumpy()[:, keep], dx_n.asnumpy()[:, keep], rtol=1e-3,
+                                   atol=1e-4 * np.abs(dx_n.asnumpy()[:, keep]).max())
+        assert len(dw_n) == len(dw_s) > 10
+        for e, g in zip(dw_n, dw_s):
+            np.testing.assert_allclose(g.asnumpy(), e.asnumpy(), rtol=1e-3, atol=1e-4 * np.abs(e.asnumpy()).max())
+
+
 def test_discriminator_downsample_excludes_padding_from_the_mean():
     disc = build_discriminator(label_nc=1, ndf=8)
     x = RNG.standard_normal((1, 4, 6, 6)).astype(np.float32)

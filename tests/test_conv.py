@@ -219,6 +219,45 @@ def test_batch_in_compiled_vjp_equals_native():
         np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4 * np.abs(e).max())
 
 
+GRAD_CHANNEL_CASES = [  # (impl, kernel, stride, H, grad_channels, batch, Winograd tile): blocks at either end, inside
+    ("winograd", 3, 1, 24, (0, 3), 2, 4),     # CoCosNet's SPADE: the warped exemplar before the label map
+    ("winograd", 3, 1, 12, (17, 20), 1, 2),   # the last channels
+    ("matmul", 4, 2, 9, (17, 20), 2, 0),      # CoCosNet's D input: label map, then the image
+    ("matmul", 3, 1, 7, (5, 9), 2, 0),        # odd map, a block inside
+]
+
+
+@pytest.mark.parametrize("impl, kernel, stride, size, grad_channels, batch, tile", GRAD_CHANNEL_CASES)
+def test_grad_channels_compute_only_their_input_gradient(impl, kernel, stride, size, grad_channels, batch, tile):
+    """``grad_channels=(first, stop)``: through a compiled vjp, the output, the weight and bias gradients and
+    ``dx[:, first:stop]`` equal ``nn.Conv2d``'s; ``dx`` is exactly zero on the other channels."""
+    options = dict(kernel_size=kernel, stride=stride, pad_mode="pad", padding=1, has_bias=True)
+    native = nn.Conv2d(20, 16, **options)
+    cell = Conv2d(20, 16, grad_channels=grad_channels, **options)
+    _pair(native, cell)
+    assert use_conv_impl(cell, impl) == 1
+    rng = np.random.default_rng(7)
+    x = ms.Tensor(rng.normal(size=(batch, 20, size, size)).astype(np.float32))
+    out_size = (size + 2 - kernel) // stride + 1
+    dy = ms.Tensor(rng.normal(size=(batch, 16, out_size, out_size)).astype(np.float32))
+    got, expected = _flat(_VJP(cell)(x, dy)), _flat(_VJP(native)(x, dy))
+    if impl == "winograd":
+        assert winograd_tile(batch, 20, out_size, out_size) == tile
+    first, stop = grad_channels
+    keep = np.zeros(20, bool)
+    keep[first:stop] = True
+    np.testing.assert_array_equal(got[1][:, ~keep], 0.0)
+    expected[1], got[1] = expected[1][:, keep], got[1][:, keep]
+    for e, g in zip(expected, got):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4 * np.abs(e).max())
+
+
+def test_grad_channels_are_checked():
+    for bad in [(3, 3), (-1, 2), (0, 21), (5, 2)]:
+        with pytest.raises(ValueError, match="grad_channels"):
+            Conv2d(20, 4, 3, grad_channels=bad)
+
+
 def test_same_parameters_as_native_cells():
     a = Conv2d(6, 64, 4, 2, pad_mode="pad", padding=1, has_bias=True)
     b = nn.Conv2d(6, 64, 4, 2, pad_mode="pad", padding=1, has_bias=True)

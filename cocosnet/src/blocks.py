@@ -31,11 +31,13 @@ __all__ = ["FLOAT_EPS", "conv2d", "sn_conv2d", "reflect_pad", "PositionalNorm2d"
 FLOAT_EPS = sys.float_info.epsilon  # the reference's eps of feature_normalize and of the correlation
 
 
-def conv2d(cin, cout, kernel, stride=1, padding=0, bias=True):
-    """A :class:`common.conv.Conv2d` with zero padding ``padding`` on every side."""
+def conv2d(cin, cout, kernel, stride=1, padding=0, bias=True, grad_channels=None):
+    """A :class:`common.conv.Conv2d` with zero padding ``padding`` on every side (``grad_channels``: the input
+    channels that can carry a gradient, the rest being data; ``None``: all)."""
     if padding:
-        return Conv2d(cin, cout, kernel, stride, pad_mode="pad", padding=padding, has_bias=bias)
-    return Conv2d(cin, cout, kernel, stride, pad_mode="valid", has_bias=bias)
+        return Conv2d(cin, cout, kernel, stride, pad_mode="pad", padding=padding, has_bias=bias,
+                      grad_channels=grad_channels)
+    return Conv2d(cin, cout, kernel, stride, pad_mode="valid", has_bias=bias, grad_channels=grad_channels)
 
 
 def sn_conv2d(cin, cout, kernel, stride=1, padding=0, bias=True):
@@ -101,15 +103,18 @@ class SPADE(nn.Cell):
 
     ``m`` is the conditioning map nearest-resized to x's size; ``mlp_shared`` = reflect pad, 3x3 conv
     ``label_nc -> hidden`` (bias), ReLU; ``mlp_gamma`` / ``mlp_beta`` = reflect pad, 3x3 conv
-    ``hidden -> norm_nc`` (bias). No spectral norm (as the reference).
+    ``hidden -> norm_nc`` (bias). No spectral norm (as the reference). ``cond_grad_channels=(first, stop)``:
+    only those channels of ``m`` can carry a gradient (the rest are data, e.g. the one-hot label map), so the
+    backward of ``mlp_shared`` computes only theirs (``common.conv.Conv2d``'s ``grad_channels``).
 
     Shapes: x [B, norm_nc, H, W], segmap [B, label_nc, H*k, W*k] -> [B, norm_nc, H, W].
     """
 
-    def __init__(self, norm_nc, label_nc, hidden=128):
+    def __init__(self, norm_nc, label_nc, hidden=128, *, cond_grad_channels=None):
         super().__init__()
         self.param_free_norm = PositionalNorm2d()
-        self.mlp_shared = nn.SequentialCell([reflect_pad(1), conv2d(label_nc, hidden, 3), nn.ReLU()])
+        shared_conv = conv2d(label_nc, hidden, 3, grad_channels=cond_grad_channels)
+        self.mlp_shared = nn.SequentialCell([reflect_pad(1), shared_conv, nn.ReLU()])
         self.pad = reflect_pad(1)
         self.mlp_gamma = conv2d(hidden, norm_nc, 3)
         self.mlp_beta = conv2d(hidden, norm_nc, 3)
@@ -125,11 +130,12 @@ class SPADEResnetBlock(nn.Cell):
 
     ``conv_0`` (fin -> min(fin, fout)) and ``conv_1`` (-> fout) are 3x3, spectral-normalised, with bias.
     When fin != fout the shortcut is ``conv_s(norm_s(x, m))``, a 1x1 spectral-normalised conv without bias.
+    ``cond_grad_channels`` goes to every :class:`SPADE`.
 
     Shapes: x [B, fin, H, W], segmap [B, label_nc, H*k, W*k] -> [B, fout, H, W].
     """
 
-    def __init__(self, fin, fout, label_nc, hidden=128):
+    def __init__(self, fin, fout, label_nc, hidden=128, *, cond_grad_channels=None):
         super().__init__()
         fmiddle = min(fin, fout)
         self.learned_shortcut = fin != fout
@@ -137,11 +143,11 @@ class SPADEResnetBlock(nn.Cell):
         self.actvn = LeakyReLU(0.2)
         self.conv_0 = sn_conv2d(fin, fmiddle, 3)
         self.conv_1 = sn_conv2d(fmiddle, fout, 3)
-        self.norm_0 = SPADE(fin, label_nc, hidden)
-        self.norm_1 = SPADE(fmiddle, label_nc, hidden)
+        self.norm_0 = SPADE(fin, label_nc, hidden, cond_grad_channels=cond_grad_channels)
+        self.norm_1 = SPADE(fmiddle, label_nc, hidden, cond_grad_channels=cond_grad_channels)
         if self.learned_shortcut:
             self.conv_s = sn_conv2d(fin, fout, 1, bias=False)
-            self.norm_s = SPADE(fin, label_nc, hidden)
+            self.norm_s = SPADE(fin, label_nc, hidden, cond_grad_channels=cond_grad_channels)
 
     def construct(self, x, segmap):
         if self.learned_shortcut:

@@ -25,16 +25,19 @@ __all__ = ["NLayerDiscriminator", "MultiscaleDiscriminator"]
 class NLayerDiscriminator(nn.Cell):
     """One PatchGAN with ``n_layers`` 4x4 convs before the 1-channel output conv.
 
+    ``grad_channels=(first, stop)``: the input channels that can carry a gradient (the image of a
+    [label map, image] input; the first convolution computes only their input gradient), ``None``: all.
+
     Shapes: [B, input_nc, H, W] -> tuple of the ``n_layers + 1`` layer outputs (all used by the
     feature-matching loss; the last, [B, 1, H', W'], is the patch score).
     """
 
-    def __init__(self, input_nc, ndf=64, n_layers=4, attention=True):
+    def __init__(self, input_nc, ndf=64, n_layers=4, attention=True, *, grad_channels=None):
         super().__init__()
         if n_layers < 2:
             raise ValueError(f"n_layers={n_layers} must be at least 2 (4 in the reference)")
         self.n_layers = n_layers
-        layers = [nn.SequentialCell([conv2d(input_nc, ndf, 4, 2, 1), LeakyReLU(0.2)])]
+        layers = [nn.SequentialCell([conv2d(input_nc, ndf, 4, 2, 1, grad_channels=grad_channels), LeakyReLU(0.2)])]
         nf = ndf
         self.use_attention = attention
         for n in range(1, n_layers):
@@ -65,13 +68,16 @@ class MultiscaleDiscriminator(nn.Cell):
     Args:
         input_nc: channels of [label one-hot, image] (154 for ADE20K).
         ndf, n_layers, num_D: 64, 4, 2 in the reference.
+        grad_channels: ``(first, stop)``, the input channels that can carry a gradient (see
+            :class:`NLayerDiscriminator`); ``None``: all.
 
     Shapes: [B, input_nc, H, W] -> tuple over scales of tuples of layer outputs.
     """
 
-    def __init__(self, input_nc=154, ndf=64, n_layers=4, num_D=2, attention=True):
+    def __init__(self, input_nc=154, ndf=64, n_layers=4, num_D=2, attention=True, *, grad_channels=None):
         super().__init__()
-        nets = [NLayerDiscriminator(input_nc, ndf, n_layers, attention) for _ in range(num_D)]
+        nets = [NLayerDiscriminator(input_nc, ndf, n_layers, attention, grad_channels=grad_channels)
+                for _ in range(num_D)]
         for i, net in enumerate(nets):
             setattr(self, f"discriminator_{i}", net)
         self.nets = nets

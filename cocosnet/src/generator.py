@@ -7,7 +7,9 @@ ADE20K) drives every SPADE. At 256x256, full width ``ngf=64``::
     x2 -up_0-> [B,512,32,32] x2 -up_1-> [B,256,64,64] x2 -attn-> -up_2-> [B,128,128,128]
     x2 -up_3-> [B,64,256,256] -LReLU(0.2), conv 3x3, tanh-> [B,3,256,256]
 
-``x2`` is a nearest upsampling; ``m@8`` the nearest resize of ``m`` to H/32 x W/32.
+``x2`` is a nearest upsampling; ``m@8`` the nearest resize of ``m`` to H/32 x W/32. Each block gets ``m``
+resized once to its resolution, with the label map as data: the backward carries only the warped exemplar's
+3 channels (the SPADEs' ``cond_grad_channels``), not 154 at every block.
 """
 from mindspore import nn, ops
 
@@ -34,23 +36,34 @@ class TranslationNet(nn.Cell):
         super().__init__()
         ic = 3 + label_nc
         nf = ngf
-        self.fc = conv2d(ic, 16 * nf, 3, padding=1)
-        self.head_0 = SPADEResnetBlock(16 * nf, 16 * nf, ic, spade_hidden)
-        self.G_middle_0 = SPADEResnetBlock(16 * nf, 16 * nf, ic, spade_hidden)
-        self.G_middle_1 = SPADEResnetBlock(16 * nf, 16 * nf, ic, spade_hidden)
-        self.up_0 = SPADEResnetBlock(16 * nf, 8 * nf, ic, spade_hidden)
-        self.up_1 = SPADEResnetBlock(8 * nf, 4 * nf, ic, spade_hidden)
+        grad = (0, 3)  # the warped exemplar; the label map is data
+        self.fc = conv2d(ic, 16 * nf, 3, padding=1, grad_channels=grad)
+        self.head_0 = SPADEResnetBlock(16 * nf, 16 * nf, ic, spade_hidden, cond_grad_channels=grad)
+        self.G_middle_0 = SPADEResnetBlock(16 * nf, 16 * nf, ic, spade_hidden, cond_grad_channels=grad)
+        self.G_middle_1 = SPADEResnetBlock(16 * nf, 16 * nf, ic, spade_hidden, cond_grad_channels=grad)
+        self.up_0 = SPADEResnetBlock(16 * nf, 8 * nf, ic, spade_hidden, cond_grad_channels=grad)
+        self.up_1 = SPADEResnetBlock(8 * nf, 4 * nf, ic, spade_hidden, cond_grad_channels=grad)
         self.use_attention = attention
         if attention:
             self.attn = Attention(4 * nf)
-        self.up_2 = SPADEResnetBlock(4 * nf, 2 * nf, ic, spade_hidden)
-        self.up_3 = SPADEResnetBlock(2 * nf, 1 * nf, ic, spade_hidden)
+        self.up_2 = SPADEResnetBlock(4 * nf, 2 * nf, ic, spade_hidden, cond_grad_channels=grad)
+        self.up_3 = SPADEResnetBlock(2 * nf, 1 * nf, ic, spade_hidden, cond_grad_channels=grad)
         self.actvn = LeakyReLU(0.2)
         self.conv_img = conv2d(nf, 3, 3, padding=1)
 
     @staticmethod
     def _up(x):
         return nearest_resize(x, (2 * x.shape[2], 2 * x.shape[3]))
+
+    @staticmethod
+    def _conditioning(seg):
+        """``seg`` [B, 3 + L, H, W] resized to H/32, H/16, H/8, H/4, H/2 and H, the label map behind a
+        stop-gradient (it is data) -> 6 maps [B, 3 + L, H/f, W/f]."""
+        warp, label = ops.split(seg, (3, seg.shape[1] - 3), axis=1)
+        label = ops.stop_gradient(label)
+        h, w = seg.shape[2], seg.shape[3]
+        return tuple(ops.cat((nearest_resize(warp, (h // f, w // f)), nearest_resize(label, (h // f, w // f))), 1)
+                     for f in (32, 16, 8, 4, 2, 1))
 
     def stages(self, seg):
         """Outputs of fc, head_0, G_middle_0, G_middle_1, up_0, up_1, attn (or up_1 again), up_2, up_3 and
@@ -59,17 +72,18 @@ class TranslationNet(nn.Cell):
         if h % 32 or w % 32 or h < 64 or w < 64:
             raise ValueError(f"TranslationNet input is {h}x{w}; height and width must be multiples of 32 and at "
                              f"least 64 (the first block reflection-pads an H/32 x W/32 map)")
-        x0 = self.fc(nearest_resize(seg, (h // 32, w // 32)))
-        x1 = self.head_0(x0, seg)
-        x2 = self.G_middle_0(self._up(x1), seg)
-        x3 = self.G_middle_1(x2, seg)
-        x4 = self.up_0(self._up(x3), seg)
-        x5 = self.up_1(self._up(x4), seg)
+        m32, m16, m8, m4, m2, m1 = self._conditioning(seg)
+        x0 = self.fc(m32)
+        x1 = self.head_0(x0, m32)
+        x2 = self.G_middle_0(self._up(x1), m16)
+        x3 = self.G_middle_1(x2, m16)
+        x4 = self.up_0(self._up(x3), m8)
+        x5 = self.up_1(self._up(x4), m4)
         x6 = self._up(x5)
         if self.use_attention:
             x6 = self.attn(x6)
-        x7 = self.up_2(x6, seg)
-        x8 = self.up_3(self._up(x7), seg)
+        x7 = self.up_2(x6, m2)
+        x8 = self.up_3(self._up(x7), m1)
         image = ops.tanh(self.conv_img(self.actvn(x8)))
         return x0, x1, x2, x3, x4, x5, x6, x7, x8, image
 

@@ -34,8 +34,10 @@ def build_generator(label_nc=ADE20K_LABEL_NC, ngf=64, spade_hidden=128):
 
 
 def build_discriminator(label_nc=ADE20K_LABEL_NC, ndf=64, num_D=2):
-    """Two-scale PatchGAN on [label one-hot, RGB]; defaults give the reference's 6,000,772 parameters."""
-    return MultiscaleDiscriminator(label_nc + 3, ndf, n_layers=4, num_D=num_D, attention=True)
+    """Two-scale PatchGAN on [label one-hot, RGB] (the gradient reaches only the RGB channels); defaults give the
+    reference's 6,000,772 parameters."""
+    return MultiscaleDiscriminator(label_nc + 3, ndf, n_layers=4, num_D=num_D, attention=True,
+                                   grad_channels=(label_nc, label_nc + 3))
 
 
 class CoCosNet(nn.Cell):
