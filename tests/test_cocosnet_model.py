@@ -530,11 +530,13 @@ class _InputAndWeightGrads(nn.Cell):
 def test_label_channels_declared_data_leave_every_needed_gradient_unchanged():
     """G's SPADEs and D's first convolution compute input gradients only for the warped exemplar / image
     channels (``grad_channels``): against the native path (full autodiff), the gradients of every weight and of
-    those channels are unchanged on the winograd path (Winograd for G's 3x3 layers: 16 + 3 conditioning
-    channels at narrow widths; Im2Col + MatMul for D's 4x4 ones)."""
+    those channels are unchanged on the matmul path (direct sums: Winograd's ~1e-5 rounding can flip a ReLU
+    whose input is near 0 and move a few gradients by far more; tests/test_conv.py checks Winograd's
+    ``grad_channels`` layer by layer)."""
     label_nc, ngf = 16, 8
-    image = RNG.uniform(-1, 1, (1, 3, 64, 64))
-    label = one_hot(RNG.integers(0, label_nc, (1, 64, 64)), label_nc)
+    rng = np.random.default_rng(11)
+    image = rng.uniform(-1, 1, (1, 3, 64, 64))
+    label = one_hot(rng.integers(0, label_nc, (1, 64, 64)), label_nc)
     for build, x, out_shape, keep in [
             (lambda: build_generator(label_nc=label_nc, ngf=ngf, spade_hidden=16), np.concatenate([image, label], 1),
              (1, 3, 64, 64), slice(0, 3)),
@@ -542,8 +544,8 @@ def test_label_channels_declared_data_leave_every_needed_gradient_unchanged():
              (1, ngf, 32, 32), slice(label_nc, label_nc + 3))]:
         native, switched = build(), build()
         ms.load_param_into_net(switched, {p.name: p for p in native.get_parameters()})
-        assert use_conv_impl(switched, "winograd") > 0
-        r = Tensor(RNG.normal(size=out_shape).astype(np.float32))
+        assert use_conv_impl(switched, "matmul") > 0
+        r = Tensor(rng.normal(size=out_shape).astype(np.float32))
         (dx_n,), dw_n = _InputAndWeightGrads(native, r)(Tensor(x.astype(np.float32)))
         (dx_s,), dw_s = _InputAndWeightGrads(switched, r)(Tensor(x.astype(np.float32)))
         np.testing.assert_allclose(dx_s.asnumpy()[:, keep], dx_n.asnumpy()[:, keep], rtol=1e-3,
