@@ -122,9 +122,9 @@ def samples(x):
     return (x,) if x.shape[0] == 1 else ops.split(x, 1, axis=0)
 
 
-def _input_channels(w, grad_channels):
-    """``w[:, first:stop]`` for ``grad_channels=(first, stop)``; ``w`` itself for ``None``."""
-    return w if grad_channels is None else w[:, grad_channels[0]:grad_channels[1]]
+def _input_channels(w, first, stop):
+    """``w[:, first:stop]``; ``w`` itself (no copy) when that is every input channel."""
+    return w if (first, stop) == (0, w.shape[1]) else w[:, first:stop]
 
 
 def _zero_pad_channels(dx, before, after):
@@ -147,14 +147,14 @@ class _Im2ColMatMul(nn.Cell):
     and, in MindSpore 2.10's CPU graphs, 2-5x its size in peak memory, for no speed gain (measured: VGG19
     conv1_2 at 64x128, batch 10: 4.1 GB against 0.9 GB per sample, same time).
 
-    With ``grad_channels=(first, stop)`` the backward computes ``dx`` for input channels ``first:stop`` only
-    (the others get zeros; see :class:`Conv2d`).
+    ``grad_channels=(first, stop)``: the backward computes ``dx`` for input channels ``first:stop`` (``(0, C)``:
+    all), zeros for the others (see :class:`Conv2d`).
 
     Shapes: x [B, C, H, W] (symmetric padding ``pads`` applied by Im2Col), w [N, C, kh, kw] ->
     [B, N, H', W'].
     """
 
-    def __init__(self, kernel, strides, dilations, pads, grad_channels=None):
+    def __init__(self, kernel, strides, dilations, pads, grad_channels):
         super().__init__()
         self.kernel, self.strides, self.dilations, self.pads = kernel, strides, dilations, pads
         self.grad_channels = grad_channels
@@ -182,8 +182,8 @@ class _Im2ColMatMul(nn.Cell):
         b, c, h, wd = x.shape
         out_h, out_w = self._out_size(h, wd)
         n = w.shape[0]
-        first, stop = self.grad_channels or (0, c)
-        w2d = _input_channels(ops.depend(w, dout), self.grad_channels).reshape(n, -1)  # [N, (stop-first)*kh*kw]
+        first, stop = self.grad_channels
+        w2d = _input_channels(ops.depend(w, dout), first, stop).reshape(n, -1)  # [N, (stop - first)*kh*kw]
         xs, dys = samples(ops.depend(x, dout)), samples(dout)
         dw, dxs = None, []
         for i in range(b):
@@ -260,19 +260,19 @@ class _WinogradMatMul(nn.Cell):
     layer input kept until the backward (CoCosNet's 256x256 iteration: 19.0 -> 18.3 s, 14.7 -> 16.1 GB,
     ``bench/train_step.py --model cocosnet --size 256``).
 
-    With ``grad_channels=(first, stop)`` the backward computes ``dx`` for input channels ``first:stop`` only
-    (the others get zeros; see :class:`Conv2d`).
+    ``grad_channels=(first, stop)``: the backward computes ``dx`` for input channels ``first:stop`` (``(0, C)``:
+    all), zeros for the others (see :class:`Conv2d`).
 
     Shapes: x [B, C, H, W] with (H + 2p - 2) and (W + 2p - 2) multiples of m (p: symmetric padding ``pads``,
     applied by Im2Col), w [N, C, 3, 3] -> y [B, N, H + 2p - 2, W + 2p - 2]; with ``keep_transforms``, the tuple
     of y and the B transformed inputs V [a*a, C, T].
     """
 
-    def __init__(self, in_channels, out_channels, tile, pads, grad_channels=None):
+    def __init__(self, in_channels, out_channels, tile, pads, grad_channels):
         super().__init__()
         self.tile, self.pads = tile, pads
         self.grad_channels = grad_channels
-        first, stop = grad_channels or (0, in_channels)
+        first, stop = grad_channels
         self.keep_transforms = False
         k_in, k_w, k_out = winograd_matrices(tile)
         self.k_in, self.k_w, self.k_out = (Tensor(k.astype(np.float32)) for k in (k_in, k_w, k_out))
@@ -333,9 +333,9 @@ class _WinogradMatMul(nn.Cell):
 
     def bprop(self, x, w, out, dout):
         b, c, h, wd = x.shape
-        first, stop = self.grad_channels or (0, c)
+        first, stop = self.grad_channels
         dy = dout[0] if self.keep_transforms else dout
-        u = self._weight_transform(_input_channels(ops.depend(w, dy), self.grad_channels))  # [a*a, N, stop-first]
+        u = self._weight_transform(_input_channels(ops.depend(w, dy), first, stop))  # [a*a, N, stop - first]
         xs, dys = samples(ops.depend(x, dy)), samples(dy)
         du, dxs = None, []
         for i in range(b):
@@ -384,13 +384,11 @@ class Conv2d(nn.Conv2d):
 
     def __init__(self, *args, grad_channels=None, **kwargs):
         super().__init__(*args, **kwargs)
-        if grad_channels is not None:
-            first, stop = grad_channels
-            if not 0 <= first < stop <= self.in_channels:
-                raise ValueError(f"grad_channels={grad_channels} must satisfy 0 <= first < stop <= in_channels "
-                                 f"({self.in_channels})")
-            grad_channels = (int(first), int(stop))
-        self.grad_channels = grad_channels
+        first, stop = (0, self.in_channels) if grad_channels is None else grad_channels
+        if not 0 <= first < stop <= self.in_channels:
+            raise ValueError(f"grad_channels={grad_channels} must satisfy 0 <= first < stop <= in_channels "
+                             f"({self.in_channels})")
+        self.grad_channels = grad_channels = (int(first), int(stop))
         self.has_matmul_form = self.data_format == "NCHW"
         self.matmul = False
         self.mm, self.bmm = ops.MatMul(), ops.BatchMatMul()
