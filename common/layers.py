@@ -65,10 +65,8 @@ def reduce_sum(x, axes, keep_dims=True):
         return x.sum(axis=out, keepdims=keep_dims)
     if form == "inner":
         lead, count, trail = stages
-        ones = ops.ones((1, count), x.dtype)
-        if lead == 1:
-            return ops.matmul(ones, x.reshape(count, trail)).reshape(out)
-        return ops.matmul(ones, x.reshape(lead, count, trail)).reshape(out)
+        rows = x.reshape((count, trail) if lead == 1 else (lead, count, trail))  # 2-D: MatMul, not BatchMatMul
+        return ops.matmul(ops.ones((1, count), x.dtype), rows).reshape(out)
     shape = x.shape
     for rows_cols in stages:
         x = x.reshape(rows_cols).sum(axis=1)
@@ -108,10 +106,8 @@ def expand(stat, x):
     if inner is None:
         return ops.broadcast_to(stat, x.shape)
     lead, count, trail = inner
-    ones = ops.ones((count, 1), stat.dtype)
-    if lead == 1:
-        return ops.matmul(ones, stat.reshape(1, trail)).reshape(x.shape)
-    return ops.matmul(ones, stat.reshape(lead, 1, trail)).reshape(x.shape)
+    row = stat.reshape((1, trail) if lead == 1 else (lead, 1, trail))  # 2-D: MatMul, not BatchMatMul
+    return ops.matmul(ops.ones((count, 1), stat.dtype), row).reshape(x.shape)
 
 
 class Standardize(nn.Cell):
@@ -222,6 +218,7 @@ class Softmax(nn.Cell):
 
     def bprop(self, x, out, dout):
         row_sums = ops.matmul(dout * out, ops.ones((out.shape[-1], 1), out.dtype))  # [..., 1]
+        # broadcast_to, not expand: graph mode fails to compile expand's constexpr branch inside a bprop
         return (out * (dout - ops.broadcast_to(row_sums, out.shape)),)
 
 
