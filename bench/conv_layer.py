@@ -4,6 +4,7 @@
     python bench/conv_layer.py ... --cpu_conv matmul|winograd      # one path in this process
     python bench/conv_layer.py ... --both                          # matmul, then winograd, each in its own process
     python bench/conv_layer.py ... --keep_transforms               # winograd, transformed input kept for the backward
+    python bench/conv_layer.py ... --precision bf16                # MatMuls with bf16 inputs (AMX / AVX512_BF16 CPUs)
 
 The layer is ``common.conv.Conv2d(cin, cout, 3, padding=1)`` with random weights; one iteration is a compiled
 ``value_and_grad`` of ``sum(conv(x) * dy)`` with respect to the [B, cin, H, W] input and the weight (the work of
@@ -20,9 +21,9 @@ import sys
 from vgg_step import timed_ms  # (importing it also puts the repository on sys.path)
 
 
-def run(cpu_conv, cin, cout, height, width, batch, steps, keep_transforms=False):
+def run(cpu_conv, cin, cout, height, width, batch, steps, keep_transforms=False, precision="f32"):
     from common.runtime import init_runtime
-    rt = init_runtime("CPU", "graph", seed=0, cpu_conv=cpu_conv)
+    rt = init_runtime("CPU", "graph", seed=0, cpu_conv=cpu_conv, precision=precision)
     import numpy as np
     import mindspore as ms
     from mindspore import Tensor
@@ -45,11 +46,11 @@ def run(cpu_conv, cin, cout, height, width, batch, steps, keep_transforms=False)
         return dx, dw[0]
 
     ms_iter, _ = timed_ms(lambda: [t.asnumpy() for t in step(x)], steps)
-    tile = winograd_tile(batch, cin, height, width) if rt.conv_impl == "winograd" else 0
+    tile = winograd_tile(batch, cin, height, width, conv.largest_tile) if rt.conv_impl == "winograd" else 0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
     print(f"conv3x3 {cin}->{cout} {height}x{width} batch {batch}, forward + both gradients: median {ms_iter:.0f} "
           f"ms/iter over {steps}, peak RSS {peak:.2f} GB; {rt.conv_impl}" + (f" (tile {tile})" if tile else "")
-          + (", transforms kept" if keep_transforms and tile else ""),
+          + (", transforms kept" if keep_transforms and tile else "") + (", bf16" if precision == "bf16" else ""),
           flush=True)
 
 
@@ -65,14 +66,17 @@ def main():
     parser.add_argument("--both", action="store_true", help="matmul, then winograd, each in a fresh process")
     parser.add_argument("--keep_transforms", action="store_true",
                         help="winograd: keep the transformed input for the backward (common.conv.use_conv_impl)")
+    parser.add_argument("--precision", choices=["f32", "bf16"], default="f32",
+                        help="bf16: oneDNN MatMuls with bf16 inputs (common.runtime.select_cpu_precision)")
     args = parser.parse_args()
     shape = ["--cin", str(args.cin), "--cout", str(args.cout), "--height", str(args.height), "--width",
-             str(args.width), "--batch", str(args.batch), "--steps", str(args.steps)]
+             str(args.width), "--batch", str(args.batch), "--steps", str(args.steps), "--precision", args.precision]
     if args.both:
         for impl in ("matmul", "winograd"):
             subprocess.run([sys.executable, os.path.abspath(__file__), "--cpu_conv", impl] + shape, check=True)
         return
-    run(args.cpu_conv, args.cin, args.cout, args.height, args.width, args.batch, args.steps, args.keep_transforms)
+    run(args.cpu_conv, args.cin, args.cout, args.height, args.width, args.batch, args.steps, args.keep_transforms,
+        args.precision)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python bench/train_step.py --model pix2pix --size 256 --batch 1 [--steps 7] [--torch] [--cpu_conv native]
     python bench/train_step.py --model osmis --size 192x320 --batch 5 [--no_masks] [--torch]
+    python bench/train_step.py --model pix2pix --size 256 --precision bf16 [--torch]
 
 Each model folder provides ``<model>/src/utils.py: make_bench_step(size, batch)``, a zero-argument
 callable running one full train step on random data (``--size`` HxW: OSMIS only; ``--no_masks``: OSMIS
@@ -11,6 +12,9 @@ the same run, for a same-machine comparison, and prints the ratio: ``../shared/b
 (pix2pix), ``../shared/bench/torch_crn_step.py SIZE 9 STEPS`` (CRN) or ``bench/torch_osmis_step.py`` (OSMIS,
 a restatement of the reference's step). CoCosNet has none: compare with the official code's figure in
 ``cocosnet/README.md``.
+``--precision bf16`` runs the step with bf16 MatMuls (``common.runtime.select_cpu_precision``; CPUs with AMX or
+AVX512_BF16), and the PyTorch reference with its oneDNN bf16 mode for float32 convolutions and MatMuls
+(``torch.backends.mkldnn.{conv,matmul}.fp32_precision = "bf16"``), so the ratio compares like with like.
 Prints one line per measurement and the peak resident memory.
 """
 import argparse
@@ -41,23 +45,30 @@ def parse_size(text):
     return values[0] if len(values) == 1 else tuple(values)
 
 
+TORCH_BF16 = ("import runpy, sys, torch; torch.backends.mkldnn.conv.fp32_precision = 'bf16'; "
+              "torch.backends.mkldnn.matmul.fp32_precision = 'bf16'; sys.argv = sys.argv[1:]; "
+              "runpy.run_path(sys.argv[0], run_name='__main__')")
+
+
 def torch_command(args, script):
-    """The PyTorch reference's command line for the benchmarked model and size."""
+    """The PyTorch reference's command line (after the interpreter) for the benchmarked model, size and precision."""
     if args.model == "osmis":
         h, w = args.size if isinstance(args.size, tuple) else (args.size, args.size)
-        return [script, str(h), str(w), "--steps", str(args.steps)] + (["--no_masks"] if args.no_masks else [])
-    if args.model == "crn":
-        return [script, str(args.size), "9", str(args.steps)]
-    return [script, str(args.size)]
+        command = [script, str(h), str(w), "--steps", str(args.steps)] + (["--no_masks"] if args.no_masks else [])
+    elif args.model == "crn":
+        command = [script, str(args.size), "9", str(args.steps)]
+    else:
+        command = [script, str(args.size)]
+    return (["-c", TORCH_BF16] if args.precision == "bf16" else []) + command
 
 
-def step_builder(model, cpu_conv=None, device="CPU", mode="graph", no_masks=False):
-    """Initialise the runtime on the model config's ``cpu_conv`` path (or ``cpu_conv``) and return
+def step_builder(model, cpu_conv=None, device="CPU", mode="graph", no_masks=False, precision="f32"):
+    """Initialise the runtime on the model config's ``cpu_conv`` path (or ``cpu_conv``) at ``precision`` and return
     ``(runtime, build)``, where ``build(size, batch)`` makes ``<model>/src/utils.py: make_bench_step``'s step."""
     from common.config import load_config
     from common.runtime import init_runtime
     cfg = load_config(os.path.join(REPO, model, "default_config.yaml"))
-    rt = init_runtime(device, mode, seed=0,
+    rt = init_runtime(device, mode, seed=0, precision=precision,
                       cpu_conv=(cpu_conv or cfg.cpu_conv) if "cpu_conv" in cfg else "native")
     utils = importlib.import_module(f"{model}.src.utils")
     extra = {"masks": not no_masks} if model == "osmis" else {}
@@ -89,6 +100,8 @@ def main():
                         help="CPU convolution path (common/conv.py); default: the model config's cpu_conv")
     parser.add_argument("--torch", action="store_true", help="also time the PyTorch reference (pix2pix, crn, osmis)")
     parser.add_argument("--no_masks", action="store_true", help="OSMIS: time SIV-GAN (no mask branch)")
+    parser.add_argument("--precision", choices=["f32", "bf16"], default="f32",
+                        help="bf16: MatMuls (matmul / winograd convolutions) with bf16 inputs, on AMX / AVX512_BF16 CPUs")
     parser.add_argument("--mode", choices=["graph", "pynative"], default="graph",
                         help="MindSpore execution mode of the step (CRN at 256p: see crn/README.md Performance)")
     args = parser.parse_args()
@@ -110,7 +123,7 @@ def main():
         else:
             print(f"torch reference failed: {out.stderr[-500:]}")
 
-    rt, build = step_builder(args.model, args.cpu_conv, args.device, args.mode, args.no_masks)
+    rt, build = step_builder(args.model, args.cpu_conv, args.device, args.mode, args.no_masks, args.precision)
     t = time.perf_counter()
     step = build(args.size, args.batch)
     step()

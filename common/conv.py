@@ -29,6 +29,8 @@ F(4x4, 3x3) or F(2x2, 3x3) (:class:`_WinogradMatMul`; the tile chosen per call b
 faster per layer than Im2Col + MatMul on CRN's layers (``bench/conv_layer.py --both``). The sums are exact in real arithmetic; in float32 they
 differ from the direct ones by up to ~2e-5 of the output's scale for F(4x4) and ~2e-6 for F(2x2) (direct
 Im2Col + MatMul: ~1e-6), as cuDNN's and oneDNN's Winograd convolutions do. ``matmul`` keeps the direct sums.
+Where the process's MatMuls run in bf16 (:func:`bf16_matmuls`, ``init_runtime(precision="bf16")``) only F(2x2) is
+used: its output transform amplifies the products' rounding far less (see :func:`winograd_tile`).
 
 Coverage of the matmul path: any padding (``pad`` with one value, per dimension ``(top, bottom, left,
 right)``, unequal sides included; ``valid``; ``same``), any kernel and stride, dilation, and for
@@ -44,14 +46,23 @@ stride 1) exists one sample at a time and is rebuilt in the backward (:class:`_I
 holds for the Winograd transform of the input (2.25x the input for F(4x4), 4x for F(2x2)). 1x1
 convolutions (no matrix) and grouped ones (autodiff, batched) are the exceptions.
 """
+import os
+
 import numpy as np
 from mindspore import Tensor, int32, nn, ops
 
 from common.layers import reduce_sum
 
-__all__ = ["CONV_IMPLS", "Conv2d", "ConvTranspose2d", "Unfold", "use_conv_impl", "winograd_matrices", "winograd_tile"]
+__all__ = ["CONV_IMPLS", "Conv2d", "ConvTranspose2d", "Unfold", "use_conv_impl", "winograd_matrices", "winograd_tile",
+           "bf16_matmuls"]
 
 CONV_IMPLS = ("native", "matmul", "winograd")
+
+
+def bf16_matmuls():
+    """True when oneDNN may compute this process's float32 MatMuls with bf16 inputs
+    (``ONEDNN_DEFAULT_FPMATH_MODE=BF16``: set by ``init_runtime(precision="bf16")``, or by you)."""
+    return os.environ.get("ONEDNN_DEFAULT_FPMATH_MODE", "").upper() == "BF16"
 
 
 def use_conv_impl(net, impl, keep_transforms=False):
@@ -61,7 +72,7 @@ def use_conv_impl(net, impl, keep_transforms=False):
     Returns how many convolutions now run as matrix multiplies (0 for ``native``; cells without a matmul form,
     see the module docstring, stay native and are not counted; :class:`Unfold` cells switch but are not
     convolutions); with ``winograd``, the 3x3 stride-1 ones among
-    them use :func:`winograd_tile`'s choice per call, and ``keep_transforms=True`` makes them keep their
+    them use :func:`winograd_tile`'s choice per call (F(2x2) at most under :func:`bf16_matmuls`), and ``keep_transforms=True`` makes them keep their
     transformed inputs for the backward instead of recomputing them (:class:`_WinogradMatMul`: faster, more
     memory; for training steps that fit). Call it before ``net`` first runs in graph mode: a
     compiled graph keeps the path it was compiled with (a change to a net that has one is an error; one
@@ -83,8 +94,10 @@ def use_conv_impl(net, impl, keep_transforms=False):
     wanted = [(impl != "native" and cell.has_matmul_form, impl == "winograd" and cell.has_winograd_form)
               for cell in convs]
     keep = bool(keep_transforms) and impl == "winograd"
+    largest_tile = 2 if bf16_matmuls() else 4
     changed = any((cell.matmul, cell.winograd) != want for cell, want in zip(convs, wanted)) or any(
-        cell.winograd_f4.keep_transforms != keep for cell in convs if cell.has_winograd_form)
+        (cell.winograd_f4.keep_transforms, cell.largest_tile) != (keep, largest_tile)
+        for cell in convs if cell.has_winograd_form)
     if changed and any(getattr(cell, "compile_cache", None) for _, cell in cells):
         raise RuntimeError(f"{type(net).__name__} already ran as a compiled graph, which keeps its convolution path; "
                            f"call use_conv_impl(net, {impl!r}) right after building the network")
@@ -92,6 +105,7 @@ def use_conv_impl(net, impl, keep_transforms=False):
         cell.matmul, cell.winograd = matmul, winograd
         if cell.has_winograd_form:
             cell.winograd_f2.keep_transforms = cell.winograd_f4.keep_transforms = keep
+            cell.largest_tile = largest_tile
     return sum(matmul for (matmul, _), cell in zip(wanted, convs) if not isinstance(cell, Unfold))
 
 
@@ -221,7 +235,7 @@ def winograd_matrices(tile):
     return np.kron(bt, bt), np.kron(g, g), np.kron(at, at)
 
 
-def winograd_tile(batch, in_channels, out_h, out_w):
+def winograd_tile(batch, in_channels, out_h, out_w, largest=4):
     """The Winograd tile m (4 or 2) for a 3x3 stride-1 layer on the ``winograd`` path, or 0 for Im2Col + MatMul.
 
     Measured on a 2-core AVX-512 CPU (forward + both gradients, one layer; ``bench/conv_layer.py --both``):
@@ -231,11 +245,15 @@ def winograd_tile(batch, in_channels, out_h, out_w):
     transformed kernels stop costing more than its products save, and at least 16 input channels) come from
     one-off measurements that forced each tile; below them the transforms cost more than they save. Output
     sides must be multiples of m (no padding to a whole tile: an odd map runs Im2Col + MatMul).
+
+    ``largest=2`` rules F(4x4) out; :func:`use_conv_impl` passes it under bf16 MatMuls, where F(4x4)'s output
+    transform (entries up to 8) amplifies the products' bf16 rounding: one 96-channel layer's output was off by
+    7.9e-2 of its scale, against 3.4e-3 with F(2x2) and 2.6e-3 with Im2Col + MatMul (``tests/test_conv.py``).
     """
     pixels = batch * out_h * out_w
     if in_channels < 16:
         return 0
-    if pixels >= 1024 and out_h % 4 == 0 and out_w % 4 == 0:
+    if largest == 4 and pixels >= 1024 and out_h % 4 == 0 and out_w % 4 == 0:
         return 4
     if pixels >= 128 and out_h % 2 == 0 and out_w % 2 == 0:
         return 2
@@ -407,6 +425,7 @@ class Conv2d(nn.Conv2d):
         self.has_winograd_form = (self.has_matmul_form and self.kernel == (3, 3) and self.strides == (1, 1)
                                   and self.dilations == (1, 1) and self.group == 1)
         self.winograd = False
+        self.largest_tile = 4
         if self.has_winograd_form:
             self.winograd_f2 = _WinogradMatMul(self.in_channels, self.out_channels, 2, self.unfold_pads, grad_channels)
             self.winograd_f4 = _WinogradMatMul(self.in_channels, self.out_channels, 4, self.unfold_pads, grad_channels)
@@ -438,7 +457,8 @@ class Conv2d(nn.Conv2d):
         if g == 1 and not self.pointwise:
             if (top, left) != self.unfold_pads or (bottom, right) != self.unfold_pads:
                 x = ops.pad(x, (left, right, top, bottom))
-            tile = winograd_tile(b, c, h + top + bottom - 2, w + left + right - 2) if self.winograd else 0
+            tile = (winograd_tile(b, c, h + top + bottom - 2, w + left + right - 2, self.largest_tile)
+                    if self.winograd else 0)
             if tile == 4:
                 y = self.winograd_f4(x, weight)
             elif tile == 2:

@@ -85,14 +85,21 @@ def run_cli(run, argv):
         raise SystemExit(2) from None
 
 
-def _runtime(cfg, cpu_conv=None):
-    return init_runtime(cfg.device_target, cfg.mode, cfg.seed, cpu_conv=cpu_conv or cfg.cpu_conv)
+def _runtime(cfg, cpu_conv=None, precision=None):
+    try:
+        return init_runtime(cfg.device_target, cfg.mode, cfg.seed, cpu_conv=cpu_conv or cfg.cpu_conv,
+                            precision=precision or cfg.precision)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _backend_runtime(cfg):
     """eval/predict: with an ONNX backend MindSpore only exports (native convolutions, as ``export.py``) and
-    runs the metric networks, so the process stays on the native path (no AVX-512 oneDNN cap lift)."""
-    return _runtime(cfg, cpu_conv="native" if cfg.backend != "mindspore" else None)
+    runs the metric networks, so the process stays on the native path (no AVX-512 oneDNN cap lift) and f32
+    (``--precision`` is then the backend's)."""
+    if cfg.backend == "mindspore":
+        return _runtime(cfg)
+    return _runtime(cfg, cpu_conv="native", precision="f32")
 
 
 def train(spec, cfg):
@@ -221,8 +228,6 @@ def load_runners(spec, cfg, rt, log=print):
         if cfg.onnx:
             raise ConfigError(f"--onnx={cfg.onnx} is for --backend=onnxruntime or openvino; --backend=mindspore runs "
                               f"the checkpoint")
-        if cfg.precision != "f32":
-            raise ConfigError(f"--precision={cfg.precision} is for --backend=openvino; MindSpore runs f32")
         return load_inference(spec, cfg, rt.conv_impl, log=log)
     from common.backends import load_backend
     nets, ckpt = load_inference(spec, cfg, log=log)
@@ -265,6 +270,10 @@ def evaluate(spec, cfg):
     """Generate the validation set, score it and write ``<output_dir>/eval/metrics.json``; returns the record."""
     from common.metrics.evaluate import build_metrics, evaluate_folders, select_metrics, write_metrics_json
     names, not_computed = select_metrics(cfg.metrics, inception_path=cfg.inception_path)
+    if cfg.backend == "mindspore" and cfg.precision != "f32":
+        raise ConfigError(f"--precision={cfg.precision} with --backend=mindspore: oneDNN's bf16 mode holds for the "
+                          f"whole process, so the metric networks (Inception, LPIPS, FCN) would score in bf16 too; "
+                          f"evaluate with --precision=f32, or the model alone in bf16 with --backend=openvino")
     rt = _backend_runtime(cfg)
     nets, ckpt = load_runners(spec, cfg, rt)
     out_dir = os.path.join(cfg.output_dir, "eval")
@@ -307,7 +316,7 @@ def import_checkpoint(cfg, source_key, tool, convert):
     out = cfg.ckpt or os.path.join(cfg.output_dir, "imported", "G.ckpt")
     if not out.endswith(".ckpt"):
         raise ValueError(f"--ckpt={out}: {tool} writes one file; pass a path ending in .ckpt")
-    _runtime(cfg, cpu_conv="native")
+    _runtime(cfg, cpu_conv="native", precision="f32")
     convert(cfg, cfg[source_key], out)
     return out
 
@@ -349,7 +358,7 @@ def export(spec, cfg):
     ``spec.export_graph`` returns one :class:`ExportGraph` (result: {format: (path, diff)}) or a list of
     them, e.g. a model's sub-networks and their composite (result: {file stem: {format: (path, diff)}}).
     """
-    _runtime(cfg, cpu_conv="native")
+    _runtime(cfg, cpu_conv="native", precision="f32")
     nets, ckpt = load_inference(spec, cfg)
     out_dir = os.path.join(cfg.output_dir, "export")
     graph = spec.export_graph(cfg, nets, out_dir)

@@ -11,11 +11,12 @@ import numpy as np
 import common  # sets ONEDNN_MAX_CPU_ISA before mindspore is imported
 import mindspore as ms
 
-__all__ = ["Runtime", "init_runtime", "launched_by_msrun", "set_seed", "select_cpu_conv", "cpu_has_avx512", "total_memory_gb",
-           "CPU_CONV_CHOICES"]
+__all__ = ["Runtime", "init_runtime", "launched_by_msrun", "set_seed", "select_cpu_conv", "select_cpu_precision",
+           "cpu_flags", "cpu_has_avx512", "total_memory_gb", "CPU_CONV_CHOICES", "PRECISION_CHOICES"]
 
 DEVICE_TARGETS = ("CPU", "GPU", "Ascend")
 CPU_CONV_CHOICES = ("auto", "native", "matmul", "winograd")
+PRECISION_CHOICES = ("f32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -32,13 +33,15 @@ class Runtime:
     group_size: int = 1
     conv_impl: str = "native"
     onednn_isa: str = ""
+    precision: str = "f32"
 
     @property
     def describe_conv(self):
         """One log line: how convolutions run (``common/conv.py``) and under which oneDNN ISA cap."""
         if self.device_target != "CPU":
             return f"convolutions: native {self.device_target} kernels"
-        return f"CPU convolutions: {self.conv_impl} (ONEDNN_MAX_CPU_ISA={self.onednn_isa})"
+        bf16 = ", bf16 matrix multiplies: ONEDNN_DEFAULT_FPMATH_MODE=BF16" if self.precision == "bf16" else ""
+        return f"CPU convolutions: {self.conv_impl} (ONEDNN_MAX_CPU_ISA={self.onednn_isa}{bf16})"
 
     @property
     def distributed(self):
@@ -62,13 +65,21 @@ def set_seed(seed):
     ms.set_seed(seed)
 
 
-def cpu_has_avx512(cpuinfo="/proc/cpuinfo"):
-    """True when the CPU reports AVX-512 Foundation (``avx512f`` in /proc/cpuinfo; False if unreadable)."""
+def cpu_flags(cpuinfo="/proc/cpuinfo"):
+    """The CPU's feature flags (the first ``flags`` line of /proc/cpuinfo; empty if unreadable)."""
     try:
         with open(cpuinfo) as f:
-            return any(line.startswith("flags") and " avx512f" in line for line in f)
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
     except OSError:
-        return False
+        pass
+    return frozenset()
+
+
+def cpu_has_avx512(cpuinfo="/proc/cpuinfo"):
+    """True when the CPU reports AVX-512 Foundation (``avx512f`` in /proc/cpuinfo; False if unreadable)."""
+    return "avx512f" in cpu_flags(cpuinfo)
 
 
 def select_cpu_conv(cpu_conv, device_target, user_isa, avx512):
@@ -91,7 +102,37 @@ def select_cpu_conv(cpu_conv, device_target, user_isa, avx512):
     return impl, "AVX512_CORE" if impl != "native" and avx512 else "AVX2"
 
 
-def init_runtime(device_target="CPU", mode="graph", seed=0, device_id=None, distributed=None, cpu_conv="native"):
+def select_cpu_precision(precision, device_target, conv_impl, user_isa, flags):
+    """The oneDNN ISA cap that ``precision`` needs: ``None`` to keep the one :func:`select_cpu_conv` chose.
+
+    ``bf16`` (CPU only) makes oneDNN compute every float32 MatMul, hence every matmul / winograd convolution
+    (``common/conv.py``), with bfloat16 inputs and float32 accumulation (``ONEDNN_DEFAULT_FPMATH_MODE=BF16``),
+    on AMX tiles where the CPU has them (cap ``AVX512_CORE_AMX``), else AVX512_BF16 (``AVX512_CORE_BF16``).
+    Raises ``ValueError`` where it cannot take effect: another device, native convolutions, or a CPU without
+    bf16 instructions (``flags``: :func:`cpu_flags`).
+    """
+    if precision not in PRECISION_CHOICES:
+        raise ValueError(f"precision={precision!r} is not supported; choose one of {PRECISION_CHOICES}")
+    if precision == "f32":
+        return None
+    if device_target != "CPU":
+        raise ValueError(f"precision=bf16 is a CPU option (oneDNN bf16 matrix multiplies); on {device_target} use "
+                         f"amp_level=O1 or O2 (float16) with precision=f32")
+    if conv_impl == "native":
+        raise ValueError("precision=bf16 computes the matmul and winograd convolution paths in bf16; native "
+                         "convolutions run under the AVX2 cap, which has no bf16 instructions: use cpu_conv=winograd "
+                         "(or matmul)")
+    amx = "amx_bf16" in flags
+    if not amx and "avx512_bf16" not in flags:
+        raise ValueError("precision=bf16 needs a CPU with AMX or AVX512_BF16 (flags amx_bf16 / avx512_bf16 in "
+                         "/proc/cpuinfo); this one has neither: use precision=f32")
+    if user_isa:
+        return None
+    return "AVX512_CORE_AMX" if amx else "AVX512_CORE_BF16"
+
+
+def init_runtime(device_target="CPU", mode="graph", seed=0, device_id=None, distributed=None, cpu_conv="native",
+                 precision="f32"):
     """Select the device and mode, seed every RNG, and join the msrun group when launched by msrun.
 
     Args:
@@ -110,14 +151,21 @@ def init_runtime(device_target="CPU", mode="graph", seed=0, device_id=None, dist
             that takes effect only if no oneDNN kernel has run yet in this process, which holds for
             the entry-point scripts. At AVX-512, a network left native runs oneDNN's ~100x slower
             reference convolution.
+        precision: ``f32`` or ``bf16`` (see :func:`select_cpu_precision`): ``bf16`` sets
+            ``ONEDNN_DEFAULT_FPMATH_MODE=BF16`` and the AMX / AVX512_BF16 cap, with the same proviso. Parameters,
+            gradients, optimizer state and every non-MatMul kernel stay float32.
     """
     if device_target not in DEVICE_TARGETS:
         raise ValueError(f"device_target={device_target!r} is not supported; choose one of {DEVICE_TARGETS}")
     if mode not in ("graph", "pynative"):
         raise ValueError(f"mode={mode!r} is not supported; choose 'graph' or 'pynative'")
-    conv, isa = select_cpu_conv(cpu_conv, device_target, common.USER_ONEDNN_ISA, cpu_has_avx512())
+    flags = cpu_flags()
+    conv, isa = select_cpu_conv(cpu_conv, device_target, common.USER_ONEDNN_ISA, "avx512f" in flags)
+    isa = select_cpu_precision(precision, device_target, conv, common.USER_ONEDNN_ISA, flags) or isa
     if isa is not None:
         os.environ["ONEDNN_MAX_CPU_ISA"] = isa
+    if precision == "bf16":
+        os.environ["ONEDNN_DEFAULT_FPMATH_MODE"] = "BF16"
     ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
     if device_id is None:
         ms.set_device(device_target)
@@ -134,7 +182,7 @@ def init_runtime(device_target="CPU", mode="graph", seed=0, device_id=None, dist
                                      device_num=group_size)
     set_seed(seed)
     return Runtime(device_target=device_target, mode=mode, rank=rank, group_size=group_size, conv_impl=conv,
-                   onednn_isa=os.environ.get("ONEDNN_MAX_CPU_ISA", ""))
+                   onednn_isa=os.environ.get("ONEDNN_MAX_CPU_ISA", ""), precision=precision)
 
 
 def total_memory_gb(meminfo="/proc/meminfo"):

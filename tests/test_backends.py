@@ -175,7 +175,7 @@ def test_onnx_of_another_model_or_size_is_refused(p2p, tmp_path):
 
 @pytest.mark.parametrize("extra, error, message", [
     (["--backend=mindspore", "--onnx=x.onnx"], ConfigError, r"--onnx=x\.onnx is for --backend=onnxruntime or openvino"),
-    (["--precision=bf16"], ConfigError, r"--precision=bf16 is for --backend=openvino; MindSpore runs f32"),
+    (["--precision=bf16", "--cpu_conv=native"], ConfigError, r"native convolutions run under the AVX2 cap"),
     (["--backend=onnxruntime", "--precision=bf16"], BackendError, r"--precision=bf16: onnxruntime runs f32.*openvino"),
     (["--backend=onnxruntime", "--onnx=a.onnx,b.onnx"], ConfigError, r"pix2pix runs 1 ONNX file\(s\), one per network \(G\)"),
     (["--backend=onnxruntime", "--onnx=missing.onnx"], FileNotFoundError, r"ONNX file missing\.onnx does not exist"),

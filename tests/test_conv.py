@@ -5,6 +5,10 @@ runtime selection.
 Values and gradients are compared with ``nn.Conv2d`` / ``nn.Conv2dTranspose`` on the same weights, in
 PyNative mode (fast) and once through a compiled vjp graph, the way GANTrainStep differentiates G.
 """
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -14,7 +18,7 @@ from mindspore import nn
 
 from common.conv import Conv2d, ConvTranspose2d, use_conv_impl, winograd_matrices, winograd_tile
 from common.export import prepare_for_export
-from common.runtime import cpu_has_avx512, select_cpu_conv
+from common.runtime import cpu_flags, cpu_has_avx512, select_cpu_conv, select_cpu_precision
 
 
 def _pair(native, matmul):
@@ -118,6 +122,16 @@ def test_winograd_matrices_compute_the_valid_correlation(tile):
 ])
 def test_winograd_tile_rule(batch, cin, out_h, out_w, expected):
     assert winograd_tile(batch, cin, out_h, out_w) == expected
+    assert winograd_tile(batch, cin, out_h, out_w, largest=2) == (expected if expected != 4 else 2)
+
+
+def test_bf16_matmuls_cap_the_winograd_tile_at_two(monkeypatch):
+    conv = Conv2d(16, 8, 3, pad_mode="pad", padding=1)
+    use_conv_impl(conv, "winograd")
+    assert conv.largest_tile == 4
+    monkeypatch.setenv("ONEDNN_DEFAULT_FPMATH_MODE", "bf16")  # read by use_conv_impl only; no kernel runs here
+    use_conv_impl(conv, "winograd")
+    assert conv.largest_tile == 2
 
 
 WINOGRAD_CASES = [  # (C_in, C_out, options, batch, H, W, expected tile): every tile, padding form and batch
@@ -377,9 +391,83 @@ def test_cpu_has_avx512_reads_cpuinfo(tmp_path):
     info = tmp_path / "cpuinfo"
     info.write_text("processor : 0\nflags : fpu sse avx2 avx512f avx512dq\n")
     assert cpu_has_avx512(str(info))
-    info.write_text("processor : 0\nflags : fpu sse avx2\n")
+    assert cpu_flags(str(info)) == {"fpu", "sse", "avx2", "avx512f", "avx512dq"}
+    info.write_text("processor : 0\nflags : fpu sse avx2 avx512fx\n")
     assert not cpu_has_avx512(str(info))
     assert not cpu_has_avx512(str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("precision, impl, user_isa, flags, expected", [
+    ("f32", "winograd", None, {"amx_bf16"}, None),
+    ("bf16", "winograd", None, {"avx512f", "avx512_bf16", "amx_bf16"}, "AVX512_CORE_AMX"),
+    ("bf16", "matmul", None, {"avx512f", "avx512_bf16"}, "AVX512_CORE_BF16"),
+    ("bf16", "matmul", "AVX512_CORE_BF16", {"avx512f", "avx512_bf16", "amx_bf16"}, None),  # the user's cap is kept
+])
+def test_select_cpu_precision(precision, impl, user_isa, flags, expected):
+    assert select_cpu_precision(precision, "CPU", impl, user_isa, frozenset(flags)) == expected
+
+
+@pytest.mark.parametrize("precision, device, impl, flags, message", [
+    ("fp16", "CPU", "matmul", {"amx_bf16"}, r"precision='fp16' is not supported.*'f32', 'bf16'"),
+    ("bf16", "GPU", "native", {"amx_bf16"}, r"bf16 is a CPU option.*on GPU use amp_level=O1 or O2"),
+    ("bf16", "CPU", "native", {"amx_bf16"}, r"native convolutions run under the AVX2 cap.*use cpu_conv=winograd"),
+    ("bf16", "CPU", "winograd", {"avx512f"}, r"needs a CPU with AMX or AVX512_BF16.*use precision=f32"),
+])
+def test_select_cpu_precision_refuses_what_cannot_take_effect(precision, device, impl, flags, message):
+    with pytest.raises(ValueError, match=message):
+        select_cpu_precision(precision, device, impl, None, frozenset(flags))
+
+
+_PRECISION_SCRIPT = """
+import sys
+import numpy as np
+from common.runtime import init_runtime
+rt = init_runtime("CPU", "graph", seed=0, cpu_conv=sys.argv[1], precision=sys.argv[2])
+import mindspore as ms
+from common.conv import Conv2d, use_conv_impl
+conv = Conv2d(96, 96, 3, pad_mode="pad", padding=1, has_bias=False)
+use_conv_impl(conv, rt.conv_impl)
+rng = np.random.default_rng(0)
+w = rng.standard_normal((96, 96, 3, 3)).astype(np.float32)
+x = rng.standard_normal((2, 96, 24, 40)).astype(np.float32)
+conv.weight.set_data(ms.Tensor(w))
+def loss(x):
+    return (conv(x) ** 2).sum()
+grad = ms.jit(ms.grad(loss, grad_position=0))
+np.savez(sys.argv[3], y=conv(ms.Tensor(x)).asnumpy(), dx=grad(ms.Tensor(x)).asnumpy(), w=w, x=x, describe=rt.describe_conv)
+"""
+
+
+@pytest.mark.skipif(not cpu_has_avx512() or not {"amx_bf16", "avx512_bf16"} & cpu_flags(),
+                    reason="the CPU has no AVX-512 bf16 instructions")
+@pytest.mark.parametrize("impl", ["matmul", "winograd"])
+def test_bf16_precision_rounds_matmul_inputs_to_bf16_and_accumulates_in_f32(tmp_path, impl):
+    """In a process of its own (oneDNN reads the mode once): the convolution's output against a float64
+    numpy sum, and its input gradient against the f32 run's, differ at bf16's level (2^-8 relative rounding of
+    each operand), neither f32's (~1e-6: bf16 not in effect) nor worse than 1e-2. 96 channels: oneDNN keeps
+    its f32 GEMM for products with fewer than ~96 rows (fpmath=bf16 allows bf16, it does not force it)."""
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env.pop("ONEDNN_MAX_CPU_ISA", None)
+    script = tmp_path / "conv_precision.py"  # a file: MindSpore compiles from source
+    script.write_text(_PRECISION_SCRIPT)
+    runs = {}
+    for precision in ("f32", "bf16"):
+        path = tmp_path / f"{precision}.npz"
+        res = subprocess.run([sys.executable, str(script), impl, precision, str(path)], env=env,
+                             capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr[-2000:]
+        runs[precision] = np.load(path)
+    f32, bf16 = runs["f32"], runs["bf16"]
+    assert "ONEDNN_DEFAULT_FPMATH_MODE=BF16" in str(bf16["describe"])
+    windows = np.lib.stride_tricks.sliding_window_view(np.pad(f32["x"].astype(np.float64), [(0, 0), (0, 0), (1, 1), (1, 1)]),
+                                                       (3, 3), axis=(2, 3))
+    reference = np.einsum("bchwij,ocij->bohw", windows, f32["w"].astype(np.float64))
+
+    def rel(a, b):
+        return np.abs(a - b).max() / np.abs(b).max()
+    assert rel(f32["y"], reference) < 1e-5
+    assert 1e-4 < rel(bf16["y"], reference) < 1e-2
+    assert 1e-4 < rel(bf16["dx"], f32["dx"]) < 1e-2
 
 
 @pytest.mark.parametrize("netG", ["unet_64", "resnet_6blocks"])
