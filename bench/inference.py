@@ -1,13 +1,14 @@
 """Milliseconds per image of one model's inference network on each backend, in the same run.
 
-    python bench/inference.py --model pix2pix --size 256 [--runs 10] [--backends mindspore,onnxruntime,openvino,openvino-bf16,torch]
+    python bench/inference.py --model pix2pix --size 256 [--runs 10] [--backends mindspore,mindspore-bf16,onnxruntime,openvino,openvino-bf16,torch]
     python bench/inference.py --model crn --size 256 [--runs 3] [--backends mindspore,onnxruntime,openvino,torch]
     python bench/inference.py --model cocosnet --size 256 [--runs 3] [--backends mindspore,onnxruntime,openvino]
 
 One random-weight checkpoint (seed 0) is written and its ``export.py`` graph written to ONNX
 (``common.export.export_onnx``), then every backend runs in its own subprocess on the same
 input, batch 1: ``mindspore`` (graph mode, the model config's ``cpu_conv`` path or ``--cpu_conv``; what
-``predict.py --backend=mindspore`` runs), ``onnxruntime`` / ``openvino`` / ``openvino-bf16`` (the ONNX
+``predict.py --backend=mindspore`` runs; ``mindspore-bf16``: the same with ``--precision=bf16``, on CPUs with AMX or
+AVX512_BF16), ``onnxruntime`` / ``openvino`` / ``openvino-bf16`` (the ONNX
 file through ``common.backends.load_backend``, as ``--backend=... [--precision=bf16]``) and ``torch``
 (the network restated in PyTorch, eval mode, no_grad: pix2pix's unet with its own random weights; CRN with
 the checkpoint's weights, so its outputs are compared too). Each line: median ms/image over ``--runs`` after
@@ -30,7 +31,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-BACKENDS = ("mindspore", "onnxruntime", "openvino", "openvino-bf16", "torch")
+BACKENDS = ("mindspore", "mindspore-bf16", "onnxruntime", "openvino", "openvino-bf16", "torch")
 WARMUP = 2
 
 
@@ -180,11 +181,12 @@ def worker_run(args):
             with torch.no_grad():
                 return net(x).numpy()
         note = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
-    elif args.worker == "mindspore":
+    elif args.worker in ("mindspore", "mindspore-bf16"):
         import common  # noqa: F401
         from common import drivers
         spec = spec_of(args.model)
-        words = model_args(args.model, args.size) + [f"--ckpt={info['ckpt']}", f"--output_dir={args.dir}"]
+        words = model_args(args.model, args.size) + [f"--ckpt={info['ckpt']}", f"--output_dir={args.dir}",
+                                                      f"--precision={'bf16' if args.worker.endswith('bf16') else 'f32'}"]
         cfg = drivers.parse(spec, words + ([f"--cpu_conv={args.cpu_conv}"] if args.cpu_conv else []))
         rt = drivers._runtime(cfg)
         nets, _ = drivers.load_inference(spec, cfg, rt.conv_impl, log=lambda *_: None)

@@ -185,3 +185,9 @@ def test_bad_backend_options_are_clear_errors(p2p, extra, error, message):
     with pytest.raises(error, match=message):
         drivers.predict(PIX2PIX, drivers.parse(PIX2PIX, P2P_TINY + [f"--output_dir={out}", f"--ckpt={ckpt}",
                                                                     f"--input={out / 'in.png'}"] + extra))
+
+
+def test_eval_refuses_bf16_on_mindspore_since_the_metric_networks_would_score_in_bf16(p2p):
+    out, ckpt = p2p
+    with pytest.raises(ConfigError, match=r"--precision=bf16 with --backend=mindspore.*metric networks.*--precision=f32"):
+        drivers.evaluate(PIX2PIX, drivers.parse(PIX2PIX, args(out, ckpt, "mindspore", "--precision=bf16")))
