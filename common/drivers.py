@@ -93,6 +93,12 @@ def _runtime(cfg, cpu_conv=None, precision=None):
         raise ConfigError(str(e)) from None
 
 
+def _check_precision(spec, cfg):
+    """``--precision=bf16`` on MindSpore: refused by a model whose spec says why (``ModelSpec.bf16_refusal``)."""
+    if cfg.precision == "bf16" and cfg.backend == "mindspore" and spec.bf16_refusal:
+        raise ConfigError(f"--precision=bf16: {spec.bf16_refusal}; use --precision=f32")
+
+
 def _backend_runtime(cfg):
     """eval/predict: with an ONNX backend MindSpore only exports (native convolutions, as ``export.py``) and
     runs the metric networks, so the process stays on the native path (no AVX-512 oneDNN cap lift) and f32
@@ -111,6 +117,7 @@ def train(spec, cfg):
     (``common.train.GradientUpdate``), dropout draws the rank's stream (``set_dropout_rank``), the ranks
     agree on stopping after every step (``RankSync``) and only rank 0 writes logs, images and snapshots.
     """
+    _check_precision(spec, cfg)
     rt = _runtime(cfg)
     if cfg.amp_level != "O0" and rt.device_target == "CPU":
         raise ConfigError(f"--amp_level={cfg.amp_level}: mixed precision (float16) is for GPU and Ascend; on CPU "
@@ -335,6 +342,7 @@ def input_paths(path, what="input"):
 def predict(spec, cfg):
     """Run the inference networks on ``cfg.input`` (none for a spec whose ``predict_input`` is False, e.g.
     OSMIS, which samples from noise); returns the written paths."""
+    _check_precision(spec, cfg)
     if spec.predict_input:
         paths = input_paths(cfg.input)
     elif cfg.input:

@@ -116,6 +116,9 @@ class ModelSpec(abc.ABC):
         predict_input: whether predict translates ``--input`` files (False: it samples, e.g. OSMIS).
         class_count_key: the config key holding the number of classes (``num_classes``, ``label_nc`` ...),
             set from the class table (``common.classes.apply_class_table``); None when there is none (pix2pix).
+        bf16_refusal: why the model refuses ``--precision=bf16`` on MindSpore (train/predict), or "" when it
+            takes it (oneDNN's bf16 mode holds for every MatMul of the process, so a model with a product that
+            must stay float32 cannot use it).
     """
     name = "model"
     config_path = ""
@@ -124,6 +127,7 @@ class ModelSpec(abc.ABC):
     data_layout = "a dataset folder"
     predict_input = True
     class_count_key = None
+    bf16_refusal = ""
 
     def dataroot(self, cfg):
         """``(root, demo)``: ``cfg.dataroot`` (checked), or the demo data's folder when it is empty."""

@@ -1,6 +1,8 @@
 """CoCosNet objective against NumPy restatements of the reference formulas: the warped-mask loss, the
 self-reference weighted L1, the VGG preprocessing of vgg19_conv.pth, and every term of the G and D losses
 on a tiny network (64x64, narrow widths, PyNative: no graph compile)."""
+import os
+
 import numpy as np
 import pytest
 
@@ -187,3 +189,15 @@ def test_demo_config_and_bad_sizes():
         spec.check(parse(spec, ["--size=100"]), None, demo=False)
     with pytest.raises(ConfigError, match="hard <= real"):
         spec.check(parse(spec, ["--hard_reference_probability=0.8"]), None, demo=False)
+
+
+@pytest.mark.parametrize("entry", ["train", "predict"])
+def test_bf16_is_refused_since_the_correlation_stays_float32(tmp_path, entry):
+    from common import drivers
+    from common.config import ConfigError
+    from cocosnet.src.spec import CoCosNetSpec
+    spec = CoCosNetSpec()
+    cfg = drivers.parse(spec, [f"--output_dir={tmp_path}", "--precision=bf16"])
+    with pytest.raises(ConfigError, match=r"--precision=bf16: CoCosNet's correlation stays float32.*--precision=f32"):
+        getattr(drivers, entry)(spec, cfg)
+    assert not os.listdir(tmp_path)  # refused before anything ran or was written

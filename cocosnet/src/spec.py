@@ -61,6 +61,10 @@ class CoCosNetSpec(ModelSpec):
     inference_components = ("Corr", "G")
     data_layout = "ADEChallengeData2016 (data_format=ade20k) or a folder with {train,val}/{images,labels}"
     class_count_key = "label_nc"
+    bf16_refusal = ("CoCosNet's correlation stays float32 (its softmax at temperature 0.01 scales cosine similarities "
+                    "by 100, so bf16's ~4e-3 rounding would move the logits by ~0.4), and oneDNN's bf16 mode would "
+                    "reach it with every other MatMul of the process; it was no faster either (17.2 against 17.0 "
+                    "s/iteration at 256x256, README Performance)")
 
     def demo_dataroot(self, cfg):
         return ensure_demo_dataset(n_train=cfg.demo_train, n_val=cfg.demo_val, size=cfg.demo_size, seed=0,
