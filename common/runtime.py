@@ -21,11 +21,12 @@ PRECISION_CHOICES = ("f32", "bf16")
 
 @dataclass(frozen=True)
 class Runtime:
-    """What the process runs on: device, mode, data-parallel rank and CPU convolution path.
+    """What the process runs on: device, mode, data-parallel rank, CPU convolution path and MatMul precision.
 
     ``conv_impl`` (``native`` | ``matmul`` | ``winograd``) is the process's convolution path: apply it to every network
     the process builds with ``common.conv.use_conv_impl(net, rt.conv_impl)`` (or the ``conv_impl=``
-    keyword of the metric and loss builders), so that all convolutions suit ``onednn_isa``.
+    keyword of the metric and loss builders), so that all convolutions suit ``onednn_isa``. ``precision`` (``f32`` |
+    ``bf16``) holds for every MatMul of the process (:func:`select_cpu_precision`).
     """
     device_target: str
     mode: str
