@@ -530,10 +530,13 @@ class _InputAndWeightGrads(nn.Cell):
 def test_label_channels_declared_data_leave_every_needed_gradient_unchanged():
     """G's SPADEs and D's first convolution compute input gradients only for the warped exemplar / image
     channels (``grad_channels``): against the native path (full autodiff), the gradients of every weight and of
-    those channels are unchanged on the matmul path (direct sums: Winograd's ~1e-5 rounding can flip a ReLU
-    whose input is near 0 and move a few gradients by far more; tests/test_conv.py checks Winograd's
-    ``grad_channels`` layer by layer)."""
+    those channels are unchanged on the matmul path (direct sums; tests/test_conv.py checks Winograd's
+    ``grad_channels`` layer by layer). Even direct sums differ from native ones by ~1e-6, which can flip a ReLU
+    whose input is that close to 0 and move a few gradient entries by far more (one weight draw: 2 of 147,456,
+    by 0.24 of ~100), so each gradient must match as a whole (relative L2 error) and in all but 0.1 % of its
+    entries; a channel declared wrongly zeroes whole gradients."""
     label_nc, ngf = 16, 8
+    ms.set_seed(11)  # the weight draw: the same whatever ran before in this process
     rng = np.random.default_rng(11)
     image = rng.uniform(-1, 1, (1, 3, 64, 64))
     label = one_hot(rng.integers(0, label_nc, (1, 64, 64)), label_nc)
@@ -548,11 +551,16 @@ def test_label_channels_declared_data_leave_every_needed_gradient_unchanged():
         r = Tensor(rng.normal(size=out_shape).astype(np.float32))
         (dx_n,), dw_n = _InputAndWeightGrads(native, r)(Tensor(x.astype(np.float32)))
         (dx_s,), dw_s = _InputAndWeightGrads(switched, r)(Tensor(x.astype(np.float32)))
-        np.testing.assert_allclose(dx_s.asnumpy()[:, keep], dx_n.asnumpy()[:, keep], rtol=1e-3,
-                                   atol=1e-4 * np.abs(dx_n.asnumpy()[:, keep]).max())
+        _assert_close_but_for_rare_flips(dx_s.asnumpy()[:, keep], dx_n.asnumpy()[:, keep])
         assert len(dw_n) == len(dw_s) > 10
         for e, g in zip(dw_n, dw_s):
-            np.testing.assert_allclose(g.asnumpy(), e.asnumpy(), rtol=1e-3, atol=1e-4 * np.abs(e.asnumpy()).max())
+            _assert_close_but_for_rare_flips(g.asnumpy(), e.asnumpy())
+
+
+def _assert_close_but_for_rare_flips(got, want):
+    assert np.linalg.norm(got - want) <= 1e-3 * np.linalg.norm(want)
+    off = ~np.isclose(got, want, rtol=1e-3, atol=1e-4 * np.abs(want).max())
+    assert off.mean() <= 1e-3, f"{off.sum()} of {off.size} entries differ"
 
 
 def test_discriminator_downsample_excludes_padding_from_the_mean():
