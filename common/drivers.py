@@ -93,10 +93,17 @@ def _runtime(cfg, cpu_conv=None, precision=None):
         raise ConfigError(str(e)) from None
 
 
-def _check_precision(spec, cfg):
-    """``--precision=bf16`` on MindSpore: refused by a model whose spec says why (``ModelSpec.bf16_refusal``)."""
-    if cfg.precision == "bf16" and cfg.backend == "mindspore" and spec.bf16_refusal:
-        raise ConfigError(f"--precision=bf16: {spec.bf16_refusal}; use --precision=f32")
+def _check_precision(spec, cfg, scores=False):
+    """``--precision=bf16`` on MindSpore: refused where the process ``scores`` (eval.py's metric networks would
+    run in bf16 too) and by a model whose spec says why (``ModelSpec.bf16_refusal``)."""
+    if cfg.precision == "f32" or cfg.backend != "mindspore":
+        return
+    if scores:
+        raise ConfigError(f"--precision={cfg.precision} with --backend=mindspore: oneDNN's bf16 mode holds for the "
+                          f"whole process, so the metric networks (Inception, LPIPS, FCN) would score in bf16 too; "
+                          f"evaluate with --precision=f32, or the model alone in bf16 with --backend=openvino")
+    if spec.bf16_refusal:
+        raise ConfigError(f"--precision={cfg.precision}: {spec.bf16_refusal}; use --precision=f32")
 
 
 def _backend_runtime(cfg):
@@ -277,10 +284,7 @@ def evaluate(spec, cfg):
     """Generate the validation set, score it and write ``<output_dir>/eval/metrics.json``; returns the record."""
     from common.metrics.evaluate import build_metrics, evaluate_folders, select_metrics, write_metrics_json
     names, not_computed = select_metrics(cfg.metrics, inception_path=cfg.inception_path)
-    if cfg.backend == "mindspore" and cfg.precision != "f32":
-        raise ConfigError(f"--precision={cfg.precision} with --backend=mindspore: oneDNN's bf16 mode holds for the "
-                          f"whole process, so the metric networks (Inception, LPIPS, FCN) would score in bf16 too; "
-                          f"evaluate with --precision=f32, or the model alone in bf16 with --backend=openvino")
+    _check_precision(spec, cfg, scores=True)
     rt = _backend_runtime(cfg)
     nets, ckpt = load_runners(spec, cfg, rt)
     out_dir = os.path.join(cfg.output_dir, "eval")

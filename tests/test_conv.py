@@ -447,7 +447,8 @@ def test_bf16_precision_rounds_matmul_inputs_to_bf16_and_accumulates_in_f32(tmp_
     each operand), neither f32's (~1e-6: bf16 not in effect) nor worse than 1e-2. 96 channels: oneDNN keeps
     its f32 GEMM for products with fewer than ~96 rows (fpmath=bf16 allows bf16, it does not force it)."""
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env.pop("ONEDNN_MAX_CPU_ISA", None)
+    for name in ("ONEDNN_MAX_CPU_ISA", "ONEDNN_DEFAULT_FPMATH_MODE"):  # each run sets its own
+        env.pop(name, None)
     script = tmp_path / "conv_precision.py"  # a file: MindSpore compiles from source
     script.write_text(_PRECISION_SCRIPT)
     runs = {}
