@@ -1,6 +1,7 @@
 """Where a model's training step spends its time: MindSpore profiler kernel time per op type and per cell class.
 
     python bench/profile_step.py --model cocosnet --size 256 [--steps 2] [--cpu_conv winograd] [--top 15]
+    python bench/profile_step.py --model pix2pix --size 256 --inference --steps 10
 
 Builds the same step as ``bench/train_step.py`` (``<model>/src/utils.py: make_bench_step``), runs it twice to
 compile and warm up, then profiles ``--steps`` steps and prints, per step: the kernel time of each op type
@@ -8,9 +9,11 @@ compile and warm up, then profiles ``--steps`` steps and prints, per step: the k
 ...; ``(autodiff)`` marks gradient ops MindSpore derived, ``expander:`` the ops of its gradient expanders, which
 carry no cell name). Per class rather than per cell instance: MindSpore names the ops of a hand-written backward
 (``bprop``) after the first instance of the class, whichever instance ran them. The raw output stays in ``--output``.
+``--inference`` profiles one eval-mode forward of the inference network instead (``make_bench_inference``; pix2pix).
 """
 import argparse
 import csv
+import importlib
 import glob
 import os
 import sys
@@ -54,13 +57,21 @@ def main():
     parser.add_argument("--cpu_conv", choices=["auto", "native", "matmul", "winograd"],
                         help="CPU convolution path (common/conv.py); default: the model config's cpu_conv")
     parser.add_argument("--no_masks", action="store_true", help="OSMIS: SIV-GAN (no mask branch)")
+    parser.add_argument("--inference", action="store_true",
+                        help="profile the inference network's forward (<model>/src/utils.py: make_bench_inference)")
     parser.add_argument("--top", type=int, default=15, help="rows printed per table")
     parser.add_argument("--output", default="profile_output", help="folder of the profiler's raw output")
     args = parser.parse_args()
 
     rt, build = step_builder(args.model, args.cpu_conv, no_masks=args.no_masks)
     from mindspore import Profiler
-    step = build(args.size, args.batch)
+    if args.inference:
+        utils = importlib.import_module(f"{args.model}.src.utils")
+        if not hasattr(utils, "make_bench_inference"):
+            parser.error(f"--inference: {args.model}/src/utils.py has no make_bench_inference (pix2pix has)")
+        step = utils.make_bench_inference(args.size, args.batch, conv_impl=rt.conv_impl)
+    else:
+        step = build(args.size, args.batch)
     for _ in range(2):
         step()
     profiler = Profiler(output_path=os.path.abspath(args.output))
