@@ -248,7 +248,8 @@ def winograd_tile(batch, in_channels, out_h, out_w, largest=4):
 
     ``largest=2`` rules F(4x4) out; :func:`use_conv_impl` passes it under bf16 MatMuls, where F(4x4)'s output
     transform (entries up to 8) amplifies the products' bf16 rounding: one 96-channel layer's output was off by
-    7.9e-2 of its scale, against 3.4e-3 with F(2x2) and 2.6e-3 with Im2Col + MatMul (``tests/test_conv.py``).
+    7.9e-2 of its scale, against 4.1e-3 with F(2x2) and 2.6e-3 with Im2Col + MatMul (the script of
+    ``tests/test_conv.py::test_bf16_precision_*``).
     """
     pixels = batch * out_h * out_w
     if in_channels < 16:
