@@ -49,12 +49,12 @@ convolutions (no matrix) and grouped ones (autodiff, batched) are the exceptions
 import os
 
 import numpy as np
-from mindspore import Tensor, int32, nn, ops
+from mindspore import Parameter, Tensor, int32, nn, ops
 
 from common.layers import reduce_sum
 
-__all__ = ["CONV_IMPLS", "Conv2d", "ConvTranspose2d", "Unfold", "use_conv_impl", "winograd_matrices", "winograd_tile",
-           "bf16_matmuls"]
+__all__ = ["CONV_IMPLS", "Conv2d", "ConvTranspose2d", "Unfold", "use_conv_impl", "pack_weights", "winograd_matrices",
+           "winograd_tile", "bf16_matmuls"]
 
 CONV_IMPLS = ("native", "matmul", "winograd")
 
@@ -98,6 +98,10 @@ def use_conv_impl(net, impl, keep_transforms=False):
     changed = any((cell.matmul, cell.winograd) != want for cell, want in zip(convs, wanted)) or any(
         (cell.winograd_f4.keep_transforms, cell.largest_tile) != (keep, largest_tile)
         for cell in convs if cell.has_winograd_form)
+    packed = [cell for cell in convs if getattr(cell, "packed", False)]
+    if changed and packed:
+        raise RuntimeError(f"{type(net).__name__}'s weights are packed for inference (pack_weights) on the "
+                           f"{'winograd' if packed[0].winograd else 'matmul'} path; build and load it again for {impl!r}")
     if changed and any(getattr(cell, "compile_cache", None) for _, cell in cells):
         raise RuntimeError(f"{type(net).__name__} already ran as a compiled graph, which keeps its convolution path; "
                            f"call use_conv_impl(net, {impl!r}) right after building the network")
@@ -107,6 +111,29 @@ def use_conv_impl(net, impl, keep_transforms=False):
             cell.winograd_f2.keep_transforms = cell.winograd_f4.keep_transforms = keep
             cell.largest_tile = largest_tile
     return sum(matmul for (matmul, _), cell in zip(wanted, convs) if not isinstance(cell, Unfold))
+
+
+def pack_weights(net):
+    """Store the weight of every convolution of ``net`` that runs as Im2Col + MatMul (or MatMul + Col2Im) as that
+    MatMul's matrix, for inference: :class:`Conv2d` [C_out, C_in*kh*kw], :class:`ConvTranspose2d`
+    [C_in, C_out*kh*kw]; same values, same Parameter names.
+
+    MindSpore's graph mode copies a 4-D weight Parameter into its matrix view at every call (a ``Reshape``
+    kernel: 22 ms of a 103 ms pix2pix generator forward at 256x256, ``bench/profile_step.py --inference``);
+    a 2-D Parameter is read in place. Native, Winograd-path and grouped layers keep their 4-D weights. A
+    packed network is for inference: load its checkpoint and pack it before its first call, and do not
+    train, save or switch it (:func:`use_conv_impl` refuses). Returns how many weights were packed.
+    """
+    count = 0
+    for _, cell in net.cells_and_names():
+        if isinstance(cell, (Conv2d, ConvTranspose2d)) and cell.matmul and not cell.winograd and cell.group == 1 \
+                and not cell.packed:
+            w = cell.weight
+            matrix = w.asnumpy().reshape(w.shape[0], -1)
+            cell.weight = Parameter(Tensor(matrix, w.dtype), name=w.name, requires_grad=False)
+            cell.packed = True
+            count += 1
+    return count
 
 
 def _pair(v):
@@ -425,7 +452,7 @@ class Conv2d(nn.Conv2d):
         self.add_bias = _BiasAdd()
         self.has_winograd_form = (self.has_matmul_form and self.kernel == (3, 3) and self.strides == (1, 1)
                                   and self.dilations == (1, 1) and self.group == 1)
-        self.winograd = False
+        self.winograd = self.packed = False
         self.largest_tile = 4
         if self.has_winograd_form:
             self.winograd_f2 = _WinogradMatMul(self.in_channels, self.out_channels, 2, self.unfold_pads, grad_channels)
@@ -515,7 +542,7 @@ class ConvTranspose2d(nn.Conv2dTranspose):
         self.has_matmul_form = self.group == 1 and min(pads) >= 0
         self.has_winograd_form = False  # use_conv_impl's flags, shared with Conv2d
         self.add_bias = _BiasAdd()
-        self.matmul = self.winograd = False
+        self.matmul = self.winograd = self.packed = False
         top, bottom, left, right = pads
         self.fold_pads = (min(top, bottom), min(left, right))
         self.crop = (top - self.fold_pads[0], bottom - self.fold_pads[0], left - self.fold_pads[1],

