@@ -42,7 +42,16 @@ def _own_parameters(cell):
 
 
 def save_cell(cell, path, meta=None):
-    """Atomically save ``cell``'s parameters (optimizer: its state only) with a JSON ``meta`` dict."""
+    """Atomically save ``cell``'s parameters (optimizer: its state only) with a JSON ``meta`` dict.
+
+    Raises:
+        CheckpointError: ``cell`` holds convolution weights packed for inference (``common.conv.pack_weights``),
+            which are not the checkpoint layout.
+    """
+    if any(getattr(c, "packed", False) for _, c in cell.cells_and_names()):
+        raise CheckpointError(f"{type(cell).__name__} holds convolution weights packed for inference "
+                              f"(common.conv.pack_weights), not in the checkpoint layout; save the network "
+                              f"before packing it")
     data = [{"name": name, "data": p.data} for name, p in _own_parameters(cell).items()]
     with atomic_file(path) as tmp:
         ms.save_checkpoint(data, tmp, append_dict={META_KEY: json.dumps(meta or {}, sort_keys=True)})

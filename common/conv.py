@@ -38,7 +38,9 @@ right)``, unequal sides included; ``valid``; ``same``), any kernel and stride, d
 :func:`use_conv_impl`: a :class:`ConvTranspose2d` with ``group > 1``, or with ``pad_mode="same"`` and a
 kernel smaller than its stride; no network in this repository has either. Switch a network before its
 first call: a compiled graph keeps the path it was compiled with. ``common.export.prepare_for_export``
-switches every cell back to native, so exported graphs hold ``Conv`` / ``ConvTranspose``.
+switches every cell back to native, so exported graphs hold ``Conv`` / ``ConvTranspose``. Inference networks
+(``common.drivers.load_inference``, the metric scorers) then store each Im2Col / Col2Im layer's weight as its
+MatMul's matrix (:func:`pack_weights`): graph mode would copy a 4-D weight into that view at every call.
 
 Memory: a :class:`Conv2d` keeps only its input for the backward, as the native operator does; its im2col
 matrix (``kh*kw/(sh*sw)`` times one sample's input: 4x for pix2pix's 4x4 stride-2 layers, 9x for 3x3
@@ -121,8 +123,9 @@ def pack_weights(net):
     MindSpore's graph mode copies a 4-D weight Parameter into its matrix view at every call (a ``Reshape``
     kernel: 22 ms of a 103 ms pix2pix generator forward at 256x256, ``bench/profile_step.py --inference``);
     a 2-D Parameter is read in place. Native, Winograd-path and grouped layers keep their 4-D weights. A
-    packed network is for inference: load its checkpoint and pack it before its first call, and do not
-    train, save or switch it (:func:`use_conv_impl` refuses). Returns how many weights were packed.
+    packed network is for inference: load its checkpoint and pack it before its first call; its packed weights
+    are frozen, and :func:`common.checkpoint.save_cell` and :func:`use_conv_impl` (another path) refuse it.
+    Returns how many weights were packed.
     """
     count = 0
     for _, cell in net.cells_and_names():

@@ -306,10 +306,11 @@ def test_use_conv_impl_errors():
     assert use_conv_impl(net, "native") == 0  # no change: allowed
 
 
-def test_pack_weights_stores_matrices_and_computes_the_same():
+def test_pack_weights_stores_matrices_and_computes_the_same(tmp_path):
     """Graph mode: the Im2Col and Col2Im layers (a 1x1 one and a spectral-norm one included) hold their MatMul's
     matrix under the same names and give the same outputs; Winograd layers keep their 4-D weights; a packed
-    network refuses another path."""
+    network refuses another path and saving."""
+    from common.checkpoint import CheckpointError, save_cell
     from common.spectral_norm import spectral_norm
     layers = [Conv2d(3, 8, 4, 2, pad_mode="pad", padding=1, has_bias=True), nn.ReLU(),
               Conv2d(8, 8, 3, pad_mode="pad", padding=1),  # Winograd
@@ -334,6 +335,9 @@ def test_pack_weights_stores_matrices_and_computes_the_same():
     with pytest.raises(RuntimeError, match="packed for inference.*build and load it again for 'native'"):
         use_conv_impl(net, "native")
     assert use_conv_impl(net, "winograd") == 5  # no change: allowed
+    with pytest.raises(CheckpointError, match="packed for inference.*save the network before packing"):
+        save_cell(net, str(tmp_path / "G.ckpt"))
+    assert not os.path.exists(tmp_path / "G.ckpt")
 
 
 def test_prepare_for_export_switches_to_native():
