@@ -42,6 +42,10 @@ switches every cell back to native, so exported graphs hold ``Conv`` / ``ConvTra
 (``common.drivers.load_inference``, the metric scorers) then store each Im2Col / Col2Im layer's weight as its
 MatMul's matrix (:func:`pack_weights`): graph mode would copy a 4-D weight into that view at every call.
 
+Im2Col and Col2Im (:class:`Im2Col`, :class:`Col2Im`: every matmul / Winograd layer runs one of each per sample,
+or more) run on this project's compiled CPU kernels (``common/kernels/im2col.cc``, :mod:`common.cpu_kernels`),
+2-6x faster than MindSpore 2.10's, wherever a C++ compiler is found; else on MindSpore's (same values).
+
 Memory: a :class:`Conv2d` keeps only its input for the backward, as the native operator does; its im2col
 matrix (``kh*kw/(sh*sw)`` times one sample's input: 4x for pix2pix's 4x4 stride-2 layers, 9x for 3x3
 stride 1) exists one sample at a time and is rebuilt in the backward (:class:`_Im2ColMatMul`); the same
@@ -51,12 +55,14 @@ convolutions (no matrix) and grouped ones (autodiff, batched) are the exceptions
 import os
 
 import numpy as np
+import mindspore as ms
 from mindspore import Parameter, Tensor, int32, nn, ops
 
+from common import cpu_kernels
 from common.layers import reduce_sum
 
-__all__ = ["CONV_IMPLS", "Conv2d", "ConvTranspose2d", "Unfold", "use_conv_impl", "pack_weights", "winograd_matrices",
-           "winograd_tile", "bf16_matmuls"]
+__all__ = ["CONV_IMPLS", "Conv2d", "ConvTranspose2d", "Unfold", "Im2Col", "Col2Im", "use_conv_impl", "pack_weights",
+           "winograd_matrices", "winograd_tile", "bf16_matmuls"]
 
 CONV_IMPLS = ("native", "matmul", "winograd")
 
@@ -102,8 +108,9 @@ def use_conv_impl(net, impl, keep_transforms=False):
         for cell in convs if cell.has_winograd_form)
     packed = [cell for cell in convs if getattr(cell, "packed", False)]
     if changed and packed:
-        raise RuntimeError(f"{type(net).__name__}'s weights are packed for inference (pack_weights) on the "
-                           f"{'winograd' if packed[0].winograd else 'matmul'} path; build and load it again for {impl!r}")
+        path = "winograd" if packed[0].winograd else "matmul"
+        raise RuntimeError(f"{type(net).__name__}'s weights are packed for inference (pack_weights) on the {path} "
+                           f"path; build and load it again for {impl!r}")
     if changed and any(getattr(cell, "compile_cache", None) for _, cell in cells):
         raise RuntimeError(f"{type(net).__name__} already ran as a compiled graph, which keeps its convolution path; "
                            f"call use_conv_impl(net, {impl!r}) right after building the network")
@@ -112,6 +119,10 @@ def use_conv_impl(net, impl, keep_transforms=False):
         if cell.has_winograd_form:
             cell.winograd_f2.keep_transforms = cell.winograd_f4.keep_transforms = keep
             cell.largest_tile = largest_tile
+    if impl != "native" and ms.get_context("device_target") == "CPU":
+        for _, cell in cells:
+            if isinstance(cell, (Im2Col, Col2Im)):
+                cell.use_library(cpu_kernels.library())
     return sum(matmul for (matmul, _), cell in zip(wanted, convs) if not isinstance(cell, Unfold))
 
 
@@ -176,6 +187,77 @@ def _zero_pad_channels(dx, before, after):
     return ops.pad(dx, (0, 0, 0, 0, before, after)) if before or after else dx
 
 
+def _aot_pair(path, kernel, dilation, padding, stride):
+    """The compiled Im2Col and Col2Im (``common/kernels/im2col.cc``) of one geometry as ``ops.Custom``
+    primitives, each the other's gradient."""
+    (kh, kw), (dh, dw), (ph, pw), (sh, sw) = kernel, dilation, padding, stride
+
+    def cols_shape(x, cfg):
+        out_h, out_w = (x[2] + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (x[3] + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        return [x[0], x[1] * kh * kw, out_h * out_w]
+
+    def image_shape(cols, cfg, like):
+        return [cols[0], cols[1] // (kh * kw), like[0], like[1]]
+
+    im2col = ops.Custom(f"{path}:Im2Col", out_shape=cols_shape, out_dtype=lambda x, cfg: x, func_type="aot")
+    col2im = ops.Custom(f"{path}:Col2Im", out_shape=image_shape, out_dtype=lambda cols, cfg, like: cols,
+                        func_type="aot")
+
+    def im2col_bprop(x, cfg, out, dout):
+        return col2im(dout, cfg, ops.zeros(x.shape[2:], ms.uint8)), ops.zeros_like(cfg)
+
+    def col2im_bprop(cols, cfg, like, out, dout):
+        return im2col(dout, cfg), ops.zeros_like(cfg), ops.zeros_like(like)
+
+    im2col.bprop, col2im.bprop = im2col_bprop, col2im_bprop
+    for op in (im2col, col2im):  # distinct attributes: PyNative reuses inferred shapes of equal primitives
+        op.add_prim_attr("geometry", (kh, kw, dh, dw, ph, pw, sh, sw))
+    return im2col, col2im
+
+
+class _Columns(nn.Cell):
+    """Im2Col / Col2Im of one geometry (kernel, dilation, symmetric padding, stride): MindSpore's kernels, or the
+    compiled ones once :meth:`use_library` gave a path (:func:`use_conv_impl` does, on the matmul and Winograd
+    paths on CPU; :mod:`common.cpu_kernels`). Values are the same either way."""
+
+    PAIR_INDEX = 0  # which of _aot_pair's primitives this cell runs
+
+    def __init__(self, kernel, dilation, padding, stride):
+        super().__init__()
+        self.kernel, self.dilation, self.padding, self.stride = (_pair(v) for v in (kernel, dilation, padding, stride))
+        self.cfg = Tensor(np.array(self.kernel + self.stride + self.padding + self.dilation, np.int64))
+        self.library, self.custom = None, None
+
+    def use_library(self, path):
+        """Run on the compiled kernels of ``path`` (None: on MindSpore's)."""
+        if path != self.library:
+            self.library = path
+            self.custom = None if path is None else _aot_pair(path, self.kernel, self.dilation, self.padding,
+                                                              self.stride)[self.PAIR_INDEX]
+
+
+class Im2Col(_Columns):
+    """``ops.unfold(x, kernel, dilation, padding, stride)``: [B, C, H, W] -> [B, C*kh*kw, H'*W'] (row
+    ``(c*kh + i)*kw + j`` holds tap (i, j) of channel c); its gradient is :class:`Col2Im`'s sum."""
+
+    def construct(self, x):
+        if self.custom is None:
+            return ops.unfold(x, self.kernel, self.dilation, self.padding, self.stride)
+        return self.custom(x, self.cfg)
+
+
+class Col2Im(_Columns):
+    """``ops.fold(cols, size, kernel, dilation, padding, stride)``, the adjoint of :class:`Im2Col`: sums each
+    column's taps into the image. [B, C*kh*kw, H'*W'], ``size`` = (H, W) -> [B, C, H, W]."""
+
+    PAIR_INDEX = 1
+
+    def construct(self, cols, size):
+        if self.custom is None:
+            return ops.fold(cols, Tensor(size, int32), self.kernel, self.dilation, self.padding, self.stride)
+        return self.custom(cols, self.cfg, ops.zeros(size, ms.uint8))
+
+
 class _Im2ColMatMul(nn.Cell):
     """``y = W @ im2col(x)`` per sample, with a backward that recomputes ``im2col(x)`` instead of keeping it.
 
@@ -203,6 +285,7 @@ class _Im2ColMatMul(nn.Cell):
         self.kernel, self.strides, self.dilations, self.pads = kernel, strides, dilations, pads
         self.grad_channels = grad_channels
         self.mm, self.mm_ta, self.mm_tb = ops.MatMul(), ops.MatMul(transpose_a=True), ops.MatMul(transpose_b=True)
+        self.im2col, self.col2im = Im2Col(kernel, dilations, pads, strides), Col2Im(kernel, dilations, pads, strides)
 
     def _out_size(self, h, w):
         (kh, kw), (sh, sw), (dh, dw), (ph, pw) = self.kernel, self.strides, self.dilations, self.pads
@@ -210,7 +293,7 @@ class _Im2ColMatMul(nn.Cell):
 
     def _cols(self, x):
         """x [1, C, H, W] -> [C*kh*kw, H'*W']."""
-        cols = ops.unfold(x, self.kernel, self.dilations, self.pads, self.strides)
+        cols = self.im2col(x)
         return cols.reshape(cols.shape[1], cols.shape[2])
 
     def construct(self, x, w):
@@ -236,7 +319,7 @@ class _Im2ColMatMul(nn.Cell):
             dw = part if dw is None else dw + part
             dcols = self.mm_ta(w2d, dy)  # [(stop - first)*kh*kw, H'*W']
             dcols = dcols.reshape(1, dcols.shape[0], dcols.shape[1])
-            dxs.append(ops.fold(dcols, Tensor((h, wd), int32), self.kernel, self.dilations, self.pads, self.strides))
+            dxs.append(self.col2im(dcols, (h, wd)))
         dx = dxs[0] if b == 1 else ops.cat(dxs)
         return _zero_pad_channels(dx, first, c - stop), dw.reshape(w.shape)
 
@@ -333,11 +416,14 @@ class _WinogradMatMul(nn.Cell):
         self.mm, self.mm_ta, self.mm_tb = ops.MatMul(), ops.MatMul(transpose_a=True), ops.MatMul(transpose_b=True)
         self.bmm, self.bmm_ta = ops.BatchMatMul(), ops.BatchMatMul(transpose_a=True)
         self.bmm_tb = ops.BatchMatMul(transpose_b=True)
+        a = tile + 2
+        self.input_tiles, self.input_untiles = Im2Col(a, 1, pads, tile), Col2Im(a, 1, pads, tile)
+        self.output_tiles, self.output_untiles = Im2Col(tile, 1, 0, tile), Col2Im(tile, 1, 0, tile)
 
     def _input_transform(self, x):
         """x [1, C, H, W] -> V [a*a, C, T]."""
         a, c = self.tile + 2, x.shape[1]
-        cols = ops.unfold(x, (a, a), (1, 1), self.pads, (self.tile, self.tile))  # [1, C*a*a, T]
+        cols = self.input_tiles(x)  # [1, C*a*a, T]
         t = cols.shape[2]
         cols = ops.gather(cols.reshape(c * a * a, t), self.input_to_taps, 0).reshape(a * a, c * t)
         return self.mm(self.k_in, cols).reshape(a * a, c, t)
@@ -353,12 +439,12 @@ class _WinogradMatMul(nn.Cell):
         p = self.tile
         y = self.mm(self.k_out, m.reshape(taps, n * t)).reshape(p * p * n, t)
         y = ops.gather(y, self.output_to_pixels, 0).reshape(1, n * p * p, t)
-        return ops.fold(y, Tensor((out_h, out_w), int32), (p, p), (1, 1), (0, 0), (p, p))
+        return self.output_untiles(y, (out_h, out_w))
 
     def _output_transform_adjoint(self, dy):
         """dy [1, N, out_h, out_w] -> dM [a*a, N, T]."""
         n, p = dy.shape[1], self.tile
-        cols = ops.unfold(dy, (p, p), (1, 1), (0, 0), (p, p))  # [1, N*p*p, T]
+        cols = self.output_tiles(dy)  # [1, N*p*p, T]
         t = cols.shape[2]
         cols = ops.gather(cols.reshape(n * p * p, t), self.pixels_to_output, 0).reshape(p * p, n * t)
         return self.mm_ta(self.k_out, cols).reshape(self.k_out.shape[1], n, t)
@@ -366,10 +452,9 @@ class _WinogradMatMul(nn.Cell):
     def _input_transform_adjoint(self, dv, h, w):
         """dV [a*a, C, T] -> dx [1, C, h, w]."""
         taps, c, t = dv.shape
-        a = self.tile + 2
         cols = self.mm_ta(self.k_in, dv.reshape(taps, c * t)).reshape(taps * c, t)
         cols = ops.gather(cols, self.taps_to_input, 0).reshape(1, c * taps, t)
-        return ops.fold(cols, Tensor((h, w), int32), (a, a), (1, 1), self.pads, (self.tile, self.tile))
+        return self.input_untiles(cols, (h, w))
 
     def construct(self, x, w):
         b, _, h, wd = x.shape
@@ -550,6 +635,7 @@ class ConvTranspose2d(nn.Conv2dTranspose):
         self.fold_pads = (min(top, bottom), min(left, right))
         self.crop = (top - self.fold_pads[0], bottom - self.fold_pads[0], left - self.fold_pads[1],
                      right - self.fold_pads[1])
+        self.col2im = Col2Im(self.kernel, self.dilations, self.fold_pads, self.strides)
 
     def construct(self, x):
         if not self.matmul:
@@ -565,7 +651,7 @@ class ConvTranspose2d(nn.Conv2dTranspose):
             z = z.reshape(n * kh * kw, b, h * w).transpose(1, 0, 2)
         else:
             z = z.reshape(1, n * kh * kw, h * w)
-        y = ops.fold(z, Tensor((out_h, out_w), int32), self.kernel, self.dilations, self.fold_pads, self.strides)
+        y = self.col2im(z, (out_h, out_w))
         top, bottom, left, right = self.crop
         if top or bottom or left or right:
             y = ops.slice(y, (0, 0, top, left), (b, n, out_h - top - bottom, out_w - left - right))
@@ -590,6 +676,7 @@ class Unfold(nn.Cell):
         if kernel % 2 != 1:
             raise ValueError(f"Unfold kernel={kernel} must be odd (a centred neighbourhood)")
         self.kernel = kernel
+        self.im2col = Im2Col(kernel, 1, kernel // 2, 1)
         self.has_matmul_form, self.has_winograd_form = True, False  # use_conv_impl's flags, shared with Conv2d
         self.matmul = self.winograd = False
 
@@ -599,7 +686,7 @@ class Unfold(nn.Cell):
         if k == 1:
             return x.reshape(b, c, h * w)
         if self.matmul:
-            return ops.unfold(x, k, 1, p, 1)
+            return self.im2col(x)
         padded = ops.Pad(((0, 0), (0, 0), (p, p), (p, p)))(x)
         taps = []
         for dy in range(k):

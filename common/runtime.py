@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import common  # sets ONEDNN_MAX_CPU_ISA before mindspore is imported
+from common import cpu_kernels
 import mindspore as ms
 
 __all__ = ["Runtime", "init_runtime", "launched_by_msrun", "set_seed", "select_cpu_conv", "select_cpu_precision",
@@ -42,7 +43,8 @@ class Runtime:
         if self.device_target != "CPU":
             return f"convolutions: native {self.device_target} kernels"
         bf16 = ", bf16 matrix multiplies: ONEDNN_DEFAULT_FPMATH_MODE=BF16" if self.precision == "bf16" else ""
-        return f"CPU convolutions: {self.conv_impl} (ONEDNN_MAX_CPU_ISA={self.onednn_isa}{bf16})"
+        kernels = "" if self.conv_impl == "native" else f"; {cpu_kernels.status()}"
+        return f"CPU convolutions: {self.conv_impl} (ONEDNN_MAX_CPU_ISA={self.onednn_isa}{bf16}){kernels}"
 
     @property
     def distributed(self):

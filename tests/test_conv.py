@@ -7,6 +7,8 @@ PyNative mode (fast) and once through a compiled vjp graph, the way GANTrainStep
 """
 import copy
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -17,7 +19,9 @@ import common  # noqa: F401
 import mindspore as ms
 from mindspore import nn
 
-from common.conv import Conv2d, ConvTranspose2d, pack_weights, use_conv_impl, winograd_matrices, winograd_tile
+from common import cpu_kernels
+from common.conv import (Col2Im, Conv2d, ConvTranspose2d, Im2Col, pack_weights, use_conv_impl, winograd_matrices,
+                         winograd_tile)
 from common.export import prepare_for_export
 from common.runtime import cpu_flags, cpu_has_avx512, select_cpu_conv, select_cpu_precision
 
@@ -101,6 +105,113 @@ def test_matmul_path_equals_native(pynative, kind, cin, cout, k, s, options, siz
     native, matmul = _pair(native_cls(cin, cout, k, s, **options), matmul_cls(cin, cout, k, s, **options))
     x = ms.Tensor(np.random.default_rng(0).normal(size=(batch, cin, size, size + 1)).astype(np.float32))
     _assert_same(native, matmul, x, tol)
+
+
+COLUMN_CASES = [  # (batch, C, H, W, kernel, dilation, padding, stride)
+    (2, 3, 7, 9, (4, 4), (1, 1), (1, 1), (2, 2)),    # pix2pix's 4x4 stride 2, odd sides
+    (1, 5, 8, 6, (3, 3), (1, 1), (1, 1), (1, 1)),
+    (2, 4, 9, 7, (3, 2), (2, 1), (2, 0), (2, 1)),    # unequal kernel, dilation, padding and stride
+    (1, 3, 5, 5, (7, 7), (1, 1), (3, 3), (1, 1)),
+    (1, 2, 24, 24, (16, 16), (1, 1), (0, 0), (8, 8)),  # FCN-8s upscore8's Col2Im
+    (2, 3, 6, 5, (4, 4), (1, 1), (3, 1), (2, 2)),    # padding larger than some taps' reach
+    (1, 4, 10, 14, (6, 6), (1, 1), (1, 1), (4, 4)),  # Winograd F(4x4) input tiles
+]
+
+
+@pytest.fixture
+def compiled_kernels():
+    path = cpu_kernels.library()
+    if path is None:
+        pytest.skip(cpu_kernels.status())
+    return path
+
+
+class _Weighted(nn.Cell):
+    """``sum(cell(x, *args) * weights)``: a loss whose gradient w.r.t. x is the cell's adjoint applied to weights."""
+
+    def __init__(self, cell, weights, *args):
+        super().__init__()
+        self.cell, self.weights, self.args = cell, weights, args
+
+    def construct(self, x):
+        return (self.cell(x, *self.args) * self.weights).sum()
+
+
+@pytest.mark.parametrize("mode", ["pynative", "graph"])
+@pytest.mark.parametrize("b, c, h, w, kernel, dilation, padding, stride", COLUMN_CASES)
+def test_compiled_im2col_and_col2im_equal_mindspore(compiled_kernels, mode, b, c, h, w, kernel, dilation, padding,
+                                                    stride):
+    """The compiled kernels (common/kernels/im2col.cc) against ops.unfold / ops.fold, values and gradients: each
+    one's gradient is the other."""
+    ms.set_context(mode=ms.PYNATIVE_MODE if mode == "pynative" else ms.GRAPH_MODE)
+    try:
+        geometry = (kernel, dilation, padding, stride)
+        ours_in, ref_in = Im2Col(*geometry), Im2Col(*geometry)
+        ours_out, ref_out = Col2Im(*geometry), Col2Im(*geometry)
+        for cell in (ours_in, ours_out):
+            cell.use_library(compiled_kernels)
+        rng = np.random.default_rng(h * w)
+        x = ms.Tensor(rng.normal(size=(b, c, h, w)).astype(np.float32))
+        cols = ref_in(x)
+        r = ms.Tensor(rng.normal(size=cols.shape).astype(np.float32))
+        s = ms.Tensor(rng.normal(size=x.shape).astype(np.float32))
+        np.testing.assert_array_equal(ours_in(x).asnumpy(), cols.asnumpy())
+        np.testing.assert_allclose(ours_out(r, (h, w)).asnumpy(), ref_out(r, (h, w)).asnumpy(), rtol=1e-6, atol=1e-5)
+        for im2col, col2im in ((ours_in, ours_out), (ref_in, ref_out)):
+            assert (im2col.custom is None) == (im2col is ref_in)
+        grads = [ms.grad(_Weighted(f, r))(x).asnumpy() for f in (ours_in, ref_in)]
+        np.testing.assert_allclose(grads[0], grads[1], rtol=1e-6, atol=1e-5)
+        grads = [ms.grad(_Weighted(f, s, (h, w)))(r).asnumpy() for f in (ours_out, ref_out)]
+        np.testing.assert_array_equal(grads[0], grads[1])
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)
+
+
+def test_use_conv_impl_gives_the_convolutions_the_compiled_kernels(compiled_kernels):
+    net = nn.SequentialCell([Conv2d(3, 8, 4, 2, pad_mode="pad", padding=1), Conv2d(8, 8, 3, pad_mode="pad", padding=1),
+                             ConvTranspose2d(8, 3, 4, 2, pad_mode="pad", padding=1)])
+    columns = [cell for _, cell in net.cells_and_names() if isinstance(cell, (Im2Col, Col2Im))]
+    assert len(columns) == 2 + (2 + 2 * 4) + 1 and all(cell.custom is None for cell in columns)
+    use_conv_impl(net, "winograd")
+    assert all(cell.library == compiled_kernels and cell.custom is not None for cell in columns)
+
+
+@pytest.fixture
+def fresh_kernel_build(monkeypatch, tmp_path):
+    """cpu_kernels' build decision made again under the test's environment (and again after it)."""
+    monkeypatch.setenv("SYNTHZOO_CACHE", str(tmp_path / "cache"))
+    cpu_kernels._build.cache_clear()
+    yield monkeypatch
+    cpu_kernels._build.cache_clear()
+
+
+@pytest.mark.parametrize("env, reason", [
+    ({"SYNTHZOO_CPU_KERNELS": "0"}, r"MindSpore's kernels \(SYNTHZOO_CPU_KERNELS=0\)"),
+    ({"CXX": "/bin/false"}, r"MindSpore's kernels \(/bin/false failed on .*im2col.cc"),
+    ({"MS_CUSTOM_AOT_WHITE_LIST": "/nonexistent"}, r"MS_CUSTOM_AOT_WHITE_LIST=/nonexistent does not hold .*kernels"),
+])
+def test_cpu_kernels_fall_back_and_say_why(fresh_kernel_build, env, reason):
+    for key, value in env.items():
+        fresh_kernel_build.setenv(key, value)
+    assert cpu_kernels.library() is None
+    assert re.search(reason, cpu_kernels.status()), cpu_kernels.status()
+
+
+def test_cpu_kernels_without_a_compiler(fresh_kernel_build):
+    fresh_kernel_build.delenv("CXX", raising=False)
+    fresh_kernel_build.setenv("PATH", "/nonexistent")
+    assert cpu_kernels.library() is None and cpu_kernels.status().endswith("(no C++ compiler (install g++))")
+
+
+def test_cpu_kernels_compile_once_into_the_cache(fresh_kernel_build, tmp_path):
+    if shutil.which("g++") is None and shutil.which("c++") is None:
+        pytest.skip("no C++ compiler")
+    path = cpu_kernels.library()
+    assert path and os.path.dirname(path) == str(tmp_path / "cache" / "kernels") and os.path.isfile(path)
+    assert os.listdir(os.path.dirname(path)) == [os.path.basename(path)]  # no temporary file left
+    cpu_kernels._build.cache_clear()
+    fresh_kernel_build.setenv("CXX", "/bin/false")  # a cached library needs no compiler
+    assert cpu_kernels.library() == path
 
 
 @pytest.mark.parametrize("tile", [2, 4])
