@@ -187,7 +187,7 @@ def _zero_pad_channels(dx, before, after):
     return ops.pad(dx, (0, 0, 0, 0, before, after)) if before or after else dx
 
 
-def _aot_pair(path, kernel, dilation, padding, stride):
+def _aot_pair(path, kernel, dilation, padding, stride, tap_major):
     """The compiled Im2Col and Col2Im (``common/kernels/im2col.cc``) of one geometry as ``ops.Custom``
     primitives, each the other's gradient."""
     (kh, kw), (dh, dw), (ph, pw), (sh, sw) = kernel, dilation, padding, stride
@@ -211,21 +211,31 @@ def _aot_pair(path, kernel, dilation, padding, stride):
 
     im2col.bprop, col2im.bprop = im2col_bprop, col2im_bprop
     for op in (im2col, col2im):  # distinct attributes: PyNative reuses inferred shapes of equal primitives
-        op.add_prim_attr("geometry", (kh, kw, dh, dw, ph, pw, sh, sw))
+        op.add_prim_attr("geometry", (kh, kw, dh, dw, ph, pw, sh, sw, int(tap_major)))
     return im2col, col2im
 
 
 class _Columns(nn.Cell):
     """Im2Col / Col2Im of one geometry (kernel, dilation, symmetric padding, stride): MindSpore's kernels, or the
     compiled ones once :meth:`use_library` gave a path (:func:`use_conv_impl` does, on the matmul and Winograd
-    paths on CPU; :mod:`common.cpu_kernels`). Values are the same either way."""
+    paths on CPU; :mod:`common.cpu_kernels`). Values are the same either way.
+
+    ``tap_major=True`` orders the matrix's rows ``tap * channels + c`` instead of ``c * taps + tap`` (the
+    Winograd transforms' order): the compiled kernels write (read) that order directly, MindSpore's are followed
+    (preceded) by a row Gather.
+    """
 
     PAIR_INDEX = 0  # which of _aot_pair's primitives this cell runs
 
-    def __init__(self, kernel, dilation, padding, stride):
+    def __init__(self, kernel, dilation, padding, stride, tap_major=False, channels=None):
         super().__init__()
         self.kernel, self.dilation, self.padding, self.stride = (_pair(v) for v in (kernel, dilation, padding, stride))
-        self.cfg = Tensor(np.array(self.kernel + self.stride + self.padding + self.dilation, np.int64))
+        self.tap_major = bool(tap_major)
+        self.cfg = Tensor(np.array(self.kernel + self.stride + self.padding + self.dilation + (int(self.tap_major),),
+                                   np.int64))
+        taps = self.kernel[0] * self.kernel[1]
+        if self.tap_major:  # MindSpore's kernels' rows (c, tap) -> (tap, c), and back
+            self.to_tap_major, self.to_channel_major = _row_order(channels, taps), _row_order(taps, channels)
         self.library, self.custom = None, None
 
     def use_library(self, path):
@@ -233,7 +243,7 @@ class _Columns(nn.Cell):
         if path != self.library:
             self.library = path
             self.custom = None if path is None else _aot_pair(path, self.kernel, self.dilation, self.padding,
-                                                              self.stride)[self.PAIR_INDEX]
+                                                              self.stride, self.tap_major)[self.PAIR_INDEX]
 
 
 class Im2Col(_Columns):
@@ -241,9 +251,10 @@ class Im2Col(_Columns):
     ``(c*kh + i)*kw + j`` holds tap (i, j) of channel c); its gradient is :class:`Col2Im`'s sum."""
 
     def construct(self, x):
-        if self.custom is None:
-            return ops.unfold(x, self.kernel, self.dilation, self.padding, self.stride)
-        return self.custom(x, self.cfg)
+        if self.custom is not None:
+            return self.custom(x, self.cfg)
+        cols = ops.unfold(x, self.kernel, self.dilation, self.padding, self.stride)
+        return ops.gather(cols, self.to_tap_major, 1) if self.tap_major else cols
 
 
 class Col2Im(_Columns):
@@ -253,9 +264,11 @@ class Col2Im(_Columns):
     PAIR_INDEX = 1
 
     def construct(self, cols, size):
-        if self.custom is None:
-            return ops.fold(cols, Tensor(size, int32), self.kernel, self.dilation, self.padding, self.stride)
-        return self.custom(cols, self.cfg, ops.zeros(size, ms.uint8))
+        if self.custom is not None:
+            return self.custom(cols, self.cfg, ops.zeros(size, ms.uint8))
+        if self.tap_major:
+            cols = ops.gather(cols, self.to_channel_major, 1)
+        return ops.fold(cols, Tensor(size, int32), self.kernel, self.dilation, self.padding, self.stride)
 
 
 class _Im2ColMatMul(nn.Cell):
@@ -408,25 +421,21 @@ class _WinogradMatMul(nn.Cell):
         self.keep_transforms = False
         k_in, k_w, k_out = winograd_matrices(tile)
         self.k_in, self.k_w, self.k_out = (Tensor(k.astype(np.float32)) for k in (k_in, k_w, k_out))
-        taps, pixels = (tile + 2) ** 2, tile * tile
-        self.input_to_taps = _row_order(in_channels, taps)    # Im2Col rows (c, tap) -> (tap, c)
-        self.taps_to_input = _row_order(taps, stop - first)
-        self.output_to_pixels = _row_order(pixels, out_channels)  # (pixel, n) -> (n, pixel) for Col2Im
-        self.pixels_to_output = _row_order(out_channels, pixels)
         self.mm, self.mm_ta, self.mm_tb = ops.MatMul(), ops.MatMul(transpose_a=True), ops.MatMul(transpose_b=True)
         self.bmm, self.bmm_ta = ops.BatchMatMul(), ops.BatchMatMul(transpose_a=True)
         self.bmm_tb = ops.BatchMatMul(transpose_b=True)
-        a = tile + 2
-        self.input_tiles, self.input_untiles = Im2Col(a, 1, pads, tile), Col2Im(a, 1, pads, tile)
-        self.output_tiles, self.output_untiles = Im2Col(tile, 1, 0, tile), Col2Im(tile, 1, 0, tile)
+        a = tile + 2  # rows of the tile matrices: (tap, channel)
+        self.input_tiles = Im2Col(a, 1, pads, tile, tap_major=True, channels=in_channels)
+        self.input_untiles = Col2Im(a, 1, pads, tile, tap_major=True, channels=stop - first)
+        self.output_tiles = Im2Col(tile, 1, 0, tile, tap_major=True, channels=out_channels)
+        self.output_untiles = Col2Im(tile, 1, 0, tile, tap_major=True, channels=out_channels)
 
     def _input_transform(self, x):
         """x [1, C, H, W] -> V [a*a, C, T]."""
         a, c = self.tile + 2, x.shape[1]
-        cols = self.input_tiles(x)  # [1, C*a*a, T]
+        cols = self.input_tiles(x)  # [1, a*a*C, T]
         t = cols.shape[2]
-        cols = ops.gather(cols.reshape(c * a * a, t), self.input_to_taps, 0).reshape(a * a, c * t)
-        return self.mm(self.k_in, cols).reshape(a * a, c, t)
+        return self.mm(self.k_in, cols.reshape(a * a, c * t)).reshape(a * a, c, t)
 
     def _weight_transform(self, w):
         """w [N, C, 3, 3] -> U [a*a, N, C]."""
@@ -437,23 +446,20 @@ class _WinogradMatMul(nn.Cell):
         """M [a*a, N, T] -> y [1, N, out_h, out_w]."""
         taps, n, t = m.shape
         p = self.tile
-        y = self.mm(self.k_out, m.reshape(taps, n * t)).reshape(p * p * n, t)
-        y = ops.gather(y, self.output_to_pixels, 0).reshape(1, n * p * p, t)
+        y = self.mm(self.k_out, m.reshape(taps, n * t)).reshape(1, p * p * n, t)
         return self.output_untiles(y, (out_h, out_w))
 
     def _output_transform_adjoint(self, dy):
         """dy [1, N, out_h, out_w] -> dM [a*a, N, T]."""
         n, p = dy.shape[1], self.tile
-        cols = self.output_tiles(dy)  # [1, N*p*p, T]
+        cols = self.output_tiles(dy)  # [1, p*p*N, T]
         t = cols.shape[2]
-        cols = ops.gather(cols.reshape(n * p * p, t), self.pixels_to_output, 0).reshape(p * p, n * t)
-        return self.mm_ta(self.k_out, cols).reshape(self.k_out.shape[1], n, t)
+        return self.mm_ta(self.k_out, cols.reshape(p * p, n * t)).reshape(self.k_out.shape[1], n, t)
 
     def _input_transform_adjoint(self, dv, h, w):
         """dV [a*a, C, T] -> dx [1, C, h, w]."""
         taps, c, t = dv.shape
-        cols = self.mm_ta(self.k_in, dv.reshape(taps, c * t)).reshape(taps * c, t)
-        cols = ops.gather(cols, self.taps_to_input, 0).reshape(1, c * taps, t)
+        cols = self.mm_ta(self.k_in, dv.reshape(taps, c * t)).reshape(1, taps * c, t)
         return self.input_untiles(cols, (h, w))
 
     def construct(self, x, w):

@@ -17,7 +17,7 @@ import pytest
 
 import common  # noqa: F401
 import mindspore as ms
-from mindspore import nn
+from mindspore import nn, ops
 
 from common import cpu_kernels
 from common.conv import (Col2Im, Conv2d, ConvTranspose2d, Im2Col, pack_weights, use_conv_impl, winograd_matrices,
@@ -137,17 +137,18 @@ class _Weighted(nn.Cell):
         return (self.cell(x, *self.args) * self.weights).sum()
 
 
-@pytest.mark.parametrize("mode", ["pynative", "graph"])
+@pytest.mark.parametrize("mode, tap_major", [("pynative", False), ("graph", False), ("graph", True)])
 @pytest.mark.parametrize("b, c, h, w, kernel, dilation, padding, stride", COLUMN_CASES)
-def test_compiled_im2col_and_col2im_equal_mindspore(compiled_kernels, mode, b, c, h, w, kernel, dilation, padding,
-                                                    stride):
-    """The compiled kernels (common/kernels/im2col.cc) against ops.unfold / ops.fold, values and gradients: each
-    one's gradient is the other."""
+def test_compiled_im2col_and_col2im_equal_mindspore(compiled_kernels, mode, tap_major, b, c, h, w, kernel, dilation,
+                                                    padding, stride):
+    """The compiled kernels (common/kernels/im2col.cc) against ops.unfold / ops.fold (tap-major rows: with a row
+    Gather), values and gradients: each one's gradient is the other."""
     ms.set_context(mode=ms.PYNATIVE_MODE if mode == "pynative" else ms.GRAPH_MODE)
     try:
         geometry = (kernel, dilation, padding, stride)
-        ours_in, ref_in = Im2Col(*geometry), Im2Col(*geometry)
-        ours_out, ref_out = Col2Im(*geometry), Col2Im(*geometry)
+        order = dict(tap_major=tap_major, channels=c)
+        ours_in, ref_in = Im2Col(*geometry, **order), Im2Col(*geometry, **order)
+        ours_out, ref_out = Col2Im(*geometry, **order), Col2Im(*geometry, **order)
         for cell in (ours_in, ours_out):
             cell.use_library(compiled_kernels)
         rng = np.random.default_rng(h * w)
@@ -156,6 +157,11 @@ def test_compiled_im2col_and_col2im_equal_mindspore(compiled_kernels, mode, b, c
         r = ms.Tensor(rng.normal(size=cols.shape).astype(np.float32))
         s = ms.Tensor(rng.normal(size=x.shape).astype(np.float32))
         np.testing.assert_array_equal(ours_in(x).asnumpy(), cols.asnumpy())
+        if tap_major:  # row t*C + c of the tap-major matrix is row c*taps + t of ops.unfold's
+            taps = kernel[0] * kernel[1]
+            unfolded = ops.unfold(x, kernel, dilation, padding, stride).asnumpy()
+            np.testing.assert_array_equal(cols.asnumpy().reshape(b, taps, c, -1),
+                                          unfolded.reshape(b, c, taps, -1).transpose(0, 2, 1, 3))
         np.testing.assert_allclose(ours_out(r, (h, w)).asnumpy(), ref_out(r, (h, w)).asnumpy(), rtol=1e-6, atol=1e-5)
         for im2col, col2im in ((ours_in, ours_out), (ref_in, ref_out)):
             assert (im2col.custom is None) == (im2col is ref_in)
