@@ -1,12 +1,13 @@
-"""Median milliseconds of one 3x3 stride-1 convolution, forward + both gradients, per CPU convolution path.
+"""Median milliseconds of one 3x3 (or 4x4) stride-1 convolution, forward + both gradients, per CPU convolution path.
 
     python bench/conv_layer.py --cin 1024 --cout 1024 --height 64 --width 128 [--batch 1] [--steps 3]
     python bench/conv_layer.py ... --cpu_conv matmul|winograd      # one path in this process
     python bench/conv_layer.py ... --both                          # matmul, then winograd, each in its own process
     python bench/conv_layer.py ... --keep_transforms               # winograd, transformed input kept for the backward
     python bench/conv_layer.py ... --precision bf16                # MatMuls with bf16 inputs (AMX / AVX512_BF16 CPUs)
+    python bench/conv_layer.py ... --kernel 4                      # a 4x4 layer (PatchGAN's stride-1 ones)
 
-The layer is ``common.conv.Conv2d(cin, cout, 3, padding=1)`` with random weights; one iteration is a compiled
+The layer is ``common.conv.Conv2d(cin, cout, kernel, padding=1)`` with random weights; one iteration is a compiled
 ``value_and_grad`` of ``sum(conv(x) * dy)`` with respect to the [B, cin, H, W] input and the weight (the work of
 one layer in a training step). ``winograd`` prints the tile :func:`common.conv.winograd_tile` chose (0: the
 layer stays Im2Col + MatMul). Prints the median wall ms/iter and the process's peak resident memory; the
@@ -21,7 +22,7 @@ import sys
 from vgg_step import timed_ms  # (importing it also puts the repository on sys.path)
 
 
-def run(cpu_conv, cin, cout, height, width, batch, steps, keep_transforms=False, precision="f32"):
+def run(cpu_conv, cin, cout, height, width, batch, steps, keep_transforms=False, precision="f32", kernel=3):
     from common.runtime import init_runtime
     rt = init_runtime("CPU", "graph", seed=0, cpu_conv=cpu_conv, precision=precision)
     import numpy as np
@@ -29,11 +30,12 @@ def run(cpu_conv, cin, cout, height, width, batch, steps, keep_transforms=False,
     from mindspore import Tensor
     from common.conv import Conv2d, use_conv_impl, winograd_tile
 
-    conv = Conv2d(cin, cout, 3, pad_mode="pad", padding=1)
+    conv = Conv2d(cin, cout, kernel, pad_mode="pad", padding=1)
     use_conv_impl(conv, rt.conv_impl, keep_transforms=keep_transforms)
     rng = np.random.default_rng(0)
     x = Tensor(rng.standard_normal((batch, cin, height, width), dtype=np.float32))
-    dy = Tensor(rng.standard_normal((batch, cout, height, width), dtype=np.float32))
+    out_h, out_w = height + 3 - kernel, width + 3 - kernel
+    dy = Tensor(rng.standard_normal((batch, cout, out_h, out_w), dtype=np.float32))
 
     def loss(x):
         return (conv(x) * dy).sum()
@@ -46,9 +48,9 @@ def run(cpu_conv, cin, cout, height, width, batch, steps, keep_transforms=False,
         return dx, dw[0]
 
     ms_iter, _ = timed_ms(lambda: [t.asnumpy() for t in step(x)], steps)
-    tile = winograd_tile(batch, cin, height, width, conv.largest_tile) if rt.conv_impl == "winograd" else 0
+    tile = winograd_tile(batch, cin, out_h, out_w, conv.largest_tile, kernel) if rt.conv_impl == "winograd" else 0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
-    print(f"conv3x3 {cin}->{cout} {height}x{width} batch {batch}, forward + both gradients: median {ms_iter:.0f} "
+    print(f"conv{kernel}x{kernel} {cin}->{cout} {height}x{width} batch {batch}, forward + both gradients: median {ms_iter:.0f} "
           f"ms/iter over {steps}, peak RSS {peak:.2f} GB; {rt.conv_impl}" + (f" (tile {tile})" if tile else "")
           + (", transforms kept" if keep_transforms and tile else "") + (", bf16" if precision == "bf16" else ""),
           flush=True)
@@ -63,6 +65,7 @@ def main():
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--kernel", type=int, choices=[3, 4], default=3, help="kernel size (padding 1, stride 1)")
     parser.add_argument("--both", action="store_true", help="matmul, then winograd, each in a fresh process")
     parser.add_argument("--keep_transforms", action="store_true",
                         help="winograd: keep the transformed input for the backward (common.conv.use_conv_impl)")
@@ -70,13 +73,14 @@ def main():
                         help="bf16: oneDNN MatMuls with bf16 inputs (common.runtime.select_cpu_precision)")
     args = parser.parse_args()
     shape = ["--cin", str(args.cin), "--cout", str(args.cout), "--height", str(args.height), "--width",
-             str(args.width), "--batch", str(args.batch), "--steps", str(args.steps), "--precision", args.precision]
+             str(args.width), "--batch", str(args.batch), "--steps", str(args.steps), "--precision", args.precision,
+             "--kernel", str(args.kernel)]
     if args.both:
         for impl in ("matmul", "winograd"):
             subprocess.run([sys.executable, os.path.abspath(__file__), "--cpu_conv", impl] + shape, check=True)
         return
     run(args.cpu_conv, args.cin, args.cout, args.height, args.width, args.batch, args.steps, args.keep_transforms,
-        args.precision)
+        args.precision, args.kernel)
 
 
 if __name__ == "__main__":

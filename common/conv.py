@@ -26,7 +26,8 @@ weight or gradient is ever transposed in memory.
 every layer of VGG, CRN and CoCosNet's SPADE blocks, most of OSMIS's) run Winograd's minimal filtering
 F(4x4, 3x3) or F(2x2, 3x3) (:class:`_WinogradMatMul`; the tile chosen per call by :func:`winograd_tile`):
 2.25 (F(4x4)) or 4 (F(2x2)) multiplies per output instead of 9, in the forward and in both gradients; 2.9-3.2x
-faster per layer than Im2Col + MatMul on CRN's layers (``bench/conv_layer.py --both``). The sums are exact in real arithmetic; in float32 they
+faster per layer than Im2Col + MatMul on CRN's layers (``bench/conv_layer.py --both``). 4x4 stride-1 layers
+(the PatchGAN discriminators' last two) run F(3x3, 4x4): 4 multiplies per output instead of 16. The sums are exact in real arithmetic; in float32 they
 differ from the direct ones by up to ~2e-5 of the output's scale for F(4x4) and ~2e-6 for F(2x2) (direct
 Im2Col + MatMul: ~1e-6), as cuDNN's and oneDNN's Winograd convolutions do. ``matmul`` keeps the direct sums.
 Where the process's MatMuls run in bf16 (:func:`bf16_matmuls`, ``init_runtime(precision="bf16")``) only F(2x2) is
@@ -44,7 +45,9 @@ MatMul's matrix (:func:`pack_weights`): graph mode would copy a 4-D weight into 
 
 Im2Col and Col2Im (:class:`Im2Col`, :class:`Col2Im`: every matmul / Winograd layer runs one of each per sample,
 or more) run on this project's compiled CPU kernels (``common/kernels/im2col.cc``, :mod:`common.cpu_kernels`),
-2-6x faster than MindSpore 2.10's, wherever a C++ compiler is found; else on MindSpore's (same values).
+2-6x faster than MindSpore 2.10's, wherever a C++ compiler is found; else on MindSpore's (same values). So do
+the Winograd layers' tile transforms (``common/kernels/winograd.cc``: gathered and transformed in one pass;
+else Im2Col / Col2Im and a MatMul with the [a*a, a*a] Kronecker matrix).
 
 Memory: a :class:`Conv2d` keeps only its input for the backward, as the native operator does; its im2col
 matrix (``kh*kw/(sh*sw)`` times one sample's input: 4x for pix2pix's 4x4 stride-2 layers, 9x for 3x3
@@ -104,7 +107,7 @@ def use_conv_impl(net, impl, keep_transforms=False):
     keep = bool(keep_transforms) and impl == "winograd"
     largest_tile = 2 if bf16_matmuls() else 4
     changed = any((cell.matmul, cell.winograd) != want for cell, want in zip(convs, wanted)) or any(
-        (cell.winograd_f4.keep_transforms, cell.largest_tile) != (keep, largest_tile)
+        (cell.keep_transforms, cell.largest_tile) != (keep, largest_tile)
         for cell in convs if cell.has_winograd_form)
     packed = [cell for cell in convs if getattr(cell, "packed", False)]
     if changed and packed:
@@ -117,12 +120,14 @@ def use_conv_impl(net, impl, keep_transforms=False):
     for cell, (matmul, winograd) in zip(convs, wanted):
         cell.matmul, cell.winograd = matmul, winograd
         if cell.has_winograd_form:
-            cell.winograd_f2.keep_transforms = cell.winograd_f4.keep_transforms = keep
+            cell.keep_transforms = keep
+            for winograd in cell.winograd_cells():
+                winograd.keep_transforms = keep
             cell.largest_tile = largest_tile
     if impl != "native" and ms.get_context("device_target") == "CPU":
         library = cpu_kernels.library()
         for _, cell in cells:
-            if isinstance(cell, (Im2Col, Col2Im)):
+            if isinstance(cell, (_Columns, _WinogradMatMul)):
                 cell.use_library(library)
     return sum(matmul for (matmul, _), cell in zip(wanted, convs) if not isinstance(cell, Unfold))
 
@@ -214,6 +219,35 @@ def _aot_pair(path, kernel, dilation, padding, stride, tap_major):
     for op in (im2col, col2im):  # distinct attributes: PyNative reuses inferred shapes of equal primitives
         op.add_prim_attr("geometry", (kh, kw, dh, dw, ph, pw, sh, sw, int(tap_major)))
     return im2col, col2im
+
+
+def _winograd_ops(path, tile, kernel, pads):
+    """The compiled tile transforms (``common/kernels/winograd.cc``) of one Winograd layer as ``ops.Custom``
+    primitives: input, its adjoint, output, its adjoint (no autodiff: :class:`_WinogradMatMul` has its own
+    backward)."""
+    a, (ph, pw) = tile + kernel - 1, pads
+
+    def tiles(h, w):
+        return -(-(h + 2 * ph - kernel + 1) // tile) * -(-(w + 2 * pw - kernel + 1) // tile)
+
+    def transformed(x, cfg, bt):
+        return [a * a, x[1], tiles(x[2], x[3])]
+
+    def image(dv, cfg, bt, like):
+        return [1, dv[1], like[0], like[1]]
+
+    def output(m, cfg, at, like):
+        return [1, m[1], like[0], like[1]]
+
+    def output_adjoint(dy, cfg, at):
+        return [a * a, dy[1], tiles(dy[2] - 2 * ph + kernel - 1, dy[3] - 2 * pw + kernel - 1)]
+
+    prims = [ops.Custom(f"{path}:{name}", out_shape=shape, out_dtype=lambda x, *rest: x, func_type="aot")
+             for name, shape in (("WinogradInput", transformed), ("WinogradInputAdjoint", image),
+                                 ("WinogradOutput", output), ("WinogradOutputAdjoint", output_adjoint))]
+    for prim in prims:  # distinct attributes: PyNative reuses inferred shapes of equal primitives
+        prim.add_prim_attr("geometry", (tile, kernel, ph, pw))
+    return prims
 
 
 class _Columns(nn.Cell):
@@ -338,32 +372,45 @@ class _Im2ColMatMul(nn.Cell):
         return _zero_pad_channels(dx, first, c - stop), dw.reshape(w.shape)
 
 
-def winograd_matrices(tile):
-    """Transforms of Winograd's minimal filtering F(m x m, 3 x 3), m = ``tile`` (2 or 4), as Kronecker products
-    acting on row-major vectorised tiles (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks",
-    2016). With a = m + 2, an a x a input tile ``d`` and a 3 x 3 kernel ``g`` (both vectorised):
+def winograd_matrices(tile, kernel=3):
+    """Transforms of Winograd's minimal filtering F(m x m, r x r), m = ``tile``, r = ``kernel``, as Kronecker
+    products acting on row-major vectorised tiles (Lavin & Gray, "Fast Algorithms for Convolutional Neural
+    Networks", 2016; Toom-Cook with the points 0, 1, -1, 2, -2 and infinity). With a = m + r - 1 (4 or 6: F(2x2,
+    3x3), F(4x4, 3x3), F(3x3, 4x4)), an a x a input tile ``d`` and an r x r kernel ``g`` (both vectorised):
     ``y = K_out @ ((K_w @ g) * (K_in @ d))`` is the m x m valid correlation of ``d`` with ``g``.
 
-    Returns float64 arrays ``K_in`` [a*a, a*a], ``K_w`` [a*a, 9], ``K_out`` [m*m, a*a].
+    One dimension: with the a - 1 finite points p_j, M(x) = prod_j (x - p_j) and f_j = prod_(l != j) (p_j - p_l),
+    ``A^T[i, j] = p_j^i``, ``G[j, k] = p_j^k / f_j``, row j of ``B^T`` the coefficients of M(x) / (x - p_j); the
+    point at infinity adds ``A^T[m-1, a-1] = G[a-1, r-1] = 1`` and the coefficients of M(x) as the last row of ``B^T``.
+
+    Returns float64 arrays ``K_in`` [a*a, a*a], ``K_w`` [a*a, r*r], ``K_out`` [m*m, a*a].
     """
-    if tile == 2:  # interpolation points 0, 1, -1, infinity
-        bt = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
-        g = [[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]]
-        at = [[1, 1, 1, 0], [0, 1, -1, -1]]
-    elif tile == 4:  # interpolation points 0, 1, -1, 2, -2, infinity
-        bt = [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
-              [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]]
-        g = [[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
-             [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]]
-        at = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]
-    else:
-        raise ValueError(f"Winograd tile {tile} is not supported; choose 2 or 4")
-    bt, g, at = (np.array(a, np.float64) for a in (bt, g, at))
+    bt, g, at = _winograd_factors(tile, kernel)
     return np.kron(bt, bt), np.kron(g, g), np.kron(at, at)
 
 
-def winograd_tile(batch, in_channels, out_h, out_w, largest=4):
-    """The Winograd tile m (4 or 2) for a 3x3 stride-1 layer on the ``winograd`` path, or 0 for Im2Col + MatMul.
+def _winograd_factors(tile, kernel):
+    """The one-dimensional ``B^T`` [a, a], ``G`` [a, r], ``A^T`` [m, a] of :func:`winograd_matrices`."""
+    a = tile + kernel - 1
+    if tile < 2 or kernel < 2 or a not in (4, 6):
+        raise ValueError(f"Winograd F({tile}x{tile}, {kernel}x{kernel}) is not supported; tile + kernel - 1 must be "
+                         f"4 or 6 (F(2x2, 3x3), F(4x4, 3x3), F(3x3, 4x4))")
+    points = (0., 1., -1., 2., -2.)[:a - 1]
+    poly = np.polynomial.polynomial
+    at, g, bt = np.zeros((tile, a)), np.zeros((a, kernel)), np.zeros((a, a))
+    for j, p in enumerate(points):
+        others = points[:j] + points[j + 1:]
+        at[:, j] = [p ** i for i in range(tile)]
+        g[j] = [p ** k / np.prod([p - q for q in others]) for k in range(kernel)]
+        bt[j, :a - 1] = poly.polyfromroots(others)
+    at[tile - 1, a - 1] = g[a - 1, kernel - 1] = 1
+    bt[a - 1] = poly.polyfromroots(points)
+    return bt, g, at
+
+
+def winograd_tile(batch, in_channels, out_h, out_w, largest=4, kernel=3):
+    """The Winograd tile m for a ``kernel`` x ``kernel`` stride-1 layer on the ``winograd`` path (4 or 2 for 3x3,
+    3 for 4x4), or 0 for Im2Col + MatMul.
 
     Measured on a 2-core AVX-512 CPU (forward + both gradients, one layer; ``bench/conv_layer.py --both``):
     F(4x4) is 2.9x faster than Im2Col + MatMul from ~1,000 output pixels per call (1024 channels at 64x128:
@@ -373,7 +420,13 @@ def winograd_tile(batch, in_channels, out_h, out_w, largest=4):
     one-off measurements that forced each tile; below them the transforms cost more than they save. Output
     sides must be multiples of m (no padding to a whole tile: an odd map runs Im2Col + MatMul).
 
-    ``largest=2`` rules F(4x4) out; :func:`use_conv_impl` passes it under bf16 MatMuls, where F(4x4)'s output
+    4x4 stride-1 layers (pix2pix's and CoCosNet's PatchGAN discriminators end with two) take F(3x3, 4x4), 4
+    multiplies per output instead of 16, on any map size (the last tiles run past the map and are cropped), from
+    512 output pixels per call: 256->512 channels at 32x32 took 36-49 ms against 43-69 ms direct, at 24x24 25-28
+    against 27-45, and at 16x16 (225 output pixels, where the 36 transformed kernels cost more than the products
+    save) 20 against 11 (``bench/conv_layer.py --kernel 4 --both``, noisy 2-core Xeon).
+
+    ``largest=2`` rules F(4x4) and F(3x3, 4x4) out; :func:`use_conv_impl` passes it under bf16 MatMuls, where F(4x4)'s output
     transform (entries up to 8) amplifies the products' bf16 rounding: one 96-channel layer's output was off by
     7.9e-2 of its scale, against 4.1e-3 with F(2x2) and 2.6e-3 with Im2Col + MatMul (the script of
     ``tests/test_conv.py::test_bf16_precision_*``).
@@ -381,6 +434,8 @@ def winograd_tile(batch, in_channels, out_h, out_w, largest=4):
     pixels = batch * out_h * out_w
     if in_channels < 16:
         return 0
+    if kernel == 4:
+        return 3 if largest == 4 and pixels >= 512 else 0
     if largest == 4 and pixels >= 1024 and out_h % 4 == 0 and out_w % 4 == 0:
         return 4
     if pixels >= 128 and out_h % 2 == 0 and out_w % 2 == 0:
@@ -395,11 +450,12 @@ def _row_order(rows, groups):
 
 
 class _WinogradMatMul(nn.Cell):
-    """3x3 stride-1 convolution as Winograd F(m x m, 3 x 3): per sample, the input's a x a tiles (a = m + 2,
-    stride m; ``Im2Col``) and the kernels go to the transform domain, where the convolution is a^2 independent
-    matrix products ``U_k [N, C] @ V_k [C, T]`` (one ``BatchMatMul``, T = tiles); the products return to
-    m x m output tiles (``Col2Im``). Multiplies per output: a^2 / m^2 (4 for m = 2, 2.25 for m = 4) against 9
-    for im2col + GEMM, in the forward and in both gradients. The backward needs ``V`` for
+    """r x r stride-1 convolution (r = ``kernel``, 3 or 4) as Winograd F(m x m, r x r): per sample, the input's
+    a x a tiles (a = m + r - 1, stride m) and the kernels go to the transform domain, where the convolution is
+    a^2 independent matrix products ``U_k [N, C] @ V_k [C, T]`` (one ``BatchMatMul``, T = tiles); the products
+    return to m x m output tiles. The tile transforms run on the compiled kernels (:meth:`use_library`), else
+    as Im2Col / Col2Im and a MatMul with the Kronecker matrix. Multiplies per output: a^2 / m^2 (4 for m = 2, 2.25 for m = 4; 4 for
+    F(3x3, 4x4)) against r^2 for im2col + GEMM, in the forward and in both gradients. The backward needs ``V`` for
     ``dU_k = dM_k @ V_k^T`` (and ``dV_k = U_k^T @ dM_k`` for the input): by default it keeps only ``x`` and
     recomputes ``V`` (as :class:`_Im2ColMatMul`); with ``keep_transforms`` (:func:`use_conv_impl`) the forward
     returns each sample's ``V`` beside ``y`` and the backward reuses it, for 2.25x (F(4x4)) or 4x (F(2x2)) the
@@ -409,63 +465,99 @@ class _WinogradMatMul(nn.Cell):
     ``grad_channels=(first, stop)``: the backward computes ``dx`` for input channels ``first:stop`` (``(0, C)``:
     all), zeros for the others (see :class:`Conv2d`).
 
-    Shapes: x [B, C, H, W] with (H + 2p - 2) and (W + 2p - 2) multiples of m (p: symmetric padding ``pads``,
-    applied by Im2Col), w [N, C, 3, 3] -> y [B, N, H + 2p - 2, W + 2p - 2]; with ``keep_transforms``, the tuple
-    of y and the B transformed inputs V [a*a, C, T].
+    Shapes: x [B, C, H, W] (p: symmetric zero padding ``pads``; the last tiles may run past the output and are
+    cropped), w [N, C, r, r] -> y [B, N, H + 2p - r + 1, W + 2p - r + 1]; with ``keep_transforms``, the tuple of
+    y and the B transformed inputs V [a*a, C, T], T = ceil(out_h / m) * ceil(out_w / m).
     """
 
-    def __init__(self, in_channels, out_channels, tile, pads, grad_channels):
+    def __init__(self, in_channels, out_channels, tile, pads, grad_channels, kernel=3):
         super().__init__()
-        self.tile, self.pads = tile, pads
+        self.tile, self.pads, self.kernel = tile, pads, kernel
         self.grad_channels = grad_channels
         first, stop = grad_channels
         self.keep_transforms = False
-        k_in, k_w, k_out = winograd_matrices(tile)
+        k_in, k_w, k_out = winograd_matrices(tile, kernel)
         self.k_in, self.k_w, self.k_out = (Tensor(k.astype(np.float32)) for k in (k_in, k_w, k_out))
         self.mm, self.mm_ta, self.mm_tb = ops.MatMul(), ops.MatMul(transpose_a=True), ops.MatMul(transpose_b=True)
         self.bmm, self.bmm_ta = ops.BatchMatMul(), ops.BatchMatMul(transpose_a=True)
         self.bmm_tb = ops.BatchMatMul(transpose_b=True)
-        a = tile + 2  # rows of the tile matrices: (tap, channel)
+        a = tile + kernel - 1  # rows of the tile matrices: (tap, channel)
         self.input_tiles = Im2Col(a, 1, pads, tile, tap_major=True, channels=in_channels)
         self.input_untiles = Col2Im(a, 1, pads, tile, tap_major=True, channels=stop - first)
         self.output_tiles = Im2Col(tile, 1, 0, tile, tap_major=True, channels=out_channels)
         self.output_untiles = Col2Im(tile, 1, 0, tile, tap_major=True, channels=out_channels)
+        bt, _, at = _winograd_factors(tile, kernel)
+        self.bt, self.at = Tensor(bt.astype(np.float32)), Tensor(at.astype(np.float32))
+        self.cfg = Tensor(np.array((tile, kernel) + tuple(pads), np.int64))
+        self.use_library(None)
+
+    def use_library(self, path):
+        """Run the tile transforms on the compiled kernels of ``path`` (None: Im2Col / Col2Im and MatMuls with the
+        Kronecker matrices, the last output tiles completed by zero padding and cropped)."""
+        self.compiled_transforms = path is not None
+        ops_ = _winograd_ops(path, self.tile, self.kernel, self.pads) if self.compiled_transforms else (None,) * 4
+        self.transform, self.transform_adjoint, self.untransform, self.untransform_adjoint = ops_
+
+    def _padding_to_whole_tiles(self, out_h, out_w):
+        """Rows and columns of zeros after an out_h x out_w output that complete its last tiles."""
+        return (-out_h) % self.tile, (-out_w) % self.tile
 
     def _input_transform(self, x):
         """x [1, C, H, W] -> V [a*a, C, T]."""
-        a, c = self.tile + 2, x.shape[1]
+        if self.compiled_transforms:
+            return self.transform(x, self.cfg, self.bt)
+        a, c = self.tile + self.kernel - 1, x.shape[1]
+        eh, ew = self._padding_to_whole_tiles(*self._out_size(x.shape[2], x.shape[3]))
+        if eh or ew:
+            x = ops.pad(x, (0, ew, 0, eh))
         cols = self.input_tiles(x)  # [1, a*a*C, T]
         t = cols.shape[2]
         return self.mm(self.k_in, cols.reshape(a * a, c * t)).reshape(a * a, c, t)
 
+    def _out_size(self, h, w):
+        return h + 2 * self.pads[0] - self.kernel + 1, w + 2 * self.pads[1] - self.kernel + 1
+
     def _weight_transform(self, w):
-        """w [N, C, 3, 3] -> U [a*a, N, C]."""
+        """w [N, C, r, r] -> U [a*a, N, C]."""
         n, c = w.shape[0], w.shape[1]
-        return self.mm_tb(self.k_w, w.reshape(n * c, 9)).reshape(self.k_w.shape[0], n, c)
+        return self.mm_tb(self.k_w, w.reshape(n * c, self.kernel ** 2)).reshape(self.k_w.shape[0], n, c)
 
     def _output_transform(self, m, out_h, out_w):
         """M [a*a, N, T] -> y [1, N, out_h, out_w]."""
+        if self.compiled_transforms:
+            return self.untransform(m, self.cfg, self.at, ops.zeros((out_h, out_w), ms.uint8))
         taps, n, t = m.shape
         p = self.tile
+        eh, ew = self._padding_to_whole_tiles(out_h, out_w)
         y = self.mm(self.k_out, m.reshape(taps, n * t)).reshape(1, p * p * n, t)
-        return self.output_untiles(y, (out_h, out_w))
+        y = self.output_untiles(y, (out_h + eh, out_w + ew))
+        return ops.slice(y, (0, 0, 0, 0), (1, n, out_h, out_w)) if eh or ew else y
 
     def _output_transform_adjoint(self, dy):
         """dy [1, N, out_h, out_w] -> dM [a*a, N, T]."""
+        if self.compiled_transforms:
+            return self.untransform_adjoint(dy, self.cfg, self.at)
         n, p = dy.shape[1], self.tile
+        eh, ew = self._padding_to_whole_tiles(dy.shape[2], dy.shape[3])
+        if eh or ew:
+            dy = ops.pad(dy, (0, ew, 0, eh))
         cols = self.output_tiles(dy)  # [1, p*p*N, T]
         t = cols.shape[2]
         return self.mm_ta(self.k_out, cols.reshape(p * p, n * t)).reshape(self.k_out.shape[1], n, t)
 
     def _input_transform_adjoint(self, dv, h, w):
         """dV [a*a, C, T] -> dx [1, C, h, w]."""
+        if self.compiled_transforms:
+            return self.transform_adjoint(dv, self.cfg, self.bt, ops.zeros((h, w), ms.uint8))
         taps, c, t = dv.shape
+        eh, ew = self._padding_to_whole_tiles(*self._out_size(h, w))
         cols = self.mm_ta(self.k_in, dv.reshape(taps, c * t)).reshape(1, taps * c, t)
-        return self.input_untiles(cols, (h, w))
+        dx = self.input_untiles(cols, (h + eh, w + ew))
+        return ops.slice(dx, (0, 0, 0, 0), (1, c, h, w)) if eh or ew else dx
 
     def construct(self, x, w):
         b, _, h, wd = x.shape
-        out_h, out_w = h + 2 * self.pads[0] - 2, wd + 2 * self.pads[1] - 2
+        out_h, out_w = self._out_size(h, wd)
         u = self._weight_transform(ops.depend(w, x))
         vs = [self._input_transform(xi) for xi in samples(x)]
         ys = [self._output_transform(self.bmm(u, v), out_h, out_w) for v in vs]
@@ -486,7 +578,7 @@ class _WinogradMatMul(nn.Cell):
             du = part if du is None else du + part
             dxs.append(self._input_transform_adjoint(self.bmm_ta(u, dm), h, wd))
         taps, n, _ = du.shape
-        dw = self.mm_ta(du.reshape(taps, n * c), self.k_w)  # [N*C, 9]
+        dw = self.mm_ta(du.reshape(taps, n * c), self.k_w)  # [N*C, r*r]
         return _zero_pad_channels(dxs[0] if b == 1 else ops.cat(dxs), first, c - stop), dw.reshape(w.shape)
 
 
@@ -545,13 +637,22 @@ class Conv2d(nn.Conv2d):
         self.im2col_matmul = _Im2ColMatMul(self.kernel, self.strides, self.dilations, self.unfold_pads,
                                            grad_channels)
         self.add_bias = _BiasAdd()
-        self.has_winograd_form = (self.has_matmul_form and self.kernel == (3, 3) and self.strides == (1, 1)
+        self.has_winograd_form = (self.has_matmul_form and self.kernel in ((3, 3), (4, 4)) and self.strides == (1, 1)
                                   and self.dilations == (1, 1) and self.group == 1)
-        self.winograd = self.packed = False
+        self.winograd = self.packed = self.keep_transforms = False
         self.largest_tile = 4
-        if self.has_winograd_form:
+        if self.has_winograd_form and self.kernel == (3, 3):
             self.winograd_f2 = _WinogradMatMul(self.in_channels, self.out_channels, 2, self.unfold_pads, grad_channels)
             self.winograd_f4 = _WinogradMatMul(self.in_channels, self.out_channels, 4, self.unfold_pads, grad_channels)
+        elif self.has_winograd_form:
+            self.winograd_f3 = _WinogradMatMul(self.in_channels, self.out_channels, 3, self.unfold_pads, grad_channels,
+                                               kernel=4)
+
+    def winograd_cells(self):
+        """This layer's Winograd forms (one per tile size; none without a Winograd form)."""
+        if not self.has_winograd_form:
+            return []
+        return [self.winograd_f2, self.winograd_f4] if self.kernel == (3, 3) else [self.winograd_f3]
 
     def _padding(self, h, w):
         if self.pads is not None:
@@ -580,15 +681,17 @@ class Conv2d(nn.Conv2d):
         if g == 1 and not self.pointwise:
             if (top, left) != self.unfold_pads or (bottom, right) != self.unfold_pads:
                 x = ops.pad(x, (left, right, top, bottom))
-            tile = (winograd_tile(b, c, h + top + bottom - 2, w + left + right - 2, self.largest_tile)
+            tile = (winograd_tile(b, c, h + top + bottom - kh + 1, w + left + right - kw + 1, self.largest_tile, kh)
                     if self.winograd else 0)
             if tile == 4:
                 y = self.winograd_f4(x, weight)
+            elif tile == 3:
+                y = self.winograd_f3(x, weight)
             elif tile == 2:
                 y = self.winograd_f2(x, weight)
             else:
                 y = self.im2col_matmul(x, weight)
-            if tile and self.winograd_f4.keep_transforms:  # (y, transformed inputs kept for the backward)
+            if tile and self.keep_transforms:  # (y, transformed inputs kept for the backward)
                 y = y[0]
         else:
             if top != bottom or left != right:

@@ -192,8 +192,8 @@ def fresh_kernel_build(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("env, reason", [
-    ({"SYNTHZOO_CPU_KERNELS": "0"}, r"MindSpore's kernels \(SYNTHZOO_CPU_KERNELS=0\)"),
-    ({"CXX": "/bin/false"}, r"MindSpore's kernels \(/bin/false failed on .*im2col.cc"),
+    ({"SYNTHZOO_CPU_KERNELS": "0"}, r"MindSpore's own \(SYNTHZOO_CPU_KERNELS=0\)"),
+    ({"CXX": "/bin/false"}, r"MindSpore's own \(/bin/false failed on .*im2col.cc"),
     ({"MS_CUSTOM_AOT_WHITE_LIST": "/nonexistent"}, r"MS_CUSTOM_AOT_WHITE_LIST=/nonexistent does not hold .*kernels"),
 ])
 def test_cpu_kernels_fall_back_and_say_why(fresh_kernel_build, env, reason):
@@ -220,17 +220,25 @@ def test_cpu_kernels_compile_once_into_the_cache(fresh_kernel_build, tmp_path):
     assert cpu_kernels.library() == path
 
 
-@pytest.mark.parametrize("tile", [2, 4])
-def test_winograd_matrices_compute_the_valid_correlation(tile):
-    """K_out ((K_w g) * (K_in d)) of F(m x m, 3 x 3) equals the m x m valid correlation of an (m + 2)^2 tile with
-    a 3 x 3 kernel, written out as loops (float64)."""
-    k_in, k_w, k_out = winograd_matrices(tile)
+@pytest.mark.parametrize("tile, kernel", [(2, 3), (4, 3), (3, 4)])
+def test_winograd_matrices_compute_the_valid_correlation(tile, kernel):
+    """K_out ((K_w g) * (K_in d)) of F(m x m, r x r) equals the m x m valid correlation of an (m + r - 1)^2 tile
+    with an r x r kernel, written out as loops (float64)."""
+    k_in, k_w, k_out = winograd_matrices(tile, kernel)
+    a = tile + kernel - 1
+    assert k_in.shape == (a * a, a * a) and k_w.shape == (a * a, kernel ** 2) and k_out.shape == (tile ** 2, a * a)
     rng = np.random.default_rng(tile)
-    d, g = rng.normal(size=(tile + 2, tile + 2)), rng.normal(size=(3, 3))
-    expected = np.array([[sum(d[i + u, j + v] * g[u, v] for u in range(3) for v in range(3)) for j in range(tile)]
-                         for i in range(tile)])
+    d, g = rng.normal(size=(a, a)), rng.normal(size=(kernel, kernel))
+    expected = np.array([[sum(d[i + u, j + v] * g[u, v] for u in range(kernel) for v in range(kernel))
+                          for j in range(tile)] for i in range(tile)])
     got = (k_out @ ((k_w @ g.ravel()) * (k_in @ d.ravel()))).reshape(tile, tile)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("tile, kernel", [(4, 4), (1, 3), (6, 3)])
+def test_winograd_matrices_refuse_other_tiles(tile, kernel):
+    with pytest.raises(ValueError, match=f"F\\({tile}x{tile}, {kernel}x{kernel}\\) is not supported"):
+        winograd_matrices(tile, kernel)
 
 
 @pytest.mark.parametrize("batch, cin, out_h, out_w, expected", [
@@ -243,6 +251,15 @@ def test_winograd_tile_rule(batch, cin, out_h, out_w, expected):
     assert winograd_tile(batch, cin, out_h, out_w, largest=2) == (expected if expected != 4 else 2)
 
 
+@pytest.mark.parametrize("batch, cin, out_h, out_w, expected", [
+    (1, 256, 31, 31, 3), (2, 64, 16, 17, 3),       # PatchGAN's 4x4 stride-1 layer; any side (whole tiles)
+    (1, 256, 15, 15, 0), (1, 8, 64, 64, 0),        # under 512 output pixels per call, few channels
+])
+def test_winograd_tile_rule_for_4x4_kernels(batch, cin, out_h, out_w, expected):
+    assert winograd_tile(batch, cin, out_h, out_w, kernel=4) == expected
+    assert winograd_tile(batch, cin, out_h, out_w, largest=2, kernel=4) == 0  # bf16 MatMuls: direct
+
+
 def test_bf16_matmuls_cap_the_winograd_tile_at_two(monkeypatch):
     conv = Conv2d(16, 8, 3, pad_mode="pad", padding=1)
     use_conv_impl(conv, "winograd")
@@ -253,6 +270,8 @@ def test_bf16_matmuls_cap_the_winograd_tile_at_two(monkeypatch):
 
 
 WINOGRAD_CASES = [  # (C_in, C_out, options, batch, H, W, expected tile): every tile, padding form and batch
+    (16, 8, dict(kernel_size=4, padding=1, has_bias=True), 1, 32, 32, 3),  # 31x31 output: last tiles cropped
+    (16, 8, dict(kernel_size=4, padding=(2, 1, 0, 1)), 2, 20, 25, 3),      # unequal sides, odd output 20x23
     (16, 8, dict(padding=1, has_bias=True), 1, 32, 36, 4),
     (16, 8, dict(padding=1), 2, 12, 20, 2),
     (16, 8, dict(pad_mode="same"), 3, 16, 24, 4),
@@ -262,18 +281,27 @@ WINOGRAD_CASES = [  # (C_in, C_out, options, batch, H, W, expected tile): every 
 ]
 
 
+@pytest.mark.parametrize("kernels", ["compiled", "mindspore"])
 @pytest.mark.parametrize("keep_transforms", [False, True])
 @pytest.mark.parametrize("cin, cout, options, batch, h, w, tile", WINOGRAD_CASES)
-def test_winograd_path_equals_native(pynative, cin, cout, options, batch, h, w, tile, keep_transforms):
+def test_winograd_path_equals_native(pynative, monkeypatch, cin, cout, options, batch, h, w, tile, keep_transforms,
+                                     kernels):
     """Values and gradients of the ``winograd`` path equal ``nn.Conv2d``'s (F(4x4): ~1e-5 of the output scale),
-    with the backward recomputing the transformed input or reusing the forward's."""
+    with the backward recomputing the transformed input or reusing the forward's, and the tile transforms on
+    the compiled kernels (common/kernels/winograd.cc) or on MindSpore's Im2Col / Col2Im and MatMuls."""
+    if kernels == "compiled" and cpu_kernels.library() is None:
+        pytest.skip(cpu_kernels.status())
+    if kernels == "mindspore":
+        monkeypatch.setattr(cpu_kernels, "library", lambda: None)
     options = dict({"pad_mode": "pad", "kernel_size": 3}, **options)
     native, cell = _pair(nn.Conv2d(cin, cout, **options), Conv2d(cin, cout, **options))
     top, bottom, left, right = cell.pads
-    assert winograd_tile(batch, cin, h + top + bottom - 2, w + left + right - 2) == tile
+    r = cell.kernel[0]
+    assert winograd_tile(batch, cin, h + top + bottom - r + 1, w + left + right - r + 1, kernel=r) == tile
     x = ms.Tensor(np.random.default_rng(tile).normal(size=(batch, cin, h, w)).astype(np.float32))
     _assert_same(native, cell, x, tol=1e-4, impl="winograd", keep_transforms=keep_transforms)
-    assert cell.winograd and cell.winograd_f4.keep_transforms == cell.winograd_f2.keep_transforms == keep_transforms
+    assert cell.winograd and all(w.keep_transforms == keep_transforms for w in cell.winograd_cells())
+    assert all(w.compiled_transforms == (kernels == "compiled") for w in cell.winograd_cells())
 
 
 @pytest.mark.parametrize("keep_transforms", [False, True])
@@ -432,7 +460,7 @@ def test_pack_weights_stores_matrices_and_computes_the_same(tmp_path):
     layers = [Conv2d(3, 8, 4, 2, pad_mode="pad", padding=1, has_bias=True), nn.ReLU(),
               Conv2d(8, 8, 3, pad_mode="pad", padding=1),  # Winograd
               Conv2d(8, 6, 1, has_bias=True),
-              spectral_norm(Conv2d(6, 6, 4, 1, pad_mode="pad", padding=(1, 2, 1, 2)), seed=0),
+              spectral_norm(Conv2d(6, 6, 4, 2, pad_mode="pad", padding=(1, 2, 1, 2)), seed=0),
               ConvTranspose2d(6, 5, 4, 2, pad_mode="pad", padding=1, has_bias=True)]
     net = nn.SequentialCell(layers)
     twin = nn.SequentialCell([copy.deepcopy(layer) for layer in layers])
