@@ -2,7 +2,7 @@
 and ``common/kernels/winograd.cc`` (Winograd's tile transforms and their adjoints).
 
 :func:`library` compiles the sources once per machine with the system's C++ compiler (``g++ -O3 -march=native``,
-a few seconds) into ``$SYNTHZOO_CACHE/kernels`` (default ``~/.cache/synthzoo/kernels``), named by a hash of
+a few seconds; without ``-march=native`` where the compiler refuses it) into ``$SYNTHZOO_CACHE/kernels`` (default ``~/.cache/synthzoo/kernels``), named by a hash of
 the sources, the flags and the CPU's features, and returns its path; :class:`common.conv.Im2Col` /
 :class:`common.conv.Col2Im` and the Winograd layers (``common.conv._WinogradMatMul``) call it through
 ``ops.Custom(func_type="aot")`` on the matmul and Winograd convolution paths. Where it cannot be used, they
@@ -25,7 +25,8 @@ __all__ = ["library", "status", "SOURCES"]
 
 SOURCES = tuple(os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels", name)
                 for name in ("im2col.cc", "winograd.cc"))
-FLAGS = ("-O3", "-march=native", "-pthread", "-fPIC", "-shared", "-std=c++14")
+FLAGS = ("-O3", "-pthread", "-fPIC", "-shared", "-std=c++14")
+TUNED = ("-march=native",)  # dropped (a portable build) where the compiler refuses it
 
 
 def _cpu_features():
@@ -38,41 +39,61 @@ def _cpu_features():
         return platform.machine()
 
 
-@functools.lru_cache(maxsize=None)
-def _build():
-    """``(path or None, reason)``; the compile runs at most once per process and machine."""
-    if os.environ.get("SYNTHZOO_CPU_KERNELS", "1") == "0":
-        return None, "SYNTHZOO_CPU_KERNELS=0"
-    if platform.system() != "Linux":
-        return None, f"MindSpore's aot custom operators need Linux, not {platform.system()}"
-    digest = hashlib.sha1((" ".join(FLAGS) + _cpu_features()).encode())
+def _library_path(flags):
+    """The cached library built from SOURCES with ``flags``, named by a hash of both (and of the CPU for tuned
+    builds)."""
+    digest = hashlib.sha1((" ".join(flags) + (_cpu_features() if TUNED[0] in flags else "")).encode())
     for source in SOURCES:
         with open(source, "rb") as f:
             digest.update(f.read())
-    path = cache_root("kernels", f"synthzoo-{digest.hexdigest()[:12]}.so")
-    allowed = os.environ.get("MS_CUSTOM_AOT_WHITE_LIST")
-    if allowed and os.path.commonpath([os.path.realpath(path), os.path.realpath(allowed)]) != os.path.realpath(allowed):
-        return None, (f"MS_CUSTOM_AOT_WHITE_LIST={allowed} does not hold {path}; add its folder or set "
-                      f"SYNTHZOO_CACHE under it")
-    if os.path.isfile(path):
-        return path, f"compiled kernels {path}"
-    compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
-    if not compiler:
-        return None, "no C++ compiler (install g++)"
+    return cache_root("kernels", f"synthzoo-{digest.hexdigest()[:12]}.so")
+
+
+def _compile(compiler, flags, path):
+    """Build ``path``; None when done, else the compiler's last error line."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(path))
     os.close(fd)
     try:
-        done = subprocess.run([compiler, *FLAGS, *SOURCES, "-o", tmp], capture_output=True, text=True, timeout=300)
+        done = subprocess.run([compiler, *flags, *SOURCES, "-o", tmp], capture_output=True, text=True, timeout=300)
         if done.returncode != 0:
-            return None, f"{compiler} failed on {' '.join(SOURCES)}: {done.stderr.strip().splitlines()[-1:]}"
+            return " ".join(done.stderr.strip().splitlines()[-1:]) or f"exit status {done.returncode}"
         os.replace(tmp, path)  # atomic: concurrent processes (msrun workers) each write their own tmp
+        return None
     except (OSError, subprocess.TimeoutExpired) as e:
-        return None, f"{compiler} failed on {' '.join(SOURCES)}: {e}"
+        return str(e)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    return path, f"compiled kernels {path}"
+
+
+@functools.lru_cache(maxsize=None)
+def _build():
+    """``(path or None, reason)``; the compile runs at most once per process and machine: tuned for this CPU, or
+    portable where the compiler refuses ``-march=native``."""
+    if os.environ.get("SYNTHZOO_CPU_KERNELS", "1") == "0":
+        return None, "SYNTHZOO_CPU_KERNELS=0"
+    if platform.system() != "Linux":
+        return None, f"MindSpore's aot custom operators need Linux, not {platform.system()}"
+    builds = [(FLAGS + TUNED, _library_path(FLAGS + TUNED)), (FLAGS, _library_path(FLAGS))]
+    allowed = os.environ.get("MS_CUSTOM_AOT_WHITE_LIST")
+    folder = os.path.dirname(builds[0][1])
+    if allowed and os.path.commonpath([os.path.realpath(folder), os.path.realpath(allowed)]) != os.path.realpath(allowed):
+        return None, (f"MS_CUSTOM_AOT_WHITE_LIST={allowed} does not hold {builds[0][1]}; add its folder or set "
+                      f"SYNTHZOO_CACHE under it")
+    for _, path in builds:
+        if os.path.isfile(path):
+            return path, f"compiled kernels {path}"
+    compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    if not compiler:
+        return None, "no C++ compiler (install g++)"
+    tuned_error = _compile(compiler, *builds[0])
+    if tuned_error is None:
+        return builds[0][1], f"compiled kernels {builds[0][1]}"
+    error = _compile(compiler, *builds[1])
+    if error is None:
+        return builds[1][1], f"compiled kernels {builds[1][1]} (portable: {TUNED[0]} failed: {tuned_error})"
+    return None, f"{compiler} failed on {' '.join(SOURCES)}: {error}"
 
 
 def library():

@@ -209,6 +209,23 @@ def test_cpu_kernels_without_a_compiler(fresh_kernel_build):
     assert cpu_kernels.library() is None and cpu_kernels.status().endswith("(no C++ compiler (install g++))")
 
 
+def test_cpu_kernels_build_portable_where_the_compiler_refuses_march_native(fresh_kernel_build, tmp_path):
+    compiler = shutil.which("g++") or shutil.which("c++")
+    if compiler is None:
+        pytest.skip("no C++ compiler")
+    picky = tmp_path / "picky-c++"
+    picky.write_text(f'#!/bin/sh\ncase "$*" in *-march=native*) echo "error: unknown -march" >&2; exit 1;; esac\n'
+                     f'exec {compiler} "$@"\n')
+    picky.chmod(0o755)
+    fresh_kernel_build.setenv("CXX", str(picky))
+    path = cpu_kernels.library()
+    assert path and os.path.isfile(path)
+    assert re.search(r"compiled kernels .* \(portable: -march=native failed: error: unknown -march\)$",
+                     cpu_kernels.status()), cpu_kernels.status()
+    cpu_kernels._build.cache_clear()
+    assert cpu_kernels.library() == path  # found in the cache: no second attempt at the tuned build
+
+
 def test_cpu_kernels_compile_once_into_the_cache(fresh_kernel_build, tmp_path):
     if shutil.which("g++") is None and shutil.which("c++") is None:
         pytest.skip("no C++ compiler")
