@@ -50,8 +50,9 @@ def run(cpu_conv, cin, cout, height, width, batch, steps, keep_transforms=False,
     ms_iter, _ = timed_ms(lambda: [t.asnumpy() for t in step(x)], steps)
     tile = winograd_tile(batch, cin, out_h, out_w, conv.largest_tile, kernel) if rt.conv_impl == "winograd" else 0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
-    print(f"conv{kernel}x{kernel} {cin}->{cout} {height}x{width} batch {batch}, forward + both gradients: median {ms_iter:.0f} "
-          f"ms/iter over {steps}, peak RSS {peak:.2f} GB; {rt.conv_impl}" + (f" (tile {tile})" if tile else "")
+    print(f"conv{kernel}x{kernel} {cin}->{cout} {height}x{width} batch {batch}, forward + both gradients: "
+          f"median {ms_iter:.0f} ms/iter over {steps}, peak RSS {peak:.2f} GB; {rt.conv_impl}"
+          + (f" (tile {tile})" if tile else "")
           + (", transforms kept" if keep_transforms and tile else "") + (", bf16" if precision == "bf16" else ""),
           flush=True)
 

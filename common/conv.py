@@ -22,16 +22,16 @@ Both are the same sums as the native operators in another order (tests compare v
 The weight is used in its stored layout and ``ops.MatMul`` takes transposed operands by flag, so no
 weight or gradient is ever transposed in memory.
 
-``use_conv_impl(net, "winograd")`` is ``matmul``, except that 3x3 stride-1 layers (no dilation, no groups:
-every layer of VGG, CRN and CoCosNet's SPADE blocks, most of OSMIS's) run Winograd's minimal filtering
-F(4x4, 3x3) or F(2x2, 3x3) (:class:`_WinogradMatMul`; the tile chosen per call by :func:`winograd_tile`):
-2.25 (F(4x4)) or 4 (F(2x2)) multiplies per output instead of 9, in the forward and in both gradients; 2.9-3.2x
-faster per layer than Im2Col + MatMul on CRN's layers (``bench/conv_layer.py --both``). 4x4 stride-1 layers
-(the PatchGAN discriminators' last two) run F(3x3, 4x4): 4 multiplies per output instead of 16. The sums are exact in real arithmetic; in float32 they
-differ from the direct ones by up to ~2e-5 of the output's scale for F(4x4) and ~2e-6 for F(2x2) (direct
-Im2Col + MatMul: ~1e-6), as cuDNN's and oneDNN's Winograd convolutions do. ``matmul`` keeps the direct sums.
-Where the process's MatMuls run in bf16 (:func:`bf16_matmuls`, ``init_runtime(precision="bf16")``) only F(2x2) is
-used: its output transform amplifies the products' rounding far less (see :func:`winograd_tile`).
+``use_conv_impl(net, "winograd")`` is ``matmul``, except that 3x3 stride-1 layers (no dilation, no groups: every
+layer of VGG, CRN and CoCosNet's SPADE blocks, most of OSMIS's) run Winograd's minimal filtering F(4x4, 3x3) or
+F(2x2, 3x3) (:class:`_WinogradMatMul`; the tile chosen per call by :func:`winograd_tile`): 2.25 (F(4x4)) or 4
+(F(2x2)) multiplies per output instead of 9, in the forward and in both gradients; 2.9-3.2x faster per layer than
+Im2Col + MatMul on CRN's layers (``bench/conv_layer.py --both``). 4x4 stride-1 layers (the PatchGAN discriminators'
+last two) run F(3x3, 4x4): 4 multiplies per output instead of 16. The sums are exact in real arithmetic; in float32
+they differ from the direct ones by up to ~2e-5 of the output's scale for F(4x4) and ~2e-6 for F(2x2) (direct Im2Col
++ MatMul: ~1e-6), as cuDNN's and oneDNN's Winograd convolutions do. ``matmul`` keeps the direct sums. Where the
+process's MatMuls run in bf16 (:func:`bf16_matmuls`, ``init_runtime(precision="bf16")``) only F(2x2) is used: its
+output transform amplifies the products' rounding far less (see :func:`winograd_tile`).
 
 Coverage of the matmul path: any padding (``pad`` with one value, per dimension ``(top, bottom, left,
 right)``, unequal sides included; ``valid``; ``same``), any kernel and stride, dilation, and for
@@ -426,9 +426,9 @@ def winograd_tile(batch, in_channels, out_h, out_w, largest=4, kernel=3):
     against 27-45, and at 16x16 (225 output pixels, where the 36 transformed kernels cost more than the products
     save) 20 against 11 (``bench/conv_layer.py --kernel 4 --both``, noisy 2-core Xeon).
 
-    ``largest=2`` rules F(4x4) and F(3x3, 4x4) out; :func:`use_conv_impl` passes it under bf16 MatMuls, where F(4x4)'s output
-    transform (entries up to 8) amplifies the products' bf16 rounding: one 96-channel layer's output was off by
-    7.9e-2 of its scale, against 4.1e-3 with F(2x2) and 2.6e-3 with Im2Col + MatMul (the script of
+    ``largest=2`` rules F(4x4) and F(3x3, 4x4) out; :func:`use_conv_impl` passes it under bf16 MatMuls, where
+    F(4x4)'s output transform (entries up to 8) amplifies the products' bf16 rounding: one 96-channel layer's output
+    was off by 7.9e-2 of its scale, against 4.1e-3 with F(2x2) and 2.6e-3 with Im2Col + MatMul (the script of
     ``tests/test_conv.py::test_bf16_precision_*``).
     """
     pixels = batch * out_h * out_w
@@ -451,15 +451,15 @@ def _row_order(rows, groups):
 
 class _WinogradMatMul(nn.Cell):
     """r x r stride-1 convolution (r = ``kernel``, 3 or 4) as Winograd F(m x m, r x r): per sample, the input's
-    a x a tiles (a = m + r - 1, stride m) and the kernels go to the transform domain, where the convolution is
-    a^2 independent matrix products ``U_k [N, C] @ V_k [C, T]`` (one ``BatchMatMul``, T = tiles); the products
-    return to m x m output tiles. The tile transforms run on the compiled kernels (:meth:`use_library`), else
-    as Im2Col / Col2Im and a MatMul with the Kronecker matrix. Multiplies per output: a^2 / m^2 (4 for m = 2, 2.25 for m = 4; 4 for
-    F(3x3, 4x4)) against r^2 for im2col + GEMM, in the forward and in both gradients. The backward needs ``V`` for
-    ``dU_k = dM_k @ V_k^T`` (and ``dV_k = U_k^T @ dM_k`` for the input): by default it keeps only ``x`` and
+    a x a tiles (a = m + r - 1, stride m) and the kernels go to the transform domain, where the convolution is a^2
+    independent matrix products ``U_k [N, C] @ V_k [C, T]`` (one ``BatchMatMul``, T = tiles); the products return to
+    m x m output tiles. The tile transforms run on the compiled kernels (:meth:`use_library`), else as Im2Col /
+    Col2Im and a MatMul with the Kronecker matrix. Multiplies per output: a^2 / m^2 (4 for m = 2, 2.25 for m = 4; 4
+    for F(3x3, 4x4)) against r^2 for im2col + GEMM, in the forward and in both gradients. The backward needs ``V``
+    for ``dU_k = dM_k @ V_k^T`` (and ``dV_k = U_k^T @ dM_k`` for the input): by default it keeps only ``x`` and
     recomputes ``V`` (as :class:`_Im2ColMatMul`); with ``keep_transforms`` (:func:`use_conv_impl`) the forward
-    returns each sample's ``V`` beside ``y`` and the backward reuses it, for 2.25x (F(4x4)) or 4x (F(2x2)) the
-    layer input kept until the backward (CoCosNet's 256x256 iteration: 19.0 -> 18.3 s, 14.7 -> 16.1 GB,
+    returns each sample's ``V`` beside ``y`` and the backward reuses it, for 2.25x (F(4x4)) or 4x (F(2x2)) the layer
+    input kept until the backward (CoCosNet's 256x256 iteration: 19.0 -> 18.3 s, 14.7 -> 16.1 GB,
     ``bench/train_step.py --model cocosnet --size 256``).
 
     ``grad_channels=(first, stop)``: the backward computes ``dx`` for input channels ``first:stop`` (``(0, C)``:

@@ -1,15 +1,15 @@
 """The project's compiled CPU kernels as one shared library: ``common/kernels/im2col.cc`` (Im2Col and Col2Im)
 and ``common/kernels/winograd.cc`` (Winograd's tile transforms and their adjoints).
 
-:func:`library` compiles the sources once per machine with the system's C++ compiler (``g++ -O3 -march=native``,
-a few seconds; without ``-march=native`` where the compiler refuses it) into ``$SYNTHZOO_CACHE/kernels`` (default ``~/.cache/synthzoo/kernels``), named by a hash of
-the sources, the flags and the CPU's features, and returns its path; :class:`common.conv.Im2Col` /
-:class:`common.conv.Col2Im` and the Winograd layers (``common.conv._WinogradMatMul``) call it through
-``ops.Custom(func_type="aot")`` on the matmul and Winograd convolution paths. Where it cannot be used, they
-keep MindSpore's own ``Im2Col`` / ``Col2Im`` and MatMuls (same values, slower), and :func:`status` says why:
-not Linux, no compiler (install ``g++``), the compiler failed, ``MS_CUSTOM_AOT_WHITE_LIST`` set to a folder
-that does not hold the cache, or ``SYNTHZOO_CPU_KERNELS=0`` in the environment (the switch for comparisons:
-``SYNTHZOO_CPU_KERNELS=0 python bench/train_step.py ...``).
+:func:`library` compiles the sources once per machine with the system's C++ compiler (``g++ -O3 -march=native``, a
+few seconds; without ``-march=native`` where the compiler refuses it) into ``$SYNTHZOO_CACHE/kernels`` (default
+``~/.cache/synthzoo/kernels``), named by a hash of the sources, the flags and the CPU's features, and returns its
+path; :class:`common.conv.Im2Col` / :class:`common.conv.Col2Im` and the Winograd layers
+(``common.conv._WinogradMatMul``) call it through ``ops.Custom(func_type="aot")`` on the matmul and Winograd
+convolution paths. Where it cannot be used, they keep MindSpore's own ``Im2Col`` / ``Col2Im`` and MatMuls (same
+values, slower), and :func:`status` says why: not Linux, no compiler (install ``g++``), the compiler failed,
+``MS_CUSTOM_AOT_WHITE_LIST`` set to a folder that does not hold the cache, or ``SYNTHZOO_CPU_KERNELS=0`` in the
+environment (the switch for comparisons: ``SYNTHZOO_CPU_KERNELS=0 python bench/train_step.py ...``).
 """
 import functools
 import hashlib
@@ -78,7 +78,8 @@ def _build():
     builds = [(FLAGS + TUNED, _library_path(FLAGS + TUNED)), (FLAGS, _library_path(FLAGS))]
     allowed = os.environ.get("MS_CUSTOM_AOT_WHITE_LIST")
     folder = os.path.dirname(builds[0][1])
-    if allowed and os.path.commonpath([os.path.realpath(folder), os.path.realpath(allowed)]) != os.path.realpath(allowed):
+    if allowed and os.path.commonpath([os.path.realpath(folder), os.path.realpath(allowed)]) != \
+            os.path.realpath(allowed):
         return None, (f"MS_CUSTOM_AOT_WHITE_LIST={allowed} does not hold {builds[0][1]}; add its folder or set "
                       f"SYNTHZOO_CACHE under it")
     for _, path in builds:
