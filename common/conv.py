@@ -227,20 +227,20 @@ def _winograd_ops(path, tile, kernel, pads):
     backward)."""
     a, (ph, pw) = tile + kernel - 1, pads
 
-    def tiles(h, w):
-        return -(-(h + 2 * ph - kernel + 1) // tile) * -(-(w + 2 * pw - kernel + 1) // tile)
+    def tiles(out_h, out_w):  # per sample
+        return -(-out_h // tile) * -(-out_w // tile)
 
     def transformed(x, cfg, bt):
-        return [a * a, x[1], tiles(x[2], x[3])]
+        return [a * a, x[1], x[0] * tiles(x[2] + 2 * ph - kernel + 1, x[3] + 2 * pw - kernel + 1)]
 
     def image(dv, cfg, bt, like):
-        return [1, dv[1], like[0], like[1]]
+        return [dv[2] // tiles(like[0] + 2 * ph - kernel + 1, like[1] + 2 * pw - kernel + 1), dv[1], like[0], like[1]]
 
     def output(m, cfg, at, like):
-        return [1, m[1], like[0], like[1]]
+        return [m[2] // tiles(like[0], like[1]), m[1], like[0], like[1]]
 
     def output_adjoint(dy, cfg, at):
-        return [a * a, dy[1], tiles(dy[2] - 2 * ph + kernel - 1, dy[3] - 2 * pw + kernel - 1)]
+        return [a * a, dy[1], dy[0] * tiles(dy[2], dy[3])]
 
     prims = [ops.Custom(f"{path}:{name}", out_shape=shape, out_dtype=lambda x, *rest: x, func_type="aot")
              for name, shape in (("WinogradInput", transformed), ("WinogradInputAdjoint", image),
@@ -458,7 +458,7 @@ class _WinogradMatMul(nn.Cell):
     for F(3x3, 4x4)) against r^2 for im2col + GEMM, in the forward and in both gradients. The backward needs ``V``
     for ``dU_k = dM_k @ V_k^T`` (and ``dV_k = U_k^T @ dM_k`` for the input): by default it keeps only ``x`` and
     recomputes ``V`` (as :class:`_Im2ColMatMul`); with ``keep_transforms`` (:func:`use_conv_impl`) the forward
-    returns each sample's ``V`` beside ``y`` and the backward reuses it, for 2.25x (F(4x4)) or 4x (F(2x2)) the layer
+    returns ``V`` beside ``y`` and the backward reuses it, for 2.25x (F(4x4)) or 4x (F(2x2)) the layer
     input kept until the backward (CoCosNet's 256x256 iteration: 19.0 -> 18.3 s, 14.7 -> 16.1 GB,
     ``bench/train_step.py --model cocosnet --size 256``).
 
@@ -467,7 +467,8 @@ class _WinogradMatMul(nn.Cell):
 
     Shapes: x [B, C, H, W] (p: symmetric zero padding ``pads``; the last tiles may run past the output and are
     cropped), w [N, C, r, r] -> y [B, N, H + 2p - r + 1, W + 2p - r + 1]; with ``keep_transforms``, the tuple of
-    y and the B transformed inputs V [a*a, C, T], T = ceil(out_h / m) * ceil(out_w / m).
+    y and the transformed input: on the compiled kernels one V [a*a, C, B*T] for the whole batch (one BatchMatMul
+    per layer and direction), else the B per-sample V [a*a, C, T]; T = ceil(out_h / m) * ceil(out_w / m).
     """
 
     def __init__(self, in_channels, out_channels, tile, pads, grad_channels, kernel=3):
@@ -503,9 +504,7 @@ class _WinogradMatMul(nn.Cell):
         return (-out_h) % self.tile, (-out_w) % self.tile
 
     def _input_transform(self, x):
-        """x [1, C, H, W] -> V [a*a, C, T]."""
-        if self.compiled_transforms:
-            return self.transform(x, self.cfg, self.bt)
+        """x [1, C, H, W] -> V [a*a, C, T] (on MindSpore's kernels)."""
         a, c = self.tile + self.kernel - 1, x.shape[1]
         eh, ew = self._padding_to_whole_tiles(*self._out_size(x.shape[2], x.shape[3]))
         if eh or ew:
@@ -523,9 +522,7 @@ class _WinogradMatMul(nn.Cell):
         return self.mm_tb(self.k_w, w.reshape(n * c, self.kernel ** 2)).reshape(self.k_w.shape[0], n, c)
 
     def _output_transform(self, m, out_h, out_w):
-        """M [a*a, N, T] -> y [1, N, out_h, out_w]."""
-        if self.compiled_transforms:
-            return self.untransform(m, self.cfg, self.at, ops.zeros((out_h, out_w), ms.uint8))
+        """M [a*a, N, T] -> y [1, N, out_h, out_w] (on MindSpore's kernels)."""
         taps, n, t = m.shape
         p = self.tile
         eh, ew = self._padding_to_whole_tiles(out_h, out_w)
@@ -534,9 +531,7 @@ class _WinogradMatMul(nn.Cell):
         return ops.slice(y, (0, 0, 0, 0), (1, n, out_h, out_w)) if eh or ew else y
 
     def _output_transform_adjoint(self, dy):
-        """dy [1, N, out_h, out_w] -> dM [a*a, N, T]."""
-        if self.compiled_transforms:
-            return self.untransform_adjoint(dy, self.cfg, self.at)
+        """dy [1, N, out_h, out_w] -> dM [a*a, N, T] (on MindSpore's kernels)."""
         n, p = dy.shape[1], self.tile
         eh, ew = self._padding_to_whole_tiles(dy.shape[2], dy.shape[3])
         if eh or ew:
@@ -546,9 +541,7 @@ class _WinogradMatMul(nn.Cell):
         return self.mm_ta(self.k_out, cols.reshape(p * p, n * t)).reshape(self.k_out.shape[1], n, t)
 
     def _input_transform_adjoint(self, dv, h, w):
-        """dV [a*a, C, T] -> dx [1, C, h, w]."""
-        if self.compiled_transforms:
-            return self.transform_adjoint(dv, self.cfg, self.bt, ops.zeros((h, w), ms.uint8))
+        """dV [a*a, C, T] -> dx [1, C, h, w] (on MindSpore's kernels)."""
         taps, c, t = dv.shape
         eh, ew = self._padding_to_whole_tiles(*self._out_size(h, w))
         cols = self.mm_ta(self.k_in, dv.reshape(taps, c * t)).reshape(1, taps * c, t)
@@ -559,6 +552,10 @@ class _WinogradMatMul(nn.Cell):
         b, _, h, wd = x.shape
         out_h, out_w = self._out_size(h, wd)
         u = self._weight_transform(ops.depend(w, x))
+        if self.compiled_transforms:  # the whole batch at once, its samples' tiles side by side: V [a*a, C, B*T]
+            v = self.transform(x, self.cfg, self.bt)
+            y = self.untransform(self.bmm(u, v), self.cfg, self.at, ops.zeros((out_h, out_w), ms.uint8))
+            return (y, v) if self.keep_transforms else y
         vs = [self._input_transform(xi) for xi in samples(x)]
         ys = [self._output_transform(self.bmm(u, v), out_h, out_w) for v in vs]
         y = ys[0] if b == 1 else ops.cat(ys)
@@ -569,6 +566,13 @@ class _WinogradMatMul(nn.Cell):
         first, stop = self.grad_channels
         dy = dout[0] if self.keep_transforms else dout
         u = self._weight_transform(_input_channels(ops.depend(w, dy), first, stop))  # [a*a, N, stop - first]
+        if self.compiled_transforms:
+            dm = self.untransform_adjoint(dy, self.cfg, self.at)  # [a*a, N, B*T]
+            v = out[1] if self.keep_transforms else self.transform(ops.depend(x, dy), self.cfg, self.bt)
+            du = self.bmm_tb(dm, v)  # [a*a, N, C]: summed over every sample's tiles
+            dx = self.transform_adjoint(self.bmm_ta(u, dm), self.cfg, self.bt, ops.zeros((h, wd), ms.uint8))
+            dw = self.mm_ta(du.reshape(du.shape[0], -1), self.k_w)  # [N*C, r*r]
+            return _zero_pad_channels(dx, first, c - stop), dw.reshape(w.shape)
         xs, dys = samples(ops.depend(x, dy)), samples(dy)
         du, dxs = None, []
         for i in range(b):

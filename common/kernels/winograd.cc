@@ -8,14 +8,15 @@
 // vectorised over the tiles of the row, and written straight into the transform-domain matrix (or the image).
 //
 // Interface (MindSpore aot, CPU): params = inputs then output; shapes[i] their shapes.
-//   WinogradInput(x [1, C, H, W], cfg [4] int64, bt [a, a]) -> V [a*a, C, T]
-//   WinogradInputAdjoint(dV [a*a, C, T], cfg, bt [a, a], like [H, W] uint8) -> dx [1, C, H, W]
-//   WinogradOutput(M [a*a, N, T], cfg, at [m, a], like [OH, OW] uint8) -> y [1, N, OH, OW]
-//   WinogradOutputAdjoint(dy [1, N, OH, OW], cfg, at [m, a]) -> dM [a*a, N, T]
+//   WinogradInput(x [B, C, H, W], cfg [4] int64, bt [a, a]) -> V [a*a, C, B*T]
+//   WinogradInputAdjoint(dV [a*a, C, B*T], cfg, bt [a, a], like [H, W] uint8) -> dx [B, C, H, W]
+//   WinogradOutput(M [a*a, N, B*T], cfg, at [m, a], like [OH, OW] uint8) -> y [B, N, OH, OW]
+//   WinogradOutputAdjoint(dy [B, N, OH, OW], cfg, at [m, a]) -> dM [a*a, N, B*T]
 // cfg = (m, r, ph, pw): output tile side, kernel side, symmetric zero padding. OH = H + 2 ph - r + 1 (OW alike);
 // the tiles, TH = ceil(OH / m) by TW = ceil(OW / m) (T = TH * TW, row-major), start at (ty * m - ph,
 // tx * m - pw) in the input and span a = m + r - 1 rows and columns; input outside the image reads as zero
-// and outputs past (OH, OW) are dropped, so any map size takes whole tiles without padding copies.
+// and outputs past (OH, OW) are dropped, so any map size takes whole tiles without padding copies. The samples'
+// tiles follow each other (column b * T + t), so one matrix product serves the whole batch.
 // Row k = i * a + j of V / M holds tap (i, j): V[k, c, t] = (B^T d_{c,t} B)[i, j], y's tile = A^T M_{n,t} A.
 #include <sched.h>
 
@@ -98,19 +99,20 @@ inline void CombineT(const float *mat, int64_t rows, int64_t cols, const float *
 
 extern "C" int WinogradInput(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                              void *stream, void *extra) {
-  if (nparam != 4 || ndims[0] != 4 || shapes[0][0] != 1 || shapes[1][0] != 4) return 1;
+  if (nparam != 4 || ndims[0] != 4 || shapes[1][0] != 4) return 1;
   const float *x = static_cast<const float *>(params[0]);
   const float *bt = static_cast<const float *>(params[2]);
   float *v = static_cast<float *>(params[3]);
-  const int64_t C = shapes[0][1];
+  const int64_t B = shapes[0][0], C = shapes[0][1];
   const Tiles g(static_cast<const int64_t *>(params[1]), shapes[0][2], shapes[0][3]);
   if (!g.valid() || shapes[2][0] != g.a) return 1;
-  const int64_t a = g.a, T = g.TH * g.TW, tw = g.TW, rows = g.block_rows(), most = rows * tw;
-  ParallelFor(C, a * a * C * T * 4, [&](int64_t first, int64_t stop) {
+  const int64_t a = g.a, T = g.TH * g.TW, BT = B * T, tw = g.TW, rows = g.block_rows(), most = rows * tw;
+  ParallelFor(B * C, a * a * C * BT * 4, [&](int64_t first, int64_t stop) {
     // per block of tile rows (n tiles): d[u][v][n] the tiles; s[i][v][n] = (B^T d)[i][v]; V rows (s B)[i][j]
     std::vector<float> d(a * a * most), s(a * a * most);
-    for (int64_t c = first; c < stop; ++c) {
-      const float *plane = x + c * g.H * g.W;
+    for (int64_t bc = first; bc < stop; ++bc) {
+      const int64_t b = bc / C, c = bc % C;
+      const float *plane = x + bc * g.H * g.W;
       for (int64_t ty0 = 0; ty0 < g.TH; ty0 += rows) {
         const int64_t n = std::min(rows, g.TH - ty0) * tw;
         for (int64_t u = 0; u < a; ++u) {
@@ -132,8 +134,8 @@ extern "C" int WinogradInput(int nparam, void **params, int *ndims, int64_t **sh
         }
         Combine(bt, a, a, d.data(), a * n, s.data(), a * n, a * n);  // rows u -> i, each [v][n]
         for (int64_t i = 0; i < a; ++i) {
-          float *out = v + (i * a * C + c) * T + ty0 * tw;  // row (i*a + j) advances by C * T per j
-          Combine(bt, a, a, s.data() + i * a * n, n, out, C * T, n);
+          float *out = v + (i * a * C + c) * BT + b * T + ty0 * tw;  // row (i*a + j): C * BT further per j
+          Combine(bt, a, a, s.data() + i * a * n, n, out, C * BT, n);
         }
       }
     }
@@ -147,22 +149,23 @@ extern "C" int WinogradInputAdjoint(int nparam, void **params, int *ndims, int64
   const float *dv = static_cast<const float *>(params[0]);
   const float *bt = static_cast<const float *>(params[2]);
   float *dx = static_cast<float *>(params[4]);
-  const int64_t C = shapes[4][1];
+  const int64_t B = shapes[4][0], C = shapes[4][1];
   const Tiles g(static_cast<const int64_t *>(params[1]), shapes[4][2], shapes[4][3]);
-  const int64_t a = g.a, T = g.TH * g.TW, tw = g.TW;
-  if (!g.valid() || shapes[0][0] != a * a || shapes[0][1] != C || shapes[0][2] != T) return 1;
+  const int64_t a = g.a, T = g.TH * g.TW, BT = B * T, tw = g.TW;
+  if (!g.valid() || shapes[0][0] != a * a || shapes[0][1] != C || shapes[0][2] != BT) return 1;
   const int64_t rows = g.block_rows(), most = rows * tw;
-  ParallelFor(C, a * a * C * T * 4, [&](int64_t first, int64_t stop) {
+  ParallelFor(B * C, a * a * C * BT * 4, [&](int64_t first, int64_t stop) {
     // per block of tile rows: s[i][v][n] = (dV B^T)[i][v]; d[u][v][n] = (B s)[u][v], added into the image
     std::vector<float> s(a * a * most), d(a * a * most);
-    for (int64_t c = first; c < stop; ++c) {
-      float *plane = dx + c * g.H * g.W;
+    for (int64_t bc = first; bc < stop; ++bc) {
+      const int64_t b = bc / C, c = bc % C;
+      float *plane = dx + bc * g.H * g.W;
       std::memset(plane, 0, g.H * g.W * sizeof(float));
       for (int64_t ty0 = 0; ty0 < g.TH; ty0 += rows) {
         const int64_t n = std::min(rows, g.TH - ty0) * tw;
         for (int64_t i = 0; i < a; ++i) {
-          const float *in = dv + (i * a * C + c) * T + ty0 * tw;
-          CombineT(bt, a, a, in, C * T, s.data() + i * a * n, n, n);
+          const float *in = dv + (i * a * C + c) * BT + b * T + ty0 * tw;
+          CombineT(bt, a, a, in, C * BT, s.data() + i * a * n, n, n);
         }
         CombineT(bt, a, a, s.data(), a * n, d.data(), a * n, a * n);
         for (int64_t u = 0; u < a; ++u) {
@@ -192,21 +195,22 @@ extern "C" int WinogradOutput(int nparam, void **params, int *ndims, int64_t **s
   const int64_t *cfg = static_cast<const int64_t *>(params[1]);
   const float *at = static_cast<const float *>(params[2]);
   float *y = static_cast<float *>(params[4]);
-  const int64_t N = shapes[4][1], OH = shapes[4][2], OW = shapes[4][3];
+  const int64_t B = shapes[4][0], N = shapes[4][1], OH = shapes[4][2], OW = shapes[4][3];
   // the input size that gives this output: H + 2 ph - r + 1 = OH
   const Tiles g(cfg, OH - 2 * cfg[2] + cfg[1] - 1, OW - 2 * cfg[3] + cfg[1] - 1);
-  const int64_t a = g.a, m = g.m, T = g.TH * g.TW, tw = g.TW;
-  if (!g.valid() || shapes[0][0] != a * a || shapes[0][1] != N || shapes[0][2] != T || shapes[2][0] != m) return 1;
+  const int64_t a = g.a, m = g.m, T = g.TH * g.TW, BT = B * T, tw = g.TW;
+  if (!g.valid() || shapes[0][0] != a * a || shapes[0][1] != N || shapes[0][2] != BT || shapes[2][0] != m) return 1;
   const int64_t rows = g.block_rows(), most = rows * tw;
-  ParallelFor(N, a * a * N * T * 4, [&](int64_t first, int64_t stop) {
+  ParallelFor(B * N, a * a * N * BT * 4, [&](int64_t first, int64_t stop) {
     // per block of tile rows (k tiles): s[p][j][k] = (A^T M)[p][j]; o[p][q][k] = (s A)[p][q]
     std::vector<float> s(m * a * most), o(m * m * most);
-    for (int64_t n = first; n < stop; ++n) {
-      float *plane = y + n * OH * OW;
+    for (int64_t bn = first; bn < stop; ++bn) {
+      const int64_t b = bn / N, n = bn % N;
+      float *plane = y + bn * OH * OW;
       for (int64_t ty0 = 0; ty0 < g.TH; ty0 += rows) {
         const int64_t k = std::min(rows, g.TH - ty0) * tw;
-        for (int64_t j = 0; j < a; ++j) {  // rows i*a + j, i = 0..a-1, stride a * N * T
-          Combine(at, m, a, mm + (j * N + n) * T + ty0 * tw, a * N * T, s.data() + j * k, a * k, k);
+        for (int64_t j = 0; j < a; ++j) {  // rows i*a + j, i = 0..a-1, stride a * N * BT
+          Combine(at, m, a, mm + (j * N + n) * BT + b * T + ty0 * tw, a * N * BT, s.data() + j * k, a * k, k);
         }
         for (int64_t p = 0; p < m; ++p) {
           Combine(at, m, a, s.data() + p * a * k, k, o.data() + p * m * k, k, k);
@@ -233,22 +237,23 @@ extern "C" int WinogradOutput(int nparam, void **params, int *ndims, int64_t **s
 
 extern "C" int WinogradOutputAdjoint(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                                      void *stream, void *extra) {
-  if (nparam != 4 || ndims[0] != 4 || shapes[0][0] != 1 || shapes[1][0] != 4) return 1;
+  if (nparam != 4 || ndims[0] != 4 || shapes[1][0] != 4) return 1;
   const float *dy = static_cast<const float *>(params[0]);
   const int64_t *cfg = static_cast<const int64_t *>(params[1]);
   const float *at = static_cast<const float *>(params[2]);
   float *dm = static_cast<float *>(params[3]);
-  const int64_t N = shapes[0][1], OH = shapes[0][2], OW = shapes[0][3];
+  const int64_t B = shapes[0][0], N = shapes[0][1], OH = shapes[0][2], OW = shapes[0][3];
   const Tiles g(cfg, OH - 2 * cfg[2] + cfg[1] - 1, OW - 2 * cfg[3] + cfg[1] - 1);
-  const int64_t a = g.a, m = g.m, T = g.TH * g.TW, tw = g.TW;
+  const int64_t a = g.a, m = g.m, T = g.TH * g.TW, BT = B * T, tw = g.TW;
   if (!g.valid() || shapes[2][0] != m) return 1;
   const int64_t rows = g.block_rows(), most = rows * tw;
-  ParallelFor(N, a * a * N * T * 4, [&](int64_t first, int64_t stop) {
+  ParallelFor(B * N, a * a * N * BT * 4, [&](int64_t first, int64_t stop) {
     // per block of tile rows: o[p][q][k] the output tiles (zero past the map); s[i][q][k] = (A o)[i][q];
     // dM rows (s A^T)[i][j]
     std::vector<float> o(m * m * most), s(a * m * most);
-    for (int64_t n = first; n < stop; ++n) {
-      const float *plane = dy + n * OH * OW;
+    for (int64_t bn = first; bn < stop; ++bn) {
+      const int64_t b = bn / N, n = bn % N;
+      const float *plane = dy + bn * OH * OW;
       for (int64_t ty0 = 0; ty0 < g.TH; ty0 += rows) {
         const int64_t k = std::min(rows, g.TH - ty0) * tw;
         for (int64_t p = 0; p < m; ++p) {
@@ -270,7 +275,7 @@ extern "C" int WinogradOutputAdjoint(int nparam, void **params, int *ndims, int6
         }
         CombineT(at, m, a, o.data(), m * k, s.data(), m * k, m * k);  // rows p -> i, each [q][k]
         for (int64_t i = 0; i < a; ++i) {
-          CombineT(at, m, a, s.data() + i * m * k, k, dm + (i * a * N + n) * T + ty0 * tw, N * T, k);
+          CombineT(at, m, a, s.data() + i * m * k, k, dm + (i * a * N + n) * BT + b * T + ty0 * tw, N * BT, k);
         }
       }
     }
