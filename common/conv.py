@@ -51,9 +51,10 @@ else Im2Col / Col2Im and a MatMul with the [a*a, a*a] Kronecker matrix).
 
 Memory: a :class:`Conv2d` keeps only its input for the backward, as the native operator does; its im2col
 matrix (``kh*kw/(sh*sw)`` times one sample's input: 4x for pix2pix's 4x4 stride-2 layers, 9x for 3x3
-stride 1) exists one sample at a time and is rebuilt in the backward (:class:`_Im2ColMatMul`); the same
-holds for the Winograd transform of the input (2.25x the input for F(4x4), 4x for F(2x2)). 1x1
-convolutions (no matrix) and grouped ones (autodiff, batched) are the exceptions.
+stride 1) exists one sample at a time and is rebuilt in the backward (:class:`_Im2ColMatMul`); the Winograd
+transform of the input (2.25x the input for F(4x4), 4x for F(2x2)) is rebuilt likewise, for the whole batch at
+once on the compiled kernels. 1x1 convolutions (no matrix) and grouped ones (autodiff, batched) are the
+exceptions.
 """
 import os
 
