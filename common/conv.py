@@ -360,7 +360,7 @@ class _Im2ColMatMul(nn.Cell):
         n = w.shape[0]
         first, stop = self.grad_channels
         w2d = _input_channels(ops.depend(w, dout), first, stop).reshape(n, -1)  # [N, (stop - first)*kh*kw]
-        if b == 1:  # samples() inlined: called from this bprop, MindSpore 2.10 found its graph empty (CRN, batch 4)
+        if b == 1:  # samples() inlined: called from this bprop, MindSpore 2.10 found its graph empty (a CRN step)
             xs, dys = (ops.depend(x, dout),), (dout,)
         else:
             xs, dys = ops.split(ops.depend(x, dout), 1, axis=0), ops.split(dout, 1, axis=0)
