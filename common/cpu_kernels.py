@@ -23,8 +23,9 @@ from common.io import cache_root
 
 __all__ = ["library", "status", "SOURCES"]
 
-SOURCES = tuple(os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels", name)
-                for name in ("im2col.cc", "winograd.cc"))
+KERNELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
+SOURCES = tuple(os.path.join(KERNELS, name) for name in ("im2col.cc", "winograd.cc"))
+HEADERS = (os.path.join(KERNELS, "parallel.h"),)  # included by the sources: part of the library's hash
 FLAGS = ("-O3", "-pthread", "-fPIC", "-shared", "-std=c++14")
 TUNED = ("-march=native",)  # dropped (a portable build) where the compiler refuses it
 
@@ -40,10 +41,10 @@ def _cpu_features():
 
 
 def _library_path(flags):
-    """The cached library built from SOURCES with ``flags``, named by a hash of both (and of the CPU for tuned
-    builds)."""
+    """The cached library built from SOURCES (which include HEADERS) with ``flags``, named by a hash of all of them
+    (and of the CPU for tuned builds)."""
     digest = hashlib.sha1((" ".join(flags) + (_cpu_features() if TUNED[0] in flags else "")).encode())
-    for source in SOURCES:
+    for source in SOURCES + HEADERS:
         with open(source, "rb") as f:
             digest.update(f.read())
     return cache_root("kernels", f"synthzoo-{digest.hexdigest()[:12]}.so")

@@ -14,36 +14,15 @@
 // cfg = (kh, kw, sh, sw, ph, pw, dh, dw, tap_major): kernel, stride, symmetric zero padding, dilation, row order.
 // Row (c*kh + i)*kw + j of cols holds tap (i, j) of channel c at every output position, as ops.unfold orders
 // it; with tap_major = 1, row (i*kw + j)*C + c does (the Winograd transforms' order: no regrouping copy).
-#include <sched.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <thread>
-#include <vector>
+
+#include "parallel.h"
 
 namespace {
 
-// body(first, stop) over [0, n) in contiguous chunks: the calling thread and up to (cores - 1) others, one
-// per MiB of output at least, at most 8.
-template <typename Body>
-void ParallelFor(int64_t n, int64_t bytes, Body body) {
-  cpu_set_t set;
-  int64_t cores = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
-  int64_t threads = std::min({cores, int64_t{8}, std::max(int64_t{1}, bytes >> 20), n});
-  if (threads <= 1) {
-    body(int64_t{0}, n);
-    return;
-  }
-  std::vector<std::thread> workers;
-  const int64_t chunk = (n + threads - 1) / threads;
-  for (int64_t t = 1; t < threads; ++t) {
-    const int64_t first = std::min(n, t * chunk), stop = std::min(n, (t + 1) * chunk);
-    workers.emplace_back([=] { body(first, stop); });
-  }
-  body(int64_t{0}, std::min(n, chunk));
-  for (auto &w : workers) w.join();
-}
+using synthzoo::ParallelFor;
 
 struct Geometry {
   int64_t kh, kw, sh, sw, ph, pw, dh, dw, H, W, OH, OW, C;

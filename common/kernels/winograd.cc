@@ -18,34 +18,16 @@
 // and outputs past (OH, OW) are dropped, so any map size takes whole tiles without padding copies. The samples'
 // tiles follow each other (column b * T + t), so one matrix product serves the whole batch.
 // Row k = i * a + j of V / M holds tap (i, j): V[k, c, t] = (B^T d_{c,t} B)[i, j], y's tile = A^T M_{n,t} A.
-#include <sched.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <thread>
 #include <vector>
+
+#include "parallel.h"
 
 namespace {
 
-template <typename Body>
-void ParallelFor(int64_t n, int64_t bytes, Body body) {
-  cpu_set_t set;
-  int64_t cores = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
-  int64_t threads = std::min({cores, int64_t{8}, std::max(int64_t{1}, bytes >> 20), n});
-  if (threads <= 1) {
-    body(int64_t{0}, n);
-    return;
-  }
-  std::vector<std::thread> workers;
-  const int64_t chunk = (n + threads - 1) / threads;
-  for (int64_t t = 1; t < threads; ++t) {
-    const int64_t first = std::min(n, t * chunk), stop = std::min(n, (t + 1) * chunk);
-    workers.emplace_back([=] { body(first, stop); });
-  }
-  body(int64_t{0}, std::min(n, chunk));
-  for (auto &w : workers) w.join();
-}
+using synthzoo::ParallelFor;
 
 constexpr int64_t kMaxA = 6;
 
@@ -64,32 +46,31 @@ struct Tiles {
   int64_t block_rows() const { return std::max(int64_t{1}, std::min(TH, 256 / TW)); }
 };
 
-// out[i][.] = sum_u mat[i][u] * in[u][.] for rows of `len` floats (row strides in_stride / out_stride),
-// mat [rows x cols] row-major; zero entries skipped.
-inline void Combine(const float *mat, int64_t rows, int64_t cols, const float *in, int64_t in_stride, float *out,
-                    int64_t out_stride, int64_t len) {
-  for (int64_t i = 0; i < rows; ++i) {
+// A small row-major matrix, or its transpose (a view with the steps swapped).
+struct Matrix {
+  const float *p;
+  int64_t rows, cols, row_step, col_step;
+
+  Matrix(const float *data, int64_t r, int64_t c) : p(data), rows(r), cols(c), row_step(c), col_step(1) {}
+  Matrix T() const { return Matrix(p, cols, rows, col_step, row_step); }
+  float operator()(int64_t i, int64_t u) const { return p[i * row_step + u * col_step]; }
+
+ private:
+  Matrix(const float *data, int64_t r, int64_t c, int64_t rs, int64_t cs)
+      : p(data), rows(r), cols(c), row_step(rs), col_step(cs) {}
+};
+
+// out[i][.] = sum_u mat(i, u) * in[u][.] for rows of `len` floats (row strides in_stride / out_stride); zero
+// entries skipped.
+inline void Combine(const Matrix &mat, const float *in, int64_t in_stride, float *out, int64_t out_stride,
+                    int64_t len) {
+  for (int64_t i = 0; i < mat.rows; ++i) {
     float *o = out + i * out_stride;
     std::fill(o, o + len, 0.f);
-    for (int64_t u = 0; u < cols; ++u) {
-      const float c = mat[i * cols + u];
+    for (int64_t u = 0; u < mat.cols; ++u) {
+      const float c = mat(i, u);
       if (c == 0.f) continue;
       const float *v = in + u * in_stride;
-      for (int64_t t = 0; t < len; ++t) o[t] += c * v[t];
-    }
-  }
-}
-
-// The transposed matrix: out[u][.] = sum_i mat[i][u] * in[i][.].
-inline void CombineT(const float *mat, int64_t rows, int64_t cols, const float *in, int64_t in_stride, float *out,
-                     int64_t out_stride, int64_t len) {
-  for (int64_t u = 0; u < cols; ++u) {
-    float *o = out + u * out_stride;
-    std::fill(o, o + len, 0.f);
-    for (int64_t i = 0; i < rows; ++i) {
-      const float c = mat[i * cols + u];
-      if (c == 0.f) continue;
-      const float *v = in + i * in_stride;
       for (int64_t t = 0; t < len; ++t) o[t] += c * v[t];
     }
   }
@@ -107,6 +88,7 @@ extern "C" int WinogradInput(int nparam, void **params, int *ndims, int64_t **sh
   const Tiles g(static_cast<const int64_t *>(params[1]), shapes[0][2], shapes[0][3]);
   if (!g.valid() || shapes[2][0] != g.a) return 1;
   const int64_t a = g.a, T = g.TH * g.TW, BT = B * T, tw = g.TW, rows = g.block_rows(), most = rows * tw;
+  const Matrix Bt(bt, a, a);
   ParallelFor(B * C, a * a * C * BT * 4, [&](int64_t first, int64_t stop) {
     // per block of tile rows (n tiles): d[u][v][n] the tiles; s[i][v][n] = (B^T d)[i][v]; V rows (s B)[i][j]
     std::vector<float> d(a * a * most), s(a * a * most);
@@ -132,10 +114,10 @@ extern "C" int WinogradInput(int nparam, void **params, int *ndims, int64_t **sh
             }
           }
         }
-        Combine(bt, a, a, d.data(), a * n, s.data(), a * n, a * n);  // rows u -> i, each [v][n]
+        Combine(Bt, d.data(), a * n, s.data(), a * n, a * n);  // rows u -> i, each [v][n]
         for (int64_t i = 0; i < a; ++i) {
           float *out = v + (i * a * C + c) * BT + b * T + ty0 * tw;  // row (i*a + j): C * BT further per j
-          Combine(bt, a, a, s.data() + i * a * n, n, out, C * BT, n);
+          Combine(Bt, s.data() + i * a * n, n, out, C * BT, n);
         }
       }
     }
@@ -154,6 +136,7 @@ extern "C" int WinogradInputAdjoint(int nparam, void **params, int *ndims, int64
   const int64_t a = g.a, T = g.TH * g.TW, BT = B * T, tw = g.TW;
   if (!g.valid() || shapes[0][0] != a * a || shapes[0][1] != C || shapes[0][2] != BT) return 1;
   const int64_t rows = g.block_rows(), most = rows * tw;
+  const Matrix Bt(bt, a, a);
   ParallelFor(B * C, a * a * C * BT * 4, [&](int64_t first, int64_t stop) {
     // per block of tile rows: s[i][v][n] = (dV B^T)[i][v]; d[u][v][n] = (B s)[u][v], added into the image
     std::vector<float> s(a * a * most), d(a * a * most);
@@ -165,9 +148,9 @@ extern "C" int WinogradInputAdjoint(int nparam, void **params, int *ndims, int64
         const int64_t n = std::min(rows, g.TH - ty0) * tw;
         for (int64_t i = 0; i < a; ++i) {
           const float *in = dv + (i * a * C + c) * BT + b * T + ty0 * tw;
-          CombineT(bt, a, a, in, C * BT, s.data() + i * a * n, n, n);
+          Combine(Bt.T(), in, C * BT, s.data() + i * a * n, n, n);
         }
-        CombineT(bt, a, a, s.data(), a * n, d.data(), a * n, a * n);
+        Combine(Bt.T(), s.data(), a * n, d.data(), a * n, a * n);
         for (int64_t u = 0; u < a; ++u) {
           for (int64_t q = 0; q < a; ++q) {
             const float *row = d.data() + (u * a + q) * n;
@@ -201,6 +184,7 @@ extern "C" int WinogradOutput(int nparam, void **params, int *ndims, int64_t **s
   const int64_t a = g.a, m = g.m, T = g.TH * g.TW, BT = B * T, tw = g.TW;
   if (!g.valid() || shapes[0][0] != a * a || shapes[0][1] != N || shapes[0][2] != BT || shapes[2][0] != m) return 1;
   const int64_t rows = g.block_rows(), most = rows * tw;
+  const Matrix At(at, m, a);
   ParallelFor(B * N, a * a * N * BT * 4, [&](int64_t first, int64_t stop) {
     // per block of tile rows (k tiles): s[p][j][k] = (A^T M)[p][j]; o[p][q][k] = (s A)[p][q]
     std::vector<float> s(m * a * most), o(m * m * most);
@@ -210,10 +194,10 @@ extern "C" int WinogradOutput(int nparam, void **params, int *ndims, int64_t **s
       for (int64_t ty0 = 0; ty0 < g.TH; ty0 += rows) {
         const int64_t k = std::min(rows, g.TH - ty0) * tw;
         for (int64_t j = 0; j < a; ++j) {  // rows i*a + j, i = 0..a-1, stride a * N * BT
-          Combine(at, m, a, mm + (j * N + n) * BT + b * T + ty0 * tw, a * N * BT, s.data() + j * k, a * k, k);
+          Combine(At, mm + (j * N + n) * BT + b * T + ty0 * tw, a * N * BT, s.data() + j * k, a * k, k);
         }
         for (int64_t p = 0; p < m; ++p) {
-          Combine(at, m, a, s.data() + p * a * k, k, o.data() + p * m * k, k, k);
+          Combine(At, s.data() + p * a * k, k, o.data() + p * m * k, k, k);
         }
         for (int64_t p = 0; p < m; ++p) {
           for (int64_t q = 0; q < m; ++q) {
@@ -247,6 +231,7 @@ extern "C" int WinogradOutputAdjoint(int nparam, void **params, int *ndims, int6
   const int64_t a = g.a, m = g.m, T = g.TH * g.TW, BT = B * T, tw = g.TW;
   if (!g.valid() || shapes[2][0] != m) return 1;
   const int64_t rows = g.block_rows(), most = rows * tw;
+  const Matrix At(at, m, a);
   ParallelFor(B * N, a * a * N * BT * 4, [&](int64_t first, int64_t stop) {
     // per block of tile rows: o[p][q][k] the output tiles (zero past the map); s[i][q][k] = (A o)[i][q];
     // dM rows (s A^T)[i][j]
@@ -273,9 +258,9 @@ extern "C" int WinogradOutputAdjoint(int nparam, void **params, int *ndims, int6
             }
           }
         }
-        CombineT(at, m, a, o.data(), m * k, s.data(), m * k, m * k);  // rows p -> i, each [q][k]
+        Combine(At.T(), o.data(), m * k, s.data(), m * k, m * k);  // rows p -> i, each [q][k]
         for (int64_t i = 0; i < a; ++i) {
-          CombineT(at, m, a, s.data() + i * m * k, k, dm + (i * a * N + n) * BT + b * T + ty0 * tw, N * BT, k);
+          Combine(At.T(), s.data() + i * m * k, k, dm + (i * a * N + n) * BT + b * T + ty0 * tw, N * BT, k);
         }
       }
     }
