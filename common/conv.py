@@ -63,7 +63,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, int32, nn, ops
 
 from common import cpu_kernels
-from common.layers import reduce_sum
+from common.layers import LeakyReLU, reduce_sum
 
 __all__ = ["CONV_IMPLS", "Conv2d", "ConvTranspose2d", "Unfold", "Im2Col", "Col2Im", "use_conv_impl", "pack_weights",
            "winograd_matrices", "winograd_tile", "bf16_matmuls"]
@@ -77,9 +77,12 @@ def bf16_matmuls():
     return os.environ.get("ONEDNN_DEFAULT_FPMATH_MODE", "").upper() == "BF16"
 
 
-def use_conv_impl(net, impl, keep_transforms=False):
+def use_conv_impl(net, impl, keep_transforms=False, compiled_kernels=True):
     """Switch every :class:`Conv2d` / :class:`ConvTranspose2d` / :class:`Unfold` in ``net`` to ``impl`` (one of
-    :data:`CONV_IMPLS`).
+    :data:`CONV_IMPLS`), and, on CPU, its convolutions' Im2Col / Col2Im and Winograd transforms and its
+    :class:`common.layers.LeakyReLU` cells to the project's compiled kernels (:mod:`common.cpu_kernels`; with
+    ``compiled_kernels=False``, or where they cannot be built, to MindSpore's own operators, as exported graphs
+    need).
 
     Returns how many convolutions now run as matrix multiplies (0 for ``native``; cells without a matmul form,
     see the module docstring, stay native and are not counted; :class:`Unfold` cells switch but are not
@@ -107,9 +110,12 @@ def use_conv_impl(net, impl, keep_transforms=False):
               for cell in convs]
     keep = bool(keep_transforms) and impl == "winograd"
     largest_tile = 2 if bf16_matmuls() else 4
+    library = cpu_kernels.library() if compiled_kernels and ms.get_context("device_target") == "CPU" else None
+    on_library = [cell for _, cell in cells if isinstance(cell, LeakyReLU) or (
+        impl != "native" and isinstance(cell, (_Columns, _WinogradMatMul)))]  # native: their cells do not run
     changed = any((cell.matmul, cell.winograd) != want for cell, want in zip(convs, wanted)) or any(
         (cell.keep_transforms, cell.largest_tile) != (keep, largest_tile)
-        for cell in convs if cell.has_winograd_form)
+        for cell in convs if cell.has_winograd_form) or any(cell.library != library for cell in on_library)
     packed = [cell for cell in convs if getattr(cell, "packed", False)]
     if changed and packed:
         path = "winograd" if packed[0].winograd else "matmul"
@@ -125,11 +131,8 @@ def use_conv_impl(net, impl, keep_transforms=False):
             for winograd in cell.winograd_cells():
                 winograd.keep_transforms = keep
             cell.largest_tile = largest_tile
-    if impl != "native" and ms.get_context("device_target") == "CPU":
-        library = cpu_kernels.library()
-        for _, cell in cells:
-            if isinstance(cell, (_Columns, _WinogradMatMul)):
-                cell.use_library(library)
+    for cell in on_library:
+        cell.use_library(library)
     return sum(matmul for (matmul, _), cell in zip(wanted, convs) if not isinstance(cell, Unfold))
 
 
@@ -499,7 +502,7 @@ class _WinogradMatMul(nn.Cell):
     def use_library(self, path):
         """Run the tile transforms on the compiled kernels of ``path`` (None: Im2Col / Col2Im and MatMuls with the
         Kronecker matrices, the last output tiles completed by zero padding and cropped)."""
-        self.compiled_transforms = path is not None
+        self.library, self.compiled_transforms = path, path is not None
         ops_ = _winograd_ops(path, self.tile, self.kernel, self.pads) if self.compiled_transforms else (None,) * 4
         self.transform, self.transform_adjoint, self.untransform, self.untransform_adjoint = ops_
 

@@ -92,7 +92,8 @@ def replace_cells(net, match, make):
 
 def prepare_for_export(net, norm="running_stats"):
     """Put ``net`` in its exported form, in place: inference mode, dropout off, BN as ``norm``, and
-    matmul-path convolutions (``common/conv.py``) back on the native ``Conv`` / ``ConvTranspose``.
+    matmul-path convolutions (``common/conv.py``) back on the native ``Conv`` / ``ConvTranspose`` and
+    compiled kernels (LeakyReLU) back on MindSpore's operators.
 
     Args:
         net: any Cell; ``nn.BatchNorm2d``, ``CounterDropout`` and reflect ``nn.Pad`` cells are rewritten.
@@ -111,7 +112,7 @@ def prepare_for_export(net, norm="running_stats"):
     for _, cell in net.cells_and_names():
         if isinstance(cell, CounterDropout):
             cell.always_on = False
-    use_conv_impl(net, "native")
+    use_conv_impl(net, "native", compiled_kernels=False)
     net.set_train(False)
     return net
 

@@ -1,7 +1,7 @@
 """Layers every model shares, written from mean/var ops so they run on CPU and export to ONNX cleanly.
 
 * :func:`reduce_mean` / :func:`reduce_sum` - reductions over several axes of [B, C, H, W] through a 2-D reshape.
-* :class:`LeakyReLU` - the same function with a cheaper gradient than ``nn.LeakyReLU`` on CPU.
+* :class:`LeakyReLU` - the same function, faster than ``nn.LeakyReLU`` on CPU (one compiled pass each way).
 * :func:`expand` - a statistic broadcast to a tensor's shape as its own op (graph-mode memory: see its docstring).
 * :class:`Standardize` - ``(x - mean) / sqrt(var + eps)`` over any axes, with a hand-written backward that
   keeps only ``x``; the norms below and CoCosNet's positional norm.
@@ -189,18 +189,47 @@ class ChannelAffine(nn.Cell):
         return y.reshape(b, c, h, w)
 
 
+def _leaky_relu_op(path):
+    """The compiled LeakyReLU (``common/kernels/activations.cc``) as an ``ops.Custom`` primitive whose backward is
+    the compiled gradient, read from the output."""
+    forward = ops.Custom(f"{path}:LeakyRelu", out_shape=lambda x, slope: x, out_dtype=lambda x, slope: x,
+                         func_type="aot")
+    gradient = ops.Custom(f"{path}:LeakyReluGrad", out_shape=lambda dy, y, slope: dy,
+                          out_dtype=lambda dy, y, slope: dy, func_type="aot")
+
+    def bprop(x, slope, out, dout):
+        return gradient(dout, out, slope), ops.zeros_like(slope)
+
+    forward.bprop = bprop
+    return forward
+
+
 class LeakyReLU(nn.Cell):
-    """LeakyReLU as ``relu(x) - slope * relu(-x)``: the same values as ``max(x, slope * x)``, but its
-    gradient runs on two ReLU-gradient kernels instead of MindSpore's Maximum/Select chain, about twice
-    as fast on CPU (fwd + bwd). Exports to ONNX as Relu/Neg/Mul/Sub."""
+    """LeakyReLU, ``max(x, slope * x)``. Float32 on CPU, once :meth:`use_library` gave the path of the project's
+    compiled kernels (``common.conv.use_conv_impl`` does, :mod:`common.cpu_kernels`): one pass each way,
+    the gradient read from the output. Otherwise ``relu(x) - slope * relu(-x)``, whose gradient runs on two
+    ReLU-gradient kernels instead of MindSpore's Maximum/Select chain (about twice as fast on CPU as
+    ``nn.LeakyReLU``, fwd + bwd); exports to ONNX as Relu/Neg/Mul/Sub. Same values either way; the gradient
+    at exactly 0 is ``slope * dy`` compiled (as PyTorch's), 0 otherwise.
+    """
 
     def __init__(self, slope=0.2):
         super().__init__()
         if not 0.0 <= slope < 1.0:
             raise ValueError(f"LeakyReLU slope={slope} must be in [0, 1)")
         self.slope = slope
+        self.slope_tensor = Tensor(np.array([slope], np.float32))
+        self.library, self.custom = None, None
+
+    def use_library(self, path):
+        """Run on the compiled kernels of ``path`` (None: on MindSpore's)."""
+        if path != self.library:
+            self.library = path
+            self.custom = None if path is None else _leaky_relu_op(path)
 
     def construct(self, x):
+        if self.custom is not None and x.dtype == ms.float32:
+            return self.custom(x, self.slope_tensor)
         return ops.relu(x) - self.slope * ops.relu(-x)
 
 

@@ -23,6 +23,7 @@ from common import cpu_kernels
 from common.conv import (Col2Im, Conv2d, ConvTranspose2d, Im2Col, pack_weights, use_conv_impl, winograd_matrices,
                          winograd_tile)
 from common.export import prepare_for_export
+from common.layers import LeakyReLU
 from common.runtime import cpu_flags, cpu_has_avx512, select_cpu_conv, select_cpu_precision
 
 
@@ -180,6 +181,50 @@ def test_use_conv_impl_gives_the_convolutions_the_compiled_kernels(compiled_kern
     assert len(columns) == 2 + (2 + 2 * 4) + 1 and all(cell.custom is None for cell in columns)
     use_conv_impl(net, "winograd")
     assert all(cell.library == compiled_kernels and cell.custom is not None for cell in columns)
+
+
+@pytest.mark.parametrize("mode", ["pynative", "graph"])
+@pytest.mark.parametrize("slope", [0.2, 0.0])
+def test_compiled_leaky_relu_equals_numpy(compiled_kernels, mode, slope):
+    """common/kernels/activations.cc: max(x, slope * x) and its gradient, slope * dy at x = 0 (as PyTorch); the
+    MindSpore formula it replaces agrees away from 0."""
+    ms.set_context(mode=ms.PYNATIVE_MODE if mode == "pynative" else ms.GRAPH_MODE)
+    try:
+        rng = np.random.default_rng(7)
+        x = rng.normal(size=(2, 3, 5, 7)).astype(np.float32)
+        x[0, 1, 2] = 0.0  # a row of exact zeros
+        dy = rng.normal(size=x.shape).astype(np.float32)
+        ours, formula = LeakyReLU(slope), LeakyReLU(slope)
+        ours.use_library(compiled_kernels)
+        assert ours.custom is not None and formula.custom is None
+        y = ours(ms.Tensor(x)).asnumpy()
+        np.testing.assert_array_equal(y, np.where(x > 0, x, np.float32(slope) * x))
+        dx = ms.grad(_Weighted(ours, ms.Tensor(dy)))(ms.Tensor(x)).asnumpy()
+        np.testing.assert_array_equal(dx, np.where(x > 0, dy, np.float32(slope) * dy))
+        np.testing.assert_array_equal(formula(ms.Tensor(x)).asnumpy(), y)
+        reference = ms.grad(_Weighted(formula, ms.Tensor(dy)))(ms.Tensor(x)).asnumpy()
+        nonzero = x != 0
+        np.testing.assert_allclose(dx[nonzero], reference[nonzero], rtol=1e-6)
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)
+
+
+def test_use_conv_impl_gives_leaky_relu_the_compiled_kernels_and_export_takes_them_back(compiled_kernels):
+    """On CPU every convolution path (native included) runs LeakyReLU compiled; an exported graph holds only
+    MindSpore's operators, and a compiled graph refuses the switch."""
+    act = LeakyReLU(0.2)
+    net = nn.SequentialCell([Conv2d(3, 4, 3, pad_mode="pad", padding=1), act])
+    use_conv_impl(net, "native")
+    assert act.library == compiled_kernels and act.custom is not None
+    use_conv_impl(net, "native", compiled_kernels=False)
+    assert act.library is None and act.custom is None
+    use_conv_impl(net, "matmul")
+    assert act.custom is not None
+    prepare_for_export(net)
+    assert act.custom is None
+    net(ms.Tensor(np.ones((1, 3, 6, 6), np.float32)))
+    with pytest.raises(RuntimeError, match="already ran as a compiled graph"):
+        use_conv_impl(net, "native")
 
 
 @pytest.fixture
