@@ -26,6 +26,7 @@ from common.export import ExportError, check_mindir_parity, check_onnx_parity, e
 from common.io import atomic_file, list_images
 from common.layers import set_dropout_rank
 from common.runtime import init_runtime
+from common.spectral_norm import fold_spectral_norm
 from common.train import (GradientUpdate, RankSync, TrainLogger, TrainLoop, mixed_precision, parse_loss_scale, set_lr,
                           to_float)
 
@@ -204,7 +205,8 @@ def load_inference(spec, cfg, conv_impl="native", log=print):
     The architecture keys are read from the checkpoint's metadata and replace the config's (logged when
     they differ), so no training flag needs repeating; a class table in effect must have the checkpoint's
     class count (``common.classes.apply_class_table``). The networks run on ``conv_impl`` (the process's
-    ``Runtime.conv_impl``). Returns ``(nets, checkpoint path)``.
+    ``Runtime.conv_impl``), their spectral-norm layers folded into their weights (``W / sigma``, the inference-mode
+    value, as exported) and their matmul-path weights packed: inference only. Returns ``(nets, checkpoint path)``.
     """
     first = spec.inference_components[0]
     path = resolve_checkpoint(cfg.ckpt or os.path.join(cfg.output_dir, "ckpt"), first)
@@ -224,6 +226,7 @@ def load_inference(spec, cfg, conv_impl="native", log=print):
     for component, net in nets.items():
         file = path if component == first else _component_path(path, component)
         load_cell(net, file, arch, what=f"{spec.name} {component}")
+        fold_spectral_norm(net)
         use_conv_impl(net, conv_impl)
         pack_weights(net)
     return nets, path

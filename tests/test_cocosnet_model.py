@@ -94,6 +94,14 @@ def resize_3x3(t):
     return nearest_resize(t, (3, 3))
 
 
+def weighted_2x3(t, r):
+    return (resize_2x3(t) * r).sum()
+
+
+def weighted_16x36(t, r):
+    return (resize_16x36(t) * r).sum()
+
+
 UNFOLD = Unfold(3)  # native form (slices)
 
 
@@ -164,6 +172,15 @@ def test_nearest_resize_down_and_up():
                                   np.repeat(np.repeat(x, 2, axis=2), 3, axis=3))
     with pytest.raises(ValueError, match="integer factors"):
         run(resize_3x3, x)
+    # gradients of sum(resize(x) * r): the picked values get r (down), each value the sum of its copies' r (up)
+    r_down = RNG.standard_normal((1, 2, 2, 3)).astype(np.float32)
+    r_up = RNG.standard_normal((1, 2, 16, 36)).astype(np.float32)
+    down = ms.grad(Call(weighted_2x3))(Tensor(x), Tensor(r_down)).asnumpy()
+    want = np.zeros_like(x)
+    want[:, :, ::4, ::4] = r_down
+    np.testing.assert_array_equal(down, want)
+    up = ms.grad(Call(weighted_16x36))(Tensor(x), Tensor(r_up)).asnumpy()
+    np.testing.assert_allclose(up, r_up.reshape(1, 2, 8, 2, 12, 3).sum((3, 5)), rtol=1e-6, atol=1e-6)
 
 
 # Correlation and warp --------------------------------------------------------------------------------
