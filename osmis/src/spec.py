@@ -8,6 +8,7 @@ from mindspore import Tensor, nn
 from common.backends import CellRunner
 from common.classes import config_class_table
 from common.config import ConfigError, load_config
+from common.export import prepare_for_export
 from common.io import atomic_dir, cache_root, make_grid, tensor_to_uint8, write_html, write_image
 from common.layers import count_params
 from common.model_spec import Datasets, EvalRun, ExportGraph, ModelSpec, Trainer
@@ -309,6 +310,7 @@ class OSMISSpec(ModelSpec):
     def export_graph(self, cfg, nets, out_dir):
         net = ExportedGenerator(nets["G_ema"])
         fold_spectral_norm(net)
+        prepare_for_export(net)  # MindSpore's own operators only (no compiled CPU kernels), inference mode
         z = Tensor(np.random.RandomState(0).standard_normal((1, cfg.noise_dim, 1, 1)).astype(np.float32))
         outputs = ("image", "mask") if cfg.num_mask_channels else ("image",)
         return ExportGraph(net=net, inputs=(z,), input_names=("noise",), output_names=outputs,
