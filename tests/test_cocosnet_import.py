@@ -10,6 +10,7 @@ import common  # noqa: F401
 
 from common import drivers
 from common.checkpoint import load_cell
+from common.spectral_norm import spectral_sigma
 from cocosnet.src.convert import TorchImportError, reference_to_ours
 from cocosnet.src.model import build_discriminator
 from cocosnet.src.spec import CoCosNetSpec
@@ -69,10 +70,18 @@ def test_import_maps_every_reference_key_and_loads_as_a_snapshot(torch_dir, tmp_
     folder, states = torch_dir
     out = main([f"--torch_ckpt_dir={folder}", f"--ckpt={tmp_path / 'imported'}"] + [f"--{k}={v}" for k, v in ARCH.items()])
     assert sorted(os.listdir(out)) == ["Corr.ckpt", "D.ckpt", "G.ckpt"]
-    nets, path = drivers.load_inference(SPEC, drivers.parse(SPEC, [f"--ckpt={out}"]), log=lambda *_: None)
+    cfg = drivers.parse(SPEC, [f"--ckpt={out}"])
+    inference, path = drivers.load_inference(SPEC, cfg, log=lambda *_: None)  # spectral norms folded
     assert path == os.path.join(out, "Corr.ckpt")
+    nets = SPEC.build_inference(cfg)
+    for name, net in nets.items():
+        load_cell(net, os.path.join(out, f"{name}.ckpt"), dict(SPEC.arch(cfg), model="cocosnet"))
     params = {name: {p.name: p.asnumpy() for p in net.get_parameters()} for name, net in nets.items()}
     corr, g = states["Corr"], states["G"]
+    key = "adaptive_model_seg.layer1.0"
+    sigma = spectral_sigma(corr[f"{key}.weight_orig"], corr[f"{key}.weight_u"], corr[f"{key}.weight_v"])
+    folded = {p.name: p.asnumpy() for p in inference["Corr"].get_parameters()}[f"{key}.conv.weight"]
+    np.testing.assert_allclose(folded, corr[f"{key}.weight_orig"] / sigma, rtol=1e-6)
     np.testing.assert_array_equal(params["Corr"]["adaptive_model_seg.layer1.0.conv.weight"],
                                   corr["adaptive_model_seg.layer1.0.weight_orig"])
     np.testing.assert_array_equal(params["Corr"]["adaptive_model_seg.layer1.0.weight_u"],
