@@ -234,11 +234,14 @@ def _winograd_ops(path, tile, kernel, pads):
     def tiles(out_h, out_w):  # per sample
         return -(-out_h // tile) * -(-out_w // tile)
 
+    def input_tiles(h, w):  # per sample, from the input's size
+        return tiles(h + 2 * ph - kernel + 1, w + 2 * pw - kernel + 1)
+
     def transformed(x, cfg, bt):
-        return [a * a, x[1], x[0] * tiles(x[2] + 2 * ph - kernel + 1, x[3] + 2 * pw - kernel + 1)]
+        return [a * a, x[1], x[0] * input_tiles(x[2], x[3])]
 
     def image(dv, cfg, bt, like):
-        return [dv[2] // tiles(like[0] + 2 * ph - kernel + 1, like[1] + 2 * pw - kernel + 1), dv[1], like[0], like[1]]
+        return [dv[2] // input_tiles(like[0], like[1]), dv[1], like[0], like[1]]
 
     def output(m, cfg, at, like):
         return [m[2] // tiles(like[0], like[1]), m[1], like[0], like[1]]
