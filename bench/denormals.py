@@ -36,7 +36,7 @@ def shares(t):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cpu_conv", default="auto", choices=("auto", "native", "matmul", "winograd"))
+    parser.add_argument("--cpu_conv", default="auto", choices=("auto", "native", "matmul", "winograd", "onednn"))
     parser.add_argument("--steps", type=int, default=15)
     args = parser.parse_args()
     rt = init_runtime("CPU", "pynative", 0, cpu_conv=args.cpu_conv)

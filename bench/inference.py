@@ -240,7 +240,7 @@ def main():
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--backends", help="comma-separated, from " + ",".join(BACKENDS) + " (default: all; CoCosNet: "
                         "all but torch)")
-    parser.add_argument("--cpu_conv", choices=["auto", "native", "matmul", "winograd"],
+    parser.add_argument("--cpu_conv", choices=["auto", "native", "matmul", "winograd", "onednn"],
                         help="MindSpore's CPU convolution path (default: the model config's cpu_conv)")
     parser.add_argument("--dir", help=argparse.SUPPRESS)
     parser.add_argument("--worker", help=argparse.SUPPRESS)

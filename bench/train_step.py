@@ -96,7 +96,7 @@ def main():
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--steps", type=int, default=7)
     parser.add_argument("--device", default="CPU")
-    parser.add_argument("--cpu_conv", choices=["auto", "native", "matmul", "winograd"],
+    parser.add_argument("--cpu_conv", choices=["auto", "native", "matmul", "winograd", "onednn"],
                         help="CPU convolution path (common/conv.py); default: the model config's cpu_conv")
     parser.add_argument("--torch", action="store_true", help="also time the PyTorch reference (pix2pix, crn, osmis)")
     parser.add_argument("--no_masks", action="store_true", help="OSMIS: time SIV-GAN (no mask branch)")

@@ -1,6 +1,7 @@
 """The project's compiled CPU kernels as one shared library: ``common/kernels/im2col.cc`` (Im2Col and Col2Im),
-``common/kernels/winograd.cc`` (Winograd's tile transforms and their adjoints) and ``common/kernels/activations.cc``
-(LeakyReLU and its gradient).
+``common/kernels/winograd.cc`` (Winograd's tile transforms and their adjoints), ``common/kernels/activations.cc``
+(LeakyReLU and its gradient) and ``common/kernels/onednn_conv.cc`` (oneDNN's own convolution kernels, called
+directly: the ``onednn`` convolution path; linked against the ``libdnnl.so.3`` that MindSpore ships).
 
 :func:`library` compiles the sources once per machine with the system's C++ compiler (``g++ -O3 -march=native``, a
 few seconds; without ``-march=native`` where the compiler refuses it) into ``$SYNTHZOO_CACHE/kernels`` (default
@@ -16,6 +17,7 @@ bench/train_step.py ...``).
 """
 import functools
 import hashlib
+import importlib.util
 import os
 import platform
 import shutil
@@ -27,9 +29,20 @@ from common.io import cache_root
 __all__ = ["library", "status", "SOURCES"]
 
 KERNELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
-SOURCES = tuple(os.path.join(KERNELS, name) for name in ("im2col.cc", "winograd.cc", "activations.cc"))
-HEADERS = (os.path.join(KERNELS, "parallel.h"),)  # included by the sources: part of the library's hash
-FLAGS = ("-O3", "-pthread", "-fPIC", "-shared", "-std=c++14")
+SOURCES = tuple(os.path.join(KERNELS, name) for name in ("im2col.cc", "winograd.cc", "activations.cc",
+                                                          "onednn_conv.cc"))
+HEADERS = tuple(os.path.join(KERNELS, name) for name in ("parallel.h", "onednn_api.h"))  # part of the hash
+
+
+def _mindspore_lib():
+    """MindSpore's ``lib`` folder (holds ``libdnnl.so.3``), found without importing MindSpore."""
+    spec = importlib.util.find_spec("mindspore")
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    return os.path.join(folders[0], "lib") if folders else "."
+
+
+FLAGS = ("-O3", "-pthread", "-fPIC", "-shared", "-std=c++14", f"-L{_mindspore_lib()}", "-l:libdnnl.so.3",
+         f"-Wl,-rpath,{_mindspore_lib()}")
 TUNED = ("-march=native",)  # dropped (a portable build) where the compiler refuses it
 
 
@@ -59,7 +72,7 @@ def _compile(compiler, flags, path):
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=os.path.dirname(path))
     os.close(fd)
     try:
-        done = subprocess.run([compiler, *flags, *SOURCES, "-o", tmp], capture_output=True, text=True, timeout=300)
+        done = subprocess.run([compiler, *SOURCES, *flags, "-o", tmp], capture_output=True, text=True, timeout=300)
         if done.returncode != 0:
             return " ".join(done.stderr.strip().splitlines()[-1:]) or f"exit status {done.returncode}"
         os.replace(tmp, path)  # atomic: concurrent processes (msrun workers) each write their own tmp

@@ -16,7 +16,7 @@ __all__ = ["Runtime", "init_runtime", "launched_by_msrun", "set_seed", "select_c
            "cpu_flags", "cpu_has_avx512", "total_memory_gb", "CPU_CONV_CHOICES", "PRECISION_CHOICES"]
 
 DEVICE_TARGETS = ("CPU", "GPU", "Ascend")
-CPU_CONV_CHOICES = ("auto", "native", "matmul", "winograd")
+CPU_CONV_CHOICES = ("auto", "native", "matmul", "winograd", "onednn")
 PRECISION_CHOICES = ("f32", "bf16")
 
 
@@ -24,7 +24,7 @@ PRECISION_CHOICES = ("f32", "bf16")
 class Runtime:
     """What the process runs on: device, mode, data-parallel rank, CPU convolution path and MatMul precision.
 
-    ``conv_impl`` (``native`` | ``matmul`` | ``winograd``) is the process's convolution path: apply it to every network
+    ``conv_impl`` (``native`` | ``matmul`` | ``winograd`` | ``onednn``) is the process's convolution path: apply it to every network
     the process builds with ``common.conv.use_conv_impl(net, rt.conv_impl)`` (or the ``conv_impl=``
     keyword of the metric and loss builders), so that all convolutions suit ``onednn_isa``. ``precision`` (``f32`` |
     ``bf16``) holds for every MatMul of the process (:func:`select_cpu_precision`).
@@ -88,10 +88,11 @@ def cpu_has_avx512(cpuinfo="/proc/cpuinfo"):
 def select_cpu_conv(cpu_conv, device_target, user_isa, avx512):
     """How convolutions should run: ``(impl, isa)``.
 
-    ``impl`` is ``"native"``, ``"matmul"`` or ``"winograd"`` (``common/conv.py``); ``isa`` is the
+    ``impl`` is ``"native"``, ``"matmul"``, ``"winograd"`` or ``"onednn"`` (``common/conv.py``); ``isa`` is the
     ``ONEDNN_MAX_CPU_ISA`` to set, or ``None`` to leave the variable alone (a value the user set, or not a
     CPU run). ``auto`` picks ``winograd`` where AVX-512 matrix multiplies are available (the CPU has them
-    and the user's cap, if any, allows them), ``native`` otherwise. Native convolutions need the AVX2 cap.
+    and the user's cap, if any, allows them), ``native`` otherwise. Native convolutions need the AVX2 cap; the
+    others run at AVX-512 where the CPU has it.
     """
     if cpu_conv not in CPU_CONV_CHOICES:
         raise ValueError(f"cpu_conv={cpu_conv!r} is not supported; choose one of {CPU_CONV_CHOICES}")
@@ -122,9 +123,9 @@ def select_cpu_precision(precision, device_target, conv_impl, user_isa, flags):
         raise ValueError(f"precision=bf16 is a CPU option (oneDNN bf16 matrix multiplies); on {device_target} use "
                          f"amp_level=O1 or O2 (float16) with precision=f32")
     if conv_impl == "native":
-        raise ValueError("precision=bf16 computes the matmul and winograd convolution paths in bf16; native "
-                         "convolutions run under the AVX2 cap, which has no bf16 instructions: use cpu_conv=winograd "
-                         "(or matmul)")
+        raise ValueError("precision=bf16 computes the matmul, winograd and onednn convolution paths in bf16; "
+                         "native convolutions run under the AVX2 cap, which has no bf16 instructions: use "
+                         "cpu_conv=winograd (or onednn, matmul)")
     amx = "amx_bf16" in flags
     if not amx and "avx512_bf16" not in flags:
         raise ValueError("precision=bf16 needs a CPU with AMX or AVX512_BF16 (flags amx_bf16 / avx512_bf16 in "
@@ -147,10 +148,10 @@ def init_runtime(device_target="CPU", mode="graph", seed=0, device_id=None, dist
             ``common.layers.set_dropout_rank(net, Runtime.rank)``).
         device_id: device index; ``None`` lets msrun / MindSpore choose.
         distributed: force data-parallel on/off; ``None`` means "when launched by msrun".
-        cpu_conv: ``native``, ``matmul``, ``winograd`` or ``auto`` (see :func:`select_cpu_conv`): the process's CPU
+        cpu_conv: ``native``, ``matmul``, ``winograd``, ``onednn`` or ``auto`` (see :func:`select_cpu_conv`): the process's CPU
             convolution path, returned as ``Runtime.conv_impl``; every network then gets it through
             :func:`common.conv.use_conv_impl` (this function switches no cell itself). Also sets
-            ``ONEDNN_MAX_CPU_ISA`` (AVX-512 for matmul and winograd, AVX2 for native) unless you set it yourself;
+            ``ONEDNN_MAX_CPU_ISA`` (AVX-512 for matmul, winograd and onednn, AVX2 for native) unless you set it yourself;
             that takes effect only if no oneDNN kernel has run yet in this process, which holds for
             the entry-point scripts. At AVX-512, a network left native runs oneDNN's ~100x slower
             reference convolution.

@@ -127,6 +127,43 @@ def compiled_kernels():
     return path
 
 
+@pytest.mark.parametrize("kind, cin, cout, k, s, options, size, batch, tol",
+                         [("conv",) + c for c in CONV_CASES] + [("deconv",) + c for c in DECONV_CASES])
+def test_onednn_path_equals_native(pynative, compiled_kernels, kind, cin, cout, k, s, options, size, batch, tol):
+    """oneDNN's own convolution kernels (``common/kernels/onednn_conv.cc``): values and both gradients of every
+    geometry above, transposed and grouped ones included; ``same`` with a stride (padding known per input
+    only) takes the matmul form instead."""
+    native_cls, onednn_cls = PAIRS[kind]
+    options = dict({"pad_mode": "pad"}, **options)
+    native, onednn = _pair(native_cls(cin, cout, k, s, **options), onednn_cls(cin, cout, k, s, **options))
+    x = ms.Tensor(np.random.default_rng(0).normal(size=(batch, cin, size, size + 1)).astype(np.float32))
+    _assert_same(native, onednn, x, tol, impl="onednn")
+    assert onednn.onednn != onednn.matmul and onednn.onednn == onednn.has_onednn_form
+    assert onednn.has_onednn_form == (options["pad_mode"] != "same" or s == 1 or kind == "deconv")
+
+
+def test_onednn_in_compiled_vjp_equals_native(compiled_kernels):
+    """The oneDNN path through a compiled vjp (the train steps' form): a strided, a grouped, a 1x1 and a
+    transposed layer with unequal crops, batch 2."""
+    def build():
+        return nn.SequentialCell([Conv2d(3, 8, 4, 2, pad_mode="pad", padding=1, has_bias=True), nn.ReLU(),
+                                  Conv2d(8, 8, 3, 1, pad_mode="pad", padding=(1, 0, 2, 1), group=2), nn.ReLU(),
+                                  Conv2d(8, 6, 1, has_bias=True),
+                                  ConvTranspose2d(6, 3, 4, 2, pad_mode="pad", padding=(1, 0, 1, 0), has_bias=True)])
+    native, onednn = build(), build()
+    ms.load_param_into_net(onednn, {p.name: p for p in native.get_parameters()})
+    rng = np.random.default_rng(5)
+    x = ms.Tensor(rng.normal(size=(2, 3, 17, 16)).astype(np.float32))
+    assert use_conv_impl(onednn, "onednn") == 4
+    assert all(onednn[i].onednn for i in (0, 2, 4, 5))
+    y = onednn(x)
+    dy = ms.Tensor(rng.normal(size=y.shape).astype(np.float32))
+    got, expected = _flat(_VJP(onednn)(x, dy)), _flat(_VJP(native)(x, dy))
+    assert len(got) == len(expected) == 9  # y, dx, four weights, three biases
+    for e, g in zip(expected, got):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4 * np.abs(e).max())
+
+
 class _Weighted(nn.Cell):
     """``sum(cell(x, *args) * weights)``: a loss whose gradient w.r.t. x is the cell's adjoint applied to weights."""
 
@@ -552,6 +589,10 @@ def test_prepare_for_export_switches_to_native():
     assert use_conv_impl(net, "winograd") == 2 and net[0].matmul and net[2].winograd
     prepare_for_export(net)
     assert not net[0].matmul and not net[2].matmul and not net[2].winograd
+    if cpu_kernels.library() is not None:
+        assert use_conv_impl(net, "onednn") == 2 and net[0].onednn and not net[0].matmul
+        prepare_for_export(net)
+        assert not net[0].onednn and not net[2].onednn
 
 
 def _check_switch(net, inputs, n_convs):
@@ -622,6 +663,8 @@ def test_use_conv_impl_switches_fcn8s(pynative):
     ("native", "CPU", None, True, ("native", "AVX2")),
     ("matmul", "CPU", None, False, ("matmul", "AVX2")),
     ("matmul", "GPU", None, True, ("native", None)),
+    ("onednn", "CPU", None, True, ("onednn", "AVX512_CORE")),
+    ("onednn", "CPU", None, False, ("onednn", "AVX2")),
 ])
 def test_select_cpu_conv(cpu_conv, device, user_isa, avx512, expected):
     assert select_cpu_conv(cpu_conv, device, user_isa, avx512) == expected
@@ -685,7 +728,7 @@ np.savez(sys.argv[3], y=conv(ms.Tensor(x)).asnumpy(), dx=grad(ms.Tensor(x)).asnu
 
 @pytest.mark.skipif(not cpu_has_avx512() or not {"amx_bf16", "avx512_bf16"} & cpu_flags(),
                     reason="the CPU has no AVX-512 bf16 instructions")
-@pytest.mark.parametrize("impl", ["matmul", "winograd"])
+@pytest.mark.parametrize("impl", ["matmul", "winograd", "onednn"])
 def test_bf16_precision_rounds_matmul_inputs_to_bf16_and_accumulates_in_f32(tmp_path, impl):
     """In a process of its own (oneDNN reads the mode once): the convolution's output against a float64
     numpy sum, and its input gradient against the f32 run's, differ at bf16's level (2^-8 relative rounding of
