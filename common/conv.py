@@ -661,6 +661,28 @@ class _OnednnConv(nn.Cell):
                 self.backward_weights(x, dout, w, self.cfg))
 
 
+class _OnednnConvBias(_OnednnConv):
+    """:class:`_OnednnConv` with the bias b [O] added by the convolution's output pass and its gradient summed by
+    the weight gradient's (no separate BiasAdd and reduction over the output)."""
+
+    def use_library(self, path):
+        super().use_library(path)
+        self.forward_bias = ops.Custom(f"{path}:OnednnConvBias", out_dtype=lambda x, w, b, cfg: x,
+                                       out_shape=lambda x, w, b, cfg: self.conv_shape(x, w, cfg), func_type="aot")
+        self.backward_weights_bias = ops.Custom(f"{path}:OnednnConvWeightsBias", func_type="aot",
+                                                out_shape=lambda x, dy, w, cfg: ([*w], [w[0]]),
+                                                out_dtype=lambda x, dy, w, cfg: (x, x))
+        for op in (self.forward_bias, self.backward_weights_bias):
+            op.add_prim_attr("geometry", self.geometry)
+
+    def construct(self, x, w, b):
+        return self.forward_bias(x, w, b, self.cfg)
+
+    def bprop(self, x, w, b, out, dout):
+        dw, db = self.backward_weights_bias(x, dout, w, self.cfg)
+        return self.backward_data(dout, w, self.cfg, ops.zeros(x.shape[2:], ms.uint8)), dw, db
+
+
 class _OnednnConvTranspose(_OnednnConv):
     """The adjoint of :class:`_OnednnConv`'s convolution: x [B, O, H', W'], w [O, C/g, kh, kw] and ``like``
     [H, W] (any values: its shape is the output's size) -> [B, C, H, W]; ``pads`` are the convolution's."""
@@ -734,6 +756,8 @@ class Conv2d(nn.Conv2d):
         self.has_onednn_form = self.has_matmul_form and self.pads is not None
         if self.has_onednn_form:
             self.onednn_conv = _OnednnConv(self.kernel, self.strides, self.dilations, self.pads, self.group)
+        if self.has_onednn_form and self.has_bias:
+            self.onednn_conv_bias = _OnednnConvBias(self.kernel, self.strides, self.dilations, self.pads, self.group)
         if self.has_winograd_form and self.kernel == (3, 3):
             self.winograd_f2 = _WinogradMatMul(self.in_channels, self.out_channels, 2, self.unfold_pads, grad_channels)
             self.winograd_f4 = _WinogradMatMul(self.in_channels, self.out_channels, 4, self.unfold_pads, grad_channels)
@@ -767,6 +791,8 @@ class Conv2d(nn.Conv2d):
             if output_scale is not None:
                 y = y * ops.cast(output_scale, y.dtype)
             return self.bias_add(y, self.bias) if self.has_bias else y
+        if self.onednn and self.has_bias and output_scale is None:
+            return self.onednn_conv_bias(x, weight, self.bias)
         b, c, h, w = x.shape
         (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.strides, self.dilations
         top, bottom, left, right = self._padding(h, w)

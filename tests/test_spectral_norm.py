@@ -130,10 +130,11 @@ def test_only_convolutions_are_wrapped():
         SpectralNorm(nn.Dense(3, 4))
 
 
-@pytest.mark.parametrize("conv_impl", ["native", "matmul"])
+@pytest.mark.parametrize("conv_impl", ["native", "matmul", "onednn"])
 @pytest.mark.parametrize("size, scaled_output", [((5, 6), True), ((40, 41), False)])
 def test_matches_torch_spectral_norm_values_and_gradients(conv_impl, size, scaled_output):
-    """Both forms (output scaled by 1/sigma on small maps, weight divided on large ones) on both paths."""
+    """Both forms (output scaled by 1/sigma on small maps, weight divided on large ones) on every path (onednn:
+    the bias added by the convolution in the weight form, after the scaling in the other)."""
     torch = pytest.importorskip("torch")
     conv = make_conv(cin=3, cout=4, seed=6)
     sn = spectral_norm(conv, seed=7)

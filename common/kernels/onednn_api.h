@@ -36,8 +36,8 @@ enum { dnnl_forward_training = 64, dnnl_backward_data = 160, dnnl_backward_weigh
 enum { dnnl_convolution_direct = 1 };                        // dnnl_alg_kind_t
 enum { dnnl_query_src_md = 129, dnnl_query_diff_src_md, dnnl_query_weights_md, dnnl_query_diff_weights_md,
        dnnl_query_dst_md, dnnl_query_diff_dst_md };          // dnnl_query_t
-enum { DNNL_ARG_SRC = 1, DNNL_ARG_DST = 17, DNNL_ARG_WEIGHTS = 33, DNNL_ARG_DIFF_SRC = 129, DNNL_ARG_DIFF_DST = 145,
-       DNNL_ARG_DIFF_WEIGHTS = 161 };
+enum { DNNL_ARG_SRC = 1, DNNL_ARG_DST = 17, DNNL_ARG_WEIGHTS = 33, DNNL_ARG_BIAS = 41, DNNL_ARG_DIFF_SRC = 129,
+       DNNL_ARG_DIFF_DST = 145, DNNL_ARG_DIFF_WEIGHTS = 161, DNNL_ARG_DIFF_BIAS = 169 };
 
 dnnl_status_t dnnl_engine_create(dnnl_engine_t *engine, int kind, size_t index);
 dnnl_status_t dnnl_threadpool_interop_stream_create(dnnl_stream_t *stream, dnnl_engine_t engine, void *threadpool);
