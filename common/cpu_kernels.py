@@ -1,15 +1,16 @@
 """The project's compiled CPU kernels as one shared library: ``common/kernels/im2col.cc`` (Im2Col and Col2Im),
 ``common/kernels/winograd.cc`` (Winograd's tile transforms and their adjoints), ``common/kernels/activations.cc``
-(LeakyReLU and its gradient) and ``common/kernels/onednn_conv.cc`` (oneDNN's own convolution kernels, called
-directly: the ``onednn`` convolution path; linked against the ``libdnnl.so.3`` that MindSpore ships).
+(LeakyReLU and its gradient), ``common/kernels/resize.cc`` (nearest upsampling and its gradient) and
+``common/kernels/onednn_conv.cc`` (oneDNN's own convolution kernels, called directly: the ``onednn`` convolution
+path; linked against the ``libdnnl.so.3`` that MindSpore ships).
 
 :func:`library` compiles the sources once per machine with the system's C++ compiler (``g++ -O3 -march=native``, a
 few seconds; without ``-march=native`` where the compiler refuses it) into ``$SYNTHZOO_CACHE/kernels`` (default
 ``~/.cache/synthzoo/kernels``), named by a hash of the sources, the flags and the CPU's features, and returns its
 path; :class:`common.conv.Im2Col` / :class:`common.conv.Col2Im` and the Winograd layers
 (``common.conv._WinogradMatMul``) call it through ``ops.Custom(func_type="aot")`` on the matmul and Winograd
-convolution paths, :class:`common.layers.LeakyReLU` on every path (``common.conv.use_conv_impl`` hands the path
-out). Where it cannot be used, they keep MindSpore's own ``Im2Col`` / ``Col2Im``, MatMuls and elementwise
+convolution paths, :class:`common.layers.LeakyReLU` and :class:`common.layers.NearestUpsample` on every path
+(``common.conv.use_conv_impl`` hands the path out). Where it cannot be used, they keep MindSpore's own ``Im2Col`` / ``Col2Im``, MatMuls and elementwise
 operators (same values, slower), and :func:`status` says why: not Linux, no compiler (install ``g++``), the
 compiler failed, ``MS_CUSTOM_AOT_WHITE_LIST`` set to a folder that does not hold the cache, or
 ``SYNTHZOO_CPU_KERNELS=0`` in the environment (the switch for comparisons: ``SYNTHZOO_CPU_KERNELS=0 python
@@ -29,7 +30,7 @@ from common.io import cache_root
 __all__ = ["library", "status", "SOURCES"]
 
 KERNELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
-SOURCES = tuple(os.path.join(KERNELS, name) for name in ("im2col.cc", "winograd.cc", "activations.cc",
+SOURCES = tuple(os.path.join(KERNELS, name) for name in ("im2col.cc", "winograd.cc", "activations.cc", "resize.cc",
                                                           "onednn_conv.cc"))
 HEADERS = tuple(os.path.join(KERNELS, name) for name in ("parallel.h", "onednn_api.h"))  # part of the hash
 

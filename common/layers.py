@@ -20,7 +20,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.ops import constexpr
 from mindspore.common.initializer import Normal, initializer
 
-__all__ = ["ChannelAffine", "reduce_mean", "reduce_sum", "expand", "Standardize", "Softmax", "LeakyReLU", "InstanceNorm2d", "LayerNorm2d", "BatchStatNorm2d", "CounterDropout", "set_dropout_rank", "init_weights", "count_params"]
+__all__ = ["ChannelAffine", "reduce_mean", "reduce_sum", "expand", "Standardize", "Softmax", "LeakyReLU", "NearestUpsample", "InstanceNorm2d", "LayerNorm2d", "BatchStatNorm2d", "CounterDropout", "set_dropout_rank", "init_weights", "count_params"]
 
 
 @constexpr
@@ -231,6 +231,52 @@ class LeakyReLU(nn.Cell):
         if self.custom is not None and x.dtype == ms.float32:
             return self.custom(x, self.slope_tensor)
         return ops.relu(x) - self.slope * ops.relu(-x)
+
+
+def _nearest_upsample_op(path, factors):
+    """The compiled nearest upsampling by ``factors`` (fh, fw) (``common/kernels/resize.cc``) as an ``ops.Custom``
+    primitive whose backward is the compiled block sum."""
+    fh, fw = factors
+    forward = ops.Custom(f"{path}:NearestUpsample", out_dtype=lambda x, f: x, func_type="aot",
+                         out_shape=lambda x, f: [x[0], x[1], x[2] * fh, x[3] * fw])
+    gradient = ops.Custom(f"{path}:NearestUpsampleGrad", out_dtype=lambda dy, f: dy, func_type="aot",
+                          out_shape=lambda dy, f: [dy[0], dy[1], dy[2] // fh, dy[3] // fw])
+    for prim in (forward, gradient):  # distinct attributes: PyNative reuses inferred shapes of equal primitives
+        prim.add_prim_attr("factors", (fh, fw))
+
+    def bprop(x, f, out, dout):
+        return gradient(dout, f), ops.zeros_like(f)
+
+    forward.bprop = bprop
+    return forward
+
+
+class NearestUpsample(nn.Cell):
+    """Nearest-neighbour upsampling by integer factors: [B, C, H, W] -> [B, C, H*fh, W*fw] (``factor``: one int
+    or (fh, fw)). Float32 on CPU, once :meth:`use_library` gave the compiled kernels' path (``use_conv_impl``
+    does): one pass each way. Otherwise a reshape + broadcast, whose gradient is a ReduceSum (exports to ONNX as
+    Reshape / Expand: MindSpore's nearest resize has no ONNX export). Same values either way."""
+
+    def __init__(self, factor=2):
+        super().__init__()
+        self.factors = (factor, factor) if isinstance(factor, int) else tuple(factor)
+        if min(self.factors) < 1:
+            raise ValueError(f"NearestUpsample factor={factor} must be positive integers")
+        self.factor_tensor = Tensor(np.array(self.factors, np.int64))
+        self.library, self.custom = None, None
+
+    def use_library(self, path):
+        """Run on the compiled kernels of ``path`` (None: on MindSpore's)."""
+        if path != self.library:
+            self.library = path
+            self.custom = None if path is None else _nearest_upsample_op(path, self.factors)
+
+    def construct(self, x):
+        if self.custom is not None and x.dtype == ms.float32:
+            return self.custom(x, self.factor_tensor)
+        b, c, h, w = x.shape
+        fh, fw = self.factors
+        return ops.broadcast_to(x.reshape(b, c, h, 1, w, 1), (b, c, h, fh, w, fw)).reshape(b, c, h * fh, w * fw)
 
 
 class Softmax(nn.Cell):

@@ -23,7 +23,7 @@ from common import cpu_kernels
 from common.conv import (Col2Im, Conv2d, ConvTranspose2d, Im2Col, pack_weights, use_conv_impl, winograd_matrices,
                          winograd_tile)
 from common.export import prepare_for_export
-from common.layers import LeakyReLU
+from common.layers import LeakyReLU, NearestUpsample
 from common.runtime import cpu_flags, cpu_has_avx512, select_cpu_conv, select_cpu_precision
 
 
@@ -246,19 +246,42 @@ def test_compiled_leaky_relu_equals_numpy(compiled_kernels, mode, slope):
         ms.set_context(mode=ms.GRAPH_MODE)
 
 
+@pytest.mark.parametrize("mode", ["pynative", "graph"])
+@pytest.mark.parametrize("factor", [2, (3, 2)])
+def test_nearest_upsample_equals_numpy(compiled_kernels, mode, factor):
+    """common/kernels/resize.cc and the MindSpore form it replaces: each value repeated into an fh x fw block
+    (numpy's repeat), the gradient each block's sum."""
+    ms.set_context(mode=ms.PYNATIVE_MODE if mode == "pynative" else ms.GRAPH_MODE)
+    try:
+        fh, fw = (factor, factor) if isinstance(factor, int) else factor
+        rng = np.random.default_rng(8)
+        x = rng.normal(size=(2, 3, 4, 5)).astype(np.float32)
+        dy = rng.normal(size=(2, 3, 4 * fh, 5 * fw)).astype(np.float32)
+        expected_dx = dy.reshape(2, 3, 4, fh, 5, fw).astype(np.float64).sum(axis=(3, 5))
+        compiled, formula = NearestUpsample(factor), NearestUpsample(factor)
+        compiled.use_library(compiled_kernels)
+        assert compiled.custom is not None and formula.custom is None
+        for up in (compiled, formula):
+            np.testing.assert_array_equal(up(ms.Tensor(x)).asnumpy(), x.repeat(fh, axis=2).repeat(fw, axis=3))
+            dx = ms.grad(_Weighted(up, ms.Tensor(dy)))(ms.Tensor(x)).asnumpy()
+            np.testing.assert_allclose(dx, expected_dx, rtol=1e-6, atol=1e-6)
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)
+
+
 def test_use_conv_impl_gives_leaky_relu_the_compiled_kernels_and_export_takes_them_back(compiled_kernels):
     """On CPU every convolution path (native included) runs LeakyReLU compiled; an exported graph holds only
     MindSpore's operators, and a compiled graph refuses the switch."""
-    act = LeakyReLU(0.2)
-    net = nn.SequentialCell([Conv2d(3, 4, 3, pad_mode="pad", padding=1), act])
+    act, up = LeakyReLU(0.2), NearestUpsample(2)
+    net = nn.SequentialCell([Conv2d(3, 4, 3, pad_mode="pad", padding=1), act, up])
     use_conv_impl(net, "native")
-    assert act.library == compiled_kernels and act.custom is not None
+    assert act.library == up.library == compiled_kernels and act.custom is not None and up.custom is not None
     use_conv_impl(net, "native", compiled_kernels=False)
-    assert act.library is None and act.custom is None
+    assert act.library is None and act.custom is None and up.custom is None
     use_conv_impl(net, "matmul")
-    assert act.custom is not None
+    assert act.custom is not None and up.custom is not None
     prepare_for_export(net)
-    assert act.custom is None
+    assert act.custom is None and up.custom is None
     net(ms.Tensor(np.ones((1, 3, 6, 6), np.float32)))
     with pytest.raises(RuntimeError, match="already ran as a compiled graph"):
         use_conv_impl(net, "native")

@@ -153,12 +153,6 @@ def test_feature_augmentation_pairs():
     assert np.array_equal(kept[:, :, 1, 1], f[:, :, 1, 1]) and np.array_equal(kept[0, :, 2, 2], f[1, :, 2, 2])
 
 
-def test_upsample2_is_nearest():
-    from osmis.src.model import upsample2
-    x = np.arange(24, dtype=np.float32).reshape(1, 2, 3, 4)
-    assert np.array_equal(upsample2(Tensor(x)).asnumpy(), x.repeat(2, axis=2).repeat(2, axis=3))
-
-
 def _torch_sn_conv(torch, sn):
     """The inference-mode convolution of a SpectralNorm cell as a torch function (weight W / u^T W v)."""
     w = sn.conv.weight.asnumpy().astype(np.float64)

@@ -22,7 +22,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal
 
 from common.conv import Conv2d, ConvTranspose2d
-from common.layers import InstanceNorm2d, LeakyReLU, reduce_mean
+from common.layers import InstanceNorm2d, LeakyReLU, NearestUpsample, reduce_mean
 from common.spectral_norm import SpectralNorm
 from osmis.src.augment import ContentFA, LayoutFA
 
@@ -63,12 +63,6 @@ def resize_nearest(x, size):
     """Nearest-neighbour resize of [B, C, H, W] to ``size`` (PyTorch 'nearest': source = floor(dst * in/out))."""
     return ops.interpolate(x, size=size, mode="nearest")
 
-def upsample2(x):
-    """Nearest-neighbour x2 upsampling of [B, C, H, W] as reshape + broadcast (ONNX: Reshape/Expand; MindSpore's
-    nearest resize has no ONNX export)."""
-    b, c, h, w = x.shape
-    return ops.broadcast_to(x.reshape(b, c, h, 1, w, 1), (b, c, h, 2, w, 2)).reshape(b, c, h * 2, w * 2)
-
 def channel_softmax(x):
     """Softmax over axis 1 of [B, C, H, W] from exp/max/sum (MindSpore's ONNX export of an axis-1 softmax at
     opset 11 writes inconsistent Transpose shapes)."""
@@ -92,12 +86,13 @@ class G_block(nn.Cell):
         self.activ = LeakyReLU(0.2)
         self.conv1, self.conv2 = sn_conv(cin, mid, 3), sn_conv(mid, cout, 3)
         self.conv_sc = sn_conv(cin, cout, 1, bias=False)
+        self.up = NearestUpsample(2)
 
     def construct(self, x):
         h = self.conv_sc(x)
         x = self.activ(self.norm1(x))
         if not self.first:
-            x, h = upsample2(x), upsample2(h)
+            x, h = self.up(x), self.up(h)
         x = self.conv2(self.activ(self.norm2(self.conv1(x))))
         return h + x
 

@@ -14,10 +14,9 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from common.conv import Conv2d, use_conv_impl
-from common.layers import LeakyReLU, reduce_sum
+from common.layers import LeakyReLU, NearestUpsample, reduce_sum
 from common.metrics.segmentation import ConfusionMatrix
 from common.train import TrainOneStep
-from osmis.src.model import upsample2
 
 __all__ = ["SegNet", "SegLoss", "train_segmenter", "segment", "transfer_scores", "class_frequency_scores"]
 
@@ -41,13 +40,14 @@ class SegNet(nn.Cell):
         self.dec1 = _conv(3 * w, w)
         self.head = Conv2d(w, num_classes, 1, has_bias=True)
         self.pool = nn.AvgPool2d(2, 2)
+        self.up = NearestUpsample(2)
 
     def construct(self, x):
         e1 = self.enc1(x)
         e2 = self.enc2(self.pool(e1))
         m = self.mid(self.pool(e2))
-        d2 = self.dec2(ops.concat((upsample2(m), e2), axis=1))
-        d1 = self.dec1(ops.concat((upsample2(d2), e1), axis=1))
+        d2 = self.dec2(ops.concat((self.up(m), e2), axis=1))
+        d1 = self.dec1(ops.concat((self.up(d2), e1), axis=1))
         return self.head(d1)
 
 
