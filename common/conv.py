@@ -38,8 +38,9 @@ kernels, called directly from this project's compiled library (``common/kernels/
 ``libdnnl.so.3`` that MindSpore ships): asked for the layouts it prefers, oneDNN runs its jit AVX-512 direct
 convolutions (forward, backward data, backward weights) where MindSpore's own operator finds only the reference
 kernel; each call reorders the plain NCHW operands into oneDNN's blocked layout and back. Same direct sums as
-native (tests: equal to ~1e-7), the memory of the native operator (only the input is kept), any padding, groups
-and dilation; transposed convolutions run as the backward-data pass. 2.9x MindSpore's AVX2-capped convolution on a
+native (tests compare values and gradients with ``nn.Conv2d``), the memory of the native operator (only the input
+is kept), any padding, groups and dilation, the bias added inside the forward and its gradient inside the weight
+gradient's pass; transposed convolutions run as the backward-data pass. 2.9x MindSpore's AVX2-capped convolution on a
 5x256x64x64 3x3 layer (about PyTorch's speed: the same kernels); no Winograd, so the 3x3-heavy CRN, VGG and
 CoCosNet stay faster on ``winograd``; OSMIS's many small layers gain (README Performance). Under
 :func:`bf16_matmuls` its operands are rounded to bf16 and AMX kernels run (sums and results in f32). ``same``
@@ -97,15 +98,17 @@ def use_conv_impl(net, impl, keep_transforms=False, compiled_kernels=True):
     kernels (:mod:`common.cpu_kernels`; with ``compiled_kernels=False``, or where they cannot be built, to
     MindSpore's own operators, as exported graphs need).
 
-    Returns how many convolutions now run as matrix multiplies (0 for ``native``; cells without a matmul form,
-    see the module docstring, stay native and are not counted; :class:`Unfold` cells switch but are not
-    convolutions); with ``winograd``, the 3x3 stride-1 ones among
-    them use :func:`winograd_tile`'s choice per call (F(2x2) at most under :func:`bf16_matmuls`), and ``keep_transforms=True`` makes them keep their
-    transformed inputs for the backward instead of recomputing them (:class:`_WinogradMatMul`: faster, more
-    memory; for training steps that fit). Call it before ``net`` first runs in graph mode: a
-    compiled graph keeps the path it was compiled with (a change to a net that has one is an error; one
-    compiled through an enclosing cell, e.g. a train step, cannot be seen here). With ``matmul`` or
-    ``winograd``, a plain ``nn.Conv2d`` / ``nn.Conv2dTranspose`` in ``net`` is an error: it could not follow.
+    Returns how many convolutions now run off the native operator, as matrix multiplies or on oneDNN's kernels
+    (0 for ``native``; cells without a matmul form, see the module docstring, stay native and are not counted;
+    :class:`Unfold` cells switch but are not convolutions); with ``winograd``, the 3x3 stride-1 ones among them use
+    :func:`winograd_tile`'s choice per call (F(2x2) at most under :func:`bf16_matmuls`), and
+    ``keep_transforms=True`` makes them keep their transformed inputs for the backward instead of recomputing them
+    (:class:`_WinogradMatMul`: faster, more memory; for training steps that fit); with ``onednn``, the cells
+    without a oneDNN form (``same`` padding with a stride) and every cell where the compiled library is missing
+    take the matmul form. Call it before ``net`` first runs in graph mode: a compiled graph keeps the path it was
+    compiled with (a change to a net that has one is an error; one compiled through an enclosing cell, e.g. a
+    train step, cannot be seen here). Off ``native``, a plain ``nn.Conv2d`` / ``nn.Conv2dTranspose`` in ``net`` is
+    an error: it could not follow.
     """
     if impl not in CONV_IMPLS:
         raise ValueError(f"conv_impl={impl!r} is not supported; choose one of {CONV_IMPLS}")
@@ -622,7 +625,7 @@ class _OnednnConv(nn.Cell):
 
     oneDNN picks its blocked layouts (jit AVX-512 direct convolutions at f32; under :func:`bf16_matmuls` the
     operands are rounded to bf16 and AMX kernels run, sums and results in f32). Memory as the native
-    operator: the input is kept for the weight gradient, the reordered copies are per-call buffers.
+    operator: the input is kept for the weight gradient; the reordered copies live in per-thread buffers.
     ``pads`` = (top, bottom, left, right) zero padding of the convolution (any sides).
     """
 
