@@ -1,8 +1,9 @@
 """Median milliseconds of one 3x3 (or 4x4) stride-1 convolution, forward + both gradients, per CPU convolution path.
 
     python bench/conv_layer.py --cin 1024 --cout 1024 --height 64 --width 128 [--batch 1] [--steps 3]
-    python bench/conv_layer.py ... --cpu_conv matmul|winograd      # one path in this process
+    python bench/conv_layer.py ... --cpu_conv matmul|winograd|onednn|native   # one path in this process
     python bench/conv_layer.py ... --both                          # matmul, then winograd, each in its own process
+    python bench/conv_layer.py ... --paths native,onednn,winograd  # those paths, each in its own process
     python bench/conv_layer.py ... --keep_transforms               # winograd, transformed input kept for the backward
     python bench/conv_layer.py ... --precision bf16                # MatMuls with bf16 inputs (AMX / AVX512_BF16 CPUs)
     python bench/conv_layer.py ... --kernel 4                      # a 4x4 layer (PatchGAN's stride-1 ones)
@@ -59,7 +60,7 @@ def run(cpu_conv, cin, cout, height, width, batch, steps, keep_transforms=False,
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--cpu_conv", choices=["matmul", "winograd"], default="winograd")
+    parser.add_argument("--cpu_conv", choices=["matmul", "winograd", "onednn", "native"], default="winograd")
     parser.add_argument("--cin", type=int, default=1024)
     parser.add_argument("--cout", type=int, default=1024)
     parser.add_argument("--height", type=int, default=64)
@@ -68,6 +69,8 @@ def main():
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--kernel", type=int, choices=[3, 4], default=3, help="kernel size (padding 1, stride 1)")
     parser.add_argument("--both", action="store_true", help="matmul, then winograd, each in a fresh process")
+    parser.add_argument("--paths", default="", help="comma-separated paths, each in a fresh process (e.g. "
+                                                     "native,onednn,winograd)")
     parser.add_argument("--keep_transforms", action="store_true",
                         help="winograd: keep the transformed input for the backward (common.conv.use_conv_impl)")
     parser.add_argument("--precision", choices=["f32", "bf16"], default="f32",
@@ -76,8 +79,8 @@ def main():
     shape = ["--cin", str(args.cin), "--cout", str(args.cout), "--height", str(args.height), "--width",
              str(args.width), "--batch", str(args.batch), "--steps", str(args.steps), "--precision", args.precision,
              "--kernel", str(args.kernel)]
-    if args.both:
-        for impl in ("matmul", "winograd"):
+    if args.both or args.paths:
+        for impl in args.paths.split(",") if args.paths else ("matmul", "winograd"):
             subprocess.run([sys.executable, os.path.abspath(__file__), "--cpu_conv", impl] + shape, check=True)
         return
     run(args.cpu_conv, args.cin, args.cout, args.height, args.width, args.batch, args.steps, args.keep_transforms,

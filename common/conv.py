@@ -40,10 +40,11 @@ convolutions (forward, backward data, backward weights) where MindSpore's own op
 kernel; each call reorders the plain NCHW operands into oneDNN's blocked layout and back. Same direct sums as
 native (tests compare values and gradients with ``nn.Conv2d``), the memory of the native operator (only the input
 is kept), any padding, groups and dilation, the bias added inside the forward and its gradient inside the weight
-gradient's pass; transposed convolutions run as the backward-data pass. 2.9x MindSpore's AVX2-capped convolution on a
-5x256x64x64 3x3 layer (about PyTorch's speed: the same kernels); no Winograd, so the 3x3-heavy CRN, VGG and
-CoCosNet stay faster on ``winograd``; OSMIS's many small layers gain (README Performance). Under
-:func:`bf16_matmuls` its operands are rounded to bf16 and AMX kernels run (sums and results in f32). ``same``
+gradient's pass; transposed convolutions run as the backward-data pass. A 5x256x64x64 3x3 layer's forward and
+gradients take 0.52x the native operator's time, a 5x64x32x32 one 0.4x (``bench/conv_layer.py --paths``); no
+Winograd, so at f32 the 3x3-heavy CRN, VGG and CoCosNet stay faster on ``winograd`` (0.69x onednn's time on the
+first layer) while OSMIS's many small layers gain (README Performance). Under :func:`bf16_matmuls` its operands
+are rounded to bf16 and AMX kernels run (sums and results in f32; the first layer: 0.48x winograd's bf16 time). ``same``
 padding with a stride (the split depends on the input size) takes the matmul form; without the compiled library
 the whole path does.
 
