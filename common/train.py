@@ -572,7 +572,9 @@ class StopSignal:
     SIGTERM). The first signal decides: MindSpore's runtime may follow a Ctrl-C with a SIGTERM of its own,
     which is then ignored. The same signal a second time gets the default behaviour (Ctrl-C twice still
     kills a stuck process). :meth:`install` re-takes the handlers, which MindSpore's runtime replaces with
-    its own (turning SIGINT into SIGTERM) when it compiles a graph; the loop calls it after every step.
+    its own (turning SIGINT into SIGTERM) when it compiles a graph; the loop calls it after every step. A Ctrl-C
+    that lands while MindSpore's handler holds the signal (seen under heavy load, during a step) arrives as SIGTERM:
+    the loop then stops the same way with 143.
     """
 
     def __init__(self):

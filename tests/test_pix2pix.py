@@ -176,8 +176,11 @@ def test_sigint_saves_a_snapshot(tmp_path, demo_cache):
             break
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal signals the whole process group
     rest = proc.communicate(timeout=120)[0]
-    assert proc.returncode == 130, rest[-2000:]
-    assert "stopped by SIGINT" in rest
+    # 130 and "SIGINT" as a rule; a Ctrl-C that lands while MindSpore's runtime holds the signal (it re-takes it
+    # during some graph launches and raises SIGTERM instead: common.train.StopSignal) stops the same way as 143.
+    # Seen once under a loaded two-worker test run (2026-12-02); the snapshot is saved either way.
+    assert (proc.returncode, "stopped by SIGINT" in rest) in ((130, True), (143, False)), rest[-2000:]
+    assert "stopped by SIG" in rest and "resume with --resume=true" in rest
     latest = (out / "ckpt" / "latest").read_text().strip()
     assert (out / "ckpt" / latest / "G.ckpt").is_file() and (out / "ckpt" / latest / "opt_D.ckpt").is_file()
 
