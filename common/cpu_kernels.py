@@ -9,9 +9,10 @@ few seconds; without ``-march=native`` where the compiler refuses it) into ``$SY
 ``~/.cache/synthzoo/kernels``), named by a hash of the sources, the flags and the CPU's features, and returns its
 path; :class:`common.conv.Im2Col` / :class:`common.conv.Col2Im` and the Winograd layers
 (``common.conv._WinogradMatMul``) call it through ``ops.Custom(func_type="aot")`` on the matmul and Winograd
-convolution paths, :class:`common.layers.LeakyReLU` and :class:`common.layers.NearestUpsample` on every path
-(``common.conv.use_conv_impl`` hands the path out). Where it cannot be used, they keep MindSpore's own ``Im2Col`` / ``Col2Im``, MatMuls and elementwise
-operators (same values, slower), and :func:`status` says why: not Linux, no compiler (install ``g++``), the
+convolution paths (and the oneDNN convolutions on the ``onednn`` path), :class:`common.layers.LeakyReLU` and
+:class:`common.layers.NearestUpsample` on every path (``common.conv.use_conv_impl`` hands the path out). Where it
+cannot be used, they keep MindSpore's own ``Im2Col`` / ``Col2Im``, MatMuls and elementwise operators (same values,
+slower; the ``onednn`` path takes the matmul form), and :func:`status` says why: not Linux, no compiler (install ``g++``), the
 compiler failed, ``MS_CUSTOM_AOT_WHITE_LIST`` set to a folder that does not hold the cache, or
 ``SYNTHZOO_CPU_KERNELS=0`` in the environment (the switch for comparisons: ``SYNTHZOO_CPU_KERNELS=0 python
 bench/train_step.py ...``).
