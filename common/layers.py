@@ -20,7 +20,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.ops import constexpr
 from mindspore.common.initializer import Normal, initializer
 
-__all__ = ["ChannelAffine", "reduce_mean", "reduce_sum", "expand", "Standardize", "Softmax", "LeakyReLU", "NearestUpsample", "InstanceNorm2d", "LayerNorm2d", "BatchStatNorm2d", "CounterDropout", "set_dropout_rank", "init_weights", "count_params"]
+__all__ = ["ChannelAffine", "reduce_mean", "reduce_sum", "expand", "Standardize", "Softmax", "LeakyReLU", "nearest_upsample", "NearestUpsample", "InstanceNorm2d", "LayerNorm2d", "BatchStatNorm2d", "CounterDropout", "set_dropout_rank", "init_weights", "count_params"]
 
 
 @constexpr
@@ -233,6 +233,13 @@ class LeakyReLU(nn.Cell):
         return ops.relu(x) - self.slope * ops.relu(-x)
 
 
+def nearest_upsample(x, fh, fw):
+    """[B, C, H, W] -> [B, C, H*fh, W*fw], each value repeated into an fh x fw block: a reshape + broadcast (its
+    gradient a ReduceSum; exports to ONNX as Reshape / Expand, where MindSpore's nearest resize has no export)."""
+    b, c, h, w = x.shape
+    return ops.broadcast_to(x.reshape(b, c, h, 1, w, 1), (b, c, h, fh, w, fw)).reshape(b, c, h * fh, w * fw)
+
+
 def _nearest_upsample_op(path, factors):
     """The compiled nearest upsampling by ``factors`` (fh, fw) (``common/kernels/resize.cc``) as an ``ops.Custom``
     primitive whose backward is the compiled block sum."""
@@ -254,8 +261,8 @@ def _nearest_upsample_op(path, factors):
 class NearestUpsample(nn.Cell):
     """Nearest-neighbour upsampling by integer factors: [B, C, H, W] -> [B, C, H*fh, W*fw] (``factor``: one int
     or (fh, fw)). Float32 on CPU, once :meth:`use_library` gave the compiled kernels' path (``use_conv_impl``
-    does): one pass each way. Otherwise a reshape + broadcast, whose gradient is a ReduceSum (exports to ONNX as
-    Reshape / Expand: MindSpore's nearest resize has no ONNX export). Same values either way."""
+    does): one pass each way. Otherwise :func:`nearest_upsample` (as exported graphs hold it). Same values either
+    way."""
 
     def __init__(self, factor=2):
         super().__init__()
@@ -274,9 +281,8 @@ class NearestUpsample(nn.Cell):
     def construct(self, x):
         if self.custom is not None and x.dtype == ms.float32:
             return self.custom(x, self.factor_tensor)
-        b, c, h, w = x.shape
         fh, fw = self.factors
-        return ops.broadcast_to(x.reshape(b, c, h, 1, w, 1), (b, c, h, fh, w, fw)).reshape(b, c, h * fh, w * fw)
+        return nearest_upsample(x, fh, fw)
 
 
 class Softmax(nn.Cell):

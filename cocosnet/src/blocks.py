@@ -21,7 +21,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
 from common.conv import Conv2d
-from common.layers import InstanceNorm2d, LeakyReLU, Softmax, Standardize, expand, reduce_sum
+from common.layers import InstanceNorm2d, LeakyReLU, Softmax, Standardize, expand, nearest_upsample, reduce_sum
 from common.spectral_norm import spectral_norm
 
 __all__ = ["FLOAT_EPS", "conv2d", "sn_conv2d", "reflect_pad", "PositionalNorm2d",
@@ -70,8 +70,8 @@ def nearest_resize(x, size):
 
     Downsampling by f keeps every f-th row/column starting at 0; upsampling by f repeats each f times
     (both are PyTorch ``interpolate(mode="nearest")`` for integer factors). Written as a 1x1 max pooling with
-    stride f and as a broadcast: MindSpore's CPU StridedSlice and Tile kernels took 3.5x and 2x their time
-    (exported: ONNX MaxPool and Expand).
+    stride f and as a broadcast (:func:`common.layers.nearest_upsample`): MindSpore's CPU StridedSlice and Tile
+    kernels took 3.5x and 2x their time (exported: ONNX MaxPool and Expand).
     """
     b, c, h, w = x.shape
     out_h, out_w = int(size[0]), int(size[1])
@@ -80,8 +80,7 @@ def nearest_resize(x, size):
     if out_h <= h and out_w <= w and h % out_h == 0 and w % out_w == 0:
         return ops.MaxPool(kernel_size=1, strides=(h // out_h, w // out_w))(x)
     if out_h >= h and out_w >= w and out_h % h == 0 and out_w % w == 0:
-        fh, fw = out_h // h, out_w // w
-        return ops.broadcast_to(x.reshape(b, c, h, 1, w, 1), (b, c, h, fh, w, fw)).reshape(b, c, out_h, out_w)
+        return nearest_upsample(x, out_h // h, out_w // w)
     raise ValueError(f"nearest_resize from {h}x{w} to {out_h}x{out_w}: both ratios must be integer factors "
                      f"(CoCosNet sizes are multiples of 32, e.g. 256x256)")
 
