@@ -23,7 +23,7 @@ import mindspore as ms  # noqa: E402
 from mindspore import ops  # noqa: E402
 
 from common.conv import Conv2d, use_conv_impl  # noqa: E402
-from common.runtime import init_runtime  # noqa: E402
+from common.runtime import CPU_CONV_CHOICES, init_runtime  # noqa: E402
 
 TINY = np.finfo(np.float32).tiny
 
@@ -36,7 +36,7 @@ def shares(t):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cpu_conv", default="auto", choices=("auto", "native", "matmul", "winograd", "onednn"))
+    parser.add_argument("--cpu_conv", default="auto", choices=CPU_CONV_CHOICES)
     parser.add_argument("--steps", type=int, default=15)
     args = parser.parse_args()
     rt = init_runtime("CPU", "pynative", 0, cpu_conv=args.cpu_conv)

@@ -634,8 +634,7 @@ class _OnednnConv(nn.Cell):
         super().__init__()
         (kh, kw), (sh, sw), (dh, dw), (top, bottom, left, right) = kernel, strides, dilations, pads
         self.geometry = (sh, sw, top, bottom, left, right, dh, dw, groups)
-        self.cfg = Tensor(np.array(self.geometry + (0,), np.int64))
-        self.library = None
+        self.library = None  # use_library sets it, the operators and their cfg (the geometry and the bf16 flag)
 
         def conv_size(size, k, s, d, before, after):
             return (size + before + after - d * (k - 1) - 1) // s + 1
