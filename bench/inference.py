@@ -1,6 +1,6 @@
 """Milliseconds per image of one model's inference network on each backend, in the same run.
 
-    python bench/inference.py --model pix2pix --size 256 [--runs 10] [--backends mindspore,mindspore-bf16,onnxruntime,openvino,openvino-bf16,torch]
+    python bench/inference.py --model pix2pix --size 256 [--runs 10] [--backends mindspore,mindspore-bf16,onnxruntime,onnxruntime-direct,openvino,openvino-bf16,torch]
     python bench/inference.py --model crn --size 256 [--runs 3] [--backends mindspore,onnxruntime,openvino,torch]
     python bench/inference.py --model cocosnet --size 256 [--runs 3] [--backends mindspore,onnxruntime,openvino]
 
@@ -9,7 +9,8 @@ One random-weight checkpoint (seed 0) is written and its ``export.py`` graph wri
 input, batch 1: ``mindspore`` (graph mode, the model config's ``cpu_conv`` path or ``--cpu_conv``; what
 ``predict.py --backend=mindspore`` runs; ``mindspore-bf16``: the same with ``--precision=bf16``, on CPUs with AMX or
 AVX512_BF16), ``onnxruntime`` / ``openvino`` / ``openvino-bf16`` (the ONNX
-file through ``common.backends.load_backend``, as ``--backend=... [--precision=bf16]``) and ``torch``
+file through ``common.backends.load_backend``, as ``--backend=... [--precision=bf16]``; onnxruntime with its large
+3x3 convolutions as Winograd F(4x4, 3x3), ``onnxruntime-direct`` with the file's own ``Conv`` nodes) and ``torch``
 (the network restated in PyTorch, eval mode, no_grad: pix2pix's unet with its own random weights; CRN with
 the checkpoint's weights, so its outputs are compared too). Each line: median ms/image over ``--runs`` after
 2 warm-up runs, load/compile time, peak RSS of that process and the max |output - MindSpore output| (not for
@@ -31,7 +32,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-BACKENDS = ("mindspore", "mindspore-bf16", "onnxruntime", "openvino", "openvino-bf16", "torch")
+BACKENDS = ("mindspore", "mindspore-bf16", "onnxruntime", "onnxruntime-direct", "openvino", "openvino-bf16", "torch")
 WARMUP = 2
 
 
@@ -207,8 +208,9 @@ def worker_run(args):
     else:
         import common  # noqa: F401  (the oneDNN cap of a predict.py process; OpenVINO compiles without it)
         from common.backends import load_backend
-        kind, _, precision = args.worker.partition("-")
-        runner = load_backend(kind, info["onnx"], precision=precision or "f32")
+        kind, _, variant = args.worker.partition("-")
+        runner = load_backend(kind, info["onnx"], precision="bf16" if variant == "bf16" else "f32",
+                              winograd=variant != "direct")
 
         def run():
             return runner(feeds)[0]

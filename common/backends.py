@@ -10,7 +10,9 @@ only this signature (``ModelSpec.runners``), so ``--backend`` swaps the runtime 
 
 * ``mindspore``: :class:`CellRunner`, the MindSpore network itself (the default; every convolution on the
   process's ``cpu_conv`` path).
-* ``onnxruntime``: the ONNX file in ``onnxruntime.InferenceSession`` on the CPU execution provider.
+* ``onnxruntime``: the ONNX file in ``onnxruntime.InferenceSession`` on the CPU execution provider, its large 3x3
+  convolutions rewritten as Winograd F(4x4, 3x3) in memory (:mod:`common.onnx_winograd`; ``winograd=False``: as
+  written).
 * ``openvino``: the ONNX file compiled by OpenVINO for its CPU plugin, float32 by default; ``precision="bf16"``
   sets the bf16 inference-precision hint (CPUs with AVX512_BF16 or AMX; README, Performance, gives its error).
 
@@ -62,13 +64,14 @@ class GraphRunner:
         kind: ``onnxruntime`` or ``openvino``.
         path: the ONNX file.
         precision: ``f32`` or ``bf16`` (OpenVINO's inference-precision hint).
+        note: what the runtime was given beyond the file (onnxruntime's Winograd rewrite), for :meth:`describe`.
         inputs: ``{name: shape}`` of the graph's inputs (static shapes, as ``export.py`` writes them).
         output_names: the graph's outputs, in order, each as the set of its tensor names (OpenVINO keeps the
             producing node's name beside the ONNX output name).
     """
 
-    def __init__(self, kind, path, precision, inputs, output_names, run):
-        self.kind, self.path, self.precision = kind, path, precision
+    def __init__(self, kind, path, precision, inputs, output_names, run, note=""):
+        self.kind, self.path, self.precision, self.note = kind, path, precision, note
         self.inputs, self.output_names = inputs, [set(names) for names in output_names]
         self.input_names = tuple(inputs)
         self._run = run
@@ -80,7 +83,7 @@ class GraphRunner:
         return self._run({name: np.ascontiguousarray(feeds[name], np.float32) for name in self.input_names})
 
     def describe(self):
-        return f"{self.kind} ({self.precision}) on {self.path}"
+        return f"{self.kind} ({self.precision}) on {self.path}{self.note}"
 
     def check(self, inputs, output_names, what):
         """Raise :class:`BackendError` unless the graph has these ``inputs`` ({name: shape}) and outputs.
@@ -128,18 +131,60 @@ def _static_shape(dims, path, name):
     return list(dims)
 
 
-def _load_onnxruntime(ort, path, precision):
+def _load_onnxruntime(ort, path, precision, winograd):
     if precision != "f32":
         raise BackendError(f"--precision={precision}: onnxruntime runs f32 here; use --backend=openvino for bf16")
+    source, options, handed_over, note = path, ort.SessionOptions(), [], ""
+    if winograd:
+        import onnx
+        from common.onnx_winograd import winograd_convolutions
+        try:
+            model = onnx.load(path)
+        except Exception as e:  # protobuf's DecodeError and onnx's own errors for a bad file
+            raise BackendError(f"onnxruntime cannot load {path}: {str(e).splitlines()[0]}") from None
+        rewritten, candidates = winograd_convolutions(model)
+        if rewritten:
+            handed_over = _hand_over_initializers(ort, model, options)
+            source = model.SerializeToString()
+            # planned as one block per run, the tile transforms' large short-lived tensors took 2x the memory
+            # (CRN 256p: 9.8 against 6.4 GB peak, same speed)
+            options.enable_mem_pattern = False
+            note = f"; {rewritten} of {candidates} 3x3 convolutions as Winograd F(4x4, 3x3)"
+        del model
     try:
-        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types for a bad file
         raise BackendError(f"onnxruntime cannot load {path}: {str(e).splitlines()[0]}") from None
+    del handed_over  # copied into the session
     inputs = {i.name: _static_shape(i.shape, path, i.name) for i in session.get_inputs()}
-    return inputs, [{o.name} for o in session.get_outputs()], lambda feeds: session.run(None, feeds)
+    return inputs, [{o.name} for o in session.get_outputs()], lambda feeds: session.run(None, feeds), note
 
 
-def _load_openvino(ov, path, precision):
+def _hand_over_initializers(ort, model, options, min_bytes=1 << 20):
+    """Move ``model``'s initializers of ``min_bytes`` or more out of the protobuf into ``options`` (onnxruntime's
+    external initializers, which it copies when the session is created). The serialized model then holds no large
+    weights: no third copy of them while the session loads, and no 2 GB protobuf limit (the Winograd kernels take
+    4x the weights' size). Returns the OrtValues, which must stay alive until the session is created."""
+    from onnx import TensorProto, numpy_helper
+    names, values = [], []
+    for tensor in model.graph.initializer:
+        if tensor.ByteSize() < min_bytes or tensor.data_location == TensorProto.EXTERNAL:
+            continue
+        array = np.ascontiguousarray(numpy_helper.to_array(tensor))
+        for field in ("raw_data", "float_data", "int32_data", "int64_data", "double_data"):
+            tensor.ClearField(field)
+        tensor.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", tensor.name), ("offset", "0"), ("length", str(array.nbytes))):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+        names.append(tensor.name)
+        values.append(ort.OrtValue.ortvalue_from_numpy(array))
+    if names:
+        options.add_external_initializers(names, values)
+    return values
+
+
+def _load_openvino(ov, path, precision, winograd):
     with _onednn_uncapped():  # the plugin's first call (even a property query) latches the ISA
         core = ov.Core()
         if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
@@ -163,10 +208,10 @@ def _load_openvino(ov, path, precision):
         result = request.infer(feeds)
         return [np.array(result[port]) for port in outputs]
 
-    return inputs, [port.get_names() for port in outputs], run
+    return inputs, [port.get_names() for port in outputs], run, ""
 
 
-def load_backend(kind, onnx_path, *, precision="f32"):
+def load_backend(kind, onnx_path, *, precision="f32", winograd=True):
     """A :class:`GraphRunner` of the ONNX file ``onnx_path`` on ``kind`` (``onnxruntime`` or ``openvino``).
 
     Args:
@@ -174,6 +219,8 @@ def load_backend(kind, onnx_path, *, precision="f32"):
         onnx_path: an ONNX file with static input shapes (what ``export.py`` writes).
         precision: ``f32``, or ``bf16`` (OpenVINO only: its CPU plugin's inference-precision hint).
             Both runtimes use every core.
+        winograd: onnxruntime only: run the graph's large 3x3 convolutions as Winograd F(4x4, 3x3)
+            (:mod:`common.onnx_winograd`, applied in memory; the file is not changed). False: the file as it is.
 
     Raises:
         BackendError: the package is not installed (the message names the pip package), the precision is not
@@ -187,5 +234,5 @@ def load_backend(kind, onnx_path, *, precision="f32"):
     if not os.path.isfile(onnx_path):
         raise FileNotFoundError(f"ONNX file {onnx_path} does not exist; write it with the model's export.py")
     load = _load_onnxruntime if kind == "onnxruntime" else _load_openvino
-    inputs, output_names, run = load(module, onnx_path, precision)
-    return GraphRunner(kind, onnx_path, precision, inputs, output_names, run)
+    inputs, output_names, run, note = load(module, onnx_path, precision, winograd)
+    return GraphRunner(kind, onnx_path, precision, inputs, output_names, run, note)

@@ -20,10 +20,10 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from common import cpu_kernels
-from common.conv import (Col2Im, Conv2d, ConvTranspose2d, Im2Col, pack_weights, use_conv_impl, winograd_matrices,
-                         winograd_tile)
+from common.conv import Col2Im, Conv2d, ConvTranspose2d, Im2Col, pack_weights, use_conv_impl, winograd_tile
 from common.export import prepare_for_export
 from common.layers import LeakyReLU, NearestUpsample
+from common.winograd import winograd_matrices
 from common.runtime import cpu_flags, cpu_has_avx512, select_cpu_conv, select_cpu_precision
 
 
