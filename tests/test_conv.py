@@ -677,25 +677,30 @@ def test_use_conv_impl_switches_fcn8s(pynative):
     _check_switch(FCN8s(num_classes=5, channels=(4, 4, 8, 8, 8), fc=8), (_images((1, 3, 20, 24)),), 13 + 5 + 3)
 
 
-@pytest.mark.parametrize("cpu_conv, device, user_isa, avx512, expected", [
-    ("auto", "CPU", None, True, ("winograd", "AVX512_CORE")),
-    ("auto", "CPU", None, False, ("native", "AVX2")),
-    ("auto", "CPU", "AVX2", True, ("native", None)),           # the user's cap rules out AVX-512 matmuls
-    ("auto", "CPU", "avx512_core", True, ("winograd", None)),
-    ("winograd", "CPU", None, True, ("winograd", "AVX512_CORE")),
-    ("native", "CPU", None, True, ("native", "AVX2")),
-    ("matmul", "CPU", None, False, ("matmul", "AVX2")),
-    ("matmul", "GPU", None, True, ("native", None)),
-    ("onednn", "CPU", None, True, ("onednn", "AVX512_CORE")),
-    ("onednn", "CPU", None, False, ("onednn", "AVX2")),
+AVX512 = frozenset({"sse", "avx2", "avx512f"})
+AVX2 = frozenset({"sse", "avx2"})
+
+
+@pytest.mark.parametrize("cpu_conv, device, user_isa, flags, expected", [
+    ("auto", "CPU", None, AVX512, ("winograd", "AVX512_CORE")),
+    ("auto", "CPU", None, AVX2, ("winograd", "AVX2")),
+    ("auto", "CPU", None, frozenset({"sse"}), ("native", "AVX2")),
+    ("auto", "CPU", "AVX2", AVX512, ("winograd", None)),          # the user's cap is kept
+    ("auto", "CPU", "avx512_core", AVX512, ("winograd", None)),
+    ("winograd", "CPU", None, AVX512, ("winograd", "AVX512_CORE")),
+    ("native", "CPU", None, AVX512, ("native", "AVX2")),
+    ("matmul", "CPU", None, AVX2, ("matmul", "AVX2")),
+    ("matmul", "GPU", None, AVX512, ("native", None)),
+    ("onednn", "CPU", None, AVX512, ("onednn", "AVX512_CORE")),
+    ("onednn", "CPU", None, AVX2, ("onednn", "AVX2")),
 ])
-def test_select_cpu_conv(cpu_conv, device, user_isa, avx512, expected):
-    assert select_cpu_conv(cpu_conv, device, user_isa, avx512) == expected
+def test_select_cpu_conv(cpu_conv, device, user_isa, flags, expected):
+    assert select_cpu_conv(cpu_conv, device, user_isa, flags) == expected
 
 
 def test_select_cpu_conv_rejects_unknown_choice():
     with pytest.raises(ValueError, match="cpu_conv='gpu'.*auto"):
-        select_cpu_conv("gpu", "CPU", None, True)
+        select_cpu_conv("gpu", "CPU", None, AVX512)
 
 
 def test_cpu_has_avx512_reads_cpuinfo(tmp_path):
