@@ -439,7 +439,7 @@ def test_cocosnet_adapter_matches_predict_and_rejects_a_bad_exemplar(tmp_path):
     images, _ = model.run(ids, read_exemplar(model.adapter, str(tmp_path / "ex.png")))
 
     pcfg = drivers.parse(spec, [f"--output_dir={tmp_path / 'run'}", f"--exemplar={tmp_path / 'ex.png'}"])
-    nets, _ = drivers.load_inference(spec, pcfg)
+    nets, _ = drivers.load_inference(spec, pcfg, drivers._runtime(pcfg).conv_impl)  # as predict.py
     os.makedirs(tmp_path / "predict")
     spec.predict(pcfg, nets, [str(tmp_path / "label.png")], str(tmp_path / "predict"))
     assert len(images) == 2 and model.adapter.output_names(model.cfg, 2) == ["output", "warped exemplar"]
@@ -466,7 +466,7 @@ def test_osmis_adapter_samples_what_predict_writes(tmp_path):
     assert captions == ["sample 0", "sample 0 mask", "sample 1", "sample 1 mask"]
 
     pcfg = drivers.parse(spec, [f"--output_dir={tmp_path / 'osmis'}", "--num_generated=2", "--seed=5"])
-    nets, _ = drivers.load_inference(spec, pcfg)
+    nets, _ = drivers.load_inference(spec, pcfg, drivers._runtime(pcfg).conv_impl)  # as predict.py
     os.makedirs(tmp_path / "predict")
     spec.predict(pcfg, nets, [], str(tmp_path / "predict"))
     for i in range(2):
@@ -549,7 +549,7 @@ def test_page_switches_to_osmis_and_samples_what_predict_writes(server, page, tm
     out = tmp_path / "predict"
     os.makedirs(out)
     pcfg = drivers.parse(spec, [f"--ckpt={cfg.output_dir}/ckpt", "--num_generated=2", "--seed=5"])
-    nets, _ = drivers.load_inference(spec, pcfg)
+    nets, _ = drivers.load_inference(spec, pcfg, drivers._runtime(pcfg).conv_impl)  # as predict.py
     spec.predict(pcfg, nets, [], str(out))
     np.testing.assert_array_equal(download(page, "_k2.png", tmp_path / "k2.png"), read_image(str(out / "0001.png")))
     np.testing.assert_array_equal(download(page, "_k1.png", tmp_path / "k1.png"),
@@ -597,7 +597,8 @@ def test_page_switches_to_cocosnet_shows_the_warped_exemplar_and_matches_predict
     os.makedirs(tmp_path / "predict")
     ms.set_context(mode=ms.PYNATIVE_MODE)  # compiles nothing: 10 s less on 2 cores
     try:
-        nets, _ = drivers.load_inference(spec, pcfg, log=lambda *_: None)  # label_nc etc. from the checkpoint
+        nets, _ = drivers.load_inference(spec, pcfg, drivers._runtime(pcfg).conv_impl,
+                                            log=lambda *_: None)  # label_nc etc. from the checkpoint
         ids = colors_to_ids(label, adapter_for("cocosnet").palette(pcfg))
         cv2_write_ids(tmp_path / "scene.png", np.where(ids == IGNORE, 0, ids))
         spec.predict(pcfg, nets, [str(tmp_path / "scene.png")], str(tmp_path / "predict"))
