@@ -184,7 +184,7 @@ def _hand_over_initializers(ort, model, options, min_bytes=1 << 20):
     return values
 
 
-def _load_openvino(ov, path, precision, winograd):
+def _load_openvino(ov, path, precision):
     with _onednn_uncapped():  # the plugin's first call (even a property query) latches the ISA
         core = ov.Core()
         if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
@@ -233,6 +233,8 @@ def load_backend(kind, onnx_path, *, precision="f32", winograd=True):
     module = _import(kind)
     if not os.path.isfile(onnx_path):
         raise FileNotFoundError(f"ONNX file {onnx_path} does not exist; write it with the model's export.py")
-    load = _load_onnxruntime if kind == "onnxruntime" else _load_openvino
-    inputs, output_names, run, note = load(module, onnx_path, precision, winograd)
+    if kind == "onnxruntime":
+        inputs, output_names, run, note = _load_onnxruntime(module, onnx_path, precision, winograd)
+    else:
+        inputs, output_names, run, note = _load_openvino(module, onnx_path, precision)
     return GraphRunner(kind, onnx_path, precision, inputs, output_names, run, note)
