@@ -28,8 +28,8 @@ TILE = 4
 # The smallest layers rewritten: at least MIN_CHANNELS input and output channels and MIN_TILES 4x4 output tiles
 # (B*T). Measured in onnxruntime 1.32 on a 2-core AMD EPYC (AVX2), one layer, 3x3 pad 1, batch 1 (the measurement
 # of `python bench/onnx_winograd_layer.py CINxCOUTxHxW ...`), ms native -> rewritten: 1024->1024 at 64x128
-# 922 -> 523, at 16x32 72 -> 39, at 8x16 (8 tiles) 17 -> 15, at 4x8 (2 tiles) 6 -> 13; 1044->512 at 128x256 2109 -> 892; 512->512 at 256x512 4693 -> 2091; 256->256 at 128x256 265 -> 212,
-# at 8x8 0.6 -> 1.8; 128->128 at 128x256 60 -> 74, 512->128 and 128->512 at 64x64 35 -> 35 and 34 -> 39 (few
+# 922 -> 523, at 16x32 72 -> 39, at 8x16 (8 tiles) 17 -> 15, at 4x8 (2 tiles) 6 -> 13; 1044->512 at 128x256
+# 2109 -> 892; 512->512 at 256x512 4693 -> 2091; 256->256 at 128x256 265 -> 212, at 8x8 0.6 -> 1.8; 128->128 at 128x256 60 -> 74, 512->128 and 128->512 at 64x64 35 -> 35 and 34 -> 39 (few
 # channels: the tile transforms and layout changes, memory-bound, outweigh the 4x fewer multiplies).
 MIN_TILES = 8
 MIN_CHANNELS = 256
