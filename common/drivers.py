@@ -23,7 +23,7 @@ from common.config import ConfigError, load_config
 from common.conv import pack_weights, use_conv_impl
 from common.data import BatchLoader
 from common.export import ExportError, check_mindir_parity, check_onnx_parity, export_mindir, export_onnx
-from common.io import atomic_file, list_images
+from common.io import atomic_file, list_images, write_image
 from common.layers import set_dropout_rank
 from common.runtime import init_runtime
 from common.spectral_norm import fold_spectral_norm
@@ -173,8 +173,11 @@ def train(spec, cfg):
         return next(iter(rates.values())) if len(set(rates.values())) == 1 else None
 
     def end_epoch(epoch):
+        # Every rank computes the grid, so that the ranks reach the next collective together: MindSpore's CPU
+        # AllReduce fails after 30 s of waiting, less than a first sample-graph compile can take on rank 0.
+        grid = spec.sample_grid(cfg, trainer, data)
         if rt.is_main:
-            spec.write_samples(cfg, trainer, data, os.path.join(cfg.output_dir, "samples", f"epoch_{epoch + 1:04d}.png"))
+            write_image(os.path.join(cfg.output_dir, "samples", f"epoch_{epoch + 1:04d}.png"), grid)
 
     return loop.run(step, start_epoch, end_epoch)
 

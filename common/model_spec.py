@@ -159,8 +159,8 @@ class ModelSpec(abc.ABC):
         """-> :class:`Trainer`."""
 
     @abc.abstractmethod
-    def write_samples(self, cfg, trainer, data, path):
-        """Write a sample grid of the current networks on the first validation samples to ``path``."""
+    def sample_grid(self, cfg, trainer, data):
+        """The sample grid of the current networks on the first validation samples: uint8 [H, W, 3]."""
 
     @abc.abstractmethod
     def build_inference(self, cfg):

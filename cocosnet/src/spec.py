@@ -150,7 +150,7 @@ class CoCosNetSpec(ModelSpec):
                        n_epochs=cfg.n_epochs + cfg.n_epochs_decay, learning_rates=learning_rates, notes=notes,
                        keep_conv_transforms=True)  # README.md Performance: 256x256 19.0 -> 18.3 s for +1.4 GB
 
-    def write_samples(self, cfg, trainer, data, path):
+    def sample_grid(self, cfg, trainer, data):
         nets = {k: trainer.networks[k] for k in self.inference_components}
         for net in nets.values():
             net.set_train(False)
@@ -163,7 +163,7 @@ class CoCosNetSpec(ModelSpec):
             rows.append([colorize(seg, table), _uint8(ref), warped[0], out[0], _uint8(real)])
         for net in nets.values():
             net.set_train(True)
-        write_image(path, make_grid(rows))
+        return make_grid(rows)
 
     def network_runner(self, cfg, component, net):
         names = {"Corr": CORR_NAMES[0], "G": GEN_NAMES[0]}[component]

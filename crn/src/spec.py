@@ -113,9 +113,9 @@ class CRNSpec(ModelSpec):
                        frozen={"VGG": perceptual}, n_epochs=cfg.n_epochs, learning_rates=lambda epoch: {"opt_G": cfg.lr},
                        on_fresh_start=fresh_start, notes=notes)
 
-    def write_samples(self, cfg, trainer, data, path):
-        write_image(path, sample_grid(trainer.networks["G"], data.val, range(min(SAMPLE_ROWS, len(data.val))),
-                                      config_class_table(cfg)))
+    def sample_grid(self, cfg, trainer, data):
+        return sample_grid(trainer.networks["G"], data.val, range(min(SAMPLE_ROWS, len(data.val))),
+                           config_class_table(cfg))
 
     def build_inference(self, cfg):
         net = build_generator(cfg, cfg.num_classes + 1)

@@ -178,10 +178,10 @@ class OSMISSpec(ModelSpec):
     def network_runner(self, cfg, component, net):
         return CellRunner(ExportedGenerator(net), ("noise",))
 
-    def write_samples(self, cfg, trainer, data, path):
+    def sample_grid(self, cfg, trainer, data):
         net = trainer.networks["G_ema"]
         z = np.random.RandomState(cfg.seed).standard_normal((SAMPLES, cfg.noise_dim, 1, 1)).astype(np.float32)
-        write_image(path, contact_sheet(net, z, cfg.num_mask_channels, config_class_table(cfg)))
+        return contact_sheet(net, z, cfg.num_mask_channels, config_class_table(cfg))
 
     def build_inference(self, cfg):
         arch = network_arch(cfg)

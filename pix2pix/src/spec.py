@@ -16,7 +16,7 @@ from pix2pix.src.dataset import AlignedDataset, check_image_size, plan_tiles
 from pix2pix.src.model import valid_sizes
 from pix2pix.src.train_step import Pix2PixTrainStep
 from pix2pix.src.utils import (build_generator, build_networks, build_optimizers, fcn_label_dir, frame_labels,
-                               val_dataset, write_sample_grid)
+                               val_dataset, sample_grid)
 
 __all__ = ["Pix2PixSpec", "input_image"]
 
@@ -72,8 +72,8 @@ class Pix2PixSpec(ModelSpec):
                        optimizers={"opt_G": opt_G, "opt_D": opt_D}, n_epochs=n_const + n_decay,
                        learning_rates=learning_rates)
 
-    def write_samples(self, cfg, trainer, data, path):
-        write_sample_grid(trainer.networks["G"], data.val, path, cfg.num_samples)
+    def sample_grid(self, cfg, trainer, data):
+        return sample_grid(trainer.networks["G"], data.val, cfg.num_samples)
 
     def image_size(self, cfg):
         """Side of predict/export inputs: ``image_size``, or the training crop size (from the checkpoint)."""

@@ -7,12 +7,12 @@ import numpy as np
 from mindspore import nn
 
 from common.conv import pack_weights, use_conv_impl
-from common.io import make_grid, tensor_to_uint8, write_image
+from common.io import make_grid, tensor_to_uint8
 from pix2pix.src.dataset import AlignedDataset, check_image_size
 from pix2pix.src.model import define_D, define_G, valid_sizes
 
 __all__ = ["build_generator", "build_networks", "build_optimizers", "val_dataset", "generate", "validation_l1",
-           "write_sample_grid", "fcn_label_dir", "frame_labels", "make_bench_step"]
+           "sample_grid", "fcn_label_dir", "frame_labels", "make_bench_step"]
 
 
 def build_generator(cfg, size=None):
@@ -66,15 +66,15 @@ def validation_l1(netG, dataset, limit=0, protocol="paper"):
     return total / max(n, 1)
 
 
-def write_sample_grid(netG, dataset, path, num=4):
-    """Write rows of (input | output | target) for the first ``num`` validation pairs to ``path``."""
+def sample_grid(netG, dataset, num=4):
+    """Rows of (input | output | target) for the first ``num`` validation pairs: uint8 [H, W, 3]."""
     rows = []
     rng = np.random.RandomState(0)
     for i in range(min(num, len(dataset))):
         a, b = dataset.get(i, rng)
         fake = generate(netG, a[None])[0]
         rows.append([tensor_to_uint8(a[:3]), tensor_to_uint8(fake[:3]), tensor_to_uint8(b[:3])])
-    write_image(path, make_grid(rows))
+    return make_grid(rows)
 
 
 def fcn_label_dir(cfg, root, demo):
