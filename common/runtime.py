@@ -111,9 +111,11 @@ def select_cpu_precision(precision, device_target, conv_impl, user_isa, flags):
 
     ``bf16`` (CPU only) makes oneDNN compute every float32 MatMul, hence every matmul / winograd convolution
     (``common/conv.py``), with bfloat16 inputs and float32 accumulation (``ONEDNN_DEFAULT_FPMATH_MODE=BF16``),
-    on AMX tiles where the CPU has them (cap ``AVX512_CORE_AMX``), else AVX512_BF16 (``AVX512_CORE_BF16``).
-    Raises ``ValueError`` where it cannot take effect: another device, native convolutions, or a CPU without
-    bf16 instructions (``flags``: :func:`cpu_flags`).
+    on AMX tiles (cap ``AVX512_CORE_AMX``). Without AMX, oneDNN's MatMul stays float32 under that mode (its
+    ``brg_matmul:avx512_core``, measured on an AMD Zen 4), while its convolutions, the ``onednn`` path, take bf16
+    on AVX512_BF16 (cap ``AVX512_CORE_BF16``). Raises ``ValueError`` where it cannot take effect: another
+    device, native convolutions, matmul / winograd convolutions without AMX, or a CPU without bf16 instructions
+    (``flags``: :func:`cpu_flags`).
     """
     if precision not in PRECISION_CHOICES:
         raise ValueError(f"precision={precision!r} is not supported; choose one of {PRECISION_CHOICES}")
@@ -130,6 +132,10 @@ def select_cpu_precision(precision, device_target, conv_impl, user_isa, flags):
     if not amx and "avx512_bf16" not in flags:
         raise ValueError("precision=bf16 needs a CPU with AMX or AVX512_BF16 (flags amx_bf16 / avx512_bf16 in "
                          "/proc/cpuinfo); this one has neither: use precision=f32")
+    if not amx and conv_impl != "onednn":
+        raise ValueError(f"precision=bf16 with cpu_conv={conv_impl}: oneDNN computes MatMul in bf16 on AMX tiles only, "
+                         f"and this CPU has AVX512_BF16 without AMX (its MatMul would stay float32): use "
+                         f"cpu_conv=onednn, whose convolutions take bf16 here, or precision=f32")
     if user_isa:
         return None
     return "AVX512_CORE_AMX" if amx else "AVX512_CORE_BF16"

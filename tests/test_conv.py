@@ -716,7 +716,7 @@ def test_cpu_has_avx512_reads_cpuinfo(tmp_path):
 @pytest.mark.parametrize("precision, impl, user_isa, flags, expected", [
     ("f32", "winograd", None, {"amx_bf16"}, None),
     ("bf16", "winograd", None, {"avx512f", "avx512_bf16", "amx_bf16"}, "AVX512_CORE_AMX"),
-    ("bf16", "matmul", None, {"avx512f", "avx512_bf16"}, "AVX512_CORE_BF16"),
+    ("bf16", "onednn", None, {"avx512f", "avx512_bf16"}, "AVX512_CORE_BF16"),
     ("bf16", "matmul", "AVX512_CORE_BF16", {"avx512f", "avx512_bf16", "amx_bf16"}, None),  # the user's cap is kept
 ])
 def test_select_cpu_precision(precision, impl, user_isa, flags, expected):
@@ -728,6 +728,8 @@ def test_select_cpu_precision(precision, impl, user_isa, flags, expected):
     ("bf16", "GPU", "native", {"amx_bf16"}, r"bf16 is a CPU option.*on GPU use amp_level=O1 or O2"),
     ("bf16", "CPU", "native", {"amx_bf16"}, r"native convolutions run under the AVX2 cap.*use cpu_conv=winograd"),
     ("bf16", "CPU", "winograd", {"avx512f"}, r"needs a CPU with AMX or AVX512_BF16.*use precision=f32"),
+    ("bf16", "CPU", "matmul", {"avx512f", "avx512_bf16"}, r"cpu_conv=matmul: oneDNN computes MatMul in bf16 on AMX "
+                                                            r"tiles only.*use cpu_conv=onednn"),
 ])
 def test_select_cpu_precision_refuses_what_cannot_take_effect(precision, device, impl, flags, message):
     with pytest.raises(ValueError, match=message):
@@ -754,9 +756,13 @@ np.savez(sys.argv[3], y=conv(ms.Tensor(x)).asnumpy(), dx=grad(ms.Tensor(x)).asnu
 """
 
 
+NO_AMX = pytest.mark.skipif("amx_bf16" not in cpu_flags(), reason="oneDNN's MatMul takes bf16 on AMX only")
+
+
 @pytest.mark.skipif(not cpu_has_avx512() or not {"amx_bf16", "avx512_bf16"} & cpu_flags(),
                     reason="the CPU has no AVX-512 bf16 instructions")
-@pytest.mark.parametrize("impl", ["matmul", "winograd", "onednn"])
+@pytest.mark.parametrize("impl", [pytest.param("matmul", marks=NO_AMX), pytest.param("winograd", marks=NO_AMX),
+                                  "onednn"])
 def test_bf16_precision_rounds_matmul_inputs_to_bf16_and_accumulates_in_f32(tmp_path, impl):
     """In a process of its own (oneDNN reads the mode once): the convolution's output against a float64
     numpy sum, and its input gradient against the f32 run's, differ at bf16's level (2^-8 relative rounding of
