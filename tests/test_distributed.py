@@ -447,20 +447,18 @@ def test_resume_refuses_ranks_that_see_different_snapshots(tmp_path):
 
 
 
-def test_every_rank_computes_the_epoch_samples_and_rank_0_alone_writes_them(tmp_path, monkeypatch, demo_cache):
-    """The ranks stay in step over the epoch-end sample grid: MindSpore's CPU AllReduce fails after 30 s of
-    waiting, and a first compile of the sample graphs on rank 0 alone took longer under load."""
+
+def test_every_rank_computes_the_epoch_samples(tmp_path, monkeypatch, demo_cache):
+    """A rank other than 0 computes the epoch-end sample grid too and writes nothing (rank 0's writing: the
+    pix2pix demo test): the ranks stay in step, since MindSpore's CPU AllReduce fails after 30 s of waiting and
+    a first compile of the sample graphs on rank 0 alone took longer under load."""
     from common.runtime import Runtime
     from pix2pix.src.spec import Pix2PixSpec
-    spec, grids, main = Pix2PixSpec(), [], {}
+    spec, grids = Pix2PixSpec(), []
     compute = spec.sample_grid
     monkeypatch.setattr(spec, "sample_grid", lambda *args: grids.append(compute(*args)) or grids[-1])
-    monkeypatch.setattr(Runtime, "is_main", property(lambda rt: main["rank"] == 0))
-    for main["rank"] in (1, 0):
-        grids.clear()
-        out = tmp_path / f"rank{main['rank']}"
-        drivers.train(spec, drivers.parse(spec, argv(PIX2PIX, demo_train=2, demo_epochs=2, demo_epochs_decay=0,
-                                                     output_dir=out)))
-        assert len(grids) == 2 and grids[0].ndim == 3 and grids[0].dtype == np.uint8
-        written = sorted(os.listdir(out / "samples")) if (out / "samples").is_dir() else []
-        assert written == ([] if main["rank"] else ["epoch_0001.png", "epoch_0002.png"]), written
+    monkeypatch.setattr(Runtime, "is_main", property(lambda rt: False))
+    drivers.train(spec, drivers.parse(spec, argv(PIX2PIX, demo_train=2, demo_epochs=1, demo_epochs_decay=0,
+                                                 output_dir=tmp_path)))
+    assert len(grids) == 1 and grids[0].ndim == 3 and grids[0].dtype == np.uint8 and grids[0].std() > 0
+    assert not (tmp_path / "samples").exists()
