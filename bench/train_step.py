@@ -93,7 +93,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="pix2pix")
     parser.add_argument("--size", type=parse_size, default=256, help="N (square) or HxW (OSMIS)")
-    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--batch", type=int, help="samples per step (default: the model config's batch_size; OSMIS 5)")
     parser.add_argument("--steps", type=int, default=7)
     parser.add_argument("--device", default="CPU")
     parser.add_argument("--cpu_conv", choices=["auto", "native", "matmul", "winograd", "onednn"],
@@ -124,6 +124,9 @@ def main():
             print(f"torch reference failed: {out.stderr[-500:]}")
 
     rt, build = step_builder(args.model, args.cpu_conv, args.device, args.mode, args.no_masks, args.precision)
+    if args.batch is None:  # after the PyTorch run: importing common sets oneDNN's cap in this environment
+        from common.config import load_config
+        args.batch = load_config(os.path.join(REPO, args.model, "default_config.yaml")).batch_size
     t = time.perf_counter()
     step = build(args.size, args.batch)
     step()
