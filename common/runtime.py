@@ -18,6 +18,10 @@ __all__ = ["Runtime", "init_runtime", "launched_by_msrun", "set_seed", "select_c
 DEVICE_TARGETS = ("CPU", "GPU", "Ascend")
 CPU_CONV_CHOICES = ("auto", "native", "matmul", "winograd", "onednn")
 PRECISION_CHOICES = ("f32", "bf16")
+# How long a rank's CPU collective (MindSpore's own AllReduce) waits for the others: MS_NODE_TIMEOUT, read by
+# the worker when it joins (30 s by default, less than ranks can drift apart while compiling a large network or
+# while rank 0 writes a snapshot). The scheduler keeps its own value, so a killed worker is still noticed soon.
+CPU_COLLECTIVE_TIMEOUT_S = 900
 
 
 @dataclass(frozen=True)
@@ -153,7 +157,9 @@ def init_runtime(device_target="CPU", mode="graph", seed=0, device_id=None, dist
             :class:`common.layers.CounterDropout`'s per-rank stream (the training driver applies
             ``common.layers.set_dropout_rank(net, Runtime.rank)``).
         device_id: device index; ``None`` lets msrun / MindSpore choose.
-        distributed: force data-parallel on/off; ``None`` means "when launched by msrun".
+        distributed: force data-parallel on/off; ``None`` means "when launched by msrun". On CPU the
+            ranks' collectives wait up to :data:`CPU_COLLECTIVE_TIMEOUT_S` for each other (``MS_NODE_TIMEOUT``
+            in this process, unless you set it).
         cpu_conv: ``native``, ``matmul``, ``winograd``, ``onednn`` or ``auto`` (see :func:`select_cpu_conv`): the process's CPU
             convolution path, returned as ``Runtime.conv_impl``; every network then gets it through
             :func:`common.conv.use_conv_impl` (this function switches no cell itself). Also sets
@@ -185,6 +191,8 @@ def init_runtime(device_target="CPU", mode="graph", seed=0, device_id=None, dist
     rank, group_size = 0, 1
     if distributed:
         from mindspore.communication import get_group_size, get_rank, init
+        if device_target == "CPU":
+            os.environ.setdefault("MS_NODE_TIMEOUT", str(CPU_COLLECTIVE_TIMEOUT_S))
         init()
         rank, group_size = get_rank(), get_group_size()
         ms.reset_auto_parallel_context()

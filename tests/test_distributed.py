@@ -462,3 +462,25 @@ def test_every_rank_computes_the_epoch_samples(tmp_path, monkeypatch, demo_cache
                                                  output_dir=tmp_path)))
     assert len(grids) == 1 and grids[0].ndim == 3 and grids[0].dtype == np.uint8 and grids[0].std() > 0
     assert not (tmp_path / "samples").exists()
+
+
+def test_cpu_ranks_wait_for_each_other_longer_than_mindspore_s_30_s(monkeypatch):
+    """MindSpore's CPU AllReduce gives up after MS_NODE_TIMEOUT seconds (30 by default: a rank still compiling
+    or writing a snapshot failed the launch); init_runtime raises it in the worker before joining, and keeps a
+    value the user set."""
+    import mindspore.communication as comm
+    from common.runtime import CPU_COLLECTIVE_TIMEOUT_S, init_runtime
+    seen = []
+    monkeypatch.setattr(comm, "init", lambda: seen.append(os.environ.get("MS_NODE_TIMEOUT")))
+    monkeypatch.setattr(comm, "get_rank", lambda: 0)
+    monkeypatch.setattr(comm, "get_group_size", lambda: 1)
+    try:
+        for user in (None, "45"):
+            if user is None:
+                monkeypatch.delenv("MS_NODE_TIMEOUT", raising=False)
+            else:
+                monkeypatch.setenv("MS_NODE_TIMEOUT", user)
+            init_runtime("CPU", "graph", seed=0, distributed=True)
+    finally:
+        ms.reset_auto_parallel_context()
+    assert seen == [str(CPU_COLLECTIVE_TIMEOUT_S), "45"] and CPU_COLLECTIVE_TIMEOUT_S >= 600
