@@ -173,8 +173,8 @@ def train(spec, cfg):
         return next(iter(rates.values())) if len(set(rates.values())) == 1 else None
 
     def end_epoch(epoch):
-        # Every rank computes the grid, so that the ranks reach the next collective together: MindSpore's CPU
-        # AllReduce fails after 30 s of waiting, less than a first sample-graph compile can take on rank 0.
+        # Every rank computes the grid, so that the ranks reach the next collective together instead of waiting
+        # there while rank 0 alone compiles and runs the sample networks (README: data-parallel training).
         grid = spec.sample_grid(cfg, trainer, data)
         if rt.is_main:
             write_image(os.path.join(cfg.output_dir, "samples", f"epoch_{epoch + 1:04d}.png"), grid)

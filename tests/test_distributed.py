@@ -450,8 +450,8 @@ def test_resume_refuses_ranks_that_see_different_snapshots(tmp_path):
 
 def test_every_rank_computes_the_epoch_samples(tmp_path, monkeypatch, demo_cache):
     """A rank other than 0 computes the epoch-end sample grid too and writes nothing (rank 0's writing: the
-    pix2pix demo test): the ranks stay in step, since MindSpore's CPU AllReduce fails after 30 s of waiting and
-    a first compile of the sample graphs on rank 0 alone took longer under load."""
+    pix2pix demo test): the ranks stay in step, since MindSpore's CPU AllReduce fails after 30 s of waiting by
+    default and a first compile of the sample graphs on rank 0 alone took longer under load."""
     from common.runtime import Runtime
     from pix2pix.src.spec import Pix2PixSpec
     spec, grids = Pix2PixSpec(), []

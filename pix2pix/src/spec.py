@@ -16,7 +16,7 @@ from pix2pix.src.dataset import AlignedDataset, check_image_size, plan_tiles
 from pix2pix.src.model import valid_sizes
 from pix2pix.src.train_step import Pix2PixTrainStep
 from pix2pix.src.utils import (build_generator, build_networks, build_optimizers, fcn_label_dir, frame_labels,
-                               val_dataset, sample_grid)
+                               sample_grid, val_dataset)
 
 __all__ = ["Pix2PixSpec", "input_image"]
 
