@@ -127,27 +127,40 @@ class GradientUpdate(nn.Cell):
         return ops.depend(ms.Tensor(True), self.optimizer(grads))
 
 
-class _ScaledLoss(nn.Cell):
-    """``loss_cell`` with its (first) output multiplied by the loss scale (the gradient's scale)."""
+class _DifferentiatedLoss(nn.Cell):
+    """``loss_cell`` with its (first) output multiplied by the loss scale (the gradient's scale), when a
+    scaler is given; with ``has_aux``, one placeholder output appended (see :class:`_LossGrad`)."""
 
     def __init__(self, loss_cell, loss_scaler, *, has_aux=True):
         super().__init__(auto_prefix=False)
         self.loss_cell = loss_cell
         self.loss_scaler = loss_scaler
         self.has_aux = has_aux
+        self.placeholder = ms.Tensor(0.0, ms.float32)
 
     def construct(self, *inputs):
         outputs = self.loss_cell(*inputs)
         if not self.has_aux:
-            return self.loss_scaler.scale(outputs)
-        return (self.loss_scaler.scale(outputs[0]),) + outputs[1:]
+            return outputs if self.loss_scaler is None else self.loss_scaler.scale(outputs)
+        loss = outputs[0] if self.loss_scaler is None else self.loss_scaler.scale(outputs[0])
+        return (loss,) + outputs[1:] + (self.placeholder,)
 
 
-def _loss_grad(loss_cell, loss_scaler, grad_position, weights, *, has_aux=True):
+class _LossGrad(nn.Cell):
     """value_and_grad of a loss cell returning ``(loss, *aux)`` (``has_aux=False``: a bare loss), its loss
-    scaled when a scaler is given."""
-    cell = _ScaledLoss(loss_cell, loss_scaler, has_aux=has_aux) if loss_scaler is not None else loss_cell
-    return ops.value_and_grad(cell, grad_position, weights, has_aux=has_aux)
+    scaled when a scaler is given: ``(*inputs) -> (outputs, grads)``. A ``(loss,)`` without aux works in both
+    modes: the differentiated cell returns a placeholder more, dropped here (PyNative's value_and_grad refuses
+    ``has_aux`` with fewer than two outputs)."""
+
+    def __init__(self, loss_cell, loss_scaler, grad_position, weights, *, has_aux=True):
+        super().__init__(auto_prefix=False)
+        self.has_aux = has_aux
+        self.loss = _DifferentiatedLoss(loss_cell, loss_scaler, has_aux=has_aux)
+        self.value_and_grad = ops.value_and_grad(self.loss, grad_position, weights, has_aux=has_aux)
+
+    def construct(self, *inputs):
+        outputs, grads = self.value_and_grad(*inputs)
+        return (outputs[:-1] if self.has_aux else outputs), grads
 
 
 def _unscaled(outputs, loss_scaler):
@@ -200,8 +213,7 @@ class TrainOneStep(nn.Cell):
         scaler = make_loss_scaler(loss_scale)
         self.loss_scaler = scaler
         self.update = GradientUpdate(optimizer, clip_norm=clip_norm, loss_scaler=scaler)
-        # a bare loss is differentiated without has_aux (PyNative's value_and_grad refuses a 1-tuple with it)
-        self.grad_fn = _loss_grad(loss_cell, scaler, None, self.update.weights, has_aux=has_aux)
+        self.grad_fn = _LossGrad(loss_cell, scaler, None, self.update.weights, has_aux=has_aux)
         self.hooks = nn.CellList(list(hooks))
 
     def construct(self, *inputs):
@@ -245,8 +257,8 @@ class GANTrainStep(nn.Cell):
         self.update_D = GradientUpdate(opt_D, clip_norm=clip_norm, loss_scaler=self.scaler_D)
         self.weights_G = self.update_G.weights
         self.d_loss, self.g_loss = d_loss, g_loss  # registered, so set_train() reaches D's norm layers
-        self.d_grad = _loss_grad(d_loss, self.scaler_D, None, self.update_D.weights)
-        self.g_grad = _loss_grad(g_loss, self.scaler_G, 0, None)
+        self.d_grad = _LossGrad(d_loss, self.scaler_D, None, self.update_D.weights)
+        self.g_grad = _LossGrad(g_loss, self.scaler_G, 0, None)
         self.hooks = nn.CellList(list(hooks))
 
     def construct(self, *batch):
