@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import common  # noqa: F401
+import mindspore as ms
 
 from common import drivers
 from common.demo_data import STYLED_LABEL_NC
@@ -76,6 +77,15 @@ def cli_error(command, capsys, *argv):
         drivers.main(SPEC, command, list(argv))
     assert exit_info.value.code == 2
     return capsys.readouterr().err
+
+
+def test_pynative_training_is_refused_with_the_reason(tmp_path, capsys):
+    try:
+        err = cli_error("train", capsys, f"--output_dir={tmp_path}", "--mode=pynative", *args(**DEMO, **TINY))
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)
+    assert "--mode=pynative: MindSpore 2.10's PyNative cannot differentiate CoCosNet's train step" in err
+    assert "train with --mode=graph" in err and not os.path.exists(tmp_path / "train.log")
 
 
 def test_cli_errors_name_the_fix(trained, tmp_path, capsys):

@@ -71,6 +71,10 @@ class CoCosNetSpec(ModelSpec):
                                    styled=True)
 
     def check(self, cfg, rt, demo):
+        if cfg.mode == "pynative":
+            raise ConfigError("--mode=pynative: MindSpore 2.10's PyNative cannot differentiate CoCosNet's train step "
+                              "(cocosnet/README.md, Performance); train with --mode=graph (predict, eval and export "
+                              "run in either mode)")
         notes = []
         if demo:
             defaults = load_config(self.config_path)
