@@ -52,7 +52,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="cocosnet")
     parser.add_argument("--size", type=parse_size, default=128, help="N (square) or HxW (OSMIS)")
-    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--batch", type=int, help="samples per step (default: the model config's batch_size; OSMIS 5)")
     parser.add_argument("--steps", type=int, default=2, help="profiled steps (after two warm-up steps)")
     parser.add_argument("--cpu_conv", choices=["auto", "native", "matmul", "winograd", "onednn"],
                         help="CPU convolution path (common/conv.py); default: the model config's cpu_conv")
@@ -63,7 +63,8 @@ def main():
     parser.add_argument("--output", default="profile_output", help="folder of the profiler's raw output")
     args = parser.parse_args()
 
-    rt, build = step_builder(args.model, args.cpu_conv, no_masks=args.no_masks)
+    rt, build, config_batch = step_builder(args.model, args.cpu_conv, no_masks=args.no_masks)
+    args.batch = args.batch or config_batch
     from mindspore import Profiler
     if args.inference:
         utils = importlib.import_module(f"{args.model}.src.utils")

@@ -64,7 +64,8 @@ def torch_command(args, script):
 
 def step_builder(model, cpu_conv=None, device="CPU", mode="graph", no_masks=False, precision="f32"):
     """Initialise the runtime on the model config's ``cpu_conv`` path (or ``cpu_conv``) at ``precision`` and return
-    ``(runtime, build)``, where ``build(size, batch)`` makes ``<model>/src/utils.py: make_bench_step``'s step."""
+    ``(runtime, build, batch_size)``, where ``build(size, batch)`` makes ``<model>/src/utils.py: make_bench_step``'s
+    step and ``batch_size`` is the config's (the recipe's batch: OSMIS trains on 5, which its diversity loss needs)."""
     from common.config import load_config
     from common.runtime import init_runtime
     cfg = load_config(os.path.join(REPO, model, "default_config.yaml"))
@@ -75,7 +76,7 @@ def step_builder(model, cpu_conv=None, device="CPU", mode="graph", no_masks=Fals
 
     def build(size, batch):
         return utils.make_bench_step(size, batch, conv_impl=rt.conv_impl, **extra)
-    return rt, build
+    return rt, build, cfg.batch_size
 
 
 def median_ms(step, steps, warmup=2):
@@ -123,10 +124,9 @@ def main():
         else:
             print(f"torch reference failed: {out.stderr[-500:]}")
 
-    rt, build = step_builder(args.model, args.cpu_conv, args.device, args.mode, args.no_masks, args.precision)
-    if args.batch is None:  # after the PyTorch run: importing common sets oneDNN's cap in this environment
-        from common.config import load_config
-        args.batch = load_config(os.path.join(REPO, args.model, "default_config.yaml")).batch_size
+    rt, build, config_batch = step_builder(args.model, args.cpu_conv, args.device, args.mode, args.no_masks,
+                                           args.precision)
+    args.batch = args.batch or config_batch
     t = time.perf_counter()
     step = build(args.size, args.batch)
     step()

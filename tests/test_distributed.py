@@ -445,9 +445,6 @@ def test_resume_refuses_ranks_that_see_different_snapshots(tmp_path):
     assert loop.resume(True) and loop.global_step == 2
 
 
-
-
-
 def test_every_rank_computes_the_epoch_samples(tmp_path, monkeypatch, demo_cache):
     """A rank other than 0 computes the epoch-end sample grid too and writes nothing (rank 0's writing: the
     pix2pix demo test): the ranks stay in step, since MindSpore's CPU AllReduce fails after 30 s of waiting by
