@@ -391,22 +391,23 @@ def _export_graph(spec, cfg, graph, ckpt, formats=None):
     with its JSON note."""
     import json
     formats = formats or (("MINDIR", "ONNX") if cfg.export_format == "ALL" else (cfg.export_format,))
+    outputs = graph.net(*graph.inputs)  # once: the parity checks and the note share it
+    outputs = [y.asnumpy() for y in (outputs if isinstance(outputs, tuple) else (outputs,))]
     done, written = {}, []
     try:
         if "MINDIR" in formats:
             written.append(export_mindir(graph.net, graph.inputs, graph.stem + ".mindir"))
-            done["MINDIR"] = (written[-1], check_mindir_parity(graph.net, graph.inputs, written[-1]))
+            done["MINDIR"] = (written[-1], check_mindir_parity(graph.net, graph.inputs, written[-1], outputs=outputs))
         if "ONNX" in formats:
             written.append(graph.stem + ".onnx")
             export_onnx(graph.net, graph.inputs, written[-1], graph.input_names, graph.output_names)
-            done["ONNX"] = (written[-1], check_onnx_parity(graph.net, graph.inputs, written[-1], atol=ONNX_ATOL))
+            done["ONNX"] = (written[-1], check_onnx_parity(graph.net, graph.inputs, written[-1], atol=ONNX_ATOL,
+                                                           outputs=outputs))
     except ExportError:
         for path in written:  # a file that does not reproduce the network must not be left for use
             if os.path.exists(path):
                 os.remove(path)
         raise
-    outputs = graph.net(*graph.inputs)
-    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
     note = dict({"model": spec.name, "checkpoint": ckpt}, **spec.arch(cfg), **graph.note)
     note["inputs"] = [{"name": n, "shape": list(x.shape), "dtype": "float32"} for n, x in zip(graph.input_names, graph.inputs)]
     note["outputs"] = [{"name": n, "shape": list(y.shape), "dtype": "float32"} for n, y in zip(graph.output_names, outputs)]

@@ -258,8 +258,10 @@ def _compare(what, path, ours, theirs, atol):
     return worst
 
 
-def check_onnx_parity(net, inputs, onnx_path, atol=1e-4):
+def check_onnx_parity(net, inputs, onnx_path, atol=1e-4, outputs=None):
     """Run ``onnx_path`` in onnxruntime (CPU) and ``net`` in MindSpore on ``inputs``; compare every output.
+
+    ``outputs``: ``net``'s outputs on ``inputs`` as numpy arrays, when the caller has them (``net`` is not run).
 
     Returns:
         The max absolute difference over all outputs (float).
@@ -272,14 +274,17 @@ def check_onnx_parity(net, inputs, onnx_path, atol=1e-4):
     inputs = _as_tuple(inputs)
     session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
     feeds = {i.name: x.asnumpy() for i, x in zip(session.get_inputs(), inputs)}
-    return _compare("ONNX file", onnx_path, _outputs_numpy(net(*inputs)), session.run(None, feeds), atol)
+    ours = _outputs_numpy(net(*inputs)) if outputs is None else outputs
+    return _compare("ONNX file", onnx_path, ours, session.run(None, feeds), atol)
 
 
-def check_mindir_parity(net, inputs, mindir_path, atol=1e-5):
-    """Reload ``mindir_path`` with ``mindspore.load`` into an ``nn.GraphCell`` and compare it with ``net``.
+def check_mindir_parity(net, inputs, mindir_path, atol=1e-5, outputs=None):
+    """Reload ``mindir_path`` with ``mindspore.load`` into an ``nn.GraphCell`` and compare it with ``net``
+    (or with ``outputs``, ``net``'s outputs on ``inputs`` as numpy arrays, when the caller has them).
 
     Returns the max absolute difference; raises :class:`ExportError` over ``atol``.
     """
     inputs = _as_tuple(inputs)
     graph = nn.GraphCell(ms.load(mindir_path))
-    return _compare("MINDIR file", mindir_path, _outputs_numpy(net(*inputs)), _outputs_numpy(graph(*inputs)), atol)
+    ours = _outputs_numpy(net(*inputs)) if outputs is None else outputs
+    return _compare("MINDIR file", mindir_path, ours, _outputs_numpy(graph(*inputs)), atol)

@@ -423,25 +423,32 @@ def save_tiny(spec, argv, out_dir):
 
 
 def test_cocosnet_adapter_matches_predict_and_rejects_a_bad_exemplar(tmp_path):
+    import mindspore as ms
     from common import drivers
     from common.demo_data import STYLED_LABEL_NC
     from demo.core import DemoModel, read_exemplar
     spec = adapter_for("cocosnet").spec()
-    cfg = save_tiny(spec, [f"--label_nc={STYLED_LABEL_NC}"] + COCO_TINY, tmp_path / "run")
-    model = DemoModel("cocosnet", cfg, log=lambda *_: None)
-    assert model.size == (64, 64) and len(model.palette) == STYLED_LABEL_NC + 1
-    rng = np.random.default_rng(3)
-    ids = np.kron(rng.integers(0, STYLED_LABEL_NC, (4, 4)), np.ones((16, 16), np.int64))
-    ids[:16, :16] = IGNORE  # void paints as class 0 ("other")
-    exemplar = rng.integers(0, 256, (40, 52, 3), dtype=np.uint8)
-    write_image(str(tmp_path / "ex.png"), exemplar)
-    cv2_write_ids(tmp_path / "label.png", np.where(ids == IGNORE, 0, ids))
-    images, _ = model.run(ids, read_exemplar(model.adapter, str(tmp_path / "ex.png")))
+    save_tiny(spec, [f"--label_nc={STYLED_LABEL_NC}"] + COCO_TINY, tmp_path / "run")
+    # PyNative for both sides (the same kernels, so equal outputs): two graph compiles cost 2-4 minutes on 2 cores
+    cfg = drivers.parse(spec, [f"--output_dir={tmp_path / 'run'}", "--mode=pynative"])
+    try:
+        model = DemoModel("cocosnet", cfg, log=lambda *_: None)
+        assert model.size == (64, 64) and len(model.palette) == STYLED_LABEL_NC + 1
+        rng = np.random.default_rng(3)
+        ids = np.kron(rng.integers(0, STYLED_LABEL_NC, (4, 4)), np.ones((16, 16), np.int64))
+        ids[:16, :16] = IGNORE  # void paints as class 0 ("other")
+        exemplar = rng.integers(0, 256, (40, 52, 3), dtype=np.uint8)
+        write_image(str(tmp_path / "ex.png"), exemplar)
+        cv2_write_ids(tmp_path / "label.png", np.where(ids == IGNORE, 0, ids))
+        images, _ = model.run(ids, read_exemplar(model.adapter, str(tmp_path / "ex.png")))
 
-    pcfg = drivers.parse(spec, [f"--output_dir={tmp_path / 'run'}", f"--exemplar={tmp_path / 'ex.png'}"])
-    nets, _ = drivers.load_inference(spec, pcfg, drivers._runtime(pcfg).conv_impl)  # as predict.py
-    os.makedirs(tmp_path / "predict")
-    spec.predict(pcfg, nets, [str(tmp_path / "label.png")], str(tmp_path / "predict"))
+        pcfg = drivers.parse(spec, [f"--output_dir={tmp_path / 'run'}", f"--exemplar={tmp_path / 'ex.png'}",
+                                    "--mode=pynative"])
+        nets, _ = drivers.load_inference(spec, pcfg, drivers._runtime(pcfg).conv_impl)  # as predict.py
+        os.makedirs(tmp_path / "predict")
+        spec.predict(pcfg, nets, [str(tmp_path / "label.png")], str(tmp_path / "predict"))
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)
     assert len(images) == 2 and model.adapter.output_names(model.cfg, 2) == ["output", "warped exemplar"]
     assert images[0].shape == (64, 64, 3) and images[1].std() > 0  # the warped exemplar is no constant image
     np.testing.assert_array_equal(images[0], read_image(str(tmp_path / "predict" / "label.png")))

