@@ -229,6 +229,15 @@ def test_exportable_upsampling_matches_interpolate():
     np.testing.assert_allclose(net.prepare_export()(label).asnumpy(), before, rtol=1e-5, atol=1e-3)
 
 
+def test_export_form_of_the_upsampling_equals_interpolate_at_odd_sizes():
+    from crn.src.model import BilinearUpsample
+    x = ms.Tensor(np.random.RandomState(5).randn(2, 3, 3, 5).astype(np.float32))
+    up = BilinearUpsample((3, 5), (7, 12))
+    before = up(x).asnumpy()
+    up.export_form = True
+    np.testing.assert_allclose(up(x).asnumpy(), before, rtol=0, atol=1e-6)
+
+
 def test_label_and_photo_of_different_sizes_are_rejected(tmp_path):
     for sub in ("images", "labels"):
         (tmp_path / "train" / sub).mkdir(parents=True)
