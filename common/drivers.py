@@ -22,7 +22,8 @@ from common.classes import apply_class_table
 from common.config import ConfigError, load_config
 from common.conv import pack_weights, use_conv_impl
 from common.data import BatchLoader
-from common.export import ExportError, check_mindir_parity, check_onnx_parity, export_mindir, export_onnx
+from common.export import (ExportError, check_mindir_parity, check_onnx_parity, export_mindir, export_onnx,
+                           outputs_numpy)
 from common.io import atomic_file, list_images, write_image
 from common.layers import set_dropout_rank
 from common.runtime import init_runtime
@@ -391,8 +392,7 @@ def _export_graph(spec, cfg, graph, ckpt, formats=None):
     with its JSON note."""
     import json
     formats = formats or (("MINDIR", "ONNX") if cfg.export_format == "ALL" else (cfg.export_format,))
-    outputs = graph.net(*graph.inputs)  # once: the parity checks and the note share it
-    outputs = [y.asnumpy() for y in (outputs if isinstance(outputs, tuple) else (outputs,))]
+    outputs = outputs_numpy(graph.net(*graph.inputs))  # once: the parity checks and the note share it
     done, written = {}, []
     try:
         if "MINDIR" in formats:

@@ -121,7 +121,8 @@ def _as_tuple(inputs):
     return tuple(inputs) if isinstance(inputs, (list, tuple)) else (inputs,)
 
 
-def _outputs_numpy(outputs):
+def outputs_numpy(outputs):
+    """A network's output (a Tensor or a tuple of them) as a list of numpy arrays."""
     return [o.asnumpy() for o in _as_tuple(outputs)]
 
 
@@ -274,7 +275,7 @@ def check_onnx_parity(net, inputs, onnx_path, atol=1e-4, outputs=None):
     inputs = _as_tuple(inputs)
     session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
     feeds = {i.name: x.asnumpy() for i, x in zip(session.get_inputs(), inputs)}
-    ours = _outputs_numpy(net(*inputs)) if outputs is None else outputs
+    ours = outputs_numpy(net(*inputs)) if outputs is None else outputs
     return _compare("ONNX file", onnx_path, ours, session.run(None, feeds), atol)
 
 
@@ -286,5 +287,5 @@ def check_mindir_parity(net, inputs, mindir_path, atol=1e-5, outputs=None):
     """
     inputs = _as_tuple(inputs)
     graph = nn.GraphCell(ms.load(mindir_path))
-    ours = _outputs_numpy(net(*inputs)) if outputs is None else outputs
-    return _compare("MINDIR file", mindir_path, ours, _outputs_numpy(graph(*inputs)), atol)
+    ours = outputs_numpy(net(*inputs)) if outputs is None else outputs
+    return _compare("MINDIR file", mindir_path, ours, outputs_numpy(graph(*inputs)), atol)

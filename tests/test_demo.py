@@ -429,7 +429,7 @@ def test_cocosnet_adapter_matches_predict_and_rejects_a_bad_exemplar(tmp_path):
     from demo.core import DemoModel, read_exemplar
     spec = adapter_for("cocosnet").spec()
     save_tiny(spec, [f"--label_nc={STYLED_LABEL_NC}"] + COCO_TINY, tmp_path / "run")
-    # PyNative for both sides (the same kernels, so equal outputs): two graph compiles cost 2-4 minutes on 2 cores
+    # PyNative for both sides (the same kernels, so equal outputs): two graph compiles took 2.5 minutes in the suite
     cfg = drivers.parse(spec, [f"--output_dir={tmp_path / 'run'}", "--mode=pynative"])
     try:
         model = DemoModel("cocosnet", cfg, log=lambda *_: None)

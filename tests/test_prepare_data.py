@@ -484,11 +484,11 @@ def test_custom_dataset_every_model_reads_its_class_table(tmp_path):
     env = dict(os.environ, SYNTHZOO_CACHE=str(tmp_path / "cache"))
     for model, (key, args) in runs.items():
         out = tmp_path / model
-        # PyNative spares a graph compile per model (20-30 s each on 2 cores); CoCosNet trains in graph mode only
+        # PyNative spares a graph compile per model (10-25 s each on 2 cores); CoCosNet trains in graph mode only
         mode = "graph" if model == "cocosnet" else "pynative"
         proc = subprocess.run([sys.executable, f"{model}/train.py", "--max_steps=1", "--num_workers=0",
-                               f"--output_dir={out}", f"--mode={mode}"] + args, cwd=REPO, env=env, capture_output=True, text=True,
-                              timeout=300)
+                               f"--output_dir={out}", f"--mode={mode}"] + args, cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, model + proc.stdout[-2000:] + proc.stderr[-2000:]
         assert "epoch: 1 step: 1," in (out / "train.log").read_text()
         if key:
