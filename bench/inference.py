@@ -3,6 +3,7 @@
     python bench/inference.py --model pix2pix --size 256 [--runs 10] [--backends mindspore,mindspore-bf16,onnxruntime,onnxruntime-direct,openvino,openvino-bf16,torch]
     python bench/inference.py --model crn --size 256 [--runs 3] [--backends mindspore,onnxruntime,openvino,torch]
     python bench/inference.py --model cocosnet --size 256 [--runs 3] [--backends mindspore,onnxruntime,openvino]
+    python bench/inference.py --model crn --size 256 --backends mindspore,onnxruntime --rounds 3   # alternating
 
 One random-weight checkpoint (seed 0) is written and its ``export.py`` graph written to ONNX
 (``common.export.export_onnx``), then every backend runs in its own subprocess on the same
@@ -10,7 +11,7 @@ input, batch 1: ``mindspore`` (graph mode, the model config's ``cpu_conv`` path 
 ``predict.py --backend=mindspore`` runs; ``mindspore-bf16``: the same with ``--precision=bf16``, on CPUs with AMX or
 AVX512_BF16), ``onnxruntime`` / ``openvino`` / ``openvino-bf16`` (the ONNX
 file through ``common.backends.load_backend``, as ``--backend=... [--precision=bf16]``; onnxruntime with its large
-3x3 convolutions as Winograd F(4x4, 3x3), ``onnxruntime-direct`` with the file's own ``Conv`` nodes) and ``torch``
+3x3 convolutions as Winograd F(6x6 or 4x4, 3x3), ``onnxruntime-direct`` with the file's own ``Conv`` nodes) and ``torch``
 (the network restated in PyTorch, eval mode, no_grad: pix2pix's unet with its own random weights; CRN with
 the checkpoint's weights, so its outputs are compared too). Each line: median ms/image over ``--runs`` after
 2 warm-up runs, load/compile time, peak RSS of that process and the max |output - MindSpore output| (not for
@@ -244,6 +245,10 @@ def main():
                         "all but torch)")
     parser.add_argument("--cpu_conv", choices=["auto", "native", "matmul", "winograd", "onednn"],
                         help="MindSpore's CPU convolution path (default: the model config's cpu_conv)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="time the backends in turn this many times (fresh processes, every other round in the "
+                             "reverse order, for a noisy machine); each line gives every round's median and the "
+                             "median over rounds")
     parser.add_argument("--dir", help=argparse.SUPPRESS)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -267,8 +272,17 @@ def main():
             raise SystemExit(f"export failed: {info['error']}")
         json.dump(info, open(os.path.join(tmp, "export.json"), "w"))
         print(f"{args.model} {args.size}: batch 1, median of {args.runs} runs "
-              f"after {WARMUP} warm-up, each backend in its own process")
-        results = {b: spawn(args, b) for b in backends}
+              f"after {WARMUP} warm-up, each backend in its own process" +
+              (f", {args.rounds} rounds in turn (median over rounds)" if args.rounds > 1 else ""))
+        # every other round in the reverse order, so that a machine speeding up or slowing down during the run
+        # favours no backend
+        rounds = [{b: spawn(args, b) for b in (backends if i % 2 == 0 else backends[::-1])} for i in range(args.rounds)]
+        results = {}
+        for name in backends:
+            failed = [r[name] for r in rounds if "error" in r[name]]
+            results[name] = failed[0] if failed else dict(rounds[-1][name], all_ms=[r[name]["ms"] for r in rounds])
+            if not failed:
+                results[name]["ms"] = sorted(results[name]["all_ms"])[len(rounds) // 2]
         ref = os.path.join(tmp, "out_mindspore.npy")
         base = results.get("mindspore", {}).get("ms")
         for name, r in results.items():
@@ -279,9 +293,9 @@ def main():
             if name != "mindspore" and not (name == "torch" and args.model == "pix2pix") and os.path.isfile(ref):
                 diff = f", max |diff| vs mindspore {np.abs(np.load(os.path.join(tmp, f'out_{name}.npy')) - np.load(ref)).max():.2g}"
             ratio = f" ({r['ms'] / base:.2f}x mindspore)" if base and name != "mindspore" else ""
-            print(f"  {name:14s} {r['ms']:8.1f} ms/image{ratio}, load+first {r['load_s']:.1f} s, peak RSS "
+            each = f" (rounds: {' / '.join(f'{t:.1f}' for t in r['all_ms'])})" if args.rounds > 1 else ""
+            print(f"  {name:14s} {r['ms']:8.1f} ms/image{ratio}{each}, load+first {r['load_s']:.1f} s, peak RSS "
                   f"{r['rss_gb']:.2f} GB{diff}  [{r['note']}]")
-
 
 if __name__ == "__main__":
     main()

@@ -1,10 +1,11 @@
 """Milliseconds of one 3x3 convolution in onnxruntime, as the exported ``Conv`` and as common.onnx_winograd rewrites it.
 
-    python bench/onnx_winograd_layer.py 1024x1024x64x128 128x128x128x256 [CINxCOUTxHxW ...] [--runs 5]
+    python bench/onnx_winograd_layer.py 1024x1024x64x128 128x128x128x256 [CINxCOUTxHxW ...] [--runs 5] [--tiles 4,6]
 
 Each layer: a one-``Conv`` graph (3x3, pad 1, bias, batch 1, random weights), median ms over ``--runs`` after one
-warm-up, first as written, then rewritten (thresholds off). The thresholds ``MIN_CHANNELS`` / ``MIN_TILES`` of
-``common/onnx_winograd.py`` come from this table.
+warm-up, first as written, then rewritten (thresholds off) with each tile of ``--tiles`` (4: F(4x4, 3x3), 6:
+F(6x6, 3x3); default: the layer's own ``layer_tile``), with the max |difference| from the ``Conv``. The thresholds
+``MIN_CHANNELS`` / ``MIN_TILES`` and the tile rule of ``common/onnx_winograd.py`` come from this table.
 """
 import argparse
 import os
@@ -28,15 +29,16 @@ def one_conv(cin, cout, h, w):
 
 
 def median_ms(model, x, runs):
+    """(median ms, output)."""
     import onnxruntime as ort
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    session.run(None, {"x": x})
+    out = session.run(None, {"x": x})[0]
     times = []
     for _ in range(runs):
         t = time.perf_counter()
         session.run(None, {"x": x})
         times.append((time.perf_counter() - t) * 1000.0)
-    return sorted(times)[len(times) // 2]
+    return sorted(times)[len(times) // 2], out
 
 
 def main():
@@ -44,16 +46,22 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("layers", nargs="+", help="CINxCOUTxHxW, e.g. 1024x1024x64x128")
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--tiles", default="", help="comma-separated Winograd tiles to time (4, 6); default: the "
+                        "layer's own")
     args = parser.parse_args()
+    tiles = [int(t) for t in args.tiles.split(",")] if args.tiles else [None]
     onnx_winograd.MIN_CHANNELS = onnx_winograd.MIN_TILES = 1
     for layer in args.layers:
         cin, cout, h, w = (int(v) for v in layer.split("x"))
         x = np.random.default_rng(1).standard_normal((1, cin, h, w)).astype(np.float32)
-        direct = median_ms(one_conv(cin, cout, h, w), x, args.runs)
-        model = one_conv(cin, cout, h, w)
-        onnx_winograd.winograd_convolutions(model)
-        print(f"{cin}->{cout} at {h}x{w}: Conv {direct:.1f} ms, Winograd {median_ms(model, x, args.runs):.1f} ms",
-              flush=True)
+        direct, want = median_ms(one_conv(cin, cout, h, w), x, args.runs)
+        line = f"{cin}->{cout} at {h}x{w}: Conv {direct:.1f} ms"
+        for tile in tiles:
+            model = one_conv(cin, cout, h, w)
+            used = onnx_winograd.winograd_convolutions(model, tile=tile)[2]
+            ms, got = median_ms(model, x, args.runs)
+            line += f", F({next(iter(used))}x{next(iter(used))}) {ms:.1f} ms (max |diff| {np.abs(got - want).max():.1g})"
+        print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ only this signature (``ModelSpec.runners``), so ``--backend`` swaps the runtime 
 * ``mindspore``: :class:`CellRunner`, the MindSpore network itself (the default; every convolution on the
   process's ``cpu_conv`` path).
 * ``onnxruntime``: the ONNX file in ``onnxruntime.InferenceSession`` on the CPU execution provider, its large 3x3
-  convolutions rewritten as Winograd F(4x4, 3x3) in memory (:mod:`common.onnx_winograd`; ``winograd=False``: as
-  written).
+  convolutions rewritten as Winograd F(6x6, 3x3) or F(4x4, 3x3) in memory (:mod:`common.onnx_winograd`;
+  ``winograd=False``: as written).
 * ``openvino``: the ONNX file compiled by OpenVINO for its CPU plugin, float32 by default; ``precision="bf16"``
   sets the bf16 inference-precision hint (CPUs with AVX512_BF16 or AMX; README, Performance, gives its error).
 
@@ -142,14 +142,15 @@ def _load_onnxruntime(ort, path, precision, winograd):
             model = onnx.load(path)
         except Exception as e:  # protobuf's DecodeError and onnx's own errors for a bad file
             raise BackendError(f"onnxruntime cannot load {path}: {str(e).splitlines()[0]}") from None
-        rewritten, candidates = winograd_convolutions(model)
+        rewritten, candidates, tiles = winograd_convolutions(model)
         if rewritten:
             handed_over = _hand_over_initializers(ort, model, options)
             source = model.SerializeToString()
             # planned as one block per run, the tile transforms' large short-lived tensors took 2x the memory
             # (CRN 256p: 9.8 against 6.4 GB peak, same speed)
             options.enable_mem_pattern = False
-            note = f"; {rewritten} of {candidates} 3x3 convolutions as Winograd F(4x4, 3x3)"
+            note = f"; {rewritten} of {candidates} 3x3 convolutions as Winograd " + ", ".join(
+                f"F({m}x{m}, 3x3) ({tiles[m]})" for m in sorted(tiles))
         del model
     try:
         session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
@@ -219,7 +220,7 @@ def load_backend(kind, onnx_path, *, precision="f32", winograd=True):
         onnx_path: an ONNX file with static input shapes (what ``export.py`` writes).
         precision: ``f32``, or ``bf16`` (OpenVINO only: its CPU plugin's inference-precision hint).
             Both runtimes use every core.
-        winograd: onnxruntime only: run the graph's large 3x3 convolutions as Winograd F(4x4, 3x3)
+        winograd: onnxruntime only: run the graph's large 3x3 convolutions as Winograd F(6x6 or 4x4, 3x3)
             (:mod:`common.onnx_winograd`, applied in memory; the file is not changed). False: the file as it is.
 
     Raises:

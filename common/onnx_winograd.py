@@ -1,30 +1,31 @@
-"""3x3 convolutions of an ONNX graph rewritten as Winograd F(4x4, 3x3) in standard operators, for onnxruntime.
+"""3x3 convolutions of an ONNX graph rewritten as Winograd F(4x4, 3x3) or F(6x6, 3x3) in standard operators, for
+onnxruntime.
 
 onnxruntime's CPU ``Conv`` computes direct sums (9 multiplies per output and input channel). MindSpore's
 ``winograd`` path (:mod:`common.conv`) needs 2.25, so on CRN at 256p it ran twice as fast as the exported file in
 onnxruntime. :func:`winograd_convolutions` gives onnxruntime the same arithmetic without custom operators: each
-eligible ``Conv`` node (3x3, stride 1, no dilation, one group, constant weight, static input shape) becomes
+eligible ``Conv`` node (3x3, stride 1, no dilation, one group, constant weight, static input shape) becomes, with
+the layer's tile m (:func:`layer_tile`: 6 on large maps, 1.78 multiplies, else 4) and a = m + 2,
 
-* ``Pad`` (the node's padding, then zeros completing the last 6x6 tiles) and ``Reshape`` [B*C, 1, Hp, Wp];
-* ``Conv`` with the 36 fixed 6x6 kernels ``B^T d B`` at stride 4: the input tiles' transforms [B*C, 36, th, tw],
-  rearranged to V [36, C, B*T] (T = th*tw tiles per sample);
-* ``MatMul`` U [36, N, C] @ V: the 36 independent products, U = the kernels' transforms ``G g G^T`` (computed here
-  in float64 from the weight initializer, which it replaces: 4x its size);
-* ``MatMul`` with ``A^T (x) A^T`` [16, 36], then ``DepthToSpace`` (batch 1; else a ``Transpose``) to the 4x4 output
-  tiles, ``Slice`` to the output size, ``Add`` of the bias.
+* ``Pad`` (the node's padding, then zeros completing the last a x a tiles) and ``Reshape`` [B*C, 1, Hp, Wp];
+* ``Conv`` with the a*a fixed a x a kernels ``B^T d B`` at stride m: the input tiles' transforms [B*C, a*a, th, tw],
+  rearranged to V [a*a, C, B*T] (T = th*tw tiles per sample);
+* ``MatMul`` U [a*a, N, C] @ V: the a*a independent products, U = the kernels' transforms ``G g G^T`` (computed
+  here in float64 from the weight initializer, which it replaces: 4x its size for m = 4, 7.1x for m = 6);
+* ``MatMul`` with ``A^T (x) A^T`` [m*m, a*a], then ``DepthToSpace`` (batch 1; else a ``Transpose``) to the m x m
+  output tiles, ``Slice`` to the output size, ``Add`` of the bias.
 
 The file on disk is untouched: :mod:`common.backends` applies the rewrite in memory when it loads an ONNX file
 into onnxruntime (other runtimes and exporters keep the portable ``Conv``). Values: the same sums in another order,
-as on MindSpore's ``winograd`` path (float32 rounding: within 2e-5 of the output's scale, tested against the
-original graph).
+as on MindSpore's ``winograd`` path (float32 rounding: within 2e-5 of the output's scale with m = 4, 4e-5 with m = 6
+(its points 1/2 and -1/2 are not exact in the transforms' sums), tested against the original graph).
 """
 import numpy as np
 
 from common.winograd import winograd_factors
 
-__all__ = ["MIN_CHANNELS", "MIN_TILES", "winograd_convolutions"]
+__all__ = ["MIN_CHANNELS", "MIN_TILES", "layer_tile", "winograd_convolutions"]
 
-TILE = 4
 # The smallest layers rewritten: at least MIN_CHANNELS input and output channels and MIN_TILES 4x4 output tiles
 # (B*T). Measured in onnxruntime 1.32 on a 2-core AMD EPYC (AVX2), one layer, 3x3 pad 1, batch 1 (the measurement
 # of `python bench/onnx_winograd_layer.py CINxCOUTxHxW ...`), ms native -> rewritten: 1024->1024 at 64x128
@@ -33,6 +34,12 @@ TILE = 4
 # channels: the tile transforms and layout changes, memory-bound, outweigh the 4x fewer multiplies).
 MIN_TILES = 8
 MIN_CHANNELS = 256
+# F(6x6, 3x3) needs 64/36 = 1.78 products per output and input channel against F(4x4)'s 2.25 (0.79x, on sides that
+# are multiples of 12), but its 8x8 tile transforms move more data per output. onnxruntime 1.32, 2-core AMD EPYC Zen 4,
+# one layer (`python bench/onnx_winograd_layer.py ... --tiles 4,6,4,6 --runs 5`, ms F(4x4) -> F(6x6), two rounds):
+# 532->512 at 256x512 (products 0.80x) 1574 / 1429 -> 1310 / 1325; 1044->512 at 128x256 (0.82x) 679 / 639 -> 570 /
+# 585; 1024->1024 at 64x128 (0.84x) 317 / 339 -> 301 / 306; at 32x64 (0.92x) 71 -> 83; at 16x32 (1.0x) 17 -> 30.
+F6_AT_MOST = 0.85
 
 
 def _attrs(node):
@@ -67,7 +74,7 @@ def _worth_it(node, shape, n_out):
     top, left, bottom, right = _pads(node)
     b, _, h, w = shape
     out_h, out_w = h + top + bottom - 2, w + left + right - 2
-    if out_h < 1 or out_w < 1 or b * -(-out_h // TILE) * -(-out_w // TILE) < MIN_TILES:
+    if out_h < 1 or out_w < 1 or b * -(-out_h // 4) * -(-out_w // 4) < MIN_TILES:
         return None
     return (top, left, bottom, right), shape
 
@@ -92,18 +99,28 @@ def _static_shapes(model):
     return shapes
 
 
-def _rewrite(node, pads, shape, weight, initializers):
-    """The nodes replacing the 3x3 ``Conv`` ``node`` (input [B, C, H, W], ``weight`` its [N, C, 3, 3] initializer);
-    their constants, the transformed kernels U [36, N, C] included, are added to ``initializers`` (the graph's)."""
+def layer_tile(out_h, out_w):
+    """The Winograd tile m of a layer with an ``out_h`` x ``out_w`` output: 6 (F(6x6, 3x3)) where its transformed
+    products, 64 per 6x6 output tile, are at most :data:`F6_AT_MOST` of F(4x4, 3x3)'s, 36 per 4x4 tile (the last
+    tiles of a side that is not a multiple of m are computed whole and cropped), else 4."""
+    def products(m):
+        return (m + 2) ** 2 * -(-out_h // m) * -(-out_w // m)
+    return 6 if products(6) <= F6_AT_MOST * products(4) else 4
+
+
+def _rewrite(node, pads, shape, weight, initializers, m):
+    """The nodes replacing the 3x3 ``Conv`` ``node`` (input [B, C, H, W], ``weight`` its [N, C, 3, 3] initializer)
+    by Winograd F(m x m, 3x3) (a = m + 2); their constants, the transformed kernels U [a*a, N, C]
+    included, are added to ``initializers`` (the graph's)."""
     from onnx import helper, numpy_helper
-    bt, g, at = winograd_factors(TILE, 3)
-    a = TILE + 2
     b, c, h, w = shape
     n_out = weight.dims[0]
     top, left, bottom, right = pads
     out_h, out_w = h + top + bottom - 2, w + left + right - 2
-    th, tw = -(-out_h // TILE), -(-out_w // TILE)
-    hp, wp = TILE * th + 2, TILE * tw + 2
+    bt, g, at = winograd_factors(m, 3)
+    a = m + 2
+    th, tw = -(-out_h // m), -(-out_w // m)
+    hp, wp = m * th + 2, m * tw + 2
     x = node.input[0]
     name = (node.name or node.output[0]) + "/winograd"
 
@@ -124,24 +141,24 @@ def _rewrite(node, pads, shape, weight, initializers):
     planes = make("Reshape", [padded, constant(np.array([b * c, 1, hp, wp], np.int64), "planes_shape")], "planes")
     k_in = np.einsum("iu,jv->ijuv", bt, bt).reshape(a * a, 1, a, a)
     tiles = make("Conv", [planes, constant(k_in.astype(np.float32), "k_in")], "tiles",
-                 kernel_shape=[a, a], strides=[TILE, TILE])  # [B*C, 36, th, tw]
+                 kernel_shape=[a, a], strides=[m, m])  # [B*C, a*a, th, tw]
     tiles = make("Reshape", [tiles, constant(np.array([b, c, a * a, th * tw], np.int64), "tiles_shape")], "tiles_4d")
-    v = make("Transpose", [tiles], "v_4d", perm=[2, 1, 0, 3])  # [36, C, B, T]
+    v = make("Transpose", [tiles], "v_4d", perm=[2, 1, 0, 3])  # [a*a, C, B, T]
     v = make("Reshape", [v, constant(np.array([a * a, c, b * th * tw], np.int64), "v_shape")], "v")
-    k_w = np.einsum("iu,jv->ijuv", g, g).reshape(a * a, 9)  # [36, 3*3]
-    u = k_w @ numpy_helper.to_array(weight).reshape(n_out * c, 9).T.astype(np.float64)  # [36, N*C]
-    m = make("MatMul", [constant(u.astype(np.float32).reshape(a * a, n_out, c), "u"), v], "m")  # [36, N, B*T]
-    m = make("Reshape", [m, constant(np.array([a * a, n_out * b * th * tw], np.int64), "m_shape")], "m_rows")
-    y = make("MatMul", [constant(np.kron(at, at).astype(np.float32), "k_out"), m], "y_rows")  # [16, N*B*T]
+    k_w = np.einsum("iu,jv->ijuv", g, g).reshape(a * a, 9)  # [a*a, 3*3]
+    u = k_w @ numpy_helper.to_array(weight).reshape(n_out * c, 9).T.astype(np.float64)  # [a*a, N*C]
+    prods = make("MatMul", [constant(u.astype(np.float32).reshape(a * a, n_out, c), "u"), v], "m")  # [a*a, N, B*T]
+    prods = make("Reshape", [prods, constant(np.array([a * a, n_out * b * th * tw], np.int64), "m_shape")], "m_rows")
+    y = make("MatMul", [constant(np.kron(at, at).astype(np.float32), "k_out"), prods], "y_rows")  # [m*m, N*B*T]
     if b == 1:  # rows (p, q, n) are DepthToSpace's "DCR" channel order (in onnxruntime 0.83 s against a
         # Transpose's 1.18 s over CRN 256p's layers)
-        y = make("Reshape", [y, constant(np.array([1, TILE * TILE * n_out, th, tw], np.int64), "y_shape")], "y_tiles")
-        y = make("DepthToSpace", [y], "y", blocksize=TILE, mode="DCR")  # [1, N, 4*th, 4*tw]
+        y = make("Reshape", [y, constant(np.array([1, m * m * n_out, th, tw], np.int64), "y_shape")], "y_tiles")
+        y = make("DepthToSpace", [y], "y", blocksize=m, mode="DCR")  # [1, N, m*th, m*tw]
     else:
-        y = make("Reshape", [y, constant(np.array([TILE, TILE, n_out, b, th, tw], np.int64), "y_shape")], "y_tiles")
-        y = make("Transpose", [y], "y_image", perm=[3, 2, 4, 0, 5, 1])  # [B, N, th, 4, tw, 4]
-        y = make("Reshape", [y, constant(np.array([b, n_out, TILE * th, TILE * tw], np.int64), "out_shape")], "y")
-    if (TILE * th, TILE * tw) != (out_h, out_w):
+        y = make("Reshape", [y, constant(np.array([m, m, n_out, b, th, tw], np.int64), "y_shape")], "y_tiles")
+        y = make("Transpose", [y], "y_image", perm=[3, 2, 4, 0, 5, 1])  # [B, N, th, m, tw, m]
+        y = make("Reshape", [y, constant(np.array([b, n_out, m * th, m * tw], np.int64), "out_shape")], "y")
+    if (m * th, m * tw) != (out_h, out_w):
         y = make("Slice", [y, constant(np.array([0, 0], np.int64), "starts"),
                            constant(np.array([out_h, out_w], np.int64), "ends"),
                            constant(np.array([2, 3], np.int64), "axes")], "cropped")
@@ -152,23 +169,33 @@ def _rewrite(node, pads, shape, weight, initializers):
     return nodes
 
 
-def winograd_convolutions(model):
+def winograd_convolutions(model, *, tile=None):
     """Rewrite, in place, the eligible 3x3 ``Conv`` nodes of ``model`` (an ``onnx.ModelProto``) as Winograd
-    F(4x4, 3x3) in standard operators (see the module docstring). Layers with fewer than :data:`MIN_TILES` output
-    tiles or :data:`MIN_CHANNELS` input or output channels stay ``Conv``.
+    F(m x m, 3x3) in standard operators (see the module docstring). Layers with fewer than :data:`MIN_TILES` 4x4
+    output tiles or :data:`MIN_CHANNELS` input or output channels stay ``Conv``.
+
+    Args:
+        tile: m for every rewritten layer (4 or 6); None: each layer's :func:`layer_tile`.
 
     Returns:
-        (rewritten, candidates): how many ``Conv`` nodes were rewritten, of the graph's 3x3 stride-1 ones.
+        (rewritten, candidates, tiles): how many ``Conv`` nodes were rewritten, of the graph's 3x3 stride-1 ones,
+        and {m: how many of them as F(m x m, 3x3)}.
     """
     graph = model.graph
     weights = {t.name: t for t in graph.initializer}
     shapes = _static_shapes(model)
-    nodes, rewritten, candidates = [], 0, 0
+    nodes, rewritten, candidates, tiles = [], 0, 0, {}
     for node in list(graph.node):
         plain = _plain_3x3(node, weights)
         found = plain and _worth_it(node, shapes.get(node.input[0]), weights[node.input[1]].dims[0])
         candidates, rewritten = candidates + plain, rewritten + bool(found)
-        nodes.extend(_rewrite(node, *found, weights[node.input[1]], graph.initializer) if found else [node])
+        if not found:
+            nodes.append(node)
+            continue
+        (top, left, bottom, right), (_, _, h, w) = found
+        m = tile or layer_tile(h + top + bottom - 2, w + left + right - 2)
+        tiles[m] = tiles.get(m, 0) + 1
+        nodes.extend(_rewrite(node, *found, weights[node.input[1]], graph.initializer, m))
     if rewritten:
         graph.ClearField("node")
         graph.node.extend(nodes)
@@ -181,4 +208,4 @@ def winograd_convolutions(model):
         for i in reversed(range(len(graph.input))):  # IR < 4 files list the weights as inputs too
             if graph.input[i].name in dropped:
                 del graph.input[i]
-    return rewritten, candidates
+    return rewritten, candidates, tiles

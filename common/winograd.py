@@ -11,8 +11,9 @@ __all__ = ["winograd_factors", "winograd_matrices"]
 def winograd_matrices(tile, kernel=3):
     """Transforms of Winograd's minimal filtering F(m x m, r x r), m = ``tile``, r = ``kernel``, as Kronecker
     products acting on row-major vectorised tiles (Lavin & Gray, "Fast Algorithms for Convolutional Neural
-    Networks", 2016; Toom-Cook with the points 0, 1, -1, 2, -2 and infinity). With a = m + r - 1 (4 or 6: F(2x2,
-    3x3), F(4x4, 3x3), F(3x3, 4x4)), an a x a input tile ``d`` and an r x r kernel ``g`` (both vectorised):
+    Networks", 2016; Toom-Cook with the first a - 1 of the points 0, 1, -1, 2, -2, 1/2, -1/2, and infinity). With
+    a = m + r - 1 (4, 6 or 8: F(2x2, 3x3), F(4x4, 3x3), F(3x3, 4x4), F(6x6, 3x3)), an a x a input tile ``d`` and an
+    r x r kernel ``g`` (both vectorised):
     ``y = K_out @ ((K_w @ g) * (K_in @ d))`` is the m x m valid correlation of ``d`` with ``g``.
 
     One dimension: with the a - 1 finite points p_j, M(x) = prod_j (x - p_j) and f_j = prod_(l != j) (p_j - p_l),
@@ -28,10 +29,10 @@ def winograd_matrices(tile, kernel=3):
 def winograd_factors(tile, kernel):
     """The one-dimensional ``B^T`` [a, a], ``G`` [a, r], ``A^T`` [m, a] of :func:`winograd_matrices`."""
     a = tile + kernel - 1
-    if tile < 2 or kernel < 2 or a not in (4, 6):
+    if tile < 2 or kernel < 2 or a not in (4, 6, 8):
         raise ValueError(f"Winograd F({tile}x{tile}, {kernel}x{kernel}) is not supported; tile + kernel - 1 must be "
-                         f"4 or 6 (F(2x2, 3x3), F(4x4, 3x3), F(3x3, 4x4))")
-    points = (0., 1., -1., 2., -2.)[:a - 1]
+                         f"4, 6 or 8 (F(2x2, 3x3), F(4x4, 3x3), F(3x3, 4x4), F(6x6, 3x3))")
+    points = (0., 1., -1., 2., -2., .5, -.5)[:a - 1]
     poly = np.polynomial.polynomial
     at, g, bt = np.zeros((tile, a)), np.zeros((a, kernel)), np.zeros((a, a))
     for j, p in enumerate(points):

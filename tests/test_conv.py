@@ -342,7 +342,7 @@ def test_cpu_kernels_compile_once_into_the_cache(fresh_kernel_build, tmp_path):
     assert cpu_kernels.library() == path
 
 
-@pytest.mark.parametrize("tile, kernel", [(2, 3), (4, 3), (3, 4)])
+@pytest.mark.parametrize("tile, kernel", [(2, 3), (4, 3), (3, 4), (6, 3)])
 def test_winograd_matrices_compute_the_valid_correlation(tile, kernel):
     """K_out ((K_w g) * (K_in d)) of F(m x m, r x r) equals the m x m valid correlation of an (m + r - 1)^2 tile
     with an r x r kernel, written out as loops (float64)."""
@@ -357,7 +357,7 @@ def test_winograd_matrices_compute_the_valid_correlation(tile, kernel):
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("tile, kernel", [(4, 4), (1, 3), (6, 3)])
+@pytest.mark.parametrize("tile, kernel", [(4, 4), (1, 3), (5, 3), (7, 3)])
 def test_winograd_matrices_refuse_other_tiles(tile, kernel):
     with pytest.raises(ValueError, match=f"F\\({tile}x{tile}, {kernel}x{kernel}\\) is not supported"):
         winograd_matrices(tile, kernel)

@@ -1,6 +1,7 @@
-"""common.onnx_winograd: 3x3 ``Conv`` nodes rewritten as Winograd F(4x4, 3x3) in standard ONNX operators give the
-outputs of the original graph in onnxruntime (odd sizes, asymmetric padding, batch 2, with and without bias),
-leave the layers it cannot or should not rewrite alone, and are what ``load_backend("onnxruntime", ...)`` runs."""
+"""common.onnx_winograd: 3x3 ``Conv`` nodes rewritten as Winograd F(4x4, 3x3) or F(6x6, 3x3) in standard ONNX
+operators give the outputs of the original graph in onnxruntime (odd sizes, asymmetric padding, batch 2, with and
+without bias), leave the layers it cannot or should not rewrite alone, and are what ``load_backend("onnxruntime",
+...)`` runs."""
 import numpy as np
 import pytest
 
@@ -10,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from common.backends import load_backend  # noqa: E402
 from common import onnx_winograd  # noqa: E402
-from common.onnx_winograd import MIN_CHANNELS, MIN_TILES, winograd_convolutions  # noqa: E402
+from common.onnx_winograd import MIN_CHANNELS, MIN_TILES, layer_tile, winograd_convolutions  # noqa: E402
 
 
 @pytest.fixture
@@ -48,6 +49,7 @@ def run(model, x):
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
 
 
+@pytest.mark.parametrize("tile", [4, 6])
 @pytest.mark.parametrize("batch,cin,cout,h,w,pads,bias", [
     (1, 16, 24, 33, 29, (1, 1, 1, 1), True),    # output sides not multiples of 4: last tiles cropped
     (2, 32, 24, 40, 36, (0, 2, 1, 0), False),   # batch 2, asymmetric padding
@@ -55,20 +57,37 @@ def run(model, x):
     (1, 16, 16, 38, 38, (0, 0, 0, 0), True),    # valid convolution
     (1, 16, 16, 30, 34, "SAME_UPPER", True),    # as mindspore.onnx.export writes pad_mode "same"
 ])
-def test_rewritten_graph_equals_the_original(few_channels, batch, cin, cout, h, w, pads, bias):
+def test_rewritten_graph_equals_the_original(few_channels, batch, cin, cout, h, w, pads, bias, tile):
     padding = dict(auto_pad=pads) if isinstance(pads, str) else dict(pads=pads)
     model = conv_model(batch, cin, cout, h, w, bias=bias, **padding)
     x = np.random.default_rng(1).standard_normal((batch, cin, h, w)).astype(np.float32)
     want = run(model, x)
-    assert winograd_convolutions(model) == (1, 1)
+    assert winograd_convolutions(model, tile=tile) == (1, 1, {tile: 1})
     onnx.checker.check_model(model)
     assert [n.input[1] for n in model.graph.node if n.op_type == "Conv"] == ["conv/winograd/const/k_in"]
     assert "W" not in {t.name for t in model.graph.initializer}  # replaced by the transformed kernels U
     u = next(t for t in model.graph.initializer if t.name == "conv/winograd/const/u")
-    assert list(u.dims) == [36, cout, cin]
+    assert list(u.dims) == [(tile + 2) ** 2, cout, cin]
     got = run(model, x)
     assert got.shape == want.shape
-    np.testing.assert_allclose(got, want, rtol=0, atol=2e-5 * np.abs(want).max())
+    np.testing.assert_allclose(got, want, rtol=0, atol=(2e-5 if tile == 4 else 4e-5) * np.abs(want).max())
+
+
+@pytest.mark.parametrize("out_h, out_w, expected", [
+    (256, 512, 6), (128, 256, 6), (64, 128, 6), (36, 36, 6),  # 0.79-0.84x F(4x4)'s products
+    (32, 64, 4), (16, 32, 4), (8, 16, 4), (4, 4, 4),          # 0.92x, 1.0x, 1.5x, 1.8x: cropped 6x6 tiles
+])
+def test_layer_tile(out_h, out_w, expected):
+    assert layer_tile(out_h, out_w) == expected
+
+
+def test_each_layer_gets_its_own_tile(few_channels):
+    """Without ``tile``, a 36x36 output runs F(6x6, 3x3) and a 32x64 one F(4x4, 3x3) (:func:`layer_tile`)."""
+    for (h, w), tile in (((36, 36), 6), ((32, 64), 4)):
+        model = conv_model(1, 16, 16, h, w)
+        assert winograd_convolutions(model) == (1, 1, {tile: 1})
+        u = next(t for t in model.graph.initializer if t.name == "conv/winograd/const/u")
+        assert list(u.dims) == [(tile + 2) ** 2, 16, 16]
 
 
 @pytest.mark.parametrize("change", [
@@ -87,23 +106,24 @@ def test_layers_it_does_not_rewrite_stay_conv(few_channels, change):
 def test_size_thresholds():
     """Rewritten from MIN_TILES 4x4 output tiles and MIN_CHANNELS input and output channels (the default rule)."""
     c = MIN_CHANNELS
-    assert winograd_convolutions(conv_model(1, c, c, 4, 4 * MIN_TILES)) == (1, 1)
-    assert winograd_convolutions(conv_model(1, c, c, 4, 4 * MIN_TILES - 4)) == (0, 1)
-    assert winograd_convolutions(conv_model(1, c - 1, c, 4, 4 * MIN_TILES)) == (0, 1)
-    assert winograd_convolutions(conv_model(1, c, c - 1, 4, 4 * MIN_TILES)) == (0, 1)
+    assert winograd_convolutions(conv_model(1, c, c, 4, 4 * MIN_TILES))[:2] == (1, 1)
+    assert winograd_convolutions(conv_model(1, c, c, 4, 4 * MIN_TILES - 4))[:2] == (0, 1)
+    assert winograd_convolutions(conv_model(1, c - 1, c, 4, 4 * MIN_TILES))[:2] == (0, 1)
+    assert winograd_convolutions(conv_model(1, c, c - 1, 4, 4 * MIN_TILES))[:2] == (0, 1)
 
 
 def test_onnxruntime_backend_runs_the_rewritten_graph(tmp_path):
-    """Default thresholds; the transformed kernels (9.4 MB) reach onnxruntime as external initializers."""
+    """Default thresholds (a 10x38 output: F(6x6, 3x3)); the transformed kernels (16.8 MB) reach onnxruntime as
+    external initializers."""
     c = MIN_CHANNELS
     model = conv_model(1, c, c, 10, 38)
     path = str(tmp_path / "conv.onnx")
     onnx.save(model, path)
     x = np.random.default_rng(2).standard_normal((1, c, 10, 38)).astype(np.float32)
     runner = load_backend("onnxruntime", path)
-    assert runner.describe().endswith("; 1 of 1 3x3 convolutions as Winograd F(4x4, 3x3)")
+    assert runner.describe().endswith("; 1 of 1 3x3 convolutions as Winograd F(6x6, 3x3) (1)")
     want = run(model, x)
-    np.testing.assert_allclose(runner({"x": x})[0], want, rtol=0, atol=2e-5 * np.abs(want).max())
+    np.testing.assert_allclose(runner({"x": x})[0], want, rtol=0, atol=4e-5 * np.abs(want).max())
     plain = load_backend("onnxruntime", path, winograd=False)
     assert "Winograd" not in plain.describe()
     np.testing.assert_array_equal(plain({"x": x})[0], want)
