@@ -5,7 +5,7 @@ onnxruntime's CPU ``Conv`` computes direct sums (9 multiplies per output and inp
 ``winograd`` path (:mod:`common.conv`) needs 2.25, so on CRN at 256p it ran twice as fast as the exported file in
 onnxruntime. :func:`winograd_convolutions` gives onnxruntime the same arithmetic without custom operators: each
 eligible ``Conv`` node (3x3, stride 1, no dilation, one group, constant weight, static input shape) becomes, with
-the layer's tile m (:func:`layer_tile`: 6 on large maps, 1.78 multiplies, else 4) and a = m + 2,
+the layer's tile m (:func:`layer_tile`: 6 on maps from 128x128, 1.78 multiplies, else 4) and a = m + 2,
 
 * ``Pad`` (the node's padding, then zeros completing the last a x a tiles) and ``Reshape`` [B*C, 1, Hp, Wp];
 * ``Conv`` with the a*a fixed a x a kernels ``B^T d B`` at stride m: the input tiles' transforms [B*C, a*a, th, tw],
@@ -36,10 +36,13 @@ MIN_TILES = 8
 MIN_CHANNELS = 256
 # F(6x6, 3x3) needs 64/36 = 1.78 products per output and input channel against F(4x4)'s 2.25 (0.79x, on sides that
 # are multiples of 12), but its 8x8 tile transforms move more data per output. onnxruntime 1.32, 2-core AMD EPYC Zen 4,
-# one layer (`python bench/onnx_winograd_layer.py ... --tiles 4,6,4,6 --runs 5`, ms F(4x4) -> F(6x6), two rounds):
-# 532->512 at 256x512 (products 0.80x) 1574 / 1429 -> 1310 / 1325; 1044->512 at 128x256 (0.82x) 679 / 639 -> 570 /
-# 585; 1024->1024 at 64x128 (0.84x) 317 / 339 -> 301 / 306; at 32x64 (0.92x) 71 -> 83; at 16x32 (1.0x) 17 -> 30.
+# one layer (`python bench/onnx_winograd_layer.py ... --tiles 4,6,4,6 --runs 5` or 7, ms F(4x4) -> F(6x6), two
+# rounds): 532->512 at 256x512 (products 0.80x) 1574 / 1429 -> 1310 / 1325; 1044->512 at 128x256 (0.82x) 679 / 639 ->
+# 570 / 585; 512->512 at 128x128 (0.84x) 168 / 149 -> 150 / 143; no gain on smaller maps: 1024->1024 at 64x128 (0.84x)
+# 277 / 269 -> 274 / 287, 512->512 at 64x64 41 / 38 -> 39 / 43 (CoCosNet's composite: 4.68 against 4.76 s per image
+# with its 64x64 layers as F(6x6)); 1024->1024 at 32x64 (0.92x) 71 -> 83, at 16x32 (1.0x) 17 -> 30.
 F6_AT_MOST = 0.85
+F6_MIN_PIXELS = 128 * 128
 
 
 def _attrs(node):
@@ -100,12 +103,13 @@ def _static_shapes(model):
 
 
 def layer_tile(out_h, out_w):
-    """The Winograd tile m of a layer with an ``out_h`` x ``out_w`` output: 6 (F(6x6, 3x3)) where its transformed
-    products, 64 per 6x6 output tile, are at most :data:`F6_AT_MOST` of F(4x4, 3x3)'s, 36 per 4x4 tile (the last
-    tiles of a side that is not a multiple of m are computed whole and cropped), else 4."""
+    """The Winograd tile m of a layer with an ``out_h`` x ``out_w`` output: 6 (F(6x6, 3x3)) on maps of at least
+    :data:`F6_MIN_PIXELS` where its transformed products, 64 per 6x6 output tile, are at most :data:`F6_AT_MOST` of
+    F(4x4, 3x3)'s, 36 per 4x4 tile (the last tiles of a side that is not a multiple of m are computed whole and
+    cropped), else 4."""
     def products(m):
         return (m + 2) ** 2 * -(-out_h // m) * -(-out_w // m)
-    return 6 if products(6) <= F6_AT_MOST * products(4) else 4
+    return 6 if out_h * out_w >= F6_MIN_PIXELS and products(6) <= F6_AT_MOST * products(4) else 4
 
 
 def _rewrite(node, pads, shape, weight, initializers, m):
