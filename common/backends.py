@@ -164,8 +164,8 @@ def _load_onnxruntime(ort, path, precision, winograd):
 def _hand_over_initializers(ort, model, options, min_bytes=1 << 20):
     """Move ``model``'s initializers of ``min_bytes`` or more out of the protobuf into ``options`` (onnxruntime's
     external initializers, which it copies when the session is created). The serialized model then holds no large
-    weights: no third copy of them while the session loads, and no 2 GB protobuf limit (the Winograd kernels take
-    4x the weights' size). Returns the OrtValues, which must stay alive until the session is created."""
+    weights: no third copy of them while the session loads, and no 2 GB protobuf limit (the Winograd kernels take 4x
+    or 7.1x the weights' size). Returns the OrtValues, which must stay alive until the session is created."""
     from onnx import TensorProto, numpy_helper
     names, values = [], []
     for tensor in model.graph.initializer:
