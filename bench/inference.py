@@ -297,5 +297,6 @@ def main():
             print(f"  {name:14s} {r['ms']:8.1f} ms/image{ratio}{each}, load+first {r['load_s']:.1f} s, peak RSS "
                   f"{r['rss_gb']:.2f} GB{diff}  [{r['note']}]")
 
+
 if __name__ == "__main__":
     main()

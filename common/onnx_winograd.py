@@ -17,8 +17,8 @@ the layer's tile m (:func:`layer_tile`: 6 on maps from 128x128, 1.78 multiplies,
 
 The file on disk is untouched: :mod:`common.backends` applies the rewrite in memory when it loads an ONNX file
 into onnxruntime (other runtimes and exporters keep the portable ``Conv``). Values: the same sums in another order,
-as on MindSpore's ``winograd`` path (float32 rounding: within 2e-5 of the output's scale with m = 4, 4e-5 with m = 6
-(its points 1/2 and -1/2 are not exact in the transforms' sums), tested against the original graph).
+as on MindSpore's ``winograd`` path (float32 rounding: within 2e-5 of the output's scale with m = 4, 4e-5 with m = 6,
+whose larger transform entries, up to 2^5 in A^T, amplify the products' rounding; tested against the original graph).
 """
 import numpy as np
 
