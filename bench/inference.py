@@ -2,7 +2,7 @@
 
     python bench/inference.py --model pix2pix --size 256 [--runs 10] [--backends mindspore,mindspore-bf16,onnxruntime,onnxruntime-direct,openvino,openvino-bf16,torch]
     python bench/inference.py --model crn --size 256 [--runs 3] [--backends mindspore,onnxruntime,openvino,torch]
-    python bench/inference.py --model cocosnet --size 256 [--runs 3] [--backends mindspore,onnxruntime,openvino]
+    python bench/inference.py --model cocosnet --size 256 [--runs 3] [--backends mindspore,onnxruntime,openvino,torch]
     python bench/inference.py --model crn --size 256 --backends mindspore,onnxruntime --rounds 3   # alternating
 
 One random-weight checkpoint (seed 0) is written and its ``export.py`` graph written to ONNX
@@ -13,13 +13,13 @@ AVX512_BF16), ``onnxruntime`` / ``openvino`` / ``openvino-bf16`` (the ONNX
 file through ``common.backends.load_backend``, as ``--backend=... [--precision=bf16]``; onnxruntime with its large
 3x3 convolutions as Winograd F(6x6 or 4x4, 3x3), ``onnxruntime-direct`` with the file's own ``Conv`` nodes) and ``torch``
 (the network restated in PyTorch, eval mode, no_grad: pix2pix's unet with its own random weights; CRN with
-the checkpoint's weights, so its outputs are compared too). Each line: median ms/image over ``--runs`` after
+the checkpoint's weights, so its outputs are compared too; CoCosNet: ``bench/torch_cocosnet_step.py --inference``'s
+restatement of the official networks, its own random weights and inputs). Each line: median ms/image over ``--runs`` after
 2 warm-up runs, load/compile time, peak RSS of that process and the max |output - MindSpore output| (not for
-pix2pix's torch line, whose weights differ). Models: pix2pix (``unet_256`` at
+the pix2pix and CoCosNet torch lines, whose weights differ). Models: pix2pix (``unet_256`` at
 256, ``unet_128`` at 128; eval mode: BatchNorm running statistics, no dropout), CRN (``--size`` p, k and
 width from its config) and CoCosNet (ADE20K widths, 151 channels; one translation: the correspondence, then
-the translation network on [warped exemplar, label map]; its ONNX file is the composite of the two; no torch
-restatement).
+the translation network on [warped exemplar, label map]; its ONNX file is the composite of the two).
 """
 import argparse
 import json
@@ -171,7 +171,12 @@ def worker_run(args):
     if args.worker == "torch":
         import torch
         torch.manual_seed(0)
-        if args.model == "pix2pix":
+        if args.model == "cocosnet":
+            sys.path.insert(0, os.path.join(REPO, "bench"))
+            from torch_cocosnet_step import make_step
+            translate, _ = make_step(args.size, inference=True)
+            net = lambda x: translate()  # noqa: E731 (its own inputs)
+        elif args.model == "pix2pix":
             net = torch_unet(64, 8 if args.size % 256 == 0 else 7).eval()
         else:
             weights = dict(np.load(os.path.join(args.dir, "weights.npz")))
@@ -241,8 +246,7 @@ def main():
     parser.add_argument("--model", choices=["pix2pix", "crn", "cocosnet"], default="pix2pix")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--backends", help="comma-separated, from " + ",".join(BACKENDS) + " (default: all; CoCosNet: "
-                        "all but torch)")
+    parser.add_argument("--backends", help="comma-separated, from " + ",".join(BACKENDS) + " (default: all)")
     parser.add_argument("--cpu_conv", choices=["auto", "native", "matmul", "winograd", "onednn"],
                         help="MindSpore's CPU convolution path (default: the model config's cpu_conv)")
     parser.add_argument("--rounds", type=int, default=1,
@@ -256,14 +260,10 @@ def main():
         result = worker_export(args) if args.worker == "export" else worker_run(args)
         print("RESULT " + json.dumps(result))
         return
-    backends = [b.strip() for b in args.backends.split(",")] if args.backends else \
-        [b for b in BACKENDS if not (args.model == "cocosnet" and b == "torch")]
+    backends = [b.strip() for b in args.backends.split(",")] if args.backends else list(BACKENDS)
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
         parser.error(f"--backends: unknown {unknown}; choose from {BACKENDS}")
-    if args.model == "cocosnet" and "torch" in backends:
-        parser.error("--backends: CoCosNet has no torch restatement here; compare with the official code's figure "
-                     "in cocosnet/README.md Performance")
     import numpy as np
     with tempfile.TemporaryDirectory() as tmp:
         args.dir = tmp
@@ -290,7 +290,7 @@ def main():
                 print(f"  {name:14s} failed: {r['error']}")
                 continue
             diff = ""
-            if name != "mindspore" and not (name == "torch" and args.model == "pix2pix") and os.path.isfile(ref):
+            if name != "mindspore" and not (name == "torch" and args.model != "crn") and os.path.isfile(ref):
                 diff = f", max |diff| vs mindspore {np.abs(np.load(os.path.join(tmp, f'out_{name}.npy')) - np.load(ref)).max():.2g}"
             ratio = f" ({r['ms'] / base:.2f}x mindspore)" if base and name != "mindspore" else ""
             each = f" (rounds: {' / '.join(f'{t:.1f}' for t in r['all_ms'])})" if args.rounds > 1 else ""

@@ -9,9 +9,9 @@ callable running one full train step on random data (``--size`` HxW: OSMIS only;
 as SIV-GAN). ``--cpu_conv`` overrides the model config's CPU convolution path (``common/conv.py``;
 pix2pix's ``auto``: Im2Col + AVX-512 MatMul where available). ``--torch`` first runs a PyTorch step in
 the same run, for a same-machine comparison, and prints the ratio: ``../shared/bench/torch_pix2pix_step.py``
-(pix2pix), ``../shared/bench/torch_crn_step.py SIZE 9 STEPS`` (CRN) or ``bench/torch_osmis_step.py`` (OSMIS,
-a restatement of the reference's step). CoCosNet has none: compare with the official code's figure in
-``cocosnet/README.md``.
+(pix2pix), ``../shared/bench/torch_crn_step.py SIZE 9 STEPS`` (CRN), ``bench/torch_osmis_step.py`` (OSMIS,
+a restatement of the reference's step) or ``bench/torch_cocosnet_step.py`` (CoCosNet, a restatement of the
+official iteration at its ADE20K widths).
 ``--precision bf16`` runs the step with bf16 MatMuls (``common.runtime.select_cpu_precision``; CPUs with AMX or
 AVX512_BF16), and the PyTorch reference with its oneDNN bf16 mode for float32 convolutions and MatMuls
 (``torch.backends.mkldnn.{conv,matmul}.fp32_precision = "bf16"``), so the ratio compares like with like.
@@ -30,7 +30,8 @@ sys.path.insert(0, REPO)
 
 TORCH_REFERENCES = {"pix2pix": os.path.join(os.path.dirname(REPO), "shared", "bench", "torch_pix2pix_step.py"),
                     "crn": os.path.join(os.path.dirname(REPO), "shared", "bench", "torch_crn_step.py"),
-                    "osmis": os.path.join(REPO, "bench", "torch_osmis_step.py")}
+                    "osmis": os.path.join(REPO, "bench", "torch_osmis_step.py"),
+                    "cocosnet": os.path.join(REPO, "bench", "torch_cocosnet_step.py")}
 
 
 def parse_size(text):
@@ -57,6 +58,8 @@ def torch_command(args, script):
         command = [script, str(h), str(w), "--steps", str(args.steps)] + (["--no_masks"] if args.no_masks else [])
     elif args.model == "crn":
         command = [script, str(args.size), "9", str(args.steps)]
+    elif args.model == "cocosnet":
+        command = [script, str(args.size), "--steps", str(args.steps)]
     else:
         command = [script, str(args.size)]
     return (["-c", TORCH_BF16] if args.precision == "bf16" else []) + command
@@ -99,7 +102,7 @@ def main():
     parser.add_argument("--device", default="CPU")
     parser.add_argument("--cpu_conv", choices=["auto", "native", "matmul", "winograd", "onednn"],
                         help="CPU convolution path (common/conv.py); default: the model config's cpu_conv")
-    parser.add_argument("--torch", action="store_true", help="also time the PyTorch reference (pix2pix, crn, osmis)")
+    parser.add_argument("--torch", action="store_true", help="also time the PyTorch reference (pix2pix, crn, osmis, cocosnet)")
     parser.add_argument("--no_masks", action="store_true", help="OSMIS: time SIV-GAN (no mask branch)")
     parser.add_argument("--precision", choices=["f32", "bf16"], default="f32",
                         help="bf16: MatMuls (matmul / winograd convolutions) with bf16 inputs, on AMX / AVX512_BF16 CPUs")

@@ -2,6 +2,8 @@
 correlation and warp against NumPy, self-attention against NumPy, SPADE and residual blocks against a
 PyTorch restatement loaded under the reference's parameter names, every intermediate shape at 256x256
 (narrow channels), bad sizes."""
+import os
+
 import numpy as np
 import pytest
 
@@ -140,6 +142,20 @@ def test_discriminator_count_by_hand():
     per_scale = (154 * 64 * 16 + 64) + (64 * 128 + 128 * 256 + 256 * 512) * 16 \
         + (2 * 256 * 32 + 256 * 128 + 128 * 256 + 1) + (512 * 16 + 1)
     assert 2 * per_scale == count_params(build_discriminator())
+
+
+def test_the_pytorch_benchmark_restatement_has_the_official_parameter_counts():
+    """``bench/torch_cocosnet_step.py`` (the same-run speed reference) builds the official networks' widths."""
+    torch = pytest.importorskip("torch")
+    import importlib.util
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "torch_cocosnet_step.py")
+    spec = importlib.util.spec_from_file_location("torch_cocosnet_step", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    with torch.device("meta"):  # shapes only
+        nets = (bench.Correspondence(), bench.Generator(), bench.MultiscaleDiscriminator(), bench.VGG19())
+    counts = tuple(sum(p.numel() for p in net.parameters()) for net in nets)
+    assert counts == tuple(REFERENCE_PARAMS[k] for k in ("correspondence", "generator", "discriminator", "vgg19"))
 
 
 # Positional norm, contextual loss, resizing ----------------------------------------------------------
