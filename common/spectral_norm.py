@@ -90,7 +90,8 @@ class SpectralNorm(nn.Cell):
         # x's dtype: float16 under mixed precision
         if self.scales_output(x.shape):
             return self.conv.convolve(x, ops.cast(self.conv.weight, x.dtype), output_scale=1 / sigma)
-        return self.conv.convolve(x, ops.cast(self.conv.weight / sigma, x.dtype))
+        # times 1 / sigma: a Div by sigma would hold 16 bytes of broadcast indices per weight (common.layers.expand)
+        return self.conv.convolve(x, ops.cast(self.conv.weight * (1 / sigma), x.dtype))
 
     def scales_output(self, shape):
         """Whether an input of ``shape`` [B, C_in, H, W] takes the ``conv(x, W) / sigma`` form: its output holds

@@ -44,7 +44,7 @@ def correlation(theta, phi, temperature=0.01):
         [B, N, M], each row sums to 1.
     """
     f = ops.BatchMatMul(transpose_a=True)(theta, phi)
-    return _SOFTMAX(f / temperature)
+    return _SOFTMAX(f * (1.0 / temperature))  # not f / t: Div keeps broadcast tables of f's size
 
 
 def warp(corr, source):

@@ -40,9 +40,11 @@ def contextual_loss(x, y, h=0.1, rel_eps=1e-3):
     xn = feature_normalize(x - mu).reshape(b, c, hh * ww)
     yn = feature_normalize(y - mu).reshape(b, c, hh * ww)
     d = 1.0 - ops.BatchMatMul(transpose_a=True)(xn, yn)  # [B, N, N]
-    d_rel = d / (d.min(axis=-1, keepdims=True) + rel_eps)
-    w = ops.exp((1.0 - d_rel) / h)
-    a = w / w.sum(axis=-1, keepdims=True)
+    # row statistics broadcast by common.layers.expand, scalars multiplied: a broadcasting Div (or Mul) would keep
+    # index tables of the [B, N, N] size for the whole run
+    d_rel = d * expand(ops.reciprocal(d.min(axis=-1, keepdims=True) + rel_eps), d)
+    w = ops.exp((1.0 - d_rel) * (1.0 / h))
+    a = w * expand(ops.reciprocal(w.sum(axis=-1, keepdims=True)), w)
     cx = a.max(axis=-1).mean(axis=1)
     return -ops.log(cx)
 
