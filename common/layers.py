@@ -92,33 +92,17 @@ def _inner_broadcast(stat_shape, shape):
             int(np.prod(shape[axes[-1] + 1:])))
 
 
-def _trailing_broadcast(stat_shape, shape):
-    """(lead, count) when ``stat_shape`` is ``shape`` with its last axes set to 1 (e.g. [B, N, 1] of [B, N, M]),
-    else None."""
-    k = len(shape)
-    while k > 0 and stat_shape[k - 1] == 1 and shape[k - 1] != 1:
-        k -= 1
-    if len(stat_shape) != len(shape) or k == len(shape) or tuple(stat_shape[:k]) != tuple(shape[:k]):
-        return None
-    return int(np.prod(shape[:k])), int(np.prod(shape[k:]))
-
-
 def expand(stat, x):
     """``stat`` (e.g. [B, C, 1, 1], [1, C, 1, 1], [B, 1, H, W] or [B, N, 1]) broadcast to ``x``'s shape as its own op.
 
     In MindSpore 2.10's CPU graphs an arithmetic op that broadcasts an operand by itself keeps full-size
-    buffers for the whole process: its kernel holds index tables of the output's size (Div: two 8-byte indices
-    per output value, even for a scalar operand; ``README.md`` Performance); BroadcastTo followed by a
-    same-shape op does not (``python bench/graph_memory.py --stack norm``). Over a block of inner axes (a
-    per-position statistic over channels) the broadcast is the outer product ``ones[K, 1] @ stat[lead, 1, trail]``,
-    2.5x faster than BroadcastTo (to [1, 128, 256, 256]: 7 against 18 ms), over the last axes (a per-row
-    statistic) ``stat[lead, 1] @ ones[1, K]``; their gradients are matrix products too (:func:`reduce_sum`'s
-    form). Exports to ONNX as Expand or MatMul.
+    buffers for the whole run: its kernel holds index tables of the output's size (Div: two 8-byte indices per
+    output value, even for a scalar operand; ``README.md`` Performance); BroadcastTo followed by a same-shape op
+    does not (``python bench/graph_memory.py --stack norm``). Over a block of inner axes (a per-position
+    statistic over channels) the broadcast is the outer product ``ones[K, 1] @ stat[lead, 1, trail]``, 2.5x
+    faster than BroadcastTo (to [1, 128, 256, 256]: 7 against 18 ms), and its gradient is a matrix product too
+    (:func:`reduce_sum`'s form); other shapes take BroadcastTo. Exports to ONNX as Expand or MatMul.
     """
-    trailing = _trailing_broadcast(stat.shape, x.shape)
-    if trailing is not None:
-        lead, count = trailing
-        return ops.matmul(stat.reshape(lead, 1), ops.ones((1, count), stat.dtype)).reshape(x.shape)
     inner = _inner_broadcast(stat.shape, x.shape)
     if inner is None:
         return ops.broadcast_to(stat, x.shape)

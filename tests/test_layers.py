@@ -56,8 +56,7 @@ class _WeightedExpand(nn.Cell):
 @pytest.mark.parametrize("stat_shape", [(3, 1, 5, 7), (1, 1, 5, 7), (3, 1, 1, 7), (3, 4, 1, 1), (1, 4, 1, 1), (3, 4, 5, 1)])
 def test_expand_matches_numpy_broadcast(stat_shape):
     """Inner blocks ([3, 1, 5, 7], [3, 1, 1, 7], and [1, 1, 5, 7] with a leading block) take the outer product
-    ``ones @ stat``, trailing blocks ([3, 4, 1, 1], [3, 4, 5, 1]) ``stat @ ones``, [1, 4, 1, 1] BroadcastTo; the
-    gradient is the sum of the weights over the broadcast axes."""
+    with ones, trailing ones BroadcastTo; the gradient is the sum of the weights over the broadcast axes."""
     rng = np.random.default_rng(1)
     stat = rng.standard_normal(stat_shape).astype(np.float32)
     w = rng.standard_normal((3, 4, 5, 7)).astype(np.float32)
