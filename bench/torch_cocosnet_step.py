@@ -151,8 +151,7 @@ class Correspondence(nn.Module):
     @staticmethod
     def matching(x):
         x = F.unfold(x, 3, padding=1)  # [B, 2304, N]
-        x = x - x.mean(1, keepdim=True)
-        return x / (torch.norm(x, 2, 1, keepdim=True) + EPS)
+        return l2_normalize(x - x.mean(1, keepdim=True))
 
     def forward(self, ref, real, seg, ref_seg):
         f_seg = l2_normalize(self.seg_encoder(seg))
@@ -256,8 +255,8 @@ class VGG19(nn.Module):
             x = F.relu(self.convs[k](x))
             if k in self.TAPS:
                 out.append(x)
-            if k == max(self.TAPS):
-                return out
+            if k == max(self.TAPS):  # the layers after relu5_2 feed no loss
+                break
             k += 1
         return out
 
@@ -371,24 +370,18 @@ def main():
     parser.add_argument("--inference", action="store_true", help="time one translation under no_grad instead")
     args = parser.parse_args()
     torch.set_flush_denormal(True)
+    from train_step import median_ms  # bench/, this script's folder
     step, times = make_step(args.size, args.inference)
-    for _ in range(2):
-        step()
-    elapsed = []
-    for _ in range(args.steps):
-        t = time.perf_counter()
-        step()
-        elapsed.append(time.perf_counter() - t)
-    median = sorted(elapsed)[len(elapsed) // 2]
+    ms_step = median_ms(step, args.steps)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
     if args.inference:
         print(f"torch cocosnet inference peak RSS {peak:.2f} GB")
-        print(f"torch cocosnet inference median ms {1000 * median:.1f}")
+        print(f"torch cocosnet inference median ms {ms_step:.1f}")
         return
-    g_ms = sorted(t[0] for t in times[2:])[len(elapsed) // 2] * 1000
-    d_ms = sorted(t[1] for t in times[2:])[len(elapsed) // 2] * 1000
+    timed = times[-args.steps:]  # after median_ms's warm-up steps
+    g_ms, d_ms = (sorted(t[i] for t in timed)[len(timed) // 2] * 1000 for i in (0, 1))
     print(f"torch cocosnet G step {g_ms:.1f} ms, D step {d_ms:.1f} ms (medians); peak RSS {peak:.2f} GB")
-    print(f"torch cocosnet step median ms {1000 * median:.1f}")
+    print(f"torch cocosnet step median ms {ms_step:.1f}")
 
 
 if __name__ == "__main__":

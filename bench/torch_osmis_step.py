@@ -15,7 +15,6 @@ import argparse
 import copy
 import itertools
 import math
-import time
 
 import torch
 import torch.nn.functional as F
@@ -226,14 +225,8 @@ def main():
             for e, p in zip(netEMA.state_dict().values(), netG.state_dict().values()):
                 e.copy_(e * 0.9999 + p * (1 - 0.9999))
 
-    for _ in range(2):
-        step()
-    times = []
-    for _ in range(args.steps):
-        t = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t)
-    print("torch osmis step median ms %.1f" % (1000 * sorted(times)[len(times) // 2]))
+    from train_step import median_ms  # bench/, this script's folder
+    print("torch osmis step median ms %.1f" % median_ms(step, args.steps))
 
 
 if __name__ == "__main__":
