@@ -31,17 +31,21 @@ if [ "$MODEL" = all ]; then
 else
   MODELS=("$(check_model "$0" "$MODEL" eval.py)")
 fi
+# each model's share of the overrides, checked before any evaluation starts
 USED=()
 for m in "${MODELS[@]}"; do
   mapfile -t ARGS < <(python -m common.config known "$m/default_config.yaml" "$@")
   USED+=("${ARGS[@]}")
-  echo "== evaluating $m ${ARGS[*]}"
-  python "$m/eval.py" --device_target="$DEVICE" --output_dir="$OUT/$m" "${ARGS[@]}"
 done
 for arg in "$@"; do
   case " ${USED[*]} " in
     *" $arg "*) ;;
     *) echo "error: no evaluated model (${MODELS[*]}) has the key of '$arg'; see MODEL/eval.py --help" >&2; exit 2 ;;
   esac
+done
+for m in "${MODELS[@]}"; do
+  mapfile -t ARGS < <(python -m common.config known "$m/default_config.yaml" "$@")
+  echo "== evaluating $m ${ARGS[*]}"
+  python "$m/eval.py" --device_target="$DEVICE" --output_dir="$OUT/$m" "${ARGS[@]}"
 done
 python -m common.report "$OUT"

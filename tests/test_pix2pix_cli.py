@@ -58,7 +58,8 @@ CRN_TINY = ["--size=32", "--width_mult=0.0625", "--num_outputs=3", "--max_train_
 
 def test_run_eval_all_two_models_with_fcn_score_and_summary_table(trained, tmp_path):
     out, env = trained
-    rc, log = run(["bash", "scripts/run_train.sh", "crn", "CPU", "--max_steps=2"] + CRN_TINY, env)
+    # PyNative for the runs this test adds (the subject is run_eval.sh's plumbing, not the compiled graphs)
+    rc, log = run(["bash", "scripts/run_train.sh", "crn", "CPU", "--max_steps=2", "--mode=pynative"] + CRN_TINY, env)
     assert rc == 0, log[-3000:]
     from common.demo_data import ensure_demo_dataset
     cityscapes = os.path.join(ensure_demo_dataset(n_train=16, n_val=4, size=64), "cityscapes")
@@ -68,7 +69,7 @@ def test_run_eval_all_two_models_with_fcn_score_and_summary_table(trained, tmp_p
                    "--tiny", "--epochs", "1", "--height", "32", "--width", "64", "--batch-size", "4"], env)
     assert rc == 0, log[-3000:]
     # no training flag is repeated; --eval_protocol and --demo_* are pix2pix keys that CRN must not receive
-    rc, log = run(["bash", "scripts/run_eval.sh", "all", "CPU", f"--fcn_ckpt={scorer}", "--num_val=2",
+    rc, log = run(["bash", "scripts/run_eval.sh", "all", "CPU", f"--fcn_ckpt={scorer}", "--num_val=2", "--mode=pynative",
                    "--eval_protocol=eval", "--demo_size=64", "--demo_train=16", "--demo_val=4",
                    f"--metrics={','.join(image_metrics)}"], env)
     assert rc == 0, log[-3000:]
@@ -90,6 +91,7 @@ def test_run_eval_all_two_models_with_fcn_score_and_summary_table(trained, tmp_p
 
     rc, log = run(["bash", "scripts/run_eval.sh", "all", "CPU", "--no_such_key=1"], env)
     assert rc == 2 and "no evaluated model" in log and "no_such_key" in log
+    assert "== evaluating" not in log  # refused before any model is evaluated
 
 
 @pytest.mark.parametrize("model", ["pix2pix", "crn", "cocosnet", "osmis"])
