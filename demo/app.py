@@ -5,8 +5,10 @@ Usage: python -m demo.app [MODEL] [--ckpt=PATH] [--host=127.0.0.1] [--port=7860]
                           [--key=value ...]
 (or ``bash scripts/run_demo.sh``). ``--key=value`` words are MODEL's config keys, as for its predict.py
 (e.g. ``--eval_protocol=eval``); when MODEL has no checkpoint under ``<outputs>/MODEL/ckpt`` the
-built-in demo model is trained first with them. Each model is loaded once, on first use; a bad input
-or checkpoint becomes a message on the page and the server keeps serving.
+built-in demo model is trained first with them. The runtime keys among them (``RUNTIME_KEYS``: device, execution
+mode, CPU convolution path and precision; one process holds one MindSpore runtime) apply to every model the page
+switches to as well. Each model is loaded once, on first use; a bad input or checkpoint becomes a message on the
+page and the server keeps serving.
 """
 import atexit
 import html
@@ -25,11 +27,20 @@ from demo.adapters import ADAPTERS, IGNORE, adapter_for
 from demo.core import (DemoModel, check_size, colors_to_ids, ensure_checkpoint, flood_fill, model_config,
                        painting_to_ids, read_exemplar)
 
-__all__ = ["DemoServer", "build_app", "launch", "main"]
+__all__ = ["DemoServer", "build_app", "launch", "main", "model_argv"]
 
 BACKENDS = {"MindSpore": "mindspore", "ONNX (onnxruntime)": "onnx"}
 MIN_CANVAS_WIDTH = 512
 DEMO_OPTIONS = ("host", "port", "backend")
+RUNTIME_KEYS = ("device_target", "mode", "cpu_conv", "precision")
+
+
+def model_argv(name, initial, argv):
+    """The config overrides model ``name`` is loaded with: all of ``argv`` for the ``initial`` model, only its
+    runtime keys (:data:`RUNTIME_KEYS`) for the others (``--device_target=GPU`` serves every model on the GPU)."""
+    if name == initial:
+        return list(argv)
+    return [word for word in argv if word[2:].split("=", 1)[0] in RUNTIME_KEYS]
 
 
 class DemoServer:
@@ -37,7 +48,8 @@ class DemoServer:
 
     Args:
         outputs: the outputs root (``<outputs>/<model>/ckpt`` holds each model's snapshots).
-        initial: the model shown first, with ``argv`` (its config overrides) and ``ckpt``.
+        initial: the model shown first, with ``argv`` (its config overrides; their runtime keys also for the
+            models the page switches to, :func:`model_argv`) and ``ckpt``.
     """
 
     def __init__(self, outputs, initial, argv=(), ckpt="", backend="mindspore", log=print):
@@ -49,7 +61,7 @@ class DemoServer:
         self.current = self.model(initial, ckpt, backend)
 
     def config(self, name, ckpt=""):
-        return model_config(name, self.outputs, self.argv if name == self.initial else (), ckpt)
+        return model_config(name, self.outputs, model_argv(name, self.initial, self.argv), ckpt)
 
     def model(self, name, ckpt="", backend="mindspore"):
         """The loaded :class:`DemoModel` (cached: a model is loaded once, not per request)."""

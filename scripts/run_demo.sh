@@ -6,7 +6,8 @@
 #   --ckpt       a checkpoint of MODEL; default: the newest snapshot under ${SYNTHZOO_OUTPUTS:-outputs}/MODEL/ckpt,
 #                and when there is none the built-in demo model is trained there first (a few minutes)
 #   --backend    onnx runs the newest bash scripts/run_export.sh MODEL ONNX export with onnxruntime (all four)
-#   --key=value  any key of MODEL/default_config.yaml, as for its predict.py (e.g. --eval_protocol=eval)
+#   --key=value  any key of MODEL/default_config.yaml, as for its predict.py (e.g. --eval_protocol=eval); the
+#                runtime keys (--device_target, --mode, --cpu_conv, --precision) hold for every model the page loads
 # Serves http://127.0.0.1:7860 (local only; --host=0.0.0.0 exposes it). Needs: pip install -r requirements-demo.txt
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)

@@ -133,6 +133,17 @@ def test_parse_args_defaults_to_localhost_and_rejects_bare_words():
         parse_args(["nosuch"])
 
 
+def test_switched_models_take_the_command_lines_runtime_keys_only():
+    from demo.app import model_argv
+    from demo.core import model_config
+    argv = ["--mode=pynative", "--netG=unet_64", "--cpu_conv=native", "--device_target=CPU", "--precision=f32"]
+    assert model_argv("pix2pix", "pix2pix", argv) == argv
+    assert model_argv("cocosnet", "pix2pix", argv) == ["--mode=pynative", "--cpu_conv=native", "--device_target=CPU",
+                                                       "--precision=f32"]
+    cfg = model_config("cocosnet", "outputs", model_argv("cocosnet", "pix2pix", argv))
+    assert (cfg.mode, cfg.cpu_conv, cfg.output_dir) == ("pynative", "native", os.path.join("outputs", "cocosnet"))
+
+
 def browser_missing():
     if not os.path.exists(CHROMIUM):
         return f"{CHROMIUM} missing (apt-get install chromium)"
@@ -168,7 +179,9 @@ def server(tmp_path_factory, demo_cache):
     """run_demo.sh on an empty outputs folder: trains the tiny demo model, then serves on 127.0.0.1.
 
     Two steps from a wide init (init_gain 0.1) leave a generator whose output depends strongly on the
-    label map, so comparing outputs with predict.py compares content, not a constant grey.
+    label map, so comparing outputs with predict.py compares content, not a constant grey. In PyNative, for
+    every model the page loads (``--mode`` is a runtime key): the page is the subject here, and graph compiles
+    of the models it switches to took minutes of the suite (graph-mode serving: the in-process adapter tests).
     """
     outputs = tmp_path_factory.mktemp("demo_outputs")
     port = free_port()
@@ -177,8 +190,8 @@ def server(tmp_path_factory, demo_cache):
                GRADIO_TEMP_DIR=str(outputs / "gradio"))
     with open(log_path, "w") as log:
         proc = subprocess.Popen(["bash", "scripts/run_demo.sh", "pix2pix", f"--port={port}", "--eval_protocol=eval",
-                                 "--max_steps=2", "--init_gain=0.1"] + TINY, cwd=REPO, env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+                                 "--max_steps=2", "--init_gain=0.1", "--mode=pynative"] + TINY, cwd=REPO, env=env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.time() + 240
         while "serving on" not in log_path.read_text():
