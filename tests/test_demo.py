@@ -181,7 +181,7 @@ def server(tmp_path_factory, demo_cache):
     Two steps from a wide init (init_gain 0.1) leave a generator whose output depends strongly on the
     label map, so comparing outputs with predict.py compares content, not a constant grey. In PyNative, for
     every model the page loads (``--mode`` is a runtime key): the page is the subject here, and graph compiles
-    of the models it switches to took minutes of the suite (graph-mode serving: the in-process adapter tests).
+    of the models it switches to took minutes of the suite (graph-mode serving: the CRN and OSMIS adapter tests).
     """
     outputs = tmp_path_factory.mktemp("demo_outputs")
     port = free_port()
