@@ -155,9 +155,10 @@ def test_demo_training_cuts_validation_l1(tmp_path, demo_cache):
 
 
 def test_resume_reproduces_uninterrupted_run(tmp_path, demo_cache):
-    straight = train(tiny_cfg(tmp_path / "a", max_steps=20))
-    train(tiny_cfg(tmp_path / "b", max_steps=18))
-    resumed = train(tiny_cfg(tmp_path / "b", max_steps=20, resume=True))
+    """In PyNative: three runs without a graph compile (27 against 42 s on 2 cores); OSMIS's resume test compiles."""
+    straight = train(tiny_cfg(tmp_path / "a", max_steps=20, mode="pynative"))
+    train(tiny_cfg(tmp_path / "b", max_steps=18, mode="pynative"))
+    resumed = train(tiny_cfg(tmp_path / "b", max_steps=20, resume=True, mode="pynative"))
     assert resumed["step"] == 20 and resumed["epoch"] == 1 and resumed["step_in_epoch"] == 4
     for k, v in straight["losses"].items():
         assert resumed["losses"][k] == pytest.approx(v, rel=1e-5, abs=1e-6), k
