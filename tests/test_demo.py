@@ -613,7 +613,7 @@ def test_page_switches_to_cocosnet_shows_the_warped_exemplar_and_matches_predict
     warped = download(page, "_k1.png", tmp_path / "warped.png")
     screenshot(page, tmp_path / "demo_cocosnet.png")
 
-    # PyNative compiles nothing: 45 -> 3 s on 2 cores (the runtime sets the mode from the config)
+    # PyNative compiles nothing (the runtime sets the mode from the config): this test 64 -> 24 s alone on 2 cores
     pcfg = drivers.parse(spec, [f"--ckpt={cfg.output_dir}/ckpt", f"--exemplar={tmp_path / 'exemplar.png'}",
                                 "--mode=pynative"])
     os.makedirs(tmp_path / "predict")
