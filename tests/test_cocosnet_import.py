@@ -27,21 +27,35 @@ REFERENCE_KEYS = {
     "G": ["fc.weight", "head_0.conv_0.weight_orig", "head_0.conv_0.bias", "head_0.conv_0.weight_v",
           "up_0.conv_s.weight_orig", "up_3.norm_1.mlp_gamma.weight", "attn.gamma", "attn.theta.weight_orig",
           "conv_img.weight"],
-    "D": ["discriminator_0.model0.0.weight", "discriminator_1.model1.0.weight_orig", "discriminator_0.attn.o.weight_u",
+    "D": ["discriminator_0.model0.0.weight", "discriminator_1.model1.0.0.weight_orig", "discriminator_0.attn.o.weight_u",
           "discriminator_1.model4.0.bias"],
 }
 
 
+def reference_d_keys(num_D=2):
+    """Every key of the reference ``MultiscaleDiscriminator`` (4 layers, ``spectralinstance``) but its unused decoder,
+    from models/networks/discriminator.py: ``modelK = Sequential(*[norm_layer(conv), LeakyReLU])`` and
+    ``norm_layer(conv) = Sequential(spectral_norm(conv) without bias, InstanceNorm2d)`` for K = 1, 2, 3."""
+    sn = ("weight_orig", "weight_u", "weight_v")
+    one = ["model0.0.weight", "model0.0.bias", "model4.0.weight", "model4.0.bias", "attn.gamma"]
+    one += [f"model{k}.0.0.{leaf}" for k in (1, 2, 3) for leaf in sn]
+    one += [f"attn.{conv}.{leaf}" for conv in ("theta", "phi", "g", "o") for leaf in sn]
+    return {f"discriminator_{i}.{key}" for i in range(num_D) for key in one}
+
+
 def reference_state(net, rng):
-    """Our parameters under the reference names, with fresh random values."""
+    """Our parameters under the reference names, with fresh random values: a spectral-normalised layer's
+    ``X.conv.weight`` is ``X.weight_orig``, and the discriminator's ``discriminator_N.modelK.0`` is the reference's
+    ``discriminator_N.modelK.0.0`` (see :func:`reference_d_keys`)."""
     wrapped = {p.name[:-len(".weight_u")] for p in net.get_parameters() if p.name.endswith(".weight_u")}
     state = {}
     for p in net.get_parameters():
         module, _, leaf = p.name.rpartition(".")
-        key = p.name
         if module.endswith(".conv") and module[:-len(".conv")] in wrapped:
-            key = module[:-len(".conv")] + (".weight_orig" if leaf == "weight" else ".bias")
-        state[key] = torch.tensor(rng.normal(size=p.shape).astype(np.float32))
+            module, leaf = module[:-len(".conv")], "weight_orig" if leaf == "weight" else "bias"
+        if module.startswith("discriminator_") and module in wrapped and ".model" in module:
+            module += ".0"
+        state[f"{module}.{leaf}"] = torch.tensor(rng.normal(size=p.shape).astype(np.float32))
     return state
 
 
@@ -56,6 +70,7 @@ def torch_dir(tmp_path_factory):
         state = reference_state(net, rng)
         assert set(REFERENCE_KEYS[name]) <= set(state), sorted(set(REFERENCE_KEYS[name]) - set(state))
         if name == "D":
+            assert set(state) == reference_d_keys(ARCH["num_D"]), sorted(set(state) ^ reference_d_keys(ARCH["num_D"]))
             state["discriminator_0.dec.0.weight"] = torch.zeros(4, 4, 3, 3)  # registered, never called
         if name == "G":
             state["attn.gamma"] = torch.tensor(0.25)  # a 0-d Parameter in the reference
@@ -93,7 +108,9 @@ def test_import_maps_every_reference_key_and_loads_as_a_snapshot(torch_dir, tmp_
     d = build_discriminator(ARCH["label_nc"], ARCH["ndf"], ARCH["num_D"])
     load_cell(d, os.path.join(out, "D.ckpt"), dict(ARCH, model="cocosnet"))
     np.testing.assert_array_equal(d.discriminator_1.model1[0].conv.weight.asnumpy(),
-                                  states["D"]["discriminator_1.model1.0.weight_orig"])
+                                  states["D"]["discriminator_1.model1.0.0.weight_orig"])
+    np.testing.assert_array_equal(d.discriminator_0.model3[0].weight_u.asnumpy(),
+                                  states["D"]["discriminator_0.model3.0.0.weight_u"])
 
 
 def test_import_errors_name_the_key(torch_dir):

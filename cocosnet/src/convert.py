@@ -7,11 +7,16 @@ one difference is a spectral-normalised convolution: PyTorch keeps ``X.weight_or
 holds ``X.weight_u``, ``X.weight_v`` and the wrapped ``X.conv.weight``, ``X.conv.bias``. The u/v vectors
 are kept (so fine-tuning continues the power iteration; export folds them).
 
+The discriminator's spectral-normalised layers sit one level deeper in the reference: ``get_nonspade_norm_layer``
+returns ``Sequential(conv, InstanceNorm2d)`` and the layer's own ``Sequential`` holds it with the LeakyReLU, so
+``discriminator_N.modelK.0.0.weight_orig`` is our ``discriminator_N.modelK.0.conv.weight``.
+
 A ``module.`` prefix (DataParallel) is stripped. The discriminator's registered-but-unused segmentation
 decoder (``discriminator_N.dec.*``) is dropped. Anything else must match one to one with equal shapes
 (a scalar stored as [1] is accepted), or the import fails naming the file and the key.
 """
 import os
+import re
 
 import numpy as np
 
@@ -30,6 +35,9 @@ class TorchImportError(ValueError):
     """A PyTorch checkpoint does not fit the network it is imported into."""
 
 
+_NESTED_NORM_LAYER = re.compile(r"^(discriminator_\d+\.model\d+\.0)\.0\.")
+
+
 def _dropped(key):
     parts = key.split(".")
     return len(parts) > 1 and parts[0].startswith("discriminator_") and parts[1] == "dec"
@@ -44,8 +52,8 @@ def reference_to_ours(state, net, source="state dict"):
         key = key[len("module."):] if key.startswith("module.") else key
         if _dropped(key):
             continue
-        module, _, leaf = key.rpartition(".")
-        name = key
+        name = _NESTED_NORM_LAYER.sub(r"\1.", key)
+        module, _, leaf = name.rpartition(".")
         if module in wrapped and leaf in ("weight_orig", "bias"):
             name = f"{module}.conv.{'weight' if leaf == 'weight_orig' else 'bias'}"
         if name not in params:
