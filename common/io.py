@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 __all__ = ["IMAGE_EXTENSIONS", "list_images", "read_image", "read_label", "image_header", "check_image_complete", "check_image_pair",
-           "write_image", "atomic_dir", "atomic_file", "cache_root", "tensor_to_uint8", "make_grid", "write_html"]
+           "resize_photo", "resize_nearest", "write_image", "atomic_dir", "atomic_file", "cache_root", "tensor_to_uint8", "make_grid", "write_html"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -198,6 +198,38 @@ def read_label(path):
         raise ValueError(f"label file {path} has {lab.shape[2]} channels; expected a single-channel id map. "
                          f"For colour-coded labels (Cityscapes *_gtFine_color.png) pass --label_format=color")
     return lab
+
+
+_PIL_FILTERS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
+
+
+def resize_photo(rgb, height, width, *, method="bicubic"):
+    """[H, W, 3] (or [H, W]) uint8 -> [height, width, ...] uint8 through PIL, as the reference loaders resize
+    (torchvision's ``Resize`` on a PIL image: pix2pix and CoCosNet bicubic, OSMIS bilinear).
+
+    PIL widens the filter by the reduction factor when it shrinks (area-weighted), so downscaling is antialiased,
+    like torchvision's ``antialias=True``; OpenCV's ``INTER_CUBIC`` / ``INTER_LINEAR`` sample only the nearest
+    4x4 / 2x2 source pixels and alias (one-pixel stripes shrunk 3x keep their full contrast). No
+    ``reducing_gap`` shortcut is used. The same size returns the input.
+    """
+    if rgb.shape[:2] == (height, width):
+        return rgb
+    if method not in _PIL_FILTERS:
+        raise ValueError(f"method={method!r}: choose one of {sorted(_PIL_FILTERS)}")
+    return np.asarray(Image.fromarray(rgb).resize((width, height), _PIL_FILTERS[method]))
+
+
+def resize_nearest(ids, height, width):
+    """[H, W, ...] -> [height, width, ...] by pixel-centre nearest neighbour: output pixel (i, j) takes input
+    pixel (floor((i + 0.5) * H / height), floor((j + 0.5) * W / width)), as PIL's NEAREST does (OpenCV's
+    ``INTER_NEAREST`` takes floor(i * H / height), shifting labels against their bicubic photo). Any dtype:
+    label ids, index or colour masks."""
+    h, w = ids.shape[:2]
+    if (h, w) == (height, width):
+        return ids
+    rows = ((np.arange(height) + 0.5) * h / height).astype(np.int64)
+    cols = ((np.arange(width) + 0.5) * w / width).astype(np.int64)
+    return ids[rows][:, cols]
 
 
 @contextlib.contextmanager

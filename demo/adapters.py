@@ -259,12 +259,11 @@ class CoCosNetDemo(DemoAdapter):
 
     def inputs(self, cfg, ids, exemplar):
         """(seg [1, L, S, S], exemplar [1, 3, S, S] in [-1, 1], all-zero exemplar seg), as ``predict.py``."""
-        import cv2
+        from common.io import resize_photo
         from cocosnet.src.dataset import one_hot
         if exemplar is None:
             raise ValueError("cocosnet translates with an exemplar photo: upload one")
-        size = cfg.size
-        ref = cv2.resize(np.asarray(exemplar), (size, size), interpolation=cv2.INTER_CUBIC)
+        ref = resize_photo(np.asarray(exemplar), cfg.size, cfg.size)
         ref = ref.transpose(2, 0, 1).astype(np.float32) / 127.5 - 1.0
         seg = one_hot(np.where(ids == IGNORE, 0, ids), cfg.label_nc)
         return seg[None], ref[None], np.zeros_like(seg)[None]

@@ -71,6 +71,36 @@ def test_eval_and_predict_from_the_checkpoint_alone(trained):
         assert cv2.imread(path).shape == (64, 64, 3)
 
 
+def test_eval_scores_at_the_targets_own_size_by_default(trained, tmp_path):
+    """OpenVINO's protocol (the published ADE20K figures): each output resized to its target photo's size and
+    scored against the photo as stored."""
+    from skimage.metrics import peak_signal_noise_ratio
+    out = trained[0]
+    rng = np.random.default_rng(1)
+    root = tmp_path / "data"
+    for split in ("train", "val"):
+        for i in range(2):
+            for sub, array in (("images", rng.integers(0, 256, (80, 96, 3), dtype=np.uint8)),
+                               ("labels", rng.integers(0, STYLED_LABEL_NC, (80, 96), dtype=np.uint8))):
+                os.makedirs(root / split / sub, exist_ok=True)
+                cv2.imwrite(str(root / split / sub / f"{split}{i}.png"), array)
+    (root / "ref_train.txt").write_text("train0,train1\ntrain1,train0\n")
+    (root / "ref_val.txt").write_text("val0,train0\nval1,train1\n")
+    snapshot = os.path.join(out, "ckpt", open(os.path.join(out, "ckpt", "latest")).read().strip())
+    record = drivers.evaluate(SPEC, drivers.parse(SPEC, args(
+        ckpt=snapshot, output_dir=tmp_path / "out", mode="pynative", cpu_conv="native", dataroot=root,
+        data_format="folders", metrics="psnr")))
+    assert record["settings"]["eval_size"] == "original"
+    psnr = []
+    for i in range(2):
+        fake, real = (cv2.imread(str(tmp_path / "out" / "eval" / sub / f"val{i}.png")) for sub in ("fake", "real"))
+        np.testing.assert_array_equal(real, cv2.imread(str(root / "val" / "images" / f"val{i}.png")))
+        assert fake.shape == (80, 96, 3)
+        assert cv2.imread(str(tmp_path / "out" / "eval" / "warped" / f"val{i}.png")).shape == (64, 64, 3)
+        psnr.append(peak_signal_noise_ratio(real, fake, data_range=255))
+    assert record["metrics"]["psnr"]["value"] == pytest.approx(np.mean(psnr), abs=1e-9)
+
+
 def cli_error(command, capsys, *argv):
     """Run an entry point in-process; returns its one-line error (exit code 2)."""
     with pytest.raises(SystemExit) as exit_info:

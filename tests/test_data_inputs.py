@@ -13,7 +13,7 @@ from PIL import Image
 
 from common import demo_data
 from common.data import BatchLoader, validate_files
-from common.io import check_image_complete, image_header, read_image, read_label
+from common.io import check_image_complete, image_header, read_image, read_label, resize_nearest, resize_photo
 from crn.src.dataset import CRNDataset
 from pix2pix.src.dataset import AlignedDataset, plan_tiles, resize_bicubic, to_tensor_layout
 
@@ -227,3 +227,25 @@ def test_demo_data_waits_for_a_live_lock_and_takes_over_a_dead_one(tmp_path):
         f.write(f"{os.uname().nodename} {dead.pid}\n")
     assert demo_data.ensure_demo_dataset(str(tmp_path), n_train=2, n_val=1, size=32, wait_s=5) == root
     assert os.path.isfile(os.path.join(root, "demo.json")) and not os.path.exists(root + ".lock")
+
+
+def test_resizes_follow_pil_as_the_reference_loaders_do():
+    """The reference loaders resize PIL images (torchvision ``Resize``): shrinking is antialiased, and nearest
+    takes the source pixel under each output pixel's centre. Hand-derived cases, then PIL itself."""
+    stripes = np.zeros((96, 96, 3), np.uint8)
+    stripes[::2] = 255  # one-pixel rows
+    for method in ("bilinear", "bicubic"):
+        small = resize_photo(stripes, 32, 32, method=method).astype(np.float64)
+        assert small.std() < 30 and abs(small.mean() - 127.5) < 45, method
+    assert cv2.resize(stripes, (32, 32), interpolation=cv2.INTER_LINEAR).std() > 100  # what OpenCV did
+    ids = np.arange(10)[None].repeat(3, 0)
+    np.testing.assert_array_equal(resize_nearest(ids, 3, 4)[0], [1, 3, 6, 8])  # floor((j + 0.5) * 10 / 4)
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 151, (37, 53), dtype=np.uint8)
+    for h, w in ((16, 24), (64, 90), (37, 20)):
+        np.testing.assert_array_equal(resize_nearest(labels, h, w),
+                                      np.asarray(Image.fromarray(labels).resize((w, h), Image.NEAREST)))
+    photo = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    assert resize_photo(photo, 37, 53) is photo
+    with pytest.raises(ValueError, match="method='area'"):
+        resize_photo(photo, 10, 10, method="area")

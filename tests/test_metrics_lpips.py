@@ -5,7 +5,7 @@ import pytest
 import common  # noqa: F401
 import mindspore as ms
 
-from common.metrics.lpips import LPIPS, LPIPSMetric, build_lpips, to_lpips_input
+from common.metrics.lpips import LPIPS, LPIPSMetric, build_lpips, distance_to_nearest, to_lpips_input
 from common.pretrained import pretrained_path
 from common.weights import read_mindspore_ckpt
 
@@ -103,3 +103,22 @@ def test_lpips_metric_identity_and_errors():
         metric.update(fake[:, :32], real)
     with pytest.raises(ValueError, match="empty set"):
         LPIPSMetric(model=metric.model).compute()
+
+
+def test_distance_to_nearest_takes_each_fakes_closest_real():
+    from common.metrics.image import PairMean
+
+    class MeanAbs(PairMean):  # a stand-in score, so the test is about the nearest-frame reduction alone
+        name = "mean_abs"
+
+        def scores(self, fake, real):
+            return np.abs(fake.astype(np.float64) - real).mean(axis=(1, 2, 3))
+
+    rng = np.random.default_rng(3)
+    reals = rng.integers(0, 256, (2, 6, 5, 3), dtype=np.uint8)
+    fakes = rng.integers(0, 256, (5, 6, 5, 3), dtype=np.uint8)
+    fakes[3] = reals[1]
+    table = np.abs(fakes[:, None].astype(np.float64) - reals[None]).mean(axis=(2, 3, 4))  # [fake, real]
+    for chunk in (2, 64):
+        assert distance_to_nearest(MeanAbs(), fakes, reals, chunk=chunk) == pytest.approx(table.min(axis=1).mean())
+    assert distance_to_nearest(MeanAbs(), fakes[3:4], reals) == 0.0

@@ -13,6 +13,7 @@ import common  # noqa: F401
 import mindspore as ms
 
 from common import drivers
+from common.metrics.evaluate import lpips_weights_cached
 from osmis.src.dataset import OSMISDataset
 from osmis.src.spec import OSMISSpec
 
@@ -85,6 +86,10 @@ def test_predict_and_export_from_the_checkpoint_alone(trained):
     scores = {k: v["value"] for k, v in record["metrics"].items()}
     assert 0 <= scores["miou_fake_to_real"] <= 1 and 0 <= scores["pixel_acc_real_to_fake"] <= 1
     assert 0 <= scores["class_frequency_l1"] <= 2 and 0 <= scores["classes_missing"] <= 5
+    if lpips_weights_cached("alexnet"):  # README's test command fetches them first
+        assert scores["lpips_to_train_alexnet"] > 0 and scores["lpips_diversity_alexnet"] > 0
+    else:
+        assert "lpips_to_train_alexnet" in record["not_computed"]
     assert os.path.isfile(out / "eval" / "index.html") and os.path.isfile(out / "eval" / "generated" / "0002_mask_ids.png")
 
 
@@ -101,8 +106,13 @@ def test_bad_datasets_are_clear_errors(tmp_path):
         OSMISDataset(str(tmp_path))
     write(tmp_path / "image" / "a.png", np.zeros((40, 60, 3), np.uint8))
     write(tmp_path / "mask" / "a.png", np.zeros((30, 60), np.uint8))
-    with pytest.raises(ValueError, match="mask .*a.png is 60x30 but its image"):
+    with pytest.raises(ValueError, match="mask .*a.png is 60x30 but its image .*aspect ratio"):
         OSMISDataset(str(tmp_path))
+    half = np.zeros((20, 30), np.uint8)
+    half[5:10, 5:10] = 3  # a mask at half its image's size, as the reference allows: resized with the image
+    write(tmp_path / "mask" / "a.png", half)
+    np.testing.assert_array_equal(OSMISDataset(str(tmp_path)).load(0, (40, 60))[1].argmax(0),
+                                  np.kron(half, np.ones((2, 2), np.uint8)))
     mask = np.zeros((40, 60), np.uint8)
     mask[10:20, 10:20] = 3
     write(tmp_path / "mask" / "a.png", mask)

@@ -13,19 +13,19 @@ files or stems; ``build_ref_list`` makes one for any dataset). Exemplars are alw
 training a sample's exemplar is, with the reference probabilities, the first entry (50 %), the last entry
 ("hard", 20 %) or the target itself under a fresh random crop and flip (30 %, ``self_ref = 1``).
 
-Transforms: training resizes to ``load_size`` (photo bicubic, labels nearest), crops ``size`` at random
+Transforms: training resizes to ``load_size`` (PIL's photo bicubic and labels nearest, as the reference's
+torchvision ``Resize``), crops ``size`` at random
 and flips at random (target and label with one draw, the exemplar with its own); evaluation resizes to
 ``size``. Photos go to [-1, 1] ([3, H, W]); label maps to one-hot [label_nc, H, W].
 """
 import glob
 import os
 
-import cv2
 import numpy as np
 
 from common.classes import unknown_ids_error
 from common.data import validate_files
-from common.io import check_image_pair, read_image, read_label
+from common.io import check_image_pair, read_image, read_label, resize_nearest, resize_photo
 
 __all__ = ["DATA_FORMATS", "SPLITS", "find_pairs", "read_ref_list", "read_ids", "one_hot", "ExemplarDataset"]
 
@@ -169,6 +169,10 @@ class ExemplarDataset:
     def name(self, index):
         return self.keys[index]
 
+    def photo_path(self, index):
+        """The target photo file of sample ``index``."""
+        return self.pairs[self.keys[index]][0]
+
     def exemplar_name(self, index):
         """The first (evaluation) exemplar's stem of sample ``index``."""
         return self.table[self.keys[index]][0]
@@ -177,8 +181,7 @@ class ExemplarDataset:
         photo, label = pair
         img, ids = read_image(photo), read_ids(label, self.label_nc, class_table=self.class_table)
         side = self.load_size if self.train else self.size
-        img = cv2.resize(img, (side, side), interpolation=cv2.INTER_CUBIC)
-        ids = cv2.resize(ids.astype(np.uint16), (side, side), interpolation=cv2.INTER_NEAREST).astype(np.int64)
+        img, ids = resize_photo(img, side, side), resize_nearest(ids, side, side)
         if self.train:
             y, x = rng.randint(0, side - self.size + 1, 2)
             img, ids = img[y:y + self.size, x:x + self.size], ids[y:y + self.size, x:x + self.size]

@@ -13,7 +13,7 @@ import os
 import numpy as np
 from mindspore import Tensor
 
-from common.io import atomic_file, read_image
+from common.io import atomic_file, read_image, resize_photo
 from cocosnet.src.dataset import find_pairs
 from cocosnet.src.train_step import build_vgg_features
 
@@ -22,10 +22,9 @@ __all__ = ["descriptors", "top_k", "build_ref_list"]
 
 def descriptors(vgg, paths, size, batch=8):
     """[N, D] L2-normalised pool5 features of the images ``paths`` (``vgg``: a VGGFeatures with taps pool5)."""
-    import cv2
     out = []
     for i in range(0, len(paths), batch):
-        imgs = [cv2.resize(read_image(p), (size, size), interpolation=cv2.INTER_CUBIC) for p in paths[i:i + batch]]
+        imgs = [resize_photo(read_image(p), size, size) for p in paths[i:i + batch]]
         x = np.stack(imgs).transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0
         feat = vgg(Tensor(x))[0].asnumpy().reshape(len(imgs), -1).astype(np.float64)
         out.append(feat / (np.linalg.norm(feat, axis=1, keepdims=True) + 1e-12))

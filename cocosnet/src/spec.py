@@ -12,7 +12,8 @@ from common.classes import config_class_table
 from common.config import ConfigError, load_config
 from common.demo_data import STYLED_LABEL_NC, ensure_demo_dataset
 from common.export import prepare_for_export
-from common.io import check_image_pair, make_grid, read_image, tensor_to_uint8, write_html, write_image
+from common.io import (check_image_pair, make_grid, read_image, resize_nearest, resize_photo, tensor_to_uint8, write_html,
+                       write_image)
 from common.layers import count_params, init_weights
 from common.model_spec import Datasets, EvalRun, ExportGraph, ModelSpec, Trainer
 from common.spectral_norm import fold_spectral_norm
@@ -184,7 +185,11 @@ class CoCosNetSpec(ModelSpec):
             name = val.name(i)
             images = {"fake": out[0], "real": _uint8(real), "exemplar": _uint8(ref), "warped": warped[0],
                       "label": colorize(seg, table)}
-            for sub, img in images.items():
+            scored = {}
+            if cfg.eval_size == "original":
+                photo = read_image(val.photo_path(i))
+                scored = {"fake": resize_photo(out[0], *photo.shape[:2]), "real": photo}
+            for sub, img in dict(images, **scored).items():
                 write_image(os.path.join(out_dir, sub, f"{name}.png"), img)
             ids, ref_ids = seg.argmax(0), ref_seg.argmax(0)
             to_ref.append(palette_distance(out[0], ids, images["exemplar"], ref_ids))
@@ -194,7 +199,8 @@ class CoCosNetSpec(ModelSpec):
         write_html(os.path.join(out_dir, "index.html"), f"CoCosNet {cfg.size}x{cfg.size}",
                    ["name", "label", "exemplar", "warped exemplar", "output", "target"], rows)
         run = EvalRun(fake_dir=os.path.join(out_dir, "fake"), real_dir=os.path.join(out_dir, "real"), images=len(val),
-                      settings={"size": cfg.size, "label_nc": cfg.label_nc, "pairs": self.ref_lists(cfg, *self.data_source(cfg)[:2])[1]})
+                      settings={"size": cfg.size, "label_nc": cfg.label_nc, "eval_size": cfg.eval_size,
+                                "pairs": self.ref_lists(cfg, *self.data_source(cfg)[:2])[1]})
         run.metrics["warped_exemplar_l1"] = float(np.mean(warp_l1))
         run.protocol["warped_exemplar_l1"] = ("mean |warped exemplar - target| in 0..255 (uint8 RGB at size x size): how "
                                               "close the correspondence brings the exemplar to the target")
@@ -284,12 +290,9 @@ def read_exemplar(exemplar, exemplar_label, label_nc, size, *, class_table=""):
 
 
 def _photo(path, size):
-    import cv2
-    img = cv2.resize(read_image(path), (size, size), interpolation=cv2.INTER_CUBIC)
+    img = resize_photo(read_image(path), size, size)
     return img.transpose(2, 0, 1).astype(np.float32) / 127.5 - 1.0
 
 
 def _resized_ids(path, label_nc, size, class_table=""):
-    import cv2
-    ids = read_ids(path, label_nc, class_table=class_table)
-    return cv2.resize(ids.astype(np.uint16), (size, size), interpolation=cv2.INTER_NEAREST).astype(np.int64)
+    return resize_nearest(read_ids(path, label_nc, class_table=class_table), size, size).astype(np.int64)

@@ -19,7 +19,7 @@ from common.pretrained import pretrained_path
 from common.vgg import VGG
 from common.weights import assign_params, load_vgg, read_mindspore_ckpt
 
-__all__ = ["AlexNetTrunk", "LPIPS", "LPIPSMetric", "build_lpips", "LPIPS_TAPS"]
+__all__ = ["AlexNetTrunk", "LPIPS", "LPIPSMetric", "build_lpips", "distance_to_nearest", "LPIPS_TAPS"]
 
 LPIPS_TAPS = {"vgg16": ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3"),
               "alexnet": ("relu1", "relu2", "relu3", "relu4", "relu5")}
@@ -126,3 +126,19 @@ class LPIPSMetric(PairMean):
 
     def scores(self, fake, real):
         return self.model(to_lpips_input(fake), to_lpips_input(real)).asnumpy().reshape(-1)
+
+
+def distance_to_nearest(metric, fakes, reals, *, chunk=64):
+    """Mean over ``fakes`` of each one's smallest score to any of ``reals`` (the reference OSMIS / SinGAN
+    "LPIPS to train": how close samples stay to the closest training frame).
+
+    ``metric``: a :class:`common.metrics.image.PairMean` (its per-pair ``scores``); ``fakes`` [N, H, W, 3] and
+    ``reals`` [F, H, W, 3] uint8 of one size. Returns a float.
+    """
+    nearest = np.full(len(fakes), np.inf)
+    for real in reals:
+        for k in range(0, len(fakes), chunk):
+            batch = fakes[k:k + chunk]
+            scores = metric.scores(batch, np.broadcast_to(real, batch.shape))
+            nearest[k:k + chunk] = np.minimum(nearest[k:k + chunk], scores)
+    return float(nearest.mean())

@@ -11,8 +11,9 @@
 ``DST/ref_val.txt``, which ``scripts/prepare_data.sh ade20k`` adds after this step (``common`` does not
 import model folders; see that script's header).
 """
+from common.io import resize_nearest, resize_photo
 from common.prepare.core import (Job, PrepareError, check_same_size, decode_image, decode_label, find_members,
-                                 pair, resize_nearest, resize_photo, split_list)
+                                 pair, split_list)
 
 NUM_CLASSES = 151
 OPTIONS = {

@@ -1,7 +1,7 @@
 """Cityscapes: ``gtFine_trainvaltest.zip`` + ``leftImg8bit_trainvaltest.zip`` (or their extracted folders) ->
 
 * ``DST/leftImg8bit/<split>/<city>/<frame>_leftImg8bit.png``: the photo, ``size`` x ``2*size`` (PIL bicubic,
-  antialiased: :func:`common.prepare.core.resize_photo`);
+  antialiased: :func:`common.io.resize_photo`);
 * ``DST/gtFine/<split>/<city>/<frame>_gtFine_{labelIds,labelTrainIds,color}.png``: the labelIds (pixel-centre
   nearest neighbour), the 19 trainIds with 255 = void (:data:`common.cityscapes.LABEL_TO_TRAIN`) and the colour
   rendering of the labelIds (the gtFine colour table). This is the layout CRN reads with
@@ -22,8 +22,9 @@ take the first, which has the same trainId).
 import numpy as np
 
 from common import cityscapes as cs
+from common.io import resize_nearest, resize_photo
 from common.prepare.core import (Job, PrepareError, check_same_size, decode_image, decode_label, find_members,
-                                 pair, resize_nearest, resize_photo, split_list)
+                                 pair, split_list)
 
 OPTIONS = {
     "size": (256, "photo/label height; width = 2 * size (256, 512 or 1024; 1024 keeps the full resolution)"),

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from common.io import atomic_file
 
 __all__ = ["PrepareError", "Member", "open_sources", "find_members", "decode_image", "decode_label",
-           "resize_photo", "resize_nearest", "check_same_size", "pair", "Job", "Report", "run_jobs", "parse_options", "check_manifest",
+           "check_same_size", "pair", "Job", "Report", "run_jobs", "parse_options", "check_manifest",
            "write_manifest", "remove_scratch", "split_list"]
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
@@ -214,28 +214,6 @@ def decode_label(member):
     if img.ndim == 3:
         img = img[..., 2::-1].copy() if img.shape[2] >= 3 else img[..., 0]
     return img
-
-
-def resize_photo(rgb, height, width):
-    """[H, W, 3] uint8 -> [height, width, 3] uint8, PIL bicubic.
-
-    PIL widens the bicubic kernel by the reduction factor when it shrinks (a true area-weighted filter), so
-    downscaling is antialiased, like torchvision's ``antialias=True``; no ``reducing_gap`` shortcut is used.
-    """
-    if rgb.shape[:2] == (height, width):
-        return rgb
-    return np.asarray(Image.fromarray(rgb).resize((width, height), Image.BICUBIC))
-
-
-def resize_nearest(ids, height, width):
-    """[H, W, ...] -> [height, width, ...] by pixel-centre nearest neighbour: output pixel (i, j) takes input
-    pixel (floor((i + 0.5) * H / height), floor((j + 0.5) * W / width)), as PIL's NEAREST does. Labels only."""
-    h, w = ids.shape[:2]
-    if (h, w) == (height, width):
-        return ids
-    rows = ((np.arange(height) + 0.5) * h / height).astype(np.int64)
-    cols = ((np.arange(width) + 0.5) * w / width).astype(np.int64)
-    return ids[rows][:, cols]
 
 
 def check_same_size(photo, label, photo_member, label_member):

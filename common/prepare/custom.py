@@ -23,8 +23,8 @@ Every label pixel must be a table id (or colour); anything else is reported with
 import numpy as np
 
 from common.classes import CLASS_TABLE_FILE, ClassTableError, dump_class_table, parse_class_table
-from common.prepare.core import (Job, PrepareError, check_same_size, decode_image, decode_label, find_members, pair,
-                                 resize_nearest, resize_photo)
+from common.io import resize_nearest, resize_photo
+from common.prepare.core import (Job, PrepareError, check_same_size, decode_image, decode_label, find_members, pair)
 
 __all__ = ["OPTIONS", "load_table", "plan"]
 

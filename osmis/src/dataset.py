@@ -11,18 +11,19 @@ With a class table (``common.classes``, config key ``class_table``) the masks ar
 single-channel masks hold its ids (no binary rule), colour masks its colours, and the table sets the classes;
 any other value is an error naming the mask file.
 
-Without ``mask/`` (or with ``no_masks``) the model trains in SIV-GAN mode. Images are resized
-(bilinear) and masks (nearest) to the training resolution of :func:`osmis.src.config.auto_config`;
-images map to [-1, 1].
+Without ``mask/`` (or with ``no_masks``) the model trains in SIV-GAN mode. Images are resized (bilinear) and
+masks (nearest) to the training resolution of :func:`osmis.src.config.auto_config`, each on its own as the
+reference does (so a mask may have another size than its image if the aspect ratio agrees), with PIL's filters
+as torchvision's ``Resize`` on the reference's PIL images (antialiased when shrinking; nearest at pixel
+centres); images map to [-1, 1].
 """
 import os
 
-import cv2
 import numpy as np
 from PIL import Image
 
 from common.data import validate_files
-from common.io import check_image_complete, image_header, list_images, read_image
+from common.io import check_image_complete, image_header, list_images, read_image, resize_nearest, resize_photo
 from osmis.src.augment import sample_affine, sample_content_fa, sample_layout_fa
 
 __all__ = ["OSMISDataset", "TrainSamples", "read_mask", "mask_kind"]
@@ -108,10 +109,10 @@ class OSMISDataset:
         kinds, colours, top = set(), set(), 0
         for img, path in zip(self.image_paths, self.mask_paths):
             m = read_mask(path)
-            if m.shape[:2][::-1] != self.frame_sizes[img]:
-                raise ValueError(f"mask {path} is {m.shape[1]}x{m.shape[0]} but its image {img} is "
-                                 f"{self.frame_sizes[img][0]}x{self.frame_sizes[img][1]}; masks must have their "
-                                 f"image's size")
+            (iw, ih), (mh, mw) = self.frame_sizes[img], m.shape[:2]
+            if abs(mh - mw * ih / iw) > 1:
+                raise ValueError(f"mask {path} is {mw}x{mh} but its image {img} is {iw}x{ih}; a mask must have its "
+                                 f"image's size or aspect ratio (both are resized to the training resolution)")
             kind = mask_kind(m) if self.class_table is None else "colour" if m.ndim == 3 else "index"
             kinds.add(kind)
             if self.class_table is not None:
@@ -143,11 +144,11 @@ class OSMISDataset:
     def load(self, index, resolution):
         """(image [3, H, W] float32 in [-1, 1], mask [C, H, W] one-hot float32 or None) at (H, W)."""
         h, w = resolution
-        img = cv2.resize(read_image(self.image_paths[index]), (w, h), interpolation=cv2.INTER_LINEAR)
+        img = resize_photo(read_image(self.image_paths[index]), h, w, method="bilinear")
         image = (img.astype(np.float32) / 127.5 - 1.0).transpose(2, 0, 1)
         if self.mask_paths is None:
             return image, None
-        m = cv2.resize(read_mask(self.mask_paths[index]), (w, h), interpolation=cv2.INTER_NEAREST)
+        m = resize_nearest(read_mask(self.mask_paths[index]), h, w)
         ids = self.class_ids(m, self.mask_paths[index])
         return image, np.eye(self.num_mask_channels, dtype=np.float32)[ids].transpose(2, 0, 1)
 

@@ -192,15 +192,17 @@ class OSMISSpec(ModelSpec):
 
     def generate_eval(self, cfg, rt, nets, out_dir):
         """``num_generated`` EMA samples as fake/<i>.png, each paired with the first training frame at the
-        training size as real/<i>.png (the SIFID reference protocol; the shared LPIPS is then the
-        distance to the training image); SIFID and LPIPS diversity added here."""
+        training size as real/<i>.png (the SIFID reference protocol); SIFID, LPIPS diversity and the LPIPS
+        distance to the nearest training frame added here."""
         import itertools
         from common.metrics.evaluate import lpips_weights_cached
         root, _ = self.dataroot(cfg)
         frames = OSMISDataset(root, no_masks=cfg.no_masks or not cfg.num_mask_channels,
                               num_mask_channels=cfg.num_mask_channels, class_table=config_class_table(cfg))
         size = _pair(cfg.train_size, "train_size")
-        real = tensor_to_uint8(frames.load(0, size)[0])
+        loaded = [frames.load(i, size) for i in range(len(frames))]
+        real_images = np.stack([tensor_to_uint8(img) for img, _ in loaded])
+        real = real_images[0]
         images, masks = self.write_generated(cfg, self.runners(cfg, nets)["G_ema"], os.path.join(out_dir, "generated"))
         for i, img in enumerate(images):
             write_image(os.path.join(out_dir, "fake", f"{i:04d}.png"), img)
@@ -217,23 +219,31 @@ class OSMISSpec(ModelSpec):
             run.protocol[sifid.name] = sifid.protocol + "; real = the first training frame (reference protocol)"
         else:
             run.not_computed["sifid"] = "not computed: pass --inception_path=<InceptionV3 weights> (common/METRICS.md)"
-        if lpips_weights_cached("alexnet") and len(images) > 1:
-            from common.metrics.lpips import LPIPSMetric
+        if lpips_weights_cached("alexnet"):
+            from common.metrics.lpips import LPIPSMetric, distance_to_nearest
             metric = LPIPSMetric("alexnet", conv_impl=rt.conv_impl)
-            pairs = list(itertools.combinations(range(len(images)), 2))
-            for k in range(0, len(pairs), 64):
-                chunk = pairs[k:k + 64]
-                metric.update(images[[i for i, _ in chunk]], images[[j for _, j in chunk]])
-            run.metrics["lpips_diversity_alexnet"] = metric.compute()["lpips_alexnet"]
-            run.protocol["lpips_diversity_alexnet"] = (metric.protocol.replace("; lower is better", "") +
-                                                       f"; all {len(pairs)} pairs of generated images; higher is "
-                                                       f"more diverse (inputs in [-1, 1]: the reference feeds [0, 1] "
-                                                       f"unnormalised, so its numbers are not comparable)")
+            protocol = metric.protocol.replace("; lower is better", "")
+            run.metrics["lpips_to_train_alexnet"] = distance_to_nearest(metric, images, real_images)
+            run.protocol["lpips_to_train_alexnet"] = (protocol + f"; each generated image's distance to the nearest "
+                                                      f"of the {len(real_images)} training frame(s) at the training "
+                                                      f"size, averaged (the reference's LPIPS_to_train); lower: "
+                                                      f"closer copies")
+            if len(images) > 1:
+                pairs = list(itertools.combinations(range(len(images)), 2))
+                for k in range(0, len(pairs), 64):
+                    chunk = pairs[k:k + 64]
+                    metric.update(images[[i for i, _ in chunk]], images[[j for _, j in chunk]])
+                run.metrics["lpips_diversity_alexnet"] = metric.compute()["lpips_alexnet"]
+                run.protocol["lpips_diversity_alexnet"] = (protocol + f"; all {len(pairs)} pairs of generated "
+                                                           f"images; higher is more diverse (inputs in [-1, 1]: the "
+                                                           f"reference feeds [0, 1] unnormalised, so its numbers are "
+                                                           f"not comparable)")
+            else:
+                run.not_computed["lpips_diversity_alexnet"] = "not computed: needs --num_generated of 2 or more"
         else:
             run.not_computed["lpips_diversity_alexnet"] = "not computed: run bash scripts/get_pretrained.sh"
+            run.not_computed["lpips_to_train_alexnet"] = "not computed: run bash scripts/get_pretrained.sh"
         if masks is not None:
-            loaded = [frames.load(i, size) for i in range(len(frames))]
-            real_images = np.stack([tensor_to_uint8(img) for img, _ in loaded])
             real_masks = np.stack([m.argmax(axis=0) for _, m in loaded])
             self.class_frequencies(cfg, run, masks, real_masks)
         if masks is not None and cfg.miou_iterations > 0:

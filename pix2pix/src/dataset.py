@@ -12,10 +12,9 @@ Prediction inputs of any aspect ratio go through :func:`plan_tiles` (resize, pad
 import os
 
 import numpy as np
-from PIL import Image
 
 from common.data import validate_files
-from common.io import check_image_complete, image_header, list_images, read_image
+from common.io import check_image_complete, image_header, list_images, read_image, resize_photo
 
 __all__ = ["AlignedDataset", "split_ab", "to_tensor_layout", "check_image_size", "resize_bicubic", "FIT_MODES",
            "TilePlan", "plan_tiles"]
@@ -54,7 +53,7 @@ def resize_bicubic(img, size):
     """[H, W, 3] uint8 -> [size, size, 3] uint8 (``size`` an int) or [h, w, 3] (``size=(h, w)``),
     with PIL bicubic (the reference resize)."""
     h, w = (size, size) if np.isscalar(size) else size
-    return np.asarray(Image.fromarray(img).resize((int(w), int(h)), Image.BICUBIC))
+    return resize_photo(img, int(h), int(w))
 
 
 class AlignedDataset:
