@@ -122,3 +122,19 @@ def test_distance_to_nearest_takes_each_fakes_closest_real():
     for chunk in (2, 64):
         assert distance_to_nearest(MeanAbs(), fakes, reals, chunk=chunk) == pytest.approx(table.min(axis=1).mean())
     assert distance_to_nearest(MeanAbs(), fakes[3:4], reals) == 0.0
+
+
+def test_unit_range_inputs_are_the_reference_evaluations_tensors(tmp_path):
+    """``unit_range``: the metric feeds torchvision ``ToTensor`` images ([0, 1], as OSMIS' official evaluate.py
+    hands LPIPS with normalize=False), not LPIPS's [-1, 1]; checked against the torch restatement on both."""
+    torch = pytest.importorskip("torch", reason="torch is optional: parity test only")
+    trunk_path, heads_path = _write_random(tmp_path, "alexnet")
+    model = build_lpips("alexnet", trunk_path, heads_path)
+    fake, real = _images()
+    trunk, heads = read_mindspore_ckpt(trunk_path), read_mindspore_ckpt(heads_path)
+    for unit_range, (scale, offset) in ((True, (255.0, 0.0)), (False, (127.5, 1.0))):
+        x0, x1 = (torch.from_numpy(x.transpose(0, 3, 1, 2).astype(np.float32) / scale - offset) for x in (fake, real))
+        metric = LPIPSMetric(model=model, unit_range=unit_range)
+        np.testing.assert_allclose(metric.scores(fake, real), _torch_lpips(torch, "alexnet", trunk, heads, x0, x1),
+                                   rtol=1e-4, atol=1e-6)
+        assert ("[0, 1]" in metric.protocol) == unit_range

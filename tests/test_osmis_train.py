@@ -86,6 +86,7 @@ def test_predict_and_export_from_the_checkpoint_alone(trained):
     scores = {k: v["value"] for k, v in record["metrics"].items()}
     assert 0 <= scores["miou_fake_to_real"] <= 1 and 0 <= scores["pixel_acc_real_to_fake"] <= 1
     assert 0 <= scores["class_frequency_l1"] <= 2 and 0 <= scores["classes_missing"] <= 5
+    assert record["settings"]["lpips_inputs"] == "standard"
     if lpips_weights_cached("alexnet"):  # README's test command fetches them first
         assert scores["lpips_to_train_alexnet"] > 0 and scores["lpips_diversity_alexnet"] > 0
     else:

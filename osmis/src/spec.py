@@ -209,7 +209,7 @@ class OSMISSpec(ModelSpec):
             write_image(os.path.join(out_dir, "real", f"{i:04d}.png"), real)
         run = EvalRun(fake_dir=os.path.join(out_dir, "fake"), real_dir=os.path.join(out_dir, "real"),
                       images=len(images), settings={"num_generated": len(images), "train_size": cfg.train_size,
-                                                    "generator": "G_ema"})
+                                                    "generator": "G_ema", "lpips_inputs": cfg.lpips_inputs})
         if cfg.inception_path:
             from common.metrics.sifid import SIFID
             sifid = SIFID(cfg.inception_path, layer=cfg.sifid_layer)
@@ -221,7 +221,7 @@ class OSMISSpec(ModelSpec):
             run.not_computed["sifid"] = "not computed: pass --inception_path=<InceptionV3 weights> (common/METRICS.md)"
         if lpips_weights_cached("alexnet"):
             from common.metrics.lpips import LPIPSMetric, distance_to_nearest
-            metric = LPIPSMetric("alexnet", conv_impl=rt.conv_impl)
+            metric = LPIPSMetric("alexnet", conv_impl=rt.conv_impl, unit_range=cfg.lpips_inputs == "reference")
             protocol = metric.protocol.replace("; lower is better", "")
             run.metrics["lpips_to_train_alexnet"] = distance_to_nearest(metric, images, real_images)
             run.protocol["lpips_to_train_alexnet"] = (protocol + f"; each generated image's distance to the nearest "
@@ -235,9 +235,7 @@ class OSMISSpec(ModelSpec):
                     metric.update(images[[i for i, _ in chunk]], images[[j for _, j in chunk]])
                 run.metrics["lpips_diversity_alexnet"] = metric.compute()["lpips_alexnet"]
                 run.protocol["lpips_diversity_alexnet"] = (protocol + f"; all {len(pairs)} pairs of generated "
-                                                           f"images; higher is more diverse (inputs in [-1, 1]: the "
-                                                           f"reference feeds [0, 1] unnormalised, so its numbers are "
-                                                           f"not comparable)")
+                                                           f"images; higher is more diverse")
             else:
                 run.not_computed["lpips_diversity_alexnet"] = "not computed: needs --num_generated of 2 or more"
         else:
