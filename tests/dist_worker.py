@@ -1,4 +1,4 @@
-"""Training worker for tests/test_distributed*.py: the shared train driver, recording what each rank did.
+"""Training worker for tests/test_distributed.py: the shared train driver, recording what each rank did.
 
 Usage (under msrun, or plain for one process): ``dist_worker.py MODEL RECORD_DIR [--key=value ...]``.
 It runs ``common.drivers.main(spec, "train")`` for MODEL (pix2pix, crn, cocosnet or osmis) with a spec whose training set

