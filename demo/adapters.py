@@ -259,12 +259,11 @@ class CoCosNetDemo(DemoAdapter):
 
     def inputs(self, cfg, ids, exemplar):
         """(seg [1, L, S, S], exemplar [1, 3, S, S] in [-1, 1], all-zero exemplar seg), as ``predict.py``."""
-        from common.io import resize_photo
         from cocosnet.src.dataset import one_hot
+        from cocosnet.src.spec import exemplar_photo
         if exemplar is None:
             raise ValueError("cocosnet translates with an exemplar photo: upload one")
-        ref = resize_photo(np.asarray(exemplar), cfg.size, cfg.size)
-        ref = ref.transpose(2, 0, 1).astype(np.float32) / 127.5 - 1.0
+        ref = exemplar_photo(np.asarray(exemplar), cfg.size)
         seg = one_hot(np.where(ids == IGNORE, 0, ids), cfg.label_nc)
         return seg[None], ref[None], np.zeros_like(seg)[None]
 

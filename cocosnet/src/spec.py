@@ -23,7 +23,8 @@ from cocosnet.src.model import CoCosNet, build_correspondence, build_discriminat
 from cocosnet.src.train_step import LOSS_NAMES, build_train_step, build_vgg_features
 from cocosnet.src.utils import adam, colorize, palette_distance, ttur_rates
 
-__all__ = ["CoCosNetSpec", "default_ref_lists", "export_graphs", "read_exemplar", "translate_runners"]
+__all__ = ["CoCosNetSpec", "default_ref_lists", "exemplar_photo", "export_graphs", "read_exemplar",
+           "translate_runners"]
 
 DEMO_KEYS = {"size": "demo_size", "ngf": "demo_ngf", "corr_channels": "demo_corr_channels",
              "spade_hidden": "demo_spade_hidden", "ndf": "demo_ndf", "n_epochs": "demo_epochs",
@@ -289,9 +290,14 @@ def read_exemplar(exemplar, exemplar_label, label_nc, size, *, class_table=""):
     return _photo(exemplar, size), one_hot(_resized_ids(exemplar_label, label_nc, size, class_table), label_nc)
 
 
+def exemplar_photo(rgb, size):
+    """[H, W, 3] uint8 photo -> [3, size, size] float32 in [-1, 1], resized as the loaders resize (PIL bicubic):
+    the exemplar that ``predict.py`` and the web demo feed the correspondence network."""
+    return resize_photo(rgb, size, size).transpose(2, 0, 1).astype(np.float32) / 127.5 - 1.0
+
+
 def _photo(path, size):
-    img = resize_photo(read_image(path), size, size)
-    return img.transpose(2, 0, 1).astype(np.float32) / 127.5 - 1.0
+    return exemplar_photo(read_image(path), size)
 
 
 def _resized_ids(path, label_nc, size, class_table=""):
