@@ -2,6 +2,7 @@
 
 Import through ``common`` so that ``ONEDNN_MAX_CPU_ISA`` is set before MindSpore loads.
 """
+import contextlib
 import os
 import random
 from dataclasses import dataclass
@@ -201,6 +202,21 @@ def init_runtime(device_target="CPU", mode="graph", seed=0, device_id=None, dist
     set_seed(seed)
     return Runtime(device_target=device_target, mode=mode, rank=rank, group_size=group_size, conv_impl=conv,
                    onednn_isa=os.environ.get("ONEDNN_MAX_CPU_ISA", ""), precision=precision)
+
+
+@contextlib.contextmanager
+def eager():
+    """Run the block in PyNative mode, then return to the process's mode.
+
+    For one-off forwards beside a compiled train step (the epoch-end sample grid): no inference graph is
+    compiled or kept in memory for them; the train step's compiled graph is reused when the block ends.
+    """
+    mode = ms.get_context("mode")
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    try:
+        yield
+    finally:
+        ms.set_context(mode=mode)
 
 
 def total_memory_gb(meminfo="/proc/meminfo"):
