@@ -22,8 +22,8 @@ from common.classes import apply_class_table
 from common.config import ConfigError, load_config
 from common.conv import pack_weights, use_conv_impl
 from common.data import BatchLoader
-from common.export import (ExportError, check_mindir_parity, check_onnx_parity, export_mindir, export_onnx,
-                           outputs_numpy)
+from common.export import (ExportError, check_mindir_parity, check_onnx_parity, compose_onnx, export_mindir,
+                           export_onnx, outputs_numpy)
 from common.io import atomic_file, list_images, write_image
 from common.layers import set_dropout_rank
 from common.runtime import eager, init_runtime
@@ -402,7 +402,12 @@ def _export_graph(spec, cfg, graph, ckpt, formats=None):
             done["MINDIR"] = (written[-1], check_mindir_parity(graph.net, graph.inputs, written[-1], outputs=outputs))
         if "ONNX" in formats:
             written.append(graph.stem + ".onnx")
-            export_onnx(graph.net, graph.inputs, written[-1], graph.input_names, graph.output_names)
+            if graph.onnx_parts:
+                compose_onnx(written[-1], {p: stem + ".onnx" for p, stem in graph.onnx_parts.items()}, graph.onnx_glue,
+                             {n: x.shape for n, x in zip(graph.input_names, graph.inputs)},
+                             {n: y.shape for n, y in zip(graph.output_names, outputs)})
+            else:
+                export_onnx(graph.net, graph.inputs, written[-1], graph.input_names, graph.output_names)
             done["ONNX"] = (written[-1], check_onnx_parity(graph.net, graph.inputs, written[-1], atol=ONNX_ATOL,
                                                            outputs=outputs))
     except ExportError:

@@ -92,6 +92,10 @@ class ExportGraph:
     :meth:`ModelSpec.network_runner` this graph computes, feed for feed and output for output: its ONNX
     file replaces that network under ``--backend=onnxruntime|openvino``. Empty for a graph no runner uses
     (CoCosNet's composite).
+
+    ``onnx_parts`` / ``onnx_glue``: for a graph made of graphs exported before it in the same list, its ONNX
+    file is those files joined by glue nodes (:func:`common.export.compose_onnx`: ``{prefix: part stem}`` and
+    the nodes) instead of a new trace of ``net``; ``net`` still gives the outputs it is checked against.
     """
     net: object
     inputs: tuple
@@ -100,6 +104,8 @@ class ExportGraph:
     stem: str
     note: dict = field(default_factory=dict)
     component: str = ""
+    onnx_parts: dict = field(default_factory=dict)
+    onnx_glue: tuple = ()
 
 
 class ModelSpec(abc.ABC):

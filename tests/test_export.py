@@ -13,8 +13,8 @@ import mindspore as ms
 from mindspore import nn
 
 from common.conv import use_conv_impl
-from common.export import (ExportError, ReflectionPad2d, check_mindir_parity, check_onnx_parity, export_mindir,
-                           export_onnx, prepare_for_export)
+from common.export import (ExportError, ReflectionPad2d, check_mindir_parity, check_onnx_parity, compose_onnx,
+                           export_mindir, export_onnx, prepare_for_export)
 from pix2pix.src.model import define_G
 
 NGF = 8
@@ -106,6 +106,47 @@ def test_reflection_padding_and_output_padding_export(tmp_path):
     path = str(tmp_path / "pad.onnx")
     export_onnx(net, ms.Tensor(x), path, ["x"], ["y"])
     assert check_onnx_parity(net, ms.Tensor(x), path) <= 1e-5
+
+
+def _onnx_part(path, nodes, inputs, outputs, initializers=()):
+    from onnx import TensorProto, helper
+    graph = helper.make_graph([helper.make_node(*n) for n in nodes], "part",
+                              [helper.make_tensor_value_info(k, TensorProto.FLOAT, s) for k, s in inputs],
+                              [helper.make_tensor_value_info(k, TensorProto.FLOAT, s) for k, s in outputs],
+                              [helper.make_tensor(k, TensorProto.FLOAT, v.shape, v.ravel()) for k, v in initializers])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]), path)
+    return path
+
+
+def test_composed_onnx_runs_the_parts_in_turn_and_drops_what_no_output_needs(tmp_path):
+    """Part a: y = x * w, z = x + 1 (unused); part b: out = Relu(s). Glue: s = Concat(a/y, x2); the joined
+    graph equals numpy's restatement, keeps neither z nor its constant, and names the parts' tensors apart
+    (both parts call their input "x")."""
+    import onnxruntime as ort
+    w, one = np.float32([[[[2.0]], [[-3.0]]]]), np.ones((1, 1, 1, 1), np.float32)
+    a = _onnx_part(str(tmp_path / "a.onnx"), [("Mul", ["x", "w"], ["y"]), ("Add", ["x", "one"], ["z"])],
+                   [("x", [1, 2, 2, 2])], [("y", [1, 2, 2, 2]), ("z", [1, 2, 2, 2])], [("w", w), ("one", one)])
+    b = _onnx_part(str(tmp_path / "b.onnx"), [("Relu", ["x"], ["out"])], [("x", [1, 3, 2, 2])], [("out", [1, 3, 2, 2])])
+    path = str(tmp_path / "ab.onnx")
+    compose_onnx(path, {"a": a, "b": b}, (("Identity", ["x1"], ["a/x"], {}), ("Concat", ["a/y", "x2"], ["b/x"], {"axis": 1}),
+                                          ("Identity", ["b/out"], ["result"], {})),
+                 {"x1": (1, 2, 2, 2), "x2": (1, 1, 2, 2)}, {"result": (1, 3, 2, 2)})
+    model = onnx.load(path)
+    assert [i.name for i in model.graph.input] == ["x1", "x2"] and [o.name for o in model.graph.output] == ["result"]
+    assert [t.name for t in model.graph.initializer] == ["a/w"] and "Add" not in [n.op_type for n in model.graph.node]
+    rng = np.random.default_rng(0)
+    x1, x2 = rng.normal(size=(1, 2, 2, 2)).astype(np.float32), rng.normal(size=(1, 1, 2, 2)).astype(np.float32)
+    got = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x1": x1, "x2": x2})[0]
+    np.testing.assert_array_equal(got, np.maximum(np.concatenate([x1 * w, x2], 1), 0))
+    with pytest.raises(ExportError, match=r"bad.onnx joined from .* is invalid: .*glue_2_Identity.*differ in dimension 1: \(3\) vs \(4\)"):
+        compose_onnx(str(tmp_path / "bad.onnx"), {"a": a, "b": b}, (
+            ("Identity", ["x1"], ["a/x"], {}), ("Concat", ["a/y", "x2"], ["b/x"], {"axis": 1}),
+            ("Identity", ["b/out"], ["result"], {})), {"x1": (1, 2, 2, 2), "x2": (1, 1, 2, 2)}, {"result": (1, 4, 2, 2)})
+    assert not os.path.exists(tmp_path / "bad.onnx")
+    with pytest.raises(ExportError, match="glue makes a cycle: 5 nodes cannot be ordered"):  # a's input fed from b's output
+        compose_onnx(str(tmp_path / "cycle.onnx"), {"a": a, "b": b}, (
+            ("Identity", ["b/out"], ["a/x"], {}), ("Concat", ["a/y", "x2"], ["b/x"], {"axis": 1}),
+            ("Identity", ["b/out"], ["result"], {})), {"x2": (1, 1, 2, 2)}, {"result": (1, 3, 2, 2)})
 
 
 def test_bad_arguments_name_the_fix(tmp_path):

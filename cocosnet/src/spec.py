@@ -243,7 +243,8 @@ class CoCosNetSpec(ModelSpec):
 def export_graphs(corr, netG, label_nc, size, stem):
     """The three exported graphs, spectral norm folded in place: correspondence and translation in the
     published two-network form (tensor names of OpenVINO's cocosnet-correspondence / -generator) and the
-    composite (its current single network)."""
+    composite (its current single network; as ONNX, the two files joined, warped exemplar and label map
+    concatenated as ``seg``)."""
     for net in (corr, netG):
         fold_spectral_norm(net)
         prepare_for_export(net)
@@ -263,7 +264,13 @@ def export_graphs(corr, netG, label_nc, size, stem):
                     stem=f"{stem}_translation", note=dict(note, seg="[warped_exemplar (3), label one-hot] on channels"),
                     component="G"),
         ExportGraph(net=composite, inputs=(seg, ref, ref_seg), input_names=COMPOSITE_NAMES[0],
-                    output_names=COMPOSITE_NAMES[1], stem=f"{stem}_composite", note=note),
+                    output_names=COMPOSITE_NAMES[1], stem=f"{stem}_composite", note=note,
+                    onnx_parts={"corr": f"{stem}_correspondence", "gen": f"{stem}_translation"}, onnx_glue=(
+                        *(("Identity", [mine], [f"corr/{theirs}"], {})
+                          for mine, theirs in zip(COMPOSITE_NAMES[0], CORR_NAMES[0])),
+                        ("Concat", [f"corr/{CORR_NAMES[1][0]}", COMPOSITE_NAMES[0][0]], [f"gen/{GEN_NAMES[0][0]}"],
+                         {"axis": 1}),
+                        ("Identity", [f"gen/{GEN_NAMES[1][0]}"], [COMPOSITE_NAMES[1][0]], {}))),
     ]
 
 
