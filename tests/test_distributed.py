@@ -458,13 +458,16 @@ def test_every_rank_computes_the_epoch_samples(tmp_path, monkeypatch, demo_cache
     default and a first compile of the sample graphs on rank 0 alone took longer under load."""
     from common.runtime import Runtime
     from pix2pix.src.spec import Pix2PixSpec
-    spec, grids = Pix2PixSpec(), []
+    spec, grids, modes = Pix2PixSpec(), [], []
     compute = spec.sample_grid
-    monkeypatch.setattr(spec, "sample_grid", lambda *args: grids.append(compute(*args)) or grids[-1])
+    monkeypatch.setattr(spec, "sample_grid", lambda *args: modes.append(ms.get_context("mode")) or
+                        grids.append(compute(*args)) or grids[-1])
     monkeypatch.setattr(Runtime, "is_main", property(lambda rt: False))
     drivers.train(spec, drivers.parse(spec, argv(PIX2PIX, demo_train=2, demo_epochs=1, demo_epochs_decay=0,
                                                  output_dir=tmp_path)))
     assert len(grids) == 1 and grids[0].ndim == 3 and grids[0].dtype == np.uint8 and grids[0].std() > 0
+    # the grid runs eagerly (common.runtime.eager) beside the compiled step, whose mode comes back after it
+    assert modes == [ms.PYNATIVE_MODE] and ms.get_context("mode") == ms.GRAPH_MODE
     assert not (tmp_path / "samples").exists()
 
 
