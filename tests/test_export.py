@@ -127,10 +127,11 @@ def test_composed_onnx_runs_the_parts_in_turn_and_drops_what_no_output_needs(tmp
     a = _onnx_part(str(tmp_path / "a.onnx"), [("Mul", ["x", "w"], ["y"]), ("Add", ["x", "one"], ["z"])],
                    [("x", [1, 2, 2, 2])], [("y", [1, 2, 2, 2]), ("z", [1, 2, 2, 2])], [("w", w), ("one", one)])
     b = _onnx_part(str(tmp_path / "b.onnx"), [("Relu", ["x"], ["out"])], [("x", [1, 3, 2, 2])], [("out", [1, 3, 2, 2])])
+    inputs, outputs = {"x1": (1, 2, 2, 2), "x2": (1, 1, 2, 2)}, {"result": (1, 3, 2, 2)}
+    feed_a, join, out = ("Identity", ["x1"], ["a/x"], {}), ("Concat", ["a/y", "x2"], ["b/x"], {"axis": 1}), \
+        ("Identity", ["b/out"], ["result"], {})
     path = str(tmp_path / "ab.onnx")
-    compose_onnx(path, {"a": a, "b": b}, (("Identity", ["x1"], ["a/x"], {}), ("Concat", ["a/y", "x2"], ["b/x"], {"axis": 1}),
-                                          ("Identity", ["b/out"], ["result"], {})),
-                 {"x1": (1, 2, 2, 2), "x2": (1, 1, 2, 2)}, {"result": (1, 3, 2, 2)})
+    compose_onnx(path, {"a": a, "b": b}, (feed_a, join, out), inputs, outputs)
     model = onnx.load(path)
     assert [i.name for i in model.graph.input] == ["x1", "x2"] and [o.name for o in model.graph.output] == ["result"]
     assert [t.name for t in model.graph.initializer] == ["a/w"] and "Add" not in [n.op_type for n in model.graph.node]
@@ -138,15 +139,13 @@ def test_composed_onnx_runs_the_parts_in_turn_and_drops_what_no_output_needs(tmp
     x1, x2 = rng.normal(size=(1, 2, 2, 2)).astype(np.float32), rng.normal(size=(1, 1, 2, 2)).astype(np.float32)
     got = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x1": x1, "x2": x2})[0]
     np.testing.assert_array_equal(got, np.maximum(np.concatenate([x1 * w, x2], 1), 0))
-    with pytest.raises(ExportError, match=r"bad.onnx joined from .* is invalid: .*glue_2_Identity.*differ in dimension 1: \(3\) vs \(4\)"):
-        compose_onnx(str(tmp_path / "bad.onnx"), {"a": a, "b": b}, (
-            ("Identity", ["x1"], ["a/x"], {}), ("Concat", ["a/y", "x2"], ["b/x"], {"axis": 1}),
-            ("Identity", ["b/out"], ["result"], {})), {"x1": (1, 2, 2, 2), "x2": (1, 1, 2, 2)}, {"result": (1, 4, 2, 2)})
+    with pytest.raises(ExportError, match=r"bad.onnx joined from .* is invalid: .*glue_2_Identity.*"
+                                          r"differ in dimension 1: \(3\) vs \(4\)"):
+        compose_onnx(str(tmp_path / "bad.onnx"), {"a": a, "b": b}, (feed_a, join, out), inputs, {"result": (1, 4, 2, 2)})
     assert not os.path.exists(tmp_path / "bad.onnx")
-    with pytest.raises(ExportError, match="glue makes a cycle: 5 nodes cannot be ordered"):  # a's input fed from b's output
-        compose_onnx(str(tmp_path / "cycle.onnx"), {"a": a, "b": b}, (
-            ("Identity", ["b/out"], ["a/x"], {}), ("Concat", ["a/y", "x2"], ["b/x"], {"axis": 1}),
-            ("Identity", ["b/out"], ["result"], {})), {"x2": (1, 1, 2, 2)}, {"result": (1, 3, 2, 2)})
+    with pytest.raises(ExportError, match="glue makes a cycle: 5 nodes cannot be ordered"):  # a's input from b's output
+        compose_onnx(str(tmp_path / "cycle.onnx"), {"a": a, "b": b}, (("Identity", ["b/out"], ["a/x"], {}), join, out),
+                     {"x2": (1, 1, 2, 2)}, outputs)
 
 
 def test_bad_arguments_name_the_fix(tmp_path):
