@@ -31,6 +31,15 @@ def demo_cache(tmp_path_factory):
         os.environ["SYNTHZOO_CACHE"] = old
 
 
+@pytest.fixture
+def pynative():
+    """The test runs in PyNative mode (``common.runtime.eager``), then the session is back in graph mode:
+    one-off forwards and gradients without a graph compile each (their compiled use is tested elsewhere)."""
+    from common.runtime import eager
+    with eager():
+        yield
+
+
 @pytest.fixture(scope="session", autouse=True)
 def cpu_graph_mode():
     import mindspore as ms

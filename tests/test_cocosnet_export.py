@@ -14,6 +14,8 @@ from mindspore import Tensor
 from common import drivers
 from common.checkpoint import CheckpointManager
 from common.layers import init_weights
+from common.runtime import eager
+from cocosnet.src.model import CoCosNet
 from cocosnet.src.spec import CoCosNetSpec
 
 onnx = pytest.importorskip("onnx")
@@ -93,13 +95,9 @@ def test_chained_networks_equal_the_composite_and_the_checkpoint(exported):
     np.testing.assert_allclose(mask.sum(axis=1), 1, atol=1e-4)
     assert image.std() > 1e-3  # not a constant output
     cfg = drivers.parse(SPEC, [f"--output_dir={out}"])
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    try:
+    with eager():
         nets, _ = drivers.load_inference(SPEC, cfg, log=lambda *_: None)
-        from cocosnet.src.model import CoCosNet
         want = CoCosNet(nets["Corr"], nets["G"])(Tensor(seg), Tensor(ref), Tensor(ref_seg)).asnumpy()
-    finally:
-        ms.set_context(mode=ms.GRAPH_MODE)
     # The correlation softmax (temperature 0.01) multiplies feature differences by 100: where two exemplar
     # positions nearly tie, float32 differences between onnxruntime's and MindSpore's convolutions move a
     # few output pixels by up to ~0.02 (0.26 % of them here); everywhere else the two agree to 5e-3.

@@ -18,11 +18,7 @@ RNG = np.random.default_rng(1)
 L = 5
 
 
-@pytest.fixture(autouse=True)
-def pynative():
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=ms.GRAPH_MODE)
+pytestmark = pytest.mark.usefixtures("pynative")
 
 
 def one_hot(labels, n=L):

@@ -49,13 +49,6 @@ def _assert_same(native, matmul, x, tol=1e-4, impl="matmul", keep_transforms=Fal
         np.testing.assert_allclose(g, e, rtol=tol, atol=tol * np.abs(e).max())
 
 
-@pytest.fixture
-def pynative():
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=ms.GRAPH_MODE)
-
-
 CONV_CASES = [  # (C_in, C_out, kernel, stride, options, size, batch, tolerance)
     (3, 8, 4, 2, dict(padding=1, has_bias=True), 16, 1, 1e-4),          # pix2pix encoder
     (8, 16, 4, 1, dict(padding=1), 9, 2, 1e-4),                         # PatchGAN last layers

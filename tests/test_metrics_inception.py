@@ -75,6 +75,7 @@ class _TinyFeatures(nn.Cell):
         return f, self.cls(f)
 
 
+@pytest.mark.usefixtures("pynative")
 def test_full_inception_taps_shapes():
     net = InceptionV3(taps=("pool3", "logits_unbiased", "mixed6e"))
     net.set_train(False)

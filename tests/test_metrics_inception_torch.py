@@ -171,6 +171,7 @@ def _randomise(net, seed=0):
                 t.copy_(0.1 * torch.randn(t.shape, generator=g))
 
 
+@pytest.mark.usefixtures("pynative")
 def test_fid_inception_matches_pytorch_fid_restatement(tmp_path):
     ref = TFIDInception()
     _randomise(ref)

@@ -32,6 +32,7 @@ def test_parameter_counts(name, noise, g, d, d0, c, n_g, n_d):
     assert count_params(Discriminator(d, d0, c)) == n_d
 
 
+@pytest.mark.usefixtures("pynative")
 def test_shapes_320_every_branch():
     """320x320, G=7, D=7, D0=3 at ch 4 (channels scale with ch/32; spatial sizes as the full model)."""
     b, c, ch = 2, 3, 4

@@ -53,10 +53,15 @@ def test_demo_run_has_finite_losses_and_stores_the_architecture(trained):
 
 
 def test_resume_repeats_the_uninterrupted_run(trained, tmp_path):
+    """The resumed half runs in PyNative (no second compile of the step; the compiled run's steps give the same
+    losses): it must end where the compiled uninterrupted run ended."""
     out, _ = trained
     os.makedirs(tmp_path / "ckpt")
     shutil.copytree(snapshot(out, "epoch_0001_step_00000001"), tmp_path / "ckpt" / "epoch_0001_step_00000001")
-    state = drivers.train(SPEC, drivers.parse(SPEC, args(tmp_path, resume="true")))
+    try:
+        state = drivers.train(SPEC, drivers.parse(SPEC, args(tmp_path, resume="true", mode="pynative")))
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)
     assert state["step"] == 2 and "resumed from" in (tmp_path / "train.log").read_text()
     for component in ("G", "D", "G_ema", "opt_D"):
         a = ms.load_checkpoint(os.path.join(snapshot(out, "epoch_0002_step_00000002"), f"{component}.ckpt"))
