@@ -1,10 +1,10 @@
 """The shared drivers: train, eval, predict and export of any model through its :class:`ModelSpec`.
 
-A model's entry points are a few lines each::
+A model's entry points call :func:`main` through ``common.entry.run`` (which answers ``--help`` before
+MindSpore loads)::
 
-    from common.drivers import main
-    from pix2pix.src.spec import Pix2PixSpec
-    main(Pix2PixSpec(), "train")
+    from common.entry import run
+    run("pix2pix.src.spec.Pix2PixSpec", "train")
 
 :func:`main` answers ``--help`` (every key with its default and help text), turns a bad input into one
 clean ``error: ...`` line on stderr and exit code 2 (``--debug`` shows the traceback), and runs the
@@ -20,6 +20,7 @@ import mindspore as ms
 from common.checkpoint import CheckpointError, CheckpointManager, load_cell, read_meta, resolve_checkpoint
 from common.classes import apply_class_table
 from common.config import ConfigError, load_config
+from common.entry import usage, wants_help
 from common.conv import pack_weights, use_conv_impl
 from common.data import BatchLoader
 from common.export import (ExportError, check_mindir_parity, check_onnx_parity, compose_onnx, export_mindir,
@@ -31,26 +32,8 @@ from common.spectral_norm import fold_spectral_norm
 from common.train import (GradientUpdate, RankSync, TrainLogger, TrainLoop, mixed_precision, parse_loss_scale, set_lr,
                           to_float)
 
-__all__ = ["COMMANDS", "main", "run_cli", "import_checkpoint", "parse", "train", "evaluate", "predict", "export", "load_inference",
+__all__ = ["main", "run_cli", "import_checkpoint", "parse", "train", "evaluate", "predict", "export", "load_inference",
            "load_runners"]
-
-COMMANDS = ("train", "eval", "predict", "export")
-USAGE = """usage: python {model}/{script}.py [--key=value ...] [--config_path=FILE] [--debug] [--help]
-
-{what}
-
-Keys (common/base_config.yaml + {model}/default_config.yaml):
-{keys}"""
-WHAT = {
-    "train": "Train {model}; with no --dataroot on the built-in demo data. Ctrl-C saves a snapshot; "
-             "--resume=true continues it.",
-    "eval": "Evaluate a {model} checkpoint (architecture read from it) on the validation split: images, "
-            "index.html and metrics.json under <output_dir>/eval.",
-    "predict": "Run a {model} checkpoint on --input (a file or a folder; models that sample from noise take "
-               "none); outputs under <output_dir>/predict.",
-    "export": "Export a {model} checkpoint to MINDIR/ONNX under <output_dir>/export, parity-checked.",
-}
-
 
 def parse(spec, argv, **overrides):
     """The config of ``spec`` with ``argv`` (``--key=value`` words) and keyword overrides applied."""
@@ -60,9 +43,8 @@ def parse(spec, argv, **overrides):
 def main(spec, command, argv=None):
     """Run ``command`` for ``spec`` from the command line; returns the driver's result."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if "--help" in argv or "-h" in argv:
-        print(USAGE.format(model=spec.name, script=command, what=WHAT[command].format(model=spec.name),
-                           keys=parse(spec, []).usage()))
+    if wants_help(argv):
+        print(usage(spec.name, command, spec.config_path))
         return None
     drivers = {"train": train, "eval": evaluate, "predict": predict, "export": export}
     return run_cli(lambda args: drivers[command](spec, parse(spec, args)), argv)

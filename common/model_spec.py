@@ -1,7 +1,8 @@
 """The model contract: what a model folder tells the shared drivers (``common/drivers.py``).
 
 Each model folder defines one :class:`ModelSpec` subclass in ``MODEL/src/spec.py``; its entry points
-are ``drivers.main(Spec(), "train")`` and so on. The spec says
+are ``common.entry.run("MODEL.src.spec.Spec", "train")`` and so on, which run ``drivers.main(Spec(), "train")``.
+The spec says
 
 * how to build the networks, optimizers and train step from the config (:meth:`ModelSpec.build_trainer`,
   returning a :class:`Trainer` that names every checkpoint component);

@@ -4,8 +4,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from common.drivers import main  # noqa: E402
-from osmis.src.spec import OSMISSpec  # noqa: E402
+from common.entry import run  # noqa: E402  (--help answers before MindSpore loads)
 
 if __name__ == "__main__":
-    main(OSMISSpec(), "train")
+    run("osmis.src.spec.OSMISSpec", "train")

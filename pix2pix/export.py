@@ -14,8 +14,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from common.drivers import main  # noqa: E402
-from pix2pix.src.spec import Pix2PixSpec  # noqa: E402
+from common.entry import run  # noqa: E402  (--help answers before MindSpore loads)
 
 if __name__ == "__main__":
-    main(Pix2PixSpec(), "export")
+    run("pix2pix.src.spec.Pix2PixSpec", "export")

@@ -101,6 +101,22 @@ def test_every_entry_point_answers_help(model, entry):
     assert rc == 0 and "usage: python" in log and "--seed=0" in log and "--output_dir=outputs/" + model in log
 
 
+HELP_WITHOUT_MINDSPORE = """
+import runpy, sys
+sys.modules["mindspore"] = None  # any import of MindSpore now raises ImportError
+for script in sys.argv[1:]:
+    sys.argv = [script, "--help"]
+    runpy.run_path(script, run_name="__main__")
+"""
+
+
+def test_help_answers_before_mindspore_loads():
+    """--help reads the YAML configs only (common.entry): no MindSpore import, so it answers at once."""
+    scripts = [f"{m}/{e}.py" for m in ("pix2pix", "crn", "cocosnet", "osmis") for e in ("train", "eval", "predict", "export")]
+    rc, log = run([sys.executable, "-c", HELP_WITHOUT_MINDSPORE] + scripts, dict(os.environ), timeout=120)
+    assert rc == 0 and log.count("usage: python") == 16, log[-2000:]
+
+
 @pytest.mark.parametrize("args,message", [
     (["--foo=1"], "error: unknown config key(s) ['foo']"),
     (["--batch_size=abc"], "error: --batch_size=abc: expected an integer"),
