@@ -9,7 +9,8 @@ compile and warm up, then profiles ``--steps`` steps and prints, per step: the k
 ...; ``(autodiff)`` marks gradient ops MindSpore derived, ``expander:`` the ops of its gradient expanders, which
 carry no cell name). Per class rather than per cell instance: MindSpore names the ops of a hand-written backward
 (``bprop``) after the first instance of the class, whichever instance ran them. The raw output stays in ``--output``.
-``--inference`` profiles one eval-mode forward of the inference network instead (``make_bench_inference``; pix2pix).
+``--inference`` profiles one eval-mode forward of the inference network instead (``make_bench_inference``; pix2pix
+and CoCosNet).
 """
 import argparse
 import csv
@@ -69,7 +70,7 @@ def main():
     if args.inference:
         utils = importlib.import_module(f"{args.model}.src.utils")
         if not hasattr(utils, "make_bench_inference"):
-            parser.error(f"--inference: {args.model}/src/utils.py has no make_bench_inference (pix2pix has)")
+            parser.error(f"--inference: {args.model}/src/utils.py has no make_bench_inference (pix2pix and cocosnet have)")
         step = utils.make_bench_inference(args.size, args.batch, conv_impl=rt.conv_impl)
     else:
         step = build(args.size, args.batch)

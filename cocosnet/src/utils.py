@@ -5,7 +5,8 @@ from mindspore import Tensor, nn
 from common import ade20k
 from common.classes import ade20k_table
 
-__all__ = ["adam", "ttur_rates", "colorize", "palette", "palette_distance", "make_bench_step"]
+__all__ = ["adam", "ttur_rates", "colorize", "palette", "palette_distance", "make_bench_step",
+           "make_bench_inference"]
 
 TINY_BETA1 = 1e-12  # MindSpore's Adam wants beta1 in (0, 1); 1 - 1e-12 == 1 in float32
 
@@ -54,6 +55,44 @@ def palette_distance(image, ids, other, other_ids):
     return float(np.mean(diffs))
 
 
+def _bench_inputs(rng, label_nc, size, batch):
+    """Random one-hot label maps of 16x16 blocks (``label_map()``) and images in [-1, 1] (``image()``)."""
+    def label_map():
+        ids = np.repeat(np.repeat(rng.randint(0, label_nc, (batch, size // 16, size // 16)), 16, 1), 16, 2)
+        return Tensor(np.eye(label_nc, dtype=np.float32)[ids].transpose(0, 3, 1, 2).copy())
+
+    def image():
+        return Tensor(rng.uniform(-1, 1, (batch, 3, size, size)).astype(np.float32))
+    return label_map, image
+
+
+def make_bench_inference(size, batch, conv_impl="native"):
+    """A zero-argument callable translating ``batch`` random label maps with random exemplars at ``size`` x
+    ``size`` (ADE20K widths, 151 channels) as predict.py does: the correspondence, then the translation network on
+    [warped exemplar, label map], spectral norms folded and weights packed (``common.drivers.load_inference``)."""
+    from mindspore import ops
+
+    from cocosnet.src.spec import CoCosNetSpec
+    from common.config import load_config
+    from common.conv import pack_weights, use_conv_impl
+    from common.spectral_norm import fold_spectral_norm
+
+    spec = CoCosNetSpec()
+    cfg = load_config(spec.config_path, [f"--size={size}"])
+    nets = spec.build_inference(cfg)
+    for net in nets.values():
+        fold_spectral_norm(net)
+        use_conv_impl(net, conv_impl)
+        pack_weights(net)
+    label_map, image = _bench_inputs(np.random.RandomState(0), cfg.label_nc, size, batch)
+    seg, ref, ref_seg = label_map(), image(), label_map()
+
+    def run():
+        warped = nets["Corr"](seg, ref, ref_seg)[0]
+        return nets["G"](ops.cat((warped, seg), 1)).asnumpy()
+    return run
+
+
 def make_bench_step(size, batch, conv_impl="native"):
     """A zero-argument callable running one full CoCosNet training iteration (blocking) at ``size`` x ``size``,
     batch ``batch``, with the reference's widths and 151 ADE20K channels: correspondence + translation
@@ -71,15 +110,7 @@ def make_bench_step(size, batch, conv_impl="native"):
     for net in list(trainer.networks.values()) + list(trainer.frozen.values()):
         use_conv_impl(net, conv_impl, keep_transforms=trainer.keep_conv_transforms)
     trainer.step.set_train()
-    rng = np.random.RandomState(0)
-
-    def label_map():
-        ids = np.repeat(np.repeat(rng.randint(0, cfg.label_nc, (batch, size // 16, size // 16)), 16, 1), 16, 2)
-        return Tensor(np.eye(cfg.label_nc, dtype=np.float32)[ids].transpose(0, 3, 1, 2).copy())
-
-    def image():
-        return Tensor(rng.uniform(-1, 1, (batch, 3, size, size)).astype(np.float32))
-
+    label_map, image = _bench_inputs(np.random.RandomState(0), cfg.label_nc, size, batch)
     inputs = (label_map(), image(), label_map(), image(), Tensor((np.arange(batch) % 2).astype(np.float32)))
 
     def run():
