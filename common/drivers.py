@@ -33,7 +33,7 @@ from common.train import (GradientUpdate, RankSync, TrainLogger, TrainLoop, mixe
                           to_float)
 
 __all__ = ["main", "run_cli", "import_checkpoint", "parse", "train", "evaluate", "predict", "export", "load_inference",
-           "load_runners"]
+           "prepare_inference", "load_runners"]
 
 def parse(spec, argv, **overrides):
     """The config of ``spec`` with ``argv`` (``--key=value`` words) and keyword overrides applied."""
@@ -214,10 +214,16 @@ def load_inference(spec, cfg, conv_impl="native", log=print):
     for component, net in nets.items():
         file = path if component == first else _component_path(path, component)
         load_cell(net, file, arch, what=f"{spec.name} {component}")
-        fold_spectral_norm(net)
-        use_conv_impl(net, conv_impl)
-        pack_weights(net)
+        prepare_inference(net, conv_impl)
     return nets, path
+
+
+def prepare_inference(net, conv_impl="native"):
+    """``net``, weights loaded, made inference-only in place: spectral norms folded into their weights (as
+    exported), convolutions on ``conv_impl``, matmul-path weights packed."""
+    fold_spectral_norm(net)
+    use_conv_impl(net, conv_impl)
+    pack_weights(net)
 
 
 def load_runners(spec, cfg, rt, log=print):

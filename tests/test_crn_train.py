@@ -133,7 +133,7 @@ def test_k_outputs_differ(trained, vgg19_mat):
 
 def test_resume_repeats_the_uninterrupted_run(tmp_path, vgg19_mat):
     """In PyNative (three runs without a graph compile: 41 against 62 s for two compiled ones on 2 cores), on
-    2 samples (2 steps per epoch): 49 -> 32 s alone on 2 cores against 4."""
+    2 samples (2 steps per epoch; 4 before): 49 -> 26 s alone on 2 cores."""
     run, whole = tmp_path / "run", tmp_path / "whole"
     small = dict(max_train_samples=2, num_val=1, mode="pynative")
     crn_train(tiny_args(whole, vgg19_mat[0], **small))

@@ -69,21 +69,19 @@ def _bench_inputs(rng, label_nc, size, batch):
 def make_bench_inference(size, batch, conv_impl="native"):
     """A zero-argument callable translating ``batch`` random label maps with random exemplars at ``size`` x
     ``size`` (ADE20K widths, 151 channels) as predict.py does: the correspondence, then the translation network on
-    [warped exemplar, label map], spectral norms folded and weights packed (``common.drivers.load_inference``)."""
+    [warped exemplar, label map], spectral norms folded and weights packed
+    (``common.drivers.prepare_inference``, as ``load_inference`` does)."""
     from mindspore import ops
 
     from cocosnet.src.spec import CoCosNetSpec
     from common.config import load_config
-    from common.conv import pack_weights, use_conv_impl
-    from common.spectral_norm import fold_spectral_norm
+    from common.drivers import prepare_inference
 
     spec = CoCosNetSpec()
     cfg = load_config(spec.config_path, [f"--size={size}"])
     nets = spec.build_inference(cfg)
     for net in nets.values():
-        fold_spectral_norm(net)
-        use_conv_impl(net, conv_impl)
-        pack_weights(net)
+        prepare_inference(net, conv_impl)
     label_map, image = _bench_inputs(np.random.RandomState(0), cfg.label_nc, size, batch)
     seg, ref, ref_seg = label_map(), image(), label_map()
 
