@@ -76,7 +76,8 @@ class SpectralNorm(nn.Cell):
         self.weight_v = Parameter(Tensor(v), name="weight_v", requires_grad=False)
 
     def construct(self, x):
-        # the power iteration and sigma run in float32 also when mixed precision makes this cell float16
+        # graph mode: the power iteration and sigma run in float32 also when mixed precision makes this cell
+        # float16 (PyNative casts every op of a float16 cell, these too, as PyTorch's autocast does)
         w = ops.cast(self.conv.weight, ms.float32).reshape(self.rows, -1)
         u = ops.cast(ops.stop_gradient(self.weight_u), ms.float32)
         v = ops.cast(ops.stop_gradient(self.weight_v), ms.float32)

@@ -40,8 +40,11 @@ def pynative():
         yield
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(autouse=True)
 def cpu_graph_mode():
+    """Every test starts in graph mode on CPU: a driver call with ``--mode=pynative`` (``init_runtime``) in an
+    earlier test of the same worker would otherwise leave the process in PyNative, and which tests follow it
+    depends on pytest-xdist's distribution of the files."""
     import mindspore as ms
-    ms.set_context(mode=ms.GRAPH_MODE)
     ms.set_device("CPU")
+    ms.set_context(mode=ms.GRAPH_MODE)

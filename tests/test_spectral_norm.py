@@ -69,8 +69,8 @@ def test_training_forward_runs_one_power_iteration_per_call_like_numpy():
 
 
 def test_float16_cell_keeps_the_power_iteration_float32():
-    """Mixed precision (O2 makes every cell float16): the convolution runs in float16, while u, v and sigma
-    still follow the float32/NumPy power iteration (they are float32 state, updated in place)."""
+    """Mixed precision (O2 makes every cell float16), graph mode: the convolution runs in float16, while u, v
+    and sigma still follow the float32/NumPy power iteration (they are float32 state, updated in place)."""
     sn = spectral_norm(make_conv(seed=6), seed=7)
     sn.to_float(ms.float16)
     sn.set_train(True)
