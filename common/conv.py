@@ -31,7 +31,8 @@ last two) run F(3x3, 4x4): 4 multiplies per output instead of 16. The sums are e
 they differ from the direct ones by up to ~2e-5 of the output's scale for F(4x4) and ~2e-6 for F(2x2) (direct Im2Col
 + MatMul: ~1e-6), as cuDNN's and oneDNN's Winograd convolutions do. ``matmul`` keeps the direct sums. Where the
 process's MatMuls run in bf16 (:func:`bf16_matmuls`, ``init_runtime(precision="bf16")``) only F(2x2) is used: its
-output transform amplifies the products' rounding far less (see :func:`winograd_tile`).
+output transform amplifies the products' rounding far less (see :func:`winograd_tile`). A layer's bias is added
+by the compiled output transform as it writes y (:class:`_WinogradMatMulBias`), not by a separate ``BiasAdd`` pass.
 
 ``use_conv_impl(net, "onednn")`` runs each :class:`Conv2d` / :class:`ConvTranspose2d` on oneDNN's own convolution
 kernels, called directly from this project's compiled library (``common/kernels/onednn_conv.cc``, the
@@ -248,8 +249,8 @@ def _aot_pair(path, kernel, dilation, padding, stride, tap_major):
 
 def _winograd_ops(path, tile, kernel, pads):
     """The compiled tile transforms (``common/kernels/winograd.cc``) of one Winograd layer as ``ops.Custom``
-    primitives: input, its adjoint, output, its adjoint (no autodiff: :class:`_WinogradMatMul` has its own
-    backward)."""
+    primitives: input, its adjoint, output, its adjoint, output plus a per-channel bias (no autodiff:
+    :class:`_WinogradMatMul` has its own backward)."""
     a, (ph, pw) = tile + kernel - 1, pads
 
     def tiles(out_h, out_w):  # per sample
@@ -264,7 +265,7 @@ def _winograd_ops(path, tile, kernel, pads):
     def image(dv, cfg, bt, like):
         return [dv[2] // input_tiles(like[0], like[1]), dv[1], like[0], like[1]]
 
-    def output(m, cfg, at, like):
+    def output(m, cfg, at, like, bias=None):
         return [m[2] // tiles(like[0], like[1]), m[1], like[0], like[1]]
 
     def output_adjoint(dy, cfg, at):
@@ -272,7 +273,8 @@ def _winograd_ops(path, tile, kernel, pads):
 
     prims = [ops.Custom(f"{path}:{name}", out_shape=shape, out_dtype=lambda x, *rest: x, func_type="aot")
              for name, shape in (("WinogradInput", transformed), ("WinogradInputAdjoint", image),
-                                 ("WinogradOutput", output), ("WinogradOutputAdjoint", output_adjoint))]
+                                 ("WinogradOutput", output), ("WinogradOutputAdjoint", output_adjoint),
+                                 ("WinogradOutputBias", output))]
     for prim in prims:  # distinct attributes: PyNative reuses inferred shapes of equal primitives
         prim.add_prim_attr("geometry", (tile, kernel, ph, pw))
     return prims
@@ -491,8 +493,8 @@ class _WinogradMatMul(nn.Cell):
         """Run the tile transforms on the compiled kernels of ``path`` (None: Im2Col / Col2Im and MatMuls with the
         Kronecker matrices, the last output tiles completed by zero padding and cropped)."""
         self.library, self.compiled_transforms = path, path is not None
-        ops_ = _winograd_ops(path, self.tile, self.kernel, self.pads) if self.compiled_transforms else (None,) * 4
-        self.transform, self.transform_adjoint, self.untransform, self.untransform_adjoint = ops_
+        ops_ = _winograd_ops(path, self.tile, self.kernel, self.pads) if self.compiled_transforms else (None,) * 5
+        self.transform, self.transform_adjoint, self.untransform, self.untransform_adjoint, self.untransform_bias = ops_
 
     def _padding_to_whole_tiles(self, out_h, out_w):
         """Rows and columns of zeros after an out_h x out_w output that complete its last tiles."""
@@ -544,19 +546,32 @@ class _WinogradMatMul(nn.Cell):
         return ops.slice(dx, (0, 0, 0, 0), (1, c, h, w)) if eh or ew else dx
 
     def construct(self, x, w):
+        return self._forward(x, w, None)
+
+    def _forward(self, x, w, bias):
         b, _, h, wd = x.shape
         out_h, out_w = self._out_size(h, wd)
         u = self._weight_transform(ops.depend(w, x))
         if self.compiled_transforms:  # the whole batch at once, its samples' tiles side by side: V [a*a, C, B*T]
             v = self.transform(x, self.cfg, self.bt)
-            y = self.untransform(self.bmm(u, v), self.cfg, self.at, ops.zeros((out_h, out_w), ms.uint8))
+            like = ops.zeros((out_h, out_w), ms.uint8)
+            if bias is None:
+                y = self.untransform(self.bmm(u, v), self.cfg, self.at, like)
+            else:
+                y = self.untransform_bias(self.bmm(u, v), self.cfg, self.at, like, bias)
             return (y, v) if self.keep_transforms else y
         vs = [self._input_transform(xi) for xi in samples(x)]
         ys = [self._output_transform(self.bmm(u, v), out_h, out_w) for v in vs]
         y = ys[0] if b == 1 else ops.cat(ys)
+        if bias is not None:
+            y = ops.bias_add(y, bias)
         return (y,) + tuple(vs) if self.keep_transforms else y
 
     def bprop(self, x, w, out, dout):
+        return self._gradients(x, w, out, dout)
+
+    def _gradients(self, x, w, out, dout):
+        """(dx, dw) of :meth:`_forward`."""
         b, c, h, wd = x.shape
         first, stop = self.grad_channels
         dy = dout[0] if self.keep_transforms else dout
@@ -582,6 +597,19 @@ class _WinogradMatMul(nn.Cell):
         taps, n, _ = du.shape
         dw = self.mm_ta(du.reshape(taps, n * c), self.k_w)  # [N*C, r*r]
         return _zero_pad_channels(dxs[0] if b == 1 else ops.cat(dxs), first, c - stop), dw.reshape(w.shape)
+
+
+class _WinogradMatMulBias(_WinogradMatMul):
+    """:class:`_WinogradMatMul` plus the convolution's bias [N], added by the output transform (one pass over y
+    fewer than a separate ``BiasAdd``: CoCosNet's 256x256 inference spent 0.26 of 6.0 s in those); its
+    gradient sums dy over the batch and the map. x [B, C, H, W], w [N, C, r, r], bias [N] -> y [B, N, H', W']."""
+
+    def construct(self, x, w, bias):
+        return self._forward(x, w, bias)
+
+    def bprop(self, x, w, bias, out, dout):
+        dy = dout[0] if self.keep_transforms else dout
+        return self._gradients(x, w, out, dout) + (ops.reduce_sum(dy, (0, 2, 3)),)
 
 
 class _OnednnConv(nn.Cell):
@@ -726,12 +754,13 @@ class Conv2d(nn.Conv2d):
             self.onednn_conv = _OnednnConv(self.kernel, self.strides, self.dilations, self.pads, self.group)
         if self.has_onednn_form and self.has_bias:
             self.onednn_conv_bias = _OnednnConvBias(self.kernel, self.strides, self.dilations, self.pads, self.group)
+        winograd = _WinogradMatMulBias if self.has_bias else _WinogradMatMul
         if self.has_winograd_form and self.kernel == (3, 3):
-            self.winograd_f2 = _WinogradMatMul(self.in_channels, self.out_channels, 2, self.unfold_pads, grad_channels)
-            self.winograd_f4 = _WinogradMatMul(self.in_channels, self.out_channels, 4, self.unfold_pads, grad_channels)
+            self.winograd_f2 = winograd(self.in_channels, self.out_channels, 2, self.unfold_pads, grad_channels)
+            self.winograd_f4 = winograd(self.in_channels, self.out_channels, 4, self.unfold_pads, grad_channels)
         elif self.has_winograd_form:
-            self.winograd_f3 = _WinogradMatMul(self.in_channels, self.out_channels, 3, self.unfold_pads, grad_channels,
-                                               kernel=4)
+            self.winograd_f3 = winograd(self.in_channels, self.out_channels, 3, self.unfold_pads, grad_channels,
+                                        kernel=4)
 
     def winograd_cells(self):
         """This layer's Winograd forms (one per tile size; none without a Winograd form)."""
@@ -772,16 +801,20 @@ class Conv2d(nn.Conv2d):
                 x = ops.pad(x, (left, right, top, bottom))
             tile = (winograd_tile(b, c, h + top + bottom - kh + 1, w + left + right - kw + 1, self.largest_tile, kh)
                     if self.winograd else 0)
-            if tile == 4:
-                y = self.winograd_f4(x, weight)
-            elif tile == 3:
-                y = self.winograd_f3(x, weight)
-            elif tile == 2:
-                y = self.winograd_f2(x, weight)
+            if tile:  # a bias is added by the output transform; before a scale s, as bias / s: (conv + b / s) * s
+                cell = self.winograd_f4 if tile == 4 else self.winograd_f3 if tile == 3 else self.winograd_f2
+                if not self.has_bias:
+                    y = cell(x, weight)
+                elif output_scale is None:
+                    y = cell(x, weight, self.bias)
+                else:
+                    y = cell(x, weight, self.bias / ops.cast(output_scale, self.bias.dtype))
+                if self.keep_transforms:  # (y, transformed inputs kept for the backward)
+                    y = y[0]
+                if self.has_bias:
+                    return y if output_scale is None else y * ops.cast(output_scale, y.dtype)
             else:
                 y = self.im2col_matmul(x, weight)
-            if tile and self.keep_transforms:  # (y, transformed inputs kept for the backward)
-                y = y[0]
         else:
             if top != bottom or left != right:
                 x = ops.pad(x, (left, right, top, bottom))

@@ -388,7 +388,7 @@ WINOGRAD_CASES = [  # (C_in, C_out, options, batch, H, W, expected tile): every 
     (16, 8, dict(kernel_size=4, padding=1, has_bias=True), 1, 32, 32, 3),  # 31x31 output: last tiles cropped
     (16, 8, dict(kernel_size=4, padding=(2, 1, 0, 1)), 2, 20, 25, 3),      # unequal sides, odd output 20x23
     (16, 8, dict(padding=1, has_bias=True), 1, 32, 36, 4),
-    (16, 8, dict(padding=1), 2, 12, 20, 2),
+    (16, 8, dict(padding=1, has_bias=True), 2, 12, 20, 2),
     (16, 8, dict(pad_mode="same"), 3, 16, 24, 4),
     (16, 8, dict(pad_mode="valid", has_bias=True), 1, 34, 34, 4),
     (16, 8, dict(padding=(1, 1, 2, 0)), 2, 16, 18, 2),  # unequal sides: padded, then transformed

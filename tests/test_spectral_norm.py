@@ -9,7 +9,7 @@ import common  # noqa: F401
 import mindspore as ms
 from mindspore import Tensor, nn
 
-from common.conv import Conv2d, use_conv_impl
+from common.conv import Conv2d, use_conv_impl, winograd_tile
 from common.layers import count_params
 from common.spectral_norm import SpectralNorm, fold_spectral_norm, spectral_norm
 
@@ -130,24 +130,33 @@ def test_only_convolutions_are_wrapped():
         SpectralNorm(nn.Dense(3, 4))
 
 
-@pytest.mark.parametrize("conv_impl", ["native", "matmul", "onednn"])
-@pytest.mark.parametrize("size, scaled_output", [((5, 6), True), ((40, 41), False)])
-def test_matches_torch_spectral_norm_values_and_gradients(conv_impl, size, scaled_output):
+TORCH_CASES = [(impl, 3, size, scaled) for impl in ("native", "matmul", "onednn")
+               for size, scaled in (((5, 6), True), ((40, 41), False))] + [
+    ("winograd", 16, (8, 8), True),     # F(2x2)
+    ("winograd", 16, (40, 40), False),  # F(4x4)
+]
+
+
+@pytest.mark.parametrize("conv_impl, cin, size, scaled_output", TORCH_CASES)
+def test_matches_torch_spectral_norm_values_and_gradients(conv_impl, cin, size, scaled_output):
     """Both forms (output scaled by 1/sigma on small maps, weight divided on large ones) on every path (onednn:
-    the bias added by the convolution in the weight form, after the scaling in the other)."""
+    the bias added by the convolution in the weight form, after the scaling in the other; winograd: by the
+    output transform, before the scaling as bias * sigma)."""
     torch = pytest.importorskip("torch")
-    conv = make_conv(cin=3, cout=4, seed=6)
+    conv = make_conv(cin=cin, cout=4, seed=6)
     sn = spectral_norm(conv, seed=7)
     use_conv_impl(sn, conv_impl)
-    assert sn.scales_output((2, 3) + size) == scaled_output
-    ref = torch.nn.utils.spectral_norm(torch.nn.Conv2d(3, 4, 3, padding=1))
+    assert sn.scales_output((2, cin) + size) == scaled_output
+    if conv_impl == "winograd":
+        assert winograd_tile(2, cin, *size) == (2 if scaled_output else 4)
+    ref = torch.nn.utils.spectral_norm(torch.nn.Conv2d(cin, 4, 3, padding=1))
     with torch.no_grad():
         ref.weight_orig.copy_(torch.from_numpy(conv.weight.asnumpy()))
         ref.bias.copy_(torch.from_numpy(conv.bias.asnumpy()))
         ref.weight_u.copy_(torch.from_numpy(sn.weight_u.asnumpy()))
         ref.weight_v.copy_(torch.from_numpy(sn.weight_v.asnumpy()))
     rng = np.random.default_rng(8)
-    x = rng.standard_normal((2, 3) + size).astype(np.float32)
+    x = rng.standard_normal((2, cin) + size).astype(np.float32)
     r = rng.standard_normal((2, 4) + size).astype(np.float32)
 
     class Objective(nn.Cell):

@@ -11,6 +11,7 @@
 //   WinogradInput(x [B, C, H, W], cfg [4] int64, bt [a, a]) -> V [a*a, C, B*T]
 //   WinogradInputAdjoint(dV [a*a, C, B*T], cfg, bt [a, a], like [H, W] uint8) -> dx [B, C, H, W]
 //   WinogradOutput(M [a*a, N, B*T], cfg, at [m, a], like [OH, OW] uint8) -> y [B, N, OH, OW]
+//   WinogradOutputBias(M, cfg, at, like, bias [N]) -> y + bias (per channel: the convolution's bias, fused)
 //   WinogradOutputAdjoint(dy [B, N, OH, OW], cfg, at [m, a]) -> dM [a*a, N, B*T]
 // cfg = (m, r, ph, pw): output tile side, kernel side, symmetric zero padding. OH = H + 2 ph - r + 1 (OW alike);
 // the tiles, TH = ceil(OH / m) by TW = ceil(OW / m) (T = TH * TW, row-major), start at (ty * m - ph,
@@ -171,18 +172,16 @@ extern "C" int WinogradInputAdjoint(int nparam, void **params, int *ndims, int64
   return 0;
 }
 
-extern "C" int WinogradOutput(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                              void *stream, void *extra) {
-  if (nparam != 5 || ndims[0] != 3 || ndims[4] != 4 || shapes[1][0] != 4) return 1;
-  const float *mm = static_cast<const float *>(params[0]);
-  const int64_t *cfg = static_cast<const int64_t *>(params[1]);
-  const float *at = static_cast<const float *>(params[2]);
-  float *y = static_cast<float *>(params[4]);
-  const int64_t B = shapes[4][0], N = shapes[4][1], OH = shapes[4][2], OW = shapes[4][3];
+namespace {
+
+// y = A^T M A per tile (the output transform), plus bias[n] per channel when bias is not null.
+int OutputTransform(const float *mm, const int64_t *mm_shape, const int64_t *cfg, const float *at, int64_t at_rows,
+                    const float *bias, float *y, const int64_t *y_shape) {
+  const int64_t B = y_shape[0], N = y_shape[1], OH = y_shape[2], OW = y_shape[3];
   // the input size that gives this output: H + 2 ph - r + 1 = OH
   const Tiles g(cfg, OH - 2 * cfg[2] + cfg[1] - 1, OW - 2 * cfg[3] + cfg[1] - 1);
   const int64_t a = g.a, m = g.m, T = g.TH * g.TW, BT = B * T, tw = g.TW;
-  if (!g.valid() || shapes[0][0] != a * a || shapes[0][1] != N || shapes[0][2] != BT || shapes[2][0] != m) return 1;
+  if (!g.valid() || mm_shape[0] != a * a || mm_shape[1] != N || mm_shape[2] != BT || at_rows != m) return 1;
   const int64_t rows = g.block_rows(), most = rows * tw;
   const Matrix At(at, m, a);
   ParallelFor(B * N, a * a * N * BT * 4, [&](int64_t first, int64_t stop) {
@@ -190,6 +189,7 @@ extern "C" int WinogradOutput(int nparam, void **params, int *ndims, int64_t **s
     std::vector<float> s(m * a * most), o(m * m * most);
     for (int64_t bn = first; bn < stop; ++bn) {
       const int64_t b = bn / N, n = bn % N;
+      const float shift = bias ? bias[n] : 0.f;
       float *plane = y + bn * OH * OW;
       for (int64_t ty0 = 0; ty0 < g.TH; ty0 += rows) {
         const int64_t k = std::min(rows, g.TH - ty0) * tw;
@@ -208,7 +208,7 @@ extern "C" int WinogradOutput(int nparam, void **params, int *ndims, int64_t **s
               float *out = plane + oh * OW;
               for (int64_t tx = 0; tx < tw; ++tx) {
                 const int64_t ow = tx * m + q;
-                if (ow < OW) out[ow] = row[tx];
+                if (ow < OW) out[ow] = row[tx] + shift;
               }
             }
           }
@@ -217,6 +217,24 @@ extern "C" int WinogradOutput(int nparam, void **params, int *ndims, int64_t **s
     }
   });
   return 0;
+}
+
+}  // namespace
+
+extern "C" int WinogradOutput(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                              void *stream, void *extra) {
+  if (nparam != 5 || ndims[0] != 3 || ndims[4] != 4 || shapes[1][0] != 4) return 1;
+  return OutputTransform(static_cast<const float *>(params[0]), shapes[0], static_cast<const int64_t *>(params[1]),
+                         static_cast<const float *>(params[2]), shapes[2][0], nullptr, static_cast<float *>(params[4]),
+                         shapes[4]);
+}
+
+extern "C" int WinogradOutputBias(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                  void *stream, void *extra) {
+  if (nparam != 6 || ndims[0] != 3 || ndims[5] != 4 || shapes[1][0] != 4 || shapes[4][0] != shapes[5][1]) return 1;
+  return OutputTransform(static_cast<const float *>(params[0]), shapes[0], static_cast<const int64_t *>(params[1]),
+                         static_cast<const float *>(params[2]), shapes[2][0], static_cast<const float *>(params[4]),
+                         static_cast<float *>(params[5]), shapes[5]);
 }
 
 extern "C" int WinogradOutputAdjoint(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
