@@ -794,6 +794,7 @@ class Conv2d(nn.Conv2d):
         (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.strides, self.dilations
         top, bottom, left, right = self._padding(h, w)
         n, g = self.out_channels, self.group
+        bias_added = False  # by the Winograd output transform
         if self.onednn:
             y = self.onednn_conv(x, weight)
         elif g == 1 and not self.pointwise:
@@ -811,8 +812,7 @@ class Conv2d(nn.Conv2d):
                     y = cell(x, weight, self.bias / ops.cast(output_scale, self.bias.dtype))
                 if self.keep_transforms:  # (y, transformed inputs kept for the backward)
                     y = y[0]
-                if self.has_bias:
-                    return y if output_scale is None else y * ops.cast(output_scale, y.dtype)
+                bias_added = self.has_bias
             else:
                 y = self.im2col_matmul(x, weight)
         else:
@@ -838,7 +838,7 @@ class Conv2d(nn.Conv2d):
                 y = y.reshape(1, n, out_h, out_w)
         if output_scale is not None:
             y = y * ops.cast(output_scale, y.dtype)
-        if self.has_bias:
+        if self.has_bias and not bias_added:
             y = self.add_bias(y, self.bias)
         return y
 
