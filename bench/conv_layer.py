@@ -12,7 +12,7 @@ The layer is ``common.conv.Conv2d(cin, cout, kernel, padding=1)`` with random we
 ``value_and_grad`` of ``sum(conv(x) * dy)`` with respect to the [B, cin, H, W] input and the weight (the work of
 one layer in a training step). ``winograd`` prints the tile :func:`common.conv.winograd_tile` chose (0: the
 layer stays Im2Col + MatMul). Prints the median wall ms/iter and the process's peak resident memory; the
-per-layer figures of ``common/conv.py`` and README Performance come from this script.
+per-layer figures of ``common/conv.py`` and docs/performance.md come from this script.
 """
 import argparse
 import os

@@ -4,7 +4,7 @@ Why. MindSpore's CPU convolutions run through oneDNN on plain NCHW tensors. Capp
 ``common/__init__.py``) oneDNN executes them as im2col + an AVX2 GEMM; at AVX-512 it selects
 ``jit_uni_ncsp:conv+ref``, a reference kernel ~100x slower. oneDNN's matrix multiply, however, has
 AVX-512 ``brg_matmul`` kernels (~118 GFLOPS on 2 Xeon cores against 35-53 at AVX2; on a 2-core AMD EPYC a
-VGG19 step is at par with native AVX2, see README Performance). So the CPU convolution
+VGG19 step is at par with native AVX2, see docs/performance.md). So the CPU convolution
 path is a property of the process (``common.runtime.Runtime.conv_impl``, from ``init_runtime(cpu_conv=...)``,
 which also sets the ISA cap), and every network the process runs gets it with :func:`use_conv_impl`.
 
@@ -44,7 +44,7 @@ is kept), any padding, groups and dilation, the bias added inside the forward an
 gradient's pass; transposed convolutions run as the backward-data pass. A 5x256x64x64 3x3 layer's forward and
 gradients take 0.52x the native operator's time, a 5x64x32x32 one 0.4x (``bench/conv_layer.py --paths``); no
 Winograd, so at f32 the 3x3-heavy CRN, VGG and CoCosNet stay faster on ``winograd`` (0.69x onednn's time on the
-first layer) while OSMIS's many small layers gain (README Performance). Under :func:`bf16_matmuls` its operands
+first layer) while OSMIS's many small layers gain (docs/performance.md). Under :func:`bf16_matmuls` its operands
 are rounded to bf16 and AMX kernels run (sums and results in f32; the first layer: 0.48x winograd's bf16 time). ``same``
 padding with a stride (the split depends on the input size) takes the matmul form; without the compiled library
 the whole path does.

@@ -140,6 +140,9 @@ def train(spec, cfg):
     log.info(f"{spec.name}: {len(data.train)} training samples from {data.root}, {len(loader)} steps/epoch on "
              f"{rt.group_size} {cfg.device_target} device(s), {trainer.n_epochs} epochs; {rt.describe_conv}"
              + (f" ({matmul} convolutions as matrix multiplies)" if rt.conv_impl != "native" else ""))
+    if rt.mode == "graph":
+        log.info("the first step compiles the train step graph: minutes for networks of the papers' sizes (the "
+                 "first log line's ms/step includes it)")
     optimizers = trainer.optimizers
 
     def step(*batch):

@@ -98,7 +98,7 @@ def select_cpu_conv(cpu_conv, device_target, user_isa, flags):
     CPU run). ``flags``: the CPU's feature flags (:func:`cpu_flags`). ``auto`` picks ``winograd`` on CPUs with
     AVX2 (every AVX-512 CPU has it), ``native`` otherwise: Winograd's 2.25-4x fewer multiplies beat MindSpore's
     im2col + GEMM convolutions with AVX-512 MatMuls and with AVX2 ones alike (a 2-core AMD EPYC without
-    AVX-512: CRN 128p train step 15.4 against 30.5 s, README Performance). Native convolutions need the AVX2 cap;
+    AVX-512: CRN 128p train step 15.4 against 30.5 s, docs/performance.md). Native convolutions need the AVX2 cap;
     the others run at AVX-512 where the CPU has it.
     """
     if cpu_conv not in CPU_CONV_CHOICES:

@@ -66,7 +66,7 @@ class CoCosNetSpec(ModelSpec):
     bf16_refusal = ("CoCosNet's correlation stays float32 (its softmax at temperature 0.01 scales cosine similarities "
                     "by 100, so bf16's ~4e-3 rounding would move the logits by ~0.4), and oneDNN's bf16 mode would "
                     "reach it with every other MatMul of the process; it was no faster either (17.2 against 17.0 "
-                    "s/iteration at 256x256, README Performance)")
+                    "s/iteration at 256x256, docs/performance.md)")
 
     def demo_dataroot(self, cfg):
         return ensure_demo_dataset(n_train=cfg.demo_train, n_val=cfg.demo_val, size=cfg.demo_size, seed=0,
@@ -154,7 +154,7 @@ class CoCosNetSpec(ModelSpec):
         return Trainer(step=step, loss_names=LOSS_NAMES, networks={"Corr": corr, "G": netG, "D": netD},
                        optimizers={"opt_G": opt_G, "opt_D": opt_D}, frozen={"VGG": vgg},
                        n_epochs=cfg.n_epochs + cfg.n_epochs_decay, learning_rates=learning_rates, notes=notes,
-                       keep_conv_transforms=True)  # README.md Performance: 256x256 19.0 -> 18.3 s for +1.4 GB
+                       keep_conv_transforms=True)  # docs/performance.md: 256x256 19.0 -> 18.3 s for +1.4 GB
 
     def sample_grid(self, cfg, trainer, data):
         nets = {k: trainer.networks[k] for k in self.inference_components}
