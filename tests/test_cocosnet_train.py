@@ -48,6 +48,7 @@ def test_demo_run_has_finite_losses_and_a_complete_snapshot(trained):
     assert os.path.isfile(os.path.join(out, "samples", "epoch_0001.png"))
     log = open(os.path.join(out, "train.log")).read()
     assert "label_nc=8" in log and "stands in for the reference VGG19" in log
+    assert "the first step compiles the train step graph" in log  # graph mode: says why step 1 takes minutes
 
 
 def test_eval_and_predict_from_the_checkpoint_alone(trained):

@@ -141,6 +141,7 @@ def test_resume_repeats_the_uninterrupted_run(tmp_path, vgg19_mat):
     state = crn_train(tiny_args(run, vgg19_mat[0], n_epochs=2, resume="true", **small))
     assert state["step"] == 4
     assert "resumed from" in (run / "train.log").read_text()
+    assert "compiles the train step graph" not in (run / "train.log").read_text()  # PyNative compiles no step graph
     fresh = crn_train(tiny_args(run, vgg19_mat[0], n_epochs=0, **small))
     assert (fresh["epoch"], fresh["step"]) == (0, 0)
     assert "already holds snapshots; this run starts from scratch" in (run / "train.log").read_text()
