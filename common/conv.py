@@ -570,11 +570,15 @@ class _WinogradMatMul(nn.Cell):
     def bprop(self, x, w, out, dout):
         return self._gradients(x, w, out, dout)
 
+    def _output_gradient(self, dout):
+        """dy of ``dout``: with ``keep_transforms`` the forward returned (y, transformed inputs)."""
+        return dout[0] if self.keep_transforms else dout
+
     def _gradients(self, x, w, out, dout):
         """(dx, dw) of :meth:`_forward`."""
         b, c, h, wd = x.shape
         first, stop = self.grad_channels
-        dy = dout[0] if self.keep_transforms else dout
+        dy = self._output_gradient(dout)
         u = self._weight_transform(_input_channels(ops.depend(w, dy), first, stop))  # [a*a, N, stop - first]
         if self.compiled_transforms:
             dm = self.untransform_adjoint(dy, self.cfg, self.at)  # [a*a, N, B*T]
@@ -608,8 +612,7 @@ class _WinogradMatMulBias(_WinogradMatMul):
         return self._forward(x, w, bias)
 
     def bprop(self, x, w, bias, out, dout):
-        dy = dout[0] if self.keep_transforms else dout
-        return self._gradients(x, w, out, dout) + (ops.reduce_sum(dy, (0, 2, 3)),)
+        return self._gradients(x, w, out, dout) + (ops.reduce_sum(self._output_gradient(dout), (0, 2, 3)),)
 
 
 class _OnednnConv(nn.Cell):
