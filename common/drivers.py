@@ -19,6 +19,7 @@ import mindspore as ms
 
 from common.checkpoint import CheckpointError, CheckpointManager, load_cell, read_meta, resolve_checkpoint
 from common.classes import apply_class_table
+from common.compile_cache import use_compile_cache
 from common.config import ConfigError, load_config
 from common.entry import usage, wants_help
 from common.conv import pack_weights, use_conv_impl
@@ -140,6 +141,9 @@ def train(spec, cfg):
     log.info(f"{spec.name}: {len(data.train)} training samples from {data.root}, {len(loader)} steps/epoch on "
              f"{rt.group_size} {cfg.device_target} device(s), {trainer.n_epochs} epochs; {rt.describe_conv}"
              + (f" ({matmul} convolutions as matrix multiplies)" if rt.conv_impl != "native" else ""))
+    if cfg.compile_cache:
+        log.info(use_compile_cache(spec.name, os.path.dirname(spec.config_path), cfg, rt,
+                                   dict(trainer.networks, **trainer.frozen)))
     if rt.mode == "graph":
         log.info("the first step compiles the train step graph: minutes for networks of the papers' sizes (the "
                  "first log line's ms/step includes it)")

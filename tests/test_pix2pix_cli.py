@@ -177,3 +177,28 @@ def test_run_train_rejects_unknown_key(tmp_path):
 def test_run_eval_without_checkpoints(tmp_path):
     rc, log = run(["bash", "scripts/run_eval.sh"], dict(os.environ, SYNTHZOO_OUTPUTS=str(tmp_path)))
     assert rc == 1 and "no model has a checkpoint" in log
+
+
+def test_compile_cache_rerun_loads_the_train_step_and_trains_alike(demo_cache, tmp_path):
+    """--compile_cache=true: a rerun of one configuration loads the train step that the first run compiled
+    (MindSpore says so at GLOG_v=2) and logs the same losses; another loss weight gets its own folder."""
+    env = dict(os.environ, GLOG_v="2")
+    cmd = [sys.executable, "pix2pix/train.py", "--max_steps=2", "--log_every=1", "--compile_cache=true"] + TINY
+    runs = {}
+    for name, extra in (("first", []), ("rerun", ["--resume=true", "--save_epoch_freq=3"]), ("other", ["--lambda_L1=50"])):
+        rc, out = run(cmd + [f"--output_dir={tmp_path / name}"] + extra, env)
+        assert rc == 0, out[-3000:]
+        runs[name] = ((tmp_path / name / "train.log").read_text(), out)
+    folders = {name: log.split("compile cache: ")[1].split()[0] for name, (log, _) in runs.items()}
+    assert folders["first"] == folders["rerun"] != folders["other"]
+    assert folders["first"].startswith(os.path.join(demo_cache, "graphs", "pix2pix-"))
+    assert "is empty: this run's compile fills it" in runs["first"][0]
+    assert "holds this configuration's train step" in runs["rerun"][0]
+    assert "is empty" in runs["other"][0]
+    assert "Use the compilation cache" in runs["rerun"][1]
+    assert "Use the compilation cache" not in runs["first"][1] + runs["other"][1]
+
+    def losses(log):
+        return [line.split(" epoch: ")[1].split(", ms/step")[0] for line in log.splitlines() if " epoch: " in line]
+    assert losses(runs["first"][0]) == losses(runs["rerun"][0]) and len(losses(runs["first"][0])) == 2
+    assert losses(runs["other"][0]) != losses(runs["first"][0])

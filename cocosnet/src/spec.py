@@ -154,7 +154,7 @@ class CoCosNetSpec(ModelSpec):
         return Trainer(step=step, loss_names=LOSS_NAMES, networks={"Corr": corr, "G": netG, "D": netD},
                        optimizers={"opt_G": opt_G, "opt_D": opt_D}, frozen={"VGG": vgg},
                        n_epochs=cfg.n_epochs + cfg.n_epochs_decay, learning_rates=learning_rates, notes=notes,
-                       keep_conv_transforms=True)  # docs/performance.md: 256x256 19.0 -> 18.3 s for +1.4 GB
+                       keep_conv_transforms=True)  # 256x256: 19.0 -> 18.3 s; peak memory level since (cocosnet/README.md)
 
     def sample_grid(self, cfg, trainer, data):
         nets = {k: trainer.networks[k] for k in self.inference_components}
