@@ -41,7 +41,7 @@ def cache_key(model_folder, cfg, rt, networks):
         with open(path, "rb") as f:
             digest.update(f.read())
     settings = {key: value for key, value in cfg.items() if key not in RUN_KEYS}
-    runtime = [rt.device_target, rt.mode, rt.group_size, rt.conv_impl, rt.precision, rt.onednn_isa]
+    runtime = [rt.device_target, rt.mode, rt.group_size, rt.describe_conv]  # path, ISA cap, precision, kernel library
     digest.update(json.dumps([settings, runtime], sort_keys=True, default=str).encode())
     for name in sorted(networks):
         for param in networks[name].get_parameters():
@@ -52,18 +52,26 @@ def cache_key(model_folder, cfg, rt, networks):
 def use_compile_cache(model, model_folder, cfg, rt, networks):
     """Point MindSpore's compile cache at this configuration's folder; returns one log line.
 
-    Call before the first graph of the process compiles. Data-parallel runs and PyNative keep compiling (MindSpore's
-    cache does not cover host collectives), as does a process that already uses another folder.
+    Call before the train step's first call, and :func:`stop_caching` after it: MindSpore numbers the graphs
+    of a process in compile order and fixes the folder at its first use, so only that one graph is cached, once
+    per process. Data-parallel runs and PyNative keep compiling (MindSpore's cache does not cover host
+    collectives), as does a process that has cached a graph before.
     """
     global _active_folder
     if rt.mode != "graph" or rt.group_size > 1:
         return "compile cache: off (it serves single-device graph mode)"
+    if _active_folder is not None:
+        return f"compile cache: off (this process has cached a graph in {_active_folder} already)"
     folder = cache_root("graphs", f"{model}-{cache_key(model_folder, cfg, rt, networks)}")
-    if _active_folder not in (None, folder):
-        return f"compile cache: off (this process already caches its graphs in {_active_folder})"
     _active_folder = folder
     os.environ["MS_COMPILER_CACHE_ENABLE"] = "1"
     os.environ["MS_COMPILER_CACHE_PATH"] = folder + os.sep
     if os.path.isfile(os.path.join(folder, "rank_0", "graph_cache", "compile_cache_0.mindir")):
         return f"compile cache: {folder} holds this configuration's train step: only the backend compiles"
     return f"compile cache: {folder} is empty: this run's compile fills it for the next run of this configuration"
+
+
+def stop_caching():
+    """After the train step's first call: later graphs of the process compile as usual."""
+    if _active_folder is not None and os.environ.get("MS_COMPILER_CACHE_ENABLE") == "1":
+        os.environ["MS_COMPILER_CACHE_ENABLE"] = "0"

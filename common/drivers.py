@@ -19,7 +19,7 @@ import mindspore as ms
 
 from common.checkpoint import CheckpointError, CheckpointManager, load_cell, read_meta, resolve_checkpoint
 from common.classes import apply_class_table
-from common.compile_cache import use_compile_cache
+from common.compile_cache import stop_caching, use_compile_cache
 from common.config import ConfigError, load_config
 from common.entry import usage, wants_help
 from common.conv import pack_weights, use_conv_impl
@@ -146,11 +146,13 @@ def train(spec, cfg):
                                    dict(trainer.networks, **trainer.frozen)))
     if rt.mode == "graph":
         log.info("the first step compiles the train step graph: minutes for networks of the papers' sizes (the "
-                 "first log line's ms/step includes it)")
+                 "first log line's ms/step includes it" + ("" if cfg.compile_cache else "; --compile_cache=true "
+                 "keeps it for the next run of this configuration") + ")")
     optimizers = trainer.optimizers
 
     def step(*batch):
         outputs = trainer.step(*(ms.Tensor(b) for b in batch))
+        stop_caching()
         outputs = outputs if isinstance(outputs, tuple) else (outputs,)
         return {name: to_float(v) for name, v in zip(trainer.loss_names, outputs)}
 

@@ -44,5 +44,20 @@ def test_off_where_mindspore_cannot_serve_it(monkeypatch, tmp_path):
         assert compile_cache.use_compile_cache("pix2pix", MODEL_FOLDER, {}, rt, nets).startswith("compile cache: off")
     monkeypatch.setattr(compile_cache, "_active_folder", str(tmp_path / "graphs" / "crn-0"))
     line = compile_cache.use_compile_cache("pix2pix", MODEL_FOLDER, {}, Runtime(device_target="CPU", mode="graph"), nets)
-    assert line == f"compile cache: off (this process already caches its graphs in {tmp_path / 'graphs' / 'crn-0'})"
+    assert line == f"compile cache: off (this process has cached a graph in {tmp_path / 'graphs' / 'crn-0'} already)"
     assert "MS_COMPILER_CACHE_PATH" not in os.environ
+
+
+def test_only_the_first_graph_is_cached(monkeypatch, tmp_path):
+    from common import compile_cache
+    monkeypatch.setenv("SYNTHZOO_CACHE", str(tmp_path))
+    monkeypatch.setattr(compile_cache, "_active_folder", None)
+    for name in ("MS_COMPILER_CACHE_ENABLE", "MS_COMPILER_CACHE_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    line = compile_cache.use_compile_cache("pix2pix", MODEL_FOLDER, {}, Runtime(device_target="CPU", mode="graph"),
+                                           {"G": nn.Dense(2, 2)})
+    folder = compile_cache._active_folder
+    assert line == f"compile cache: {folder} is empty: this run's compile fills it for the next run of this configuration"
+    assert os.environ["MS_COMPILER_CACHE_ENABLE"] == "1" and os.environ["MS_COMPILER_CACHE_PATH"] == folder + os.sep
+    compile_cache.stop_caching()
+    assert os.environ["MS_COMPILER_CACHE_ENABLE"] == "0"
