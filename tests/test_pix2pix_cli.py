@@ -202,3 +202,12 @@ def test_compile_cache_rerun_loads_the_train_step_and_trains_alike(demo_cache, t
         return [line.split(" epoch: ")[1].split(", ms/step")[0] for line in log.splitlines() if " epoch: " in line]
     assert losses(runs["first"][0]) == losses(runs["rerun"][0]) and len(losses(runs["first"][0])) == 2
     assert losses(runs["other"][0]) != losses(runs["first"][0])
+
+    def weights(name):  # the loaded graph trains the networks' own parameters: the snapshot holds them
+        import mindspore as ms
+        snapshot = (tmp_path / name / "ckpt" / "latest").read_text().strip()
+        saved = ms.load_checkpoint(str(tmp_path / name / "ckpt" / snapshot / "G.ckpt"))
+        return {k: v.asnumpy() for k, v in saved.items() if isinstance(v, ms.Tensor)}
+    first, rerun, other = weights("first"), weights("rerun"), weights("other")
+    assert all((first[k] == rerun[k]).all() for k in first)
+    assert any((first[k] != other[k]).any() for k in first)
