@@ -5,6 +5,7 @@
 * :func:`expand` - a statistic broadcast to a tensor's shape as its own op (graph-mode memory: see its docstring).
 * :class:`Standardize` - ``(x - mean) / sqrt(var + eps)`` over any axes, with a hand-written backward that
   keeps only ``x``; the norms below and CoCosNet's positional norm.
+* :class:`PowerIteration` - spectral normalisation's power iteration, one compiled kernel each way on CPU.
 * :class:`Softmax` - last-axis softmax with a backward from one matrix-vector product (attention, correlation).
 * :class:`InstanceNorm2d` - per sample and channel over H, W (``nn.InstanceNorm2d`` has no CPU kernel).
 * :class:`LayerNorm2d` - per sample over C, H, W with per-channel scale/offset (TF ``slim.layer_norm``).
@@ -20,7 +21,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.ops import constexpr
 from mindspore.common.initializer import Normal, initializer
 
-__all__ = ["ChannelAffine", "reduce_mean", "reduce_sum", "expand", "Standardize", "Softmax", "LeakyReLU", "nearest_upsample", "NearestUpsample", "InstanceNorm2d", "LayerNorm2d", "BatchStatNorm2d", "CounterDropout", "set_dropout_rank", "init_weights", "count_params"]
+__all__ = ["ChannelAffine", "reduce_mean", "reduce_sum", "expand", "Standardize", "Softmax", "LeakyReLU", "nearest_upsample", "NearestUpsample", "PowerIteration", "InstanceNorm2d", "LayerNorm2d", "BatchStatNorm2d", "CounterDropout", "set_dropout_rank", "init_weights", "count_params"]
 
 
 @constexpr
@@ -284,6 +285,64 @@ class NearestUpsample(nn.Cell):
             return self.custom(x, self.factor_tensor)
         fh, fw = self.factors
         return nearest_upsample(x, fh, fw)
+
+
+def _normalize(x, eps):
+    """``x / max(|x|_2, eps)`` of a vector (``torch.nn.functional.normalize``)."""
+    return x / ops.maximum(ops.sqrt(ops.reduce_sum(x * x)), eps)
+
+
+def _power_iteration_op(path):
+    """The compiled power iteration (``common/kernels/spectral_norm.cc``) as an ``ops.Custom`` primitive whose
+    backward is the compiled gradient of ``1 / sigma``."""
+    forward = ops.Custom(f"{path}:SpectralNormPower", func_type="aot",
+                         out_shape=lambda w, u, v, eps: (u, v, [1]), out_dtype=lambda w, u, v, eps: (w, w, w))
+    gradient = ops.Custom(f"{path}:SpectralNormPowerGrad", func_type="aot",
+                          out_shape=lambda ds, u, v, s, w: w, out_dtype=lambda ds, u, v, s, w: w)
+
+    def bprop(w, u, v, eps, out, dout):
+        return gradient(dout[2], out[0], out[1], out[2], w), ops.zeros_like(u), ops.zeros_like(v), ops.zeros_like(eps)
+
+    forward.bprop = bprop
+    return forward
+
+
+class PowerIteration(nn.Cell):
+    """One training-mode power iteration of spectral normalisation (``torch.nn.utils.spectral_norm``) and the
+    reciprocal of the spectral norm it estimates.
+
+    ``(W [R, ...], u [R], v [K]) -> (u' [R], v' [K], 1 / sigma [1])`` with ``W`` read as [R, K] (K the product of its
+    other dimensions), ``v' = n(W^T u)``, ``u' = n(W v')``, ``sigma = u'^T W v'`` and ``n(x) = x / max(|x|, eps)``.
+    The gradient reaches ``W`` through ``sigma`` only (``u'``, ``v'`` are constants, as in PyTorch). Float32 on
+    CPU, once :meth:`use_library` gave the compiled kernels' path (``common.conv.use_conv_impl`` does): one kernel
+    each way instead of about 16 forward and 6 backward. Otherwise MindSpore's MatMuls and elementwise operators.
+    Same values either way (the compiled kernel sums in double). Float32 under mixed precision too
+    (``KEEP_FLOAT32``, read by ``common.train.mixed_precision``).
+    """
+
+    KEEP_FLOAT32 = True
+
+    def __init__(self, eps=1e-12):
+        super().__init__()
+        self.eps = float(eps)
+        self.eps_tensor = Tensor(np.array([eps], np.float32))
+        self.library, self.custom = None, None
+
+    def use_library(self, path):
+        """Run on the compiled kernels of ``path`` (None: on MindSpore's)."""
+        if path != self.library:
+            self.library = path
+            self.custom = None if path is None else _power_iteration_op(path)
+
+    def construct(self, w, u, v):
+        if self.custom is not None and w.dtype == ms.float32:
+            return self.custom(w, u, v, self.eps_tensor)
+        w = w.reshape(w.shape[0], -1)
+        w_const = ops.stop_gradient(w)
+        v = _normalize(ops.matmul(u, w_const), self.eps)
+        u = _normalize(ops.matmul(w_const, v), self.eps)
+        sigma = ops.reduce_sum(u * ops.matmul(w, v))
+        return u, v, ops.reshape(1 / sigma, (1,))
 
 
 class Softmax(nn.Cell):

@@ -9,6 +9,9 @@ estimated by power iteration:
   ``sigma = u^T W v``;
 * inference mode: ``sigma = u^T W v`` with the stored ``u``, ``v`` (no update).
 
+The training-mode update is :class:`common.layers.PowerIteration`: one compiled kernel each way on CPU once
+``common.conv.use_conv_impl`` gave it the project's kernels (MindSpore's operators otherwise).
+
 ``u`` [C_out] and ``v`` [C_in*kh*kw] are non-trainable Parameters (``weight_u``, ``weight_v``), so they
 are saved in checkpoints and a resumed run continues the same estimate; :func:`count_params` of
 ``common.layers`` counts only the wrapped weight (and bias). Gradients flow through ``W`` in ``sigma``
@@ -37,13 +40,9 @@ from mindspore.common.initializer import Normal, initializer
 
 from common.conv import Conv2d
 from common.export import replace_cells
+from common.layers import PowerIteration
 
 __all__ = ["SpectralNorm", "spectral_norm", "fold_spectral_norm", "spectral_sigma"]
-
-
-def _normalize(x, eps):
-    """``x / max(|x|_2, eps)`` of a vector (``torch.nn.functional.normalize``)."""
-    return x / ops.maximum(ops.sqrt(ops.reduce_sum(x * x)), eps)
 
 
 class SpectralNorm(nn.Cell):
@@ -74,25 +73,25 @@ class SpectralNorm(nn.Cell):
         u, v = _initial_vectors(rows, cols, seed, self.eps)
         self.weight_u = Parameter(Tensor(u), name="weight_u", requires_grad=False)
         self.weight_v = Parameter(Tensor(v), name="weight_v", requires_grad=False)
+        self.power_iteration = PowerIteration(self.eps)
 
     def construct(self, x):
         # graph mode: the power iteration and sigma run in float32 also when mixed precision makes this cell
         # float16 (PyNative casts every op of a float16 cell, these too, as PyTorch's autocast does)
-        w = ops.cast(self.conv.weight, ms.float32).reshape(self.rows, -1)
+        w = ops.cast(self.conv.weight, ms.float32)
         u = ops.cast(ops.stop_gradient(self.weight_u), ms.float32)
         v = ops.cast(ops.stop_gradient(self.weight_v), ms.float32)
         if self.training:
-            w_const = ops.stop_gradient(w)
-            v = _normalize(ops.matmul(u, w_const), self.eps)
-            u = _normalize(ops.matmul(w_const, v), self.eps)
+            u, v, inv_sigma = self.power_iteration(w, u, v)
             x = ops.depend(x, ops.assign(self.weight_v, v))
             x = ops.depend(x, ops.assign(self.weight_u, u))
-        sigma = ops.reduce_sum(u * ops.matmul(w, v))
+        else:
+            inv_sigma = 1 / ops.reduce_sum(u * ops.matmul(w.reshape(self.rows, -1), v))
         # x's dtype: float16 under mixed precision
         if self.scales_output(x.shape):
-            return self.conv.convolve(x, ops.cast(self.conv.weight, x.dtype), output_scale=1 / sigma)
+            return self.conv.convolve(x, ops.cast(self.conv.weight, x.dtype), output_scale=inv_sigma)
         # times 1 / sigma: a Div by sigma would hold 16 bytes of broadcast indices per weight (common.layers.expand)
-        return self.conv.convolve(x, ops.cast(self.conv.weight * (1 / sigma), x.dtype))
+        return self.conv.convolve(x, ops.cast(self.conv.weight * inv_sigma, x.dtype))
 
     def scales_output(self, shape):
         """Whether an input of ``shape`` [B, C_in, H, W] takes the ``conv(x, W) / sigma`` form: its output holds

@@ -9,9 +9,11 @@ import common  # noqa: F401
 import mindspore as ms
 from mindspore import Tensor, nn
 
+from common import cpu_kernels
 from common.conv import Conv2d, use_conv_impl, winograd_tile
 from common.layers import count_params
 from common.spectral_norm import SpectralNorm, fold_spectral_norm, spectral_norm
+from common.train import mixed_precision
 
 ms.set_context(mode=ms.GRAPH_MODE)
 ms.set_device("CPU")
@@ -71,8 +73,7 @@ def test_training_forward_runs_one_power_iteration_per_call_like_numpy():
 def test_float16_cell_keeps_the_power_iteration_float32():
     """Mixed precision (O2 makes every cell float16), graph mode: the convolution runs in float16, while u, v
     and sigma still follow the float32/NumPy power iteration (they are float32 state, updated in place)."""
-    sn = spectral_norm(make_conv(seed=6), seed=7)
-    sn.to_float(ms.float16)
+    sn = mixed_precision(spectral_norm(make_conv(seed=6), seed=7), "O2")
     sn.set_train(True)
     w, b = sn.conv.weight.asnumpy(), sn.conv.bias.asnumpy()
     u0 = sn.weight_u.asnumpy().copy()
@@ -130,22 +131,26 @@ def test_only_convolutions_are_wrapped():
         SpectralNorm(nn.Dense(3, 4))
 
 
-TORCH_CASES = [(impl, 3, size, scaled) for impl in ("native", "matmul", "onednn")
+TORCH_CASES = [(impl, 3, size, scaled, True) for impl in ("native", "matmul", "onednn")
                for size, scaled in (((5, 6), True), ((40, 41), False))] + [
-    ("winograd", 16, (8, 8), True),     # F(2x2)
-    ("winograd", 16, (40, 40), False),  # F(4x4)
+    ("winograd", 16, (8, 8), True, True),     # F(2x2)
+    ("winograd", 16, (40, 40), False, True),  # F(4x4)
+    ("native", 3, (5, 6), True, False),       # the power iteration on MindSpore's operators
+    ("matmul", 3, (40, 41), False, False),
 ]
 
 
-@pytest.mark.parametrize("conv_impl, cin, size, scaled_output", TORCH_CASES)
-def test_matches_torch_spectral_norm_values_and_gradients(conv_impl, cin, size, scaled_output):
+@pytest.mark.parametrize("conv_impl, cin, size, scaled_output, compiled_kernels", TORCH_CASES)
+def test_matches_torch_spectral_norm_values_and_gradients(conv_impl, cin, size, scaled_output, compiled_kernels):
     """Both forms (output scaled by 1/sigma on small maps, weight divided on large ones) on every path (onednn:
     the bias added by the convolution in the weight form, after the scaling in the other; winograd: by the
-    output transform, before the scaling as bias * sigma)."""
+    output transform, before the scaling as bias * sigma); the power iteration and its gradient compiled
+    (``common/kernels/spectral_norm.cc``) or on MindSpore's operators."""
     torch = pytest.importorskip("torch")
     conv = make_conv(cin=cin, cout=4, seed=6)
     sn = spectral_norm(conv, seed=7)
-    use_conv_impl(sn, conv_impl)
+    use_conv_impl(sn, conv_impl, compiled_kernels=compiled_kernels)
+    assert (sn.power_iteration.custom is not None) == (compiled_kernels and cpu_kernels.library() is not None)
     assert sn.scales_output((2, cin) + size) == scaled_output
     if conv_impl == "winograd":
         assert winograd_tile(2, cin, *size) == (2 if scaled_output else 4)

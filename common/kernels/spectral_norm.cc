@@ -1,0 +1,94 @@
+// One training-mode power iteration of spectral normalisation and the gradient of 1 / sigma, for float32 weights,
+// as aot custom operators (common/cpu_kernels.py compiles this file; common/spectral_norm.py's SpectralNorm calls it
+// on CPU in training mode).
+//
+// Why: as MindSpore operators one training-mode spectral norm is about 16 kernels forward (three MatMuls, the two
+// normalisations' Mul/ReduceSum/Sqrt/Maximum/Div, ...) and 6 backward. OSMIS's 64x64 step evaluates 160 of them,
+// half its ~6,900 kernels, and the runtime's bookkeeping per kernel sits on the step's critical path. Here the
+// iteration is one kernel and its gradient another: two passes over W forward, one backward, on one thread (as
+// activations.cc: MindSpore runs another kernel of the step on the other core meanwhile).
+//
+// Interface (MindSpore aot, CPU): params = inputs then outputs; shapes[i] their shapes. W [R, ...] is read as the
+// [R, K] matrix of its rows (K = the product of the other dimensions).
+//   SpectralNormPower(W float32, u [R], v [K], eps [1]) -> (u' [R], v' [K], s [1]):
+//     v' = W^T u / max(|W^T u|, eps), u' = W v' / max(|W v'|, eps), s = 1 / (u'^T W v')   (torch's update)
+//   SpectralNormPowerGrad(ds [1], u' [R], v' [K], s [1], W) -> dW [R, ...] = -ds * s^2 * u' v'^T
+// The gradient treats u' and v' as constants, as PyTorch does. Sums are taken in double.
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace {
+
+int64_t Elements(int ndim, const int64_t *shape) {
+  int64_t n = 1;
+  for (int d = 0; d < ndim; ++d) n *= shape[d];
+  return n;
+}
+
+}  // namespace
+
+extern "C" int SpectralNormPower(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                 void *stream, void *extra) {
+  if (nparam != 7 || ndims[0] < 2) return 1;
+  const int64_t rows = shapes[0][0], cols = Elements(ndims[0], shapes[0]) / rows;
+  if (Elements(ndims[1], shapes[1]) != rows || Elements(ndims[2], shapes[2]) != cols ||
+      Elements(ndims[3], shapes[3]) != 1)
+    return 1;
+  const float *w = static_cast<const float *>(params[0]);
+  const float *u = static_cast<const float *>(params[1]);
+  const double eps = *static_cast<const float *>(params[3]);
+  float *u_out = static_cast<float *>(params[4]);
+  float *v_out = static_cast<float *>(params[5]);
+  float *s_out = static_cast<float *>(params[6]);
+
+  std::vector<double> t(cols, 0.0);  // W^T u, row by row
+  for (int64_t r = 0; r < rows; ++r) {
+    const double ur = u[r];
+    const float *row = w + r * cols;
+    for (int64_t c = 0; c < cols; ++c) t[c] += ur * row[c];
+  }
+  double norm = 0.0;
+  for (int64_t c = 0; c < cols; ++c) norm += t[c] * t[c];
+  const double v_scale = 1.0 / std::fmax(std::sqrt(norm), eps);
+  for (int64_t c = 0; c < cols; ++c) v_out[c] = static_cast<float>(t[c] * v_scale);
+
+  std::vector<double> wv(rows);  // W v'
+  norm = 0.0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float *row = w + r * cols;
+    double dot = 0.0;
+    for (int64_t c = 0; c < cols; ++c) dot += static_cast<double>(row[c]) * v_out[c];
+    wv[r] = dot;
+    norm += dot * dot;
+  }
+  const double u_scale = 1.0 / std::fmax(std::sqrt(norm), eps);
+  double sigma = 0.0;  // u'^T (W v'), with u' as stored
+  for (int64_t r = 0; r < rows; ++r) {
+    u_out[r] = static_cast<float>(wv[r] * u_scale);
+    sigma += static_cast<double>(u_out[r]) * wv[r];
+  }
+  s_out[0] = static_cast<float>(1.0 / sigma);
+  return 0;
+}
+
+extern "C" int SpectralNormPowerGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                     void *stream, void *extra) {
+  if (nparam != 6 || ndims[4] < 2 || ndims[5] != ndims[4]) return 1;
+  const int64_t rows = shapes[4][0], cols = Elements(ndims[4], shapes[4]) / rows;
+  if (Elements(ndims[0], shapes[0]) != 1 || Elements(ndims[1], shapes[1]) != rows ||
+      Elements(ndims[2], shapes[2]) != cols || Elements(ndims[3], shapes[3]) != 1)
+    return 1;
+  const float ds = *static_cast<const float *>(params[0]);
+  const float *u = static_cast<const float *>(params[1]);
+  const float *v = static_cast<const float *>(params[2]);
+  const float s = *static_cast<const float *>(params[3]);
+  float *dw = static_cast<float *>(params[5]);
+  const float scale = -ds * s * s;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float ur = scale * u[r];
+    float *row = dw + r * cols;
+    for (int64_t c = 0; c < cols; ++c) row[c] = ur * v[c];
+  }
+  return 0;
+}
