@@ -11,7 +11,7 @@ from mindspore import Tensor, nn
 
 from common import cpu_kernels
 from common.conv import Conv2d, use_conv_impl, winograd_tile
-from common.layers import count_params
+from common.layers import PowerIteration, count_params
 from common.spectral_norm import SpectralNorm, fold_spectral_norm, spectral_norm
 from common.train import mixed_precision
 
@@ -68,6 +68,37 @@ def test_training_forward_runs_one_power_iteration_per_call_like_numpy():
         np.testing.assert_allclose(y, np_conv(x, w / sigma, b), rtol=1e-4, atol=1e-4)
     top = np.linalg.svd(w.reshape(5, -1), compute_uv=False)[0]
     assert abs(sigma - top) / top < 0.05  # the estimate converges to the largest singular value
+
+
+@pytest.mark.parametrize("shape", [(5, 3, 3, 3), (512, 64, 3, 3)])  # the second over a MiB: split over the cores
+@pytest.mark.parametrize("compiled_kernels", [True, False])
+def test_power_iteration_and_its_gradient_match_numpy(shape, compiled_kernels):
+    """common.layers.PowerIteration, compiled (common/kernels/spectral_norm.cc) and on MindSpore's operators:
+    u', v', 1/sigma as NumPy's float64 iteration; the gradient of k/sigma is -k u' v'^T / sigma^2."""
+    rng = np.random.default_rng(11)
+    w = rng.standard_normal(shape).astype(np.float32)
+    u = np_normalize(rng.standard_normal(shape[0])).astype(np.float32)
+    v = np_normalize(rng.standard_normal(int(np.prod(shape[1:])))).astype(np.float32)
+    cell = PowerIteration()
+    cell.use_library(cpu_kernels.library() if compiled_kernels else None)
+    assert (cell.custom is not None) == (compiled_kernels and cpu_kernels.library() is not None)
+
+    class Objective(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.cell = cell
+
+        def construct(self, weight, u0, v0):
+            return self.cell(weight, u0, v0)[2].sum() * 3.0
+
+    u1, v1, inv_sigma = cell(Tensor(w), Tensor(u), Tensor(v))
+    want_u, want_v, want_sigma = np_power_iteration(w, u, 1)
+    np.testing.assert_allclose(u1.asnumpy(), want_u, atol=1e-6)
+    np.testing.assert_allclose(v1.asnumpy(), want_v, atol=1e-6)
+    np.testing.assert_allclose(inv_sigma.asnumpy(), [1 / want_sigma], rtol=1e-6)
+    grad = ms.grad(Objective(), grad_position=0)(Tensor(w), Tensor(u), Tensor(v))
+    want_grad = -3.0 / want_sigma ** 2 * np.outer(want_u, want_v).reshape(shape)
+    np.testing.assert_allclose(grad.asnumpy(), want_grad, rtol=1e-5, atol=1e-6 * np.abs(want_grad).max())
 
 
 def test_float16_cell_keeps_the_power_iteration_float32():

@@ -5,8 +5,9 @@
 // Why: as MindSpore operators one training-mode spectral norm is about 16 kernels forward (three MatMuls, the two
 // normalisations' Mul/ReduceSum/Sqrt/Maximum/Div, ...) and 6 backward. OSMIS's 64x64 step evaluates 160 of them,
 // half its ~6,900 kernels, and the runtime's bookkeeping per kernel sits on the step's critical path. Here the
-// iteration is one kernel and its gradient another: two passes over W forward, one backward, on one thread (as
-// activations.cc: MindSpore runs another kernel of the step on the other core meanwhile).
+// iteration is one kernel and its gradient another: two passes over W forward, one backward; weights of a MiB
+// or more split over the cores (parallel.h), smaller ones on one thread (MindSpore runs another kernel of the step
+// on the other core meanwhile).
 //
 // Interface (MindSpore aot, CPU): params = inputs then outputs; shapes[i] their shapes. W [R, ...] is read as the
 // [R, K] matrix of its rows (K = the product of the other dimensions).
@@ -18,12 +19,26 @@
 #include <cstdint>
 #include <vector>
 
+#include "parallel.h"
+
 namespace {
 
 int64_t Elements(int ndim, const int64_t *shape) {
   int64_t n = 1;
   for (int d = 0; d < ndim; ++d) n *= shape[d];
   return n;
+}
+
+// sum of a[i] * b[i] in double, in eight independent partial sums (vectorised without reassociating the loop)
+double Dot(const float *a, const float *b, int64_t n) {
+  double partial[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int k = 0; k < 8; ++k) partial[k] += static_cast<double>(a[i + k]) * b[i + k];
+  double sum = 0.0;
+  for (; i < n; ++i) sum += static_cast<double>(a[i]) * b[i];
+  for (int k = 0; k < 8; ++k) sum += partial[k];
+  return sum;
 }
 
 }  // namespace
@@ -41,27 +56,27 @@ extern "C" int SpectralNormPower(int nparam, void **params, int *ndims, int64_t 
   float *u_out = static_cast<float *>(params[4]);
   float *v_out = static_cast<float *>(params[5]);
   float *s_out = static_cast<float *>(params[6]);
+  const int64_t bytes = rows * cols * static_cast<int64_t>(sizeof(float));
 
-  std::vector<double> t(cols, 0.0);  // W^T u, row by row
-  for (int64_t r = 0; r < rows; ++r) {
-    const double ur = u[r];
-    const float *row = w + r * cols;
-    for (int64_t c = 0; c < cols; ++c) t[c] += ur * row[c];
-  }
+  std::vector<double> t(cols, 0.0);  // W^T u: each thread a range of columns, row by row
+  synthzoo::ParallelFor(cols, bytes, [&](int64_t first, int64_t stop) {
+    for (int64_t r = 0; r < rows; ++r) {
+      const double ur = u[r];
+      const float *row = w + r * cols;
+      for (int64_t c = first; c < stop; ++c) t[c] += ur * row[c];
+    }
+  });
   double norm = 0.0;
   for (int64_t c = 0; c < cols; ++c) norm += t[c] * t[c];
   const double v_scale = 1.0 / std::fmax(std::sqrt(norm), eps);
   for (int64_t c = 0; c < cols; ++c) v_out[c] = static_cast<float>(t[c] * v_scale);
 
   std::vector<double> wv(rows);  // W v'
+  synthzoo::ParallelFor(rows, bytes, [&](int64_t first, int64_t stop) {
+    for (int64_t r = first; r < stop; ++r) wv[r] = Dot(w + r * cols, v_out, cols);
+  });
   norm = 0.0;
-  for (int64_t r = 0; r < rows; ++r) {
-    const float *row = w + r * cols;
-    double dot = 0.0;
-    for (int64_t c = 0; c < cols; ++c) dot += static_cast<double>(row[c]) * v_out[c];
-    wv[r] = dot;
-    norm += dot * dot;
-  }
+  for (int64_t r = 0; r < rows; ++r) norm += wv[r] * wv[r];
   const double u_scale = 1.0 / std::fmax(std::sqrt(norm), eps);
   double sigma = 0.0;  // u'^T (W v'), with u' as stored
   for (int64_t r = 0; r < rows; ++r) {
@@ -85,10 +100,12 @@ extern "C" int SpectralNormPowerGrad(int nparam, void **params, int *ndims, int6
   const float s = *static_cast<const float *>(params[3]);
   float *dw = static_cast<float *>(params[5]);
   const float scale = -ds * s * s;
-  for (int64_t r = 0; r < rows; ++r) {
-    const float ur = scale * u[r];
-    float *row = dw + r * cols;
-    for (int64_t c = 0; c < cols; ++c) row[c] = ur * v[c];
-  }
+  synthzoo::ParallelFor(rows, rows * cols * static_cast<int64_t>(sizeof(float)), [&](int64_t first, int64_t stop) {
+    for (int64_t r = first; r < stop; ++r) {
+      const float ur = scale * u[r];
+      float *row = dw + r * cols;
+      for (int64_t c = 0; c < cols; ++c) row[c] = ur * v[c];
+    }
+  });
   return 0;
 }
