@@ -79,7 +79,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, int32, nn, ops
 
 from common import cpu_kernels
-from common.layers import LeakyReLU, NearestUpsample, PowerIteration, reduce_sum
+from common.layers import CompiledCell, reduce_sum
 from common.winograd import winograd_factors, winograd_matrices
 
 __all__ = ["CONV_IMPLS", "Conv2d", "ConvTranspose2d", "Unfold", "Im2Col", "Col2Im", "use_conv_impl", "pack_weights",
@@ -97,10 +97,9 @@ def bf16_matmuls():
 def use_conv_impl(net, impl, keep_transforms=False, compiled_kernels=True):
     """Switch every :class:`Conv2d` / :class:`ConvTranspose2d` / :class:`Unfold` in ``net`` to ``impl`` (one of
     :data:`CONV_IMPLS`), and, on CPU, its convolutions' Im2Col / Col2Im and Winograd transforms and its
-    :class:`common.layers.LeakyReLU`, :class:`common.layers.NearestUpsample` and
-    :class:`common.layers.PowerIteration` (spectral norms') cells to the project's compiled kernels
-    (:mod:`common.cpu_kernels`; with ``compiled_kernels=False``, or where they cannot be built, to
-    MindSpore's own operators, as exported graphs need).
+    :class:`common.layers.CompiledCell` cells (LeakyReLU, NearestUpsample, spectral norms' PowerIteration) to the
+    project's compiled kernels (:mod:`common.cpu_kernels`; with ``compiled_kernels=False``, or where they cannot be
+    built, to MindSpore's own operators, as exported graphs need).
 
     Returns how many convolutions now run off the native operator, as matrix multiplies or on oneDNN's kernels
     (0 for ``native``; cells without a matmul form, see the module docstring, stay native and are not counted;
@@ -132,7 +131,7 @@ def use_conv_impl(net, impl, keep_transforms=False, compiled_kernels=True):
                impl == "winograd" and cell.has_winograd_form, onednn and cell.has_onednn_form) for cell in convs]
     keep = bool(keep_transforms) and impl == "winograd"
     largest_tile = 2 if bf16_matmuls() else 4
-    on_library = [cell for _, cell in cells if isinstance(cell, (LeakyReLU, NearestUpsample, PowerIteration)) or (
+    on_library = [cell for _, cell in cells if isinstance(cell, CompiledCell) or (
         impl != "native" and isinstance(cell, (_Columns, _WinogradMatMul))) or (
         onednn and isinstance(cell, _OnednnConv))]  # the others do not run
     changed = any((cell.matmul, cell.winograd, cell.onednn) != want for cell, want in zip(convs, wanted)) or any(

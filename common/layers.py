@@ -1,6 +1,7 @@
 """Layers every model shares, written from mean/var ops so they run on CPU and export to ONNX cleanly.
 
 * :func:`reduce_mean` / :func:`reduce_sum` - reductions over several axes of [B, C, H, W] through a 2-D reshape.
+* :class:`CompiledCell` - base of the cells with a compiled CPU form (``use_library``).
 * :class:`LeakyReLU` - the same function, faster than ``nn.LeakyReLU`` on CPU (one compiled pass each way).
 * :func:`expand` - a statistic broadcast to a tensor's shape as its own op (graph-mode memory: see its docstring).
 * :class:`Standardize` - ``(x - mean) / sqrt(var + eps)`` over any axes, with a hand-written backward that
@@ -21,7 +22,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.ops import constexpr
 from mindspore.common.initializer import Normal, initializer
 
-__all__ = ["ChannelAffine", "reduce_mean", "reduce_sum", "expand", "Standardize", "Softmax", "LeakyReLU", "nearest_upsample", "NearestUpsample", "PowerIteration", "InstanceNorm2d", "LayerNorm2d", "BatchStatNorm2d", "CounterDropout", "set_dropout_rank", "init_weights", "count_params"]
+__all__ = ["ChannelAffine", "reduce_mean", "reduce_sum", "expand", "Standardize", "Softmax", "CompiledCell", "LeakyReLU", "nearest_upsample", "NearestUpsample", "PowerIteration", "InstanceNorm2d", "LayerNorm2d", "BatchStatNorm2d", "CounterDropout", "set_dropout_rank", "init_weights", "count_params"]
 
 
 @constexpr
@@ -191,6 +192,27 @@ class ChannelAffine(nn.Cell):
         return y.reshape(b, c, h, w)
 
 
+class CompiledCell(nn.Cell):
+    """A cell with a compiled CPU form (:mod:`common.cpu_kernels`) beside its MindSpore-operator form.
+    ``common.conv.use_conv_impl`` hands every such cell the library's path on every convolution path
+    (:meth:`use_library`); ``self.custom`` is then the primitive that :meth:`compiled_op` builds from it, None
+    without a path. Subclasses call the primitive where it applies (float32) and their operators otherwise."""
+
+    def __init__(self):
+        super().__init__()
+        self.library, self.custom = None, None
+
+    def use_library(self, path):
+        """Run on the compiled kernels of ``path`` (None: on MindSpore's)."""
+        if path != self.library:
+            self.library = path
+            self.custom = None if path is None else self.compiled_op(path)
+
+    def compiled_op(self, path):
+        """The ``ops.Custom`` primitive (with its backward) from the library at ``path``."""
+        raise NotImplementedError
+
+
 def _leaky_relu_op(path):
     """The compiled LeakyReLU (``common/kernels/activations.cc``) as an ``ops.Custom`` primitive whose backward is
     the compiled gradient, read from the output."""
@@ -206,7 +228,7 @@ def _leaky_relu_op(path):
     return forward
 
 
-class LeakyReLU(nn.Cell):
+class LeakyReLU(CompiledCell):
     """LeakyReLU, ``max(x, slope * x)``. Float32 on CPU, once :meth:`use_library` gave the path of the project's
     compiled kernels (``common.conv.use_conv_impl`` does, :mod:`common.cpu_kernels`): one pass each way,
     the gradient read from the output. Otherwise ``relu(x) - slope * relu(-x)``, whose gradient runs on two
@@ -221,13 +243,9 @@ class LeakyReLU(nn.Cell):
             raise ValueError(f"LeakyReLU slope={slope} must be in [0, 1)")
         self.slope = slope
         self.slope_tensor = Tensor(np.array([slope], np.float32))
-        self.library, self.custom = None, None
 
-    def use_library(self, path):
-        """Run on the compiled kernels of ``path`` (None: on MindSpore's)."""
-        if path != self.library:
-            self.library = path
-            self.custom = None if path is None else _leaky_relu_op(path)
+    def compiled_op(self, path):
+        return _leaky_relu_op(path)
 
     def construct(self, x):
         if self.custom is not None and x.dtype == ms.float32:
@@ -260,7 +278,7 @@ def _nearest_upsample_op(path, factors):
     return forward
 
 
-class NearestUpsample(nn.Cell):
+class NearestUpsample(CompiledCell):
     """Nearest-neighbour upsampling by integer factors: [B, C, H, W] -> [B, C, H*fh, W*fw] (``factor``: one int
     or (fh, fw)). Float32 on CPU, once :meth:`use_library` gave the compiled kernels' path (``use_conv_impl``
     does): one pass each way. Otherwise :func:`nearest_upsample` (as exported graphs hold it). Same values either
@@ -272,13 +290,9 @@ class NearestUpsample(nn.Cell):
         if min(self.factors) < 1:
             raise ValueError(f"NearestUpsample factor={factor} must be positive integers")
         self.factor_tensor = Tensor(np.array(self.factors, np.int64))
-        self.library, self.custom = None, None
 
-    def use_library(self, path):
-        """Run on the compiled kernels of ``path`` (None: on MindSpore's)."""
-        if path != self.library:
-            self.library = path
-            self.custom = None if path is None else _nearest_upsample_op(path, self.factors)
+    def compiled_op(self, path):
+        return _nearest_upsample_op(path, self.factors)
 
     def construct(self, x):
         if self.custom is not None and x.dtype == ms.float32:
@@ -307,7 +321,7 @@ def _power_iteration_op(path):
     return forward
 
 
-class PowerIteration(nn.Cell):
+class PowerIteration(CompiledCell):
     """One training-mode power iteration of spectral normalisation (``torch.nn.utils.spectral_norm``) and the
     reciprocal of the spectral norm it estimates.
 
@@ -316,7 +330,7 @@ class PowerIteration(nn.Cell):
     The gradient reaches ``W`` through ``sigma`` only (``u'``, ``v'`` are constants, as in PyTorch). Float32 on
     CPU, once :meth:`use_library` gave the compiled kernels' path (``common.conv.use_conv_impl`` does): one kernel
     each way instead of about 16 forward and 6 backward. Otherwise MindSpore's MatMuls and elementwise operators.
-    Same values either way (the compiled kernel sums in double). Float32 under mixed precision too
+    Same values either way up to float rounding (the compiled kernel sums in double). Float32 under mixed precision too
     (``KEEP_FLOAT32``, read by ``common.train.mixed_precision``).
     """
 
@@ -326,13 +340,9 @@ class PowerIteration(nn.Cell):
         super().__init__()
         self.eps = float(eps)
         self.eps_tensor = Tensor(np.array([eps], np.float32))
-        self.library, self.custom = None, None
 
-    def use_library(self, path):
-        """Run on the compiled kernels of ``path`` (None: on MindSpore's)."""
-        if path != self.library:
-            self.library = path
-            self.custom = None if path is None else _power_iteration_op(path)
+    def compiled_op(self, path):
+        return _power_iteration_op(path)
 
     def construct(self, w, u, v):
         if self.custom is not None and w.dtype == ms.float32:
