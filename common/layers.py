@@ -22,7 +22,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.ops import constexpr
 from mindspore.common.initializer import Normal, initializer
 
-__all__ = ["ChannelAffine", "reduce_mean", "reduce_sum", "expand", "Standardize", "Softmax", "CompiledCell", "LeakyReLU", "nearest_upsample", "NearestUpsample", "PowerIteration", "InstanceNorm2d", "LayerNorm2d", "BatchStatNorm2d", "CounterDropout", "set_dropout_rank", "init_weights", "count_params"]
+__all__ = ["ChannelAffine", "reduce_mean", "reduce_sum", "expand", "Standardize", "Softmax", "CompiledCell", "LeakyReLU", "nearest_upsample", "NearestUpsample", "AffineResample", "PowerIteration", "InstanceNorm2d", "LayerNorm2d", "BatchStatNorm2d", "CounterDropout", "set_dropout_rank", "init_weights", "count_params"]
 
 
 @constexpr
@@ -299,6 +299,40 @@ class NearestUpsample(CompiledCell):
             return self.custom(x, self.factor_tensor)
         fh, fw = self.factors
         return nearest_upsample(x, fh, fw)
+
+
+def _affine_resample_op(path):
+    """The compiled affine warp (``common/kernels/grid_sample.cc``) as an ``ops.Custom`` primitive whose backward is
+    the compiled adjoint (``theta`` gets no gradient)."""
+    forward = ops.Custom(f"{path}:AffineGridSample", out_shape=lambda x, theta: x, out_dtype=lambda x, theta: x,
+                         func_type="aot")
+    adjoint = ops.Custom(f"{path}:AffineGridSampleGrad", out_shape=lambda dy, theta: dy,
+                         out_dtype=lambda dy, theta: dy, func_type="aot")
+
+    def bprop(x, theta, out, dout):
+        return adjoint(dout, theta), ops.zeros_like(theta)
+
+    forward.bprop = bprop
+    return forward
+
+
+class AffineResample(CompiledCell):
+    """Per-sample affine warps: ``(x [B, C, H, W], theta [B, 2, 3]) -> [B, C, H, W]``, ``theta`` mapping output to
+    input in normalised coordinates: ``torch.nn.functional.affine_grid`` + ``grid_sample`` (bilinear, reflection
+    padding, ``align_corners=False``). Differentiable w.r.t. ``x``; ``theta`` is data (no gradient). Float32 on
+    CPU, once :meth:`use_library` gave the compiled kernels' path (``common.conv.use_conv_impl`` does): one pass
+    each way. Otherwise MindSpore's AffineGrid and GridSampler2D. Same values either way up to float rounding
+    (the compiled kernel takes coordinates and weights in double)."""
+
+    def compiled_op(self, path):
+        return _affine_resample_op(path)
+
+    def construct(self, x, theta):
+        theta = ops.stop_gradient(theta)
+        if self.custom is not None and x.dtype == ms.float32:
+            return self.custom(x, theta)
+        grid = ops.affine_grid(theta, x.shape, align_corners=False)
+        return ops.grid_sample(x, grid, "bilinear", "reflection", align_corners=False)
 
 
 def _normalize(x, eps):

@@ -22,7 +22,7 @@ from mindspore import nn, ops
 from common import cpu_kernels
 from common.conv import Col2Im, Conv2d, ConvTranspose2d, Im2Col, pack_weights, use_conv_impl, winograd_tile
 from common.export import prepare_for_export
-from common.layers import LeakyReLU, NearestUpsample
+from common.layers import AffineResample, LeakyReLU, NearestUpsample
 from common.winograd import winograd_matrices
 from common.runtime import cpu_flags, cpu_has_avx512, select_cpu_conv, select_cpu_precision
 
@@ -258,6 +258,36 @@ def test_nearest_upsample_equals_numpy(compiled_kernels, mode, factor):
             np.testing.assert_array_equal(up(ms.Tensor(x)).asnumpy(), x.repeat(fh, axis=2).repeat(fw, axis=3))
             dx = ms.grad(_Weighted(up, ms.Tensor(dy)))(ms.Tensor(x)).asnumpy()
             np.testing.assert_allclose(dx, expected_dx, rtol=1e-6, atol=1e-6)
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)
+
+
+@pytest.mark.parametrize("mode", ["pynative", "graph"])
+def test_affine_resample_equals_torch_grid_sample(compiled_kernels, mode):
+    """common/kernels/grid_sample.cc and the MindSpore form it replaces against PyTorch's affine_grid + grid_sample
+    (bilinear, reflection, align_corners=False): values and input gradients for an identity, a flip with a
+    rotation and a shift past the border (reflected), and a zoom; the identity returns the input."""
+    torch = pytest.importorskip("torch")
+    ms.set_context(mode=ms.PYNATIVE_MODE if mode == "pynative" else ms.GRAPH_MODE)
+    try:
+        rng = np.random.default_rng(9)
+        x = rng.normal(size=(3, 2, 7, 9)).astype(np.float32)
+        dy = rng.normal(size=x.shape).astype(np.float32)
+        theta = np.array([[[1, 0, 0], [0, 1, 0]], [[-1.1, 0.2, 0.5], [0.1, 0.9, -0.7]], [[0.5, 0, 0.9], [0, 0.5, -0.3]]],
+                         np.float32)
+        tx = torch.tensor(x, requires_grad=True)
+        grid = torch.nn.functional.affine_grid(torch.tensor(theta), list(x.shape), align_corners=False)
+        want = torch.nn.functional.grid_sample(tx, grid, "bilinear", "reflection", align_corners=False)
+        want.backward(torch.tensor(dy))
+        compiled, formula = AffineResample(), AffineResample()
+        compiled.use_library(compiled_kernels)
+        assert compiled.custom is not None and formula.custom is None
+        for cell in (compiled, formula):
+            y = cell(ms.Tensor(x), ms.Tensor(theta)).asnumpy()
+            np.testing.assert_allclose(y, want.detach().numpy(), rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(y[0], x[0], rtol=0, atol=1e-5)
+            dx = ms.grad(_Weighted(cell, ms.Tensor(dy), ms.Tensor(theta)))(ms.Tensor(x)).asnumpy()
+            np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-5, atol=1e-5)
     finally:
         ms.set_context(mode=ms.GRAPH_MODE)
 

@@ -1,4 +1,5 @@
 """OSMIS networks: exact parameter counts of the reference, branch shapes, losses, EMA, augmentation."""
+import contextlib
 import itertools
 
 import numpy as np
@@ -13,7 +14,7 @@ from common.train import EMA
 from osmis.src.augment import ContentFA, DiffAugment, LayoutFA, sample_affine
 from osmis.src.config import layout_sizes
 from osmis.src.loss import class_weights, diversity_loss, weighted_cross_entropy
-from osmis.src.model import Discriminator, Generator
+from osmis.src.model import Discriminator, FlatRows, Generator
 
 
 # parameter counts the official code prints (spectral-norm weight once, u/v not counted)
@@ -199,6 +200,37 @@ def _loss_cell(warmup):
     net_d = Discriminator(4, 2, 3, ch_D=8, batch_size=2)
     outputs = TrainingOutputs(Generator((1, 1), 5, 3, ch_G=2), 2, (16, 16))
     return GeneratorLoss(outputs, net_d, arch, 2, warmup, 0.15), net_d
+
+
+@pytest.mark.parametrize("mode", ["graph", "pynative"])
+def test_flat_rows_values_and_gradient_by_hand(mode):
+    """FlatRows' written-out backward: each piece's gradient lands in its rows and columns, zeros elsewhere
+    (the other half, and pieces the loss does not use)."""
+    from common.runtime import eager
+    shapes, b = [(2, 1, 3), (1, 2, 2), (3, 1, 1)], 2
+    flat = np.random.default_rng(0).standard_normal((2 * b, 13)).astype(np.float32)
+    weights = [np.arange(1, 1 + b * 6, dtype=np.float32).reshape(b, 2, 1, 3), np.full((b, 1, 2, 2), -2, np.float32)]
+
+    class Loss(nn.Cell):
+        def __init__(self, half):
+            super().__init__()
+            self.rows, self.w0, self.w1 = FlatRows(shapes, half=half), Tensor(weights[0]), Tensor(weights[1])
+
+        def construct(self, x):
+            pieces = self.rows(x)
+            return (pieces[0] * self.w0).sum() + (pieces[1] * self.w1).sum()
+
+    with eager() if mode == "pynative" else contextlib.nullcontext():
+        for half in (0, 1):
+            rows = flat[half * b:(half + 1) * b]
+            got = FlatRows(shapes, half=half)(Tensor(flat))
+            assert [tuple(x.shape) for x in got] == [(b,) + s for s in shapes]
+            for x, start, stop, shape in zip(got, (0, 6, 10), (6, 10, 13), shapes):
+                np.testing.assert_array_equal(x.asnumpy(), rows[:, start:stop].reshape((b,) + shape))
+            want = np.zeros_like(flat)
+            want[half * b:(half + 1) * b, :6] = weights[0].reshape(b, 6)
+            want[half * b:(half + 1) * b, 6:10] = weights[1].reshape(b, 4)
+            np.testing.assert_array_equal(ms.grad(Loss(half))(Tensor(flat)).asnumpy(), want)
 
 
 def test_fake_mask_bernoulli_then_argmax_with_straight_through_gradient():

@@ -30,6 +30,8 @@ import math
 import numpy as np
 from mindspore import Tensor, nn, ops
 
+from common.layers import AffineResample
+
 __all__ = ["sample_affine", "sample_content_fa", "sample_layout_fa", "DiffAugment", "ContentFA", "LayoutFA",
            "pair_partners"]
 
@@ -101,15 +103,19 @@ def pair_partners(batch_size):
 class DiffAugment(nn.Cell):
     """Apply per-sample affine maps ``theta`` [B, 2, 3] to a tuple of [B, C_k, H_k, W_k] tensors.
 
-    Bilinear sampling with reflection padding, differentiable w.r.t. the inputs (fakes pass their
-    gradient through). Identity ``theta`` returns the inputs exactly.
+    Bilinear sampling with reflection padding (:class:`common.layers.AffineResample`: compiled kernels on CPU),
+    differentiable w.r.t. the inputs (fakes pass their gradient through). Identity ``theta`` returns the inputs
+    to float rounding.
     """
+
+    def __init__(self):
+        super().__init__()
+        self.resample = AffineResample()
 
     def construct(self, tensors, theta):
         out = ()
         for x in tensors:
-            grid = ops.affine_grid(theta, x.shape, align_corners=False)
-            out += (ops.grid_sample(x, grid, "bilinear", "reflection", align_corners=False),)
+            out += (self.resample(x, theta),)
         return out
 
 

@@ -20,7 +20,6 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from common.layers import reduce_sum
-from osmis.src.augment import DiffAugment
 from osmis.src.model import resize_nearest
 
 __all__ = ["bce_with_logits", "weighted_cross_entropy", "class_weights", "diversity_loss", "GeneratorLoss",
@@ -85,7 +84,7 @@ class _OSMISLoss(nn.Cell):
         self.outputs = outputs
         self.netD = netD
         self.batch_size = batch_size
-        self.augment = DiffAugment()
+        self.augment = netD.augment  # osmis.src.augment.DiffAugment
         self.num_blocks_g, self.d0 = arch["num_blocks_g"], arch["num_blocks_d0"]
         self.masks = arch["num_mask_channels"] > 0
         self.classes = arch["num_mask_channels"]
@@ -132,7 +131,7 @@ class _OSMISLoss(nn.Cell):
         return l_low * self.w_low, l_con * self.w_content, l_lay * self.w_layout
 
     def fake_pass(self, out, theta, bern, real):
-        out = self.outputs.unpack(out[:self.batch_size] if real else out[self.batch_size:])
+        """D's weighted losses on fakes ``out`` (D0 images, G features[, mask]), labelled real or fake."""
         images = out[:self.d0]
         if self.masks:
             augmented = self.augment(images + (out[self.d0 + self.num_blocks_g],), theta)
@@ -152,8 +151,9 @@ class GeneratorLoss(_OSMISLoss):
 
     def construct(self, out, z_g, z_d, image, mask, theta_g, theta_real, theta_d, bern_g, bern_d, fa_mix, fa_drop,
                   fa_rect):
+        out = self.outputs.unpack(out, g_step=True)
         l_low, l_con, l_lay = self.fake_pass(out, theta_g, bern_g, True)
-        features = self.outputs.unpack(out[:self.batch_size])[self.d0:self.d0 + self.num_blocks_g]
+        features = out[self.d0:self.d0 + self.num_blocks_g]
         dr = diversity_loss(features, self.batch_size) * self.lambda_DR
         return l_low + l_con + l_lay + dr, l_low, l_con, l_lay, dr
 
@@ -179,7 +179,7 @@ class DiscriminatorLoss(_OSMISLoss):
             l_real = self.adversarial(outputs, True, real_mask)
         else:
             l_real = self.adversarial(self.netD(self.augment(pyramid, theta_real), None, fa), True, None)
-        l_fake = self.fake_pass(out, theta_d, bern_d, False)
+        l_fake = self.fake_pass(self.outputs.unpack(out, g_step=False), theta_d, bern_d, False)
         real = l_real[0] + l_real[1] + l_real[2]
         fake_total = l_fake[0] + l_fake[1] + l_fake[2]
         return real + fake_total, real, fake_total

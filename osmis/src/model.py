@@ -17,6 +17,8 @@ Shapes at 320x320 (G=7, D=7, D0=3, batch B, C mask classes):
 * D layout: 40 -> 20 -> 10 -> 5 -> 2: outputs [B, 1, 20, 20], [B, 1, 10, 10], [B, 1, 5, 5], [B, 1, 2, 2].
 """
 
+import math
+
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal
@@ -24,10 +26,10 @@ from mindspore.common.initializer import Normal
 from common.conv import Conv2d, ConvTranspose2d
 from common.layers import InstanceNorm2d, LeakyReLU, NearestUpsample, reduce_mean
 from common.spectral_norm import SpectralNorm
-from osmis.src.augment import ContentFA, LayoutFA
+from osmis.src.augment import ContentFA, DiffAugment, LayoutFA
 
 __all__ = ["G_CHANNELS", "D_CHANNELS", "NORMS", "generator_channels", "discriminator_channels", "Generator",
-           "Discriminator", "G_block", "D_block", "TrainingOutputs", "resize_nearest", "build_networks"]
+           "Discriminator", "G_block", "D_block", "TrainingOutputs", "FlatRows", "resize_nearest", "build_networks"]
 
 G_CHANNELS = (8, 8, 8, 8, 8, 8, 8, 4, 2, 1)
 D_CHANNELS = (1, 2, 4, 8, 8, 8, 8, 8, 8)
@@ -167,6 +169,7 @@ class D_block(nn.Cell):
             return self.down(x + h)
         return x + h
 
+
 class Discriminator(nn.Cell):
     """Low-level branch over the image pyramid, then content and layout branches.
 
@@ -186,6 +189,9 @@ class Discriminator(nn.Cell):
     def __init__(self, num_blocks_d, num_blocks_d0, num_mask_channels=0, ch_D=32, norm="none", batch_size=5):
         super().__init__()
         self.content_fa, self.layout_fa = ContentFA(batch_size), LayoutFA(batch_size, masks=num_mask_channels > 0)
+        # the image augmentation of D's inputs, applied by the losses (held here, so that use_conv_impl hands it
+        # the compiled kernels with D's)
+        self.augment = DiffAugment()
         # training iterations done (non-trainable, saved with D): the Bernoulli mask warm-up reads it
         self.iteration = Parameter(Tensor(0.0, ms.float32), name="iteration", requires_grad=False)
         masks = num_mask_channels > 0
@@ -267,6 +273,7 @@ class TrainingOutputs(nn.Cell):
         self.shapes = [(3,) + sizes[k] for k in range(self.first, g)] + [(chs[k + 1],) + sizes[k] for k in range(g)]
         if generator.masks:
             self.shapes.append((generator.num_mask_channels, h, w))
+        self.unpack_g, self.unpack_d = FlatRows(self.shapes, half=0), FlatRows(self.shapes, half=1)
 
     def flat(self, z):
         out = self.generator(z)
@@ -276,13 +283,35 @@ class TrainingOutputs(nn.Cell):
     def construct(self, z_g, z_d):
         return ops.concat((self.flat(z_g), ops.stop_gradient(self.flat(z_d))), axis=0)
 
-    def unpack(self, flat):
-        """[B, N] -> tuple of [B, C, H, W] tensors (D0 images, G features, mask)."""
-        out, start = (), 0
-        for c, h, w in self.shapes:
-            out += (flat[:, start:start + c * h * w].reshape(-1, c, h, w),)
-            start += c * h * w
-        return out
+    def unpack(self, flat, *, g_step):
+        """[2B, N] -> the G step's (rows [:B]) or the D step's (rows [B:]) tensors [B, C, H, W]: D0 images,
+        G features, mask."""
+        return self.unpack_g(flat) if g_step else self.unpack_d(flat)
+
+
+class FlatRows(nn.Cell):
+    """Rows ``[half * B, (half + 1) * B)`` of a flat [2B, N] tensor -> tuple of [B, *shape] for ``shapes``.
+
+    The backward is one concatenation of the pieces' gradients (zeros for the other half): autodiff of
+    slices would zero-fill a [2B, N] gradient per piece and sum them (0.5 s of a 192x320 OSMIS step).
+    """
+
+    def __init__(self, shapes, *, half):
+        super().__init__()
+        self.shapes = [tuple(s) for s in shapes]
+        self.sizes = [math.prod(s) for s in self.shapes]
+        self.half = half
+
+    def construct(self, flat):
+        rows = ops.split(flat, flat.shape[0] // 2, axis=0)[self.half]
+        pieces = ops.split(rows, self.sizes, axis=1)
+        return tuple(x.reshape((-1,) + shape) for x, shape in zip(pieces, self.shapes))
+
+    def bprop(self, flat, out, dout):
+        b = flat.shape[0] // 2
+        grad = ops.concat([d.reshape(b, -1) for d in dout], axis=1)
+        halves = (grad, ops.zeros_like(grad)) if self.half == 0 else (ops.zeros_like(grad), grad)
+        return (ops.concat(halves, axis=0),)
 
 
 def build_networks(arch, batch_size=5):
