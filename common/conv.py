@@ -82,8 +82,8 @@ from common import cpu_kernels
 from common.layers import CompiledCell, reduce_sum
 from common.winograd import winograd_factors, winograd_matrices
 
-__all__ = ["CONV_IMPLS", "Conv2d", "ConvTranspose2d", "Unfold", "Im2Col", "Col2Im", "use_conv_impl", "pack_weights",
-           "winograd_tile", "bf16_matmuls"]
+__all__ = ["CONV_IMPLS", "Conv2d", "ConvTranspose2d", "Unfold", "Im2Col", "Col2Im", "use_conv_impl",
+           "use_compiled_kernels", "pack_weights", "winograd_tile", "bf16_matmuls"]
 
 CONV_IMPLS = ("native", "matmul", "winograd", "onednn")
 
@@ -94,12 +94,27 @@ def bf16_matmuls():
     return os.environ.get("ONEDNN_DEFAULT_FPMATH_MODE", "").upper() == "BF16"
 
 
+def _kernel_library(compiled_kernels):
+    """The compiled kernels' path where they run (CPU, built, wanted), else None."""
+    return cpu_kernels.library() if compiled_kernels and ms.get_context("device_target") == "CPU" else None
+
+
+def use_compiled_kernels(net):
+    """Hand every :class:`common.layers.CompiledCell` in ``net`` the compiled kernels (on CPU, where they can be
+    built; else MindSpore's operators), as :func:`use_conv_impl` does for a network's: for a train step whose loss
+    cells hold such cells (OSMIS's augmentation and diversity term). Call it before ``net`` first runs."""
+    library = _kernel_library(True)
+    for _, cell in net.cells_and_names():
+        if isinstance(cell, CompiledCell):
+            cell.use_library(library)
+
+
 def use_conv_impl(net, impl, keep_transforms=False, compiled_kernels=True):
     """Switch every :class:`Conv2d` / :class:`ConvTranspose2d` / :class:`Unfold` in ``net`` to ``impl`` (one of
     :data:`CONV_IMPLS`), and, on CPU, its convolutions' Im2Col / Col2Im and Winograd transforms and its
-    :class:`common.layers.CompiledCell` cells (LeakyReLU, NearestUpsample, AffineResample, spectral norms'
-    PowerIteration) to the project's compiled kernels (:mod:`common.cpu_kernels`; with ``compiled_kernels=False``, or
-    where they cannot be built, to MindSpore's own operators, as exported graphs need).
+    :class:`common.layers.CompiledCell` cells (LeakyReLU, NearestUpsample, AffineResample, PairwiseMeanAbs, spectral
+    norms' PowerIteration) to the project's compiled kernels (:mod:`common.cpu_kernels`; with
+    ``compiled_kernels=False``, or where they cannot be built, to MindSpore's own operators, as exported graphs need).
 
     Returns how many convolutions now run off the native operator, as matrix multiplies or on oneDNN's kernels
     (0 for ``native``; cells without a matmul form, see the module docstring, stay native and are not counted;
@@ -125,7 +140,7 @@ def use_conv_impl(net, impl, keep_transforms=False, compiled_kernels=True):
                             f"cannot take the {impl} convolution path; build them with common.conv.Conv2d / "
                             f"ConvTranspose2d (same parameters)")
     convs = [cell for _, cell in cells if isinstance(cell, (Conv2d, ConvTranspose2d, Unfold))]
-    library = cpu_kernels.library() if compiled_kernels and ms.get_context("device_target") == "CPU" else None
+    library = _kernel_library(compiled_kernels)
     onednn = impl == "onednn" and library is not None  # else the matmul path stands in
     wanted = [(impl != "native" and cell.has_matmul_form and not (onednn and cell.has_onednn_form),
                impl == "winograd" and cell.has_winograd_form, onednn and cell.has_onednn_form) for cell in convs]

@@ -2,7 +2,8 @@
 ``common/kernels/winograd.cc`` (Winograd's tile transforms and their adjoints), ``common/kernels/activations.cc``
 (LeakyReLU and its gradient), ``common/kernels/resize.cc`` (nearest upsampling and its gradient),
 ``common/kernels/spectral_norm.cc`` (spectral normalisation's power iteration and its gradient),
-``common/kernels/grid_sample.cc`` (affine warps by bilinear sampling and their adjoint) and
+``common/kernels/grid_sample.cc`` (affine warps by bilinear sampling and their adjoint),
+``common/kernels/pairwise.cc`` (mean absolute differences between a batch's samples and their gradient) and
 ``common/kernels/onednn_conv.cc`` (oneDNN's own convolution kernels, called directly: the ``onednn`` convolution
 path; linked against the ``libdnnl.so.3`` that MindSpore ships).
 
@@ -12,8 +13,8 @@ few seconds; without ``-march=native`` where the compiler refuses it) into ``$SY
 path; :class:`common.conv.Im2Col` / :class:`common.conv.Col2Im` and the Winograd layers
 (``common.conv._WinogradMatMul``) call it through ``ops.Custom(func_type="aot")`` on the matmul and Winograd
 convolution paths (and the oneDNN convolutions on the ``onednn`` path), :class:`common.layers.LeakyReLU`,
-:class:`common.layers.NearestUpsample`, :class:`common.layers.AffineResample` and
-:class:`common.layers.PowerIteration` (spectral norms) on every path
+:class:`common.layers.NearestUpsample`, :class:`common.layers.AffineResample`,
+:class:`common.layers.PairwiseMeanAbs` and :class:`common.layers.PowerIteration` (spectral norms) on every path
 (``common.conv.use_conv_impl`` hands the path out). Where it cannot be used, they keep MindSpore's own ``Im2Col`` /
 ``Col2Im``, MatMuls and elementwise operators (same values, slower; the ``onednn`` path takes the matmul form), and
 :func:`status` says why: not Linux, no compiler (install ``g++``), the compiler failed, ``MS_CUSTOM_AOT_WHITE_LIST``
@@ -35,7 +36,8 @@ __all__ = ["library", "status", "SOURCES"]
 
 KERNELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
 SOURCES = tuple(os.path.join(KERNELS, name) for name in ("im2col.cc", "winograd.cc", "activations.cc", "resize.cc",
-                                                          "spectral_norm.cc", "grid_sample.cc", "onednn_conv.cc"))
+                                                          "spectral_norm.cc", "grid_sample.cc", "pairwise.cc",
+                                                          "onednn_conv.cc"))
 HEADERS = tuple(os.path.join(KERNELS, name) for name in ("parallel.h", "onednn_api.h"))  # part of the hash
 
 

@@ -22,7 +22,7 @@ from common.classes import apply_class_table
 from common.compile_cache import stop_caching, use_compile_cache
 from common.config import ConfigError, load_config
 from common.entry import usage, wants_help
-from common.conv import pack_weights, use_conv_impl
+from common.conv import pack_weights, use_compiled_kernels, use_conv_impl
 from common.data import BatchLoader
 from common.export import (ExportError, check_mindir_parity, check_onnx_parity, compose_onnx, export_mindir,
                            export_onnx, outputs_numpy)
@@ -126,6 +126,7 @@ def train(spec, cfg):
         mixed_precision(net, cfg.amp_level)
     matmul = sum(use_conv_impl(net, rt.conv_impl, keep_transforms=trainer.keep_conv_transforms)
                  for net in list(trainer.networks.values()) + list(trainer.frozen.values()))
+    use_compiled_kernels(trainer.step)  # the loss cells' own (OSMIS's augmentation and diversity term)
     trainer.step.set_train()
     loader = BatchLoader(data.train, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, rank=rt.rank,
                          group_size=rt.group_size, drop_last=True, num_workers=cfg.num_workers)

@@ -7,6 +7,8 @@
 * :class:`Standardize` - ``(x - mean) / sqrt(var + eps)`` over any axes, with a hand-written backward that
   keeps only ``x``; the norms below and CoCosNet's positional norm.
 * :class:`PowerIteration` - spectral normalisation's power iteration, one compiled kernel each way on CPU.
+* :class:`AffineResample` - per-sample affine warps (bilinear, reflection padding), compiled on CPU.
+* :class:`PairwiseMeanAbs` - mean absolute differences between a batch's samples, compiled on CPU.
 * :class:`Softmax` - last-axis softmax with a backward from one matrix-vector product (attention, correlation).
 * :class:`InstanceNorm2d` - per sample and channel over H, W (``nn.InstanceNorm2d`` has no CPU kernel).
 * :class:`LayerNorm2d` - per sample over C, H, W with per-channel scale/offset (TF ``slim.layer_norm``).
@@ -16,13 +18,15 @@
   checkpoint restores the random stream exactly and a resumed run repeats the uninterrupted one;
   :func:`set_dropout_rank` gives each data-parallel rank its own stream.
 """
+import itertools
+
 import mindspore as ms
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.ops import constexpr
 from mindspore.common.initializer import Normal, initializer
 
-__all__ = ["ChannelAffine", "reduce_mean", "reduce_sum", "expand", "Standardize", "Softmax", "CompiledCell", "LeakyReLU", "nearest_upsample", "NearestUpsample", "AffineResample", "PowerIteration", "InstanceNorm2d", "LayerNorm2d", "BatchStatNorm2d", "CounterDropout", "set_dropout_rank", "init_weights", "count_params"]
+__all__ = ["ChannelAffine", "reduce_mean", "reduce_sum", "expand", "Standardize", "Softmax", "CompiledCell", "LeakyReLU", "nearest_upsample", "NearestUpsample", "AffineResample", "PairwiseMeanAbs", "PowerIteration", "InstanceNorm2d", "LayerNorm2d", "BatchStatNorm2d", "CounterDropout", "set_dropout_rank", "init_weights", "count_params"]
 
 
 @constexpr
@@ -333,6 +337,43 @@ class AffineResample(CompiledCell):
             return self.custom(x, theta)
         grid = ops.affine_grid(theta, x.shape, align_corners=False)
         return ops.grid_sample(x, grid, "bilinear", "reflection", align_corners=False)
+
+
+def _pairwise_mean_abs_op(path):
+    """The compiled pairwise mean absolute differences (``common/kernels/pairwise.cc``) as an ``ops.Custom`` primitive
+    whose backward is the compiled gradient."""
+    forward = ops.Custom(f"{path}:PairwiseMeanAbs", func_type="aot", out_dtype=lambda x: x,
+                         out_shape=lambda x: [x[0] * (x[0] - 1) // 2])
+    gradient = ops.Custom(f"{path}:PairwiseMeanAbsGrad", out_shape=lambda dd, x: x, out_dtype=lambda dd, x: x,
+                          func_type="aot")
+
+    def bprop(x, out, dout):
+        return (gradient(dout, x),)
+
+    forward.bprop = bprop
+    return forward
+
+
+class PairwiseMeanAbs(CompiledCell):
+    """Mean absolute differences between the samples of a batch: ``x [B, ...] -> [B(B-1)/2]``, ``mean |x_k - x_m|``
+    for the pairs ``k < m`` in ``itertools.combinations`` order (the gradient of ``|0|`` is 0, as PyTorch's). Float32
+    on CPU, once :meth:`use_library` gave the compiled kernels' path: one pass each way. Otherwise two Gathers of
+    the pairs' samples, Sub, Abs and a mean. Same values either way up to float rounding."""
+
+    def __init__(self, batch_size):
+        super().__init__()
+        pairs = list(itertools.combinations(range(batch_size), 2))
+        self.first = Tensor(np.array([k for k, _ in pairs], np.int32))
+        self.second = Tensor(np.array([m for _, m in pairs], np.int32))
+
+    def compiled_op(self, path):
+        return _pairwise_mean_abs_op(path)
+
+    def construct(self, x):
+        if self.custom is not None and x.dtype == ms.float32:
+            return self.custom(x)
+        d = ops.abs(ops.gather(x, self.first, 0) - ops.gather(x, self.second, 0))
+        return d.reshape(d.shape[0], -1).mean(axis=1)
 
 
 def _normalize(x, eps):

@@ -13,7 +13,7 @@ from common.layers import count_params
 from common.train import EMA
 from osmis.src.augment import ContentFA, DiffAugment, LayoutFA, sample_affine
 from osmis.src.config import layout_sizes
-from osmis.src.loss import class_weights, diversity_loss, weighted_cross_entropy
+from osmis.src.loss import DiversityLoss, class_weights, weighted_cross_entropy
 from osmis.src.model import Discriminator, FlatRows, Generator
 
 
@@ -61,12 +61,41 @@ def test_shapes_320_every_branch():
     assert [tuple(x.shape) for x in content] == [(b, 1, 1, 1)] * 4
 
 
-def test_diversity_loss_against_numpy():
+@pytest.mark.parametrize("kernels", ["compiled", "operators"])
+def test_diversity_loss_against_numpy(kernels):
+    """Value and gradient (sign of each difference, 0 where two samples tie) on both forms."""
+    from common import cpu_kernels
     rng = np.random.RandomState(0)
-    feats = [rng.standard_normal((5, 3, s, s)).astype(np.float32) for s in (2, 4, 8)]
-    ours = float(diversity_loss([Tensor(f) for f in feats], 5).asnumpy())
-    total = sum(np.abs(f[k] - f[m]).mean() for f in feats for k, m in itertools.combinations(range(5), 2))
-    assert ours == pytest.approx(-total * 2 / (3 * 2), rel=1e-5)
+    feats = [rng.standard_normal((5, 3, s, s)).astype(np.float32) for s in (2, 4, 8, 15)]  # 675 values: 2 blocks
+    feats[1][2, :, :2] = feats[1][4, :, :2]  # ties
+    loss = DiversityLoss(5)
+    if kernels == "compiled":
+        if cpu_kernels.library() is None:
+            pytest.skip(cpu_kernels.status())
+        loss.pairwise.use_library(cpu_kernels.library())
+    assert (loss.pairwise.custom is not None) == (kernels == "compiled")
+    pairs = list(itertools.combinations(range(5), 2))
+    scale = -2 / (4 * 3)
+    ours = float(loss([Tensor(f) for f in feats]).asnumpy())
+    total = sum(np.abs(f[k] - f[m]).mean() for f in feats for k, m in pairs)
+    assert ours == pytest.approx(scale * total, rel=1e-5)
+
+    class FourScales(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.loss = loss
+
+        def construct(self, a, b, c, d):
+            return self.loss((a, b, c, d))
+
+    grads = ms.grad(FourScales(), grad_position=(0, 1, 2, 3))(*[Tensor(f) for f in feats])
+    assert len(grads) == 4
+    for f, g in zip(feats, grads):
+        want = np.zeros_like(f)
+        for k, m in pairs:
+            want[k] += np.sign(f[k] - f[m]) * scale / f[0].size
+            want[m] -= np.sign(f[k] - f[m]) * scale / f[0].size
+        np.testing.assert_allclose(g.asnumpy(), want, rtol=1e-5, atol=1e-7)
 
 
 def test_weighted_cross_entropy_against_numpy():

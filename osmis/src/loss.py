@@ -13,16 +13,16 @@
 Fake masks in D: resized (nearest) to the low-level map, hardened with a straight-through estimator:
 Bernoulli(clamp(mask, 0.001, 0.999)) while ``iteration < bernoulli_warmup``, one-hot argmax afterwards.
 """
-import itertools
 
 import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
-from common.layers import reduce_sum
+from common.layers import PairwiseMeanAbs, reduce_sum
+from osmis.src.augment import DiffAugment
 from osmis.src.model import resize_nearest
 
-__all__ = ["bce_with_logits", "weighted_cross_entropy", "class_weights", "diversity_loss", "GeneratorLoss",
+__all__ = ["bce_with_logits", "weighted_cross_entropy", "class_weights", "DiversityLoss", "GeneratorLoss",
            "DiscriminatorLoss", "IterationCounter", "BATCH_FIELDS"]
 
 
@@ -52,17 +52,20 @@ def weighted_cross_entropy(logits, target_onehot, weights):
     return (w_rows * nll).sum() / w_rows.sum()
 
 
-def diversity_loss(features, batch_size):
-    """``-2/(L(L-1)) * sum_scales sum_{k<m} mean|f_k - f_m|`` (L = len(features))."""
-    pairs = list(itertools.combinations(range(batch_size), 2))
-    first = Tensor(np.array([k for k, _ in pairs], np.int32))
-    second = Tensor(np.array([m for _, m in pairs], np.int32))
-    total = 0.0
-    for f in features:
-        d = ops.abs(ops.gather(f, first, 0) - ops.gather(f, second, 0))
-        total = total + d.reshape(len(pairs), -1).mean(axis=1).sum()
-    n = len(features)
-    return -total * 2.0 / (n * (n - 1))
+class DiversityLoss(nn.Cell):
+    """``-2/(L(L-1)) * sum_scales sum_{k<m} mean|f_k - f_m|`` of L feature maps [B, C, H, W]
+    (:class:`common.layers.PairwiseMeanAbs`: compiled on CPU)."""
+
+    def __init__(self, batch_size):
+        super().__init__()
+        self.pairwise = PairwiseMeanAbs(batch_size)
+
+    def construct(self, features):
+        total = 0.0
+        for f in features:
+            total = total + self.pairwise(f).sum()
+        n = len(features)
+        return -total * 2.0 / (n * (n - 1))
 
 
 class IterationCounter(nn.Cell):
@@ -84,7 +87,7 @@ class _OSMISLoss(nn.Cell):
         self.outputs = outputs
         self.netD = netD
         self.batch_size = batch_size
-        self.augment = netD.augment  # osmis.src.augment.DiffAugment
+        self.augment = DiffAugment()
         self.num_blocks_g, self.d0 = arch["num_blocks_g"], arch["num_blocks_d0"]
         self.masks = arch["num_mask_channels"] > 0
         self.classes = arch["num_mask_channels"]
@@ -148,13 +151,14 @@ class GeneratorLoss(_OSMISLoss):
     def __init__(self, outputs, netD, arch, batch_size, bernoulli_warmup, lambda_DR):
         super().__init__(outputs, netD, arch, batch_size, bernoulli_warmup)
         self.lambda_DR = float(lambda_DR)
+        self.diversity = DiversityLoss(batch_size)
 
     def construct(self, out, z_g, z_d, image, mask, theta_g, theta_real, theta_d, bern_g, bern_d, fa_mix, fa_drop,
                   fa_rect):
         out = self.outputs.unpack(out, g_step=True)
         l_low, l_con, l_lay = self.fake_pass(out, theta_g, bern_g, True)
         features = out[self.d0:self.d0 + self.num_blocks_g]
-        dr = diversity_loss(features, self.batch_size) * self.lambda_DR
+        dr = self.diversity(features) * self.lambda_DR
         return l_low + l_con + l_lay + dr, l_low, l_con, l_lay, dr
 
 

@@ -26,7 +26,7 @@ from mindspore.common.initializer import Normal
 from common.conv import Conv2d, ConvTranspose2d
 from common.layers import InstanceNorm2d, LeakyReLU, NearestUpsample, reduce_mean
 from common.spectral_norm import SpectralNorm
-from osmis.src.augment import ContentFA, DiffAugment, LayoutFA
+from osmis.src.augment import ContentFA, LayoutFA
 
 __all__ = ["G_CHANNELS", "D_CHANNELS", "NORMS", "generator_channels", "discriminator_channels", "Generator",
            "Discriminator", "G_block", "D_block", "TrainingOutputs", "FlatRows", "resize_nearest", "build_networks"]
@@ -189,9 +189,6 @@ class Discriminator(nn.Cell):
     def __init__(self, num_blocks_d, num_blocks_d0, num_mask_channels=0, ch_D=32, norm="none", batch_size=5):
         super().__init__()
         self.content_fa, self.layout_fa = ContentFA(batch_size), LayoutFA(batch_size, masks=num_mask_channels > 0)
-        # the image augmentation of D's inputs, applied by the losses (held here, so that use_conv_impl hands it
-        # the compiled kernels with D's)
-        self.augment = DiffAugment()
         # training iterations done (non-trainable, saved with D): the Bernoulli mask warm-up reads it
         self.iteration = Parameter(Tensor(0.0, ms.float32), name="iteration", requires_grad=False)
         masks = num_mask_channels > 0

@@ -7,7 +7,7 @@ import numpy as np
 import mindspore as ms
 
 from common.config import load_config
-from common.conv import use_conv_impl
+from common.conv import use_compiled_kernels, use_conv_impl
 from common.data import BatchLoader
 
 __all__ = ["make_bench_step"]
@@ -36,6 +36,7 @@ def make_bench_step(size, batch, conv_impl="native", masks=True):
     trainer = spec.build_trainer(cfg, None, data)
     for net in trainer.networks.values():
         use_conv_impl(net, conv_impl)
+    use_compiled_kernels(trainer.step)
     trainer.step.set_train()
     inputs = [ms.Tensor(b) for b in next(BatchLoader(data.train, batch, seed=0, num_workers=0).epoch(0))]
 
