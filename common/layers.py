@@ -324,8 +324,8 @@ class AffineResample(CompiledCell):
     """Per-sample affine warps: ``(x [B, C, H, W], theta [B, 2, 3]) -> [B, C, H, W]``, ``theta`` mapping output to
     input in normalised coordinates: ``torch.nn.functional.affine_grid`` + ``grid_sample`` (bilinear, reflection
     padding, ``align_corners=False``). Differentiable w.r.t. ``x``; ``theta`` is data (no gradient). Float32 on
-    CPU, once :meth:`use_library` gave the compiled kernels' path (``common.conv.use_conv_impl`` does): one pass
-    each way. Otherwise MindSpore's AffineGrid and GridSampler2D. Same values either way up to float rounding
+    CPU, once :meth:`use_library` gave the compiled kernels' path (``common.conv.use_conv_impl`` or, in a loss
+    cell, ``common.conv.use_compiled_kernels`` does): one pass each way. Otherwise MindSpore's AffineGrid and GridSampler2D. Same values either way up to float rounding
     (the compiled kernel takes coordinates and weights in double)."""
 
     def compiled_op(self, path):
@@ -357,7 +357,8 @@ def _pairwise_mean_abs_op(path):
 class PairwiseMeanAbs(CompiledCell):
     """Mean absolute differences between the samples of a batch: ``x [B, ...] -> [B(B-1)/2]``, ``mean |x_k - x_m|``
     for the pairs ``k < m`` in ``itertools.combinations`` order (the gradient of ``|0|`` is 0, as PyTorch's). Float32
-    on CPU, once :meth:`use_library` gave the compiled kernels' path: one pass each way. Otherwise two Gathers of
+    on CPU, once :meth:`use_library` gave the compiled kernels' path (as :class:`AffineResample`): one pass each
+    way. Otherwise two Gathers of
     the pairs' samples, Sub, Abs and a mean. Same values either way up to float rounding."""
 
     def __init__(self, batch_size):

@@ -22,7 +22,7 @@ from mindspore import nn, ops
 from common import cpu_kernels
 from common.conv import Col2Im, Conv2d, ConvTranspose2d, Im2Col, pack_weights, use_conv_impl, winograd_tile
 from common.export import prepare_for_export
-from common.layers import AffineResample, LeakyReLU, NearestUpsample
+from common.layers import AffineResample, LeakyReLU, NearestUpsample, PairwiseMeanAbs
 from common.winograd import winograd_matrices
 from common.runtime import cpu_flags, cpu_has_avx512, select_cpu_conv, select_cpu_precision
 
@@ -308,6 +308,15 @@ def test_use_conv_impl_gives_leaky_relu_the_compiled_kernels_and_export_takes_th
     net(ms.Tensor(np.ones((1, 3, 6, 6), np.float32)))
     with pytest.raises(RuntimeError, match="already ran as a compiled graph"):
         use_conv_impl(net, "native")
+
+
+def test_use_compiled_kernels_reaches_the_cells_of_a_loss(compiled_kernels):
+    """A train step's loss cells (outside the networks use_conv_impl switches) get the compiled kernels too."""
+    from common.conv import use_compiled_kernels
+    warp, pairs = AffineResample(), PairwiseMeanAbs(3)
+    step = nn.CellList([nn.CellList([warp]), pairs])
+    use_compiled_kernels(step)
+    assert warp.library == pairs.library == compiled_kernels and warp.custom is not None and pairs.custom is not None
 
 
 @pytest.fixture

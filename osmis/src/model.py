@@ -290,7 +290,7 @@ class FlatRows(nn.Cell):
     """Rows ``[half * B, (half + 1) * B)`` of a flat [2B, N] tensor -> tuple of [B, *shape] for ``shapes``.
 
     The backward is one concatenation of the pieces' gradients (zeros for the other half): autodiff of
-    slices would zero-fill a [2B, N] gradient per piece and sum them (0.5 s of a 192x320 OSMIS step).
+    slices would zero-fill a [2B, N] gradient per piece and sum them (0.3 s of a 192x320 OSMIS step).
     """
 
     def __init__(self, shapes, *, half):
