@@ -77,54 +77,47 @@ bool valid(int nparam, int *ndims, int64_t **shapes) {
          shapes[1][1] == 2 && shapes[1][2] == 3;
 }
 
-}  // namespace
-
-extern "C" int AffineGridSample(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
-                                void *stream, void *extra) {
+// params = (input [B, C, H, W], theta [B, 2, 3], output [B, C, H, W]): plane(taps, input plane, output plane, H * W)
+// for every sample and channel, the taps computed once per sample.
+template <typename Plane>
+int each_plane(int nparam, void **params, int *ndims, int64_t **shapes, Plane plane) {
   if (!valid(nparam, ndims, shapes)) return 1;
-  const float *x = static_cast<const float *>(params[0]);
+  const float *in = static_cast<const float *>(params[0]);
   const float *theta = static_cast<const float *>(params[1]);
-  float *y = static_cast<float *>(params[2]);
+  float *out = static_cast<float *>(params[2]);
   const int64_t B = shapes[0][0], C = shapes[0][1], H = shapes[0][2], W = shapes[0][3], n = H * W;
   Taps t;
   for (int64_t b = 0; b < B; ++b) {
     sample_taps(theta + 6 * b, H, W, &t);
-    for (int64_t ch = 0; ch < C; ++ch) {
-      const float *src = x + (b * C + ch) * n;
-      float *dst = y + (b * C + ch) * n;
-      for (int64_t p = 0; p < n; ++p) {
-        const float *s = src + t.index[p];
-        const int64_t r = t.dy[p], q = t.dx[p];
-        dst[p] = s[0] * t.w00[p] + s[q] * t.w01[p] + s[r] * t.w10[p] + s[r + q] * t.w11[p];
-      }
-    }
+    for (int64_t ch = 0; ch < C; ++ch) plane(t, in + (b * C + ch) * n, out + (b * C + ch) * n, n);
   }
   return 0;
 }
 
+}  // namespace
+
+extern "C" int AffineGridSample(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                                void *stream, void *extra) {
+  return each_plane(nparam, params, ndims, shapes, [](const Taps &t, const float *src, float *dst, int64_t n) {
+    for (int64_t p = 0; p < n; ++p) {
+      const float *s = src + t.index[p];
+      const int64_t r = t.dy[p], q = t.dx[p];
+      dst[p] = s[0] * t.w00[p] + s[q] * t.w01[p] + s[r] * t.w10[p] + s[r + q] * t.w11[p];
+    }
+  });
+}
+
 extern "C" int AffineGridSampleGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                                     void *stream, void *extra) {
-  if (!valid(nparam, ndims, shapes)) return 1;
-  const float *dy = static_cast<const float *>(params[0]);
-  const float *theta = static_cast<const float *>(params[1]);
-  float *dx = static_cast<float *>(params[2]);
-  const int64_t B = shapes[0][0], C = shapes[0][1], H = shapes[0][2], W = shapes[0][3], n = H * W;
-  std::memset(dx, 0, sizeof(float) * B * C * n);
-  Taps t;
-  for (int64_t b = 0; b < B; ++b) {
-    sample_taps(theta + 6 * b, H, W, &t);
-    for (int64_t ch = 0; ch < C; ++ch) {
-      const float *g = dy + (b * C + ch) * n;
-      float *dst = dx + (b * C + ch) * n;
-      for (int64_t p = 0; p < n; ++p) {
-        float *s = dst + t.index[p];
-        const int64_t r = t.dy[p], q = t.dx[p];
-        s[0] += g[p] * t.w00[p];
-        s[q] += g[p] * t.w01[p];
-        s[r] += g[p] * t.w10[p];
-        s[r + q] += g[p] * t.w11[p];
-      }
+  return each_plane(nparam, params, ndims, shapes, [](const Taps &t, const float *g, float *dst, int64_t n) {
+    std::memset(dst, 0, sizeof(float) * n);
+    for (int64_t p = 0; p < n; ++p) {
+      float *s = dst + t.index[p];
+      const int64_t r = t.dy[p], q = t.dx[p];
+      s[0] += g[p] * t.w00[p];
+      s[q] += g[p] * t.w01[p];
+      s[r] += g[p] * t.w10[p];
+      s[r + q] += g[p] * t.w11[p];
     }
-  }
-  return 0;
+  });
 }
