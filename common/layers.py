@@ -198,9 +198,10 @@ class ChannelAffine(nn.Cell):
 
 class CompiledCell(nn.Cell):
     """A cell with a compiled CPU form (:mod:`common.cpu_kernels`) beside its MindSpore-operator form.
-    ``common.conv.use_conv_impl`` hands every such cell the library's path on every convolution path
-    (:meth:`use_library`); ``self.custom`` is then the primitive that :meth:`compiled_op` builds from it, None
-    without a path. Subclasses call the primitive where it applies (float32) and their operators otherwise."""
+    ``common.conv.use_conv_impl`` hands every such cell in a network the library's path on every convolution path,
+    ``common.conv.use_compiled_kernels`` those of a train step's loss cells (:meth:`use_library`); ``self.custom``
+    is then the primitive that :meth:`compiled_op` builds from it, None without a path. Subclasses call the
+    primitive where it applies (float32) and their operators otherwise."""
 
     def __init__(self):
         super().__init__()
@@ -325,8 +326,9 @@ class AffineResample(CompiledCell):
     input in normalised coordinates: ``torch.nn.functional.affine_grid`` + ``grid_sample`` (bilinear, reflection
     padding, ``align_corners=False``). Differentiable w.r.t. ``x``; ``theta`` is data (no gradient). Float32 on
     CPU, once :meth:`use_library` gave the compiled kernels' path (``common.conv.use_conv_impl`` or, in a loss
-    cell, ``common.conv.use_compiled_kernels`` does): one pass each way. Otherwise MindSpore's AffineGrid and GridSampler2D. Same values either way up to float rounding
-    (the compiled kernel takes coordinates and weights in double)."""
+    cell, ``common.conv.use_compiled_kernels`` does): one pass each way. Otherwise MindSpore's AffineGrid and
+    GridSampler2D. Same values either way up to float rounding (the compiled kernel takes coordinates and weights
+    in double)."""
 
     def compiled_op(self, path):
         return _affine_resample_op(path)
@@ -358,8 +360,8 @@ class PairwiseMeanAbs(CompiledCell):
     """Mean absolute differences between the samples of a batch: ``x [B, ...] -> [B(B-1)/2]``, ``mean |x_k - x_m|``
     for the pairs ``k < m`` in ``itertools.combinations`` order (the gradient of ``|0|`` is 0, as PyTorch's). Float32
     on CPU, once :meth:`use_library` gave the compiled kernels' path (as :class:`AffineResample`): one pass each
-    way. Otherwise two Gathers of
-    the pairs' samples, Sub, Abs and a mean. Same values either way up to float rounding."""
+    way. Otherwise two Gathers of the pairs' samples, Sub, Abs and a mean. Same values either way up to float
+    rounding."""
 
     def __init__(self, batch_size):
         super().__init__()
