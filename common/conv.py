@@ -404,10 +404,12 @@ class _Im2ColMatMul(nn.Cell):
         n = w.shape[0]
         first, stop = self.grad_channels
         w2d = _input_channels(ops.depend(w, dout), first, stop).reshape(n, -1)  # [N, (stop - first)*kh*kw]
-        if b == 1:  # samples() inlined: called from this bprop, MindSpore 2.10 found its graph empty (a CRN step)
+        # samples() inlined, with the Split primitive: MindSpore 2.10 found the graph of a function called from this
+        # bprop empty (samples() in a CRN step, ops.split in OSMIS's batch-5 step)
+        if b == 1:
             xs, dys = (ops.depend(x, dout),), (dout,)
         else:
-            xs, dys = ops.split(ops.depend(x, dout), 1, axis=0), ops.split(dout, 1, axis=0)
+            xs, dys = ops.Split(0, b)(ops.depend(x, dout)), ops.Split(0, b)(dout)
         dw, dxs = None, []
         for i in range(b):
             dy = dys[i].reshape(n, out_h * out_w)
@@ -602,10 +604,10 @@ class _WinogradMatMul(nn.Cell):
             dx = self.transform_adjoint(self.bmm_ta(u, dm), self.cfg, self.bt, ops.zeros((h, wd), ms.uint8))
             dw = self.mm_ta(du.reshape(du.shape[0], -1), self.k_w)  # [N*C, r*r]
             return _zero_pad_channels(dx, first, c - stop), dw.reshape(w.shape)
-        if b == 1:  # samples() inlined, as in _Im2ColMatMul.bprop
+        if b == 1:  # samples() inlined with the Split primitive, as in _Im2ColMatMul.bprop
             xs, dys = (ops.depend(x, dy),), (dy,)
         else:
-            xs, dys = ops.split(ops.depend(x, dy), 1, axis=0), ops.split(dy, 1, axis=0)
+            xs, dys = ops.Split(0, b)(ops.depend(x, dy)), ops.Split(0, b)(dy)
         du, dxs = None, []
         for i in range(b):
             dm = self._output_transform_adjoint(dys[i])  # [a*a, N, T]

@@ -52,6 +52,24 @@ def test_demo_run_has_finite_losses_and_stores_the_architecture(trained):
     assert float(d["iteration"].asnumpy()) == 2.0  # the Bernoulli warm-up counter is saved
 
 
+def first_step_losses(out):
+    line = next(line for line in (out / "train.log").read_text().splitlines() if "step: 1," in line)
+    words = line.split("step: 1, ")[1].split(", ms/step")[0].split()
+    return {name: float(value) for name, value in zip(words[::2], words[1::2])}
+
+
+def test_other_cpu_convolution_paths_train_the_same_first_step(trained, tmp_path):
+    """``cpu_conv=winograd`` (what ``auto`` picks; its 1x1 layers take Im2Col + MatMul) compiles OSMIS's step,
+    whose batch of 2 once left an empty graph in the Im2Col gradient, and gives the default path's first-step
+    losses."""
+    out, _ = trained
+    drivers.train(SPEC, drivers.parse(SPEC, args(tmp_path, cpu_conv="winograd", n_epochs=1)))
+    expected, got = first_step_losses(out), first_step_losses(tmp_path)
+    assert set(got) == set(expected) and len(got) == 8
+    for name, value in expected.items():
+        assert got[name] == pytest.approx(value, rel=1e-3, abs=1e-5), name
+
+
 def test_resume_repeats_the_uninterrupted_run(trained, tmp_path):
     """The resumed half runs in PyNative (no second compile of the step; the compiled run's steps give the same
     losses): it must end where the compiled uninterrupted run ended."""
