@@ -1,6 +1,6 @@
 """The project's compiled CPU kernels as one shared library: ``common/kernels/im2col.cc`` (Im2Col and Col2Im),
 ``common/kernels/winograd.cc`` (Winograd's tile transforms and their adjoints), ``common/kernels/activations.cc``
-(LeakyReLU and its gradient), ``common/kernels/resize.cc`` (nearest upsampling and its gradient),
+(LeakyReLU and its gradient), ``common/kernels/resize.cc`` (nearest upsampling, average pooling and their gradients),
 ``common/kernels/spectral_norm.cc`` (spectral normalisation's power iteration and its gradient),
 ``common/kernels/grid_sample.cc`` (affine warps by bilinear sampling and their adjoint),
 ``common/kernels/pairwise.cc`` (mean absolute differences between a batch's samples and their gradient) and
@@ -13,7 +13,7 @@ few seconds; without ``-march=native`` where the compiler refuses it) into ``$SY
 path; :class:`common.conv.Im2Col` / :class:`common.conv.Col2Im` and the Winograd layers
 (``common.conv._WinogradMatMul``) call it through ``ops.Custom(func_type="aot")`` on the matmul and Winograd
 convolution paths (and the oneDNN convolutions on the ``onednn`` path), :class:`common.layers.LeakyReLU`,
-:class:`common.layers.NearestUpsample`, :class:`common.layers.AffineResample`,
+:class:`common.layers.NearestUpsample`, :class:`common.layers.AvgPool2d`, :class:`common.layers.AffineResample`,
 :class:`common.layers.PairwiseMeanAbs` and :class:`common.layers.PowerIteration` (spectral norms) on every path
 (``common.conv.use_conv_impl`` hands the path out). Where it cannot be used, they keep MindSpore's own ``Im2Col`` /
 ``Col2Im``, MatMuls and elementwise operators (same values, slower; the ``onednn`` path takes the matmul form), and

@@ -5,6 +5,7 @@ pack_weights keeps them; runtime selection.
 Values and gradients are compared with ``nn.Conv2d`` / ``nn.Conv2dTranspose`` on the same weights, in
 PyNative mode (fast) and once through a compiled vjp graph, the way GANTrainStep differentiates G.
 """
+import ctypes
 import copy
 import os
 import re
@@ -22,7 +23,7 @@ from mindspore import nn, ops
 from common import cpu_kernels
 from common.conv import Col2Im, Conv2d, ConvTranspose2d, Im2Col, pack_weights, use_conv_impl, winograd_tile
 from common.export import prepare_for_export
-from common.layers import AffineResample, LeakyReLU, NearestUpsample, PairwiseMeanAbs
+from common.layers import AffineResample, AvgPool2d, LeakyReLU, NearestUpsample, PairwiseMeanAbs
 from common.winograd import winograd_matrices
 from common.runtime import cpu_flags, cpu_has_avx512, select_cpu_conv, select_cpu_precision
 
@@ -260,6 +261,51 @@ def test_nearest_upsample_equals_numpy(compiled_kernels, mode, factor):
             np.testing.assert_allclose(dx, expected_dx, rtol=1e-6, atol=1e-6)
     finally:
         ms.set_context(mode=ms.GRAPH_MODE)
+
+
+@pytest.mark.parametrize("mode", ["pynative", "graph"])
+@pytest.mark.parametrize("factor, size", [(2, (6, 8)), (2, (7, 5)), (3, (8, 9))])
+def test_avg_pool_equals_numpy(compiled_kernels, mode, factor, size):
+    """The compiled block mean (``common/kernels/resize.cc``) and ``nn.AvgPool2d(f, f)``: each whole f x f block's
+    mean, rows and columns past the last whole block left out (odd sizes); the gradient each output's gradient
+    over f * f spread over its block, zero past them."""
+    ms.set_context(mode=ms.PYNATIVE_MODE if mode == "pynative" else ms.GRAPH_MODE)
+    try:
+        h, w = size
+        oh, ow = h // factor, w // factor
+        rng = np.random.default_rng(9)
+        x = rng.normal(size=(2, 3, h, w)).astype(np.float32)
+        dy = rng.normal(size=(2, 3, oh, ow)).astype(np.float32)
+        blocks = x[:, :, :oh * factor, :ow * factor].astype(np.float64).reshape(2, 3, oh, factor, ow, factor)
+        expected_dx = np.zeros(x.shape)
+        expected_dx[:, :, :oh * factor, :ow * factor] = np.kron(dy, np.ones((factor, factor))) / factor ** 2
+        compiled, operators = AvgPool2d(factor), AvgPool2d(factor)
+        compiled.use_library(compiled_kernels)
+        assert compiled.custom is not None and operators.custom is None
+        for pool in (compiled, operators):
+            np.testing.assert_allclose(pool(ms.Tensor(x)).asnumpy(), blocks.mean(axis=(3, 5)), rtol=1e-6, atol=1e-6)
+            dx = ms.grad(_Weighted(pool, ms.Tensor(dy)))(ms.Tensor(x)).asnumpy()
+            np.testing.assert_allclose(dx, expected_dx, rtol=1e-6, atol=1e-6)
+        dx = np.full(x.shape, np.nan, np.float32)  # the kernel itself writes every value (pool memory is reused)
+        assert _call_kernel(compiled_kernels, "AvgPoolGrad", dy, np.array([factor] * 2, np.int64),
+                            np.zeros(size, np.uint8), dx) == 0
+        np.testing.assert_allclose(dx, expected_dx, rtol=1e-6, atol=1e-6)
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)
+
+
+def _call_kernel(path, name, *arrays):
+    """Run the aot kernel ``name`` of the library at ``path`` on C-contiguous numpy ``arrays`` (inputs, then
+    outputs, written in place), as MindSpore calls it; returns its status."""
+    ptr = ctypes.POINTER
+    types = {np.dtype(np.float32): b"float32", np.dtype(np.int64): b"int64", np.dtype(np.uint8): b"uint8"}
+    shapes = [(ctypes.c_int64 * a.ndim)(*a.shape) for a in arrays]
+    fn = getattr(ctypes.CDLL(path), name)
+    fn.restype = ctypes.c_int
+    return fn(len(arrays), (ctypes.c_void_p * len(arrays))(*[a.ctypes.data for a in arrays]),
+              (ctypes.c_int * len(arrays))(*[a.ndim for a in arrays]),
+              (ptr(ctypes.c_int64) * len(arrays))(*[ctypes.cast(s, ptr(ctypes.c_int64)) for s in shapes]),
+              (ctypes.c_char_p * len(arrays))(*[types[a.dtype] for a in arrays]), None, None)
 
 
 @pytest.mark.parametrize("mode", ["pynative", "graph"])

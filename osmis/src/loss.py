@@ -18,7 +18,7 @@ import numpy as np
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
-from common.layers import PairwiseMeanAbs, reduce_sum
+from common.layers import AvgPool2d, PairwiseMeanAbs, reduce_sum
 from osmis.src.augment import DiffAugment
 from osmis.src.model import resize_nearest
 
@@ -168,7 +168,7 @@ class DiscriminatorLoss(_OSMISLoss):
 
     def __init__(self, outputs, netD, arch, batch_size, bernoulli_warmup):
         super().__init__(outputs, netD, arch, batch_size, bernoulli_warmup)
-        self.pool = nn.AvgPool2d(2, 2)  # bilinear x0.5 (align_corners=False) on even sizes
+        self.pool = AvgPool2d(2)  # bilinear x0.5 (align_corners=False) on even sizes
 
     def construct(self, out, z_g, z_d, image, mask, theta_g, theta_real, theta_d, bern_g, bern_d, fa_mix, fa_drop,
                   fa_rect):

@@ -24,7 +24,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal
 
 from common.conv import Conv2d, ConvTranspose2d
-from common.layers import InstanceNorm2d, LeakyReLU, NearestUpsample, reduce_mean
+from common.layers import AvgPool2d, InstanceNorm2d, LeakyReLU, NearestUpsample, reduce_mean
 from common.spectral_norm import SpectralNorm
 from osmis.src.augment import ContentFA, LayoutFA
 
@@ -156,7 +156,7 @@ class D_block(nn.Cell):
         self.learned_sc = cin != cout or not content
         if self.learned_sc:
             self.conv_sc = sn_conv(cin, cout, 1, bias=False)
-        self.down = nn.AvgPool2d(2, 2)
+        self.down = AvgPool2d(2)
 
     def construct(self, x):
         h = x
