@@ -19,21 +19,31 @@
 //     dy / (fh * fw) spread over each block, 0 past the last whole block
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 namespace {
 
 // x [planes, H, W] -> y [planes, H / fh, W / fw]: scale * the sum of each fh x fw block (rows and columns past the
-// last whole block left out).
+// last whole block left out). Each output row first sums its fh input rows (contiguous, vectorised), then each run of
+// fw neighbours.
 void SumBlocks(const float *x, float *y, int64_t planes, int64_t H, int64_t W, int64_t fh, int64_t fw, float scale) {
-  const int64_t oh = H / fh, ow = W / fw;
+  const int64_t oh = H / fh, ow = W / fw, span = ow * fw;
+  std::vector<float> rows(span);
+  float *acc = rows.data();
   for (int64_t p = 0; p < planes; ++p)
     for (int64_t i = 0; i < oh; ++i) {
       const float *src = x + (p * H + i * fh) * W;
       float *dst = y + (p * oh + i) * ow;
+      std::memcpy(acc, src, span * sizeof(float));
+      for (int64_t a = 1; a < fh; ++a)
+        for (int64_t j = 0; j < span; ++j) acc[j] += src[a * W + j];
+      if (fw == 2) {
+        for (int64_t j = 0; j < ow; ++j) dst[j] = (acc[2 * j] + acc[2 * j + 1]) * scale;
+        continue;
+      }
       for (int64_t j = 0; j < ow; ++j) {
-        float sum = 0.0f;
-        for (int64_t a = 0; a < fh; ++a)
-          for (int64_t b = 0; b < fw; ++b) sum += src[a * W + j * fw + b];
+        float sum = acc[j * fw];
+        for (int64_t b = 1; b < fw; ++b) sum += acc[j * fw + b];
         dst[j] = sum * scale;
       }
     }
