@@ -62,8 +62,12 @@ void SpreadBlocks(const float *y, float *x, int64_t planes, int64_t H, int64_t W
         continue;
       }
       const float *src = y + (p * oh + i / fh) * ow;
-      for (int64_t j = 0; j < ow; ++j)
-        for (int64_t b = 0; b < fw; ++b) dst[j * fw + b] = src[j] * scale;
+      if (fw == 2) {
+        for (int64_t j = 0; j < ow; ++j) dst[2 * j] = dst[2 * j + 1] = src[j] * scale;
+      } else {
+        for (int64_t j = 0; j < ow; ++j)
+          for (int64_t b = 0; b < fw; ++b) dst[j * fw + b] = src[j] * scale;
+      }
       for (int64_t j = ow * fw; j < W; ++j) dst[j] = 0.0f;
     }
     for (int64_t i = oh * fh; i < H; ++i)
