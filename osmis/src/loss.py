@@ -133,11 +133,10 @@ class _OSMISLoss(nn.Cell):
                 l_con = l_con + bce_with_logits(x, target)
         return l_low * self.w_low, l_con * self.w_content, l_lay * self.w_layout
 
-    def fake_pass(self, out, theta, bern, real):
-        """D's weighted losses on fakes ``out`` (D0 images, G features[, mask]), labelled real or fake."""
-        images = out[:self.d0]
+    def fake_pass(self, images, mask, theta, bern, real):
+        """D's weighted losses on fakes (D0 images, mask [B, C, H, W] or None), labelled real or fake."""
         if self.masks:
-            augmented = self.augment(images + (out[self.d0 + self.num_blocks_g],), theta)
+            augmented = self.augment(images + (mask,), theta)
             mask = augmented[-1]
             outputs = self.netD(augmented[:-1], self.hard_fake_mask(mask, bern))
             return self.adversarial(outputs, real, mask)
@@ -146,7 +145,7 @@ class _OSMISLoss(nn.Cell):
 
 class GeneratorLoss(_OSMISLoss):
     """G step: ``(out, *batch) -> (loss, low, content, layout, DR)``; ``out`` the flat output of
-    ``outputs`` (:class:`osmis.src.model.TrainingOutputs`: D0 images, G features, mask)."""
+    ``outputs`` (:class:`osmis.src.model.TrainingOutputs` on ``z_g``: D0 images, G features, mask)."""
 
     def __init__(self, outputs, netD, arch, batch_size, bernoulli_warmup, lambda_DR):
         super().__init__(outputs, netD, arch, batch_size, bernoulli_warmup)
@@ -155,8 +154,9 @@ class GeneratorLoss(_OSMISLoss):
 
     def construct(self, out, z_g, z_d, image, mask, theta_g, theta_real, theta_d, bern_g, bern_d, fa_mix, fa_drop,
                   fa_rect):
-        out = self.outputs.unpack(out, g_step=True)
-        l_low, l_con, l_lay = self.fake_pass(out, theta_g, bern_g, True)
+        out = self.outputs.unpack(out)
+        mask = out[-1] if self.masks else None
+        l_low, l_con, l_lay = self.fake_pass(out[:self.d0], mask, theta_g, bern_g, True)
         features = out[self.d0:self.d0 + self.num_blocks_g]
         dr = self.diversity(features) * self.lambda_DR
         return l_low + l_con + l_lay + dr, l_low, l_con, l_lay, dr
@@ -164,7 +164,7 @@ class GeneratorLoss(_OSMISLoss):
 
 class DiscriminatorLoss(_OSMISLoss):
     """D step: reals (augmented, with feature augmentation) and the fakes ``G(z_d)`` of a new noise batch
-    (rows [B:] of ``out``) -> ``(loss, real, fake)``."""
+    (``TrainingOutputs.fakes``; the G step's ``out`` is not used) -> ``(loss, real, fake)``."""
 
     def __init__(self, outputs, netD, arch, batch_size, bernoulli_warmup):
         super().__init__(outputs, netD, arch, batch_size, bernoulli_warmup)
@@ -183,7 +183,8 @@ class DiscriminatorLoss(_OSMISLoss):
             l_real = self.adversarial(outputs, True, real_mask)
         else:
             l_real = self.adversarial(self.netD(self.augment(pyramid, theta_real), None, fa), True, None)
-        l_fake = self.fake_pass(self.outputs.unpack(out, g_step=False), theta_d, bern_d, False)
+        fake_images, fake_mask = self.outputs.fakes(z_d)
+        l_fake = self.fake_pass(fake_images, fake_mask, theta_d, bern_d, False)
         real = l_real[0] + l_real[1] + l_real[2]
         fake_total = l_fake[0] + l_fake[1] + l_fake[2]
         return real + fake_total, real, fake_total

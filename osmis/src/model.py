@@ -250,13 +250,13 @@ class Discriminator(nn.Cell):
         return low, content, layout
 
 class TrainingOutputs(nn.Cell):
-    """The generator outputs training uses, for two noise batches, flattened into one tensor [2B, N].
+    """The generator outputs the G step uses, flattened into one tensor [B, N], and the D step's fakes.
 
-    ``construct(z_g, z_d)``: rows [:B] are ``G(z_g)`` (the G step's fakes, differentiable), rows [B:] are
-    ``G(z_d)`` under ``stop_gradient`` (the D step's fakes from a new noise batch, as the reference
-    draws them). Each row holds the images of the last D0 scales, the G features and the mask, each
-    reshaped to [B, -1] (:meth:`unpack` restores them). One output tensor keeps the train step's
-    pullback (``common.train.GANTrainStep``) a single vjp.
+    ``construct(z)``: ``G(z)``'s images of the last D0 scales, features and mask, each reshaped to [B, -1] and
+    concatenated (:meth:`unpack` restores them). One output tensor keeps the train step's pullback
+    (``common.train.GANTrainStep``) a single vjp, which PyNative needs (MindSpore 2.10 differentiates no tuple
+    argument there). :meth:`fakes` gives the D step its fakes from a new noise batch, unflattened and under
+    ``stop_gradient``, as the reference draws them (no features: D does not use them).
     """
 
     def __init__(self, generator, num_blocks_d0, resolution):
@@ -267,48 +267,41 @@ class TrainingOutputs(nn.Cell):
         chs = generator_channels(g, generator.ch_G)
         h, w = resolution
         sizes = [(h // 2 ** (g - 1 - k), w // 2 ** (g - 1 - k)) for k in range(g)]
-        self.shapes = [(3,) + sizes[k] for k in range(self.first, g)] + [(chs[k + 1],) + sizes[k] for k in range(g)]
+        shapes = [(3,) + sizes[k] for k in range(self.first, g)] + [(chs[k + 1],) + sizes[k] for k in range(g)]
         if generator.masks:
-            self.shapes.append((generator.num_mask_channels, h, w))
-        self.unpack_g, self.unpack_d = FlatRows(self.shapes, half=0), FlatRows(self.shapes, half=1)
+            shapes.append((generator.num_mask_channels, h, w))
+        self.unpack = FlatRows(shapes)
 
-    def flat(self, z):
+    def construct(self, z):
         out = self.generator(z)
         b = z.shape[0]
         return ops.concat([x.reshape(b, -1) for x in out[self.first:self.g] + out[self.g:]], axis=1)
 
-    def construct(self, z_g, z_d):
-        return ops.concat((self.flat(z_g), ops.stop_gradient(self.flat(z_d))), axis=0)
-
-    def unpack(self, flat, *, g_step):
-        """[2B, N] -> the G step's (rows [:B]) or the D step's (rows [B:]) tensors [B, C, H, W]: D0 images,
-        G features, mask."""
-        return self.unpack_g(flat) if g_step else self.unpack_d(flat)
+    def fakes(self, z):
+        """``G(z)`` for the D step: (D0 images [B, 3, s_k] ..., mask [B, C, H, W] or None), no gradient."""
+        out = self.generator(z)
+        images = tuple(ops.stop_gradient(x) for x in out[self.first:self.g])
+        return images, ops.stop_gradient(out[-1]) if self.generator.masks else None
 
 
 class FlatRows(nn.Cell):
-    """Rows ``[half * B, (half + 1) * B)`` of a flat [2B, N] tensor -> tuple of [B, *shape] for ``shapes``.
+    """A flat [B, N] tensor -> tuple of [B, *shape] for ``shapes`` (consecutive column blocks).
 
-    The backward is one concatenation of the pieces' gradients (zeros for the other half): autodiff of
-    slices would zero-fill a [2B, N] gradient per piece and sum them (0.3 s of a 192x320 OSMIS step).
+    The backward is one concatenation of the pieces' gradients (zeros for pieces without one).
     """
 
-    def __init__(self, shapes, *, half):
+    def __init__(self, shapes):
         super().__init__()
         self.shapes = [tuple(s) for s in shapes]
         self.sizes = [math.prod(s) for s in self.shapes]
-        self.half = half
 
     def construct(self, flat):
-        rows = ops.split(flat, flat.shape[0] // 2, axis=0)[self.half]
-        pieces = ops.split(rows, self.sizes, axis=1)
+        pieces = ops.split(flat, self.sizes, axis=1)
         return tuple(x.reshape((-1,) + shape) for x, shape in zip(pieces, self.shapes))
 
     def bprop(self, flat, out, dout):
-        b = flat.shape[0] // 2
-        grad = ops.concat([d.reshape(b, -1) for d in dout], axis=1)
-        halves = (grad, ops.zeros_like(grad)) if self.half == 0 else (ops.zeros_like(grad), grad)
-        return (ops.concat(halves, axis=0),)
+        b = flat.shape[0]
+        return (ops.concat([d.reshape(b, -1) for d in dout], axis=1),)
 
 
 def build_networks(arch, batch_size=5):

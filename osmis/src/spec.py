@@ -167,7 +167,7 @@ class OSMISSpec(ModelSpec):
         outputs = TrainingOutputs(netG, arch["num_blocks_d0"], arch["resolution"])
         g_loss = GeneratorLoss(outputs, netD, arch, cfg.batch_size, cfg.bernoulli_warmup, cfg.lambda_DR)
         d_loss = DiscriminatorLoss(outputs, netD, arch, cfg.batch_size, cfg.bernoulli_warmup)
-        step = GANTrainStep(outputs, d_loss, g_loss, opt_G, opt_D, generator_inputs=2, order="D_then_G",
+        step = GANTrainStep(outputs, d_loss, g_loss, opt_G, opt_D, generator_inputs=1, order="D_then_G",
                             loss_scale=parse_loss_scale(cfg.loss_scale),
                             hooks=[EMA(netG, netG_ema, cfg.EMA_decay), IterationCounter(netD)])
         notes = getattr(self, "notes", []) + [f"G {count_params(netG):,} parameters, D {count_params(netD):,} "
