@@ -84,45 +84,38 @@ bool Factors(int *ndims, int64_t **shapes, void **params, int64_t *fh, int64_t *
   return *fh > 0 && *fw > 0;
 }
 
+// The four operators: the block sum (SumBlocks over the input's planes) or the spread (SpreadBlocks over the output's
+// planes) of params[0] into the last of `nparam` (`expected`) operands; the average pooling scales by 1 / (fh * fw).
+int Blocks(bool sum, bool mean, int nparam, int expected, void **params, int *ndims, int64_t **shapes) {
+  int64_t fh, fw;
+  const int out = nparam - 1;
+  if (nparam != expected || ndims[0] != 4 || ndims[out] != 4 || !Factors(ndims, shapes, params, &fh, &fw)) return 1;
+  const int64_t *full = sum ? shapes[0] : shapes[out];  // the full-resolution side
+  (sum ? SumBlocks : SpreadBlocks)(static_cast<const float *>(params[0]), static_cast<float *>(params[out]),
+                                   full[0] * full[1], full[2], full[3], fh, fw,
+                                   mean ? 1.0f / static_cast<float>(fh * fw) : 1.0f);
+  return 0;
+}
+
 }  // namespace
 
 extern "C" int NearestUpsample(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                                void *stream, void *extra) {
-  int64_t fh, fw;
-  if (nparam != 3 || ndims[0] != 4 || ndims[2] != 4 || !Factors(ndims, shapes, params, &fh, &fw)) return 1;
-  const int64_t *y = shapes[2];
-  SpreadBlocks(static_cast<const float *>(params[0]), static_cast<float *>(params[2]), y[0] * y[1], y[2], y[3], fh,
-               fw, 1.0f);
-  return 0;
+  return Blocks(/*sum=*/false, /*mean=*/false, nparam, 3, params, ndims, shapes);
 }
 
 extern "C" int NearestUpsampleGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                                    void *stream, void *extra) {
-  int64_t fh, fw;
-  if (nparam != 3 || ndims[0] != 4 || ndims[2] != 4 || !Factors(ndims, shapes, params, &fh, &fw)) return 1;
-  const int64_t *dy = shapes[0];
-  SumBlocks(static_cast<const float *>(params[0]), static_cast<float *>(params[2]), dy[0] * dy[1], dy[2], dy[3], fh,
-            fw, 1.0f);
-  return 0;
+  return Blocks(/*sum=*/true, /*mean=*/false, nparam, 3, params, ndims, shapes);
 }
 
 extern "C" int AvgPool(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
                        void *extra) {
-  int64_t fh, fw;
-  if (nparam != 3 || ndims[0] != 4 || ndims[2] != 4 || !Factors(ndims, shapes, params, &fh, &fw)) return 1;
-  const int64_t *x = shapes[0];
-  SumBlocks(static_cast<const float *>(params[0]), static_cast<float *>(params[2]), x[0] * x[1], x[2], x[3], fh, fw,
-            1.0f / static_cast<float>(fh * fw));
-  return 0;
+  return Blocks(/*sum=*/true, /*mean=*/true, nparam, 3, params, ndims, shapes);
 }
 
 extern "C" int AvgPoolGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
                            void *stream, void *extra) {
-  int64_t fh, fw;
-  if (nparam != 4 || ndims[0] != 4 || ndims[2] != 2 || ndims[3] != 4 || !Factors(ndims, shapes, params, &fh, &fw))
-    return 1;
-  const int64_t *dx = shapes[3];
-  SpreadBlocks(static_cast<const float *>(params[0]), static_cast<float *>(params[3]), dx[0] * dx[1], dx[2], dx[3],
-               fh, fw, 1.0f / static_cast<float>(fh * fw));
-  return 0;
+  if (nparam != 4 || ndims[2] != 2) return 1;  // params[2]: like [H, W]
+  return Blocks(/*sum=*/false, /*mean=*/true, nparam, 4, params, ndims, shapes);
 }
