@@ -15,14 +15,18 @@ official iteration at its ADE20K widths).
 ``--precision bf16`` runs the step with bf16 MatMuls (``common.runtime.select_cpu_precision``; CPUs with AMX or
 AVX512_BF16), and the PyTorch reference with its oneDNN bf16 mode for float32 convolutions and MatMuls
 (``torch.backends.mkldnn.{conv,matmul}.fp32_precision = "bf16"``), so the ratio compares like with like.
+``--separate_compile`` does what ``train.py --separate_compile=true`` does: a child process compiles the step
+(without running it) into a temporary compile cache, this process loads it; the child's time and peak are printed.
 Prints one line per measurement and the peak resident memory.
 """
 import argparse
 import importlib
 import os
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -82,6 +86,14 @@ def step_builder(model, cpu_conv=None, device="CPU", mode="graph", no_masks=Fals
     return rt, build, cfg.batch_size
 
 
+def compile_bench_step(model, cpu_conv, device, mode, no_masks, precision, size, batch):
+    """``--separate_compile``'s child process: build the step as :func:`main` does and only compile it."""
+    from common.runtime import peak_memory_gb
+    _, build, _ = step_builder(model, cpu_conv, device, mode, no_masks, precision)
+    build(size, batch).compile()
+    return peak_memory_gb()
+
+
 def median_ms(step, steps, warmup=2):
     for _ in range(warmup):
         step()
@@ -108,6 +120,8 @@ def main():
                         help="bf16: MatMuls (matmul / winograd convolutions) with bf16 inputs, on AMX / AVX512_BF16 CPUs")
     parser.add_argument("--mode", choices=["graph", "pynative"], default="graph",
                         help="MindSpore execution mode of the step (CRN at 256p: see crn/README.md Performance)")
+    parser.add_argument("--separate_compile", action="store_true",
+                        help="compile the step in a child process first, as train.py --separate_compile=true")
     args = parser.parse_args()
     if args.model != "osmis" and (isinstance(args.size, tuple) or args.no_masks):
         parser.error("--size HxW and --no_masks are OSMIS options")
@@ -130,16 +144,29 @@ def main():
     rt, build, config_batch = step_builder(args.model, args.cpu_conv, args.device, args.mode, args.no_masks,
                                            args.precision)
     args.batch = args.batch or config_batch
+    folder = None
+    if args.separate_compile and args.mode == "graph":
+        from common.compile_cache import compile_apart
+        folder = tempfile.mkdtemp(prefix="synthzoo-bench-graph-")
+        os.environ.update(MS_COMPILER_CACHE_ENABLE="1", MS_COMPILER_CACHE_PATH=folder + os.sep)
+        seconds, child_peak, error = compile_apart(compile_bench_step, args.model, args.cpu_conv, args.device,
+                                                   args.mode, args.no_masks, args.precision, args.size, args.batch)
+        if error:
+            sys.exit(f"separate compile failed: {error}")
+        print(f"separate compile: {seconds:.1f} s in a child process, its peak RSS {child_peak:.2f} GB")
     t = time.perf_counter()
     step = build(args.size, args.batch)
     step()
     first = time.perf_counter() - t
+    if folder:
+        os.environ["MS_COMPILER_CACHE_ENABLE"] = "0"
+        shutil.rmtree(folder, ignore_errors=True)
     ms_step = median_ms(step, args.steps)
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
     size = "x".join(map(str, args.size)) if isinstance(args.size, tuple) else args.size
     name = f"{args.model} (SIV-GAN)" if args.no_masks else args.model
     print(f"mindspore {name} size {size} batch {args.batch} on {args.device}: median {ms_step:.1f} ms/step "
-          f"over {args.steps} steps (build+compile+first step {first:.1f} s, peak RSS {peak_gb:.2f} GB; {rt.describe_conv}, "
+          f"over {args.steps} steps (build+{'load' if folder else 'compile'}+first step {first:.1f} s, peak RSS {peak_gb:.2f} GB; {rt.describe_conv}, "
           f"{args.mode} mode)")
     if torch_ms:
         print(f"ratio mindspore / torch: {ms_step / torch_ms:.2f}")

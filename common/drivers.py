@@ -19,8 +19,9 @@ import mindspore as ms
 
 from common.checkpoint import CheckpointError, CheckpointManager, load_cell, read_meta, resolve_checkpoint
 from common.classes import apply_class_table
-from common.compile_cache import stop_caching, use_compile_cache
-from common.config import ConfigError, load_config
+from common.compile_cache import (caching_folder, compile_apart, compile_only, forget_train_step, holds_train_step,
+                                  stop_caching, use_compile_cache)
+from common.config import Config, ConfigError, load_config
 from common.entry import usage, wants_help
 from common.conv import pack_weights, use_compiled_kernels, use_conv_impl
 from common.data import BatchLoader
@@ -28,7 +29,7 @@ from common.export import (ExportError, check_mindir_parity, check_onnx_parity, 
                            export_onnx, outputs_numpy)
 from common.io import atomic_file, list_images, write_image
 from common.layers import set_dropout_rank
-from common.runtime import eager, init_runtime
+from common.runtime import eager, init_runtime, peak_memory_gb
 from common.spectral_norm import fold_spectral_norm
 from common.train import (GradientUpdate, RankSync, TrainLogger, TrainLoop, mixed_precision, parse_loss_scale, set_lr,
                           to_float)
@@ -100,15 +101,9 @@ def _backend_runtime(cfg):
     return _runtime(cfg, cpu_conv="native", precision="f32")
 
 
-def train(spec, cfg):
-    """Train as configured; returns the final loop state {epoch, step_in_epoch, step, losses}.
-
-    Everything that can fail on the user's input (config fit, dataset files) is checked before the
-    output folder is written. Under msrun the run is data-parallel: each rank trains on its shard of
-    every epoch (``BatchLoader``), the compiled step averages every gradient set over the ranks
-    (``common.train.GradientUpdate``), dropout draws the rank's stream (``set_dropout_rank``), the ranks
-    agree on stopping after every step (``RankSync``) and only rank 0 writes logs, images and snapshots.
-    """
+def _build_training(spec, cfg):
+    """``(runtime, notes, datasets, trainer, matmul count)`` of a run: what :func:`train` builds, and the
+    separate compile's process (:func:`_compile_train_step`) alike."""
     _check_precision(spec, cfg)
     rt = _runtime(cfg)
     if cfg.amp_level != "O0" and rt.device_target == "CPU":
@@ -128,6 +123,44 @@ def train(spec, cfg):
                  for net in list(trainer.networks.values()) + list(trainer.frozen.values()))
     use_compiled_kernels(trainer.step)  # the loss cells' own (OSMIS's augmentation and diversity term)
     trainer.step.set_train()
+    return rt, notes, data, trainer, matmul
+
+
+def _compile_train_step(spec, cfg):
+    """The separate compile's process: build the train step as :func:`train` does and compile it, without
+    running it, into the compile-cache folder that its parent chose (``MS_COMPILER_CACHE_PATH``, inherited);
+    returns the process's peak resident memory in GB."""
+    rt, _, data, trainer, _ = _build_training(spec, cfg)
+    batch = next(BatchLoader(data.train, batch_size=cfg.batch_size, seed=cfg.seed, rank=rt.rank,
+                             group_size=rt.group_size, num_workers=0).epoch(0))
+    compile_only(trainer.step, [ms.Tensor(b) for b in batch])
+    return peak_memory_gb()
+
+
+def _compile_apart(spec, cfg, folder):
+    """``separate_compile``: compile the train step in a fresh process into ``folder``, which this process's
+    first step then loads; returns a log line. If that process fails, this one compiles as usual."""
+    seconds, peak, error = compile_apart(_compile_train_step, spec, cfg)
+    if error is None and holds_train_step(folder):
+        return (f"separate compile: the train step compiled in a child process in {seconds:.0f} s (peak "
+                f"{peak:.2f} GB); this process loads it")
+    forget_train_step(folder)
+    return f"separate compile: the child process failed ({error or 'no graph written'}); compiling in this process"
+
+
+def train(spec, cfg):
+    """Train as configured; returns the final loop state {epoch, step_in_epoch, step, losses}.
+
+    Everything that can fail on the user's input (config fit, dataset files) is checked before the
+    output folder is written. Under msrun the run is data-parallel: each rank trains on its shard of
+    every epoch (``BatchLoader``), the compiled step averages every gradient set over the ranks
+    (``common.train.GradientUpdate``), dropout draws the rank's stream (``set_dropout_rank``), the ranks
+    agree on stopping after every step (``RankSync``) and only rank 0 writes logs, images and snapshots.
+    With ``separate_compile`` (graph mode, one device) a child process compiles the train step first
+    (:func:`_compile_apart`), given the configuration as it was passed in.
+    """
+    given = Config(cfg)
+    rt, notes, data, trainer, matmul = _build_training(spec, cfg)
     loader = BatchLoader(data.train, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, rank=rt.rank,
                          group_size=rt.group_size, drop_last=True, num_workers=cfg.num_workers)
     log = TrainLogger(cfg.output_dir, spec.name, len(loader), cfg.log_every, enabled=rt.is_main)
@@ -142,10 +175,15 @@ def train(spec, cfg):
     log.info(f"{spec.name}: {len(data.train)} training samples from {data.root}, {len(loader)} steps/epoch on "
              f"{rt.group_size} {cfg.device_target} device(s), {trainer.n_epochs} epochs; {rt.describe_conv}"
              + (f" ({matmul} convolutions as matrix multiplies)" if rt.conv_impl != "native" else ""))
-    if cfg.compile_cache:
+    if cfg.compile_cache or cfg.separate_compile:
         log.info(use_compile_cache(spec.name, os.path.dirname(spec.config_path), cfg, rt,
-                                   dict(trainer.networks, **trainer.frozen)))
-    if rt.mode == "graph":
+                                   dict(trainer.networks, **trainer.frozen), temporary=not cfg.compile_cache))
+    folder = caching_folder()
+    if cfg.separate_compile and folder is not None and not holds_train_step(folder):
+        log.info("separate compile: compiling the train step in a child process (minutes for networks of the "
+                 "papers' sizes); its working memory goes back to the system before training allocates")
+        log.info(_compile_apart(spec, given, folder))
+    elif rt.mode == "graph":
         log.info("the first step compiles the train step graph: minutes for networks of the papers' sizes (the "
                  "first log line's ms/step includes it" + ("" if cfg.compile_cache else "; --compile_cache=true "
                  "keeps it for the next run of this configuration") + ")")
@@ -174,7 +212,9 @@ def train(spec, cfg):
         if rt.is_main:
             write_image(os.path.join(cfg.output_dir, "samples", f"epoch_{epoch + 1:04d}.png"), grid)
 
-    return loop.run(step, start_epoch, end_epoch)
+    state = loop.run(step, start_epoch, end_epoch)
+    log.info(f"peak resident memory of this process: {peak_memory_gb():.2f} GB")
+    return state
 
 
 def check_loss_scale(spec, cfg, trainer):

@@ -5,6 +5,7 @@ Import through ``common`` so that ``ONEDNN_MAX_CPU_ISA`` is set before MindSpore
 import contextlib
 import os
 import random
+import resource
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,7 +15,7 @@ from common import cpu_kernels
 import mindspore as ms
 
 __all__ = ["Runtime", "init_runtime", "launched_by_msrun", "set_seed", "select_cpu_conv", "select_cpu_precision",
-           "cpu_flags", "cpu_has_avx512", "total_memory_gb", "CPU_CONV_CHOICES", "PRECISION_CHOICES"]
+           "cpu_flags", "cpu_has_avx512", "peak_memory_gb", "total_memory_gb", "CPU_CONV_CHOICES", "PRECISION_CHOICES"]
 
 DEVICE_TARGETS = ("CPU", "GPU", "Ascend")
 CPU_CONV_CHOICES = ("auto", "native", "matmul", "winograd", "onednn")
@@ -217,6 +218,11 @@ def eager():
         yield
     finally:
         ms.set_context(mode=mode)
+
+
+def peak_memory_gb():
+    """This process's peak resident memory so far, in GiB (``ru_maxrss``, KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
 
 
 def total_memory_gb(meminfo="/proc/meminfo"):

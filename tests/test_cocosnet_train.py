@@ -48,7 +48,9 @@ def test_demo_run_has_finite_losses_and_a_complete_snapshot(trained):
     assert os.path.isfile(os.path.join(out, "samples", "epoch_0001.png"))
     log = open(os.path.join(out, "train.log")).read()
     assert "label_nc=8" in log and "stands in for the reference VGG19" in log
-    assert "the first step compiles the train step graph" in log  # graph mode: says why step 1 takes minutes
+    # graph mode, CoCosNet's default separate_compile: a child process compiled the step, this one loaded it
+    assert "separate compile: the train step compiled in a child process in" in log
+    assert "peak resident memory of this process" in log
 
 
 def test_eval_and_predict_from_the_checkpoint_alone(trained):

@@ -61,3 +61,36 @@ def test_only_the_first_graph_is_cached(monkeypatch, tmp_path):
     assert os.environ["MS_COMPILER_CACHE_ENABLE"] == "1" and os.environ["MS_COMPILER_CACHE_PATH"] == folder + os.sep
     compile_cache.stop_caching()
     assert os.environ["MS_COMPILER_CACHE_ENABLE"] == "0"
+
+
+def test_a_temporary_folder_lives_until_the_first_step(monkeypatch, tmp_path):
+    """separate_compile without compile_cache: a fresh folder per run, gone after the step's first call."""
+    from common import compile_cache
+    monkeypatch.setattr(compile_cache, "_active_folder", None)
+    monkeypatch.setattr(compile_cache.tempfile, "tempdir", str(tmp_path))
+    for name in ("MS_COMPILER_CACHE_ENABLE", "MS_COMPILER_CACHE_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    assert compile_cache.caching_folder() is None
+    line = compile_cache.use_compile_cache("pix2pix", MODEL_FOLDER, {}, Runtime(device_target="CPU", mode="graph"),
+                                           {"G": nn.Dense(2, 2)}, temporary=True)
+    folder = compile_cache.caching_folder()
+    assert os.path.dirname(folder) == str(tmp_path) and os.path.isdir(folder)
+    assert line == f"compile cache: {folder}, for this run only (compile_cache=false)"
+    assert os.environ["MS_COMPILER_CACHE_PATH"] == folder + os.sep
+    compile_cache.stop_caching()
+    assert not os.path.exists(folder) and compile_cache.caching_folder() is None
+
+
+def test_a_failed_separate_compile_leaves_nothing_to_load(tmp_path, monkeypatch):
+    """The child process fails (here: its dataset folder is missing): train() is told so, and whatever the
+    child wrote is removed, so that this process compiles the step itself."""
+    from common import drivers
+    from pix2pix.src.spec import Pix2PixSpec
+    spec = Pix2PixSpec()
+    cfg = drivers.parse(spec, [f"--dataroot={tmp_path / 'missing'}", "--num_workers=0"])
+    folder = tmp_path / "graph"
+    (folder / "rank_0" / "graph_cache").mkdir(parents=True)
+    (folder / "rank_0" / "graph_cache" / "compile_cache_0.mindir").write_bytes(b"a partial graph")
+    line = drivers._compile_apart(spec, cfg, str(folder))
+    assert line.startswith("separate compile: the child process failed (") and "missing" in line
+    assert line.endswith("compiling in this process") and not (folder / "rank_0").exists()

@@ -174,6 +174,36 @@ def test_run_train_rejects_unknown_key(tmp_path):
     assert rc != 0 and "unknown config key(s) ['learning_rate']" in log and "valid keys" in log
 
 
+def test_separate_compile_trains_alike_and_keeps_no_temporary_folder(demo_cache, tmp_path):
+    """--separate_compile=true: a child process compiles the train step and this one loads it (MindSpore says
+    so at GLOG_v=2), with the losses of an in-process compile; the run's temporary folder is gone afterwards.
+    With --compile_cache=true the child fills the configuration's folder, and a rerun loads it with no child."""
+    env = dict(os.environ, GLOG_v="2")
+    cmd = [sys.executable, "pix2pix/train.py", "--max_steps=2", "--log_every=1", "--lambda_L1=80"] + TINY
+    runs = {}
+    for name, extra in (("inline", ["--separate_compile=false"]), ("apart", ["--separate_compile=true"]),
+                        ("kept", ["--separate_compile=true", "--compile_cache=true"]),
+                        ("rerun", ["--separate_compile=true", "--compile_cache=true"])):
+        rc, out = run(cmd + [f"--output_dir={tmp_path / name}"] + extra, env)
+        assert rc == 0, out[-3000:]
+        runs[name] = ((tmp_path / name / "train.log").read_text(), out)
+    assert "separate compile" not in runs["inline"][0] and "Use the compilation cache" not in runs["inline"][1]
+    for name in ("apart", "kept"):
+        log, out = runs[name]
+        assert "separate compile: the train step compiled in a child process in" in log, log
+        assert "Use the compilation cache" in out
+    temporary = runs["apart"][0].split("compile cache: ")[1].split(",")[0]
+    assert "for this run only" in runs["apart"][0] and not os.path.exists(temporary)
+    kept = runs["kept"][0].split("compile cache: ")[1].split()[0]
+    assert kept.startswith(os.path.join(demo_cache, "graphs", "pix2pix-")) and os.path.isdir(kept)
+    assert "holds this configuration's train step" in runs["rerun"][0] and "separate compile" not in runs["rerun"][0]
+
+    def losses(log):
+        return [line.split(" epoch: ")[1].split(", ms/step")[0] for line in log.splitlines() if " epoch: " in line]
+    assert len(losses(runs["inline"][0])) == 2
+    assert all(losses(runs[name][0]) == losses(runs["inline"][0]) for name in ("apart", "kept", "rerun"))
+
+
 def test_run_eval_without_checkpoints(tmp_path):
     rc, log = run(["bash", "scripts/run_eval.sh"], dict(os.environ, SYNTHZOO_OUTPUTS=str(tmp_path)))
     assert rc == 1 and "no model has a checkpoint" in log

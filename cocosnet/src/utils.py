@@ -4,6 +4,7 @@ from mindspore import Tensor, nn
 
 from common import ade20k
 from common.classes import ade20k_table
+from common.compile_cache import BoundStep
 
 __all__ = ["adam", "ttur_rates", "colorize", "palette", "palette_distance", "make_bench_step",
            "make_bench_inference"]
@@ -109,8 +110,5 @@ def make_bench_step(size, batch, conv_impl="native"):
         use_conv_impl(net, conv_impl, keep_transforms=trainer.keep_conv_transforms)
     trainer.step.set_train()
     label_map, image = _bench_inputs(np.random.RandomState(0), cfg.label_nc, size, batch)
-    inputs = (label_map(), image(), label_map(), image(), Tensor((np.arange(batch) % 2).astype(np.float32)))
-
-    def run():
-        trainer.step(*inputs)[0].asnumpy()
-    return run
+    return BoundStep(trainer.step, (label_map(), image(), label_map(), image(),
+                                    Tensor((np.arange(batch) % 2).astype(np.float32))))

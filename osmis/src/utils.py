@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import mindspore as ms
 
+from common.compile_cache import BoundStep
 from common.config import load_config
 from common.conv import use_compiled_kernels, use_conv_impl
 from common.data import BatchLoader
@@ -38,10 +39,5 @@ def make_bench_step(size, batch, conv_impl="native", masks=True):
         use_conv_impl(net, conv_impl)
     use_compiled_kernels(trainer.step)
     trainer.step.set_train()
-    inputs = [ms.Tensor(b) for b in next(BatchLoader(data.train, batch, seed=0, num_workers=0).epoch(0))]
-
-    def step():
-        outputs = trainer.step(*inputs)
-        return [o.asnumpy() for o in outputs]
-
-    return step
+    batch = next(BatchLoader(data.train, batch, seed=0, num_workers=0).epoch(0))
+    return BoundStep(trainer.step, [ms.Tensor(b) for b in batch])

@@ -6,6 +6,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn
 
+from common.compile_cache import BoundStep
 from common.conv import pack_weights, use_conv_impl
 from common.io import make_grid, tensor_to_uint8
 from pix2pix.src.dataset import AlignedDataset, check_image_size
@@ -146,7 +147,4 @@ def make_bench_step(size=256, batch=1, netG=None, conv_impl="native"):
     a = ms.Tensor(rng.uniform(-1, 1, (batch, 3, size, size)).astype(np.float32))
     b = ms.Tensor(rng.uniform(-1, 1, (batch, 3, size, size)).astype(np.float32))
 
-    def run():
-        out = step(a, b)
-        return float(out[0].asnumpy())
-    return run
+    return BoundStep(step, (a, b))
