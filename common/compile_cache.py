@@ -18,6 +18,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -66,13 +67,17 @@ def use_compile_cache(model, model_folder, cfg, rt, networks, *, temporary=False
     Call before the train step's first call, and :func:`stop_caching` after it: MindSpore numbers the graphs
     of a process in compile order and fixes the folder at its first use, so only that one graph is cached, once
     per process. Data-parallel runs and PyNative keep compiling (MindSpore's cache does not cover host
-    collectives), as does a process that has cached a graph before.
+    collectives), as does a process that has cached a graph before or runs no script file (``python -c``,
+    pytest-xdist's workers: MindSpore would fail reading ``sys.argv[0]``).
     """
     global _active_folder, _temporary
     if rt.mode != "graph" or rt.group_size > 1:
         return "compile cache: off (it serves single-device graph mode)"
     if _active_folder is not None:
         return f"compile cache: off (this process has cached a graph in {_active_folder} already)"
+    if sys.argv and sys.argv[0] and not os.path.isfile(sys.argv[0]):
+        return (f"compile cache: off (MindSpore's cache hashes the entry script's imports, and this process has no "
+                f"script: sys.argv[0] = {sys.argv[0]!r})")
     if temporary:
         folder = tempfile.mkdtemp(prefix=f"synthzoo-{model}-graph-")
     else:

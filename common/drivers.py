@@ -190,8 +190,10 @@ def train(spec, cfg):
     optimizers = trainer.optimizers
 
     def step(*batch):
-        outputs = trainer.step(*(ms.Tensor(b) for b in batch))
-        stop_caching()
+        try:
+            outputs = trainer.step(*(ms.Tensor(b) for b in batch))
+        finally:  # after the first call (even a failed one) later graphs of the process compile as usual
+            stop_caching()
         outputs = outputs if isinstance(outputs, tuple) else (outputs,)
         return {name: to_float(v) for name, v in zip(trainer.loss_names, outputs)}
 

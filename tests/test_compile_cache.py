@@ -46,11 +46,17 @@ def test_off_where_mindspore_cannot_serve_it(monkeypatch, tmp_path):
     line = compile_cache.use_compile_cache("pix2pix", MODEL_FOLDER, {}, Runtime(device_target="CPU", mode="graph"), nets)
     assert line == f"compile cache: off (this process has cached a graph in {tmp_path / 'graphs' / 'crn-0'} already)"
     assert "MS_COMPILER_CACHE_PATH" not in os.environ
+    monkeypatch.setattr(compile_cache, "_active_folder", None)
+    monkeypatch.setattr(compile_cache.sys, "argv", ["-c"])  # python -c, pytest-xdist's workers
+    line = compile_cache.use_compile_cache("pix2pix", MODEL_FOLDER, {}, Runtime(device_target="CPU", mode="graph"), nets)
+    assert line.startswith("compile cache: off (MindSpore's cache hashes the entry script's imports")
+    assert compile_cache.caching_folder() is None and "MS_COMPILER_CACHE_PATH" not in os.environ
 
 
 def test_only_the_first_graph_is_cached(monkeypatch, tmp_path):
     from common import compile_cache
     monkeypatch.setenv("SYNTHZOO_CACHE", str(tmp_path))
+    monkeypatch.setattr(compile_cache.sys, "argv", [__file__])  # an entry script, as train.py is
     monkeypatch.setattr(compile_cache, "_active_folder", None)
     for name in ("MS_COMPILER_CACHE_ENABLE", "MS_COMPILER_CACHE_PATH"):
         monkeypatch.delenv(name, raising=False)
@@ -68,6 +74,7 @@ def test_a_temporary_folder_lives_until_the_first_step(monkeypatch, tmp_path):
     from common import compile_cache
     monkeypatch.setattr(compile_cache, "_active_folder", None)
     monkeypatch.setattr(compile_cache.tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(compile_cache.sys, "argv", [__file__])
     for name in ("MS_COMPILER_CACHE_ENABLE", "MS_COMPILER_CACHE_PATH"):
         monkeypatch.delenv(name, raising=False)
     assert compile_cache.caching_folder() is None
