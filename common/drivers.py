@@ -137,7 +137,7 @@ def _compile_train_step(spec, cfg):
     return peak_memory_gb()
 
 
-def _compile_apart(spec, cfg, folder):
+def _separate_compile(spec, cfg, folder):
     """``separate_compile``: compile the train step in a fresh process into ``folder``, which this process's
     first step then loads; returns a log line. If that process fails, this one compiles as usual."""
     seconds, peak, error = compile_apart(_compile_train_step, spec, cfg)
@@ -157,7 +157,7 @@ def train(spec, cfg):
     (``common.train.GradientUpdate``), dropout draws the rank's stream (``set_dropout_rank``), the ranks
     agree on stopping after every step (``RankSync``) and only rank 0 writes logs, images and snapshots.
     With ``separate_compile`` (graph mode, one device) a child process compiles the train step first
-    (:func:`_compile_apart`), given the configuration as it was passed in.
+    (:func:`_separate_compile`), given the configuration as it was passed in.
     """
     given = Config(cfg)
     rt, notes, data, trainer, matmul = _build_training(spec, cfg)
@@ -182,7 +182,7 @@ def train(spec, cfg):
     if cfg.separate_compile and folder is not None and not holds_train_step(folder):
         log.info("separate compile: compiling the train step in a child process (minutes for networks of the "
                  "papers' sizes); its working memory goes back to the system before training allocates")
-        log.info(_compile_apart(spec, given, folder))
+        log.info(_separate_compile(spec, given, folder))
     elif rt.mode == "graph":
         log.info("the first step compiles the train step graph: minutes for networks of the papers' sizes (the "
                  "first log line's ms/step includes it" + ("" if cfg.compile_cache else "; --compile_cache=true "

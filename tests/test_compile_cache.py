@@ -98,6 +98,6 @@ def test_a_failed_separate_compile_leaves_nothing_to_load(tmp_path, monkeypatch)
     folder = tmp_path / "graph"
     (folder / "rank_0" / "graph_cache").mkdir(parents=True)
     (folder / "rank_0" / "graph_cache" / "compile_cache_0.mindir").write_bytes(b"a partial graph")
-    line = drivers._compile_apart(spec, cfg, str(folder))
+    line = drivers._separate_compile(spec, cfg, str(folder))
     assert line.startswith("separate compile: the child process failed (") and "missing" in line
     assert line.endswith("compiling in this process") and not (folder / "rank_0").exists()
