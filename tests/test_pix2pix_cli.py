@@ -210,10 +210,12 @@ def test_run_eval_without_checkpoints(tmp_path):
 
 
 def test_compile_cache_rerun_loads_the_train_step_and_trains_alike(demo_cache, tmp_path):
-    """--compile_cache=true: a rerun of one configuration loads the train step that the first run compiled
-    (MindSpore says so at GLOG_v=2) and logs the same losses; another loss weight gets its own folder."""
+    """--compile_cache=true, compiling in the training process: a rerun of one configuration loads the train step
+    that the first run compiled (MindSpore says so at GLOG_v=2) and logs the same losses; another loss weight gets
+    its own folder."""
     env = dict(os.environ, GLOG_v="2")
-    cmd = [sys.executable, "pix2pix/train.py", "--max_steps=2", "--log_every=1", "--compile_cache=true"] + TINY
+    cmd = [sys.executable, "pix2pix/train.py", "--max_steps=2", "--log_every=1", "--compile_cache=true",
+           "--separate_compile=false"] + TINY
     runs = {}
     for name, extra in (("first", []), ("rerun", ["--resume=true", "--save_epoch_freq=3"]), ("other", ["--lambda_L1=50"])):
         rc, out = run(cmd + [f"--output_dir={tmp_path / name}"] + extra, env)
