@@ -22,11 +22,8 @@ Prints one line per measurement and the peak resident memory.
 import argparse
 import importlib
 import os
-import resource
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -144,29 +141,31 @@ def main():
     rt, build, config_batch = step_builder(args.model, args.cpu_conv, args.device, args.mode, args.no_masks,
                                            args.precision)
     args.batch = args.batch or config_batch
-    folder = None
-    if args.separate_compile and args.mode == "graph":
-        from common.compile_cache import compile_apart
-        folder = tempfile.mkdtemp(prefix="synthzoo-bench-graph-")
-        os.environ.update(MS_COMPILER_CACHE_ENABLE="1", MS_COMPILER_CACHE_PATH=folder + os.sep)
-        seconds, child_peak, error = compile_apart(compile_bench_step, args.model, args.cpu_conv, args.device,
-                                                   args.mode, args.no_masks, args.precision, args.size, args.batch)
-        if error:
-            sys.exit(f"separate compile failed: {error}")
-        print(f"separate compile: {seconds:.1f} s in a child process, its peak RSS {child_peak:.2f} GB")
+    from common.compile_cache import caching_folder, compile_apart, stop_caching, use_compile_cache
+    from common.runtime import peak_memory_gb
+    loaded = False
+    if args.separate_compile:
+        line = use_compile_cache(args.model, os.path.join(REPO, args.model), {}, rt, {}, temporary=True)
+        if caching_folder() is None:
+            print(f"separate compile: not here ({line}); the step compiles in this process")
+        else:
+            seconds, child_peak, error = compile_apart(compile_bench_step, args.model, args.cpu_conv, args.device,
+                                                       args.mode, args.no_masks, args.precision, args.size, args.batch)
+            if error:
+                sys.exit(f"separate compile failed: {error}")
+            print(f"separate compile: {seconds:.1f} s in a child process, its peak RSS {child_peak:.2f} GB")
+            loaded = True
     t = time.perf_counter()
     step = build(args.size, args.batch)
     step()
     first = time.perf_counter() - t
-    if folder:
-        os.environ["MS_COMPILER_CACHE_ENABLE"] = "0"
-        shutil.rmtree(folder, ignore_errors=True)
+    stop_caching()  # after the first step, when separate: removes the temporary folder
     ms_step = median_ms(step, args.steps)
-    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    peak_gb = peak_memory_gb()
     size = "x".join(map(str, args.size)) if isinstance(args.size, tuple) else args.size
     name = f"{args.model} (SIV-GAN)" if args.no_masks else args.model
     print(f"mindspore {name} size {size} batch {args.batch} on {args.device}: median {ms_step:.1f} ms/step "
-          f"over {args.steps} steps (build+{'load' if folder else 'compile'}+first step {first:.1f} s, peak RSS {peak_gb:.2f} GB; {rt.describe_conv}, "
+          f"over {args.steps} steps (build+{'load' if loaded else 'compile'}+first step {first:.1f} s, peak RSS {peak_gb:.2f} GB; {rt.describe_conv}, "
           f"{args.mode} mode)")
     if torch_ms:
         print(f"ratio mindspore / torch: {ms_step / torch_ms:.2f}")

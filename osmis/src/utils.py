@@ -39,5 +39,5 @@ def make_bench_step(size, batch, conv_impl="native", masks=True):
         use_conv_impl(net, conv_impl)
     use_compiled_kernels(trainer.step)
     trainer.step.set_train()
-    batch = next(BatchLoader(data.train, batch, seed=0, num_workers=0).epoch(0))
-    return BoundStep(trainer.step, [ms.Tensor(b) for b in batch])
+    arrays = next(BatchLoader(data.train, batch, seed=0, num_workers=0).epoch(0))
+    return BoundStep(trainer.step, [ms.Tensor(a) for a in arrays])
