@@ -152,6 +152,7 @@ def main():
             seconds, child_peak, error = compile_apart(compile_bench_step, args.model, args.cpu_conv, args.device,
                                                        args.mode, args.no_masks, args.precision, args.size, args.batch)
             if error:
+                stop_caching()  # removes the temporary folder
                 sys.exit(f"separate compile failed: {error}")
             print(f"separate compile: {seconds:.1f} s in a child process, its peak RSS {child_peak:.2f} GB")
             loaded = True
