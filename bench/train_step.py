@@ -66,7 +66,7 @@ def torch_command(args, script):
     return (["-c", TORCH_BF16] if args.precision == "bf16" else []) + command
 
 
-def step_builder(model, cpu_conv=None, device="CPU", mode="graph", no_masks=False, precision="f32"):
+def step_builder(model, cpu_conv=None, device="CPU", mode="graph", no_masks=False, precision="f32", recompute=False):
     """Initialise the runtime on the model config's ``cpu_conv`` path (or ``cpu_conv``) at ``precision`` and return
     ``(runtime, build, batch_size)``, where ``build(size, batch)`` makes ``<model>/src/utils.py: make_bench_step``'s
     step and ``batch_size`` is the config's (the recipe's batch: OSMIS trains on 5, which its diversity loss needs)."""
@@ -76,17 +76,17 @@ def step_builder(model, cpu_conv=None, device="CPU", mode="graph", no_masks=Fals
     rt = init_runtime(device, mode, seed=0, precision=precision,
                       cpu_conv=(cpu_conv or cfg.cpu_conv) if "cpu_conv" in cfg else "native")
     utils = importlib.import_module(f"{model}.src.utils")
-    extra = {"masks": not no_masks} if model == "osmis" else {}
+    extra = {"masks": not no_masks} if model == "osmis" else {"recompute": True} if recompute else {}
 
     def build(size, batch):
         return utils.make_bench_step(size, batch, conv_impl=rt.conv_impl, **extra)
     return rt, build, cfg.batch_size
 
 
-def compile_bench_step(model, cpu_conv, device, mode, no_masks, precision, size, batch):
+def compile_bench_step(model, cpu_conv, device, mode, no_masks, precision, recompute, size, batch):
     """``--separate_compile``'s child process: build the step as :func:`main` does and only compile it."""
     from common.runtime import peak_memory_gb
-    _, build, _ = step_builder(model, cpu_conv, device, mode, no_masks, precision)
+    _, build, _ = step_builder(model, cpu_conv, device, mode, no_masks, precision, recompute)
     build(size, batch).compile()
     return peak_memory_gb()
 
@@ -117,11 +117,15 @@ def main():
                         help="bf16: MatMuls (matmul / winograd convolutions) with bf16 inputs, on AMX / AVX512_BF16 CPUs")
     parser.add_argument("--mode", choices=["graph", "pynative"], default="graph",
                         help="MindSpore execution mode of the step (CRN at 256p: see crn/README.md Performance)")
+    parser.add_argument("--recompute", action="store_true",
+                        help="CoCosNet: the step that reruns each network's forward in its backward (config key recompute)")
     parser.add_argument("--separate_compile", action="store_true",
                         help="compile the step in a child process first, as train.py --separate_compile=true")
     args = parser.parse_args()
     if args.model != "osmis" and (isinstance(args.size, tuple) or args.no_masks):
         parser.error("--size HxW and --no_masks are OSMIS options")
+    if args.recompute and args.model != "cocosnet":
+        parser.error("--recompute is a CoCosNet option")
     torch_ms = None
     if args.torch:
         if args.model not in TORCH_REFERENCES:
@@ -139,7 +143,7 @@ def main():
             print(f"torch reference failed: {out.stderr[-500:]}")
 
     rt, build, config_batch = step_builder(args.model, args.cpu_conv, args.device, args.mode, args.no_masks,
-                                           args.precision)
+                                           args.precision, args.recompute)
     args.batch = args.batch or config_batch
     from common.compile_cache import caching_folder, compile_apart, stop_caching, use_compile_cache
     from common.runtime import peak_memory_gb
@@ -150,7 +154,8 @@ def main():
             print(f"separate compile: not here ({line}); the step compiles in this process")
         else:
             seconds, child_peak, error = compile_apart(compile_bench_step, args.model, args.cpu_conv, args.device,
-                                                       args.mode, args.no_masks, args.precision, args.size, args.batch)
+                                                       args.mode, args.no_masks, args.precision, args.recompute,
+                                                       args.size, args.batch)
             if error:
                 stop_caching()  # removes the temporary folder
                 sys.exit(f"separate compile failed: {error}")

@@ -7,7 +7,9 @@ estimated by power iteration:
 * training mode, each forward: ``v = normalize(W^T u)``, ``u = normalize(W v)`` (one iteration,
   ``normalize(x) = x / max(|x|, eps)``), the new ``u``, ``v`` are written back in place; then
   ``sigma = u^T W v``;
-* inference mode: ``sigma = u^T W v`` with the stored ``u``, ``v`` (no update).
+* inference mode: ``sigma = u^T W v`` with the stored ``u``, ``v`` (no update); also in training mode once a
+  :class:`SpectralVectors` took over the iteration (a step that runs a forward twice, e.g. CoCosNet's
+  ``recompute``, iterates where the forward would have and reruns the forward on the same vectors).
 
 The training-mode update is :class:`common.layers.PowerIteration`: one compiled kernel each way on CPU once
 ``common.conv.use_conv_impl`` gave it the project's kernels (MindSpore's operators otherwise).
@@ -42,7 +44,7 @@ from common.conv import Conv2d
 from common.export import replace_cells
 from common.layers import PowerIteration
 
-__all__ = ["SpectralNorm", "spectral_norm", "fold_spectral_norm", "spectral_sigma"]
+__all__ = ["SpectralNorm", "SpectralVectors", "spectral_norm", "fold_spectral_norm", "spectral_sigma"]
 
 
 class SpectralNorm(nn.Cell):
@@ -74,6 +76,14 @@ class SpectralNorm(nn.Cell):
         self.weight_u = Parameter(Tensor(u), name="weight_u", requires_grad=False)
         self.weight_v = Parameter(Tensor(v), name="weight_v", requires_grad=False)
         self.power_iteration = PowerIteration(self.eps)
+        self.iterate_in_forward = True
+
+    def iterate(self):
+        """One power iteration, the new ``u``, ``v`` written back (what a training-mode forward does first);
+        returns a token to order later work after it."""
+        w = ops.stop_gradient(ops.cast(self.conv.weight, ms.float32))
+        u, v, _ = self.power_iteration(w, ops.stop_gradient(self.weight_u), ops.stop_gradient(self.weight_v))
+        return ops.depend(ops.assign(self.weight_u, u), ops.assign(self.weight_v, v))
 
     def construct(self, x):
         # graph mode: the power iteration and sigma run in float32 also when mixed precision makes this cell
@@ -81,7 +91,7 @@ class SpectralNorm(nn.Cell):
         w = ops.cast(self.conv.weight, ms.float32)
         u = ops.cast(ops.stop_gradient(self.weight_u), ms.float32)
         v = ops.cast(ops.stop_gradient(self.weight_v), ms.float32)
-        if self.training:
+        if self.training and self.iterate_in_forward:
             u, v, inv_sigma = self.power_iteration(w, u, v)
             x = ops.depend(x, ops.assign(self.weight_v, v))
             x = ops.depend(x, ops.assign(self.weight_u, u))
@@ -108,6 +118,43 @@ class SpectralNorm(nn.Cell):
         w = self.conv.weight
         w.set_data(Tensor(w.asnumpy() / self.sigma(), w.dtype))
         return self.conv
+
+
+class SpectralVectors(nn.Cell):
+    """The spectral norms of ``net`` iterated by the caller instead of in their forward, for a step that runs a
+    forward twice (recomputation) and needs both runs to give the same values.
+
+    Construction sets every :class:`SpectralNorm` in ``net`` to ``iterate_in_forward = False``: in training mode
+    they then compute ``sigma = u^T W v`` from the stored vectors, which is the value training mode gives right
+    after its iteration. The caller runs :meth:`iterate` (one training-mode iteration of each, written back)
+    where the forward would have iterated. ``construct()`` returns the current vectors; :meth:`restore` writes
+    such a tuple back.
+    """
+
+    def __init__(self, net):
+        super().__init__(auto_prefix=False)
+        layers = [cell for _, cell in net.cells_and_names() if isinstance(cell, SpectralNorm)]
+        for cell in layers:
+            cell.iterate_in_forward = False
+        self.layers = nn.CellList(layers, auto_prefix=False)
+        self.vectors = ms.ParameterTuple([p for cell in layers for p in (cell.weight_u, cell.weight_v)])
+
+    def construct(self):
+        return tuple(p * 1 for p in self.vectors)
+
+    def iterate(self):
+        """One power iteration of every layer; returns a token to order later work after it."""
+        done = ms.Tensor(True)
+        for layer in self.layers:
+            done = ops.depend(done, layer.iterate())
+        return done
+
+    def restore(self, values):
+        """Assign ``values`` (from ``construct``) back; returns a token to order later work after it."""
+        done = ms.Tensor(True)
+        for p, value in zip(self.vectors, values):
+            done = ops.depend(done, ops.assign(p, value))
+        return done
 
 
 def _initial_vectors(rows, cols, seed, eps):

@@ -264,20 +264,31 @@ class GANTrainStep(nn.Cell):
     def construct(self, *batch):
         out, pullback = ms.vjp(self.generator, *batch[:self.generator_inputs], weights=self.weights_G)
         if self.d_first:
-            d_outputs, d_grads = self.d_grad(ops.stop_gradient(out), *batch)
-            d_outputs = ops.depend(_unscaled(d_outputs, self.scaler_D), self.update_D(d_grads))
+            d_outputs = self.discriminator_step(out, batch)
             out = ops.depend(out, d_outputs)
             g_outputs, d_out = self.g_grad(out, *batch)
             _, g_grads = pullback(d_out)
-            g_outputs = ops.depend(_unscaled(g_outputs, self.scaler_G), self.update_G(g_grads))
+            g_outputs = self.generator_update(g_outputs, g_grads)
         else:
             g_outputs, d_out = self.g_grad(out, *batch)
             _, g_grads = pullback(d_out)
-            g_outputs = ops.depend(_unscaled(g_outputs, self.scaler_G), self.update_G(g_grads))
-            out = ops.depend(out, g_outputs)
-            d_outputs, d_grads = self.d_grad(ops.stop_gradient(out), *batch)
-            d_outputs = ops.depend(_unscaled(d_outputs, self.scaler_D), self.update_D(d_grads))
-        return _run_hooks(self.hooks, d_outputs + g_outputs)
+            g_outputs = self.generator_update(g_outputs, g_grads)
+            d_outputs = self.discriminator_step(ops.depend(out, g_outputs), batch)
+        return self.after_step(d_outputs + g_outputs)
+
+    def generator_update(self, g_outputs, g_grads):
+        """``opt_G``'s step on ``g_grads`` -> G's loss outputs (unscaled), ordered after the update."""
+        return ops.depend(_unscaled(g_outputs, self.scaler_G), self.update_G(g_grads))
+
+    def discriminator_step(self, out, batch):
+        """D's loss on the detached generator outputs ``out`` and ``opt_D``'s step -> D's loss outputs (unscaled),
+        ordered after the update."""
+        d_outputs, d_grads = self.d_grad(ops.stop_gradient(out), *batch)
+        return ops.depend(_unscaled(d_outputs, self.scaler_D), self.update_D(d_grads))
+
+    def after_step(self, outputs):
+        """The ``hooks`` run after both updates; returns ``outputs`` ordered after them."""
+        return _run_hooks(self.hooks, outputs)
 
 
 def linear_decay(epoch, lr, n_epochs, n_epochs_decay):

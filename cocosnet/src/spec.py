@@ -143,7 +143,7 @@ class CoCosNetSpec(ModelSpec):
                        fm_ratio=cfg.fm_ratio, weight_perceptual=cfg.weight_perceptual, ctx_w=cfg.ctx_w,
                        weight_align=cfg.novgg_featpair, weight_mask=cfg.weight_mask)
         step = build_train_step(corr, netG, netD, vgg, opt_G, opt_D, weights,
-                                loss_scale=parse_loss_scale(cfg.loss_scale))
+                                loss_scale=parse_loss_scale(cfg.loss_scale), recompute=cfg.recompute)
         notes.append(f"CoCosNet {cfg.size}x{cfg.size}, {cfg.label_nc} classes: correspondence {count_params(corr):,}, "
                      f"translation {count_params(netG):,}, discriminator {count_params(netD):,} parameters; "
                      f"G+Corr lr {cfg.lr / 2:g}, D lr {cfg.lr * 2:g}, Adam betas ({cfg.beta1}, {cfg.beta2})")

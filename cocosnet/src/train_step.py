@@ -18,9 +18,11 @@ then D takes one step on ``w_gan * (hinge_D(fake) + hinge_D(real))`` with the sa
 Tensors: seg, ref_seg [B, L, H, W] one-hot; ref, real [B, 3, H, W] in [-1, 1]; self_ref [B] (0/1).
 """
 import numpy as np
+import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from common.pretrained import vgg16_stand_in
+from common.spectral_norm import SpectralVectors
 from common.train import GANTrainStep
 from common.vgg import VGG
 from common.weights import load_vgg
@@ -189,10 +191,100 @@ class DiscriminatorLoss(nn.Cell):
         return d_fake + d_real, d_fake, d_real
 
 
-def build_train_step(corr, netG, netD, vgg, opt_G, opt_D, weights, *, loss_scale=0):
+class _CorrespondenceOutputs(nn.Cell):
+    """(seg, ref, ref_seg) -> (warp_out, warp_mask, f_seg): the correspondence outputs the losses use."""
+
+    def __init__(self, corr):
+        super().__init__(auto_prefix=False)
+        self.corr = corr
+
+    def construct(self, seg, ref, ref_seg):
+        out = self.corr.correspond(seg, ref, ref_seg)
+        return out[0], out[1], out[2]
+
+
+class _ImageEncoding(nn.Cell):
+    """real [B, 3, H, W] -> f_real [B, C, h, w]: the image encoder on the real image (alignment target)."""
+
+    def __init__(self, corr):
+        super().__init__(auto_prefix=False)
+        self.corr = corr
+
+    def construct(self, real):
+        return self.corr.encode_image(real)
+
+
+class RecomputingStep(GANTrainStep):
+    """The CoCosNet iteration of :class:`common.train.GANTrainStep` (``G_then_D``, same values and gradients),
+    holding one network's activations at a time instead of all of them.
+
+    The forward runs once without keeping anything for the backward; the generator losses give their
+    gradient w.r.t. the five forward outputs; then each part is run again and pulled back, one after the
+    other: the translation network (-> the warped exemplar's gradient), the image encoder on the real image,
+    then the correspondence. Cost: one more forward of both networks.
+
+    The spectral norms of both networks iterate where the single-pass step's forward would (every layer once at
+    the start, the image encoder's again before its pass on the real image; :class:`SpectralVectors`), so both
+    runs of a part see the same vectors; the image encoder's are set back for the correspondence's rerun, and
+    left as the step would leave them.
+    """
+
+    def __init__(self, corr, netG, d_loss, g_loss, opt_G, opt_D, *, loss_scale=0):
+        super().__init__(CoCosNetForward(corr, netG), d_loss, g_loss, opt_G, opt_D, generator_inputs=4,
+                         order="G_then_D", loss_scale=loss_scale)
+        self.netG = netG
+        self.correspondence = _CorrespondenceOutputs(corr)
+        self.image_encoding = _ImageEncoding(corr)
+        self.weights_netG = ms.ParameterTuple(netG.trainable_params())
+        self.weights_corr = ms.ParameterTuple(corr.trainable_params())
+        encoder = corr.adaptive_model_img.trainable_params()
+        self.weights_encoder = ms.ParameterTuple(encoder)
+        position = {id(p): i for i, p in enumerate(encoder)}
+        self.encoder_index = tuple(position.get(id(p), -1) for p in corr.trainable_params())
+        self.vectors_netG = SpectralVectors(netG)
+        self.vectors_corr = SpectralVectors(corr)
+        self.vectors_encoder = SpectralVectors(corr.adaptive_model_img)
+
+    def construct(self, seg, ref, ref_seg, real, self_ref):
+        batch = (seg, ref, ref_seg, real, self_ref)
+        iterated = (self.vectors_netG.iterate(), self.vectors_corr.iterate())
+        warp_out, warp_mask, f_seg = self.correspondence(*ops.depend((seg, ref, ref_seg), iterated))
+        fake = self.netG(ops.cat((warp_out, seg), 1))
+        encoder_for_ref = self.vectors_encoder()
+        iterated = self.vectors_encoder.iterate()
+        f_real = self.image_encoding(ops.depend(real, iterated))
+        out = (fake, warp_out, warp_mask, f_seg, f_real)
+        g_outputs, d_out = self.g_grad(out, *batch)
+        d_fake, d_warp_out, d_warp_mask, d_f_seg, d_f_real = d_out
+        # each part run again and pulled back, after the previous part's gradients exist
+        _, pullback = ms.vjp(self.netG, ops.depend(ops.cat((warp_out, seg), 1), d_out), weights=self.weights_netG)
+        (d_input,), grads_netG = pullback(d_fake)
+        d_warp_out = d_warp_out + d_input[:, :3]
+        _, pullback = ms.vjp(self.image_encoding, ops.depend(real, grads_netG), weights=self.weights_encoder)
+        _, grads_encoder = pullback(d_f_real)
+        encoder_for_real = self.vectors_encoder()
+        restored = self.vectors_encoder.restore(encoder_for_ref)
+        inputs = ops.depend((seg, ref, ref_seg), (grads_encoder, restored))
+        _, pullback = ms.vjp(self.correspondence, *inputs, weights=self.weights_corr)
+        _, grads_corr = pullback((d_warp_out, d_warp_mask, d_f_seg))
+        grads_corr = ops.depend(grads_corr, self.vectors_encoder.restore(encoder_for_real))
+        grads = ()
+        for i, g in enumerate(grads_corr):
+            j = self.encoder_index[i]
+            grads = grads + ((g + grads_encoder[j],) if j >= 0 else (g,))
+        g_outputs = self.generator_update(g_outputs, grads + grads_netG)
+        d_outputs = self.discriminator_step(ops.depend(out, g_outputs), batch)
+        return self.after_step(d_outputs + g_outputs)
+
+
+def build_train_step(corr, netG, netD, vgg, opt_G, opt_D, weights, *, loss_scale=0, recompute=False):
     """The compiled CoCosNet iteration ``step(seg, ref, ref_seg, real, self_ref)`` -> the 11 losses of
     :data:`LOSS_NAMES` (D's first). ``weights``: keyword arguments of :class:`GeneratorLoss`
-    (``weight_gan`` also weighs D's hinge terms)."""
-    return GANTrainStep(CoCosNetForward(corr, netG), DiscriminatorLoss(netD, weights.get("weight_gan", 10.0)),
-                        GeneratorLoss(netD, vgg, **weights), opt_G, opt_D, generator_inputs=4, order="G_then_D",
-                        loss_scale=loss_scale)
+    (``weight_gan`` also weighs D's hinge terms). ``recompute``: :class:`RecomputingStep` (less memory, one
+    more forward) instead of :class:`common.train.GANTrainStep`."""
+    d_loss = DiscriminatorLoss(netD, weights.get("weight_gan", 10.0))
+    g_loss = GeneratorLoss(netD, vgg, **weights)
+    if recompute:
+        return RecomputingStep(corr, netG, d_loss, g_loss, opt_G, opt_D, loss_scale=loss_scale)
+    return GANTrainStep(CoCosNetForward(corr, netG), d_loss, g_loss, opt_G, opt_D, generator_inputs=4,
+                        order="G_then_D", loss_scale=loss_scale)

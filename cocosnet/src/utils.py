@@ -92,19 +92,20 @@ def make_bench_inference(size, batch, conv_impl="native"):
     return run
 
 
-def make_bench_step(size, batch, conv_impl="native"):
+def make_bench_step(size, batch, conv_impl="native", recompute=False):
     """A zero-argument callable running one full CoCosNet training iteration (blocking) at ``size`` x ``size``,
     batch ``batch``, with the reference's widths and 151 ADE20K channels: correspondence + translation
     forward, the seven generator losses through a randomly initialised VGG19 (the reference's loss
     network: its weights do not change the work), the G step, then the D step. Random one-hot label maps
-    of 16x16 blocks, random images; every other sample is self-referenced."""
+    of 16x16 blocks, random images; every other sample is self-referenced. ``recompute``: the config key
+    (:class:`cocosnet.src.train_step.RecomputingStep`)."""
     from cocosnet.src.spec import CoCosNetSpec
     from cocosnet.src.train_step import VGGFeatures
     from common.config import load_config
     from common.conv import use_conv_impl
 
     spec = CoCosNetSpec()
-    cfg = load_config(spec.config_path, [f"--size={size}"])
+    cfg = load_config(spec.config_path, [f"--size={size}", f"--recompute={str(recompute).lower()}"])
     trainer = spec.build_training(cfg, VGGFeatures("vgg19", "caffe_bgr"), [])
     for net in list(trainer.networks.values()) + list(trainer.frozen.values()):
         use_conv_impl(net, conv_impl, keep_transforms=trainer.keep_conv_transforms)
