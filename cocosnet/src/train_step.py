@@ -7,6 +7,8 @@ run once; G + Corr take one Adam step on
           + w_perc * MSE(relu5_2) + lambda_vgg * ctx_w * CX + w_align * |f_seg - f_img(real)|_1 + w_mask * L_mask
 
 then D takes one step on ``w_gan * (hinge_D(fake) + hinge_D(real))`` with the same (detached) fake.
+With ``recompute: true``, :class:`RecomputingStep` computes the same iteration holding one network's
+activations at a time (each network's forward run again in its backward).
 
 * ``hinge_G = -mean D(fake)``, ``hinge_D = mean relu(1 -/+ D)``, each averaged over the D scales;
 * ``FM_D``: L1 between D's intermediate features of fake and real (4 per scale), divided by the scales;
