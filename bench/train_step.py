@@ -77,7 +77,9 @@ def step_builder(model, cpu_conv=None, device="CPU", mode="graph", no_masks=Fals
     rt = init_runtime(device, mode, seed=0, precision=precision,
                       cpu_conv=(cpu_conv or cfg.cpu_conv) if "cpu_conv" in cfg else "native")
     utils = importlib.import_module(f"{model}.src.utils")
-    extra = {"masks": not no_masks} if model == "osmis" else {"recompute": True} if recompute else {}
+    extra = {"masks": not no_masks} if model == "osmis" else {}
+    if recompute:
+        extra["recompute"] = True
 
     def build(size, batch):
         return utils.make_bench_step(size, batch, conv_impl=rt.conv_impl, **extra)

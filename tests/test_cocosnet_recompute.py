@@ -27,7 +27,7 @@ TINY = ["--size=64", "--ngf=4", "--corr_channels=8", "--spade_hidden=8", "--ndf=
 
 def trainer(recompute):
     ms.set_seed(0)
-    cfg = load_config(SPEC.config_path, TINY + [f"--recompute={str(recompute).lower()}"])
+    cfg = load_config(SPEC.config_path, TINY, recompute=recompute)
     built = SPEC.build_training(cfg, VGGFeatures("vgg16", "torch"), [])
     built.step.set_train()
     return built

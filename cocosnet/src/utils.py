@@ -105,7 +105,7 @@ def make_bench_step(size, batch, conv_impl="native", recompute=False):
     from common.conv import use_conv_impl
 
     spec = CoCosNetSpec()
-    cfg = load_config(spec.config_path, [f"--size={size}", f"--recompute={str(recompute).lower()}"])
+    cfg = load_config(spec.config_path, [f"--size={size}"], recompute=bool(recompute))
     trainer = spec.build_training(cfg, VGGFeatures("vgg19", "caffe_bgr"), [])
     for net in list(trainer.networks.values()) + list(trainer.frozen.values()):
         use_conv_impl(net, conv_impl, keep_transforms=trainer.keep_conv_transforms)
