@@ -8,6 +8,7 @@ kernel, which sums in double, ``sigma`` differs in the last float32 bit, and the
 temperature 0.01 magnifies that into gradient differences of up to about 2 % on a few layers.)
 """
 import numpy as np
+import pytest
 
 import common  # noqa: F401
 import mindspore as ms
@@ -16,7 +17,7 @@ from mindspore import Tensor
 from common.config import load_config
 from common.train import GANTrainStep
 from cocosnet.src.spec import CoCosNetSpec
-from cocosnet.src.train_step import RecomputingStep, VGGFeatures
+from cocosnet.src.train_step import RecomputingStep, VGGFeatures, _gradient_sources
 
 SPEC = CoCosNetSpec()
 L = 7
@@ -72,3 +73,13 @@ def test_recomputing_step_equals_the_single_pass_step():
         updates_mine, updates_theirs = np.concatenate(updates_mine), np.concatenate(updates_theirs)
         # Corr: the image encoder's gradient is the sum of two pullbacks here, one in the single pass (rounding)
         assert np.linalg.norm(updates_mine - updates_theirs) <= 1e-6 * np.linalg.norm(updates_theirs), name
+
+
+def test_gradient_sources_pair_each_parameter_with_its_pullbacks():
+    a, b, c = (ms.Parameter(Tensor(np.zeros(1, np.float32)), name=n) for n in "abc")
+    # b's gradient comes from two pullbacks (the image encoder on the exemplar and on the real image)
+    assert _gradient_sources((a, b, c), ((c,), (b,), (a, b))) == ((2, 0, -1, -1), (1, 0, 2, 1), (0, 0, -1, -1))
+    with pytest.raises(ValueError, match="c: in 0 recomputed parts"):
+        _gradient_sources((a, c), ((a,),))
+    with pytest.raises(ValueError, match="a: in 3 recomputed parts"):
+        _gradient_sources((a,), ((a,), (a,), (a,)))

@@ -174,10 +174,22 @@ class CorrespondenceNet(nn.Cell):
             theta [B,k*k*corr_channels,h*w], phi [B,k*k*corr_channels,h*w], corr [B,h*w,h*w],
             warp_small [B,3,h,w]) with h, w = H/4, W/4.
         """
-        height, width = ref.shape[2], ref.shape[3]
-        h, w = height // self.DOWN, width // self.DOWN
         f_seg = self.encode_label(seg)
         f_ref = self.encode_image(ref)
+        warp_out, warp_mask, theta, phi, corr, warp_small = self.match(f_seg, f_ref, seg, ref, ref_seg)
+        return warp_out, warp_mask, f_seg, f_ref, theta, phi, corr, warp_small
+
+    def match(self, f_seg, f_ref, seg, ref, ref_seg):
+        """Everything after the two encoders: the shared residual blocks, theta / phi and the matching.
+
+        Args: f_seg, f_ref [B,4ngf,h,w] (:meth:`encode_label`, :meth:`encode_image`); seg, ref, ref_seg as in
+        :meth:`correspond`.
+
+        Returns:
+            (warp_out, warp_mask, theta, phi, corr, warp_small), shaped as in :meth:`correspond`.
+        """
+        height, width = ref.shape[2], ref.shape[3]
+        h, w = height // self.DOWN, width // self.DOWN
         seg_small = nearest_resize(seg, (h, w))
         ref_seg_small = nearest_resize(ref_seg, (h, w))
         cont = self.layer(ops.cat((f_seg, seg_small), 1))
@@ -185,7 +197,7 @@ class CorrespondenceNet(nn.Cell):
         warp_small, warp_mask, theta, phi, corr = self.matching(self.theta(cont), self.phi(ref_feat),
                                                                 avg_pool(ref, self.DOWN), ref_seg_small)
         warp_out = nearest_resize(warp_small, (height, width))
-        return warp_out, warp_mask, f_seg, f_ref, theta, phi, corr, warp_small
+        return warp_out, warp_mask, theta, phi, corr, warp_small
 
     def construct(self, seg, ref, ref_seg):
         out = self.correspond(seg, ref, ref_seg)

@@ -29,7 +29,8 @@ class TranslationNet(nn.Cell):
         attention: self-attention on the 4*ngf features before ``up_2`` (at H/2 x W/2).
 
     Shapes: [B, 3 + label_nc, H, W] -> [B, 3, H, W] in [-1, 1]; H, W multiples of 32, at least 64.
-    :meth:`stages` returns every stage's output.
+    :meth:`stages` returns every stage's output; :meth:`low_resolution` (up to H/2) and
+    :meth:`high_resolution` (the rest) are its two parts.
     """
 
     def __init__(self, label_nc=151, ngf=64, spade_hidden=128, attention=True):
@@ -56,23 +57,23 @@ class TranslationNet(nn.Cell):
         return nearest_resize(x, (2 * x.shape[2], 2 * x.shape[3]))
 
     @staticmethod
-    def _conditioning(seg):
-        """``seg`` [B, 3 + L, H, W] resized to H/32, H/16, H/8, H/4, H/2 and H, the label map behind a
-        stop-gradient (it is data) -> 6 maps [B, 3 + L, H/f, W/f]."""
+    def _conditioning(seg, factors):
+        """``seg`` [B, 3 + L, H, W] resized to H/f for each f of ``factors``, the label map behind a
+        stop-gradient (it is data) -> one map [B, 3 + L, H/f, W/f] per factor."""
         warp, label = ops.split(seg, (3, seg.shape[1] - 3), axis=1)
         label = ops.stop_gradient(label)
         h, w = seg.shape[2], seg.shape[3]
         return tuple(ops.cat((nearest_resize(warp, (h // f, w // f)), nearest_resize(label, (h // f, w // f))), 1)
-                     for f in (32, 16, 8, 4, 2, 1))
+                     for f in factors)
 
-    def stages(self, seg):
-        """Outputs of fc, head_0, G_middle_0, G_middle_1, up_0, up_1, attn (or up_1 again), up_2, up_3 and
-        the image, in that order (a tuple of 10 [B, C, H', W'] tensors)."""
+    def low_resolution(self, seg):
+        """fc .. attention: ``seg`` [B, 3 + L, H, W] -> the stages before up_2, 7 tensors ending with the
+        attention output [B, 4ngf, H/2, W/2] (up_1's output again without attention)."""
         h, w = seg.shape[2], seg.shape[3]
         if h % 32 or w % 32 or h < 64 or w < 64:
             raise ValueError(f"TranslationNet input is {h}x{w}; height and width must be multiples of 32 and at "
                              f"least 64 (the first block reflection-pads an H/32 x W/32 map)")
-        m32, m16, m8, m4, m2, m1 = self._conditioning(seg)
+        m32, m16, m8, m4 = self._conditioning(seg, (32, 16, 8, 4))
         x0 = self.fc(m32)
         x1 = self.head_0(x0, m32)
         x2 = self.G_middle_0(self._up(x1), m16)
@@ -82,10 +83,21 @@ class TranslationNet(nn.Cell):
         x6 = self._up(x5)
         if self.use_attention:
             x6 = self.attn(x6)
-        x7 = self.up_2(x6, m2)
+        return x0, x1, x2, x3, x4, x5, x6
+
+    def high_resolution(self, x, seg):
+        """up_2, up_3 and the image: ``x`` [B, 4ngf, H/2, W/2] (:meth:`low_resolution`'s last stage), ``seg``
+        [B, 3 + L, H, W] -> (up_2 [B, 2ngf, H/2, W/2], up_3 [B, ngf, H, W], image [B, 3, H, W])."""
+        m2, m1 = self._conditioning(seg, (2, 1))
+        x7 = self.up_2(x, m2)
         x8 = self.up_3(self._up(x7), m1)
-        image = ops.tanh(self.conv_img(self.actvn(x8)))
-        return x0, x1, x2, x3, x4, x5, x6, x7, x8, image
+        return x7, x8, ops.tanh(self.conv_img(self.actvn(x8)))
+
+    def stages(self, seg):
+        """Outputs of fc, head_0, G_middle_0, G_middle_1, up_0, up_1, attn (or up_1 again), up_2, up_3 and
+        the image, in that order (a tuple of 10 [B, C, H', W'] tensors)."""
+        low = self.low_resolution(seg)
+        return low + self.high_resolution(low[-1], seg)
 
     def construct(self, seg):
         return self.stages(seg)[-1]

@@ -7,8 +7,8 @@ run once; G + Corr take one Adam step on
           + w_perc * MSE(relu5_2) + lambda_vgg * ctx_w * CX + w_align * |f_seg - f_img(real)|_1 + w_mask * L_mask
 
 then D takes one step on ``w_gan * (hinge_D(fake) + hinge_D(real))`` with the same (detached) fake.
-With ``recompute: true``, :class:`RecomputingStep` computes the same iteration holding one network's
-activations at a time (each network's forward run again in its backward).
+With ``recompute: true``, :class:`RecomputingStep` computes the same iteration holding one part's
+activations at a time (each part's forward run again in its backward).
 
 * ``hinge_G = -mean D(fake)``, ``hinge_D = mean relu(1 -/+ D)``, each averaged over the D scales;
 * ``FM_D``: L1 between D's intermediate features of fake and real (4 per scale), divided by the scales;
@@ -193,56 +193,119 @@ class DiscriminatorLoss(nn.Cell):
         return d_fake + d_real, d_fake, d_real
 
 
-class _CorrespondenceOutputs(nn.Cell):
-    """(seg, ref, ref_seg) -> (warp_out, warp_mask, f_seg): the correspondence outputs the losses use."""
+class _LabelEncoding(nn.Cell):
+    """seg [B, L, H, W] -> f_seg [B, C, h, w]: the correspondence's label-domain encoder."""
 
     def __init__(self, corr):
         super().__init__(auto_prefix=False)
         self.corr = corr
 
-    def construct(self, seg, ref, ref_seg):
-        out = self.corr.correspond(seg, ref, ref_seg)
-        return out[0], out[1], out[2]
+    def construct(self, seg):
+        return self.corr.encode_label(seg)
 
 
 class _ImageEncoding(nn.Cell):
-    """real [B, 3, H, W] -> f_real [B, C, h, w]: the image encoder on the real image (alignment target)."""
+    """image [B, 3, H, W] -> [B, C, h, w]: the correspondence's image-domain encoder (on the exemplar, and on
+    the real image for the alignment loss)."""
 
     def __init__(self, corr):
         super().__init__(auto_prefix=False)
         self.corr = corr
 
-    def construct(self, real):
-        return self.corr.encode_image(real)
+    def construct(self, image):
+        return self.corr.encode_image(image)
+
+
+class _Matching(nn.Cell):
+    """(f_seg, f_ref, seg, ref, ref_seg) -> (warp_out [B,3,H,W], warp_mask [B,L,h,w]): the correspondence after
+    its encoders; seg, ref and ref_seg are data (no gradient)."""
+
+    def __init__(self, corr):
+        super().__init__(auto_prefix=False)
+        self.corr = corr
+
+    def construct(self, f_seg, f_ref, seg, ref, ref_seg):
+        seg, ref, ref_seg = ops.stop_gradient(seg), ops.stop_gradient(ref), ops.stop_gradient(ref_seg)
+        out = self.corr.match(f_seg, f_ref, seg, ref, ref_seg)
+        return out[0], out[1]
+
+
+class _LowResolution(nn.Cell):
+    """The translation network up to H/2: [B, 3 + L, H, W] -> [B, 4ngf, H/2, W/2]."""
+
+    def __init__(self, netG):
+        super().__init__(auto_prefix=False)
+        self.netG = netG
+
+    def construct(self, seg):
+        return self.netG.low_resolution(seg)[-1]
+
+
+class _HighResolution(nn.Cell):
+    """The translation network from H/2: ([B, 4ngf, H/2, W/2], [B, 3 + L, H, W]) -> [B, 3, H, W]."""
+
+    def __init__(self, netG):
+        super().__init__(auto_prefix=False)
+        self.netG = netG
+
+    def construct(self, x, seg):
+        return self.netG.high_resolution(x, seg)[-1]
+
+
+def _gradient_sources(params, parts):
+    """For each of ``params``, where the parts' pullbacks put its gradient: ``(k, j, k2, j2)``, position ``j``
+    of part ``k`` plus, for a parameter in two parts (``k2 >= 0``), position ``j2`` of part ``k2``.
+    ``parts``: tuples of parameters, in the order their pullbacks return gradients."""
+    where = {}
+    for k, part in enumerate(parts):
+        for j, p in enumerate(part):
+            where.setdefault(id(p), []).append((k, j))
+    sources = []
+    for p in params:
+        found = where.get(id(p), [])
+        if not 1 <= len(found) <= 2:
+            raise ValueError(f"{p.name}: in {len(found)} recomputed parts; each parameter needs one or two")
+        sources.append(found[0] + (found[1] if len(found) == 2 else (-1, -1)))
+    return tuple(sources)
 
 
 class RecomputingStep(GANTrainStep):
     """The CoCosNet iteration of :class:`common.train.GANTrainStep` (``G_then_D``, same values and gradients),
-    holding one network's activations at a time instead of all of them.
+    holding one part's activations at a time instead of all of them.
 
-    The forward runs once without keeping anything for the backward; the generator losses give their
-    gradient w.r.t. the five forward outputs; then each part is run again and pulled back, one after the
-    other: the translation network (-> the warped exemplar's gradient), the image encoder on the real image,
-    then the correspondence. Cost: one more forward of both networks.
+    The forward runs once, keeping only the tensors between six parts (f_seg, f_ref [B,4ngf,H/4,W/4], the
+    warped exemplar, the translation network's H/2 features [B,4ngf,H/2,W/2]); the generator losses give
+    their gradient w.r.t. the five forward outputs; then each part is run again from its kept inputs and
+    pulled back, one after the other: the translation network from H/2 (up_2, up_3, the image), the
+    translation network up to H/2 (-> the warped exemplar's gradient), the image encoder on the real image,
+    the matching (shared residual blocks, theta / phi, correlation and warps), the label encoder, the image
+    encoder on the exemplar. Cost: one more forward of both networks.
 
     The spectral norms of both networks iterate where the single-pass step's forward would (every layer once at
     the start, the image encoder's again before its pass on the real image; :class:`SpectralVectors`), so both
-    runs of a part see the same vectors; the image encoder's are set back for the correspondence's rerun, and
+    runs of a part see the same vectors; the image encoder's are set back for its rerun on the exemplar, and
     left as the step would leave them.
     """
 
     def __init__(self, corr, netG, d_loss, g_loss, opt_G, opt_D, *, loss_scale=0):
         super().__init__(CoCosNetForward(corr, netG), d_loss, g_loss, opt_G, opt_D, generator_inputs=4,
                          order="G_then_D", loss_scale=loss_scale)
-        self.netG = netG
-        self.correspondence = _CorrespondenceOutputs(corr)
+        self.label_encoding = _LabelEncoding(corr)
         self.image_encoding = _ImageEncoding(corr)
-        self.weights_netG = ms.ParameterTuple(netG.trainable_params())
-        self.weights_corr = ms.ParameterTuple(corr.trainable_params())
-        encoder = corr.adaptive_model_img.trainable_params()
-        self.weights_encoder = ms.ParameterTuple(encoder)
-        position = {id(p): i for i, p in enumerate(encoder)}
-        self.encoder_index = tuple(position.get(id(p), -1) for p in corr.trainable_params())
+        self.matching = _Matching(corr)
+        self.low_resolution = _LowResolution(netG)
+        self.high_resolution = _HighResolution(netG)
+        label, image = corr.adaptive_model_seg.trainable_params(), corr.adaptive_model_img.trainable_params()
+        encoders = {id(p) for p in label + image}
+        matching = [p for p in corr.trainable_params() if id(p) not in encoders]
+        high = [p for name in ("up_2", "up_3", "conv_img") for p in getattr(netG, name).trainable_params()]
+        low = [p for p in netG.trainable_params() if id(p) not in {id(q) for q in high}]
+        parts = (matching, label, image, low, high)
+        self.weights_matching, self.weights_label, self.weights_image, self.weights_low, self.weights_high = (
+            ms.ParameterTuple(part) for part in parts)
+        # in construct's order: matching, label encoder, image encoder on the exemplar and on the real image,
+        # translation network up to H/2 and from H/2
+        self.sources = _gradient_sources(self.weights_G, parts[:3] + parts[2:])
         self.vectors_netG = SpectralVectors(netG)
         self.vectors_corr = SpectralVectors(corr)
         self.vectors_encoder = SpectralVectors(corr.adaptive_model_img)
@@ -250,31 +313,42 @@ class RecomputingStep(GANTrainStep):
     def construct(self, seg, ref, ref_seg, real, self_ref):
         batch = (seg, ref, ref_seg, real, self_ref)
         iterated = (self.vectors_netG.iterate(), self.vectors_corr.iterate())
-        warp_out, warp_mask, f_seg = self.correspondence(*ops.depend((seg, ref, ref_seg), iterated))
-        fake = self.netG(ops.cat((warp_out, seg), 1))
+        f_seg = self.label_encoding(ops.depend(seg, iterated))
+        f_ref = self.image_encoding(ops.depend(ref, iterated))
+        warp_out, warp_mask = self.matching(f_seg, f_ref, seg, ref, ref_seg)
+        condition = ops.cat((warp_out, seg), 1)
+        x = self.low_resolution(condition)
+        fake = self.high_resolution(x, condition)
         encoder_for_ref = self.vectors_encoder()
         iterated = self.vectors_encoder.iterate()
         f_real = self.image_encoding(ops.depend(real, iterated))
         out = (fake, warp_out, warp_mask, f_seg, f_real)
         g_outputs, d_out = self.g_grad(out, *batch)
         d_fake, d_warp_out, d_warp_mask, d_f_seg, d_f_real = d_out
-        # each part run again and pulled back, after the previous part's gradients exist
-        _, pullback = ms.vjp(self.netG, ops.depend(ops.cat((warp_out, seg), 1), d_out), weights=self.weights_netG)
-        (d_input,), grads_netG = pullback(d_fake)
-        d_warp_out = d_warp_out + d_input[:, :3]
-        _, pullback = ms.vjp(self.image_encoding, ops.depend(real, grads_netG), weights=self.weights_encoder)
-        _, grads_encoder = pullback(d_f_real)
+        # each part run again from its inputs kept above and pulled back, after the previous part's gradients
+        _, pullback = ms.vjp(self.high_resolution, *ops.depend((x, condition), d_out), weights=self.weights_high)
+        (d_x, d_condition), grads_high = pullback(d_fake)
+        _, pullback = ms.vjp(self.low_resolution, ops.depend(condition, grads_high), weights=self.weights_low)
+        (d_input,), grads_low = pullback(d_x)
+        d_warp_out = d_warp_out + d_condition[:, :3] + d_input[:, :3]
+        _, pullback = ms.vjp(self.image_encoding, ops.depend(real, grads_low), weights=self.weights_image)
+        _, grads_real = pullback(d_f_real)
         encoder_for_real = self.vectors_encoder()
         restored = self.vectors_encoder.restore(encoder_for_ref)
-        inputs = ops.depend((seg, ref, ref_seg), (grads_encoder, restored))
-        _, pullback = ms.vjp(self.correspondence, *inputs, weights=self.weights_corr)
-        _, grads_corr = pullback((d_warp_out, d_warp_mask, d_f_seg))
-        grads_corr = ops.depend(grads_corr, self.vectors_encoder.restore(encoder_for_real))
+        inputs = ops.depend((f_seg, f_ref), grads_real)
+        _, pullback = ms.vjp(self.matching, *inputs, seg, ref, ref_seg, weights=self.weights_matching)
+        d_inputs, grads_matching = pullback((d_warp_out, d_warp_mask))
+        _, pullback = ms.vjp(self.label_encoding, ops.depend(seg, grads_matching), weights=self.weights_label)
+        _, grads_label = pullback(d_f_seg + d_inputs[0])
+        inputs = ops.depend(ref, (grads_label, restored))
+        _, pullback = ms.vjp(self.image_encoding, inputs, weights=self.weights_image)
+        _, grads_ref = pullback(d_inputs[1])
+        grads_ref = ops.depend(grads_ref, self.vectors_encoder.restore(encoder_for_real))
+        parts = (grads_matching, grads_label, grads_ref, grads_real, grads_low, grads_high)
         grads = ()
-        for i, g in enumerate(grads_corr):
-            j = self.encoder_index[i]
-            grads = grads + ((g + grads_encoder[j],) if j >= 0 else (g,))
-        g_outputs = self.generator_update(g_outputs, grads + grads_netG)
+        for k, j, k2, j2 in self.sources:
+            grads = grads + ((parts[k][j] + parts[k2][j2],) if k2 >= 0 else (parts[k][j],))
+        g_outputs = self.generator_update(g_outputs, grads)
         d_outputs = self.discriminator_step(ops.depend(out, g_outputs), batch)
         return self.after_step(d_outputs + g_outputs)
 
