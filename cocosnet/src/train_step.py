@@ -299,7 +299,8 @@ class RecomputingStep(GANTrainStep):
         encoders = {id(p) for p in label + image}
         matching = [p for p in corr.trainable_params() if id(p) not in encoders]
         high = [p for name in ("up_2", "up_3", "conv_img") for p in getattr(netG, name).trainable_params()]
-        low = [p for p in netG.trainable_params() if id(p) not in {id(q) for q in high}]
+        in_high = {id(p) for p in high}
+        low = [p for p in netG.trainable_params() if id(p) not in in_high]
         parts = (matching, label, image, low, high)
         self.weights_matching, self.weights_label, self.weights_image, self.weights_low, self.weights_high = (
             ms.ParameterTuple(part) for part in parts)
