@@ -15,7 +15,7 @@ official iteration at its ADE20K widths).
 ``--precision bf16`` runs the step with bf16 MatMuls (``common.runtime.select_cpu_precision``; CPUs with AMX or
 AVX512_BF16), and the PyTorch reference with its oneDNN bf16 mode for float32 convolutions and MatMuls
 (``torch.backends.mkldnn.{conv,matmul}.fp32_precision = "bf16"``), so the ratio compares like with like.
-``--recompute`` (CoCosNet) builds the step of ``recompute: true`` (each network's forward rerun in its backward).
+``--recompute`` (CoCosNet) builds the step of ``recompute: true`` (six parts' forwards rerun in their backward).
 ``--separate_compile`` does what ``train.py --separate_compile=true`` does: a child process compiles the step
 (without running it) into a temporary compile cache, this process loads it; the child's time and peak are printed.
 Prints one line per measurement and the peak resident memory.
@@ -121,7 +121,7 @@ def main():
     parser.add_argument("--mode", choices=["graph", "pynative"], default="graph",
                         help="MindSpore execution mode of the step (CRN at 256p: see crn/README.md Performance)")
     parser.add_argument("--recompute", action="store_true",
-                        help="CoCosNet: the step that reruns each network's forward in its backward (config key recompute)")
+                        help="CoCosNet: the step that reruns six parts' forwards in their backward (config key recompute)")
     parser.add_argument("--separate_compile", action="store_true",
                         help="compile the step in a child process first, as train.py --separate_compile=true")
     args = parser.parse_args()
