@@ -288,8 +288,8 @@ class RecomputingStep(GANTrainStep):
     """
 
     def __init__(self, corr, netG, d_loss, g_loss, opt_G, opt_D, *, loss_scale=0):
-        super().__init__(CoCosNetForward(corr, netG), d_loss, g_loss, opt_G, opt_D, generator_inputs=4,
-                         order="G_then_D", loss_scale=loss_scale)
+        # no generator cell: the five part cells below run its forward
+        super().__init__(None, d_loss, g_loss, opt_G, opt_D, order="G_then_D", loss_scale=loss_scale)
         self.label_encoding = _LabelEncoding(corr)
         self.image_encoding = _ImageEncoding(corr)
         self.matching = _Matching(corr)
