@@ -18,6 +18,8 @@ AVX512_BF16), and the PyTorch reference with its oneDNN bf16 mode for float32 co
 ``--recompute`` (CoCosNet) builds the step of ``recompute: true`` (six parts' forwards rerun in their backward).
 ``--separate_compile`` does what ``train.py --separate_compile=true`` does: a child process compiles the step
 (without running it) into a temporary compile cache, this process loads it; the child's time and peak are printed.
+``--trim_heap SECONDS`` (default: the model config's ``trim_heap``, as ``train.py``; 0: off) gives the C heap's free
+pages back to the system while the steps run (``common.runtime.heap_trimming``).
 Prints one line per measurement and the peak resident memory.
 """
 import argparse
@@ -124,6 +126,9 @@ def main():
                         help="CoCosNet: the step that reruns six parts' forwards in their backward (config key recompute)")
     parser.add_argument("--separate_compile", action="store_true",
                         help="compile the step in a child process first, as train.py --separate_compile=true")
+    parser.add_argument("--trim_heap", type=float, default=None, metavar="SECONDS",
+                        help="give the C heap's free pages back every SECONDS while stepping, as train.py does "
+                             "(config key trim_heap; default: the model config's; 0: off)")
     args = parser.parse_args()
     if args.model != "osmis" and (isinstance(args.size, tuple) or args.no_masks):
         parser.error("--size HxW and --no_masks are OSMIS options")
@@ -149,7 +154,7 @@ def main():
                                            args.precision, args.recompute)
     args.batch = args.batch or config_batch
     from common.compile_cache import caching_folder, compile_apart, stop_caching, use_compile_cache
-    from common.runtime import peak_memory_gb
+    from common.runtime import heap_trimming, peak_memory_gb
     loaded = False
     if args.separate_compile:
         line = use_compile_cache(args.model, os.path.join(REPO, args.model), {}, rt, {}, temporary=True)
@@ -164,17 +169,22 @@ def main():
                 sys.exit(f"separate compile failed: {error}")
             print(f"separate compile: {seconds:.1f} s in a child process, its peak RSS {child_peak:.2f} GB")
             loaded = True
-    t = time.perf_counter()
-    step = build(args.size, args.batch)
-    step()
-    first = time.perf_counter() - t
-    stop_caching()  # after the first step, when separate: removes the temporary folder
-    ms_step = median_ms(step, args.steps)
+    if args.trim_heap is None:
+        from common.config import load_config
+        args.trim_heap = load_config(os.path.join(REPO, args.model, "default_config.yaml")).trim_heap
+    with heap_trimming(args.trim_heap if args.device == "CPU" else 0):
+        t = time.perf_counter()
+        step = build(args.size, args.batch)
+        step()
+        first = time.perf_counter() - t
+        stop_caching()  # after the first step, when separate: removes the temporary folder
+        ms_step = median_ms(step, args.steps)
     peak_gb = peak_memory_gb()
     size = "x".join(map(str, args.size)) if isinstance(args.size, tuple) else args.size
     name = f"{args.model} (SIV-GAN)" if args.no_masks else args.model
     print(f"mindspore {name} size {size} batch {args.batch} on {args.device}: median {ms_step:.1f} ms/step "
-          f"over {args.steps} steps (build+{'load' if loaded else 'compile'}+first step {first:.1f} s, peak RSS {peak_gb:.2f} GB; {rt.describe_conv}, "
+          f"over {args.steps} steps (build+{'load' if loaded else 'compile'}+first step {first:.1f} s, peak RSS {peak_gb:.2f} GB; "
+          f"trim_heap {args.trim_heap:g} s; {rt.describe_conv}, "
           f"{args.mode} mode)")
     if torch_ms:
         print(f"ratio mindspore / torch: {ms_step / torch_ms:.2f}")

@@ -28,7 +28,7 @@ import mindspore as ms
 from common.io import cache_root
 
 RUN_KEYS = ("output_dir", "resume", "max_steps", "save_epoch_freq", "keep_ckpt", "log_every", "num_workers",
-            "compile_cache", "separate_compile")
+            "compile_cache", "separate_compile", "trim_heap")
 SOURCE_SUFFIXES = (".py", ".cc", ".h", ".yaml")
 _COMMON = os.path.dirname(os.path.abspath(__file__))
 _active_folder = None

@@ -29,7 +29,7 @@ from common.export import (ExportError, check_mindir_parity, check_onnx_parity, 
                            export_onnx, outputs_numpy)
 from common.io import atomic_file, list_images, write_image
 from common.layers import set_dropout_rank
-from common.runtime import eager, init_runtime, peak_memory_gb
+from common.runtime import eager, heap_trimming, init_runtime, peak_memory_gb
 from common.spectral_norm import fold_spectral_norm
 from common.train import (GradientUpdate, RankSync, TrainLogger, TrainLoop, mixed_precision, parse_loss_scale, set_lr,
                           to_float)
@@ -106,6 +106,8 @@ def _build_training(spec, cfg):
     separate compile's process (:func:`_compile_train_step`) alike."""
     _check_precision(spec, cfg)
     rt = _runtime(cfg)
+    if cfg.trim_heap < 0:
+        raise ConfigError(f"--trim_heap={cfg.trim_heap}: the seconds between two trims of the C heap; 0 turns it off")
     if cfg.amp_level != "O0" and rt.device_target == "CPU":
         raise ConfigError(f"--amp_level={cfg.amp_level}: mixed precision (float16) is for GPU and Ascend; on CPU "
                           f"use --amp_level=O0")
@@ -214,7 +216,10 @@ def train(spec, cfg):
         if rt.is_main:
             write_image(os.path.join(cfg.output_dir, "samples", f"epoch_{epoch + 1:04d}.png"), grid)
 
-    state = loop.run(step, start_epoch, end_epoch)
+    with heap_trimming(cfg.trim_heap if rt.device_target == "CPU" else 0) as trimming:
+        if trimming:
+            log.info(f"trim_heap: the C heap's free pages go back to the system every {cfg.trim_heap:g} s")
+        state = loop.run(step, start_epoch, end_epoch)
     log.info(f"peak resident memory of this process: {peak_memory_gb():.2f} GB")
     return state
 

@@ -42,7 +42,7 @@ def trained(tmp_path_factory, demo_cache):
 
 
 def test_run_train_writes_outputs(trained):
-    from common.runtime import cpu_flags
+    from common.runtime import cpu_flags, heap_trimming
     out, _ = trained
     assert (out / "pix2pix" / "ckpt" / "latest").is_file()
     log = (out / "pix2pix" / "train.log").read_text()
@@ -51,6 +51,10 @@ def test_run_train_writes_outputs(trained):
     expected = ("winograd (ONEDNN_MAX_CPU_ISA=AVX512_CORE)" if "avx512f" in flags else
                 "winograd (ONEDNN_MAX_CPU_ISA=AVX2)" if "avx2" in flags else "native (ONEDNN_MAX_CPU_ISA=AVX2)")
     assert f"CPU convolutions: {expected}" in log
+    with heap_trimming(60) as trimming:  # glibc (Linux): train.py's default trim_heap runs
+        pass
+    if trimming:
+        assert "trim_heap: the C heap's free pages go back to the system every 0.2 s" in log
 
 
 CRN_TINY = ["--size=32", "--width_mult=0.0625", "--num_outputs=3", "--max_train_samples=4", "--num_workers=0"]
@@ -121,6 +125,7 @@ def test_help_answers_before_mindspore_loads():
     (["--foo=1"], "error: unknown config key(s) ['foo']"),
     (["--batch_size=abc"], "error: --batch_size=abc: expected an integer"),
     (["--dataroot=/no/such/folder"], "error: dataroot /no/such/folder does not exist"),
+    (["--trim_heap=-1"], "error: --trim_heap=-1.0: the seconds between two trims of the C heap; 0 turns it off"),
 ])
 def test_bad_input_is_one_clean_line(args, message, tmp_path):
     rc, log = run([sys.executable, "pix2pix/train.py", f"--output_dir={tmp_path / 'run'}"] + args, dict(os.environ))
