@@ -17,7 +17,8 @@ from common import cpu_kernels
 import mindspore as ms
 
 __all__ = ["Runtime", "init_runtime", "launched_by_msrun", "set_seed", "select_cpu_conv", "select_cpu_precision",
-           "cpu_flags", "cpu_has_avx512", "peak_memory_gb", "total_memory_gb", "heap_trimming", "CPU_CONV_CHOICES", "PRECISION_CHOICES"]
+           "cpu_flags", "cpu_has_avx512", "peak_memory_gb", "total_memory_gb", "heap_trimming", "CPU_CONV_CHOICES",
+           "PRECISION_CHOICES"]
 
 DEVICE_TARGETS = ("CPU", "GPU", "Ascend")
 CPU_CONV_CHOICES = ("auto", "native", "matmul", "winograd", "onednn")
