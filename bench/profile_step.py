@@ -64,8 +64,8 @@ def main():
     parser.add_argument("--output", default="profile_output", help="folder of the profiler's raw output")
     args = parser.parse_args()
 
-    rt, build, config_batch = step_builder(args.model, args.cpu_conv, no_masks=args.no_masks)
-    args.batch = args.batch or config_batch
+    rt, build, cfg = step_builder(args.model, args.cpu_conv, no_masks=args.no_masks)
+    args.batch = args.batch or cfg.batch_size
     from mindspore import Profiler
     if args.inference:
         utils = importlib.import_module(f"{args.model}.src.utils")

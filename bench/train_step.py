@@ -71,8 +71,9 @@ def torch_command(args, script):
 
 def step_builder(model, cpu_conv=None, device="CPU", mode="graph", no_masks=False, precision="f32", recompute=False):
     """Initialise the runtime on the model config's ``cpu_conv`` path (or ``cpu_conv``) at ``precision`` and return
-    ``(runtime, build, batch_size)``, where ``build(size, batch)`` makes ``<model>/src/utils.py: make_bench_step``'s
-    step and ``batch_size`` is the config's (the recipe's batch: OSMIS trains on 5, which its diversity loss needs)."""
+    ``(runtime, build, config)``, where ``build(size, batch)`` makes ``<model>/src/utils.py: make_bench_step``'s
+    step and ``config`` is the model's default config (its ``batch_size`` is the recipe's batch: OSMIS trains on 5,
+    which its diversity loss needs)."""
     from common.config import load_config
     from common.runtime import init_runtime
     cfg = load_config(os.path.join(REPO, model, "default_config.yaml"))
@@ -85,7 +86,7 @@ def step_builder(model, cpu_conv=None, device="CPU", mode="graph", no_masks=Fals
 
     def build(size, batch):
         return utils.make_bench_step(size, batch, conv_impl=rt.conv_impl, **extra)
-    return rt, build, cfg.batch_size
+    return rt, build, cfg
 
 
 def compile_bench_step(model, cpu_conv, device, mode, no_masks, precision, recompute, size, batch):
@@ -150,9 +151,9 @@ def main():
         else:
             print(f"torch reference failed: {out.stderr[-500:]}")
 
-    rt, build, config_batch = step_builder(args.model, args.cpu_conv, args.device, args.mode, args.no_masks,
+    rt, build, cfg = step_builder(args.model, args.cpu_conv, args.device, args.mode, args.no_masks,
                                            args.precision, args.recompute)
-    args.batch = args.batch or config_batch
+    args.batch = args.batch or cfg.batch_size
     from common.compile_cache import caching_folder, compile_apart, stop_caching, use_compile_cache
     from common.runtime import heap_trimming, peak_memory_gb
     loaded = False
@@ -170,8 +171,7 @@ def main():
             print(f"separate compile: {seconds:.1f} s in a child process, its peak RSS {child_peak:.2f} GB")
             loaded = True
     if args.trim_heap is None:
-        from common.config import load_config
-        args.trim_heap = load_config(os.path.join(REPO, args.model, "default_config.yaml")).trim_heap
+        args.trim_heap = cfg.trim_heap
     with heap_trimming(args.trim_heap if args.device == "CPU" else 0):
         t = time.perf_counter()
         step = build(args.size, args.batch)
