@@ -152,7 +152,7 @@ def main():
             print(f"torch reference failed: {out.stderr[-500:]}")
 
     rt, build, cfg = step_builder(args.model, args.cpu_conv, args.device, args.mode, args.no_masks,
-                                           args.precision, args.recompute)
+                                  args.precision, args.recompute)
     args.batch = args.batch or cfg.batch_size
     from common.compile_cache import caching_folder, compile_apart, stop_caching, use_compile_cache
     from common.runtime import heap_trimming, peak_memory_gb
