@@ -15,7 +15,8 @@ official iteration at its ADE20K widths).
 ``--precision bf16`` runs the step with bf16 MatMuls (``common.runtime.select_cpu_precision``; CPUs with AMX or
 AVX512_BF16), and the PyTorch reference with its oneDNN bf16 mode for float32 convolutions and MatMuls
 (``torch.backends.mkldnn.{conv,matmul}.fp32_precision = "bf16"``), so the ratio compares like with like.
-``--recompute`` (CoCosNet) builds the step of ``recompute: true`` (six parts' forwards rerun in their backward).
+``--recompute`` / ``--no-recompute`` (CoCosNet; default: the config's ``recompute``, on) builds the step of
+``recompute: true`` (six parts' forwards rerun in their backward) or the single-pass step.
 ``--separate_compile`` does what ``train.py --separate_compile=true`` does: a child process compiles the step
 (without running it) into a temporary compile cache, this process loads it; the child's time and peak are printed.
 ``--trim_heap SECONDS`` (default: the model config's ``trim_heap``, as ``train.py``; 0: off) gives the C heap's free
@@ -69,20 +70,21 @@ def torch_command(args, script):
     return (["-c", TORCH_BF16] if args.precision == "bf16" else []) + command
 
 
-def step_builder(model, cpu_conv=None, device="CPU", mode="graph", no_masks=False, precision="f32", recompute=False):
+def step_builder(model, cpu_conv=None, device="CPU", mode="graph", no_masks=False, precision="f32", recompute=None):
     """Initialise the runtime on the model config's ``cpu_conv`` path (or ``cpu_conv``) at ``precision`` and return
     ``(runtime, build, config)``, where ``build(size, batch)`` makes ``<model>/src/utils.py: make_bench_step``'s
     step and ``config`` is the model's default config (its ``batch_size`` is the recipe's batch: OSMIS trains on 5,
-    which its diversity loss needs)."""
+    which its diversity loss needs) with ``recompute`` (CoCosNet; None: the config's) applied."""
     from common.config import load_config
     from common.runtime import init_runtime
-    cfg = load_config(os.path.join(REPO, model, "default_config.yaml"))
+    cfg = load_config(os.path.join(REPO, model, "default_config.yaml"),
+                      **({} if recompute is None else {"recompute": recompute}))
     rt = init_runtime(device, mode, seed=0, precision=precision,
                       cpu_conv=(cpu_conv or cfg.cpu_conv) if "cpu_conv" in cfg else "native")
     utils = importlib.import_module(f"{model}.src.utils")
     extra = {"masks": not no_masks} if model == "osmis" else {}
-    if recompute:
-        extra["recompute"] = True
+    if "recompute" in cfg:
+        extra["recompute"] = cfg.recompute
 
     def build(size, batch):
         return utils.make_bench_step(size, batch, conv_impl=rt.conv_impl, **extra)
@@ -123,8 +125,9 @@ def main():
                         help="bf16: MatMuls (matmul / winograd convolutions) with bf16 inputs, on AMX / AVX512_BF16 CPUs")
     parser.add_argument("--mode", choices=["graph", "pynative"], default="graph",
                         help="MindSpore execution mode of the step (CRN at 256p: see crn/README.md Performance)")
-    parser.add_argument("--recompute", action="store_true",
-                        help="CoCosNet: the step that reruns six parts' forwards in their backward (config key recompute)")
+    parser.add_argument("--recompute", action=argparse.BooleanOptionalAction,
+                        help="CoCosNet: the step that reruns six parts' forwards in their backward, or (--no-recompute) "
+                             "the single-pass step (config key recompute; default: the config's, on)")
     parser.add_argument("--separate_compile", action="store_true",
                         help="compile the step in a child process first, as train.py --separate_compile=true")
     parser.add_argument("--trim_heap", type=float, default=None, metavar="SECONDS",
@@ -133,7 +136,7 @@ def main():
     args = parser.parse_args()
     if args.model != "osmis" and (isinstance(args.size, tuple) or args.no_masks):
         parser.error("--size HxW and --no_masks are OSMIS options")
-    if args.recompute and args.model != "cocosnet":
+    if args.recompute is not None and args.model != "cocosnet":
         parser.error("--recompute is a CoCosNet option")
     torch_ms = None
     if args.torch:
@@ -180,12 +183,13 @@ def main():
         stop_caching()  # after the first step, when separate: removes the temporary folder
         ms_step = median_ms(step, args.steps)
     peak_gb = peak_memory_gb()
+    recompute = f"; recompute {'on' if cfg.recompute else 'off'}" if "recompute" in cfg else ""
     size = "x".join(map(str, args.size)) if isinstance(args.size, tuple) else args.size
     name = f"{args.model} (SIV-GAN)" if args.no_masks else args.model
     print(f"mindspore {name} size {size} batch {args.batch} on {args.device}: median {ms_step:.1f} ms/step "
           f"over {args.steps} steps (build+{'load' if loaded else 'compile'}+first step {first:.1f} s, peak RSS {peak_gb:.2f} GB; "
           f"trim_heap {args.trim_heap:g} s; {rt.describe_conv}, "
-          f"{args.mode} mode)")
+          f"{args.mode} mode{recompute})")
     if torch_ms:
         print(f"ratio mindspore / torch: {ms_step / torch_ms:.2f}")
 

@@ -106,8 +106,6 @@ def _build_training(spec, cfg):
     separate compile's process (:func:`_compile_train_step`) alike."""
     _check_precision(spec, cfg)
     rt = _runtime(cfg)
-    if cfg.trim_heap < 0:
-        raise ConfigError(f"--trim_heap={cfg.trim_heap}: the seconds between two trims of the C heap; 0 turns it off")
     if cfg.amp_level != "O0" and rt.device_target == "CPU":
         raise ConfigError(f"--amp_level={cfg.amp_level}: mixed precision (float16) is for GPU and Ascend; on CPU "
                           f"use --amp_level=O0")
@@ -115,6 +113,8 @@ def _build_training(spec, cfg):
     key = spec.class_count_key
     apply_class_table(cfg, key, load_config(spec.config_path)[key] if key else None)
     notes = list(spec.check(cfg, rt, demo))
+    if cfg.trim_heap < 0:
+        raise ConfigError(f"--trim_heap={cfg.trim_heap}: the seconds between two trims of the C heap; 0 turns it off")
     data = spec.datasets(cfg, rt)
     trainer = spec.build_trainer(cfg, rt, data)
     check_loss_scale(spec, cfg, trainer)

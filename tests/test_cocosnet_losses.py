@@ -177,10 +177,14 @@ def test_demo_config_and_bad_sizes():
     cfg = parse(spec, ["--demo_ngf=4"])
     notes = spec.check(cfg, None, demo=True)
     assert (cfg.size, cfg.load_size, cfg.ngf, cfg.label_nc, cfg.data_format) == (64, 72, 4, 8, "folders")
-    assert "demo data" in notes[0]
-    kept = parse(spec, ["--size=128"])
+    assert (cfg.recompute, cfg.trim_heap) == (False, 0.0)  # the demo's small steps: single pass, no trimming
+    assert "demo data" in notes[0] and "recompute=False" in notes[0]
+    kept = parse(spec, ["--size=128", "--demo_recompute=true"])
     spec.check(kept, None, demo=True)
-    assert (kept.size, kept.load_size) == (128, 144)
+    assert (kept.size, kept.load_size, kept.recompute, kept.trim_heap) == (128, 144, True, 0.0)
+    full = parse(spec, [])
+    spec.check(full, None, demo=False)  # the reference size: recompute and heap trimming on (the memory target)
+    assert (full.size, full.recompute, full.trim_heap) == (256, True, 0.2)
     with pytest.raises(ConfigError, match="multiple of 32"):
         spec.check(parse(spec, ["--size=100"]), None, demo=False)
     with pytest.raises(ConfigError, match="hard <= real"):

@@ -122,7 +122,7 @@ def test_pynative_training_is_refused_with_the_reason(tmp_path, capsys):
 
 def test_cli_errors_name_the_fix(trained, tmp_path, capsys):
     out = trained[0]
-    err = cli_error("predict", capsys, f"--output_dir={out}", "--input=" + os.path.join(out, "eval", "fake"))
+    err = cli_error("predict", capsys, f"--output_dir={out}", "--input=" + os.path.join(out, "samples"))
     assert "pass --exemplar=" in err
     bad = str(tmp_path / "bad.png")
     cv2.imwrite(bad, np.full((64, 64), STYLED_LABEL_NC, np.uint8))
@@ -130,3 +130,5 @@ def test_cli_errors_name_the_fix(trained, tmp_path, capsys):
     assert f"bad.png holds class ids [{STYLED_LABEL_NC}]" in err
     err = cli_error("train", capsys, f"--output_dir={tmp_path}", f"--dataroot={tmp_path}", "--data_format=folders")
     assert "train/images does not exist" in err
+    err = cli_error("train", capsys, f"--output_dir={tmp_path}", "--trim_heap=-1", *args(**DEMO, **TINY))
+    assert "--trim_heap=-1.0: the seconds between two trims" in err  # checked after the demo keys replace it

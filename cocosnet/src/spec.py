@@ -28,7 +28,7 @@ __all__ = ["CoCosNetSpec", "default_ref_lists", "exemplar_photo", "export_graphs
 
 DEMO_KEYS = {"size": "demo_size", "ngf": "demo_ngf", "corr_channels": "demo_corr_channels",
              "spade_hidden": "demo_spade_hidden", "ndf": "demo_ndf", "n_epochs": "demo_epochs",
-             "n_epochs_decay": "demo_epochs_decay"}
+             "n_epochs_decay": "demo_epochs_decay", "recompute": "demo_recompute", "trim_heap": "demo_trim_heap"}
 # the published two-network form (OpenVINO Open Model Zoo cocosnet-correspondence / cocosnet-generator)
 # and the current single network
 CORR_NAMES = (("input.1", "input.70", "ref_seg_map"), ("warped_exemplar", "warped_mask"))
