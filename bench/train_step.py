@@ -175,7 +175,7 @@ def main():
             loaded = True
     if args.trim_heap is None:
         args.trim_heap = cfg.trim_heap
-    with heap_trimming(args.trim_heap if args.device == "CPU" else 0):
+    with heap_trimming(args.trim_heap, device=args.device):
         t = time.perf_counter()
         step = build(args.size, args.batch)
         step()

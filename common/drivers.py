@@ -216,7 +216,7 @@ def train(spec, cfg):
         if rt.is_main:
             write_image(os.path.join(cfg.output_dir, "samples", f"epoch_{epoch + 1:04d}.png"), grid)
 
-    with heap_trimming(cfg.trim_heap if rt.device_target == "CPU" else 0) as trimming:
+    with heap_trimming(cfg.trim_heap, device=rt.device_target) as trimming:
         if trimming:
             log.info(f"trim_heap: the C heap's free pages go back to the system every {cfg.trim_heap:g} s")
         state = loop.run(step, start_epoch, end_epoch)

@@ -237,7 +237,7 @@ def _malloc_trim():
 
 
 @contextlib.contextmanager
-def heap_trimming(period_s, trim=None):
+def heap_trimming(period_s, trim=None, *, device="CPU"):
     """While the block runs, a background thread returns the C heap's free pages to the system every
     ``period_s`` seconds (glibc ``malloc_trim(0)``, or ``trim`` if given); yields whether it runs.
 
@@ -245,10 +245,11 @@ def heap_trimming(period_s, trim=None):
     its heaps and reuses it only for a request that fits; the rest stays resident, so a long graph's peak
     resident memory grows by what its earlier phases freed (CoCosNet's 256x256 step: 6.46 -> 5.67 GB,
     docs/performance.md). ``malloc_trim(0)`` gives every free page back (``madvise``); the next allocation there
-    faults in fresh pages. ``period_s`` 0 (or no ``malloc_trim``): nothing runs.
+    faults in fresh pages. ``period_s`` 0, a ``device`` other than CPU (its tensors are not on the C heap) or
+    no ``malloc_trim``: nothing runs.
     """
     trim = trim or _malloc_trim()
-    if not period_s or trim is None:
+    if not period_s or device != "CPU" or trim is None:
         yield False
         return
     stop = threading.Event()

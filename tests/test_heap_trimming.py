@@ -69,3 +69,6 @@ def test_the_thread_calls_trim_every_period_and_stops_with_the_block():
     with heap_trimming(0, trim=calls.append) as running:
         time.sleep(0.1)
     assert not running and len(calls) == count
+    with heap_trimming(0.05, trim=calls.append, device="GPU") as running:  # device tensors: not the C heap
+        time.sleep(0.1)
+    assert not running and len(calls) == count
