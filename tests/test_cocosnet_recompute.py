@@ -44,6 +44,7 @@ def parameters(built, names=NETWORKS):
 def test_recomputing_step_equals_the_single_pass_step():
     single, recomputing = trainer(False), trainer(True)
     assert type(single.step) is GANTrainStep and type(recomputing.step) is RecomputingStep
+    assert "train step: single pass" in single.notes[-1] and "train step: recompute" in recomputing.notes[-1]
     for mine, theirs in zip(parameters(recomputing) + list(recomputing.frozen["VGG"].get_parameters()),
                             parameters(single) + list(single.frozen["VGG"].get_parameters())):
         assert (mine.name, mine.shape) == (theirs.name, theirs.shape)  # same checkpoint names either way

@@ -47,7 +47,7 @@ def test_demo_run_has_finite_losses_and_a_complete_snapshot(trained):
     assert files == ["Corr.ckpt", "D.ckpt", "G.ckpt", "opt_D.ckpt", "opt_G.ckpt", "state.json"]
     assert os.path.isfile(os.path.join(out, "samples", "epoch_0001.png"))
     log = open(os.path.join(out, "train.log")).read()
-    assert "label_nc=8" in log and "stands in for the reference VGG19" in log
+    assert "label_nc=8" in log and "stands in for the reference VGG19" in log and "train step: single pass" in log
     assert "the first step compiles the train step graph" in log  # graph mode: says why step 1 takes minutes
     assert "peak resident memory of this process" in log
 

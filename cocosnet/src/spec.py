@@ -146,7 +146,9 @@ class CoCosNetSpec(ModelSpec):
                                 loss_scale=parse_loss_scale(cfg.loss_scale), recompute=cfg.recompute)
         notes.append(f"CoCosNet {cfg.size}x{cfg.size}, {cfg.label_nc} classes: correspondence {count_params(corr):,}, "
                      f"translation {count_params(netG):,}, discriminator {count_params(netD):,} parameters; "
-                     f"G+Corr lr {cfg.lr / 2:g}, D lr {cfg.lr * 2:g}, Adam betas ({cfg.beta1}, {cfg.beta2})")
+                     f"G+Corr lr {cfg.lr / 2:g}, D lr {cfg.lr * 2:g}, Adam betas ({cfg.beta1}, {cfg.beta2}); train step: "
+                     + ("recompute (six parts' forwards rerun in their backward: less memory, about a tenth more time; "
+                        "--recompute=false for the single pass)" if cfg.recompute else "single pass"))
 
         def learning_rates(epoch):
             return ttur_rates(epoch, cfg.lr, cfg.n_epochs, cfg.n_epochs_decay)
