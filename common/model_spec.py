@@ -126,6 +126,8 @@ class ModelSpec(abc.ABC):
         bf16_refusal: why the model refuses ``--precision=bf16`` on MindSpore (train/predict), or "" when it
             takes it (oneDNN's bf16 mode holds for every MatMul of the process, so a model with a product that
             must stay float32 cannot use it).
+        demo_keys: ``{key: demo_key}`` pairs whose demo value replaces the key's default on the built-in demo
+            data (:meth:`demo_values`; CoCosNet ``{"size": "demo_size", ...}``).
     """
     name = "model"
     config_path = ""
@@ -135,6 +137,7 @@ class ModelSpec(abc.ABC):
     predict_input = True
     class_count_key = None
     bf16_refusal = ""
+    demo_keys = {}
 
     def dataroot(self, cfg):
         """``(root, demo)``: ``cfg.dataroot`` (checked), or the demo data's folder when it is empty."""
@@ -148,6 +151,15 @@ class ModelSpec(abc.ABC):
     @abc.abstractmethod
     def demo_dataroot(self, cfg):
         """The built-in demo data's folder (generated on first use)."""
+
+    def demo_values(self, cfg, defaults=None):
+        """``{key: cfg[demo_key]}`` for the :attr:`demo_keys` whose key still holds its default (``defaults``: the
+        model's default config, read when not given). A key set to another value keeps it; one set to its default
+        value cannot be told from an unset one and is replaced too (``--demo_<key>`` sets the demo's own)."""
+        if defaults is None:
+            from common.config import load_config
+            defaults = load_config(self.config_path)
+        return {key: cfg[demo_key] for key, demo_key in self.demo_keys.items() if cfg[key] == defaults[key]}
 
     def arch(self, cfg):
         """Architecture metadata of a config (stored in checkpoints)."""

