@@ -77,6 +77,10 @@ class SpectralNorm(nn.Cell):
         self.weight_v = Parameter(Tensor(v), name="weight_v", requires_grad=False)
         self.power_iteration = PowerIteration(self.eps)
         self.iterate_in_forward = True
+        # u, v read once x exists: a call whose input comes after another call's output then sees that call's
+        # update (graph mode does not order two calls' reads and writes by program order alone).
+        # common.train.mixed_precision turns it off in a float16 cell, whose Depend would round u, v to float16.
+        self.reads_after_input = True
 
     def iterate(self):
         """One power iteration, the new ``u``, ``v`` written back (what a training-mode forward does first);
@@ -89,8 +93,12 @@ class SpectralNorm(nn.Cell):
         # graph mode: the power iteration and sigma run in float32 also when mixed precision makes this cell
         # float16 (PyNative casts every op of a float16 cell, these too, as PyTorch's autocast does)
         w = ops.cast(self.conv.weight, ms.float32)
-        u = ops.cast(ops.stop_gradient(self.weight_u), ms.float32)
-        v = ops.cast(ops.stop_gradient(self.weight_v), ms.float32)
+        if self.reads_after_input:
+            u = ops.cast(ops.stop_gradient(ops.depend(self.weight_u, x)), ms.float32)
+            v = ops.cast(ops.stop_gradient(ops.depend(self.weight_v, x)), ms.float32)
+        else:
+            u = ops.cast(ops.stop_gradient(self.weight_u), ms.float32)
+            v = ops.cast(ops.stop_gradient(self.weight_v), ms.float32)
         if self.training and self.iterate_in_forward:
             u, v, inv_sigma = self.power_iteration(w, u, v)
             x = ops.depend(x, ops.assign(self.weight_v, v))
@@ -128,14 +136,15 @@ class SpectralVectors(nn.Cell):
     they then compute ``sigma = u^T W v`` from the stored vectors, which is the value training mode gives right
     after its iteration. The caller runs :meth:`iterate` (one training-mode iteration of each, written back)
     where the forward would have iterated. ``construct()`` returns the current vectors; :meth:`restore` writes
-    such a tuple back.
+    such a tuple back. ``take_over=False`` leaves the forwards iterating too: :meth:`iterate` then adds an
+    iteration (a step that runs one forward on a batch the reference passes in two calls).
     """
 
-    def __init__(self, net):
+    def __init__(self, net, *, take_over=True):
         super().__init__(auto_prefix=False)
         layers = [cell for _, cell in net.cells_and_names() if isinstance(cell, SpectralNorm)]
         for cell in layers:
-            cell.iterate_in_forward = False
+            cell.iterate_in_forward = not take_over
         self.layers = nn.CellList(layers, auto_prefix=False)
         self.vectors = ms.ParameterTuple([p for cell in layers for p in (cell.weight_u, cell.weight_v)])
 

@@ -26,6 +26,7 @@ from mindspore import amp, nn, ops
 from tqdm import tqdm
 
 from common.io import atomic_file
+from common.spectral_norm import SpectralNorm
 
 __all__ = ["GradientUpdate", "TrainOneStep", "parse_loss_scale", "GANTrainStep", "EMA", "make_loss_scaler", "TrainLoop", "RankSync", "linear_decay", "set_lr", "TrainLogger", "StopSignal", "get_logger", "timer_ms", "to_float", "mixed_precision"]
 
@@ -61,7 +62,8 @@ def mixed_precision(net, amp_level):
     norms float32); its float32 output wrapper is not used. (MindSpore's own O1 rewrites the network into a
     new object, which a train step built beforehand would never run.) Then every cell whose class sets
     ``KEEP_FLOAT32 = True`` (e.g. CoCosNet's correlation) is put back to float32; such a cell casts its own
-    inputs as well.
+    inputs as well. Under O2 each :class:`common.spectral_norm.SpectralNorm` reads its vectors without waiting for its
+    input (``reads_after_input``).
     """
     if amp_level not in ("O0", "O1", "O2"):
         raise ValueError(f"--amp_level={amp_level}: choose O0, O1 or O2")
@@ -77,6 +79,8 @@ def mixed_precision(net, amp_level):
     for _, cell in net.cells_and_names():
         if getattr(cell, "KEEP_FLOAT32", False):
             cell.to_float(ms.float32)
+        if amp_level == "O2" and isinstance(cell, SpectralNorm):
+            cell.reads_after_input = False  # a float16 cell: its Depend would round u, v to float16
     return net
 
 

@@ -333,3 +333,68 @@ def test_class_frequency_scores_by_hand():
                                                                        "classes_missing": 2, "classes_extra": 1}
     with pytest.raises(ValueError, match="mask class id 4 >= num_classes=4"):
         class_frequency_scores(np.full((1, 2, 2), 4), train, 4)
+
+
+@pytest.mark.parametrize("norm", ["none", "batch"])
+def test_d_step_runs_reals_and_fakes_as_one_low_level_batch(norm):
+    """The D step's joint low-level pass equals the reference's two calls: fakes and every spectral-norm vector
+    exactly; reals equal one call after a single extra low-level iteration (both halves use the second estimate
+    of sigma). With batch norm the two calls stay separate (everything equal, running statistics included).
+    D's parameter names stay its own."""
+    from common.spectral_norm import SpectralVectors
+    from osmis.src.loss import DiscriminatorLoss
+    from osmis.src.model import TrainingOutputs
+    b, c = 2, 3
+    arch = {"num_blocks_g": 5, "num_blocks_d0": 2, "num_blocks_d": 4, "num_mask_channels": c,
+            "low_level_size": (4, 4), "norm_D": norm}
+    nets = [Discriminator(4, 2, c, ch_D=8, norm=norm, batch_size=b) for _ in range(3)]
+    names = [p.name for p in nets[0].get_parameters()]
+    for net in nets[1:]:
+        for p, q in zip(nets[0].get_parameters(), net.get_parameters()):
+            q.set_data(p.data.copy())
+    outputs = TrainingOutputs(Generator((1, 1), 5, c, ch_G=2), 2, (16, 16))
+    joint = DiscriminatorLoss(outputs, nets[1], arch, b, 10)
+    assert [p.name for p in nets[1].get_parameters()] == names
+    rng = np.random.RandomState(0)
+    reals = tuple(Tensor(rng.standard_normal((b, 3, s, s)).astype(np.float32)) for s in (8, 16))
+    fakes = tuple(Tensor(rng.standard_normal((b, 3, s, s)).astype(np.float32)) for s in (8, 16))
+    masks = [Tensor(np.eye(c, dtype=np.float32)[rng.randint(0, c, (b, 4, 4))].transpose(0, 3, 1, 2)) for _ in range(2)]
+    ch = nets[0].feature_channels
+    fa = (Tensor((rng.rand(b, ch) < 0.5).astype(np.float32)), Tensor((rng.rand(b, ch) < 0.2).astype(np.float32)),
+          Tensor(np.pad(np.ones((b, 1, 2, 2), np.float32), ((0, 0), (0, 0), (1, 1), (1, 1)))))
+
+    class TwoCalls(nn.Cell):
+        def __init__(self, net, *, extra_iteration):
+            super().__init__(auto_prefix=False)
+            self.net, self.extra = net, extra_iteration
+            if extra_iteration:
+                self.vectors = SpectralVectors(net.low_level_cells(), take_over=False)
+
+        def construct(self, reals, fakes, real_mask, fake_mask, fa):
+            if self.extra:
+                iterated = self.vectors.iterate()
+                reals = tuple(ms.ops.depend(x, iterated) for x in reals)
+            return self.net(reals, real_mask, fa), self.net(fakes, fake_mask)
+
+    class Joint(nn.Cell):
+        def __init__(self):
+            super().__init__(auto_prefix=False)
+            self.loss = joint
+
+        def construct(self, reals, fakes, real_mask, fake_mask, fa):
+            return self.loss.discriminate(reals, fakes, real_mask, fake_mask, fa)
+
+    cells = [TwoCalls(nets[0], extra_iteration=False), Joint(), TwoCalls(nets[2], extra_iteration=True)]
+    results = []
+    for cell in cells:
+        cell.set_train()
+        results.append(cell(reals, fakes, masks[0], masks[1], fa))
+    arrays = [[[x.asnumpy() for part in out for x in part] for out in r] for r in results]  # [run][reals/fakes]
+    for x, y in zip(arrays[1][1], arrays[0][1]):
+        assert np.allclose(x, y, rtol=1e-5, atol=1e-6)
+    for x, y in zip(arrays[1][0], arrays[2 if norm == "none" else 0][0]):
+        assert np.allclose(x, y, rtol=1e-5, atol=1e-6)
+    states = [[p.asnumpy() for p in net.get_parameters() if not p.requires_grad] for net in nets[:2]]
+    assert len(states[0]) > (1 if norm == "none" else 20)  # the u/v vectors (and running statistics)
+    for x, y in zip(*states):
+        assert np.allclose(x, y, atol=1e-6)

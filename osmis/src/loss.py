@@ -19,6 +19,7 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from common.layers import AvgPool2d, PairwiseMeanAbs, reduce_sum
+from common.spectral_norm import SpectralVectors
 from osmis.src.augment import DiffAugment
 from osmis.src.model import resize_nearest
 
@@ -80,7 +81,7 @@ class IterationCounter(nn.Cell):
 
 
 class _OSMISLoss(nn.Cell):
-    """Shared parts: augmentation, fake-mask hardening, D on a pass, the weighted adversarial terms."""
+    """Shared parts: augmentation, fake-mask hardening, the weighted adversarial terms."""
 
     def __init__(self, outputs, netD, arch, batch_size, bernoulli_warmup):
         super().__init__(auto_prefix=False)
@@ -133,15 +134,6 @@ class _OSMISLoss(nn.Cell):
                 l_con = l_con + bce_with_logits(x, target)
         return l_low * self.w_low, l_con * self.w_content, l_lay * self.w_layout
 
-    def fake_pass(self, images, mask, theta, bern, real):
-        """D's weighted losses on fakes (D0 images, mask [B, C, H, W] or None), labelled real or fake."""
-        if self.masks:
-            augmented = self.augment(images + (mask,), theta)
-            mask = augmented[-1]
-            outputs = self.netD(augmented[:-1], self.hard_fake_mask(mask, bern))
-            return self.adversarial(outputs, real, mask)
-        return self.adversarial(self.netD(self.augment(images, theta)), real, None)
-
 
 class GeneratorLoss(_OSMISLoss):
     """G step: ``(out, *batch) -> (loss, low, content, layout, DR)``; ``out`` the flat output of
@@ -152,11 +144,20 @@ class GeneratorLoss(_OSMISLoss):
         self.lambda_DR = float(lambda_DR)
         self.diversity = DiversityLoss(batch_size)
 
+    def fake_pass(self, images, mask, theta, bern):
+        """D's weighted losses on fakes (D0 images, mask [B, C, H, W] or None), labelled real."""
+        if self.masks:
+            augmented = self.augment(images + (mask,), theta)
+            mask = augmented[-1]
+            outputs = self.netD(augmented[:-1], self.hard_fake_mask(mask, bern))
+            return self.adversarial(outputs, True, mask)
+        return self.adversarial(self.netD(self.augment(images, theta)), True, None)
+
     def construct(self, out, z_g, z_d, image, mask, theta_g, theta_real, theta_d, bern_g, bern_d, fa_mix, fa_drop,
                   fa_rect):
         out = self.outputs.unpack(out)
         mask = out[-1] if self.masks else None
-        l_low, l_con, l_lay = self.fake_pass(out[:self.d0], mask, theta_g, bern_g, True)
+        l_low, l_con, l_lay = self.fake_pass(out[:self.d0], mask, theta_g, bern_g)
         features = out[self.d0:self.d0 + self.num_blocks_g]
         dr = self.diversity(features) * self.lambda_DR
         return l_low + l_con + l_lay + dr, l_low, l_con, l_lay, dr
@@ -164,11 +165,40 @@ class GeneratorLoss(_OSMISLoss):
 
 class DiscriminatorLoss(_OSMISLoss):
     """D step: reals (augmented, with feature augmentation) and the fakes ``G(z_d)`` of a new noise batch
-    (``TrainingOutputs.fakes``; the G step's ``out`` is not used) -> ``(loss, real, fake)``."""
+    (``TrainingOutputs.fakes``; the G step's ``out`` is not used) -> ``(loss, real, fake)``.
+
+    The low-level branch runs once on reals and fakes together, a [2B, ...] batch (one pass of each of its
+    convolutions and gradients instead of two; the content and layout branches run per half, feature augmentation
+    on the reals). Its spectral norms iterate once more before it, so their vectors end where the reference's two
+    calls leave them; both halves use that second estimate of sigma (the reference's reals use the first). With
+    ``norm_D: batch`` the two passes stay separate (batch statistics would mix reals and fakes).
+    """
 
     def __init__(self, outputs, netD, arch, batch_size, bernoulli_warmup):
         super().__init__(outputs, netD, arch, batch_size, bernoulli_warmup)
         self.pool = AvgPool2d(2)  # bilinear x0.5 (align_corners=False) on even sizes
+        self.joint = arch["norm_D"] != "batch"
+        if self.joint:
+            self.low_level_vectors = SpectralVectors(netD.low_level_cells(), take_over=False)
+            self.halves = ops.Split(0, 2)  # [2B, ...] -> two [B, ...]; its gradient is one concatenation
+
+    def fakes(self, z_d, out):
+        """``TrainingOutputs.fakes(z_d)``, run after the G step's forward ``out``: G's spectral norms then iterate
+        in the reference's order (graph mode orders the two forwards by this dependency, not by program order)."""
+        return self.outputs.fakes(ops.depend(z_d, out))
+
+    def discriminate(self, reals, fakes, real_mask, fake_mask, fa):
+        """D's outputs on reals (feature augmentation ``fa``) and on fakes: ``(real outputs, fake outputs)``."""
+        if not self.joint:
+            return self.netD(reals, real_mask, fa), self.netD(fakes, fake_mask)
+        iterated = self.low_level_vectors.iterate()
+        images = tuple(ops.depend(ops.concat((r, f)), iterated) for r, f in zip(reals, fakes))
+        low, y = self.netD.low_level(images)
+        low = tuple(self.halves(x) for x in low)
+        y_real, y_fake = self.halves(y)
+        real = (tuple(x[0] for x in low),) + self.netD.branches(y_real, real_mask, fa)
+        fake = (tuple(x[1] for x in low),) + self.netD.branches(y_fake, fake_mask)
+        return real, fake
 
     def construct(self, out, z_g, z_d, image, mask, theta_g, theta_real, theta_d, bern_g, bern_d, fa_mix, fa_drop,
                   fa_rect):
@@ -177,14 +207,19 @@ class DiscriminatorLoss(_OSMISLoss):
             pyramid = (self.pool(pyramid[0]),) + pyramid
         fa = (fa_mix, fa_drop, fa_rect)
         if self.masks:
-            augmented = self.augment(pyramid + (mask,), theta_real)
-            real_mask = augmented[-1]
-            outputs = self.netD(augmented[:-1], resize_nearest(real_mask, self.low_size), fa)
-            l_real = self.adversarial(outputs, True, real_mask)
+            reals = self.augment(pyramid + (mask,), theta_real)
+            fake_images, fake_mask = self.fakes(z_d, out)
+            fakes = self.augment(fake_images + (fake_mask,), theta_d)
+            real_mask, fake_mask = reals[-1], fakes[-1]
+            real_out, fake_out = self.discriminate(reals[:-1], fakes[:-1], resize_nearest(real_mask, self.low_size),
+                                                   self.hard_fake_mask(fake_mask, bern_d), fa)
         else:
-            l_real = self.adversarial(self.netD(self.augment(pyramid, theta_real), None, fa), True, None)
-        fake_images, fake_mask = self.outputs.fakes(z_d)
-        l_fake = self.fake_pass(fake_images, fake_mask, theta_d, bern_d, False)
+            fake_images, _ = self.fakes(z_d, out)
+            real_mask = fake_mask = None
+            real_out, fake_out = self.discriminate(self.augment(pyramid, theta_real),
+                                                   self.augment(fake_images, theta_d), None, None, fa)
+        l_real = self.adversarial(real_out, True, real_mask)
+        l_fake = self.adversarial(fake_out, False, fake_mask)
         real = l_real[0] + l_real[1] + l_real[2]
         fake_total = l_fake[0] + l_fake[1] + l_fake[2]
         return real + fake_total, real, fake_total

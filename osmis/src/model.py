@@ -231,6 +231,15 @@ class Discriminator(nn.Cell):
 
     def construct(self, images, mask=None, fa=None):
         low, y = self.low_level(images)
+        return (low,) + self.branches(y, mask, fa)
+
+    def low_level_cells(self):
+        """The low-level branch's cells, in one list."""
+        return nn.CellList([self.body_ll, self.rgb_to_features, self.final_ll], auto_prefix=False)
+
+    def branches(self, y, mask=None, fa=None):
+        """(content, layout) decision maps of the low-level feature y [B, ch, h, w] (``mask``, ``fa``: as in
+        ``construct``)."""
         if self.masks:
             y_con = self.masked_means(y, mask)
         else:
@@ -247,7 +256,7 @@ class Discriminator(nn.Cell):
         for block, final in zip(self.body_layout, self.final_layout):
             y_lay = block(y_lay)
             layout += (final(y_lay),)
-        return low, content, layout
+        return content, layout
 
 class TrainingOutputs(nn.Cell):
     """The generator outputs the G step uses, flattened into one tensor [B, N], and the D step's fakes.
