@@ -93,6 +93,8 @@ class SpectralNorm(nn.Cell):
         # graph mode: the power iteration and sigma run in float32 also when mixed precision makes this cell
         # float16 (PyNative casts every op of a float16 cell, these too, as PyTorch's autocast does)
         w = ops.cast(self.conv.weight, ms.float32)
+        # the Depend takes the Parameter itself (one on its cast value did not order the read in graph mode); each
+        # branch reads it in one statement (a local holding the Parameter rounded u, v under float16 even without it)
         if self.reads_after_input:
             u = ops.cast(ops.stop_gradient(ops.depend(self.weight_u, x)), ms.float32)
             v = ops.cast(ops.stop_gradient(ops.depend(self.weight_v, x)), ms.float32)

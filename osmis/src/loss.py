@@ -165,7 +165,8 @@ class GeneratorLoss(_OSMISLoss):
 
 class DiscriminatorLoss(_OSMISLoss):
     """D step: reals (augmented, with feature augmentation) and the fakes ``G(z_d)`` of a new noise batch
-    (``TrainingOutputs.fakes``; the G step's ``out`` is not used) -> ``(loss, real, fake)``.
+    (``TrainingOutputs.fakes``; the G step's ``out`` only orders them after its forward: :meth:`fakes`) ->
+    ``(loss, real, fake)``.
 
     The low-level branch runs once on reals and fakes together, a [2B, ...] batch (one pass of each of its
     convolutions and gradients instead of two; the content and layout branches run per half, feature augmentation
