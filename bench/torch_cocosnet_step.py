@@ -1,6 +1,6 @@
 """PyTorch restatement of one CoCosNet (ADE20K, 256x256) training iteration, for a same-run speed comparison.
 
-    python bench/torch_cocosnet_step.py SIZE [--steps 3] [--inference]
+    python bench/torch_cocosnet_step.py SIZE [--steps 3] [--inference] [--serve]
 
 The official code's networks at its ADE20K widths (``microsoft/CoCosNet``: ``NoVGGCorrespondence``,
 ``SPADEGenerator`` with positional norm and attention, the two-scale ``MultiscaleDiscriminator``; spectral norm
@@ -15,7 +15,8 @@ channels, a self-exemplar sample (every loss term active), flush-to-zero on (the
 measured with it). A benchmark, not a port: PyTorch's default initialisation, random VGG weights, and the
 unused decoder the official D registers (430,711 parameters per scale, never called) left out.
 Prints the parameter counts, the median seconds per iteration (and of its G and D steps) and the peak RSS;
-``--inference``: the median seconds of one translation (correspondence, then translation) under ``no_grad``.
+``--inference``: the median seconds of one translation (correspondence, then translation) under ``no_grad``;
+``--serve``: after the warm-up, one iteration per line read from stdin (``bench/train_step.py --paired``).
 """
 import argparse
 import resource
@@ -368,10 +369,14 @@ def main():
     parser.add_argument("size", type=int, nargs="?", default=256)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--inference", action="store_true", help="time one translation under no_grad instead")
+    parser.add_argument("--serve", action="store_true",
+                        help="for bench/train_step.py --paired: after the warm-up, one step per line read from stdin")
     args = parser.parse_args()
     torch.set_flush_denormal(True)
-    from train_step import median_ms  # bench/, this script's folder
+    from train_step import median_ms, serve  # bench/, this script's folder
     step, times = make_step(args.size, args.inference)
+    if args.serve:
+        return serve(step)
     ms_step = median_ms(step, args.steps)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
     if args.inference:

@@ -1,6 +1,6 @@
 """PyTorch restatement of one OSMIS / SIV-GAN training step, for a same-run speed comparison.
 
-    python bench/torch_osmis_step.py HEIGHT WIDTH [--no_masks] [--steps 5]
+    python bench/torch_osmis_step.py HEIGHT WIDTH [--no_masks] [--steps 5] [--serve]
 
 The reference's structure at the reference's widths (ch_G = ch_D = 32, batch 5, 3 mask classes): the
 automatic configuration of ``osmis/src/config.py`` (restated: noise side 3..7), spectral-normalised
@@ -9,7 +9,8 @@ content (per-class masked means) and layout branches, per-sample affine augmenta
 ``grid_sample`` on every image scale and the mask, BCE / weighted cross-entropy / diversity losses, the
 reference's order (G step, then D on reals and on a new fake batch), Adam and the EMA of G. A
 benchmark, not a port: the feature augmentation is reduced to its elementwise cost and the layer
-initialisation is PyTorch's default. Prints the parameter counts and the median seconds per step.
+initialisation is PyTorch's default. Prints the parameter counts and the median seconds per step; ``--serve``: after
+the warm-up, one step per line read from stdin (``bench/train_step.py --paired``).
 """
 import argparse
 import copy
@@ -178,6 +179,8 @@ def main():
     parser.add_argument("width", type=int)
     parser.add_argument("--no_masks", action="store_true")
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--serve", action="store_true",
+                        help="for bench/train_step.py --paired: after the warm-up, one step per line read from stdin")
     args = parser.parse_args()
     torch.manual_seed(0)
     batch, classes = 5, 0 if args.no_masks else 3
@@ -225,8 +228,11 @@ def main():
             for e, p in zip(netEMA.state_dict().values(), netG.state_dict().values()):
                 e.copy_(e * 0.9999 + p * (1 - 0.9999))
 
-    from train_step import median_ms  # bench/, this script's folder
-    print("torch osmis step median ms %.1f" % median_ms(step, args.steps))
+    from train_step import median_ms, serve  # bench/, this script's folder
+    if args.serve:
+        serve(step)
+    else:
+        print("torch osmis step median ms %.1f" % median_ms(step, args.steps))
 
 
 if __name__ == "__main__":

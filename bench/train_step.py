@@ -21,6 +21,9 @@ AVX512_BF16), and the PyTorch reference with its oneDNN bf16 mode for float32 co
 (without running it) into a temporary compile cache, this process loads it; the child's time and peak are printed.
 ``--trim_heap SECONDS`` (default: the model config's ``trim_heap``, as ``train.py``; 0: off) gives the C heap's free
 pages back to the system while the steps run (``common.runtime.heap_trimming``).
+``--paired`` (with ``--torch``; OSMIS and CoCosNet, whose references have a ``--serve`` mode) keeps the reference
+running in a child process and alternates one step of each, so a shared machine's load swings hit both sides of a
+pair alike: the ratio printed is the median of the per-pair ratios.
 Prints one line per measurement and the peak resident memory.
 """
 import argparse
@@ -28,6 +31,7 @@ import importlib
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,6 +41,7 @@ TORCH_REFERENCES = {"pix2pix": os.path.join(os.path.dirname(REPO), "shared", "be
                     "crn": os.path.join(os.path.dirname(REPO), "shared", "bench", "torch_crn_step.py"),
                     "osmis": os.path.join(REPO, "bench", "torch_osmis_step.py"),
                     "cocosnet": os.path.join(REPO, "bench", "torch_cocosnet_step.py")}
+SERVED_REFERENCES = ("osmis", "cocosnet")  # the references with a --serve mode (:func:`serve`), for --paired
 
 
 def parse_size(text):
@@ -99,15 +104,78 @@ def compile_bench_step(model, cpu_conv, device, mode, no_masks, precision, recom
     return peak_memory_gb()
 
 
+def timed_ms(step):
+    """Milliseconds of one call of ``step``."""
+    t = time.perf_counter()
+    step()
+    return (time.perf_counter() - t) * 1000.0
+
+
+def median(values):
+    return sorted(values)[len(values) // 2]
+
+
 def median_ms(step, steps, warmup=2):
     for _ in range(warmup):
         step()
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter()
+    return median([timed_ms(step) for _ in range(steps)])
+
+
+def serve(step, warmup=2):
+    """A reference script's ``--serve`` mode (:func:`paired_ms`'s other side): after ``warmup`` steps print
+    ``ready``, then run one step per line read from stdin and print its milliseconds."""
+    for _ in range(warmup):
         step()
-        times.append((time.perf_counter() - t) * 1000.0)
-    return sorted(times)[len(times) // 2]
+    print("ready", flush=True)
+    for _ in sys.stdin:
+        print(f"{timed_ms(step):.3f}", flush=True)
+
+
+class ServedReference:
+    """A PyTorch reference running in ``--serve`` mode in a child process: :meth:`step` times one of its steps."""
+
+    def __init__(self, command):
+        self.log = tempfile.TemporaryFile(mode="w+")
+        self.process = subprocess.Popen([sys.executable] + command + ["--serve"], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=self.log, text=True)
+        self.lines = []  # what it printed before ``ready`` (parameter counts)
+
+    def _read(self):
+        line = self.process.stdout.readline()
+        if not line:
+            self.log.seek(0)
+            sys.exit(f"torch reference failed: {self.log.read()[-500:]}")
+        return line.strip()
+
+    def wait_ready(self):
+        while (line := self._read()) != "ready":
+            self.lines.append(line)
+
+    def step(self):
+        self.process.stdin.write("step\n")
+        self.process.stdin.flush()
+        return float(self._read())
+
+    def close(self):
+        self.process.stdin.close()
+        self.process.wait()
+        self.log.close()
+
+
+def paired_ms(step, reference, steps, warmup=2):
+    """``steps`` pairs of one ``reference`` step and one ``step``, alternating which goes first (both see the same
+    moment of a shared, noisy machine): (our median ms, its median ms, the per-pair ratios ours / its, sorted)."""
+    for _ in range(warmup):
+        step()
+    ours, theirs = [], []
+    for i in range(steps):
+        if i % 2:
+            ours.append(timed_ms(step))
+            theirs.append(reference.step())
+        else:
+            theirs.append(reference.step())
+            ours.append(timed_ms(step))
+    return median(ours), median(theirs), sorted(a / b for a, b in zip(ours, theirs))
 
 
 def main():
@@ -120,6 +188,10 @@ def main():
     parser.add_argument("--cpu_conv", choices=["auto", "native", "matmul", "winograd", "onednn"],
                         help="CPU convolution path (common/conv.py); default: the model config's cpu_conv")
     parser.add_argument("--torch", action="store_true", help="also time the PyTorch reference (pix2pix, crn, osmis, cocosnet)")
+    parser.add_argument("--paired", action="store_true",
+                        help="with --torch (OSMIS, CoCosNet): keep the reference running beside this process and "
+                             "alternate one step of each; the ratio is the median of the per-pair ratios (load swings "
+                             "of a shared machine hit both sides of a pair alike)")
     parser.add_argument("--no_masks", action="store_true", help="OSMIS: time SIV-GAN (no mask branch)")
     parser.add_argument("--precision", choices=["f32", "bf16"], default="f32",
                         help="bf16: MatMuls (matmul / winograd convolutions) with bf16 inputs, on AMX / AVX512_BF16 CPUs")
@@ -138,14 +210,21 @@ def main():
         parser.error("--size HxW and --no_masks are OSMIS options")
     if args.recompute is not None and args.model != "cocosnet":
         parser.error("--recompute is a CoCosNet option")
-    torch_ms = None
+    if args.paired and (not args.torch or args.model not in SERVED_REFERENCES):
+        parser.error(f"--paired needs --torch and a reference with a --serve mode ({', '.join(SERVED_REFERENCES)})")
+    torch_ms = reference = None
     if args.torch:
         if args.model not in TORCH_REFERENCES:
             parser.error(f"--torch: no PyTorch reference for {args.model} (have: {', '.join(TORCH_REFERENCES)})")
         script = TORCH_REFERENCES[args.model]
         if not os.path.isfile(script):
             parser.error(f"PyTorch reference {script} not found")
-        # before MindSpore is loaded, with the caller's environment (no oneDNN ISA cap for torch)
+    # the reference starts before MindSpore is loaded, with the caller's environment (no oneDNN ISA cap for torch)
+    if args.paired:
+        reference = ServedReference(torch_command(args, script))
+        reference.wait_ready()  # built and warmed up before this process compiles: the two do not overlap
+        print(" | ".join(reference.lines))
+    elif args.torch:
         out = subprocess.run([sys.executable] + torch_command(args, script), capture_output=True, text=True)
         if out.returncode == 0:
             lines = out.stdout.strip().splitlines()
@@ -181,7 +260,11 @@ def main():
         step()
         first = time.perf_counter() - t
         stop_caching()  # after the first step, when separate: removes the temporary folder
-        ms_step = median_ms(step, args.steps)
+        if reference:
+            ms_step, torch_ms, ratios = paired_ms(step, reference, args.steps)
+            reference.close()
+        else:
+            ms_step = median_ms(step, args.steps)
     peak_gb = peak_memory_gb()
     recompute = f"; recompute {'on' if cfg.recompute else 'off'}" if "recompute" in cfg else ""
     size = "x".join(map(str, args.size)) if isinstance(args.size, tuple) else args.size
@@ -190,7 +273,12 @@ def main():
           f"over {args.steps} steps (build+{'load' if loaded else 'compile'}+first step {first:.1f} s, peak RSS {peak_gb:.2f} GB; "
           f"trim_heap {args.trim_heap:g} s; {rt.describe_conv}, "
           f"{args.mode} mode{recompute})")
-    if torch_ms:
+    if reference:
+        print(f"torch step median ms {torch_ms:.1f} over the same {args.steps} pairs")
+        quartile = lambda q: ratios[round(q * (len(ratios) - 1))]  # noqa: E731
+        print(f"ratio mindspore / torch: {median(ratios):.2f} (median of {args.steps} paired steps, middle half "
+              f"{quartile(0.25):.2f}-{quartile(0.75):.2f}; ratio of the medians {ms_step / torch_ms:.2f})")
+    elif torch_ms:
         print(f"ratio mindspore / torch: {ms_step / torch_ms:.2f}")
 
 

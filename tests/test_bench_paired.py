@@ -1,0 +1,45 @@
+"""``bench/train_step.py --paired``: the served reference's protocol and the per-pair ratios."""
+import os
+import sys
+
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
+sys.path.insert(0, BENCH)
+
+import train_step  # noqa: E402  (bench/train_step.py: standard library only at import)
+
+REFERENCE = """import sys, time
+sys.path.insert(0, {bench!r})
+from train_step import serve
+assert sys.argv[1:] == ["--serve"], sys.argv
+print("params 7")
+serve(lambda: time.sleep(0.01), warmup=1)
+"""
+
+
+def test_a_served_reference_times_one_step_per_request(tmp_path):
+    script = tmp_path / "reference.py"
+    script.write_text(REFERENCE.format(bench=BENCH))
+    reference = train_step.ServedReference([str(script)])
+    reference.wait_ready()
+    times = [reference.step() for _ in range(3)]
+    reference.close()
+    assert reference.lines == ["params 7"]  # what it printed before "ready"
+    assert len(times) == 3 and min(times) >= 10.0  # each answer is one 10 ms step, timed in the child
+
+
+def test_pairs_alternate_which_side_goes_first_and_give_per_pair_ratios(monkeypatch):
+    calls, ours = [], iter([50.0, 300.0, 150.0])
+
+    class Reference:
+        def step(self):
+            calls.append("reference")
+            return 200.0
+
+    def timed(step):
+        calls.append("ours")
+        return next(ours)
+
+    monkeypatch.setattr(train_step, "timed_ms", timed)
+    ours_ms, reference_ms, ratios = train_step.paired_ms(lambda: None, Reference(), 3, warmup=0)
+    assert calls == ["reference", "ours", "ours", "reference", "reference", "ours"]
+    assert (ours_ms, reference_ms, ratios) == (150.0, 200.0, [0.25, 0.75, 1.5])
