@@ -81,7 +81,12 @@ def step_builder(model, cpu_conv=None, device="CPU", mode="graph", no_masks=Fals
     step and ``config`` is the model's default config (its ``batch_size`` is the recipe's batch: OSMIS trains on 5,
     which its diversity loss needs) with ``recompute`` (CoCosNet; None: the config's) applied."""
     from common.config import load_config
-    from common.runtime import init_runtime
+    from common.model_spec import ModelSpec
+    from common.runtime import drop_parameter_read_copies, init_runtime
+    module = importlib.import_module(f"{model}.src.spec")
+    spec, = (v for v in vars(module).values() if isinstance(v, type) and issubclass(v, ModelSpec) and v is not ModelSpec)
+    if not spec.parameter_read_copies:
+        drop_parameter_read_copies()  # as the model's train.py does (common.drivers.main)
     cfg = load_config(os.path.join(REPO, model, "default_config.yaml"),
                       **({} if recompute is None else {"recompute": recompute}))
     rt = init_runtime(device, mode, seed=0, precision=precision,
@@ -237,7 +242,7 @@ def main():
                                   args.precision, args.recompute)
     args.batch = args.batch or cfg.batch_size
     from common.compile_cache import caching_folder, compile_apart, stop_caching, use_compile_cache
-    from common.runtime import heap_trimming, peak_memory_gb
+    from common.runtime import heap_trimming, parameter_read_copies_dropped, peak_memory_gb
     loaded = False
     if args.separate_compile:
         line = use_compile_cache(args.model, os.path.join(REPO, args.model), {}, rt, {}, temporary=True)
@@ -267,6 +272,7 @@ def main():
             ms_step = median_ms(step, args.steps)
     peak_gb = peak_memory_gb()
     recompute = f"; recompute {'on' if cfg.recompute else 'off'}" if "recompute" in cfg else ""
+    recompute += "; Parameter reads not copied" if parameter_read_copies_dropped() else ""
     size = "x".join(map(str, args.size)) if isinstance(args.size, tuple) else args.size
     name = f"{args.model} (SIV-GAN)" if args.no_masks else args.model
     print(f"mindspore {name} size {size} batch {args.batch} on {args.device}: median {ms_step:.1f} ms/step "

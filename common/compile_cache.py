@@ -6,8 +6,9 @@ them instead, running only the backend (kernel selection and build). MindSpore c
 the entry script's local imports, and it fixes the folder once per process; so this module keys the folder
 on everything that shapes the graph: MindSpore's version, the sources of ``common/`` and of the model folder,
 the configuration (less the keys of :data:`RUN_KEYS`), the runtime (device, mode, convolution path,
-precision, oneDNN cap) and every parameter's name, shape and dtype. CoCosNet at 256x256 on CPU, rerun:
-about 4 minutes -> 55 s to the first step, peak memory 12.4 -> 9.7 GB (``cocosnet/README.md``).
+precision, oneDNN cap, whether Parameter reads are copied) and every parameter's name, shape and dtype.
+CoCosNet at 256x256 on CPU, rerun: about 4 minutes -> 55 s to the first step, peak memory 12.4 -> 9.7 GB
+(``cocosnet/README.md``).
 
 The same mechanism serves ``separate_compile`` (``common.drivers.train``): a child process compiles the step
 (:func:`compile_only`) into the folder and exits, so the compiler's working memory goes back to the system
@@ -26,6 +27,7 @@ from concurrent.futures import ProcessPoolExecutor
 import mindspore as ms
 
 from common.io import cache_root
+from common.runtime import READ_COPIES_ENV
 
 RUN_KEYS = ("output_dir", "resume", "max_steps", "save_epoch_freq", "keep_ckpt", "log_every", "num_workers",
             "compile_cache", "separate_compile", "trim_heap")
@@ -52,7 +54,8 @@ def cache_key(model_folder, cfg, rt, networks):
         with open(path, "rb") as f:
             digest.update(f.read())
     settings = {key: value for key, value in cfg.items() if key not in RUN_KEYS}
-    runtime = [rt.device_target, rt.mode, rt.group_size, rt.describe_conv]  # path, ISA cap, precision, kernel library
+    # path, ISA cap, precision, kernel library; the copies of Parameter reads are inserted by the frontend
+    runtime = [rt.device_target, rt.mode, rt.group_size, rt.describe_conv, os.environ.get(READ_COPIES_ENV, "")]
     digest.update(json.dumps([settings, runtime], sort_keys=True, default=str).encode())
     for name in sorted(networks):
         for param in networks[name].get_parameters():

@@ -29,7 +29,8 @@ from common.export import (ExportError, check_mindir_parity, check_onnx_parity, 
                            export_onnx, outputs_numpy)
 from common.io import atomic_file, list_images, write_image
 from common.layers import set_dropout_rank
-from common.runtime import eager, heap_trimming, init_runtime, peak_memory_gb
+from common.runtime import (drop_parameter_read_copies, eager, heap_trimming, init_runtime,
+                            parameter_read_copies_dropped, peak_memory_gb)
 from common.spectral_norm import fold_spectral_norm
 from common.train import (GradientUpdate, RankSync, TrainLogger, TrainLoop, mixed_precision, parse_loss_scale, set_lr,
                           to_float)
@@ -49,6 +50,8 @@ def main(spec, command, argv=None):
         print(usage(spec.name, command, spec.config_path))
         return None
     drivers = {"train": train, "eval": evaluate, "predict": predict, "export": export}
+    if command == "train" and not spec.parameter_read_copies:
+        drop_parameter_read_copies()  # before the process's first compile (train() alone leaves them on)
     return run_cli(lambda args: drivers[command](spec, parse(spec, args)), argv)
 
 
@@ -177,6 +180,9 @@ def train(spec, cfg):
     log.info(f"{spec.name}: {len(data.train)} training samples from {data.root}, {len(loader)} steps/epoch on "
              f"{rt.group_size} {cfg.device_target} device(s), {trainer.n_epochs} epochs; {rt.describe_conv}"
              + (f" ({matmul} convolutions as matrix multiplies)" if rt.conv_impl != "native" else ""))
+    if parameter_read_copies_dropped():
+        log.info("graph mode reads Parameters without copying them (MS_DEV_SIDE_EFFECT_LOAD_ELIM=3; "
+                 "common.runtime.drop_parameter_read_copies)")
     if cfg.compile_cache or cfg.separate_compile:
         log.info(use_compile_cache(spec.name, os.path.dirname(spec.config_path), cfg, rt,
                                    dict(trainer.networks, **trainer.frozen), temporary=not cfg.compile_cache))

@@ -128,6 +128,9 @@ class ModelSpec(abc.ABC):
             must stay float32 cannot use it).
         demo_keys: ``{key: demo_key}`` pairs whose demo value replaces the key's default on the built-in demo
             data (:meth:`demo_values`; CoCosNet ``{"size": "demo_size", ...}``).
+        parameter_read_copies: False when the model's train step gives the same bits without MindSpore's copies
+            of Parameter reads (a test compares the two): its train command then runs without them, faster
+            (``common.runtime.drop_parameter_read_copies``).
     """
     name = "model"
     config_path = ""
@@ -138,6 +141,7 @@ class ModelSpec(abc.ABC):
     class_count_key = None
     bf16_refusal = ""
     demo_keys = {}
+    parameter_read_copies = True
 
     def dataroot(self, cfg):
         """``(root, demo)``: ``cfg.dataroot`` (checked), or the demo data's folder when it is empty."""

@@ -18,7 +18,7 @@ import mindspore as ms
 
 __all__ = ["Runtime", "init_runtime", "launched_by_msrun", "set_seed", "select_cpu_conv", "select_cpu_precision",
            "cpu_flags", "cpu_has_avx512", "peak_memory_gb", "total_memory_gb", "heap_trimming", "CPU_CONV_CHOICES",
-           "PRECISION_CHOICES"]
+           "PRECISION_CHOICES", "drop_parameter_read_copies", "parameter_read_copies_dropped"]
 
 DEVICE_TARGETS = ("CPU", "GPU", "Ascend")
 CPU_CONV_CHOICES = ("auto", "native", "matmul", "winograd", "onednn")
@@ -27,6 +27,8 @@ PRECISION_CHOICES = ("f32", "bf16")
 # the worker when it joins (30 s by default, less than ranks can drift apart while compiling a large network or
 # while rank 0 writes a snapshot). The scheduler keeps its own value, so a killed worker is still noticed soon.
 CPU_COLLECTIVE_TIMEOUT_S = 900
+# MindSpore's switch for its copies of Parameter reads (drop_parameter_read_copies); 3 drops them.
+READ_COPIES_ENV = "MS_DEV_SIDE_EFFECT_LOAD_ELIM"
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,30 @@ def select_cpu_precision(precision, device_target, conv_impl, user_isa, flags):
     if user_isa:
         return None
     return "AVX512_CORE_AMX" if amx else "AVX512_CORE_BF16"
+
+
+def drop_parameter_read_copies():
+    """Compile this process's graphs without MindSpore's copies of Parameter reads: sets
+    ``MS_DEV_SIDE_EFFECT_LOAD_ELIM=3`` unless you set the variable yourself.
+
+    In graph mode MindSpore orders each read of a Parameter before the next write to it by control edges on the
+    read's consumers, and by default also copies (TensorMove) every read of a Parameter that the graph reads more
+    than once. The copies guard what the edges miss: a consumer reached through an operator that a later pass
+    removes (Depend, StopGradient), a node that takes two versions of one Parameter. A GAN step reads most weights
+    two or three times (the D step's generator forward, the G step, the EMA): OSMIS's 64x64 step copies 680 of
+    its 3,900 kernels, 4-5 % of its time. A model whose train step writes each Parameter only from values computed
+    from its reads, after them, gives the same bits without the copies (``ModelSpec.parameter_read_copies``,
+    tested per model); CoCosNet's recomputing step does not (its spectral vectors are iterated between two reads).
+
+    MindSpore reads the variable once, at the process's first graph compile: a call after it changes nothing
+    (``common.drivers.main`` calls it before its train command builds anything).
+    """
+    os.environ.setdefault(READ_COPIES_ENV, "3")
+
+
+def parameter_read_copies_dropped():
+    """Whether :func:`drop_parameter_read_copies` (or you) turned the copies off for this process."""
+    return os.environ.get(READ_COPIES_ENV) == "3"
 
 
 def init_runtime(device_target="CPU", mode="graph", seed=0, device_id=None, distributed=None, cpu_conv="native",
