@@ -10,7 +10,7 @@ import mindspore as ms
 from mindspore import Tensor, nn
 
 from common import cpu_kernels
-from common.conv import Conv2d, use_conv_impl, winograd_tile
+from common.conv import Conv2d, _ScaledBiasAdd, use_conv_impl, winograd_tile
 from common.layers import PowerIteration, count_params
 from common.spectral_norm import SpectralNorm, fold_spectral_norm, spectral_norm
 from common.train import mixed_precision
@@ -155,6 +155,37 @@ def test_u_v_are_saved_but_not_counted_or_trained(tmp_path):
     ms.load_param_into_net(fresh, ms.load_checkpoint(path))
     np.testing.assert_array_equal(fresh.weight_u.asnumpy(), sn.weight_u.asnumpy())
     np.testing.assert_array_equal(fresh.weight_v.asnumpy(), sn.weight_v.asnumpy())
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 5, 6), (5, 64, 32, 32)])  # the second over a MiB: split over the cores
+@pytest.mark.parametrize("compiled_kernels", [True, False])
+def test_scaled_bias_add_and_its_gradient_match_numpy(shape, compiled_kernels):
+    """The output-scaled form's ``y * s + bias`` (common.conv._ScaledBiasAdd; compiled: ScaleBias and
+    ScaleBiasGrad in common/kernels/spectral_norm.cc): values and the three gradients as NumPy's float64."""
+    rng = np.random.default_rng(12)
+    y = rng.standard_normal(shape).astype(np.float32)
+    s = np.array([0.37], np.float32)
+    b = rng.standard_normal(shape[1]).astype(np.float32)
+    r = rng.standard_normal(shape).astype(np.float32)
+    cell = _ScaledBiasAdd()
+    cell.use_library(cpu_kernels.library() if compiled_kernels else None)
+    assert (cell.custom is not None) == (compiled_kernels and cpu_kernels.library() is not None)
+
+    class Objective(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.cell = cell
+
+        def construct(self, y0, s0, b0):
+            return (self.cell(y0, s0, b0) * Tensor(r)).sum()
+
+    y64, r64 = y.astype(np.float64), r.astype(np.float64)
+    out = cell(Tensor(y), Tensor(s), Tensor(b)).asnumpy()
+    np.testing.assert_allclose(out, y64 * s[0] + b[None, :, None, None], rtol=1e-6, atol=1e-6)
+    dy, ds, db = ms.grad(Objective(), grad_position=(0, 1, 2))(Tensor(y), Tensor(s), Tensor(b))
+    np.testing.assert_allclose(dy.asnumpy(), r64 * s[0], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(ds.asnumpy(), [(r64 * y64).sum()], rtol=1e-5)
+    np.testing.assert_allclose(db.asnumpy(), r64.sum((0, 2, 3)), rtol=1e-5, atol=1e-4)
 
 
 def test_only_convolutions_are_wrapped():

@@ -15,6 +15,14 @@
 //     v' = W^T u / max(|W^T u|, eps), u' = W v' / max(|W v'|, eps), s = 1 / (u'^T W v')   (torch's update)
 //   SpectralNormPowerGrad(ds [1], u' [R], v' [K], s [1], W) -> dW [R, ...] = -ds * s^2 * u' v'^T
 // The gradient treats u' and v' as constants, as PyTorch does. Sums are taken in double.
+//
+// The layer's output in the form conv(x, W) * s + b (common.conv.Conv2d.convolve with an output scale), one kernel
+// each way instead of a Mul and a BiasAdd forward and about eight kernels backward (the Mul's two products and
+// reduction, the bias gradient's staged sums and their reshapes):
+//   ScaleBias(y [B, C, ...] float32, s [1], b [C]) -> z = y * s + b[c]
+//   ScaleBiasGrad(dz, y, s, b) -> (dy = dz * s, ds [1] = sum(dz * y), db [C] = sum of dz over all but C)
+// The sums go per (sample, channel) plane in double, then over the planes in order: the same bits on any thread
+// count.
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -37,6 +45,18 @@ double Dot(const float *a, const float *b, int64_t n) {
     for (int k = 0; k < 8; ++k) partial[k] += static_cast<double>(a[i + k]) * b[i + k];
   double sum = 0.0;
   for (; i < n; ++i) sum += static_cast<double>(a[i]) * b[i];
+  for (int k = 0; k < 8; ++k) sum += partial[k];
+  return sum;
+}
+
+// sum of a[i] in double, in eight partial sums as Dot
+double Sum(const float *a, int64_t n) {
+  double partial[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int k = 0; k < 8; ++k) partial[k] += a[i + k];
+  double sum = 0.0;
+  for (; i < n; ++i) sum += a[i];
   for (int k = 0; k < 8; ++k) sum += partial[k];
   return sum;
 }
@@ -107,5 +127,61 @@ extern "C" int SpectralNormPowerGrad(int nparam, void **params, int *ndims, int6
       for (int64_t c = 0; c < cols; ++c) row[c] = ur * v[c];
     }
   });
+  return 0;
+}
+
+extern "C" int ScaleBias(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes, void *stream,
+                         void *extra) {
+  if (nparam != 4 || ndims[0] < 2 || Elements(ndims[1], shapes[1]) != 1 ||
+      Elements(ndims[2], shapes[2]) != shapes[0][1])
+    return 1;
+  const int64_t channels = shapes[0][1], planes = shapes[0][0] * channels;
+  const int64_t plane = Elements(ndims[0], shapes[0]) / planes;
+  const float *y = static_cast<const float *>(params[0]);
+  const float s = *static_cast<const float *>(params[1]);
+  const float *b = static_cast<const float *>(params[2]);
+  float *z = static_cast<float *>(params[3]);
+  synthzoo::ParallelFor(planes, planes * plane * static_cast<int64_t>(sizeof(float)), [&](int64_t first, int64_t stop) {
+    for (int64_t p = first; p < stop; ++p) {
+      const float bias = b[p % channels];
+      const float *in = y + p * plane;
+      float *out = z + p * plane;
+      for (int64_t i = 0; i < plane; ++i) out[i] = in[i] * s + bias;
+    }
+  });
+  return 0;
+}
+
+extern "C" int ScaleBiasGrad(int nparam, void **params, int *ndims, int64_t **shapes, const char **dtypes,
+                             void *stream, void *extra) {
+  if (nparam != 7 || ndims[0] < 2 || Elements(ndims[0], shapes[0]) != Elements(ndims[1], shapes[1]) ||
+      Elements(ndims[2], shapes[2]) != 1 || Elements(ndims[3], shapes[3]) != shapes[0][1])
+    return 1;
+  const int64_t batch = shapes[0][0], channels = shapes[0][1], planes = batch * channels;
+  const int64_t plane = Elements(ndims[0], shapes[0]) / planes;
+  const float *dz = static_cast<const float *>(params[0]);
+  const float *y = static_cast<const float *>(params[1]);
+  const float s = *static_cast<const float *>(params[2]);
+  float *dy = static_cast<float *>(params[4]);
+  float *ds = static_cast<float *>(params[5]);
+  float *db = static_cast<float *>(params[6]);
+  std::vector<double> scale_sums(planes), bias_sums(planes);
+  synthzoo::ParallelFor(planes, planes * plane * static_cast<int64_t>(sizeof(float)), [&](int64_t first, int64_t stop) {
+    for (int64_t p = first; p < stop; ++p) {
+      const float *g = dz + p * plane;
+      float *out = dy + p * plane;
+      for (int64_t i = 0; i < plane; ++i) out[i] = g[i] * s;
+      scale_sums[p] = Dot(g, y + p * plane, plane);
+      bias_sums[p] = Sum(g, plane);
+    }
+  });
+  double scale_sum = 0.0;
+  for (int64_t p = 0; p < planes; ++p) scale_sum += scale_sums[p];
+  ds[0] = static_cast<float>(scale_sum);
+  for (int64_t c = 0; c < channels; ++c) {
+    double total = 0.0;
+    for (int64_t n = 0; n < batch; ++n) total += bias_sums[n * channels + c];
+    db[c] = static_cast<float>(total);
+  }
   return 0;
 }
