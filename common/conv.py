@@ -82,7 +82,7 @@ from common import cpu_kernels
 from common.layers import CompiledCell, reduce_sum
 from common.winograd import winograd_factors, winograd_matrices
 
-__all__ = ["CONV_IMPLS", "Conv2d", "ConvTranspose2d", "Unfold", "Im2Col", "Col2Im", "use_conv_impl",
+__all__ = ["CONV_IMPLS", "Conv2d", "ConvTranspose2d", "Unfold", "Im2Col", "Col2Im", "ScaledBiasAdd", "use_conv_impl",
            "use_compiled_kernels", "pack_weights", "winograd_tile", "bf16_matmuls"]
 
 CONV_IMPLS = ("native", "matmul", "winograd", "onednn")
@@ -747,9 +747,9 @@ def _scaled_bias_add_op(path):
     return forward
 
 
-class _ScaledBiasAdd(CompiledCell):
+class ScaledBiasAdd(CompiledCell):
     """``y * s + bias`` per channel: a spectral-norm layer's output in the ``conv(x, W) / sigma`` form
-    (:meth:`Conv2d.convolve` with an output scale). Float32 on CPU with the compiled kernels: one kernel each
+    (:class:`common.spectral_norm.SpectralNorm`). Float32 on CPU with the compiled kernels: one kernel each
     way (``ScaleBias``, ``ScaleBiasGrad``: ``dy = dz * s``, ``ds = sum(dz * y)``, ``dbias`` per channel; sums in
     double), instead of a Mul and a BiasAdd forward and about eight kernels backward. Otherwise the Mul and
     :class:`_BiasAdd`. Shapes: y [B, C, H, W], s [1] or [], bias [C] -> [B, C, H, W].
@@ -802,7 +802,6 @@ class Conv2d(nn.Conv2d):
         self.im2col_matmul = _Im2ColMatMul(self.kernel, self.strides, self.dilations, self.unfold_pads,
                                            grad_channels)
         self.add_bias = _BiasAdd()
-        self.scaled_add_bias = _ScaledBiasAdd()
         self.has_winograd_form = (self.has_matmul_form and self.kernel in ((3, 3), (4, 4)) and self.strides == (1, 1)
                                   and self.dilations == (1, 1) and self.group == 1)
         self.winograd = self.packed = self.keep_transforms = self.onednn = False
@@ -837,16 +836,14 @@ class Conv2d(nn.Conv2d):
     def construct(self, x):
         return self.convolve(x, self.weight)
 
-    def convolve(self, x, weight, output_scale=None):
-        """The convolution with ``weight`` [C_out, C_in/group, kh, kw] in place of ``self.weight``, its result
-        multiplied by the scalar ``output_scale`` (if given) before the bias is added.
-        :class:`common.spectral_norm.SpectralNorm` passes ``W`` and ``1 / sigma``."""
+    def convolve(self, x, weight, *, add_bias=True):
+        """The convolution with ``weight`` [C_out, C_in/group, kh, kw] in place of ``self.weight`` (and without the
+        bias when ``add_bias=False``: :class:`common.spectral_norm.SpectralNorm` scales the output first)."""
+        add_bias = add_bias and self.has_bias
         if not self.matmul and not self.onednn:
             y = self.conv2d(x, weight)
-            if output_scale is not None:
-                y = y * ops.cast(output_scale, y.dtype)
-            return self.bias_add(y, self.bias) if self.has_bias else y
-        if self.onednn and self.has_bias and output_scale is None:
+            return self.bias_add(y, self.bias) if add_bias else y
+        if self.onednn and add_bias:
             return self.onednn_conv_bias(x, weight, self.bias)
         b, c, h, w = x.shape
         (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.strides, self.dilations
@@ -860,17 +857,15 @@ class Conv2d(nn.Conv2d):
                 x = ops.pad(x, (left, right, top, bottom))
             tile = (winograd_tile(b, c, h + top + bottom - kh + 1, w + left + right - kw + 1, self.largest_tile, kh)
                     if self.winograd else 0)
-            if tile:  # a bias is added by the output transform; before a scale s, as bias / s: (conv + b / s) * s
+            if tile:  # a bias is added by the output transform (a layer that has one takes zeros without add_bias)
                 cell = self.winograd_f4 if tile == 4 else self.winograd_f3 if tile == 3 else self.winograd_f2
-                if not self.has_bias:
-                    y = cell(x, weight)
-                elif output_scale is None:
-                    y = cell(x, weight, self.bias)
+                if self.has_bias:
+                    y = cell(x, weight, self.bias if add_bias else ops.zeros_like(self.bias))
                 else:
-                    y = cell(x, weight, self.bias / ops.cast(output_scale, self.bias.dtype))
+                    y = cell(x, weight)
                 if self.keep_transforms:  # (y, transformed inputs kept for the backward)
                     y = y[0]
-                bias_added = self.has_bias
+                bias_added = add_bias
             else:
                 y = self.im2col_matmul(x, weight)
         else:
@@ -894,12 +889,7 @@ class Conv2d(nn.Conv2d):
                 y = y.reshape(n, b, out_h, out_w).transpose(1, 0, 2, 3)
             else:
                 y = y.reshape(1, n, out_h, out_w)
-        add_bias = self.has_bias and not bias_added
-        if output_scale is not None and add_bias:
-            return self.scaled_add_bias(y, ops.cast(output_scale, y.dtype), self.bias)
-        if output_scale is not None:
-            y = y * ops.cast(output_scale, y.dtype)
-        return self.add_bias(y, self.bias) if add_bias else y
+        return self.add_bias(y, self.bias) if add_bias and not bias_added else y
 
 
 class ConvTranspose2d(nn.Conv2dTranspose):

@@ -20,16 +20,17 @@ are saved in checkpoints and a resumed run continues the same estimate; :func:`c
 but not through ``u`` and ``v``, as in PyTorch.
 
 Each call runs the wrapped cell's convolution (:meth:`common.conv.Conv2d.convolve`, with the cell's own
-fast path and bias) in whichever of two equal forms holds fewer values (the convolution is linear in its
+fast path) in whichever of two equal forms holds fewer values (the convolution is linear in its
 weight, so values and gradients are the same):
 
 * on ``W / sigma``, as PyTorch does: the extra tensors are weight-sized, but MindSpore's graph mode keeps
   about :attr:`SpectralNorm.WEIGHT_TEMPORARIES` of them per layer for the backward (``bench/graph_memory.py``:
   15.2 parameter copies for 40 layers, against 2.2 for the other form): CoCosNet's 1024-channel layers at
   8x8-32x32 needed 17.9 GB at 128x128 this way, 11.3 GB with the choice;
-* on ``W``, the output multiplied by ``1 / sigma``: the extra tensors are output-sized (sigma's gradient
-  reduces over the output), which cost OSMIS (64-256 channels, batch 5, up to 320x320) about a third of
-  its step time when every layer took this form.
+* on ``W``, the output multiplied by ``1 / sigma`` and the bias added after (:class:`common.conv.ScaledBiasAdd`,
+  one compiled kernel each way on CPU): the extra tensors are output-sized (sigma's gradient reduces over the
+  output), which cost OSMIS (64-256 channels, batch 5, up to 320x320) about a third of its step time when every
+  layer took this form.
 
 Export: :func:`fold_spectral_norm` replaces every wrapper by its convolution with weight ``W / sigma``
 (the inference-mode value), so the exported graph holds a plain ``Conv``.
@@ -40,7 +41,7 @@ import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import Normal, initializer
 
-from common.conv import Conv2d
+from common.conv import Conv2d, ScaledBiasAdd
 from common.export import replace_cells
 from common.layers import PowerIteration
 
@@ -76,6 +77,7 @@ class SpectralNorm(nn.Cell):
         self.weight_u = Parameter(Tensor(u), name="weight_u", requires_grad=False)
         self.weight_v = Parameter(Tensor(v), name="weight_v", requires_grad=False)
         self.power_iteration = PowerIteration(self.eps)
+        self.scaled_add_bias = ScaledBiasAdd()
         self.iterate_in_forward = True
         # u, v read once x exists: a call whose input comes after another call's output then sees that call's
         # update (graph mode does not order two calls' reads and writes by program order alone).
@@ -109,7 +111,9 @@ class SpectralNorm(nn.Cell):
             inv_sigma = 1 / ops.reduce_sum(u * ops.matmul(w.reshape(self.rows, -1), v))
         # x's dtype: float16 under mixed precision
         if self.scales_output(x.shape):
-            return self.conv.convolve(x, ops.cast(self.conv.weight, x.dtype), output_scale=inv_sigma)
+            y = self.conv.convolve(x, ops.cast(self.conv.weight, x.dtype), add_bias=False)
+            scale = ops.cast(inv_sigma, y.dtype)
+            return self.scaled_add_bias(y, scale, self.conv.bias) if self.conv.has_bias else y * scale
         # times 1 / sigma: a Div by sigma would hold 16 bytes of broadcast indices per weight (common.layers.expand)
         return self.conv.convolve(x, ops.cast(self.conv.weight * inv_sigma, x.dtype))
 

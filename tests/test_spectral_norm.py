@@ -10,7 +10,7 @@ import mindspore as ms
 from mindspore import Tensor, nn
 
 from common import cpu_kernels
-from common.conv import Conv2d, _ScaledBiasAdd, use_conv_impl, winograd_tile
+from common.conv import Conv2d, ScaledBiasAdd, use_conv_impl, winograd_tile
 from common.layers import PowerIteration, count_params
 from common.spectral_norm import SpectralNorm, fold_spectral_norm, spectral_norm
 from common.train import mixed_precision
@@ -160,14 +160,14 @@ def test_u_v_are_saved_but_not_counted_or_trained(tmp_path):
 @pytest.mark.parametrize("shape", [(3, 4, 5, 6), (5, 64, 32, 32)])  # the second over a MiB: split over the cores
 @pytest.mark.parametrize("compiled_kernels", [True, False])
 def test_scaled_bias_add_and_its_gradient_match_numpy(shape, compiled_kernels):
-    """The output-scaled form's ``y * s + bias`` (common.conv._ScaledBiasAdd; compiled: ScaleBias and
+    """The output-scaled form's ``y * s + bias`` (common.conv.ScaledBiasAdd; compiled: ScaleBias and
     ScaleBiasGrad in common/kernels/spectral_norm.cc): values and the three gradients as NumPy's float64."""
     rng = np.random.default_rng(12)
     y = rng.standard_normal(shape).astype(np.float32)
     s = np.array([0.37], np.float32)
     b = rng.standard_normal(shape[1]).astype(np.float32)
     r = rng.standard_normal(shape).astype(np.float32)
-    cell = _ScaledBiasAdd()
+    cell = ScaledBiasAdd()
     cell.use_library(cpu_kernels.library() if compiled_kernels else None)
     assert (cell.custom is not None) == (compiled_kernels and cpu_kernels.library() is not None)
 

@@ -16,7 +16,7 @@
 //   SpectralNormPowerGrad(ds [1], u' [R], v' [K], s [1], W) -> dW [R, ...] = -ds * s^2 * u' v'^T
 // The gradient treats u' and v' as constants, as PyTorch does. Sums are taken in double.
 //
-// The layer's output in the form conv(x, W) * s + b (common.conv.Conv2d.convolve with an output scale), one kernel
+// The layer's output in the form conv(x, W) * s + b (common.conv.ScaledBiasAdd, for SpectralNorm), one kernel
 // each way instead of a Mul and a BiasAdd forward and about eight kernels backward (the Mul's two products and
 // reduction, the bias gradient's staged sums and their reshapes):
 //   ScaleBias(y [B, C, ...] float32, s [1], b [C]) -> z = y * s + b[c]
