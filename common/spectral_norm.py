@@ -111,9 +111,11 @@ class SpectralNorm(nn.Cell):
             inv_sigma = 1 / ops.reduce_sum(u * ops.matmul(w.reshape(self.rows, -1), v))
         # x's dtype: float16 under mixed precision
         if self.scales_output(x.shape):
-            y = self.conv.convolve(x, ops.cast(self.conv.weight, x.dtype), add_bias=False)
+            y = self.conv.convolve(x, ops.cast(self.conv.weight, x.dtype), add_bias=False)  # float16 when the conv is
             scale = ops.cast(inv_sigma, y.dtype)
-            return self.scaled_add_bias(y, scale, self.conv.bias) if self.conv.has_bias else y * scale
+            if not self.conv.has_bias:
+                return y * scale
+            return self.scaled_add_bias(y, scale, ops.cast(self.conv.bias, y.dtype))
         # times 1 / sigma: a Div by sigma would hold 16 bytes of broadcast indices per weight (common.layers.expand)
         return self.conv.convolve(x, ops.cast(self.conv.weight * inv_sigma, x.dtype))
 
