@@ -70,6 +70,13 @@ def test_training_forward_runs_one_power_iteration_per_call_like_numpy():
     assert abs(sigma - top) / top < 0.05  # the estimate converges to the largest singular value
 
 
+def on_library(cell, compiled_kernels):
+    """``cell`` (a common.layers.CompiledCell) on the compiled kernels, or on MindSpore's operators."""
+    cell.use_library(cpu_kernels.library() if compiled_kernels else None)
+    assert (cell.custom is not None) == (compiled_kernels and cpu_kernels.library() is not None)
+    return cell
+
+
 @pytest.mark.parametrize("shape", [(5, 3, 3, 3), (512, 64, 3, 3)])  # the second over a MiB: split over the cores
 @pytest.mark.parametrize("compiled_kernels", [True, False])
 def test_power_iteration_and_its_gradient_match_numpy(shape, compiled_kernels):
@@ -79,9 +86,7 @@ def test_power_iteration_and_its_gradient_match_numpy(shape, compiled_kernels):
     w = rng.standard_normal(shape).astype(np.float32)
     u = np_normalize(rng.standard_normal(shape[0])).astype(np.float32)
     v = np_normalize(rng.standard_normal(int(np.prod(shape[1:])))).astype(np.float32)
-    cell = PowerIteration()
-    cell.use_library(cpu_kernels.library() if compiled_kernels else None)
-    assert (cell.custom is not None) == (compiled_kernels and cpu_kernels.library() is not None)
+    cell = on_library(PowerIteration(), compiled_kernels)
 
     class Objective(nn.Cell):
         def __init__(self):
@@ -167,9 +172,7 @@ def test_scaled_bias_add_and_its_gradient_match_numpy(shape, compiled_kernels):
     s = np.array([0.37], np.float32)
     b = rng.standard_normal(shape[1]).astype(np.float32)
     r = rng.standard_normal(shape).astype(np.float32)
-    cell = ScaledBiasAdd()
-    cell.use_library(cpu_kernels.library() if compiled_kernels else None)
-    assert (cell.custom is not None) == (compiled_kernels and cpu_kernels.library() is not None)
+    cell = on_library(ScaledBiasAdd(), compiled_kernels)
 
     class Objective(nn.Cell):
         def __init__(self):
