@@ -84,7 +84,8 @@ def step_builder(model, cpu_conv=None, device="CPU", mode="graph", no_masks=Fals
     from common.model_spec import ModelSpec
     from common.runtime import drop_parameter_read_copies, init_runtime
     module = importlib.import_module(f"{model}.src.spec")
-    spec, = (v for v in vars(module).values() if isinstance(v, type) and issubclass(v, ModelSpec) and v is not ModelSpec)
+    spec, = (v for v in vars(module).values()
+             if isinstance(v, type) and issubclass(v, ModelSpec) and v is not ModelSpec)
     if not spec.parameter_read_copies:
         drop_parameter_read_copies()  # as the model's train.py does (common.drivers.main)
     cfg = load_config(os.path.join(REPO, model, "default_config.yaml"),

@@ -15,11 +15,11 @@ path; :class:`common.conv.Im2Col` / :class:`common.conv.Col2Im` and the Winograd
 convolution paths (and the oneDNN convolutions on the ``onednn`` path), :class:`common.layers.LeakyReLU`,
 :class:`common.layers.NearestUpsample`, :class:`common.layers.AvgPool2d`, :class:`common.layers.AffineResample`,
 :class:`common.layers.PairwiseMeanAbs`, :class:`common.layers.PowerIteration` and :class:`common.conv.ScaledBiasAdd`
-(spectral norms) on every path (``common.conv.use_conv_impl`` hands the path out). Where it cannot be used, they
-keep MindSpore's own ``Im2Col`` / ``Col2Im``, MatMuls and elementwise operators (same values, slower; the ``onednn`` path takes the matmul form), and
-:func:`status` says why: not Linux, no compiler (install ``g++``), the compiler failed, ``MS_CUSTOM_AOT_WHITE_LIST``
-set to a folder that does not hold the cache, or ``SYNTHZOO_CPU_KERNELS=0`` in the environment (the switch for
-comparisons: ``SYNTHZOO_CPU_KERNELS=0 python bench/train_step.py ...``).
+(spectral norms) on every path (``common.conv.use_conv_impl`` hands the path out). Where it cannot be used, they keep
+MindSpore's own ``Im2Col`` / ``Col2Im``, MatMuls and elementwise operators (same values, slower; the ``onednn`` path
+takes the matmul form), and :func:`status` says why: not Linux, no compiler (install ``g++``), the compiler failed,
+``MS_CUSTOM_AOT_WHITE_LIST`` set to a folder that does not hold the cache, or ``SYNTHZOO_CPU_KERNELS=0`` in the
+environment (the switch for comparisons: ``SYNTHZOO_CPU_KERNELS=0 python bench/train_step.py ...``).
 """
 import functools
 import hashlib
