@@ -272,14 +272,14 @@ def main():
         else:
             ms_step = median_ms(step, args.steps)
     peak_gb = peak_memory_gb()
-    recompute = f"; recompute {'on' if cfg.recompute else 'off'}" if "recompute" in cfg else ""
-    recompute += "; Parameter reads not copied" if parameter_read_copies_dropped() else ""
+    settings = f"; recompute {'on' if cfg.recompute else 'off'}" if "recompute" in cfg else ""
+    settings += "; Parameter reads not copied" if parameter_read_copies_dropped() else ""
     size = "x".join(map(str, args.size)) if isinstance(args.size, tuple) else args.size
     name = f"{args.model} (SIV-GAN)" if args.no_masks else args.model
     print(f"mindspore {name} size {size} batch {args.batch} on {args.device}: median {ms_step:.1f} ms/step "
           f"over {args.steps} steps (build+{'load' if loaded else 'compile'}+first step {first:.1f} s, peak RSS {peak_gb:.2f} GB; "
           f"trim_heap {args.trim_heap:g} s; {rt.describe_conv}, "
-          f"{args.mode} mode{recompute})")
+          f"{args.mode} mode{settings})")
     if reference:
         print(f"torch step median ms {torch_ms:.1f} over the same {args.steps} pairs")
         quartile = lambda q: ratios[round(q * (len(ratios) - 1))]  # noqa: E731

@@ -111,7 +111,8 @@ class SpectralNorm(nn.Cell):
             inv_sigma = 1 / ops.reduce_sum(u * ops.matmul(w.reshape(self.rows, -1), v))
         # x's dtype: float16 under mixed precision
         if self.scales_output(x.shape):
-            y = self.conv.convolve(x, ops.cast(self.conv.weight, x.dtype), add_bias=False)  # float16 when the conv is
+            # y is float16 where the convolution is (amp_level O1 / O2); the scale and the bias follow it
+            y = self.conv.convolve(x, ops.cast(self.conv.weight, x.dtype), add_bias=False)
             scale = ops.cast(inv_sigma, y.dtype)
             if not self.conv.has_bias:
                 return y * scale
