@@ -124,6 +124,32 @@ def test_unknown_order_is_refused():
         run_step("both")
 
 
+def reachable_cells(cell):
+    """``cell`` and its sub-cells, once per path (as MindSpore's own ``compile_phase`` setter reaches them)."""
+    yield cell
+    for child in cell._cells.values():
+        if child is not None:
+            yield from reachable_cells(child)
+
+
+def test_step_cells_give_every_sub_cell_the_phase_of_the_call():
+    """common.train.StepCell reaches each sub-cell once (here D is shared by both losses; hooks is an empty
+    CellList) and leaves every cell with the call's phase, as MindSpore's setter does: after a step, and again
+    after G, compiled and run alone, took a phase of its own."""
+    G, D = Linear(WG), Linear(WD)
+    step = GANTrainStep(G, DLoss(D), GLoss(D), nn.SGD(G.trainable_params(), LR), nn.SGD(D.trainable_params(), LR))
+    inputs = ms.Tensor(X), ms.Tensor(REAL)
+    step(*inputs)
+    assert sum(c is D for c in reachable_cells(step)) > 1
+    assert {c.compile_phase for c in reachable_cells(step)} == {step.compile_phase}
+    G(inputs[0])
+    assert G.compile_phase != step.compile_phase
+    step(*inputs)
+    assert {c.compile_phase for c in reachable_cells(step)} == {step.compile_phase}
+    with pytest.raises(TypeError, match="str"):
+        step.compile_phase = 1
+
+
 class SquaredOutput(nn.Cell):
     """A bare loss (not a tuple): 0.5 * |W x|^2, gradient (W x) x^T."""
 

@@ -8,7 +8,7 @@ G runs forward once per step (:class:`common.train.GANTrainStep`), as in the ref
 from mindspore import nn, ops
 
 from common.gan import GANLoss
-from common.train import GANTrainStep
+from common.train import GANTrainStep, StepCell
 
 __all__ = ["DiscriminatorLoss", "GeneratorLoss", "Pix2PixTrainStep"]
 
@@ -43,7 +43,7 @@ class GeneratorLoss(nn.Cell):
         return loss_gan + self.lambda_l1 * loss_l1, loss_gan, loss_l1
 
 
-class Pix2PixTrainStep(nn.Cell):
+class Pix2PixTrainStep(StepCell):
     """One pix2pix iteration as one compiled graph: (real_A, real_B) -> (L_D, L_G, L_GAN, L_L1)."""
 
     def __init__(self, netG, netD, opt_G, opt_D, gan_mode="vanilla", lambda_l1=100.0, *, loss_scale=0):
