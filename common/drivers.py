@@ -10,6 +10,7 @@ MindSpore loads)::
 clean ``error: ...`` line on stderr and exit code 2 (``--debug`` shows the traceback), and runs the
 command. Each driver is also callable with a parsed config (tests, notebooks).
 """
+import functools
 import os
 import sys
 import traceback
@@ -30,7 +31,8 @@ from common.export import (ExportError, check_mindir_parity, check_onnx_parity, 
 from common.io import atomic_file, list_images, write_image
 from common.layers import set_dropout_rank
 from common.runtime import (drop_parameter_read_copies, eager, heap_trimming, init_runtime,
-                            parameter_read_copies_dropped, peak_memory_gb)
+                            memory_planned_statically, parameter_read_copies_dropped, peak_memory_gb,
+                            plan_memory_statically)
 from common.spectral_norm import fold_spectral_norm
 from common.train import (GradientUpdate, RankSync, TrainLogger, TrainLoop, mixed_precision, parse_loss_scale, set_lr,
                           to_float)
@@ -49,7 +51,8 @@ def main(spec, command, argv=None):
     if wants_help(argv):
         print(usage(spec.name, command, spec.config_path))
         return None
-    drivers = {"train": train, "eval": evaluate, "predict": predict, "export": export}
+    drivers = {"train": functools.partial(train, owns_process=True), "eval": evaluate, "predict": predict,
+               "export": export}
     if command == "train" and not spec.parameter_read_copies:
         drop_parameter_read_copies()  # before the process's first compile (train() alone leaves them on)
     return run_cli(lambda args: drivers[command](spec, parse(spec, args)), argv)
@@ -153,7 +156,7 @@ def _separate_compile(spec, cfg, folder):
     return f"separate compile: the child process failed ({error or 'no graph written'}); compiling in this process"
 
 
-def train(spec, cfg):
+def train(spec, cfg, *, owns_process=False):
     """Train as configured; returns the final loop state {epoch, step_in_epoch, step, losses}.
 
     Everything that can fail on the user's input (config fit, dataset files) is checked before the
@@ -162,10 +165,14 @@ def train(spec, cfg):
     (``common.train.GradientUpdate``), dropout draws the rank's stream (``set_dropout_rank``), the ranks
     agree on stopping after every step (``RankSync``) and only rank 0 writes logs, images and snapshots.
     With ``separate_compile`` (graph mode, one device) a child process compiles the train step first
-    (:func:`_separate_compile`), given the configuration as it was passed in.
+    (:func:`_separate_compile`), given the configuration as it was passed in. ``owns_process`` (the train
+    command): process-wide MindSpore settings that suit the model's step are applied before its first compile
+    (``ModelSpec.static_memory_plan``).
     """
     given = Config(cfg)
     rt, notes, data, trainer, matmul = _build_training(spec, cfg)
+    if owns_process and rt.mode == "graph" and spec.static_memory_plan(cfg):
+        plan_memory_statically()
     loader = BatchLoader(data.train, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, rank=rt.rank,
                          group_size=rt.group_size, drop_last=True, num_workers=cfg.num_workers)
     log = TrainLogger(cfg.output_dir, spec.name, len(loader), cfg.log_every, enabled=rt.is_main)
@@ -183,6 +190,9 @@ def train(spec, cfg):
     if parameter_read_copies_dropped():
         log.info("graph mode reads Parameters without copying them (MS_DEV_SIDE_EFFECT_LOAD_ELIM=3; "
                  "common.runtime.drop_parameter_read_copies)")
+    if memory_planned_statically():
+        log.info("graph memory planned before the step runs (MindSpore's SOMAS, memory optimize level O1; "
+                 "common.runtime.plan_memory_statically)")
     if cfg.compile_cache or cfg.separate_compile:
         log.info(use_compile_cache(spec.name, os.path.dirname(spec.config_path), cfg, rt,
                                    dict(trainer.networks, **trainer.frozen), temporary=not cfg.compile_cache))

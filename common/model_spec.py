@@ -165,6 +165,11 @@ class ModelSpec(abc.ABC):
             defaults = load_config(self.config_path)
         return {key: cfg[demo_key] for key, demo_key in self.demo_keys.items() if cfg[key] == defaults[key]}
 
+    def static_memory_plan(self, cfg):
+        """Whether the train step of ``cfg`` (its derived keys set) runs faster with its memory planned before it
+        runs (``common.runtime.plan_memory_statically``), at a memory cost the model accepts; default: no."""
+        return False
+
     def arch(self, cfg):
         """Architecture metadata of a config (stored in checkpoints)."""
         return {key: cfg[key] for key in self.arch_keys}

@@ -119,6 +119,11 @@ class OSMISSpec(ModelSpec):
     # gradients): the same bits without MindSpore's read copies (tests/test_osmis_train.py), 4-5 % faster
     parameter_read_copies = False
 
+    def static_memory_plan(self, cfg):
+        # 64x64: 0.966x the step time for 1.95 -> 2.10 GB; 192x320: the same time for 4.53 -> 5.52 GB
+        height, width = _pair(cfg.train_size, "train_size")
+        return height * width <= 64 * 64
+
     def demo_dataroot(self, cfg):
         return demo_dataroot()
 
