@@ -23,12 +23,13 @@ AVX512_BF16), and the PyTorch reference with its oneDNN bf16 mode for float32 co
 pages back to the system while the steps run (``common.runtime.heap_trimming``).
 ``--paired`` (with ``--torch``; OSMIS and CoCosNet, whose references have a ``--serve`` mode) keeps the reference
 running in a child process and alternates one step of each, so a shared machine's load swings hit both sides of a
-pair alike: the ratio printed is the median of the per-pair ratios.
+pair alike: the ratio printed is the median of the per-pair ratios; the reference's peak memory is printed too.
 Prints one line per measurement and the peak resident memory.
 """
 import argparse
 import importlib
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -82,12 +83,11 @@ def step_builder(model, cpu_conv=None, device="CPU", mode="graph", no_masks=Fals
     which its diversity loss needs) with ``recompute`` (CoCosNet; None: the config's) applied."""
     from common.config import load_config
     from common.model_spec import ModelSpec
-    from common.runtime import drop_parameter_read_copies, init_runtime, plan_memory_statically
+    from common.drivers import configure_process
+    from common.runtime import init_runtime
     module = importlib.import_module(f"{model}.src.spec")
     spec, = (v for v in vars(module).values()
              if isinstance(v, type) and issubclass(v, ModelSpec) and v is not ModelSpec)
-    if not spec.parameter_read_copies:
-        drop_parameter_read_copies()  # as the model's train.py does (common.drivers.main)
     cfg = load_config(os.path.join(REPO, model, "default_config.yaml"),
                       **({} if recompute is None else {"recompute": recompute}))
     rt = init_runtime(device, mode, seed=0, precision=precision,
@@ -100,8 +100,7 @@ def step_builder(model, cpu_conv=None, device="CPU", mode="graph", no_masks=Fals
     def build(size, batch):
         if "train_size" in cfg:  # OSMIS: its automatic configuration keeps the benchmark's sizes
             cfg.update(train_size="x".join(map(str, (size, size) if isinstance(size, int) else size)))
-        if mode == "graph" and spec().static_memory_plan(cfg):
-            plan_memory_statically()  # as the model's train.py does (common.drivers.train)
+        configure_process(spec(), cfg, mode)  # as the model's train.py does (common.drivers.train)
         return utils.make_bench_step(size, batch, conv_impl=rt.conv_impl, **extra)
     return rt, build, cfg
 
@@ -133,12 +132,14 @@ def median_ms(step, steps, warmup=2):
 
 def serve(step, warmup=2):
     """A reference script's ``--serve`` mode (:func:`paired_ms`'s other side): after ``warmup`` steps print
-    ``ready``, then run one step per line read from stdin and print its milliseconds."""
+    ``ready``, then run one step per line read from stdin and print its milliseconds; at the end of stdin, its
+    peak resident memory in GB."""
     for _ in range(warmup):
         step()
     print("ready", flush=True)
     for _ in sys.stdin:
         print(f"{timed_ms(step):.3f}", flush=True)
+    print(f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20:.3f}", flush=True)  # Linux: KiB
 
 
 class ServedReference:
@@ -167,9 +168,12 @@ class ServedReference:
         return float(self._read())
 
     def close(self):
+        """End the reference; returns its peak resident memory in GB."""
         self.process.stdin.close()
+        peak_gb = float(self._read())
         self.process.wait()
         self.log.close()
+        return peak_gb
 
 
 def paired_ms(step, reference, steps, warmup=2):
@@ -272,7 +276,7 @@ def main():
         stop_caching()  # after the first step, when separate: removes the temporary folder
         if reference:
             ms_step, torch_ms, ratios = paired_ms(step, reference, args.steps)
-            reference.close()
+            torch_peak_gb = reference.close()
         else:
             ms_step = median_ms(step, args.steps)
     peak_gb = peak_memory_gb()
@@ -286,7 +290,8 @@ def main():
           f"trim_heap {args.trim_heap:g} s; {rt.describe_conv}, "
           f"{args.mode} mode{settings})")
     if reference:
-        print(f"torch step median ms {torch_ms:.1f} over the same {args.steps} pairs")
+        print(f"torch step median ms {torch_ms:.1f} over the same {args.steps} pairs; its peak RSS "
+              f"{torch_peak_gb:.2f} GB (ours / its: {peak_gb / torch_peak_gb:.2f}x)")
         quartile = lambda q: ratios[round(q * (len(ratios) - 1))]  # noqa: E731
         print(f"ratio mindspore / torch: {median(ratios):.2f} (median of {args.steps} paired steps, middle half "
               f"{quartile(0.25):.2f}-{quartile(0.75):.2f}; ratio of the medians {ms_step / torch_ms:.2f})")

@@ -37,8 +37,8 @@ from common.spectral_norm import fold_spectral_norm
 from common.train import (GradientUpdate, RankSync, TrainLogger, TrainLoop, mixed_precision, parse_loss_scale, set_lr,
                           to_float)
 
-__all__ = ["main", "run_cli", "import_checkpoint", "parse", "train", "evaluate", "predict", "export", "load_inference",
-           "prepare_inference", "load_runners"]
+__all__ = ["main", "run_cli", "import_checkpoint", "parse", "configure_process", "train", "evaluate", "predict", "export",
+           "load_inference", "prepare_inference", "load_runners"]
 
 def parse(spec, argv, **overrides):
     """The config of ``spec`` with ``argv`` (``--key=value`` words) and keyword overrides applied."""
@@ -53,8 +53,6 @@ def main(spec, command, argv=None):
         return None
     drivers = {"train": functools.partial(train, owns_process=True), "eval": evaluate, "predict": predict,
                "export": export}
-    if command == "train" and not spec.parameter_read_copies:
-        drop_parameter_read_copies()  # before the process's first compile (train() alone leaves them on)
     return run_cli(lambda args: drivers[command](spec, parse(spec, args)), argv)
 
 
@@ -156,6 +154,18 @@ def _separate_compile(spec, cfg, folder):
     return f"separate compile: the child process failed ({error or 'no graph written'}); compiling in this process"
 
 
+def configure_process(spec, cfg, mode):
+    """Apply the process-wide MindSpore settings that suit ``spec``'s train step at ``cfg``'s size: no copies of
+    Parameter reads (``ModelSpec.parameter_read_copies``) and a static memory plan (graph ``mode``,
+    ``ModelSpec.static_memory_plan``). For a process that trains this one step (the train command,
+    ``bench/train_step.py``), once its configuration is final and before its first graph compile: MindSpore takes
+    both once per process, so tests that train several models in one process keep the defaults."""
+    if not spec.parameter_read_copies:
+        drop_parameter_read_copies()
+    if mode == "graph" and spec.static_memory_plan(cfg):
+        plan_memory_statically()
+
+
 def train(spec, cfg, *, owns_process=False):
     """Train as configured; returns the final loop state {epoch, step_in_epoch, step, losses}.
 
@@ -166,13 +176,12 @@ def train(spec, cfg, *, owns_process=False):
     agree on stopping after every step (``RankSync``) and only rank 0 writes logs, images and snapshots.
     With ``separate_compile`` (graph mode, one device) a child process compiles the train step first
     (:func:`_separate_compile`), given the configuration as it was passed in. ``owns_process`` (the train
-    command): process-wide MindSpore settings that suit the model's step are applied before its first compile
-    (``ModelSpec.static_memory_plan``).
+    command): :func:`configure_process` before the first compile.
     """
     given = Config(cfg)
     rt, notes, data, trainer, matmul = _build_training(spec, cfg)
-    if owns_process and rt.mode == "graph" and spec.static_memory_plan(cfg):
-        plan_memory_statically()
+    if owns_process:
+        configure_process(spec, cfg, rt.mode)
     loader = BatchLoader(data.train, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, rank=rt.rank,
                          group_size=rt.group_size, drop_last=True, num_workers=cfg.num_workers)
     log = TrainLogger(cfg.output_dir, spec.name, len(loader), cfg.log_every, enabled=rt.is_main)

@@ -166,7 +166,7 @@ def drop_parameter_read_copies():
     tested per model); CoCosNet's recomputing step does not (its spectral vectors are iterated between two reads).
 
     MindSpore reads the variable once, at the process's first graph compile: a call after it changes nothing
-    (``common.drivers.main`` calls it before its train command builds anything).
+    (``common.drivers.configure_process`` calls it for the train command, before the step compiles).
     """
     os.environ.setdefault(READ_COPIES_ENV, "3")
 
@@ -183,8 +183,8 @@ def plan_memory_statically():
 
     A step of thousands of small kernels gains: OSMIS at 64x64 (~2,900 kernels) 0.966x the time, peak memory
     1.95 -> 2.10 GB; at 192x320 the same time for 4.53 -> 5.52 GB (``ModelSpec.static_memory_plan``). MindSpore
-    takes the level once per process, before its first graph compile: :func:`common.drivers.train` sets it only
-    when it owns the process (the train command), so tests training several models in one process keep the default.
+    takes the level once per process, before its first graph compile: :func:`common.drivers.configure_process` sets
+    it for the train command only, so tests training several models in one process keep the default.
     """
     ms.runtime.set_memory(optimize_level="O1")
 

@@ -12,6 +12,7 @@ sys.path.insert(0, {bench!r})
 from train_step import serve
 assert sys.argv[1:] == ["--serve"], sys.argv
 print("params 7")
+held = b"x" * (300 * 2 ** 20)  # 300 MiB written: resident
 serve(lambda: time.sleep(0.01), warmup=1)
 """
 
@@ -22,9 +23,10 @@ def test_a_served_reference_times_one_step_per_request(tmp_path):
     reference = train_step.ServedReference([str(script)])
     reference.wait_ready()
     times = [reference.step() for _ in range(3)]
-    reference.close()
+    peak_gb = reference.close()
     assert reference.lines == ["params 7"]  # what it printed before "ready"
     assert len(times) == 3 and min(times) >= 10.0  # each answer is one 10 ms step, timed in the child
+    assert 300 / 1024 < peak_gb < 2.0  # the child's own peak, its 300 MiB included
 
 
 def test_pairs_alternate_which_side_goes_first_and_give_per_pair_ratios(monkeypatch):

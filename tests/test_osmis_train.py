@@ -92,11 +92,11 @@ def test_resume_repeats_the_uninterrupted_run(trained, tmp_path):
                 np.testing.assert_allclose(value.asnumpy(), b[name].asnumpy(), rtol=1e-5, atol=1e-6, err_msg=name)
 
 
-def test_train_script_reads_parameters_uncopied_to_the_same_bits(trained, tmp_path):
-    """``osmis/train.py`` compiles its step without MindSpore's copies of Parameter reads
-    (``OSMISSpec.parameter_read_copies = False``) and, at this 48x64 size, with its memory planned before it runs
-    (``OSMISSpec.static_memory_plan``): every weight, EMA weight, spectral vector and Adam moment after two steps
-    equals, bit for bit, the in-process run's, which keeps the copies and MindSpore's memory pool."""
+def test_train_script_with_its_process_settings_gives_the_same_bits(trained, tmp_path):
+    """``osmis/train.py`` (``common.drivers.configure_process``) compiles its step without MindSpore's copies of
+    Parameter reads (``OSMISSpec.parameter_read_copies = False``) and, at this 48x64 size, with its memory planned
+    before it runs (``OSMISSpec.static_memory_plan``): every weight, EMA weight, spectral vector and Adam moment
+    after two steps equals, bit for bit, the in-process run's, which keeps the copies and MindSpore's memory pool."""
     if parameter_read_copies_dropped() or memory_planned_statically():
         pytest.skip("this test process already runs without the copies or with a static memory plan: nothing to "
                     "compare against")
