@@ -19,7 +19,6 @@ Prints the parameter counts, the median seconds per iteration (and of its G and 
 ``--serve``: after the warm-up, one iteration per line read from stdin (``bench/train_step.py --paired``).
 """
 import argparse
-import resource
 import sys
 import time
 
@@ -373,12 +372,12 @@ def main():
                         help="for bench/train_step.py --paired: after the warm-up, one step per line read from stdin")
     args = parser.parse_args()
     torch.set_flush_denormal(True)
-    from train_step import median_ms, serve  # bench/, this script's folder
+    from train_step import median_ms, peak_rss_gb, serve  # bench/, this script's folder
     step, times = make_step(args.size, args.inference)
     if args.serve:
         return serve(step)
     ms_step = median_ms(step, args.steps)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    peak = peak_rss_gb()
     if args.inference:
         print(f"torch cocosnet inference peak RSS {peak:.2f} GB")
         print(f"torch cocosnet inference median ms {ms_step:.1f}")

@@ -29,7 +29,6 @@ Prints one line per measurement and the peak resident memory.
 import argparse
 import importlib
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -130,6 +129,13 @@ def median_ms(step, steps, warmup=2):
     return median([timed_ms(step) for _ in range(steps)])
 
 
+def peak_rss_gb():
+    """This process's peak resident memory in GiB (Linux's ``VmHWM``: unlike ``ru_maxrss``, not inherited from the
+    process that started it; ``common.runtime.peak_memory_gb`` for the MindSpore side)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 2 ** 20
+
+
 def serve(step, warmup=2):
     """A reference script's ``--serve`` mode (:func:`paired_ms`'s other side): after ``warmup`` steps print
     ``ready``, then run one step per line read from stdin and print its milliseconds; at the end of stdin, its
@@ -139,7 +145,7 @@ def serve(step, warmup=2):
     print("ready", flush=True)
     for _ in sys.stdin:
         print(f"{timed_ms(step):.3f}", flush=True)
-    print(f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20:.3f}", flush=True)  # Linux: KiB
+    print(f"{peak_rss_gb():.3f}", flush=True)
 
 
 class ServedReference:

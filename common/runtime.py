@@ -7,6 +7,7 @@ import ctypes
 import os
 import random
 import resource
+import sys
 import threading
 from dataclasses import dataclass
 
@@ -268,8 +269,14 @@ def eager():
 
 
 def peak_memory_gb():
-    """This process's peak resident memory so far, in GiB (``ru_maxrss``, KiB on Linux)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    """This process's peak resident memory so far, in GiB: Linux's ``VmHWM``, else ``ru_maxrss``. (Linux keeps
+    ``ru_maxrss`` across ``exec``, so a child started from a large process, such as the separate compile's, would
+    report its parent's size at the fork; ``VmHWM`` belongs to the new program's memory.)"""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 2 ** 20
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** (30 if sys.platform == "darwin" else 20)
 
 
 def _malloc_trim():

@@ -1,4 +1,5 @@
-"""common.runtime.heap_trimming: freed C-heap memory goes back to the system while the block runs."""
+"""common.runtime's process memory: heap_trimming (freed C-heap memory goes back to the system while the block
+runs) and peak_memory_gb."""
 import os
 import subprocess
 import sys
@@ -6,7 +7,7 @@ import time
 
 import pytest
 
-from common.runtime import heap_trimming
+from common.runtime import heap_trimming, peak_memory_gb
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -14,7 +15,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # then freed except the last (which pins the heap's top): RSS before the block, after the frees, after the block.
 SCRIPT = r"""
 import ctypes, sys, time
-from common.runtime import heap_trimming
+from common.runtime import heap_trimming, peak_memory_gb
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
@@ -72,3 +73,13 @@ def test_the_thread_calls_trim_every_period_and_stops_with_the_block():
     with heap_trimming(0.05, trim=calls.append, device="GPU") as running:  # device tensors: not the C heap
         time.sleep(0.1)
     assert not running and len(calls) == count
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="VmHWM is Linux's")
+def test_a_child_reports_its_own_peak_not_its_parents():
+    held = b"x" * (2 << 30)  # 2 GiB written in this process before it starts the child
+    out = subprocess.run([sys.executable, "-c", "from common.runtime import peak_memory_gb; print(peak_memory_gb())"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=REPO))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert 0.01 < float(out.stdout.split()[-1]) < 1.5  # the child's own (MindSpore loaded: ~0.4 GiB), not >= 2 GiB
+    assert peak_memory_gb() >= len(held) / 2 ** 30  # this process's own peak holds the 2 GiB
