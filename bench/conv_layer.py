@@ -16,7 +16,6 @@ per-layer figures of ``common/conv.py`` and docs/performance.md come from this s
 """
 import argparse
 import os
-import resource
 import subprocess
 import sys
 
@@ -24,7 +23,7 @@ from vgg_step import timed_ms  # (importing it also puts the repository on sys.p
 
 
 def run(cpu_conv, cin, cout, height, width, batch, steps, keep_transforms=False, precision="f32", kernel=3):
-    from common.runtime import init_runtime
+    from common.runtime import init_runtime, peak_memory_gb
     rt = init_runtime("CPU", "graph", seed=0, cpu_conv=cpu_conv, precision=precision)
     import numpy as np
     import mindspore as ms
@@ -50,7 +49,7 @@ def run(cpu_conv, cin, cout, height, width, batch, steps, keep_transforms=False,
 
     ms_iter, _ = timed_ms(lambda: [t.asnumpy() for t in step(x)], steps)
     tile = winograd_tile(batch, cin, out_h, out_w, conv.largest_tile, kernel) if rt.conv_impl == "winograd" else 0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    peak = peak_memory_gb()
     print(f"conv{kernel}x{kernel} {cin}->{cout} {height}x{width} batch {batch}, forward + both gradients: "
           f"median {ms_iter:.0f} ms/iter over {steps}, peak RSS {peak:.2f} GB; {rt.conv_impl}"
           + (f" (tile {tile})" if tile else "")

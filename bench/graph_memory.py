@@ -21,7 +21,6 @@ gradient consumed (so none is pruned). Printed: the resident memory the step add
 """
 import argparse
 import os
-import resource
 import subprocess
 import sys
 
@@ -70,7 +69,7 @@ def norm_layer(kind, channels, size):
 def run_case(stack, mode, kind, layers, channels, size, cpu_conv):
     """One case in this process; prints a line of figures."""
     sys.path.insert(0, REPO)
-    from common.runtime import init_runtime
+    from common.runtime import init_runtime, peak_memory_gb
     rt = init_runtime("CPU", mode, seed=0, cpu_conv=cpu_conv)
     import numpy as np
     import mindspore as ms
@@ -108,10 +107,10 @@ def run_case(stack, mode, kind, layers, channels, size, cpu_conv):
 
     step = Step()
     x = Tensor(np.random.default_rng(0).random(shape, dtype=np.float32))
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    before = peak_memory_gb()
     for _ in range(2):
         step(x).asnumpy()
-    added = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20 - before
+    added = peak_memory_gb() - before
     if stack == "spectral":
         param_gb = sum(p.size for p in params) * 4 / 2 ** 30
         print(f"{mode:8s} {kind:8s} {cpu_conv:6s}: parameters {param_gb:.2f} GB, the step adds {added:.2f} GB "

@@ -24,7 +24,6 @@ the translation network on [warped exemplar, label map]; its ONNX file is the co
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -165,6 +164,7 @@ def torch_crn(weights, num_modules, k):
 def worker_run(args):
     """Time one backend on the exported model; writes its output to ``<dir>/out_<backend>.npy``."""
     import numpy as np
+    from train_step import peak_rss_gb  # bench/, this script's folder (standard library only: no oneDNN cap)
     feeds = dict(np.load(os.path.join(args.dir, "feeds.npz")))
     info = json.load(open(os.path.join(args.dir, "export.json")))
     t = time.perf_counter()
@@ -225,7 +225,7 @@ def worker_run(args):
     load_s = time.perf_counter() - t
     ms_image, out = time_it(run, args.runs)
     np.save(os.path.join(args.dir, f"out_{args.worker}.npy"), out)
-    return {"ms": ms_image, "load_s": load_s, "rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
+    return {"ms": ms_image, "load_s": load_s, "rss_gb": peak_rss_gb(),
             "note": note}
 
 

@@ -6,13 +6,12 @@ and the gradient of mean(relu5_4) with respect to the [B, 3, S, S] input, as tha
 Prints 'torch vgg19 forward+backward median ms X' and the peak RSS (run by ``vgg_step.py --torch`` in its
 own process, so torch's threads and oneDNN settings do not meet MindSpore's).
 """
-import resource
 import sys
 
 import torch
 import torch.nn as nn
 
-from train_step import median_ms  # bench/train_step.py (standard library only: no MindSpore, no oneDNN cap)
+from train_step import median_ms, peak_rss_gb  # bench/train_step.py (standard library only: no MindSpore, no oneDNN cap)
 
 CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512]
 
@@ -42,7 +41,7 @@ def main():
         net(x).mean().backward()
 
     print(f"torch vgg19 forward+backward median ms {median_ms(step, steps, warmup=1):.1f}")
-    print(f"peak RSS GB {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20:.2f}")
+    print(f"peak RSS GB {peak_rss_gb():.2f}")
 
 
 if __name__ == "__main__":

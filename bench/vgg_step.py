@@ -14,7 +14,6 @@ machine) and the process's peak resident memory.
 """
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -39,7 +38,7 @@ def run(cpu_conv, size, batch, steps):
     import numpy as np
 
     from common.conv import use_conv_impl
-    from common.runtime import init_runtime
+    from common.runtime import init_runtime, peak_memory_gb
     import mindspore as ms
     from mindspore import nn, ops
 
@@ -73,7 +72,7 @@ def run(cpu_conv, size, batch, steps):
     step()
     first = time.perf_counter() - t
     ms_iter, cpu_iter = timed_ms(step, steps)
-    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    peak_gb = peak_memory_gb()
     print(f"vgg19 forward+backward {size}x{size} batch {batch}: median {ms_iter:.1f} ms/iter over {steps} iterations "
           f"(CPU time {cpu_iter:.0f} ms/iter; compile+first {first:.1f} s), peak RSS {peak_gb:.2f} GB; {rt.describe_conv}, "
           f"{n_matmul} of {len(vgg.conv_layers())} convolutions on matmul", flush=True)

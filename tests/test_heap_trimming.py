@@ -15,7 +15,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # then freed except the last (which pins the heap's top): RSS before the block, after the frees, after the block.
 SCRIPT = r"""
 import ctypes, sys, time
-from common.runtime import heap_trimming, peak_memory_gb
+from common.runtime import heap_trimming
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
