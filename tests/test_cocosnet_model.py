@@ -423,13 +423,17 @@ def test_spade_and_residual_blocks_match_a_pytorch_restatement():
 
     x = RNG.standard_normal((2, 16, 8, 8)).astype(np.float32)
     seg = one_hot(RNG.integers(0, 5, (2, 32, 32)), 5)
+    ms.set_seed(0)  # the weights and spectral vectors: the same whatever ran before in this process
     ours = SPADEResnetBlock(16, 8, 5, hidden=12)
     ours.set_train(False)
     theirs = TorchSPADEBlock(16, 8, 5, 12).eval()
     theirs.load_state_dict(torch_state(ours), strict=True)
     with torch.no_grad():
         want = theirs(torch.from_numpy(x), torch.from_numpy(seg)).numpy()
-    np.testing.assert_allclose(ours(Tensor(x), Tensor(seg)).asnumpy(), want, rtol=1e-4, atol=1e-4)
+    # In eval mode sigma = u^T W v from the stored (random) vectors, so the output's scale varies widely with the draw
+    # (15 to 560 over 12 seeds): float32 rounding (about 5e-7 of that scale) is judged against it.
+    np.testing.assert_allclose(ours(Tensor(x), Tensor(seg)).asnumpy(), want, rtol=1e-4,
+                               atol=1e-5 * np.abs(want).max())
 
     res = ResidualBlock(16)
     res.prelu.weight.set_data(Tensor([0.1], ms.float32))
