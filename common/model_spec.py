@@ -129,8 +129,8 @@ class ModelSpec(abc.ABC):
         demo_keys: ``{key: demo_key}`` pairs whose demo value replaces the key's default on the built-in demo
             data (:meth:`demo_values`; CoCosNet ``{"size": "demo_size", ...}``).
         parameter_read_copies: False when the model's train step gives the same bits without MindSpore's copies
-            of Parameter reads (a test compares the two): its train command then runs without them, faster
-            (``common.runtime.drop_parameter_read_copies``).
+            of Parameter reads (a test compares the two): its train command then runs without them, faster and
+            in less memory (``common.runtime.drop_parameter_read_copies``).
     """
     name = "model"
     config_path = ""

@@ -164,7 +164,10 @@ def drop_parameter_read_copies():
     two or three times (the D step's generator forward, the G step, the EMA): OSMIS's 64x64 step copies 680 of
     its 3,900 kernels, 4-5 % of its time. A model whose train step writes each Parameter only from values computed
     from its reads, after them, gives the same bits without the copies (``ModelSpec.parameter_read_copies``,
-    tested per model); CoCosNet's recomputing step does not (its spectral vectors are iterated between two reads).
+    tested per model). A snapshot of a Parameter kept as a tensor (``p * 1``) is not such a value: a pass folds it
+    into the read, which then sees later writes (CoCosNet's recomputing step snapshots its spectral vectors into
+    Parameters of their own by ``Assign``, :class:`common.spectral_norm.SpectralVectors`). The copies also take
+    memory: CoCosNet's 256x256 step peaks 0.5 GB lower without them (the memory pool fragments less).
 
     MindSpore reads the variable once, at the process's first graph compile: a call after it changes nothing
     (``common.drivers.configure_process`` calls it for the train command, before the step compiles).

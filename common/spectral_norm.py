@@ -84,11 +84,13 @@ class SpectralNorm(nn.Cell):
         # common.train.mixed_precision turns it off in a float16 cell, whose Depend would round u, v to float16.
         self.reads_after_input = True
 
-    def iterate(self):
-        """One power iteration, the new ``u``, ``v`` written back (what a training-mode forward does first);
-        returns a token to order later work after it."""
+    def iterate(self, after=None):
+        """One power iteration, the new ``u``, ``v`` written back (what a training-mode forward does first) once
+        ``after`` (a tensor or tuple; None: no wait) exists; returns a token to order later work after it."""
         w = ops.stop_gradient(ops.cast(self.conv.weight, ms.float32))
         u, v, _ = self.power_iteration(w, ops.stop_gradient(self.weight_u), ops.stop_gradient(self.weight_v))
+        if after is not None:
+            u, v = ops.depend(u, after), ops.depend(v, after)
         return ops.depend(ops.assign(self.weight_u, u), ops.assign(self.weight_v, v))
 
     def construct(self, x):
@@ -144,34 +146,52 @@ class SpectralVectors(nn.Cell):
     Construction sets every :class:`SpectralNorm` in ``net`` to ``iterate_in_forward = False``: in training mode
     they then compute ``sigma = u^T W v`` from the stored vectors, which is the value training mode gives right
     after its iteration. The caller runs :meth:`iterate` (one training-mode iteration of each, written back)
-    where the forward would have iterated. ``construct()`` returns the current vectors; :meth:`restore` writes
-    such a tuple back. ``take_over=False`` leaves the forwards iterating too: :meth:`iterate` then adds an
-    iteration (a step that runs one forward on a batch the reference passes in two calls).
+    where the forward would have iterated. ``take_over=False`` leaves the forwards iterating too: :meth:`iterate`
+    then adds an iteration (a step that runs one forward on a batch the reference passes in two calls).
+
+    ``slots`` sets of snapshot buffers (non-trainable Parameters named ``<vector>.slot<k>``, outside the networks'
+    checkpoints): :meth:`save` copies the current vectors into one, :meth:`restore` writes it back. Both are
+    ``Assign`` s, which graph mode keeps in program order among the step's other writes whatever its passes
+    remove: a snapshot held as an ordinary tensor (``u * 1``) is folded into a read of the live vector, which
+    sees the later writes once MindSpore's copies of Parameter reads are off
+    (:func:`common.runtime.drop_parameter_read_copies`).
     """
 
-    def __init__(self, net, *, take_over=True):
+    def __init__(self, net, *, take_over=True, slots=0):
         super().__init__(auto_prefix=False)
         layers = [cell for _, cell in net.cells_and_names() if isinstance(cell, SpectralNorm)]
         for cell in layers:
             cell.iterate_in_forward = not take_over
         self.layers = nn.CellList(layers, auto_prefix=False)
         self.vectors = ms.ParameterTuple([p for cell in layers for p in (cell.weight_u, cell.weight_v)])
+        self.slots = ms.ParameterTuple([Parameter(p.value().copy(), name=f"{p.name}.slot{k}", requires_grad=False)
+                                        for k in range(slots) for p in self.vectors])
 
-    def construct(self):
-        return tuple(p * 1 for p in self.vectors)
-
-    def iterate(self):
-        """One power iteration of every layer; returns a token to order later work after it."""
+    def iterate(self, after=None):
+        """One power iteration of every layer, written once ``after`` (a tensor or tuple; None: no wait) exists;
+        returns a token to order later work after it. Pass as ``after`` the outputs of every pass that reads the
+        vectors before this write and is not otherwise ordered before it."""
         done = ms.Tensor(True)
         for layer in self.layers:
-            done = ops.depend(done, layer.iterate())
+            done = ops.depend(done, layer.iterate(after))
         return done
 
-    def restore(self, values):
-        """Assign ``values`` (from ``construct``) back; returns a token to order later work after it."""
+    def save(self, slot, after=None):
+        """Copy the vectors into snapshot ``slot`` (a Python int) once ``after`` exists; returns a token."""
+        n = len(self.vectors)
         done = ms.Tensor(True)
-        for p, value in zip(self.vectors, values):
-            done = ops.depend(done, ops.assign(p, value))
+        for i in range(n):
+            value = self.vectors[i] if after is None else ops.depend(self.vectors[i], after)
+            done = ops.depend(done, ops.assign(self.slots[slot * n + i], value))
+        return done
+
+    def restore(self, slot, after=None):
+        """Write snapshot ``slot`` back into the vectors once ``after`` exists; returns a token."""
+        n = len(self.vectors)
+        done = ms.Tensor(True)
+        for i in range(n):
+            value = self.slots[slot * n + i] if after is None else ops.depend(self.slots[slot * n + i], after)
+            done = ops.depend(done, ops.assign(self.vectors[i], value))
         return done
 
 

@@ -1,8 +1,11 @@
-"""CoCosNet end to end on the styled demo data (64x64, tiny widths): a short training run with finite losses
-and a complete snapshot, then eval and predict from the checkpoint alone (architecture from its metadata),
-and bad-input errors of the command line."""
+"""CoCosNet end to end on the styled demo data (64x64, tiny widths): a short training run of the recomputing step
+with finite losses and a complete snapshot, the same run by ``cocosnet/train.py`` without MindSpore's copies of
+Parameter reads, then eval and predict from the checkpoint alone (architecture from its metadata), and bad-input
+errors of the command line."""
 import json
 import os
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -13,6 +16,7 @@ import mindspore as ms
 
 from common import drivers
 from common.demo_data import STYLED_LABEL_NC
+from common.runtime import READ_COPIES_ENV, parameter_read_copies_dropped
 from cocosnet.src.spec import CoCosNetSpec
 from cocosnet.src.train_step import LOSS_NAMES
 
@@ -25,12 +29,15 @@ def args(**kw):
     return [f"--{k}={v}" for k, v in kw.items()]
 
 
+# the recomputing step (full-size training's default), whose spectral-vector snapshots the copies' test needs
+RUN = dict(max_steps=4, log_every=1, num_workers=0, num_samples=1, cpu_conv="native", separate_compile="false",
+           demo_recompute="true", **DEMO, **TINY)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, demo_cache):
     out = str(tmp_path_factory.mktemp("cocosnet"))
-    cfg = drivers.parse(SPEC, args(output_dir=out, max_steps=4, log_every=1, num_workers=0, num_samples=1,
-                                   cpu_conv="native", separate_compile="false", **DEMO, **TINY))
-    state = drivers.train(SPEC, cfg)
+    state = drivers.train(SPEC, drivers.parse(SPEC, args(output_dir=out, **RUN)))
     return out, state, demo_cache
 
 
@@ -47,9 +54,35 @@ def test_demo_run_has_finite_losses_and_a_complete_snapshot(trained):
     assert files == ["Corr.ckpt", "D.ckpt", "G.ckpt", "opt_D.ckpt", "opt_G.ckpt", "state.json"]
     assert os.path.isfile(os.path.join(out, "samples", "epoch_0001.png"))
     log = open(os.path.join(out, "train.log")).read()
-    assert "label_nc=8" in log and "stands in for the reference VGG19" in log and "train step: single pass" in log
+    assert "label_nc=8" in log and "stands in for the reference VGG19" in log and "train step: recompute" in log
     assert "the first step compiles the train step graph" in log  # graph mode: says why step 1 takes minutes
     assert "peak resident memory of this process" in log
+
+
+def test_train_script_without_parameter_read_copies_gives_the_same_bits(trained, tmp_path):
+    """``cocosnet/train.py`` compiles its step without MindSpore's copies of Parameter reads
+    (``CoCosNetSpec.parameter_read_copies = False``): after the recomputing step's four iterations (the image
+    encoder's spectral vectors saved, iterated and restored in each) every weight, spectral vector and Adam moment
+    equals, bit for bit, the in-process run's, which keeps the copies. (Snapshots held as ``u * 1`` instead of
+    Assigns into Parameters of their own: the image encoder's weights differ after one iteration.)"""
+    if parameter_read_copies_dropped():
+        pytest.skip("this test process already runs without the copies: nothing to compare against")
+    out, _, _ = trained
+    env = {k: v for k, v in os.environ.items() if k != READ_COPIES_ENV}
+    proc = subprocess.run([sys.executable, "cocosnet/train.py"] + args(output_dir=tmp_path, **RUN),
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "reads Parameters without copying them" in (tmp_path / "train.log").read_text()
+    snap = open(os.path.join(out, "ckpt", "latest")).read().strip()
+    assert (tmp_path / "ckpt" / "latest").read_text().strip() == snap
+    for component in ("Corr", "G", "D", "opt_G", "opt_D"):
+        want = ms.load_checkpoint(os.path.join(out, "ckpt", snap, f"{component}.ckpt"))
+        got = ms.load_checkpoint(str(tmp_path / "ckpt" / snap / f"{component}.ckpt"))
+        assert set(got) == set(want)
+        for name, value in want.items():
+            if isinstance(value, ms.Parameter):
+                np.testing.assert_array_equal(got[name].asnumpy(), value.asnumpy(), err_msg=f"{component}: {name}")
 
 
 def test_eval_and_predict_from_the_checkpoint_alone(trained):

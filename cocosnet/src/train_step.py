@@ -283,8 +283,10 @@ class RecomputingStep(GANTrainStep):
 
     The spectral norms of both networks iterate where the single-pass step's forward would (every layer once at
     the start, the image encoder's again before its pass on the real image; :class:`SpectralVectors`), so both
-    runs of a part see the same vectors; the image encoder's are set back for its rerun on the exemplar, and
-    left as the step would leave them.
+    runs of a part see the same vectors; the image encoder's are saved and set back for its rerun on the exemplar
+    (snapshot slots of :class:`SpectralVectors`), and left as the step would leave them. Every write of them waits
+    for the passes that read them before it, so the step gives the same bits without MindSpore's copies of
+    Parameter reads (``CoCosNetSpec.parameter_read_copies``).
     """
 
     def __init__(self, corr, netG, d_loss, g_loss, opt_G, opt_D, *, loss_scale=0):
@@ -309,7 +311,7 @@ class RecomputingStep(GANTrainStep):
         self.sources = _gradient_sources(self.weights_G, parts[:3] + parts[2:])
         self.vectors_netG = SpectralVectors(netG)
         self.vectors_corr = SpectralVectors(corr)
-        self.vectors_encoder = SpectralVectors(corr.adaptive_model_img)
+        self.vectors_encoder = SpectralVectors(corr.adaptive_model_img, slots=2)  # 0: exemplar's, 1: real's
 
     def construct(self, seg, ref, ref_seg, real, self_ref):
         batch = (seg, ref, ref_seg, real, self_ref)
@@ -320,8 +322,8 @@ class RecomputingStep(GANTrainStep):
         condition = ops.cat((warp_out, seg), 1)
         x = self.low_resolution(condition)
         fake = self.high_resolution(x, condition)
-        encoder_for_ref = self.vectors_encoder()
-        iterated = self.vectors_encoder.iterate()
+        # the writes wait for the passes that read the vectors before them (no data path orders those reads)
+        iterated = self.vectors_encoder.iterate(after=(f_ref, self.vectors_encoder.save(0)))
         f_real = self.image_encoding(ops.depend(real, iterated))
         out = (fake, warp_out, warp_mask, f_seg, f_real)
         g_outputs, d_out = self.g_grad(out, *batch)
@@ -334,8 +336,7 @@ class RecomputingStep(GANTrainStep):
         d_warp_out = d_warp_out + d_condition[:, :3] + d_input[:, :3]
         _, pullback = ms.vjp(self.image_encoding, ops.depend(real, grads_low), weights=self.weights_image)
         _, grads_real = pullback(d_f_real)
-        encoder_for_real = self.vectors_encoder()
-        restored = self.vectors_encoder.restore(encoder_for_ref)
+        restored = self.vectors_encoder.restore(0, after=(grads_real, self.vectors_encoder.save(1)))
         inputs = ops.depend((f_seg, f_ref), grads_real)
         _, pullback = ms.vjp(self.matching, *inputs, seg, ref, ref_seg, weights=self.weights_matching)
         d_inputs, grads_matching = pullback((d_warp_out, d_warp_mask))
@@ -344,7 +345,7 @@ class RecomputingStep(GANTrainStep):
         inputs = ops.depend(ref, (grads_label, restored))
         _, pullback = ms.vjp(self.image_encoding, inputs, weights=self.weights_image)
         _, grads_ref = pullback(d_inputs[1])
-        grads_ref = ops.depend(grads_ref, self.vectors_encoder.restore(encoder_for_real))
+        grads_ref = ops.depend(grads_ref, self.vectors_encoder.restore(1, after=grads_ref))
         parts = (grads_matching, grads_label, grads_ref, grads_real, grads_low, grads_high)
         grads = ()
         for k, j, k2, j2 in self.sources:
