@@ -12,7 +12,7 @@ from mindspore import Tensor, nn
 from common import cpu_kernels
 from common.conv import Conv2d, ScaledBiasAdd, use_conv_impl, winograd_tile
 from common.layers import PowerIteration, count_params
-from common.spectral_norm import SpectralNorm, fold_spectral_norm, spectral_norm
+from common.spectral_norm import SpectralNorm, SpectralVectors, fold_spectral_norm, spectral_norm
 from common.train import mixed_precision
 
 ms.set_context(mode=ms.GRAPH_MODE)
@@ -160,6 +160,44 @@ def test_u_v_are_saved_but_not_counted_or_trained(tmp_path):
     ms.load_param_into_net(fresh, ms.load_checkpoint(path))
     np.testing.assert_array_equal(fresh.weight_u.asnumpy(), sn.weight_u.asnumpy())
     np.testing.assert_array_equal(fresh.weight_v.asnumpy(), sn.weight_v.asnumpy())
+
+
+class _SaveIterateRestore(nn.Cell):
+    """save(0), one iteration, save(1), restore(0) (graph mode); ``restore(1)`` by itself with ``last=True``."""
+
+    def __init__(self, vectors, *, last=False):
+        super().__init__(auto_prefix=False)
+        self.vectors, self.last = vectors, last
+
+    def construct(self, x):
+        if self.last:
+            return self.vectors.restore(1, after=x)
+        saved = self.vectors.save(0, after=x)
+        iterated = self.vectors.iterate(after=saved)
+        return self.vectors.restore(0, after=self.vectors.save(1, after=iterated))
+
+
+def test_vector_snapshots_save_and_restore_around_an_iteration():
+    """``SpectralVectors(slots=2)``: the slots hold the vectors as they were at each ``save`` (the second after one
+    NumPy power iteration), ``restore`` writes them back; the slots are the step's Parameters, not the network's."""
+    net = nn.SequentialCell([spectral_norm(make_conv(cin=3, cout=5), seed=1),
+                             spectral_norm(make_conv(cin=5, cout=4), seed=2)])
+    before = [p.asnumpy().copy() for p in net.get_parameters() if p.name.endswith(("weight_u", "weight_v"))]
+    vectors = SpectralVectors(net, slots=2)
+    assert not any(cell.iterate_in_forward for cell in vectors.layers)
+    assert [p.name for p in vectors.slots][:2] == ["0.weight_u.slot0", "0.weight_v.slot0"]
+    assert len(vectors.slots) == 2 * len(before) and not any(".slot" in p.name for p in net.get_parameters())
+    _SaveIterateRestore(vectors)(Tensor(np.ones(1, np.float32)))
+    for value, now, slot0 in zip(before, vectors.vectors, vectors.slots[:4]):
+        np.testing.assert_array_equal(now.asnumpy(), value)  # restored
+        np.testing.assert_array_equal(slot0.asnumpy(), value)
+    for k, cell in enumerate(vectors.layers):
+        u, v, _ = np_power_iteration(cell.conv.weight.asnumpy(), before[2 * k], 1)
+        np.testing.assert_allclose(vectors.slots[4 + 2 * k].asnumpy(), u, atol=1e-6)
+        np.testing.assert_allclose(vectors.slots[5 + 2 * k].asnumpy(), v, atol=1e-6)
+    _SaveIterateRestore(vectors, last=True)(Tensor(np.ones(1, np.float32)))
+    for now, slot1 in zip(vectors.vectors, vectors.slots[4:]):
+        np.testing.assert_array_equal(now.asnumpy(), slot1.asnumpy())
 
 
 @pytest.mark.parametrize("shape", [(3, 4, 5, 6), (5, 64, 32, 32)])  # the second over a MiB: split over the cores
