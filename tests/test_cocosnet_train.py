@@ -1,7 +1,7 @@
-"""CoCosNet end to end on the styled demo data (64x64, tiny widths): a short training run of the recomputing step
-with finite losses and a complete snapshot, the same run by ``cocosnet/train.py`` without MindSpore's copies of
-Parameter reads, then eval and predict from the checkpoint alone (architecture from its metadata), and bad-input
-errors of the command line."""
+"""CoCosNet end to end on the styled demo data (64x64, tiny widths): a short training run (the demo's single-pass
+step) with finite losses and a complete snapshot, the recomputing step trained in-process and by ``cocosnet/train.py``
+without MindSpore's copies of Parameter reads to the same bits, then eval and predict from the checkpoint alone
+(architecture from its metadata), and bad-input errors of the command line."""
 import json
 import os
 import subprocess
@@ -29,9 +29,8 @@ def args(**kw):
     return [f"--{k}={v}" for k, v in kw.items()]
 
 
-# the recomputing step (full-size training's default), whose spectral-vector snapshots the copies' test needs
 RUN = dict(max_steps=4, log_every=1, num_workers=0, num_samples=1, cpu_conv="native", separate_compile="false",
-           demo_recompute="true", **DEMO, **TINY)
+           **DEMO, **TINY)
 
 
 @pytest.fixture(scope="module")
@@ -54,31 +53,35 @@ def test_demo_run_has_finite_losses_and_a_complete_snapshot(trained):
     assert files == ["Corr.ckpt", "D.ckpt", "G.ckpt", "opt_D.ckpt", "opt_G.ckpt", "state.json"]
     assert os.path.isfile(os.path.join(out, "samples", "epoch_0001.png"))
     log = open(os.path.join(out, "train.log")).read()
-    assert "label_nc=8" in log and "stands in for the reference VGG19" in log and "train step: recompute" in log
+    assert "label_nc=8" in log and "stands in for the reference VGG19" in log and "train step: single pass" in log
     assert "the first step compiles the train step graph" in log  # graph mode: says why step 1 takes minutes
     assert "peak resident memory of this process" in log
 
 
-def test_train_script_without_parameter_read_copies_gives_the_same_bits(trained, tmp_path):
+def test_train_script_without_parameter_read_copies_gives_the_same_bits(tmp_path, demo_cache):
     """``cocosnet/train.py`` compiles its step without MindSpore's copies of Parameter reads
-    (``CoCosNetSpec.parameter_read_copies = False``): after the recomputing step's four iterations (the image
-    encoder's spectral vectors saved, iterated and restored in each) every weight, spectral vector and Adam moment
-    equals, bit for bit, the in-process run's, which keeps the copies. (Snapshots held as ``u * 1`` instead of
-    Assigns into Parameters of their own: the image encoder's weights differ after one iteration.)"""
+    (``CoCosNetSpec.parameter_read_copies = False``): after four iterations of the recomputing step (full-size
+    training's default; the image encoder's spectral vectors saved, iterated and restored in each) every weight,
+    spectral vector and Adam moment equals, bit for bit, an in-process run's, which keeps the copies. (Snapshots
+    held as ``u * 1`` instead of Assigns into Parameters of their own: the image encoder's weights differ after
+    one iteration.)"""
     if parameter_read_copies_dropped():
         pytest.skip("this test process already runs without the copies: nothing to compare against")
-    out, _, _ = trained
+    run = dict(RUN, demo_recompute="true")
+    copies, without = tmp_path / "copies", tmp_path / "without"
+    drivers.train(SPEC, drivers.parse(SPEC, args(output_dir=copies, **run)))
+    assert "train step: recompute" in (copies / "train.log").read_text()
     env = {k: v for k, v in os.environ.items() if k != READ_COPIES_ENV}
-    proc = subprocess.run([sys.executable, "cocosnet/train.py"] + args(output_dir=tmp_path, **RUN),
+    proc = subprocess.run([sys.executable, "cocosnet/train.py"] + args(output_dir=without, **run),
                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "reads Parameters without copying them" in (tmp_path / "train.log").read_text()
-    snap = open(os.path.join(out, "ckpt", "latest")).read().strip()
-    assert (tmp_path / "ckpt" / "latest").read_text().strip() == snap
+    assert "reads Parameters without copying them" in (without / "train.log").read_text()
+    snap = (copies / "ckpt" / "latest").read_text().strip()
+    assert (without / "ckpt" / "latest").read_text().strip() == snap
     for component in ("Corr", "G", "D", "opt_G", "opt_D"):
-        want = ms.load_checkpoint(os.path.join(out, "ckpt", snap, f"{component}.ckpt"))
-        got = ms.load_checkpoint(str(tmp_path / "ckpt" / snap / f"{component}.ckpt"))
+        want = ms.load_checkpoint(str(copies / "ckpt" / snap / f"{component}.ckpt"))
+        got = ms.load_checkpoint(str(without / "ckpt" / snap / f"{component}.ckpt"))
         assert set(got) == set(want)
         for name, value in want.items():
             if isinstance(value, ms.Parameter):
