@@ -1,5 +1,8 @@
-"""Shared fixtures: a tiny demo dataset in a per-session cache and tiny pix2pix configs."""
+"""Shared fixtures: a tiny demo dataset in a per-session cache, a train script run in its own process and a
+bit-for-bit comparison of two runs' snapshots."""
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -48,3 +51,38 @@ def cpu_graph_mode():
     import mindspore as ms
     ms.set_device("CPU")
     ms.set_context(mode=ms.GRAPH_MODE)
+
+
+@pytest.fixture
+def train_script():
+    """``run(model, argv, out)``: ``<model>/train.py ARGV`` in a fresh process, with the process settings its model
+    chooses (``common.drivers.configure_process``: MindSpore's variable for copies of Parameter reads removed from the
+    environment first); fails the test on a non-zero exit and returns the text of ``out/train.log``."""
+    from common.runtime import READ_COPIES_ENV
+
+    def run(model, argv, out):
+        env = {k: v for k, v in os.environ.items() if k != READ_COPIES_ENV}
+        proc = subprocess.run([sys.executable, f"{model}/train.py"] + list(argv), cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        with open(os.path.join(str(out), "train.log")) as f:
+            return f.read()
+    return run
+
+
+@pytest.fixture
+def assert_same_snapshots():
+    """``check(want, got, components)``: every Parameter of each ``<component>.ckpt`` in snapshot folder ``got``
+    equals, bit for bit, the one in ``want``, and both files hold the same names."""
+    import mindspore as ms
+    import numpy as np
+
+    def check(want, got, components):
+        for component in components:
+            a = ms.load_checkpoint(os.path.join(str(want), f"{component}.ckpt"))
+            b = ms.load_checkpoint(os.path.join(str(got), f"{component}.ckpt"))
+            assert set(a) == set(b)
+            for name, value in a.items():
+                if isinstance(value, ms.Parameter):
+                    np.testing.assert_array_equal(b[name].asnumpy(), value.asnumpy(), err_msg=f"{component}: {name}")
+    return check

@@ -4,8 +4,6 @@ without MindSpore's copies of Parameter reads to the same bits, then eval and pr
 (architecture from its metadata), and bad-input errors of the command line."""
 import json
 import os
-import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -16,7 +14,7 @@ import mindspore as ms
 
 from common import drivers
 from common.demo_data import STYLED_LABEL_NC
-from common.runtime import READ_COPIES_ENV, parameter_read_copies_dropped
+from common.runtime import parameter_read_copies_dropped
 from cocosnet.src.spec import CoCosNetSpec
 from cocosnet.src.train_step import LOSS_NAMES
 
@@ -58,7 +56,8 @@ def test_demo_run_has_finite_losses_and_a_complete_snapshot(trained):
     assert "peak resident memory of this process" in log
 
 
-def test_train_script_without_parameter_read_copies_gives_the_same_bits(tmp_path, demo_cache):
+def test_train_script_without_parameter_read_copies_gives_the_same_bits(tmp_path, demo_cache, train_script,
+                                                                         assert_same_snapshots):
     """``cocosnet/train.py`` compiles its step without MindSpore's copies of Parameter reads
     (``CoCosNetSpec.parameter_read_copies = False``): after four iterations of the recomputing step (full-size
     training's default; the image encoder's spectral vectors saved, iterated and restored in each) every weight,
@@ -71,21 +70,11 @@ def test_train_script_without_parameter_read_copies_gives_the_same_bits(tmp_path
     copies, without = tmp_path / "copies", tmp_path / "without"
     drivers.train(SPEC, drivers.parse(SPEC, args(output_dir=copies, **run)))
     assert "train step: recompute" in (copies / "train.log").read_text()
-    env = {k: v for k, v in os.environ.items() if k != READ_COPIES_ENV}
-    proc = subprocess.run([sys.executable, "cocosnet/train.py"] + args(output_dir=without, **run),
-                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), env=env,
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "reads Parameters without copying them" in (without / "train.log").read_text()
+    log = train_script("cocosnet", args(output_dir=without, **run), without)
+    assert "reads Parameters without copying them" in log
     snap = (copies / "ckpt" / "latest").read_text().strip()
     assert (without / "ckpt" / "latest").read_text().strip() == snap
-    for component in ("Corr", "G", "D", "opt_G", "opt_D"):
-        want = ms.load_checkpoint(str(copies / "ckpt" / snap / f"{component}.ckpt"))
-        got = ms.load_checkpoint(str(without / "ckpt" / snap / f"{component}.ckpt"))
-        assert set(got) == set(want)
-        for name, value in want.items():
-            if isinstance(value, ms.Parameter):
-                np.testing.assert_array_equal(got[name].asnumpy(), value.asnumpy(), err_msg=f"{component}: {name}")
+    assert_same_snapshots(copies / "ckpt" / snap, without / "ckpt" / snap, ("Corr", "G", "D", "opt_G", "opt_D"))
 
 
 def test_eval_and_predict_from_the_checkpoint_alone(trained):

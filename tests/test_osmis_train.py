@@ -4,8 +4,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -16,7 +14,7 @@ import mindspore as ms
 
 from common import drivers
 from common.metrics.evaluate import lpips_weights_cached
-from common.runtime import READ_COPIES_ENV, memory_planned_statically, parameter_read_copies_dropped
+from common.runtime import memory_planned_statically, parameter_read_copies_dropped
 from osmis.src.dataset import OSMISDataset
 from osmis.src.spec import OSMISSpec
 
@@ -92,7 +90,8 @@ def test_resume_repeats_the_uninterrupted_run(trained, tmp_path):
                 np.testing.assert_allclose(value.asnumpy(), b[name].asnumpy(), rtol=1e-5, atol=1e-6, err_msg=name)
 
 
-def test_train_script_with_its_process_settings_gives_the_same_bits(trained, tmp_path):
+def test_train_script_with_its_process_settings_gives_the_same_bits(trained, tmp_path, train_script,
+                                                                      assert_same_snapshots):
     """``osmis/train.py`` (``common.drivers.configure_process``) compiles its step without MindSpore's copies of
     Parameter reads (``OSMISSpec.parameter_read_copies = False``) and, at this 48x64 size, with its memory planned
     before it runs (``OSMISSpec.static_memory_plan``): every weight, EMA weight, spectral vector and Adam moment
@@ -101,19 +100,10 @@ def test_train_script_with_its_process_settings_gives_the_same_bits(trained, tmp
         pytest.skip("this test process already runs without the copies or with a static memory plan: nothing to "
                     "compare against")
     out, _ = trained
-    env = {k: v for k, v in os.environ.items() if k != READ_COPIES_ENV}
-    proc = subprocess.run([sys.executable, "osmis/train.py"] + args(tmp_path), cwd=os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__))), env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    log = (tmp_path / "train.log").read_text()
+    log = train_script("osmis", args(tmp_path), tmp_path)
     assert "reads Parameters without copying them" in log and "graph memory planned" in log
-    for component in ("G", "D", "G_ema", "opt_G", "opt_D"):
-        a = ms.load_checkpoint(os.path.join(snapshot(out, "epoch_0002_step_00000002"), f"{component}.ckpt"))
-        b = ms.load_checkpoint(os.path.join(snapshot(tmp_path, "epoch_0002_step_00000002"), f"{component}.ckpt"))
-        assert set(a) == set(b)
-        for name, value in a.items():
-            if isinstance(value, ms.Parameter):
-                np.testing.assert_array_equal(value.asnumpy(), b[name].asnumpy(), err_msg=f"{component}: {name}")
+    snap = "epoch_0002_step_00000002"
+    assert_same_snapshots(snapshot(out, snap), snapshot(tmp_path, snap), ("G", "D", "G_ema", "opt_G", "opt_D"))
 
 
 def test_predict_and_export_from_the_checkpoint_alone(trained):
