@@ -21,9 +21,11 @@ AVX512_BF16), and the PyTorch reference with its oneDNN bf16 mode for float32 co
 (without running it) into a temporary compile cache, this process loads it; the child's time and peak are printed.
 ``--trim_heap SECONDS`` (default: the model config's ``trim_heap``, as ``train.py``; 0: off) gives the C heap's free
 pages back to the system while the steps run (``common.runtime.heap_trimming``).
-``--paired`` (with ``--torch``; OSMIS and CoCosNet, whose references have a ``--serve`` mode) keeps the reference
-running in a child process and alternates one step of each, so a shared machine's load swings hit both sides of a
-pair alike: the ratio printed is the median of the per-pair ratios; the reference's peak memory is printed too.
+``--paired`` (with ``--torch``) keeps the reference running in a child process and alternates one step of each, so a
+shared machine's load swings hit both sides of a pair alike: the ratio printed is the median of the per-pair ratios;
+the reference's peak memory is printed too. OSMIS's and CoCosNet's references have a ``--serve`` mode
+(:func:`serve`); the shared pix2pix and CRN scripts run as written (their own timing first) and then serve the
+``step`` function they define.
 Prints one line per measurement and the peak resident memory.
 """
 import argparse
@@ -56,9 +58,10 @@ def parse_size(text):
     return values[0] if len(values) == 1 else tuple(values)
 
 
-TORCH_BF16 = ("import runpy, sys, torch; torch.backends.mkldnn.conv.fp32_precision = 'bf16'; "
-              "torch.backends.mkldnn.matmul.fp32_precision = 'bf16'; sys.argv = sys.argv[1:]; "
-              "runpy.run_path(sys.argv[0], run_name='__main__')")
+TORCH_BF16 = "torch.backends.mkldnn.conv.fp32_precision = 'bf16'; torch.backends.mkldnn.matmul.fp32_precision = 'bf16'; "
+# a shared reference script (a step function, then its own timing at import) run as written, then serving its step
+SERVE_SCRIPT = (f"sys.argv.remove('--serve'); sys.path.insert(0, {os.path.join(REPO, 'bench')!r}); "
+                "from train_step import serve; serve(runpy.run_path(sys.argv[0], run_name='__main__')['step'])")
 
 
 def torch_command(args, script):
@@ -72,7 +75,12 @@ def torch_command(args, script):
         command = [script, str(args.size), "--steps", str(args.steps)]
     else:
         command = [script, str(args.size)]
-    return (["-c", TORCH_BF16] if args.precision == "bf16" else []) + command
+    served_script = args.paired and args.model not in SERVED_REFERENCES
+    if args.precision != "bf16" and not served_script:
+        return command
+    run = SERVE_SCRIPT if served_script else "runpy.run_path(sys.argv[0], run_name='__main__')"
+    bf16 = "import torch; " + TORCH_BF16 if args.precision == "bf16" else ""
+    return ["-c", "import runpy, sys; " + bf16 + "sys.argv = sys.argv[1:]; " + run] + command
 
 
 def step_builder(model, cpu_conv=None, device="CPU", mode="graph", no_masks=False, precision="f32", recompute=None):
@@ -209,7 +217,7 @@ def main():
                         help="CPU convolution path (common/conv.py); default: the model config's cpu_conv")
     parser.add_argument("--torch", action="store_true", help="also time the PyTorch reference (pix2pix, crn, osmis, cocosnet)")
     parser.add_argument("--paired", action="store_true",
-                        help="with --torch (OSMIS, CoCosNet): keep the reference running beside this process and "
+                        help="with --torch: keep the reference running beside this process and "
                              "alternate one step of each; the ratio is the median of the per-pair ratios (load swings "
                              "of a shared machine hit both sides of a pair alike)")
     parser.add_argument("--no_masks", action="store_true", help="OSMIS: time SIV-GAN (no mask branch)")
@@ -230,8 +238,8 @@ def main():
         parser.error("--size HxW and --no_masks are OSMIS options")
     if args.recompute is not None and args.model != "cocosnet":
         parser.error("--recompute is a CoCosNet option")
-    if args.paired and (not args.torch or args.model not in SERVED_REFERENCES):
-        parser.error(f"--paired needs --torch and a reference with a --serve mode ({', '.join(SERVED_REFERENCES)})")
+    if args.paired and not args.torch:
+        parser.error("--paired needs --torch")
     torch_ms = reference = None
     if args.torch:
         if args.model not in TORCH_REFERENCES:
