@@ -58,7 +58,8 @@ def parse_size(text):
     return values[0] if len(values) == 1 else tuple(values)
 
 
-TORCH_BF16 = "torch.backends.mkldnn.conv.fp32_precision = 'bf16'; torch.backends.mkldnn.matmul.fp32_precision = 'bf16'; "
+TORCH_BF16 = ("torch.backends.mkldnn.conv.fp32_precision = 'bf16'; "
+              "torch.backends.mkldnn.matmul.fp32_precision = 'bf16'; ")
 # a shared reference script (a step function, then its own timing at import) run as written, then serving its step
 SERVE_SCRIPT = (f"sys.argv.remove('--serve'); sys.path.insert(0, {os.path.join(REPO, 'bench')!r}); "
                 "from train_step import serve; serve(runpy.run_path(sys.argv[0], run_name='__main__')['step'])")

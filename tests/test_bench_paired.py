@@ -30,6 +30,7 @@ def test_a_served_reference_times_one_step_per_request(tmp_path):
     assert len(times) == 3 and min(times) >= 10.0  # each answer is one 10 ms step, timed in the child
     assert 300 / 1024 < peak_gb < len(held) / 2 ** 30  # the child's own peak: its 300 MiB in, our 1 GiB not
 
+
 # a shared reference in the form of ../shared/bench/torch_pix2pix_step.py: a step function, its own timing at import
 SCRIPT_REFERENCE = """import sys, time
 size = int(sys.argv[1])
