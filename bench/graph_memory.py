@@ -127,7 +127,7 @@ def main():
     parser.add_argument("--layers", type=int, help="convolutions in the stack (spectral: 40, norm: 4)")
     parser.add_argument("--channels", type=int, help="channels (spectral: 512, norm: 256)")
     parser.add_argument("--size", type=int, help="input height (spectral: 8, square; norm: 128, width twice)")
-    parser.add_argument("--cpu_conv", choices=["native", "matmul", "winograd", "onednn"],
+    parser.add_argument("--cpu_conv", choices=["native", "matmul", "winograd", "onednn", "mixed"],
                         help="convolution path (common/conv.py; spectral: native, norm: winograd)")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()

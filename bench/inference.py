@@ -247,7 +247,7 @@ def main():
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--backends", help="comma-separated, from " + ",".join(BACKENDS) + " (default: all)")
-    parser.add_argument("--cpu_conv", choices=["auto", "native", "matmul", "winograd", "onednn"],
+    parser.add_argument("--cpu_conv", choices=["auto", "native", "matmul", "winograd", "onednn", "mixed"],
                         help="MindSpore's CPU convolution path (default: the model config's cpu_conv)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="time the backends in turn this many times (fresh processes, every other round in the "

@@ -55,7 +55,7 @@ def main():
     parser.add_argument("--size", type=parse_size, default=128, help="N (square) or HxW (OSMIS)")
     parser.add_argument("--batch", type=int, help="samples per step (default: the model config's batch_size; OSMIS 5)")
     parser.add_argument("--steps", type=int, default=2, help="profiled steps (after two warm-up steps)")
-    parser.add_argument("--cpu_conv", choices=["auto", "native", "matmul", "winograd", "onednn"],
+    parser.add_argument("--cpu_conv", choices=["auto", "native", "matmul", "winograd", "onednn", "mixed"],
                         help="CPU convolution path (common/conv.py); default: the model config's cpu_conv")
     parser.add_argument("--no_masks", action="store_true", help="OSMIS: SIV-GAN (no mask branch)")
     parser.add_argument("--inference", action="store_true",

@@ -214,7 +214,7 @@ def main():
     parser.add_argument("--batch", type=int, help="samples per step (default: the model config's batch_size; OSMIS 5)")
     parser.add_argument("--steps", type=int, default=7)
     parser.add_argument("--device", default="CPU")
-    parser.add_argument("--cpu_conv", choices=["auto", "native", "matmul", "winograd", "onednn"],
+    parser.add_argument("--cpu_conv", choices=["auto", "native", "matmul", "winograd", "onednn", "mixed"],
                         help="CPU convolution path (common/conv.py); default: the model config's cpu_conv")
     parser.add_argument("--torch", action="store_true", help="also time the PyTorch reference (pix2pix, crn, osmis, cocosnet)")
     parser.add_argument("--paired", action="store_true",

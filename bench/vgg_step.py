@@ -80,7 +80,7 @@ def run(cpu_conv, size, batch, steps):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cpu_conv", choices=["auto", "native", "matmul", "winograd", "onednn"], default="matmul",
+    parser.add_argument("--cpu_conv", choices=["auto", "native", "matmul", "winograd", "onednn", "mixed"], default="matmul",
                         help="CPU convolution path of this process (common/conv.py)")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--batch", type=int, default=1)

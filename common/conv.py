@@ -49,6 +49,14 @@ are rounded to bf16 and AMX kernels run (sums and results in f32; the first laye
 padding with a stride (the split depends on the input size) takes the matmul form; without the compiled library
 the whole path does.
 
+``use_conv_impl(net, "mixed")`` is ``winograd``, except that each :class:`Conv2d` call takes oneDNN's kernels where
+:func:`onednn_is_faster` says they win for its geometry (a compile-time choice from the input's shape, like the
+Winograd tile): strided layers with at least 256 output pixels per call and layers with fewer than 16 output
+channels, where neither Winograd nor one large MatMul applies. pix2pix's step mixes them: its 4x4 stride-2 layers at
+32x32 and above ran in 0.55-0.75x the matmul path's time inside the step, its PatchGAN's 512->1 layer in 0.4x, while
+its 256->512 4x4 stride-1 layer stays on Winograd (0.66x oneDNN's time) and the transposed convolutions on MatMul +
+Col2Im (level in total). Values are the direct sums wherever oneDNN runs, Winograd's elsewhere.
+
 Coverage of the matmul path: any padding (``pad`` with one value, per dimension ``(top, bottom, left,
 right)``, unequal sides included; ``valid``; ``same``), any kernel and stride, dilation, and for
 :class:`Conv2d` groups. The only fallback, which stays on the native operator and is not counted by
@@ -83,9 +91,9 @@ from common.layers import CompiledCell, reduce_sum
 from common.winograd import winograd_factors, winograd_matrices
 
 __all__ = ["CONV_IMPLS", "Conv2d", "ConvTranspose2d", "Unfold", "Im2Col", "Col2Im", "ScaledBiasAdd", "use_conv_impl",
-           "use_compiled_kernels", "pack_weights", "winograd_tile", "bf16_matmuls"]
+           "use_compiled_kernels", "pack_weights", "winograd_tile", "onednn_is_faster", "bf16_matmuls"]
 
-CONV_IMPLS = ("native", "matmul", "winograd", "onednn")
+CONV_IMPLS = ("native", "matmul", "winograd", "onednn", "mixed")
 
 
 def bf16_matmuls():
@@ -123,7 +131,9 @@ def use_conv_impl(net, impl, keep_transforms=False, compiled_kernels=True):
     ``keep_transforms=True`` makes them keep their transformed inputs for the backward instead of recomputing them
     (:class:`_WinogradMatMul`: faster, more memory; for training steps that fit); with ``onednn``, the cells
     without a oneDNN form (``same`` padding with a stride) and every cell where the compiled library is missing
-    take the matmul form. Call it before ``net`` first runs in graph mode: a compiled graph keeps the path it was
+    take the matmul form; with ``mixed``, each :class:`Conv2d` with a oneDNN form chooses per call between oneDNN's
+    kernels and the ``winograd`` path (:func:`onednn_is_faster`), the other cells take ``winograd`` (all of them do
+    where the compiled library is missing). Call it before ``net`` first runs in graph mode: a compiled graph keeps the path it was
     compiled with (a change to a net that has one is an error; one compiled through an enclosing cell, e.g. a
     train step, cannot be seen here). Off ``native``, a plain ``nn.Conv2d`` / ``nn.Conv2dTranspose`` in ``net`` is
     an error: it could not follow.
@@ -142,14 +152,17 @@ def use_conv_impl(net, impl, keep_transforms=False, compiled_kernels=True):
     convs = [cell for _, cell in cells if isinstance(cell, (Conv2d, ConvTranspose2d, Unfold))]
     library = _kernel_library(compiled_kernels)
     onednn = impl == "onednn" and library is not None  # else the matmul path stands in
+    mixed = impl == "mixed" and library is not None  # else the winograd path
     wanted = [(impl != "native" and cell.has_matmul_form and not (onednn and cell.has_onednn_form),
-               impl == "winograd" and cell.has_winograd_form, onednn and cell.has_onednn_form) for cell in convs]
-    keep = bool(keep_transforms) and impl == "winograd"
+               impl in ("winograd", "mixed") and cell.has_winograd_form, onednn and cell.has_onednn_form,
+               mixed and cell.has_onednn_form and isinstance(cell, Conv2d)) for cell in convs]
+    keep = bool(keep_transforms) and impl in ("winograd", "mixed")
     largest_tile = 2 if bf16_matmuls() else 4
     on_library = [cell for _, cell in cells if isinstance(cell, CompiledCell) or (
         impl != "native" and isinstance(cell, (_Columns, _WinogradMatMul))) or (
-        onednn and isinstance(cell, _OnednnConv))]  # the others do not run
-    changed = any((cell.matmul, cell.winograd, cell.onednn) != want for cell, want in zip(convs, wanted)) or any(
+        (onednn or mixed) and isinstance(cell, _OnednnConv))]  # the others do not run
+    changed = any((cell.matmul, cell.winograd, cell.onednn, cell.mixed) != want
+                  for cell, want in zip(convs, wanted)) or any(
         (cell.keep_transforms, cell.largest_tile) != (keep, largest_tile)
         for cell in convs if cell.has_winograd_form) or any(cell.library != library for cell in on_library)
     packed = [cell for cell in convs if getattr(cell, "packed", False)]
@@ -160,8 +173,8 @@ def use_conv_impl(net, impl, keep_transforms=False, compiled_kernels=True):
     if changed and any(getattr(cell, "compile_cache", None) for _, cell in cells):
         raise RuntimeError(f"{type(net).__name__} already ran as a compiled graph, which keeps its convolution path; "
                            f"call use_conv_impl(net, {impl!r}) right after building the network")
-    for cell, (matmul, winograd, on_onednn) in zip(convs, wanted):
-        cell.matmul, cell.winograd, cell.onednn = matmul, winograd, on_onednn
+    for cell, (matmul, winograd, on_onednn, per_call) in zip(convs, wanted):
+        cell.matmul, cell.winograd, cell.onednn, cell.mixed = matmul, winograd, on_onednn, per_call
         if cell.has_winograd_form:
             cell.keep_transforms = keep
             for winograd in cell.winograd_cells():
@@ -169,7 +182,7 @@ def use_conv_impl(net, impl, keep_transforms=False, compiled_kernels=True):
             cell.largest_tile = largest_tile
     for cell in on_library:
         cell.use_library(library)
-    return sum(matmul or on_onednn for (matmul, _, on_onednn), cell in zip(wanted, convs)
+    return sum(matmul or on_onednn for (matmul, _, on_onednn, _), cell in zip(wanted, convs)
                if not isinstance(cell, Unfold))
 
 
@@ -180,7 +193,8 @@ def pack_weights(net):
 
     MindSpore's graph mode copies a 4-D weight Parameter into its matrix view at every call (a ``Reshape``
     kernel: 22 ms of a 103 ms pix2pix generator forward at 256x256, ``bench/profile_step.py --inference``);
-    a 2-D Parameter is read in place. Native, Winograd-path and grouped layers keep their 4-D weights. A
+    a 2-D Parameter is read in place. Native, Winograd-path, grouped and ``mixed`` layers (which may run on
+    oneDNN's kernels) keep their 4-D weights. A
     packed network is for inference: load its checkpoint and pack it before its first call; its packed weights
     are frozen, and :func:`common.checkpoint.save_cell` and :func:`use_conv_impl` (another path) refuse it.
     Returns how many weights were packed.
@@ -188,7 +202,7 @@ def pack_weights(net):
     count = 0
     for _, cell in net.cells_and_names():
         if isinstance(cell, (Conv2d, ConvTranspose2d)) and cell.matmul and not cell.winograd and cell.group == 1 \
-                and not cell.packed:
+                and not cell.mixed and not cell.packed:
             w = cell.weight
             matrix = w.asnumpy().reshape(w.shape[0], -1)
             cell.weight = Parameter(Tensor(matrix, w.dtype), name=w.name, requires_grad=False)
@@ -455,6 +469,27 @@ def winograd_tile(batch, in_channels, out_h, out_w, largest=4, kernel=3):
     if pixels >= 128 and out_h % 2 == 0 and out_w % 2 == 0:
         return 2
     return 0
+
+
+def onednn_is_faster(batch, out_channels, out_h, out_w, *, winograd_tile_size, pointwise):
+    """On the ``mixed`` path: whether a :class:`Conv2d` call runs on oneDNN's kernels rather than the ``winograd``
+    path (Winograd tile ``winograd_tile_size``, 0 for Im2Col + MatMul; ``pointwise``: a 1x1 stride-1 layer, one
+    MatMul over the batch, kept on it).
+
+    Measured inside pix2pix's 256x256 step on a 2-core AMD EPYC (Zen 4), forward and both gradients of each layer
+    (``bench/profile_step.py --model pix2pix --cpu_conv winograd|onednn``, the per-layer sums of the kernels):
+    4x4 stride-2 layers with 32x32 outputs and more took 0.55-0.75x the Im2Col + MatMul time on oneDNN (64->128
+    at 128x128: 17 against 28 ms), level at 16x16 (18.5 against 20 ms), slower below (512->512 at 2x2 and 4x4: 10
+    against 5 ms); the PatchGAN's 512->1 4x4 stride-1 layer 10 against 26 ms on Winograd F(3x3, 4x4) (one output
+    channel leaves the transforms and the MatMul nothing to share), while its 256->512 one took 164 against 108 ms
+    on Winograd. Hence: oneDNN for fewer than 16 output channels, else for the layers Winograd does not take and
+    that have at least 256 output pixels per call (batch included).
+    """
+    if pointwise:
+        return False
+    if out_channels < 16:
+        return True
+    return winograd_tile_size == 0 and batch * out_h * out_w >= 256
 
 
 def _row_order(rows, groups):
@@ -804,7 +839,7 @@ class Conv2d(nn.Conv2d):
         self.add_bias = _BiasAdd()
         self.has_winograd_form = (self.has_matmul_form and self.kernel in ((3, 3), (4, 4)) and self.strides == (1, 1)
                                   and self.dilations == (1, 1) and self.group == 1)
-        self.winograd = self.packed = self.keep_transforms = self.onednn = False
+        self.winograd = self.packed = self.keep_transforms = self.onednn = self.mixed = False
         self.largest_tile = 4
         self.has_onednn_form = self.has_matmul_form and self.pads is not None
         if self.has_onednn_form:
@@ -843,20 +878,20 @@ class Conv2d(nn.Conv2d):
         if not self.matmul and not self.onednn:
             y = self.conv2d(x, weight)
             return self.bias_add(y, self.bias) if add_bias else y
-        if self.onednn and add_bias:
-            return self.onednn_conv_bias(x, weight, self.bias)
         b, c, h, w = x.shape
         (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.strides, self.dilations
         top, bottom, left, right = self._padding(h, w)
         n, g = self.out_channels, self.group
+        tile = (winograd_tile(b, c, h + top + bottom - kh + 1, w + left + right - kw + 1, self.largest_tile, kh)
+                if self.winograd else 0)
+        if self.onednn or (self.mixed and onednn_is_faster(
+                b, n, (h + top + bottom - dh * (kh - 1) - 1) // sh + 1, (w + left + right - dw * (kw - 1) - 1) // sw + 1,
+                winograd_tile_size=tile, pointwise=self.pointwise)):
+            return self.onednn_conv_bias(x, weight, self.bias) if add_bias else self.onednn_conv(x, weight)
         bias_added = False  # by the Winograd output transform
-        if self.onednn:
-            y = self.onednn_conv(x, weight)
-        elif g == 1 and not self.pointwise:
+        if g == 1 and not self.pointwise:
             if (top, left) != self.unfold_pads or (bottom, right) != self.unfold_pads:
                 x = ops.pad(x, (left, right, top, bottom))
-            tile = (winograd_tile(b, c, h + top + bottom - kh + 1, w + left + right - kw + 1, self.largest_tile, kh)
-                    if self.winograd else 0)
             if tile:  # a bias is added by the output transform (a layer that has one takes zeros without add_bias)
                 cell = self.winograd_f4 if tile == 4 else self.winograd_f3 if tile == 3 else self.winograd_f2
                 if self.has_bias:
@@ -912,7 +947,7 @@ class ConvTranspose2d(nn.Conv2dTranspose):
         self.has_winograd_form = False  # use_conv_impl's flags, shared with Conv2d
         self.has_onednn_form = min(pads) >= 0
         self.add_bias = _BiasAdd()
-        self.matmul = self.winograd = self.packed = self.onednn = False
+        self.matmul = self.winograd = self.packed = self.onednn = self.mixed = False
         if self.has_onednn_form:
             self.onednn_conv = _OnednnConvTranspose(self.kernel, self.strides, self.dilations, pads, self.group)
         top, bottom, left, right = pads
@@ -969,7 +1004,7 @@ class Unfold(nn.Cell):
         self.kernel = kernel
         self.im2col = Im2Col(kernel, 1, kernel // 2, 1)
         self.has_matmul_form, self.has_winograd_form, self.has_onednn_form = True, False, False  # use_conv_impl's
-        self.matmul = self.winograd = self.onednn = False
+        self.matmul = self.winograd = self.onednn = self.mixed = False
 
     def construct(self, x):
         b, c, h, w = x.shape

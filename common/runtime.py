@@ -22,7 +22,7 @@ __all__ = ["Runtime", "init_runtime", "launched_by_msrun", "set_seed", "select_c
            "PRECISION_CHOICES", "drop_parameter_read_copies", "parameter_read_copies_dropped"]
 
 DEVICE_TARGETS = ("CPU", "GPU", "Ascend")
-CPU_CONV_CHOICES = ("auto", "native", "matmul", "winograd", "onednn")
+CPU_CONV_CHOICES = ("auto", "native", "matmul", "winograd", "onednn", "mixed")
 PRECISION_CHOICES = ("f32", "bf16")
 # How long a rank's CPU collective (MindSpore's own AllReduce) waits for the others: MS_NODE_TIMEOUT, read by
 # the worker when it joins (30 s by default, less than ranks can drift apart while compiling a large network or
@@ -100,7 +100,7 @@ def cpu_has_avx512(cpuinfo="/proc/cpuinfo"):
 def select_cpu_conv(cpu_conv, device_target, user_isa, flags):
     """How convolutions should run: ``(impl, isa)``.
 
-    ``impl`` is ``"native"``, ``"matmul"``, ``"winograd"`` or ``"onednn"`` (``common/conv.py``); ``isa`` is the
+    ``impl`` is ``"native"``, ``"matmul"``, ``"winograd"``, ``"onednn"`` or ``"mixed"`` (``common/conv.py``); ``isa`` is the
     ``ONEDNN_MAX_CPU_ISA`` to set, or ``None`` to leave the variable alone (a value the user set, or not a
     CPU run). ``flags``: the CPU's feature flags (:func:`cpu_flags`). ``auto`` picks ``winograd`` on CPUs with
     AVX2 (every AVX-512 CPU has it), ``native`` otherwise: Winograd's 2.25-4x fewer multiplies beat MindSpore's

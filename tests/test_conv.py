@@ -158,6 +158,65 @@ def test_onednn_in_compiled_vjp_equals_native(compiled_kernels):
         np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4 * np.abs(e).max())
 
 
+class _Counted(nn.Cell):
+    """``cell`` counting its calls (PyNative: construct runs in Python each call)."""
+
+    def __init__(self, cell):
+        super().__init__()
+        self.cell, self.calls = cell, 0
+
+    def construct(self, *args):
+        self.calls += 1
+        return self.cell(*args)
+
+
+class _MixedNet(nn.Cell):
+    """Each layer on a geometry that :func:`common.conv.onednn_is_faster` sends one way: a 4x4 stride-2 layer at
+    16x16 outputs (oneDNN) and at 8x8 (Im2Col + MatMul), a 3x3 layer Winograd takes, a 4x4 layer to one channel
+    (oneDNN), a 1x1 layer (one MatMul) and a transposed layer (MatMul + Col2Im)."""
+
+    def __init__(self):
+        super().__init__()
+        self.down = Conv2d(16, 32, 4, 2, pad_mode="pad", padding=1, has_bias=True)
+        self.small = Conv2d(16, 32, 4, 2, pad_mode="pad", padding=1, has_bias=True)
+        self.wino = Conv2d(32, 16, 3, 1, pad_mode="pad", padding=1)
+        self.to_one = Conv2d(16, 1, 4, 1, pad_mode="pad", padding=1)
+        self.point = Conv2d(16, 8, 1, has_bias=True)
+        self.up = ConvTranspose2d(8, 4, 4, 2, pad_mode="pad", padding=1, has_bias=True)
+
+    def construct(self, x):
+        big = self.wino(self.down(x))                                         # [B, 16, 16, 16]
+        small = self.small(big)                                               # [B, 32, 8, 8]
+        y = self.up(self.point(big)).sum() + self.to_one(big).sum() + (small ** 2).sum()
+        return y.reshape(1, 1, 1, 1)
+
+
+def test_mixed_path_runs_each_layer_where_onednn_is_faster(pynative, compiled_kernels):
+    """``mixed``: every Conv2d call takes oneDNN's kernels or the winograd path as onednn_is_faster says for its
+    geometry (counted calls), transposed layers stay MatMul + Col2Im, values and both gradients equal native;
+    pack_weights leaves the per-call layers 4-D (oneDNN takes the 4-D weight) and packs the others."""
+    native, mixed = _MixedNet(), _MixedNet()
+    use_conv_impl(native, "native")
+    ms.load_param_into_net(mixed, {p.name: p for p in native.get_parameters()})
+    assert use_conv_impl(mixed, "mixed") == 6
+    assert [cell.mixed for cell in (mixed.down, mixed.small, mixed.wino, mixed.to_one, mixed.point, mixed.up)] == \
+        [True] * 5 + [False]
+    spied = {}
+    for layer, name in (("down", "onednn_conv_bias"), ("small", "onednn_conv_bias"), ("small", "im2col_matmul"),
+                        ("wino", "winograd_f2"), ("wino", "onednn_conv"), ("to_one", "onednn_conv")):
+        cell = getattr(mixed, layer)
+        spied[layer, name] = _Counted(getattr(cell, name))
+        setattr(cell, name, spied[layer, name])
+    x = ms.Tensor(np.random.default_rng(3).normal(size=(1, 16, 32, 32)).astype(np.float32))
+    expected, got = _value_and_grads(native, x), _value_and_grads(mixed, x)
+    for e, g in zip(expected, got):
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4 * np.abs(e).max())
+    ran = {key for key, spy in spied.items() if spy.calls}
+    assert ran == {("down", "onednn_conv_bias"), ("small", "im2col_matmul"), ("wino", "winograd_f2"),
+                   ("to_one", "onednn_conv")}  # 16x16 outputs: F(2x2)
+    assert pack_weights(mixed) == 1 and mixed.up.packed and not mixed.down.packed and mixed.down.weight.ndim == 4
+
+
 class _Weighted(nn.Cell):
     """``sum(cell(x, *args) * weights)``: a loss whose gradient w.r.t. x is the cell's adjoint applied to weights."""
 
@@ -771,6 +830,7 @@ AVX2 = frozenset({"sse", "avx2"})
     ("matmul", "GPU", None, AVX512, ("native", None)),
     ("onednn", "CPU", None, AVX512, ("onednn", "AVX512_CORE")),
     ("onednn", "CPU", None, AVX2, ("onednn", "AVX2")),
+    ("mixed", "CPU", None, AVX512, ("mixed", "AVX512_CORE")),
 ])
 def test_select_cpu_conv(cpu_conv, device, user_isa, flags, expected):
     assert select_cpu_conv(cpu_conv, device, user_isa, flags) == expected
