@@ -133,10 +133,10 @@ def use_conv_impl(net, impl, keep_transforms=False, compiled_kernels=True):
     without a oneDNN form (``same`` padding with a stride) and every cell where the compiled library is missing
     take the matmul form; with ``mixed``, each :class:`Conv2d` with a oneDNN form chooses per call between oneDNN's
     kernels and the ``winograd`` path (:func:`onednn_is_faster`), the other cells take ``winograd`` (all of them do
-    where the compiled library is missing). Call it before ``net`` first runs in graph mode: a compiled graph keeps the path it was
-    compiled with (a change to a net that has one is an error; one compiled through an enclosing cell, e.g. a
-    train step, cannot be seen here). Off ``native``, a plain ``nn.Conv2d`` / ``nn.Conv2dTranspose`` in ``net`` is
-    an error: it could not follow.
+    where the compiled library is missing). Call it before ``net`` first runs in graph mode: a compiled graph keeps
+    the path it was compiled with (a change to a net that has one is an error; one compiled through an enclosing
+    cell, e.g. a train step, cannot be seen here). Off ``native``, a plain ``nn.Conv2d`` / ``nn.Conv2dTranspose``
+    in ``net`` is an error: it could not follow.
     """
     if impl not in CONV_IMPLS:
         raise ValueError(f"conv_impl={impl!r} is not supported; choose one of {CONV_IMPLS}")
@@ -479,11 +479,11 @@ def onednn_is_faster(batch, out_channels, out_h, out_w, *, winograd_tile_size, p
     Measured inside pix2pix's 256x256 step on a 2-core AMD EPYC (Zen 4), forward and both gradients of each layer
     (``bench/profile_step.py --model pix2pix --cpu_conv winograd|onednn``, the per-layer sums of the kernels):
     4x4 stride-2 layers with 32x32 outputs and more took 0.55-0.75x the Im2Col + MatMul time on oneDNN (64->128
-    at 128x128: 17 against 28 ms), level at 16x16 (18.5 against 20 ms), slower below (512->512 at 2x2 and 4x4: 10
-    against 5 ms); the PatchGAN's 512->1 4x4 stride-1 layer 10 against 26 ms on Winograd F(3x3, 4x4) (one output
-    channel leaves the transforms and the MatMul nothing to share), while its 256->512 one took 164 against 108 ms
-    on Winograd. Hence: oneDNN for fewer than 16 output channels, else for the layers Winograd does not take and
-    that have at least 256 output pixels per call (batch included).
+    from 128x128 to 64x64: 17 against 28 ms), level at 16x16 outputs (18.5 against 20 ms), slower below (512->512
+    with 4x4 and 2x2 outputs: 10 against 4-5 ms); the PatchGAN's 512->1 4x4 stride-1 layer 10 against 26 ms on
+    Winograd F(3x3, 4x4) (one output channel leaves the transforms and the MatMul nothing to share), while its
+    256->512 one took 164 against 108 ms on Winograd. Hence: oneDNN for fewer than 16 output channels, else for
+    the layers Winograd does not take and that have at least 256 output pixels per call (batch included).
     """
     if pointwise:
         return False
@@ -884,9 +884,10 @@ class Conv2d(nn.Conv2d):
         n, g = self.out_channels, self.group
         tile = (winograd_tile(b, c, h + top + bottom - kh + 1, w + left + right - kw + 1, self.largest_tile, kh)
                 if self.winograd else 0)
-        if self.onednn or (self.mixed and onednn_is_faster(
-                b, n, (h + top + bottom - dh * (kh - 1) - 1) // sh + 1, (w + left + right - dw * (kw - 1) - 1) // sw + 1,
-                winograd_tile_size=tile, pointwise=self.pointwise)):
+        out_h = (h + top + bottom - dh * (kh - 1) - 1) // sh + 1
+        out_w = (w + left + right - dw * (kw - 1) - 1) // sw + 1
+        if self.onednn or (self.mixed and onednn_is_faster(b, n, out_h, out_w, winograd_tile_size=tile,
+                                                           pointwise=self.pointwise)):
             return self.onednn_conv_bias(x, weight, self.bias) if add_bias else self.onednn_conv(x, weight)
         bias_added = False  # by the Winograd output transform
         if g == 1 and not self.pointwise:
@@ -909,7 +910,6 @@ class Conv2d(nn.Conv2d):
                 h, w, ph, pw = h + top + bottom, w + left + right, 0, 0
             else:
                 ph, pw = top, left
-            out_h, out_w = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
             if self.pointwise:  # 1x1: the input is its own im2col matrix
                 cols = x.reshape(b, c, h * w)
             else:
