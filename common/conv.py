@@ -91,7 +91,8 @@ from common.layers import CompiledCell, reduce_sum
 from common.winograd import winograd_factors, winograd_matrices
 
 __all__ = ["CONV_IMPLS", "Conv2d", "ConvTranspose2d", "Unfold", "Im2Col", "Col2Im", "ScaledBiasAdd", "use_conv_impl",
-           "use_compiled_kernels", "pack_weights", "winograd_tile", "onednn_is_faster", "bf16_matmuls"]
+           "use_compiled_kernels", "use_inference_conv_impl", "pack_weights", "winograd_tile", "onednn_is_faster",
+           "bf16_matmuls"]
 
 CONV_IMPLS = ("native", "matmul", "winograd", "onednn", "mixed")
 
@@ -184,6 +185,20 @@ def use_conv_impl(net, impl, keep_transforms=False, compiled_kernels=True):
         cell.use_library(library)
     return sum(matmul or on_onednn for (matmul, _, on_onednn, _), cell in zip(wanted, convs)
                if not isinstance(cell, Unfold))
+
+
+def use_inference_conv_impl(net, impl):
+    """Switch ``net``, a network that only runs forwards (inference, metric scorers), to ``impl`` and pack its
+    matmul-path weights (:func:`use_conv_impl`, then :func:`pack_weights`); returns how many were packed.
+
+    ``mixed`` takes ``winograd`` here: its per-layer rule (:func:`onednn_is_faster`) was measured on training
+    steps, forward and both gradients, where oneDNN's kernels win on the strided layers. A forward alone pays
+    their reorders with no gradient to share them: pix2pix's generator at 256x256 took 152 / 122 ms per image
+    on ``mixed`` against 124 / 102 ms on ``winograd``, alternating (``bench/inference.py --model pix2pix
+    --backends mindspore --cpu_conv mixed|winograd``, Zen 4).
+    """
+    use_conv_impl(net, "winograd" if impl == "mixed" else impl)
+    return pack_weights(net)
 
 
 def pack_weights(net):

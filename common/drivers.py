@@ -24,7 +24,7 @@ from common.compile_cache import (caching_folder, compile_apart, compile_only, f
                                   stop_caching, use_compile_cache)
 from common.config import Config, ConfigError, load_config
 from common.entry import usage, wants_help
-from common.conv import pack_weights, use_compiled_kernels, use_conv_impl
+from common.conv import use_compiled_kernels, use_conv_impl, use_inference_conv_impl
 from common.data import BatchLoader
 from common.export import (ExportError, check_mindir_parity, check_onnx_parity, compose_onnx, export_mindir,
                            export_onnx, outputs_numpy)
@@ -304,8 +304,7 @@ def prepare_inference(net, conv_impl="native"):
     """``net``, weights loaded, made inference-only in place: spectral norms folded into their weights (as
     exported), convolutions on ``conv_impl``, matmul-path weights packed."""
     fold_spectral_norm(net)
-    use_conv_impl(net, conv_impl)
-    pack_weights(net)
+    use_inference_conv_impl(net, conv_impl)
 
 
 def load_runners(spec, cfg, rt, log=print):

@@ -21,7 +21,8 @@ import mindspore as ms
 from mindspore import nn, ops
 
 from common import cpu_kernels
-from common.conv import Col2Im, Conv2d, ConvTranspose2d, Im2Col, pack_weights, use_conv_impl, winograd_tile
+from common.conv import (Col2Im, Conv2d, ConvTranspose2d, Im2Col, pack_weights, use_conv_impl, use_inference_conv_impl,
+                         winograd_tile)
 from common.export import prepare_for_export
 from common.layers import AffineResample, AvgPool2d, LeakyReLU, NearestUpsample, PairwiseMeanAbs
 from common.winograd import winograd_matrices
@@ -215,6 +216,19 @@ def test_mixed_path_runs_each_layer_where_onednn_is_faster(pynative, compiled_ke
     assert ran == {("down", "onednn_conv_bias"), ("small", "im2col_matmul"), ("wino", "winograd_f2"),
                    ("to_one", "onednn_conv")}  # 16x16 outputs: F(2x2)
     assert pack_weights(mixed) == 1 and mixed.up.packed and not mixed.down.packed and mixed.down.weight.ndim == 4
+
+
+def test_forward_only_networks_take_winograd_for_mixed(compiled_kernels):
+    """use_inference_conv_impl: ``mixed`` (a rule measured on training steps) becomes ``winograd`` for a network that
+    only runs forwards, every cell as winograd sets it, and the matmul-path weights are packed."""
+    net, ref = _MixedNet(), _MixedNet()
+    use_conv_impl(ref, "winograd")
+    assert use_inference_conv_impl(net, "mixed") == pack_weights(ref) == 4  # down, small, point, up
+    flags = [(c.matmul, c.winograd, c.onednn, c.mixed, c.packed) for c in (net.down, net.small, net.wino, net.to_one,
+                                                                          net.point, net.up)]
+    assert flags == [(c.matmul, c.winograd, c.onednn, c.mixed, c.packed) for c in (ref.down, ref.small, ref.wino,
+                                                                                 ref.to_one, ref.point, ref.up)]
+    assert not any(f[3] for f in flags)
 
 
 class _Weighted(nn.Cell):

@@ -23,7 +23,7 @@ import mindspore as ms
 from mindspore import nn
 
 from common import cityscapes as cs
-from common.conv import Conv2d, ConvTranspose2d, pack_weights, use_conv_impl
+from common.conv import Conv2d, ConvTranspose2d, use_inference_conv_impl
 from common.io import read_image, read_label
 from common.metrics.caffe import caffe_flat
 from common.metrics.segmentation import ConfusionMatrix, match_by_name
@@ -92,8 +92,7 @@ def load_fcn8s(net, source, conv_impl="native"):
     :func:`common.conv.use_conv_impl`). Errors name the file, layer and expected shape."""
     flat = caffe_flat(source) if str(source).endswith(".caffemodel") else read_flat(source)
     assign_params(net, flat, source)
-    use_conv_impl(net, conv_impl)
-    pack_weights(net)
+    use_inference_conv_impl(net, conv_impl)
     net.set_train(False)
     return net
 
@@ -114,8 +113,7 @@ def build_fcn8s(source, conv_impl="native"):
     channels = tuple(int(flat[f"conv{b}_1.weight"].shape[0]) for b in range(1, 6))
     net = FCN8s(int(flat["score_fr.weight"].shape[0]), channels=channels, fc=int(flat["fc6.weight"].shape[0]))
     assign_params(net, flat, source)
-    use_conv_impl(net, conv_impl)
-    pack_weights(net)
+    use_inference_conv_impl(net, conv_impl)
     net.set_train(False)
     return net
 

@@ -7,7 +7,7 @@ across papers with the pt_inception-2015-12-05 weights and the same real set and
 """
 import numpy as np
 
-from common.conv import pack_weights, use_conv_impl
+from common.conv import use_inference_conv_impl
 from common.metrics.frechet import (FeatureSet, frechet_distance, gaussian_statistics, inception_score,
                                     kernel_inception_distance)
 from common.metrics.image import check_images
@@ -31,10 +31,9 @@ class InceptionMetrics:
     def __init__(self, weights=None, net=None, kid_subsets=100, kid_subset_size=1000, is_splits=10,
                  conv_impl="native"):
         self.net = net or InceptionV3(taps=("pool3", "logits_unbiased"), layout="fid")
-        use_conv_impl(self.net, conv_impl)
         if weights is not None:
             load_inception(self.net, weights)
-        pack_weights(self.net)
+        use_inference_conv_impl(self.net, conv_impl)
         self.net.set_train(False)
         self.kid_subsets, self.kid_subset_size, self.is_splits = kid_subsets, kid_subset_size, is_splits
         source = weights or "RANDOM-INIT weights (numbers meaningless)"

@@ -12,7 +12,7 @@ import common  # noqa: F401
 import mindspore as ms
 from mindspore import nn, ops
 
-from common.conv import Conv2d, pack_weights, use_conv_impl
+from common.conv import Conv2d, use_inference_conv_impl
 from common.layers import reduce_mean
 from common.metrics.image import PairMean
 from common.pretrained import pretrained_path
@@ -96,8 +96,7 @@ class LPIPS(nn.Cell):
 def build_lpips(net="alexnet", trunk_source=None, heads_source=None, conv_impl="native"):
     """LPIPS cell with real weights, in inference mode, its convolutions on ``conv_impl`` (native | matmul)."""
     model = LPIPS(net).load(trunk_source, heads_source)
-    use_conv_impl(model, conv_impl)
-    pack_weights(model)
+    use_inference_conv_impl(model, conv_impl)
     model.set_train(False)
     return model
 
@@ -120,8 +119,7 @@ class LPIPSMetric(PairMean):
 
     def __init__(self, net="alexnet", model=None, conv_impl="native", *, unit_range=False):
         self.model = model or build_lpips(net)
-        use_conv_impl(self.model, conv_impl)
-        pack_weights(self.model)
+        use_inference_conv_impl(self.model, conv_impl)
         self.unit_range = unit_range
         self.name = f"lpips_{self.model.net}"
         inputs = "RGB in [0, 1] (not LPIPS's [-1, 1])" if unit_range else "RGB in [-1, 1]"

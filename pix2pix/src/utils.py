@@ -7,7 +7,7 @@ import numpy as np
 from mindspore import nn
 
 from common.compile_cache import BoundStep
-from common.conv import pack_weights, use_conv_impl
+from common.conv import use_conv_impl, use_inference_conv_impl
 from common.io import make_grid, tensor_to_uint8
 from pix2pix.src.dataset import AlignedDataset, check_image_size
 from pix2pix.src.model import define_D, define_G, valid_sizes
@@ -127,7 +127,7 @@ def _bench_networks(size, batch, netG, conv_impl):
 def make_bench_inference(size=256, batch=1, netG=None, conv_impl="native"):
     """A zero-argument callable running the generator once in eval mode (what predict.py runs) on random data."""
     _, G, _ = _bench_networks(size, batch, netG, conv_impl)
-    pack_weights(G)
+    use_inference_conv_impl(G, conv_impl)  # as load_inference: mixed takes winograd, weights packed
     G.set_train(False)
     x = ms.Tensor(np.random.RandomState(0).uniform(-1, 1, (batch, 3, size, size)).astype(np.float32))
 
