@@ -112,21 +112,19 @@ def frame_labels(names, label_dir):
     return out
 
 
-def _bench_networks(size, batch, netG, conv_impl):
-    """The config and (G, D) of the benchmarks: ``netG`` or unet_256 / unet_128 by size, on ``conv_impl``."""
+def _bench_networks(size, batch, netG):
+    """The config and (G, D) of the benchmarks: ``netG`` or unet_256 / unet_128 by size (native convolutions)."""
     from common.config import load_config
     net_name = netG or ("unet_256" if size % 256 == 0 else "unet_128")
     cfg = load_config(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "default_config.yaml"),
                       netG=net_name, crop_size=size, batch_size=batch)
     G, D = build_networks(cfg)
-    use_conv_impl(G, conv_impl)
-    use_conv_impl(D, conv_impl)
     return cfg, G, D
 
 
 def make_bench_inference(size=256, batch=1, netG=None, conv_impl="native"):
     """A zero-argument callable running the generator once in eval mode (what predict.py runs) on random data."""
-    _, G, _ = _bench_networks(size, batch, netG, conv_impl)
+    _, G, _ = _bench_networks(size, batch, netG)
     use_inference_conv_impl(G, conv_impl)  # as load_inference: mixed takes winograd, weights packed
     G.set_train(False)
     x = ms.Tensor(np.random.RandomState(0).uniform(-1, 1, (batch, 3, size, size)).astype(np.float32))
@@ -139,7 +137,9 @@ def make_bench_inference(size=256, batch=1, netG=None, conv_impl="native"):
 def make_bench_step(size=256, batch=1, netG=None, conv_impl="native"):
     """A zero-argument callable running one full pix2pix train step (D then G) on random data."""
     from pix2pix.src.train_step import Pix2PixTrainStep
-    cfg, G, D = _bench_networks(size, batch, netG, conv_impl)
+    cfg, G, D = _bench_networks(size, batch, netG)
+    use_conv_impl(G, conv_impl)
+    use_conv_impl(D, conv_impl)
     opt_G, opt_D = build_optimizers(cfg, G, D)
     step = Pix2PixTrainStep(G, D, opt_G, opt_D, cfg.gan_mode, cfg.lambda_L1)
     step.set_train()
