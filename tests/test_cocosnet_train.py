@@ -1,7 +1,7 @@
 """CoCosNet end to end on the styled demo data (64x64, tiny widths): a short training run (the demo's single-pass
-step) with finite losses and a complete snapshot, the recomputing step trained in-process and by ``cocosnet/train.py``
-without MindSpore's copies of Parameter reads to the same bits, then eval and predict from the checkpoint alone
-(architecture from its metadata), and bad-input errors of the command line."""
+step) with finite losses and a complete snapshot, then eval and predict from the checkpoint alone (architecture from
+its metadata), and bad-input errors of the command line. (The recomputing step, with and without MindSpore's copies
+of Parameter reads: test_cocosnet_recompute.py.)"""
 import json
 import os
 
@@ -14,7 +14,6 @@ import mindspore as ms
 
 from common import drivers
 from common.demo_data import STYLED_LABEL_NC
-from common.runtime import parameter_read_copies_dropped
 from cocosnet.src.spec import CoCosNetSpec
 from cocosnet.src.train_step import LOSS_NAMES
 
@@ -54,27 +53,6 @@ def test_demo_run_has_finite_losses_and_a_complete_snapshot(trained):
     assert "label_nc=8" in log and "stands in for the reference VGG19" in log and "train step: single pass" in log
     assert "the first step compiles the train step graph" in log  # graph mode: says why step 1 takes minutes
     assert "peak resident memory of this process" in log
-
-
-def test_train_script_without_parameter_read_copies_gives_the_same_bits(tmp_path, demo_cache, train_script,
-                                                                         assert_same_snapshots):
-    """``cocosnet/train.py`` compiles its step without MindSpore's copies of Parameter reads
-    (``CoCosNetSpec.parameter_read_copies = False``): after four iterations of the recomputing step (full-size
-    training's default; the image encoder's spectral vectors saved, iterated and restored in each) every weight,
-    spectral vector and Adam moment equals, bit for bit, an in-process run's, which keeps the copies. (Snapshots
-    held as ``u * 1`` instead of Assigns into Parameters of their own: the image encoder's weights differ after
-    one iteration.)"""
-    if parameter_read_copies_dropped():
-        pytest.skip("this test process already runs without the copies: nothing to compare against")
-    run = dict(RUN, demo_recompute="true")
-    copies, without = tmp_path / "copies", tmp_path / "without"
-    drivers.train(SPEC, drivers.parse(SPEC, args(output_dir=copies, **run)))
-    assert "train step: recompute" in (copies / "train.log").read_text()
-    log = train_script("cocosnet", args(output_dir=without, **run), without)
-    assert "reads Parameters without copying them" in log
-    snap = (copies / "ckpt" / "latest").read_text().strip()
-    assert (without / "ckpt" / "latest").read_text().strip() == snap
-    assert_same_snapshots(copies / "ckpt" / snap, without / "ckpt" / snap, ("Corr", "G", "D", "opt_G", "opt_D"))
 
 
 def test_eval_and_predict_from_the_checkpoint_alone(trained):
