@@ -68,7 +68,7 @@ class CoCosNetSpec(ModelSpec):
                  "spade_hidden": "demo_spade_hidden", "ndf": "demo_ndf", "n_epochs": "demo_epochs",
                  "n_epochs_decay": "demo_epochs_decay", "recompute": "demo_recompute", "trim_heap": "demo_trim_heap"}
     # every Parameter write of either step waits for the reads before it (the recomputing step's spectral-vector
-    # snapshots are Assigns): the same bits without MindSpore's read copies (tests/test_cocosnet_train.py); at
+    # snapshots are Assigns): the same bits without MindSpore's read copies (tests/test_cocosnet_recompute.py); at
     # 256x256 the copies' pool blocks cost 0.5 GB of peak memory (cocosnet/README.md, Performance)
     parameter_read_copies = False
 
