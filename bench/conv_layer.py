@@ -31,7 +31,7 @@ def run(cpu_conv, cin, cout, height, width, batch, steps, keep_transforms=False,
     import numpy as np
     import mindspore as ms
     from mindspore import Tensor
-    from common.conv import Conv2d, ConvTranspose2d, use_conv_impl, winograd_tile
+    from common.conv import Conv2d, ConvTranspose2d, onednn_is_faster, use_conv_impl, winograd_tile
 
     layer = ConvTranspose2d if transposed else Conv2d
     conv = layer(cin, cout, kernel, stride, pad_mode="pad", padding=1)
@@ -57,11 +57,16 @@ def run(cpu_conv, cin, cout, height, width, batch, steps, keep_transforms=False,
     ms_iter, _ = timed_ms(lambda: [t.asnumpy() for t in step(x)], steps)
     tile = winograd_tile(batch, cin, out_h, out_w, conv.largest_tile, kernel) \
         if rt.conv_impl in ("winograd", "mixed") and conv.has_winograd_form else 0
+    if conv.mixed and onednn_is_faster(batch, cout, out_h, out_w, winograd_tile_size=tile, pointwise=conv.pointwise):
+        tile = 0  # the layer ran on oneDNN's kernels
+        path_note = " (oneDNN's kernels)"
+    else:
+        path_note = f" (tile {tile})" if tile else ""
     peak = peak_memory_gb()
     name = f"{'transposed ' if transposed else ''}conv{kernel}x{kernel}" + (f" stride {stride}" if stride > 1 else "")
     print(f"{name} {cin}->{cout} {height}x{width} batch {batch}, forward + both gradients: "
           f"median {ms_iter:.0f} ms/iter over {steps}, peak RSS {peak:.2f} GB; {rt.conv_impl}"
-          + (f" (tile {tile})" if tile else "")
+          + path_note
           + (", transforms kept" if keep_transforms and tile else "") + (", bf16" if precision == "bf16" else ""),
           flush=True)
 
