@@ -121,8 +121,8 @@ def use_compiled_kernels(net):
 def use_conv_impl(net, impl, keep_transforms=False, compiled_kernels=True):
     """Switch every :class:`Conv2d` / :class:`ConvTranspose2d` / :class:`Unfold` in ``net`` to ``impl`` (one of
     :data:`CONV_IMPLS`), and, on CPU, its convolutions' Im2Col / Col2Im and Winograd transforms and its
-    :class:`common.layers.CompiledCell` cells (LeakyReLU, NearestUpsample, AffineResample, PairwiseMeanAbs, spectral
-    norms' PowerIteration) to the project's compiled kernels (:mod:`common.cpu_kernels`; with
+    :class:`common.layers.CompiledCell` cells (LeakyReLU, Softmax, NearestUpsample, AffineResample, PairwiseMeanAbs,
+    spectral norms' PowerIteration) to the project's compiled kernels (:mod:`common.cpu_kernels`; with
     ``compiled_kernels=False``, or where they cannot be built, to MindSpore's own operators, as exported graphs need).
 
     Returns how many convolutions now run off the native operator, as matrix multiplies or on oneDNN's kernels

@@ -1,26 +1,26 @@
 """The project's compiled CPU kernels as one shared library: ``common/kernels/im2col.cc`` (Im2Col and Col2Im),
 ``common/kernels/winograd.cc`` (Winograd's tile transforms and their adjoints), ``common/kernels/activations.cc``
-(LeakyReLU and its gradient), ``common/kernels/resize.cc`` (nearest upsampling, average pooling and their gradients),
-``common/kernels/spectral_norm.cc`` (spectral normalisation's power iteration, the output-scaled form's scale and
-bias, and their gradients), ``common/kernels/grid_sample.cc`` (affine warps by bilinear sampling and their adjoint),
-``common/kernels/pairwise.cc`` (mean absolute differences between a batch's samples and their gradient) and
-``common/kernels/onednn_conv.cc`` (oneDNN's own convolution kernels, called directly: the ``onednn`` convolution
-path; linked against the ``libdnnl.so.3`` that MindSpore ships).
+(LeakyReLU and its gradient, the last-axis softmax's gradient), ``common/kernels/resize.cc`` (nearest upsampling,
+average pooling and their gradients), ``common/kernels/spectral_norm.cc`` (spectral normalisation's power iteration,
+the output-scaled form's scale and bias, and their gradients), ``common/kernels/grid_sample.cc`` (affine warps by
+bilinear sampling and their adjoint), ``common/kernels/pairwise.cc`` (mean absolute differences between a batch's
+samples and their gradient) and ``common/kernels/onednn_conv.cc`` (oneDNN's own convolution kernels, called directly:
+the ``onednn`` convolution path; linked against the ``libdnnl.so.3`` that MindSpore ships).
 
-:func:`library` compiles the sources once per machine with the system's C++ compiler (``g++ -O3 -march=native``, a
-few seconds; without ``-march=native`` where the compiler refuses it) into ``$SYNTHZOO_CACHE/kernels`` (default
+:func:`library` compiles the sources once per machine with the system's C++ compiler (``g++ -O3 -march=native``, a few
+seconds; without ``-march=native`` where the compiler refuses it) into ``$SYNTHZOO_CACHE/kernels`` (default
 ``~/.cache/synthzoo/kernels``), named by a hash of the sources, the flags and the CPU's features, and returns its
 path; :class:`common.conv.Im2Col` / :class:`common.conv.Col2Im` and the Winograd layers
 (``common.conv._WinogradMatMul``) call it through ``ops.Custom(func_type="aot")`` on the matmul and Winograd
 convolution paths (and the oneDNN convolutions on the ``onednn`` path), :class:`common.layers.LeakyReLU`,
-:class:`common.layers.NearestUpsample`, :class:`common.layers.AvgPool2d`, :class:`common.layers.AffineResample`,
-:class:`common.layers.PairwiseMeanAbs`, :class:`common.layers.PowerIteration` and :class:`common.conv.ScaledBiasAdd`
-(spectral norms) on every path (``common.conv.use_conv_impl`` hands the path out). Where it cannot be used, they keep
-MindSpore's own ``Im2Col`` / ``Col2Im``, MatMuls and elementwise operators (same values, slower; the ``onednn`` path
-takes the matmul form), and :func:`status` says why: not Linux, no compiler (install ``g++``), the compiler failed,
-``MS_CUSTOM_AOT_WHITE_LIST`` set to a folder that does not hold the cache, or ``SYNTHZOO_CPU_KERNELS=0`` in the
-environment (the switch for comparisons: ``SYNTHZOO_CPU_KERNELS=0 python bench/train_step.py ...``).
-"""
+:class:`common.layers.Softmax` (its backward), :class:`common.layers.NearestUpsample`,
+:class:`common.layers.AvgPool2d`, :class:`common.layers.AffineResample`, :class:`common.layers.PairwiseMeanAbs`,
+:class:`common.layers.PowerIteration` and :class:`common.conv.ScaledBiasAdd` (spectral norms) on every path
+(``common.conv.use_conv_impl`` hands the path out). Where it cannot be used, they keep MindSpore's own ``Im2Col`` /
+``Col2Im``, MatMuls and elementwise operators (same values, slower; the ``onednn`` path takes the matmul form), and
+:func:`status` says why: not Linux, no compiler (install ``g++``), the compiler failed, ``MS_CUSTOM_AOT_WHITE_LIST``
+set to a folder that does not hold the cache, or ``SYNTHZOO_CPU_KERNELS=0`` in the environment (the switch for
+comparisons: ``SYNTHZOO_CPU_KERNELS=0 python bench/train_step.py ...``)."""
 import functools
 import hashlib
 import importlib.util

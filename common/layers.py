@@ -11,7 +11,7 @@
   factors, compiled on CPU.
 * :class:`AffineResample` - per-sample affine warps (bilinear, reflection padding), compiled on CPU.
 * :class:`PairwiseMeanAbs` - mean absolute differences between a batch's samples, compiled on CPU.
-* :class:`Softmax` - last-axis softmax with a backward from one matrix-vector product (attention, correlation).
+* :class:`Softmax` - last-axis softmax with a hand-written backward, one compiled pass on CPU (attention, correlation).
 * :class:`InstanceNorm2d` - per sample and channel over H, W (``nn.InstanceNorm2d`` has no CPU kernel).
 * :class:`LayerNorm2d` - per sample over C, H, W with per-channel scale/offset (TF ``slim.layer_norm``).
 * :class:`BatchStatNorm2d` - batch normalisation that always uses the current batch's statistics
@@ -476,19 +476,34 @@ class PowerIteration(CompiledCell):
         return u, v, ops.reshape(1 / sigma, (1,))
 
 
-class Softmax(nn.Cell):
+def _softmax_grad_op(path):
+    """The compiled softmax gradient (``common/kernels/activations.cc``) as an ``ops.Custom`` primitive:
+    ``(dy, y) -> y * (dy - rowsum(dy * y))`` over the last axis."""
+    return ops.Custom(f"{path}:SoftmaxGrad", out_shape=lambda dy, y: dy, out_dtype=lambda dy, y: dy,
+                      func_type="aot")
+
+
+class Softmax(CompiledCell):
     """Softmax over the last axis (``ops.softmax(x, -1)``) with a hand-written backward,
-    ``dx = y * (dy - (dy * y) @ 1)``, whose row sums are one matrix-vector product.
+    ``dx = y * (dy - (dy * y) @ 1)``. Float32 on CPU, once :meth:`use_library` gave the compiled kernels' path
+    (``common.conv.use_conv_impl`` does): one pass per row and no tensor beside ``dx``. Otherwise MindSpore's
+    operators, the row sums one matrix-vector product.
 
     Why: MindSpore 2.10's CPU softmax gradient reduces and broadcasts through ReduceSum and a broadcasting Sub;
-    on CoCosNet's attention map [1, 16384, 4096] the forward and backward took 1589 ms that way, 335 ms this way
-    (values within 1e-9). Stateless: one instance may serve every call. Shapes: [..., M] -> [..., M].
+    on CoCosNet's attention map [1, 16384, 4096] the forward and backward took 1589 ms that way, 335 ms with the
+    operators below (values within 1e-9), which still hold four tensors of the map's size and a fifth on the C heap
+    (MindSpore's CPU BroadcastTo). Shapes: [..., M] -> [..., M].
     """
+
+    def compiled_op(self, path):
+        return _softmax_grad_op(path)
 
     def construct(self, x):
         return ops.softmax(x, -1)
 
     def bprop(self, x, out, dout):
+        if self.custom is not None and out.dtype == ms.float32:
+            return (self.custom(dout, out),)
         row_sums = ops.matmul(dout * out, ops.ones((out.shape[-1], 1), out.dtype))  # [..., 1]
         # broadcast_to, not expand: graph mode fails to compile expand's constexpr branch inside a bprop
         return (out * (dout - ops.broadcast_to(row_sums, out.shape)),)

@@ -12,7 +12,8 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from common.conv import Unfold, use_conv_impl
-from common.layers import count_params
+from common import cpu_kernels
+from common.layers import Softmax, count_params
 from common.vgg import VGG
 from cocosnet.src.blocks import Attention, ResidualBlock, PositionalNorm2d, SPADEResnetBlock, nearest_resize
 from common.train import mixed_precision
@@ -547,6 +548,21 @@ def test_every_intermediate_shape_at_256_narrow():
     assert [[o.shape for o in s] for s in scales] == [
         [(1, ngf, 128, 128), (1, 2 * ngf, 64, 64), (1, 4 * ngf, 32, 32), (1, 8 * ngf, 31, 31), (1, 1, 30, 30)],
         [(1, ngf, 64, 64), (1, 2 * ngf, 32, 32), (1, 4 * ngf, 16, 16), (1, 8 * ngf, 15, 15), (1, 1, 14, 14)]]
+
+
+def test_use_conv_impl_gives_the_attention_softmax_the_compiled_gradient():
+    """The attention's softmax (the step's largest tensor, [B, 16384, 4096] at 256x256) is a cell of the
+    generator, so ``use_conv_impl`` hands it the compiled backward (``common/kernels/activations.cc``: no tensor
+    beside the gradient). The correlation's stays on MindSpore's operators, outside the float32-marked matching
+    cell's children (``correspondence.py``: a blanket float16 cannot reach it)."""
+    path = cpu_kernels.library()
+    if path is None:
+        pytest.skip(cpu_kernels.status())
+    gen = build_generator(label_nc=12, ngf=8, spade_hidden=16)
+    softmaxes = [cell for _, cell in gen.cells_and_names() if isinstance(cell, Softmax)]
+    assert len(softmaxes) == 1 and softmaxes[0].custom is None
+    use_conv_impl(gen, "winograd")
+    assert softmaxes[0].library == path and softmaxes[0].custom is not None
 
 
 class _InputAndWeightGrads(nn.Cell):

@@ -24,7 +24,7 @@ from common import cpu_kernels
 from common.conv import (Col2Im, Conv2d, ConvTranspose2d, Im2Col, pack_weights, use_conv_impl, use_inference_conv_impl,
                          winograd_tile)
 from common.export import prepare_for_export
-from common.layers import AffineResample, AvgPool2d, LeakyReLU, NearestUpsample, PairwiseMeanAbs
+from common.layers import AffineResample, AvgPool2d, LeakyReLU, NearestUpsample, PairwiseMeanAbs, Softmax
 from common.winograd import winograd_matrices
 from common.runtime import cpu_flags, cpu_has_avx512, select_cpu_conv, select_cpu_precision
 
@@ -309,6 +309,32 @@ def test_compiled_leaky_relu_equals_numpy(compiled_kernels, mode, slope):
         reference = ms.grad(_Weighted(formula, ms.Tensor(dy)))(ms.Tensor(x)).asnumpy()
         nonzero = x != 0
         np.testing.assert_allclose(dx[nonzero], reference[nonzero], rtol=1e-6)
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)
+
+
+@pytest.mark.parametrize("mode", ["pynative", "graph"])
+@pytest.mark.parametrize("shape", [(2, 3, 70), (1, 5, 4096), (9, 1)])
+def test_compiled_softmax_gradient_equals_numpy(compiled_kernels, mode, shape):
+    """common/kernels/activations.cc's SoftmaxGrad, the backward of common.layers.Softmax with the library: against
+    the float64 Jacobian-vector product ``y * (dy - sum(dy * y))`` per row (row lengths below, at and above the
+    kernel's 8 partial sums, one of length 1), and against the cell's MindSpore-operator backward."""
+    ms.set_context(mode=ms.PYNATIVE_MODE if mode == "pynative" else ms.GRAPH_MODE)
+    try:
+        rng = np.random.default_rng(11)
+        x = (rng.standard_normal(shape) * 4).astype(np.float32)
+        dy = rng.standard_normal(shape).astype(np.float32)
+        compiled, formula = Softmax(), Softmax()
+        compiled.use_library(compiled_kernels)
+        assert compiled.custom is not None and formula.custom is None
+        y = compiled(ms.Tensor(x)).asnumpy()
+        np.testing.assert_array_equal(y, formula(ms.Tensor(x)).asnumpy())  # the forward is MindSpore's either way
+        dx = ms.grad(_Weighted(compiled, ms.Tensor(dy)))(ms.Tensor(x)).asnumpy()
+        y64 = y.astype(np.float64)
+        want = y64 * (dy - (dy * y64).sum(axis=-1, keepdims=True))
+        np.testing.assert_allclose(dx, want, rtol=1e-5, atol=1e-7 * np.abs(want).max())
+        reference = ms.grad(_Weighted(formula, ms.Tensor(dy)))(ms.Tensor(x)).asnumpy()
+        np.testing.assert_allclose(dx, reference, rtol=1e-4, atol=1e-6 * np.abs(want).max())
     finally:
         ms.set_context(mode=ms.GRAPH_MODE)
 

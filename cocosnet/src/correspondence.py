@@ -30,7 +30,10 @@ def center_normalize(x):
     return feature_normalize(x - expand(reduce_mean(x, (1,)), x))
 
 
-_SOFTMAX = Softmax()  # stateless: the one instance the correlation's softmax and its backward run through
+# The one instance the correlation's softmax and its backward run through, on MindSpore's operators: not a child of
+# CorrelationWarp, so a network-wide to_float(float16) cannot make it cast the logits to float16 (a child would get
+# the compiled backward of common.layers.Softmax from use_conv_impl, and the flag with it).
+_SOFTMAX = Softmax()
 
 
 def correlation(theta, phi, temperature=0.01):
