@@ -30,9 +30,9 @@ def center_normalize(x):
     return feature_normalize(x - expand(reduce_mean(x, (1,)), x))
 
 
-# The one instance the correlation's softmax and its backward run through, on MindSpore's operators: not a child of
-# CorrelationWarp, so a network-wide to_float(float16) cannot make it cast the logits to float16 (a child would get
-# the compiled backward of common.layers.Softmax from use_conv_impl, and the flag with it).
+# The one instance the correlation's softmax and its backward run through, on MindSpore's operators. It is not a
+# child of CorrelationWarp: a child would get use_conv_impl's compiled backward, but also a network-wide
+# to_float(float16), and would then cast the logits to float16.
 _SOFTMAX = Softmax()
 
 
