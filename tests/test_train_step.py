@@ -3,6 +3,11 @@
 Linear G(x) = Wg x and D(y) = wd . y with SGD make every update a closed form:
 g_loss = -D(G(x)) gives dWg = -wd x^T; d_loss = D(fake) - D(real) gives dwd = fake - real.
 """
+import os
+import re
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -11,6 +16,8 @@ import mindspore as ms
 from mindspore import nn
 
 from common.train import EMA, GANTrainStep, TrainOneStep
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 LR = 0.1
 X = np.array([[0.5, -1.0, 2.0]], np.float32)
@@ -176,3 +183,98 @@ def test_train_one_step_with_a_bare_loss(mode, loss_scale):
     y = X @ WG.T
     assert float(loss.asnumpy()) == pytest.approx(0.5 * float((y ** 2).sum()), rel=1e-6)
     np.testing.assert_allclose(net.weight.asnumpy(), WG - LR * y.T @ X, rtol=1e-6, atol=1e-7)
+
+
+# The D step's place in a G_then_D step, seen in the memory pool's peak. T = 16 MiB (one tensor of N floats).
+N = 4 * 2**20
+
+
+class SineChain(nn.Cell):
+    """A generator returning a tuple (as CoCosNet's): (h * h, h), h = sin^8(w x); its backward keeps 8 tensors."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = ms.Parameter(ms.Tensor(np.ones(1, np.float32)), name="w")
+
+    def construct(self, x):
+        h = x * self.w
+        for _ in range(8):
+            h = ms.ops.sin(h)
+        return h * h, h
+
+
+class WideD(nn.Cell):
+    """|w [y, y]|^2: its weight gradient keeps 2 tensors of twice y's size until D's backward."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = ms.Parameter(ms.Tensor(np.ones(1, np.float32)), name="wd")
+
+    def construct(self, y):
+        z = ms.ops.cat((y, y)) * self.w
+        return (z * z).sum()
+
+
+class BatchedDLoss(nn.Cell):
+    """D on [fake, real] as one batch, as CoCosNet's D step."""
+
+    def __init__(self, netD):
+        super().__init__()
+        self.netD = netD
+
+    def construct(self, out, x, real):
+        return (self.netD(ms.ops.cat((out[0], real))),)
+
+
+class TupleGLoss(nn.Cell):
+    def construct(self, out, x, real):
+        return (ms.ops.sin(out[0]).sum() + out[1].sum(),)
+
+
+class PhaseAlone(nn.Cell):
+    """The generator and one loss, for a TrainOneStep of one phase (``detach``: D's phase)."""
+
+    def __init__(self, generator, loss, *, detach):
+        super().__init__()
+        self.generator, self.loss, self.detach = generator, loss, detach
+
+    def construct(self, x, real):
+        out = self.generator(x)
+        return self.loss(ms.ops.stop_gradient(out) if self.detach else out, x, real)
+
+
+def run_for_pool_peak(what):
+    """In a fresh process: one G_then_D step (``what="step"``) or the step of one phase alone ("G", "D")."""
+    ms.set_device("CPU")
+    ms.set_context(mode=ms.GRAPH_MODE)
+    G, D = SineChain(), WideD()
+    opt_G, opt_D = nn.SGD(G.trainable_params(), LR), nn.SGD(D.trainable_params(), LR)
+    if what == "step":
+        step = GANTrainStep(G, BatchedDLoss(D), TupleGLoss(), opt_G, opt_D, order="G_then_D")
+    else:
+        loss = TupleGLoss() if what == "G" else BatchedDLoss(D)
+        step = TrainOneStep(PhaseAlone(G, loss, detach=what == "D"), opt_G if what == "G" else opt_D, has_aux=True)
+    rng = np.random.default_rng(0)
+    step(*(ms.Tensor(rng.uniform(0, 1, N).astype(np.float32)) for _ in range(2)))
+
+
+def test_g_then_d_step_runs_d_after_the_g_update_so_their_tensors_never_coexist():
+    """MindSpore starts an operator once its inputs exist: D's phase must wait for G's update explicitly (per
+    tensor: a Depend on the generator's output tuple held nothing back, and CoCosNet's D step then kept 481 MiB
+    alive through G's backward). The pool's peak (MS_DEV_RUNTIME_CONF memory_statistics, printed at exit) of the
+    step is that of its larger phase, each measured alone, within one tensor; with D's phase run during G's
+    backward it was 320 against 192 MiB (that Depend in place of the per-tensor ones)."""
+    env = dict(os.environ, MS_DEV_RUNTIME_CONF="memory_statistics:True")
+    runs = {what: subprocess.Popen([sys.executable, "-c", "import sys; from tests.test_train_step import "
+                                    "run_for_pool_peak; run_for_pool_peak(sys.argv[1])", what], cwd=REPO, env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for what in ("step", "G", "D")}
+    peaks = {}
+    for what, proc in runs.items():
+        out, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, out[-2000:]
+        found = re.findall(r"(?<!actual )peak used mem:(\d+)M", out)
+        assert found, out[-2000:]
+        peaks[what] = int(found[0])
+    assert peaks["G"] >= 8 * 16 and peaks["D"] >= 6 * 16, peaks  # each phase holds what its docstring says
+    assert peaks["step"] <= max(peaks["G"], peaks["D"]) + 16, peaks

@@ -25,7 +25,7 @@ from mindspore import Tensor, nn, ops
 
 from common.pretrained import vgg16_stand_in
 from common.spectral_norm import SpectralVectors
-from common.train import GANTrainStep
+from common.train import GANTrainStep, after
 from common.vgg import VGG
 from common.weights import load_vgg
 from cocosnet.src.blocks import nearest_resize
@@ -351,7 +351,7 @@ class RecomputingStep(GANTrainStep):
         for k, j, k2, j2 in self.sources:
             grads = grads + ((parts[k][j] + parts[k2][j2],) if k2 >= 0 else (parts[k][j],))
         g_outputs = self.generator_update(g_outputs, grads)
-        d_outputs = self.discriminator_step(ops.depend(out, g_outputs), batch)
+        d_outputs = self.discriminator_step(after(out, g_outputs), after(batch, g_outputs))
         return self.after_step(d_outputs + g_outputs)
 
 
