@@ -493,7 +493,22 @@ class Softmax(CompiledCell):
     on CoCosNet's attention map [1, 16384, 4096] the forward and backward took 1589 ms that way, 335 ms with the
     operators below (values within 1e-9), which still hold four tensors of the map's size and a fifth on the C heap
     (MindSpore's CPU BroadcastTo). Shapes: [..., M] -> [..., M].
+
+    ``keep_float32=True``: float32 whatever the network's precision. A network-wide ``to_float`` (mixed precision's
+    float16 or bfloat16, which MindSpore passes down through ``add_flags_recursive``) marks the cell float32 instead,
+    so its input is never rounded to the lower precision (CoCosNet's correlation: logits up to 100).
     """
+
+    def __init__(self, *, keep_float32=False):
+        super().__init__()
+        self.keep_float32 = keep_float32
+        if keep_float32:
+            self.to_float(ms.float32)
+
+    def add_flags_recursive(self, **flags):
+        if self.keep_float32 and (flags.get("fp16") or flags.get("bf16")):
+            flags = dict(flags, fp16=False, bf16=False, fp32=True)
+        return super().add_flags_recursive(**flags)
 
     def compiled_op(self, path):
         return _softmax_grad_op(path)

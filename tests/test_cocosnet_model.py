@@ -106,10 +106,11 @@ def weighted_16x36(t, r):
 
 
 UNFOLD = Unfold(3)  # native form (slices)
+SOFTMAX = Softmax()  # MindSpore's operators
 
 
 def unfolded_correlation(s, t):
-    return correlation(center_normalize(UNFOLD(s)), center_normalize(UNFOLD(t)), 0.01)
+    return correlation(center_normalize(UNFOLD(s)), center_normalize(UNFOLD(t)), 0.01, SOFTMAX)
 
 
 class WeightedUnfold(nn.Cell):
@@ -124,7 +125,7 @@ class WeightedUnfold(nn.Cell):
 
 
 def correlate_and_warp(t, p, s):
-    return warp(correlation(t, p, 0.01), s)
+    return warp(correlation(t, p, 0.01, SOFTMAX), s)
 
 
 # Parameter counts ------------------------------------------------------------------------------------
@@ -550,19 +551,25 @@ def test_every_intermediate_shape_at_256_narrow():
         [(1, ngf, 64, 64), (1, 2 * ngf, 32, 32), (1, 4 * ngf, 16, 16), (1, 8 * ngf, 15, 15), (1, 1, 14, 14)]]
 
 
-def test_use_conv_impl_gives_the_attention_softmax_the_compiled_gradient():
-    """The attention's softmax (the step's largest tensor, [B, 16384, 4096] at 256x256) is a cell of the
-    generator, so ``use_conv_impl`` hands it the compiled backward (``common/kernels/activations.cc``: no tensor
-    beside the gradient). The correlation's stays on MindSpore's operators, outside the float32-marked matching
-    cell's children (``correspondence.py``: a blanket float16 cannot reach it)."""
+def test_use_conv_impl_gives_both_softmaxes_the_compiled_gradient_and_the_correlation_stays_float32():
+    """The attention's softmax (the step's largest tensor, [B, 16384, 4096] at 256x256) and the correlation's
+    ([B, 4096, 4096], at the recomputing step's memory peak) are cells of their networks, so ``use_conv_impl`` hands
+    them the compiled backward (``common/kernels/activations.cc``: no tensor beside the gradient). A network-wide
+    float16 (``to_float``, as O2's) leaves the correlation's float32, and the attention's float16."""
     path = cpu_kernels.library()
     if path is None:
         pytest.skip(cpu_kernels.status())
     gen = build_generator(label_nc=12, ngf=8, spade_hidden=16)
-    softmaxes = [cell for _, cell in gen.cells_and_names() if isinstance(cell, Softmax)]
-    assert len(softmaxes) == 1 and softmaxes[0].custom is None
+    corr = build_correspondence(label_nc=5, ngf=8, corr_channels=8, spade_hidden=8)
+    softmaxes = [cell for net in (gen, corr) for _, cell in net.cells_and_names() if isinstance(cell, Softmax)]
+    assert softmaxes == [gen.attn.softmax, corr.matching.softmax] and all(s.custom is None for s in softmaxes)
     use_conv_impl(gen, "winograd")
-    assert softmaxes[0].library == path and softmaxes[0].custom is not None
+    use_conv_impl(corr, "winograd")
+    assert all(s.library == path and s.custom is not None for s in softmaxes)
+    for net in (gen, corr):
+        net.to_float(ms.float16)
+    assert gen.attn.softmax.fp16 and corr.matching.fp16
+    assert corr.matching.softmax.fp32 and not corr.matching.softmax.fp16
 
 
 class _InputAndWeightGrads(nn.Cell):

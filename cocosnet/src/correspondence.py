@@ -30,24 +30,19 @@ def center_normalize(x):
     return feature_normalize(x - expand(reduce_mean(x, (1,)), x))
 
 
-# The one instance the correlation's softmax and its backward run through, on MindSpore's operators. It is not a
-# child of CorrelationWarp: a child would get use_conv_impl's compiled backward, but also a network-wide
-# to_float(float16), and would then cast the logits to float16.
-_SOFTMAX = Softmax()
-
-
-def correlation(theta, phi, temperature=0.01):
+def correlation(theta, phi, temperature, softmax):
     """Softmax over exemplar positions of the cosine similarities divided by ``temperature``.
 
     Args:
         theta: [B, D, N] normalised query features (input label map side).
         phi: [B, D, M] normalised key features (exemplar side).
+        softmax: a :class:`common.layers.Softmax` (over the last axis).
 
     Returns:
         [B, N, M], each row sums to 1.
     """
     f = ops.BatchMatMul(transpose_a=True)(theta, phi)
-    return _SOFTMAX(f * (1.0 / temperature))  # not f / t: Div keeps broadcast tables of f's size
+    return softmax(f * (1.0 / temperature))  # not f / t: Div keeps broadcast tables of f's size
 
 
 def warp(corr, source):
@@ -68,8 +63,9 @@ class CorrelationWarp(nn.Cell):
 
     Mixed precision (``--amp_level``, ``common.train.mixed_precision``) leaves this cell in float32: it is
     marked ``to_float(float32)`` (``KEEP_FLOAT32``, re-applied after O2's network-wide float16), and it casts
-    its inputs to float32 itself. With temperature 0.01 the softmax scales cosine similarities by 100, so a
-    float16 rounding of 1e-3 would move the logits by 0.1.
+    its inputs to float32 itself; its softmax (``Softmax(keep_float32=True)``) stays float32 even while the cell is
+    marked float16. With temperature 0.01 the softmax scales cosine similarities by 100, so a float16 rounding of
+    1e-3 would move the logits by 0.1.
 
     ``construct(theta_feat, phi_feat, ref_small, ref_seg_small)``: theta_feat, phi_feat [B, C, h, w],
     ref_small [B, 3, h, w], ref_seg_small [B, L, h, w] -> (warp_small [B, 3, h, w] cast back to the dtype the
@@ -84,6 +80,8 @@ class CorrelationWarp(nn.Cell):
         super().__init__()
         self.temperature = temperature
         self.unfold = Unfold(match_kernel)
+        # float32 even under a float16 matching cell; a child, so that use_conv_impl hands it the compiled backward
+        self.softmax = Softmax(keep_float32=True)
         self.to_float(mstype.float32)
 
     def construct(self, theta_feat, phi_feat, ref_small, ref_seg_small):
@@ -91,7 +89,7 @@ class CorrelationWarp(nn.Cell):
         # the unfold only copies values: cast after it, as O2's blanket float16 may have made it a float16 cell
         theta = center_normalize(ops.cast(self.unfold(theta_feat), mstype.float32))
         phi = center_normalize(ops.cast(self.unfold(phi_feat), mstype.float32))
-        corr = correlation(theta, phi, self.temperature)
+        corr = correlation(theta, phi, self.temperature, self.softmax)
         warp_small = warp(corr, ops.cast(ref_small, mstype.float32)).reshape(b, 3, h, w)
         warp_mask = warp(corr, ops.cast(ref_seg_small, mstype.float32)).reshape(b, ref_seg_small.shape[1], h, w)
         return ops.cast(warp_small, theta_feat.dtype), warp_mask, theta, phi, corr
