@@ -198,10 +198,11 @@ class _LossGrad(nn.Cell):
 def after(tensors, event):
     """``tensors`` (a tensor or a flat tuple of tensors), each ordered after ``event``.
 
-    MindSpore's runtime starts an operator as soon as its inputs exist, and a Depend on a tuple does not hold
-    back the operators that read its elements: with ``ops.depend(out, g_outputs)``, CoCosNet's D step ran its
-    first layers on the detached fake during G's backward and kept 481 MiB of their outputs alive through it
-    (docs/performance.md). Hence one Depend per tensor."""
+    MindSpore's runtime starts an operator as soon as its inputs exist (those reading Parameters also wait for the
+    side effects before them), and a Depend on a tuple does not hold back the operators that read its elements:
+    with ``ops.depend(out, g_outputs)``, the Parameter-free start of CoCosNet's D step (its input batch, the
+    downsampling, the first layers' Im2Col) ran on the detached fake during G's backward and kept 481 MiB alive
+    through it (docs/performance.md). Hence one Depend per tensor."""
     if isinstance(tensors, tuple):
         return tuple(ops.depend(t, event) for t in tensors)
     return ops.depend(tensors, event)

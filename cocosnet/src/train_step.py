@@ -329,7 +329,7 @@ class RecomputingStep(GANTrainStep):
         g_outputs, d_out = self.g_grad(out, *batch)
         d_fake, d_warp_out, d_warp_mask, d_f_seg, d_f_real = d_out
         # each part run again from its inputs kept above and pulled back, after the previous part's gradients
-        _, pullback = ms.vjp(self.high_resolution, *ops.depend((x, condition), d_out), weights=self.weights_high)
+        _, pullback = ms.vjp(self.high_resolution, *after((x, condition), d_out), weights=self.weights_high)
         (d_x, d_condition), grads_high = pullback(d_fake)
         _, pullback = ms.vjp(self.low_resolution, ops.depend(condition, grads_high), weights=self.weights_low)
         (d_input,), grads_low = pullback(d_x)
@@ -337,7 +337,7 @@ class RecomputingStep(GANTrainStep):
         _, pullback = ms.vjp(self.image_encoding, ops.depend(real, grads_low), weights=self.weights_image)
         _, grads_real = pullback(d_f_real)
         restored = self.vectors_encoder.restore(0, after=(grads_real, self.vectors_encoder.save(1)))
-        inputs = ops.depend((f_seg, f_ref), grads_real)
+        inputs = after((f_seg, f_ref), grads_real)
         _, pullback = ms.vjp(self.matching, *inputs, seg, ref, ref_seg, weights=self.weights_matching)
         d_inputs, grads_matching = pullback((d_warp_out, d_warp_mask))
         _, pullback = ms.vjp(self.label_encoding, ops.depend(seg, grads_matching), weights=self.weights_label)
