@@ -24,7 +24,7 @@ import re
 import subprocess
 import sys
 import threading
-from collections import Counter, deque
+from collections import Counter, defaultdict, deque
 
 LOG_ENV = {"GLOG_v": "3", "MS_SUBMODULE_LOG_v": "{ME:0,DEVICE:0}", "GLOG_logtostderr": "1",
            "MS_DEV_RUNTIME_CONF": "memory_statistics:True"}
@@ -40,7 +40,7 @@ class PoolReplay:
     alive) of the process that peaked highest."""
 
     def __init__(self):
-        self.live, self.used, self.count = {}, Counter(), Counter()
+        self.live, self.used, self.count = defaultdict(dict), Counter(), Counter()  # per process
         self.peak, self.at_peak, self.pid = 0, [], None
 
     def feed(self, line):
@@ -56,11 +56,11 @@ class PoolReplay:
             self._release(pid, found.group(2))  # the pool handed the address out again: its last holder let go
             self.count[pid] += 1
             record = [self.count[pid], None, int(found.group(1)), found.group(3)]
-            self.live[pid, found.group(2)] = record
+            self.live[pid][found.group(2)] = record
             self.used[pid] += record[2]
             if self.used[pid] > self.peak:
                 self.peak, self.pid = self.used[pid], pid
-                self.at_peak = [r for (p, _), r in self.live.items() if p == pid]
+                self.at_peak = list(self.live[pid].values())
             return True
         if "Free memory from" in line:
             found = _FREE.search(line)
@@ -70,7 +70,7 @@ class PoolReplay:
         return False
 
     def _release(self, pid, ptr):
-        record = self.live.pop((pid, ptr), None)
+        record = self.live[pid].pop(ptr, None)
         if record is not None:
             record[1] = self.count[pid]
             self.used[pid] -= record[2]
