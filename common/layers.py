@@ -1,6 +1,7 @@
 """Layers every model shares, written from mean/var ops so they run on CPU and export to ONNX cleanly.
 
 * :func:`reduce_mean` / :func:`reduce_sum` - reductions over several axes of [B, C, H, W] through a 2-D reshape.
+* :class:`Float32Only` - mixin of the cells that stay float32 under mixed precision (they refuse ``to_float``'s float16).
 * :class:`CompiledCell` - base of the cells with a compiled CPU form (``use_library``).
 * :class:`LeakyReLU` - the same function, faster than ``nn.LeakyReLU`` on CPU (one compiled pass each way).
 * :func:`expand` - a statistic broadcast to a tensor's shape as its own op (graph-mode memory: see its docstring).
@@ -11,7 +12,8 @@
   factors, compiled on CPU.
 * :class:`AffineResample` - per-sample affine warps (bilinear, reflection padding), compiled on CPU.
 * :class:`PairwiseMeanAbs` - mean absolute differences between a batch's samples, compiled on CPU.
-* :class:`Softmax` - last-axis softmax with a hand-written backward, one compiled pass on CPU (attention, correlation).
+* :class:`Softmax` - last-axis softmax with a hand-written backward, one compiled pass on CPU (attention, correlation);
+  :class:`Float32Softmax` stays float32 (the correlation's).
 * :class:`InstanceNorm2d` - per sample and channel over H, W (``nn.InstanceNorm2d`` has no CPU kernel).
 * :class:`LayerNorm2d` - per sample over C, H, W with per-channel scale/offset (TF ``slim.layer_norm``).
 * :class:`BatchStatNorm2d` - batch normalisation that always uses the current batch's statistics
@@ -28,7 +30,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.ops import constexpr
 from mindspore.common.initializer import Normal, initializer
 
-__all__ = ["ChannelAffine", "reduce_mean", "reduce_sum", "expand", "Standardize", "Softmax", "CompiledCell", "LeakyReLU", "nearest_upsample", "NearestUpsample", "AvgPool2d", "AffineResample", "PairwiseMeanAbs", "PowerIteration", "InstanceNorm2d", "LayerNorm2d", "BatchStatNorm2d", "CounterDropout", "set_dropout_rank", "init_weights", "count_params"]
+__all__ = ["ChannelAffine", "reduce_mean", "reduce_sum", "expand", "Standardize", "Softmax", "Float32Softmax", "Float32Only", "CompiledCell", "LeakyReLU", "nearest_upsample", "NearestUpsample", "AvgPool2d", "AffineResample", "PairwiseMeanAbs", "PowerIteration", "InstanceNorm2d", "LayerNorm2d", "BatchStatNorm2d", "CounterDropout", "set_dropout_rank", "init_weights", "count_params"]
 
 
 @constexpr
@@ -196,6 +198,22 @@ class ChannelAffine(nn.Cell):
         else:
             y = self.normalize(flat, scale, shift, mean.reshape(-1), var.reshape(-1))[0]
         return y.reshape(b, c, h, w)
+
+
+class Float32Only:
+    """Mixin (first base) for a cell that computes in float32 whatever precision the network runs in.
+
+    MindSpore marks a cell's precision through ``add_flags_recursive``: ``to_float`` calls it, mixed precision calls
+    ``to_float`` (O2's ``mindspore.amp.auto_mixed_precision`` on every cell, children one by one). Here a float16
+    or bfloat16 mark turns into float32, for the cell and everything below it, so MindSpore casts the cell's
+    inputs to float32. ``common.train.mixed_precision`` needs no list of exceptions, and neither does a user's own
+    ``net.to_float(mstype.float16)``.
+    """
+
+    def add_flags_recursive(self, **flags):
+        if flags.get("fp16") or flags.get("bf16"):
+            flags = dict(flags, fp16=False, bf16=False, fp32=True)
+        return super().add_flags_recursive(**flags)
 
 
 class CompiledCell(nn.Cell):
@@ -442,7 +460,7 @@ def _power_iteration_op(path):
     return forward
 
 
-class PowerIteration(CompiledCell):
+class PowerIteration(Float32Only, CompiledCell):
     """One training-mode power iteration of spectral normalisation (``torch.nn.utils.spectral_norm``) and the
     reciprocal of the spectral norm it estimates.
 
@@ -452,10 +470,8 @@ class PowerIteration(CompiledCell):
     CPU, once :meth:`use_library` gave the compiled kernels' path (``common.conv.use_conv_impl`` does): one kernel
     each way instead of about 16 forward and 6 backward. Otherwise MindSpore's MatMuls and elementwise operators.
     Same values either way up to float rounding (the compiled kernel sums in double). Float32 under mixed precision too
-    (``KEEP_FLOAT32``, read by ``common.train.mixed_precision``).
+    (:class:`Float32Only`).
     """
-
-    KEEP_FLOAT32 = True
 
     def __init__(self, eps=1e-12):
         super().__init__()
@@ -493,22 +509,7 @@ class Softmax(CompiledCell):
     on CoCosNet's attention map [1, 16384, 4096] the forward and backward took 1589 ms that way, 335 ms with the
     operators below (values within 1e-9), which still hold four tensors of the map's size and a fifth on the C heap
     (MindSpore's CPU BroadcastTo). Shapes: [..., M] -> [..., M].
-
-    ``keep_float32=True``: float32 whatever the network's precision. A network-wide ``to_float`` (mixed precision's
-    float16 or bfloat16, which MindSpore passes down through ``add_flags_recursive``) marks the cell float32 instead,
-    so its input is never rounded to the lower precision (CoCosNet's correlation: logits up to 100).
     """
-
-    def __init__(self, *, keep_float32=False):
-        super().__init__()
-        self.keep_float32 = keep_float32
-        if keep_float32:
-            self.to_float(ms.float32)
-
-    def add_flags_recursive(self, **flags):
-        if self.keep_float32 and (flags.get("fp16") or flags.get("bf16")):
-            flags = dict(flags, fp16=False, bf16=False, fp32=True)
-        return super().add_flags_recursive(**flags)
 
     def compiled_op(self, path):
         return _softmax_grad_op(path)
@@ -523,6 +524,10 @@ class Softmax(CompiledCell):
         # broadcast_to, not expand: graph mode fails to compile expand's constexpr branch inside a bprop
         return (out * (dout - ops.broadcast_to(row_sums, out.shape)),)
 
+
+class Float32Softmax(Float32Only, Softmax):
+    """:class:`Softmax` that stays float32 under mixed precision (CoCosNet's correlation: logits up to 100, where a
+    float16 rounding of 1e-3 of a cosine similarity would move a logit by 0.1)."""
 
 class InstanceNorm2d(nn.Cell):
     """Instance normalisation of [B, C, H, W] with optional per-channel affine (PyTorch semantics):

@@ -61,10 +61,10 @@ def mixed_precision(net, amp_level):
     dense layers, ...) run in float16 (``to_float``); everything else stays float32. ``O2``:
     ``mindspore.amp.auto_mixed_precision(net, "O2")``, whose changes are in place (float16 everywhere, batch
     norms float32); its float32 output wrapper is not used. (MindSpore's own O1 rewrites the network into a
-    new object, which a train step built beforehand would never run.) Then every cell whose class sets
-    ``KEEP_FLOAT32 = True`` (e.g. CoCosNet's correlation) is put back to float32; such a cell casts its own
-    inputs as well. Under O2 each :class:`common.spectral_norm.SpectralNorm` reads its vectors without waiting for its
-    input (``reads_after_input``).
+    new object, which a train step built beforehand would never run.) Cells that must compute in float32 (CoCosNet's
+    correlation, the spectral norms' power iteration) refuse the lower precision themselves
+    (:class:`common.layers.Float32Only`). Under O2 each :class:`common.spectral_norm.SpectralNorm` reads its vectors
+    without waiting for its input (``reads_after_input``).
     """
     if amp_level not in ("O0", "O1", "O2"):
         raise ValueError(f"--amp_level={amp_level}: choose O0, O1 or O2")
@@ -77,11 +77,9 @@ def mixed_precision(net, amp_level):
                 cell.to_float(ms.float16)
     else:
         amp.auto_mixed_precision(net, "O2")
-    for _, cell in net.cells_and_names():
-        if getattr(cell, "KEEP_FLOAT32", False):
-            cell.to_float(ms.float32)
-        if amp_level == "O2" and isinstance(cell, SpectralNorm):
-            cell.reads_after_input = False  # a float16 cell: its Depend would round u, v to float16
+        for _, cell in net.cells_and_names():
+            if isinstance(cell, SpectralNorm):
+                cell.reads_after_input = False  # a float16 cell: its Depend would round u, v to float16
     return net
 
 

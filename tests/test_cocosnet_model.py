@@ -292,25 +292,26 @@ def np_matching(theta_feat, phi_feat, ref_small, ref_seg_small):
     return warped[0], warped[1], corr
 
 
-@pytest.mark.parametrize("cell_precision", ["float32", "float16"])
-def test_correlation_runs_in_float32_on_float16_features(cell_precision):
-    """float16 features (as under --amp_level) are matched in float32: with the cell marked float32 (as
-    mixed_precision leaves it) and with the cell itself switched to float16 (O2's blanket to_float before the
-    re-mark), the explicit casts inside keep the correlation, its softmax and the mask warp float32."""
+@pytest.mark.parametrize("asked", [None, ms.float16, ms.bfloat16])
+def test_correlation_runs_in_float32_on_float16_features(asked):
+    """float16 features (as under --amp_level) are matched in float32, also after ``to_float`` asked the cell, or
+    (as O2 does, one cell at a time) its softmax, for a lower precision: the correlation, the softmax and both warps
+    stay float32."""
     cell = CorrelationWarp(0.01, 3)
-    if cell_precision == "float16":
-        cell.to_float(ms.float16)
+    if asked is not None:
+        cell.to_float(asked)
+        cell.softmax.to_float(asked)
+    assert cell.fp32 and cell.softmax.fp32 and not (cell.fp16 or cell.bf16 or cell.softmax.fp16 or cell.softmax.bf16)
     theta_feat, phi_feat = (RNG.standard_normal((2, 6, 4, 5)).astype(np.float16) for _ in range(2))
     ref_small = RNG.uniform(-1, 1, (2, 3, 4, 5)).astype(np.float16)
     ref_seg_small = one_hot(RNG.integers(0, 4, (2, 4, 5)), 4).astype(np.float16)
     warp_small, warp_mask, theta, phi, corr = cell(*(Tensor(a) for a in (theta_feat, phi_feat, ref_small,
                                                                             ref_seg_small)))
-    assert corr.dtype == warp_mask.dtype == theta.dtype == phi.dtype == ms.float32
+    assert all(t.dtype == ms.float32 for t in (warp_small, warp_mask, theta, phi, corr))
     want_small, want_mask, want_corr = np_matching(theta_feat, phi_feat, ref_small, ref_seg_small)
     np.testing.assert_allclose(corr.asnumpy(), want_corr, atol=2e-5)
     np.testing.assert_allclose(warp_mask.asnumpy(), want_mask, atol=2e-5)
-    np.testing.assert_allclose(warp_small.asnumpy().astype(np.float64), want_small,
-                               atol=2e-5 if warp_small.dtype == ms.float32 else 2e-3)
+    np.testing.assert_allclose(warp_small.asnumpy(), want_small, atol=2e-5)
 
 
 @pytest.mark.parametrize("amp_level", ["O1", "O2"])
@@ -568,7 +569,7 @@ def test_use_conv_impl_gives_both_softmaxes_the_compiled_gradient_and_the_correl
     assert all(s.library == path and s.custom is not None for s in softmaxes)
     for net in (gen, corr):
         net.to_float(ms.float16)
-    assert gen.attn.softmax.fp16 and corr.matching.fp16
+    assert gen.attn.softmax.fp16 and corr.theta.fp16
     assert corr.matching.softmax.fp32 and not corr.matching.softmax.fp16
 
 

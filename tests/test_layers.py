@@ -1,6 +1,6 @@
 """common.layers: reduce_mean / reduce_sum (2-D reshape and matrix-product forms) and expand against NumPy, values and
 gradients; Standardize and
-the norms built on it against NumPy, gradients against float64 central differences."""
+the norms built on it against NumPy, gradients against float64 central differences; Float32Only under mixed precision."""
 import numpy as np
 import pytest
 
@@ -8,7 +8,9 @@ import common  # noqa: F401
 import mindspore as ms
 from mindspore import Tensor, nn
 
-from common.layers import InstanceNorm2d, LayerNorm2d, Softmax, Standardize, expand, reduce_mean, reduce_sum
+from common.layers import (Float32Softmax, InstanceNorm2d, LayerNorm2d, Softmax, Standardize, expand, reduce_mean,
+                           reduce_sum)
+from common.train import mixed_precision
 
 
 class _Reduce(nn.Cell):
@@ -137,6 +139,30 @@ def test_softmax_values_and_hand_written_gradient_match_numpy(mode):
         ms.set_context(mode=previous)
     want = _central_difference(lambda v: (_np_softmax(v) * w).sum(), x.astype(np.float64))
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("amp_level", ["O2", "to_float(float16)", "to_float(bfloat16)"])
+def test_float32_only_cells_stay_float32_under_any_mixed_precision(amp_level):
+    """A dense layer then softmaxes: mixed precision (O2 marks every cell, one by one) or a network-wide
+    ``to_float`` leaves the dense layer and the plain Softmax in the lower precision, while Float32Softmax stays
+    float32 and computes the float64 softmax of the dense layer's (rounded) output to float32 accuracy."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 6)).astype(np.float32)
+    net = nn.SequentialCell([nn.Dense(6, 5), Float32Softmax(), Softmax()])
+    low = ms.bfloat16 if "bfloat16" in amp_level else ms.float16
+    if amp_level == "O2":
+        mixed_precision(net, "O2")
+    else:
+        net.to_float(low)
+    flag = "bf16" if low == ms.bfloat16 else "fp16"
+    assert getattr(net[0], flag) and getattr(net[2], flag)
+    assert net[1].fp32 and not (net[1].fp16 or net[1].bf16)
+    if low == ms.float16:  # the CPU has float16 MatMul; bfloat16 only the flags
+        logits = net[0](Tensor(x))
+        assert logits.dtype == ms.float16
+        y = net[1](logits)
+        assert y.dtype == ms.float32
+        np.testing.assert_allclose(y.asnumpy(), _np_softmax(logits.asnumpy().astype(np.float64)), rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("cell", ["instance", "layer"])

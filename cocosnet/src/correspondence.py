@@ -17,7 +17,7 @@ from mindspore import dtype as mstype
 from mindspore import nn, ops
 
 from common.conv import Unfold
-from common.layers import InstanceNorm2d, LeakyReLU, Softmax, expand, reduce_mean
+from common.layers import Float32Only, Float32Softmax, InstanceNorm2d, LeakyReLU, expand, reduce_mean
 from cocosnet.src.blocks import (ResidualBlock, SPADEResnetBlock, conv2d, feature_normalize,
                                  nearest_resize, sn_conv2d)
 
@@ -57,31 +57,26 @@ def avg_pool(x, factor):
     return x.reshape(b, c, h // factor, factor, w // factor, factor).mean(axis=(3, 5))
 
 
-class CorrelationWarp(nn.Cell):
+class CorrelationWarp(Float32Only, nn.Cell):
     """The matching, always in float32: 3x3 unfold, centring and L2 norm per position, correlation softmax at
     ``temperature``, warps of the pooled exemplar and of its label map.
 
-    Mixed precision (``--amp_level``, ``common.train.mixed_precision``) leaves this cell in float32: it is
-    marked ``to_float(float32)`` (``KEEP_FLOAT32``, re-applied after O2's network-wide float16), and it casts
-    its inputs to float32 itself; its softmax (``Softmax(keep_float32=True)``) stays float32 even while the cell is
-    marked float16. With temperature 0.01 the softmax scales cosine similarities by 100, so a float16 rounding of
-    1e-3 would move the logits by 0.1.
+    Mixed precision (``--amp_level``) leaves this cell float32: it is marked ``to_float(float32)`` and refuses lower
+    precisions (``common.layers.Float32Only``), and so does its softmax (``Float32Softmax``), which O2 marks on its
+    own; the unfold may turn float16 (it only copies values), so the cell casts after it. With temperature 0.01 the
+    softmax scales cosine similarities by 100, so a float16 rounding of 1e-3 would move the logits by 0.1.
 
     ``construct(theta_feat, phi_feat, ref_small, ref_seg_small)``: theta_feat, phi_feat [B, C, h, w],
-    ref_small [B, 3, h, w], ref_seg_small [B, L, h, w] -> (warp_small [B, 3, h, w] cast back to the dtype the
-    cell receives theta_feat in (float32 while the cell is marked float32),
-    warp_mask [B, L, h, w] float32 (it feeds the NLL with its 1e-10 floor, below float16's range),
-    theta, phi [B, k*k*C, h*w] float32, corr [B, h*w, h*w] float32).
+    ref_small [B, 3, h, w], ref_seg_small [B, L, h, w], any float dtype (MindSpore casts them to float32 on the way
+    in) -> (warp_small [B, 3, h, w], warp_mask [B, L, h, w] (it feeds the NLL with its 1e-10 floor, below float16's
+    range), theta, phi [B, k*k*C, h*w], corr [B, h*w, h*w]), all float32.
     """
-
-    KEEP_FLOAT32 = True
 
     def __init__(self, temperature=0.01, match_kernel=3):
         super().__init__()
         self.temperature = temperature
         self.unfold = Unfold(match_kernel)
-        # float32 even under a float16 matching cell; a child, so that use_conv_impl hands it the compiled backward
-        self.softmax = Softmax(keep_float32=True)
+        self.softmax = Float32Softmax()  # a child, so that use_conv_impl hands it the compiled backward
         self.to_float(mstype.float32)
 
     def construct(self, theta_feat, phi_feat, ref_small, ref_seg_small):
@@ -90,9 +85,9 @@ class CorrelationWarp(nn.Cell):
         theta = center_normalize(ops.cast(self.unfold(theta_feat), mstype.float32))
         phi = center_normalize(ops.cast(self.unfold(phi_feat), mstype.float32))
         corr = correlation(theta, phi, self.temperature, self.softmax)
-        warp_small = warp(corr, ops.cast(ref_small, mstype.float32)).reshape(b, 3, h, w)
-        warp_mask = warp(corr, ops.cast(ref_seg_small, mstype.float32)).reshape(b, ref_seg_small.shape[1], h, w)
-        return ops.cast(warp_small, theta_feat.dtype), warp_mask, theta, phi, corr
+        warp_small = warp(corr, ref_small).reshape(b, 3, h, w)
+        warp_mask = warp(corr, ref_seg_small).reshape(b, ref_seg_small.shape[1], h, w)
+        return warp_small, warp_mask, theta, phi, corr
 
 
 class AdaptiveFeatureGenerator(nn.Cell):
