@@ -159,7 +159,11 @@ class GradientUpdate(nn.Cell):
 
 class _DifferentiatedLoss(nn.Cell):
     """``loss_cell`` with its (first) output multiplied by the loss scale (the gradient's scale), when a
-    scaler is given; with ``has_aux``, one placeholder output appended (see :class:`_LossGrad`)."""
+    scaler is given; with ``has_aux``, one placeholder output appended (see :class:`_LossGrad`).
+
+    The loss is scaled in float32: under mixed precision it may come out of float16 cells, and a loss of 20 times
+    the dynamic scaler's first 2^16 is past float16's largest value (65,504); the gradient that flows back into the
+    float16 cells is the scale alone."""
 
     def __init__(self, loss_cell, loss_scaler, *, has_aux=True):
         super().__init__(auto_prefix=False)
@@ -171,8 +175,8 @@ class _DifferentiatedLoss(nn.Cell):
     def construct(self, *inputs):
         outputs = self.loss_cell(*inputs)
         if not self.has_aux:
-            return outputs if self.loss_scaler is None else self.loss_scaler.scale(outputs)
-        loss = outputs[0] if self.loss_scaler is None else self.loss_scaler.scale(outputs[0])
+            return outputs if self.loss_scaler is None else self.loss_scaler.scale(ops.cast(outputs, ms.float32))
+        loss = outputs[0] if self.loss_scaler is None else self.loss_scaler.scale(ops.cast(outputs[0], ms.float32))
         return (loss,) + outputs[1:] + (self.placeholder,)
 
 

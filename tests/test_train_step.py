@@ -185,6 +185,35 @@ def test_train_one_step_with_a_bare_loss(mode, loss_scale):
     np.testing.assert_allclose(net.weight.asnumpy(), WG - LR * y.T @ X, rtol=1e-6, atol=1e-7)
 
 
+class Float16SquaredOutput(SquaredOutput):
+    """The same loss rounded to float16, as a loss built on float16 cells (mixed precision O2) comes out; with
+    ``has_aux``, ``(loss, loss)``."""
+
+    def __init__(self, net, *, has_aux):
+        super().__init__(net)
+        self.has_aux = has_aux
+
+    def construct(self, x):
+        loss = ms.ops.cast(super().construct(x), ms.float16)
+        return (loss, loss) if self.has_aux else loss
+
+
+@pytest.mark.parametrize("has_aux", [False, True])
+def test_loss_scale_multiplies_a_float16_loss_in_float32(has_aux):
+    """A float16 loss of about 834 with a static scale of 1024: the scaled loss (854,000) is past float16's
+    largest value (65,504), so it is scaled in float32 (d scaled / d loss = 1024 still fits float16). The step
+    reports the loss and makes the SGD update of the unscaled gradient; scaled in float16, both were inf."""
+    net = Linear(WG)
+    step = TrainOneStep(Float16SquaredOutput(net, has_aux=has_aux), nn.SGD(net.trainable_params(), learning_rate=LR),
+                        has_aux=has_aux, loss_scale=1024.0)
+    x = 20 * X
+    out = step(ms.Tensor(x))
+    y = x @ WG.T
+    for loss in (out if has_aux else (out,)):
+        assert float(loss.asnumpy()) == pytest.approx(0.5 * float((y ** 2).sum()), rel=1e-3)
+    np.testing.assert_allclose(net.weight.asnumpy(), WG - LR * y.T @ x, rtol=1e-6, atol=1e-6)
+
+
 # The D step's place in a G_then_D step, seen in the memory pool's peak. T = 16 MiB (one tensor of N floats).
 N = 4 * 2**20
 
