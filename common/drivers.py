@@ -105,14 +105,19 @@ def _backend_runtime(cfg):
     return _runtime(cfg, cpu_conv="native", precision="f32")
 
 
+def check_amp_level(cfg, rt):
+    """Mixed precision is refused on CPU (float16 there is slower and partly unsupported)."""
+    if cfg.amp_level != "O0" and rt.device_target == "CPU":
+        raise ConfigError(f"--amp_level={cfg.amp_level}: mixed precision (float16) is for GPU and Ascend; on CPU "
+                          f"use --amp_level=O0")
+
+
 def _build_training(spec, cfg):
     """``(runtime, notes, datasets, trainer, matmul count)`` of a run: what :func:`train` builds, and the
     separate compile's process (:func:`_compile_train_step`) alike."""
     _check_precision(spec, cfg)
     rt = _runtime(cfg)
-    if cfg.amp_level != "O0" and rt.device_target == "CPU":
-        raise ConfigError(f"--amp_level={cfg.amp_level}: mixed precision (float16) is for GPU and Ascend; on CPU "
-                          f"use --amp_level=O0")
+    check_amp_level(cfg, rt)
     demo = not cfg.dataroot
     key = spec.class_count_key
     apply_class_table(cfg, key, load_config(spec.config_path)[key] if key else None)

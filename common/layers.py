@@ -389,7 +389,7 @@ class AffineResample(CompiledCell):
     CPU, once :meth:`use_library` gave the compiled kernels' path (``common.conv.use_conv_impl`` or, in a loss
     cell, ``common.conv.use_compiled_kernels`` does): one pass each way. Otherwise MindSpore's AffineGrid and
     GridSampler2D. Same values either way up to float rounding (the compiled kernel takes coordinates and weights
-    in double)."""
+    in double). ``theta`` float32; a float16 ``x`` is sampled in float32 and returned as float16."""
 
     def compiled_op(self, path):
         return _affine_resample_op(path)
@@ -399,7 +399,9 @@ class AffineResample(CompiledCell):
         if self.custom is not None and x.dtype == ms.float32:
             return self.custom(x, theta)
         grid = ops.affine_grid(theta, x.shape, align_corners=False)
-        return ops.grid_sample(x, grid, "bilinear", "reflection", align_corners=False)
+        # float32 grid and sampling for a float16 x (a mixed-precision network's output): GridSampler2D needs one dtype
+        y = ops.grid_sample(ops.cast(x, theta.dtype), grid, "bilinear", "reflection", align_corners=False)
+        return ops.cast(y, x.dtype)
 
 
 def _pairwise_mean_abs_op(path):

@@ -62,7 +62,7 @@ def mixed_precision(net, amp_level):
     ``mindspore.amp.auto_mixed_precision(net, "O2")``, whose changes are in place (float16 everywhere, batch
     norms float32); its float32 output wrapper is not used. (MindSpore's own O1 rewrites the network into a
     new object, which a train step built beforehand would never run.) Cells that must compute in float32 (CoCosNet's
-    correlation, the spectral norms' power iteration) refuse the lower precision themselves
+    correlation, the spectral norms' power iteration, CRN's layer norm) refuse the lower precision themselves
     (:class:`common.layers.Float32Only`). Under O2 each :class:`common.spectral_norm.SpectralNorm` reads its vectors
     without waiting for its input (``reads_after_input``).
     """

@@ -433,6 +433,11 @@ def test_affine_resample_equals_torch_grid_sample(compiled_kernels, mode):
             np.testing.assert_allclose(y[0], x[0], rtol=0, atol=1e-5)
             dx = ms.grad(_Weighted(cell, ms.Tensor(dy), ms.Tensor(theta)))(ms.Tensor(x)).asnumpy()
             np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-5, atol=1e-5)
+        # a float16 x (a mixed-precision generator's output, OSMIS's augmentation): sampled in float32 on the float32
+        # grid (GridSampler2D takes one dtype), returned as float16
+        y16 = formula(ms.Tensor(x.astype(np.float16)), ms.Tensor(theta))
+        assert y16.dtype == ms.float16
+        np.testing.assert_allclose(y16.asnumpy(), want.detach().numpy(), rtol=2e-3, atol=5e-3)
     finally:
         ms.set_context(mode=ms.GRAPH_MODE)
 

@@ -4,7 +4,6 @@ equal 1 worker x batch 2b, two "nodes" train together, and a signal on one rank 
 snapshot that resumes; a killed worker fails the launch. Also: per-rank dropout streams, the GPU library
 diagnosis (run here without a GPU) and the launch script's argument checks."""
 import importlib.util
-import json
 import os
 import re
 import shutil
@@ -370,6 +369,36 @@ def test_mixed_precision_is_refused_on_cpu():
     spec = Pix2PixSpec()
     with pytest.raises(ConfigError, match="--amp_level=O2: mixed precision .* on CPU use --amp_level=O0"):
         drivers.train(spec, drivers.parse(spec, ["--amp_level=O2"]))
+
+
+# One step of MODEL's training under --amp_level as on a GPU: MindSpore's kernels (SYNTHZOO_CPU_KERNELS=0 in the
+# environment), native convolutions, the CPU refusal lifted.
+AMP_STEP = """
+import sys
+from common import drivers
+from tests.dist_worker import spec_class
+drivers.check_amp_level = lambda cfg, rt: None
+spec = spec_class(sys.argv[1])()
+drivers.train(spec, drivers.parse(spec, sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("model, settings, amp_level", [("crn", CRN, "O1"), ("crn", CRN, "O2"), ("osmis", OSMIS, "O2")])
+def test_mixed_precision_steps_compile_and_train(tmp_path, env, vgg19_mat, model, settings, amp_level):
+    """Graph mode (MindSpore's CPU Concat has no float16 PyNative kernel), a dynamic loss scale, finite losses.
+    CRN's layer norm once met the convolutions' float16 output with float32 gamma/beta (BatchNorm refused the mix;
+    under O2 its hand-written backward gave float16 gradients to float32 weights), and OSMIS's augmentation sampled
+    a float16 image on a float32 grid (GridSampler2D refused it): neither compiled."""
+    extra = dict(mode="graph", cpu_conv="native", amp_level=amp_level, loss_scale="dynamic", max_steps=1,
+                 separate_compile="false", output_dir=tmp_path / "out")
+    if model == "crn":
+        extra["vgg_path"] = vgg19_mat
+    proc = subprocess.run([sys.executable, "-c", AMP_STEP, model] + argv(settings, **extra), cwd=REPO,
+                          env=dict(env, SYNTHZOO_CPU_KERNELS="0"), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    line = re.search(r"epoch: 1 step: 1, (.*), ms/step", open(tmp_path / "out" / "train.log").read()).group(1)
+    losses = dict(pair.split() for pair in re.findall(r"\w+ -?[\w.+-]+", line))
+    assert losses and all(np.isfinite(float(v)) for v in losses.values()), line
 
 
 def test_loss_scale_reaches_the_steps_or_is_refused(vgg19_mat, demo_cache):

@@ -15,11 +15,12 @@ Channels per module height (reference): 1024 below 128, 512 at 128 and 256, 128 
 import math
 
 import numpy as np
+import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common.initializer import XavierUniform, initializer
 
 from common.conv import Conv2d
-from common.layers import ChannelAffine, reduce_mean, reduce_sum
+from common.layers import ChannelAffine, Float32Only, reduce_mean, reduce_sum
 
 __all__ = ["SIZES", "module_heights", "module_channels", "expected_param_count", "RefinementModule",
            "CascadedRefinementNetwork", "build_generator", "split_outputs", "default_num_outputs"]
@@ -110,7 +111,7 @@ class BilinearUpsample(nn.Cell):
         return ops.gather(x, self.rows_lo, 2) * (1.0 - self.frac_h) + ops.gather(x, self.rows_hi, 2) * self.frac_h
 
 
-class _LayerNormLReLUFunction(nn.Cell):
+class _LayerNormLReLUFunction(Float32Only, nn.Cell):
     """``lrelu(layer_norm(x) * gamma + beta)`` with a hand-written backward that keeps only ``x``.
 
     Autodiff of the composed ops would hold five full-size intermediates per call for the backward
@@ -121,6 +122,10 @@ class _LayerNormLReLUFunction(nn.Cell):
     :meth:`CascadedRefinementNetwork.prepare_export`) computes the forward with plain ops for ONNX.
 
     Shapes: x [B, C, H, W], gamma [C], beta [C] -> [B, C, H, W].
+
+    Float32 under mixed precision: O2 marks this cell and :class:`LayerNormLReLU`, which holds gamma and beta,
+    float32 (:class:`common.layers.Float32Only`); under O1 neither is marked, and the float16 output of the
+    convolution before is cast up here (its gradient goes back as float16).
     """
 
     def __init__(self, eps, slope):
@@ -137,6 +142,7 @@ class _LayerNormLReLUFunction(nn.Cell):
 
     def construct(self, x, gamma, beta):
         b, c = x.shape[0], x.shape[1]
+        x = ops.cast(x, ms.float32)
         centred, mean, var = self._centre(x)
         if self.export_form:  # divisions, as ONNX has no Rsqrt/Reciprocal export
             z = centred * (gamma.reshape(1, -1, 1, 1) / ops.sqrt(var + self.eps)) + beta.reshape(1, -1, 1, 1)
@@ -147,7 +153,8 @@ class _LayerNormLReLUFunction(nn.Cell):
         return ops.maximum(z, self.slope * z)
 
     def bprop(self, x, gamma, beta, out, dout):
-        b, c = x.shape[0], x.shape[1]
+        b, c, dtype = x.shape[0], x.shape[1], x.dtype
+        x = ops.cast(x, ms.float32)
         centred, _, var = self._centre(ops.depend(x, dout))  # Depend: not merged with the forward's (kept alive)
         # out = max(z, slope*z) has the sign of z, so the LReLU slope is read from out
         dz = ops.select(out > 0, dout, self.slope * dout)
@@ -165,10 +172,10 @@ class _LayerNormLReLUFunction(nn.Cell):
         per_sample = ops.ones((b, c), x.dtype)
         dx = self.affine(dz, g / std, ops.zeros_like(per_sample)) + \
             self.affine(centred, per_sample * (-mean_dx / (std * std)), per_sample * (-mean_d / std))
-        return dx, d_gamma, d_beta
+        return ops.cast(dx, dtype), d_gamma, d_beta
 
 
-class LayerNormLReLU(nn.Cell):
+class LayerNormLReLU(Float32Only, nn.Cell):
     """Layer norm over (C, H, W) with per-channel gamma/beta (``common.layers.LayerNorm2d``, TF
     ``slim.layer_norm``) followed by LReLU(0.2), the pair that follows every CRN conv, with a
     memory-lean backward (see :class:`_LayerNormLReLUFunction`).
