@@ -80,7 +80,8 @@ def read_ref_list(path, keys, refs):
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"reference list {path} does not exist; build one with `python -m "
-                                f"cocosnet.build_ref_list --dataroot=<data> --split=<train|val>` or pass --ref_list")
+                                f"cocosnet.build_ref_list --dataroot=<data> --ref_split=<train|val>` or pass "
+                                f"--ref_list (training) / --ref_list_val (validation)")
     table = {}
     with open(path) as f:
         for n, line in enumerate(f, 1):
