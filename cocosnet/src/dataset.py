@@ -116,7 +116,9 @@ def read_ids(path, label_nc, *, class_table=""):
         if class_table:
             raise unknown_ids_error(f"label map {path}", bad, label_nc, class_table=class_table)
         raise ValueError(f"label map {path} holds class ids {bad[:10]} outside 0..{label_nc - 1}; set "
-                         f"--label_nc to at least {bad[-1] + 1} (ADE20K: 151 = 150 classes + 'other'), or fix the file")
+                         f"--label_nc to at least {bad[-1] + 1} for training (ADE20K: 151 = 150 classes + 'other'; "
+                         f"eval.py and predict.py take it from the checkpoint: use one trained with it), or fix the "
+                         f"file")
     return ids
 
 
