@@ -14,7 +14,7 @@ import mindspore as ms
 
 from common import demo_data
 from common.runtime import eager
-from cocosnet.src.dataset import ExemplarDataset, find_pairs, read_ref_list
+from cocosnet.src.dataset import ExemplarDataset, find_pairs, read_ids, read_ref_list
 from cocosnet.src.retrieval import build_ref_list, top_k
 from cocosnet.src.spec import read_exemplar
 from cocosnet.src.utils import palette_distance
@@ -126,6 +126,9 @@ def test_exemplar_label_errors_name_the_file(tmp_path):
     assert read_exemplar(photo, "", 5, 8)[1].sum() == 0
     with pytest.raises(ValueError, match=r"train1\.png holds class ids \[7\].*predict\.py take it from the check"):
         read_exemplar(photo, os.path.join(train_labels, "train1.png"), 5, 8)
+    cv2.imwrite(str(tmp_path / "colour.png"), np.zeros((8, 8, 3), np.uint8))  # predict.py --input of a colour map
+    with pytest.raises(ValueError, match=r"colour\.png has 3 channels.*reads class ids 0\.\.4 as pixel values"):
+        read_ids(str(tmp_path / "colour.png"), 5)
     cv2.imwrite(str(tmp_path / "short.png"), np.zeros((8, 16), np.uint8))
     with pytest.raises(ValueError, match=r"short\.png is 16x8 but its photo .*train0\.png is 16x16"):
         read_exemplar(photo, str(tmp_path / "short.png"), 5, 8)

@@ -110,7 +110,9 @@ def read_ref_list(path, keys, refs):
 def read_ids(path, label_nc, *, class_table=""):
     """[H, W] int64 class ids of a label PNG; an id >= ``label_nc`` is an error naming the file (and the class
     table file ``class_table`` label_nc came from, if any)."""
-    ids = read_label(path).astype(np.int64)
+    ids = read_label(path, fix=f"CoCosNet reads class ids 0..{label_nc - 1} as pixel values (bash "
+                               f"scripts/prepare_data.sh custom converts colour label maps with a class table)")
+    ids = ids.astype(np.int64)
     if ids.max() >= label_nc or ids.min() < 0:
         bad = sorted(set(ids[(ids >= label_nc) | (ids < 0)].tolist()))
         if class_table:
