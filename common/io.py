@@ -172,7 +172,7 @@ def check_image_pair(image_path, label_path, *, colour_labels=False, fix=""):
 
 def _read_bytes(path, what):
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what} file {path} does not exist")
+        raise FileNotFoundError(f"{what} file {path} " + ("is a folder" if os.path.isdir(path) else "does not exist"))
     with open(path, "rb") as f:
         data = f.read()
     if not data:

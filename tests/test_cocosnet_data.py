@@ -134,6 +134,8 @@ def test_exemplar_label_errors_name_the_file(tmp_path):
         read_exemplar(photo, str(tmp_path / "short.png"), 5, 8)
     with pytest.raises(FileNotFoundError, match=r"nowhere\.png does not exist"):
         read_exemplar(str(tmp_path / "nowhere.png"), os.path.join(train_labels, "train0.png"), 5, 8)
+    with pytest.raises(FileNotFoundError, match=r"image file .*images is a folder"):  # predict.py --exemplar=FOLDER
+        read_exemplar(os.path.join(root, "train", "images"), "", 5, 8)
 
     cv2.imwrite(os.path.join(root, "val", "labels", "val0.png"), np.zeros((16, 16, 3), np.uint8))
     with pytest.raises(ValueError, match=r"val0\.png has 3 channels .*class ids 0\.\.4"):
