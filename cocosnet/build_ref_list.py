@@ -19,6 +19,7 @@ import common  # noqa: E402,F401  (oneDNN ISA before mindspore)
 
 from common.config import load_config  # noqa: E402
 from common.drivers import run_cli  # noqa: E402
+from common.entry import wants_help  # noqa: E402
 from common.runtime import init_runtime  # noqa: E402
 from cocosnet.src.retrieval import build_ref_list  # noqa: E402
 from cocosnet.src.spec import CoCosNetSpec, default_ref_lists  # noqa: E402
@@ -26,8 +27,12 @@ from cocosnet.src.spec import CoCosNetSpec, default_ref_lists  # noqa: E402
 
 def main(argv=None):
     """Write the reference list of ``--ref_split``; returns its path."""
+    argv = sys.argv[1:] if argv is None else argv
+    if wants_help(argv):
+        print(__doc__)
+        return None
     spec = CoCosNetSpec()
-    cfg = load_config(spec.config_path, sys.argv[1:] if argv is None else argv)
+    cfg = load_config(spec.config_path, argv)
     if not cfg.dataroot:
         raise ValueError("pass --dataroot=<dataset> (ADEChallengeData2016 with --data_format=ade20k, or a folder "
                          "with {train,val}/images and {train,val}/labels with --data_format=folders)")

@@ -172,7 +172,7 @@ def check_image_pair(image_path, label_path, *, colour_labels=False, fix=""):
 
 def _read_bytes(path, what):
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what} file {path} does not exist")
+        raise FileNotFoundError(f"{what} file {path} " + ("is a folder" if os.path.isdir(path) else "does not exist"))
     with open(path, "rb") as f:
         data = f.read()
     if not data:
@@ -189,14 +189,14 @@ def read_image(path):
     return img[..., ::-1].copy()
 
 
-def read_label(path):
-    """Read a single-channel label map as [H, W] integer array (8 or 16 bit kept as is)."""
+def read_label(path, *, fix="For colour-coded labels (Cityscapes *_gtFine_color.png) pass --label_format=color"):
+    """Read a single-channel label map as [H, W] integer array (8 or 16 bit kept as is); ``fix`` ends the error
+    for a colour image."""
     lab = cv2.imdecode(_read_bytes(path, "label"), cv2.IMREAD_UNCHANGED)
     if lab is None:
         raise _decode_error(path, "not an image OpenCV can read")
     if lab.ndim == 3:
-        raise ValueError(f"label file {path} has {lab.shape[2]} channels; expected a single-channel id map. "
-                         f"For colour-coded labels (Cityscapes *_gtFine_color.png) pass --label_format=color")
+        raise ValueError(f"label file {path} has {lab.shape[2]} channels; expected a single-channel id map. {fix}")
     return lab
 
 

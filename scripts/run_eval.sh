@@ -31,6 +31,9 @@ if [ "$MODEL" = all ]; then
 else
   MODELS=("$(check_model "$0" "$MODEL" eval.py)")
 fi
+for arg in "$@"; do  # --help: each evaluated model's keys
+  case "$arg" in --help) for m in "${MODELS[@]}"; do python "$m/eval.py" --help; done; exit 0 ;; esac
+done
 # each model's share of the overrides, checked before any evaluation starts
 USED=()
 for m in "${MODELS[@]}"; do

@@ -1,6 +1,9 @@
 """CoCosNet data: ADE20K and folders layouts, reference lists and the 50/20/30 exemplar draw, clear errors
 (class ids, missing exemplars, mismatched sizes), the styled demo data, and the VGG retrieval tool."""
 import os
+import re
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -11,11 +14,12 @@ import mindspore as ms
 
 from common import demo_data
 from common.runtime import eager
-from cocosnet.src.dataset import ExemplarDataset, find_pairs, read_ref_list
+from cocosnet.src.dataset import ExemplarDataset, find_pairs, read_ids, read_ref_list
 from cocosnet.src.retrieval import build_ref_list, top_k
 from cocosnet.src.spec import read_exemplar
 from cocosnet.src.utils import palette_distance
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RNG = np.random.default_rng(3)
 
 
@@ -96,7 +100,7 @@ def test_clear_errors_name_the_file(tmp_path):
     bad.write_text("".join(f"train{i}.png,train{i}.png\n" for i in range(3)) + "train3.png,nowhere.jpg\n")
     with pytest.raises(FileNotFoundError, match=r"bad_ref.txt:4: exemplar\(s\) \['nowhere'\]"):
         ExemplarDataset(root, "folders", "train", str(bad), 5, 16)
-    with pytest.raises(FileNotFoundError, match="build_ref_list"):
+    with pytest.raises(FileNotFoundError, match=re.escape("build_ref_list --dataroot=<data> --ref_split=<train|val>`")):
         ExemplarDataset(root, "folders", "train", str(tmp_path / "absent.txt"), 5, 16)
     cv2.imwrite(os.path.join(root, "train", "labels", "train2.png"), np.zeros((8, 16), np.uint8))
     with pytest.raises(ValueError, match=r"train2.png is 16x8 but its photo .*train2.png is 16x16"):
@@ -120,13 +124,18 @@ def test_exemplar_label_errors_name_the_file(tmp_path):
     np.testing.assert_array_equal(ref_seg.argmax(0)[:4], 1)  # top half class 1, bottom half class 0
     np.testing.assert_array_equal(ref_seg.argmax(0)[4:], 0)
     assert read_exemplar(photo, "", 5, 8)[1].sum() == 0
-    with pytest.raises(ValueError, match=r"train1\.png holds class ids \[7\]"):
+    with pytest.raises(ValueError, match=r"train1\.png holds class ids \[7\].*predict\.py take it from the check"):
         read_exemplar(photo, os.path.join(train_labels, "train1.png"), 5, 8)
+    cv2.imwrite(str(tmp_path / "colour.png"), np.zeros((8, 8, 3), np.uint8))  # predict.py --input of a colour map
+    with pytest.raises(ValueError, match=r"colour\.png has 3 channels.*reads class ids 0\.\.4 as pixel values"):
+        read_ids(str(tmp_path / "colour.png"), 5)
     cv2.imwrite(str(tmp_path / "short.png"), np.zeros((8, 16), np.uint8))
     with pytest.raises(ValueError, match=r"short\.png is 16x8 but its photo .*train0\.png is 16x16"):
         read_exemplar(photo, str(tmp_path / "short.png"), 5, 8)
     with pytest.raises(FileNotFoundError, match=r"nowhere\.png does not exist"):
         read_exemplar(str(tmp_path / "nowhere.png"), os.path.join(train_labels, "train0.png"), 5, 8)
+    with pytest.raises(FileNotFoundError, match=r"image file .*images is a folder"):  # predict.py --exemplar=FOLDER
+        read_exemplar(os.path.join(root, "train", "images"), "", 5, 8)
 
     cv2.imwrite(os.path.join(root, "val", "labels", "val0.png"), np.zeros((16, 16, 3), np.uint8))
     with pytest.raises(ValueError, match=r"val0\.png has 3 channels .*class ids 0\.\.4"):
@@ -200,3 +209,13 @@ def test_build_ref_list_retrieves_the_duplicate_first(tmp_path):
     assert first[0] == "val0.png" and first[1] in ("train2.png", "train3.png") and len(first) == 4
     table = read_ref_list(out, [f"train{i}" for i in range(4)], find_pairs(root, "folders", "train"))
     assert table["train2"][0] == "train3"
+
+
+@pytest.mark.parametrize("command,usage", [
+    (["cocosnet/import_torch.py"], "python cocosnet/import_torch.py --torch_ckpt_dir="),
+    (["-m", "cocosnet.build_ref_list"], "python -m cocosnet.build_ref_list --dataroot="),
+])
+def test_tools_answer_help(command, usage):
+    proc = subprocess.run([sys.executable, *command, "--help"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and usage in proc.stdout and not proc.stderr.strip(), proc.stdout + proc.stderr

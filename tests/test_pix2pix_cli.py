@@ -101,6 +101,11 @@ def test_every_entry_point_answers_help(model, entry):
     assert rc == 0 and "usage: python" in log and "--seed=0" in log and "--output_dir=outputs/" + model in log
 
 
+def test_run_eval_answers_help():
+    rc, log = run(["bash", "scripts/run_eval.sh", "cocosnet", "--help"], dict(os.environ), timeout=120)
+    assert rc == 0 and "usage: python cocosnet/eval.py" in log and "--eval_size=original" in log, log[-2000:]
+
+
 HELP_WITHOUT_MINDSPORE = """
 import runpy, sys
 sys.modules["mindspore"] = None  # any import of MindSpore now raises ImportError

@@ -80,7 +80,8 @@ def read_ref_list(path, keys, refs):
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"reference list {path} does not exist; build one with `python -m "
-                                f"cocosnet.build_ref_list --dataroot=<data> --split=<train|val>` or pass --ref_list")
+                                f"cocosnet.build_ref_list --dataroot=<data> --ref_split=<train|val>` or pass "
+                                f"--ref_list (training) / --ref_list_val (validation)")
     table = {}
     with open(path) as f:
         for n, line in enumerate(f, 1):
@@ -109,13 +110,17 @@ def read_ref_list(path, keys, refs):
 def read_ids(path, label_nc, *, class_table=""):
     """[H, W] int64 class ids of a label PNG; an id >= ``label_nc`` is an error naming the file (and the class
     table file ``class_table`` label_nc came from, if any)."""
-    ids = read_label(path).astype(np.int64)
+    ids = read_label(path, fix=f"CoCosNet reads class ids 0..{label_nc - 1} as pixel values (bash "
+                               f"scripts/prepare_data.sh custom converts colour label maps with a class table)")
+    ids = ids.astype(np.int64)
     if ids.max() >= label_nc or ids.min() < 0:
         bad = sorted(set(ids[(ids >= label_nc) | (ids < 0)].tolist()))
         if class_table:
             raise unknown_ids_error(f"label map {path}", bad, label_nc, class_table=class_table)
         raise ValueError(f"label map {path} holds class ids {bad[:10]} outside 0..{label_nc - 1}; set "
-                         f"--label_nc to at least {bad[-1] + 1} (ADE20K: 151 = 150 classes + 'other'), or fix the file")
+                         f"--label_nc to at least {bad[-1] + 1} for training (ADE20K: 151 = 150 classes + 'other'; "
+                         f"eval.py and predict.py take it from the checkpoint: use one trained with it), or fix the "
+                         f"file")
     return ids
 
 
