@@ -10,6 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/common.sh
+show_help "$0" eval.py "$@"
 OUT=${SYNTHZOO_OUTPUTS:-outputs}
 
 MODEL=${1:-all}

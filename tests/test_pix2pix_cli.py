@@ -101,6 +101,14 @@ def test_every_entry_point_answers_help(model, entry):
     assert rc == 0 and "usage: python" in log and "--seed=0" in log and "--output_dir=outputs/" + model in log
 
 
+@pytest.mark.parametrize("args", [["run_train.sh", "osmis", "--help"], ["run_train.sh", "osmis", "CPU", "--help"],
+                                  ["run_eval.sh", "osmis", "--help"], ["run_export.sh", "osmis", "-h"],
+                                  ["run_distribute_train.sh", "osmis", "--help"]])
+def test_every_script_answers_help(args):
+    rc, log = run(["bash", f"scripts/{args[0]}"] + args[1:], dict(os.environ), timeout=120)
+    assert rc == 0 and f"Usage: bash scripts/{args[0]}" in log and "usage: python osmis/" in log, log[-2000:]
+
+
 HELP_WITHOUT_MINDSPORE = """
 import runpy, sys
 sys.modules["mindspore"] = None  # any import of MindSpore now raises ImportError
