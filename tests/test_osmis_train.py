@@ -134,6 +134,16 @@ def test_predict_and_export_from_the_checkpoint_alone(trained):
     assert os.path.isfile(out / "eval" / "index.html") and os.path.isfile(out / "eval" / "generated" / "0002_mask_ids.png")
 
 
+def test_eval_on_other_masks_names_the_dataroot(trained, tmp_path):
+    out, _ = trained
+    write(tmp_path / "image" / "a.png", np.zeros((48, 64, 3), np.uint8))
+    write(tmp_path / "mask" / "a.png", np.full((48, 64), 6, np.uint8))  # 7 classes; the checkpoint has 5
+    cfg = drivers.parse(SPEC, [f"--output_dir={out}", f"--dataroot={tmp_path}", "--num_generated=1"])
+    with pytest.raises(ValueError, match="hold 7 classes but the checkpoint was trained with num_mask_channels=5; "
+                                         "eval.py compares with the training frames of --dataroot"):
+        drivers.evaluate(SPEC, cfg)
+
+
 def write(path, array):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     cv2.imwrite(str(path), array)

@@ -205,7 +205,12 @@ class OSMISSpec(ModelSpec):
         from common.metrics.evaluate import lpips_weights_cached
         root, _ = self.dataroot(cfg)
         frames = OSMISDataset(root, no_masks=cfg.no_masks or not cfg.num_mask_channels,
-                              num_mask_channels=cfg.num_mask_channels, class_table=config_class_table(cfg))
+                              class_table=config_class_table(cfg))
+        if frames.num_mask_channels > cfg.num_mask_channels:
+            raise ValueError(f"the masks in {root} hold {frames.num_mask_channels} classes but the checkpoint was "
+                             f"trained with num_mask_channels={cfg.num_mask_channels}; eval.py compares with the "
+                             f"training frames of --dataroot (empty: the demo data): pass the dataset the checkpoint "
+                             f"was trained on")
         size = _pair(cfg.train_size, "train_size")
         loaded = [frames.load(i, size) for i in range(len(frames))]
         real_images = np.stack([tensor_to_uint8(img) for img, _ in loaded])
