@@ -13,6 +13,7 @@ import common  # noqa: F401
 import mindspore as ms
 
 from common import drivers
+from common.config import ConfigError
 from common.metrics.evaluate import lpips_weights_cached
 from common.runtime import memory_planned_statically, parameter_read_copies_dropped
 from osmis.src.dataset import OSMISDataset
@@ -142,6 +143,21 @@ def test_eval_on_other_masks_names_the_dataroot(trained, tmp_path):
     with pytest.raises(ValueError, match="hold 7 classes but the checkpoint was trained with num_mask_channels=5; "
                                          "eval.py compares with the training frames of --dataroot"):
         drivers.evaluate(SPEC, cfg)
+
+
+def test_resume_on_other_data_names_the_derived_keys(tmp_path):
+    from osmis.src.spec import check_resumable
+    snap = tmp_path / "ckpt" / "epoch_0001_step_00000002"
+    os.makedirs(snap)
+    meta = {"model": "osmis", "train_size": "64x128", "noise_shape": "2x4", "num_blocks_g": 6, "num_mask_channels": 3}
+    (snap / "state.json").write_text(json.dumps({"epoch": 1, "step": 2, "step_in_epoch": 0, "meta": meta}))
+    cfg = drivers.parse(SPEC, [f"--output_dir={tmp_path}", "--resume=true", "--train_size=96x96", "--noise_shape=6x6",
+                               "--num_blocks_g=5", "--num_mask_channels=3"])
+    with pytest.raises(ConfigError, match="was trained with train_size=64x128, noise_shape=2x4, num_blocks_g=6, but "
+                                          "the data in DATA gives train_size=96x96, noise_shape=6x6, num_blocks_g=5"):
+        check_resumable(cfg, "DATA")
+    check_resumable(drivers.parse(SPEC, [f"--output_dir={tmp_path}", "--train_size=64x128", "--noise_shape=2x4",
+                                         "--num_blocks_g=6", "--num_mask_channels=3"]), "DATA")
 
 
 def write(path, array):

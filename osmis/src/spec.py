@@ -6,6 +6,7 @@ import numpy as np
 from mindspore import Tensor, nn
 
 from common.backends import CellRunner
+from common.checkpoint import CheckpointManager
 from common.classes import config_class_table
 from common.config import ConfigError
 from common.export import prepare_for_export
@@ -151,6 +152,8 @@ class OSMISSpec(ModelSpec):
                    noise_shape=f"{auto.noise_shape[0]}x{auto.noise_shape[1]}", num_blocks_g=auto.num_blocks_g,
                    num_blocks_d=auto.num_blocks_d, num_blocks_d0=auto.num_blocks_d0,
                    num_mask_channels=frames.num_mask_channels)
+        if cfg.resume:
+            check_resumable(cfg, root)
         self.notes = list(auto.notes)
         if not frames.equal_sizes:
             self.notes.append("the frames differ in size: training on squares of their mean size (as the reference)")
@@ -337,6 +340,24 @@ class OSMISSpec(ModelSpec):
                            stem=os.path.join(out_dir, f"osmis_G_ema_{cfg.train_size}"), component="G_ema",
                            note={"value_range": [-1, 1], "layout": "noise [N, noise_dim, 1, 1] ~ N(0, 1); image "
                                  "[N, 3, H, W] in [-1, 1]; mask [N, C, H, W] class probabilities (argmax = index mask)"})
+
+
+def check_resumable(cfg, root):
+    """``--resume``: the keys that train.py derives from the data at ``root`` must be those of the latest snapshot
+    (passing them, as the generic checkpoint error suggests, has no effect)."""
+    manager = CheckpointManager(os.path.join(cfg.output_dir, "ckpt"))
+    latest = manager.latest()
+    if latest is None:
+        return
+    meta = manager.read_state(latest)["meta"]
+    keys = ("train_size", "noise_shape", "num_blocks_g", "num_blocks_d", "num_blocks_d0", "num_mask_channels")
+    differ = [k for k in keys if k in meta and meta[k] != cfg[k]]
+    if differ:
+        raise ConfigError(f"--resume=true: snapshot {latest} was trained with "
+                          f"{', '.join(f'{k}={meta[k]}' for k in differ)}, but the data in {root} gives "
+                          f"{', '.join(f'{k}={cfg[k]}' for k in differ)} (derived from the frames, masks, max_size, "
+                          f"num_blocks_d, num_blocks_d0 and num_mask_channels); resume with the run's --dataroot and "
+                          f"options, or start a new run with another --output_dir")
 
 
 def contact_sheet(net, z, num_classes, table=None):
