@@ -338,8 +338,8 @@ class OSMISSpec(ModelSpec):
         outputs = ("image", "mask") if cfg.num_mask_channels else ("image",)
         return ExportGraph(net=net, inputs=(z,), input_names=("noise",), output_names=outputs,
                            stem=os.path.join(out_dir, f"osmis_G_ema_{cfg.train_size}"), component="G_ema",
-                           note={"value_range": [-1, 1], "layout": "noise [N, noise_dim, 1, 1] ~ N(0, 1); image "
-                                 "[N, 3, H, W] in [-1, 1]; mask [N, C, H, W] class probabilities (argmax = index mask)"})
+                           note={"value_range": [-1, 1], "layout": "noise [1, noise_dim, 1, 1] ~ N(0, 1); image "
+                                 "[1, 3, H, W] in [-1, 1]; mask [1, C, H, W] class probabilities (argmax = index mask)"})
 
 
 def check_resumable(cfg, root):
