@@ -160,6 +160,15 @@ def test_resume_on_other_data_names_the_derived_keys(tmp_path):
                                          "--num_blocks_g=6", "--num_mask_channels=3"]), "DATA")
 
 
+def test_index_masks_past_256_classes_are_16_bit(tmp_path):
+    probs = np.zeros((1, 300, 4, 4), np.float32)
+    probs[0, 299] = 1
+    cfg = drivers.parse(SPEC, ["--num_generated=1", "--num_mask_channels=300"])
+    SPEC.write_generated(cfg, lambda feeds: [np.zeros((1, 3, 4, 4), np.float32), probs], str(tmp_path))
+    ids = cv2.imread(str(tmp_path / "0000_mask_ids.png"), cv2.IMREAD_UNCHANGED)
+    assert ids.dtype == np.uint16 and (ids == 299).all()
+
+
 def write(path, array):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     cv2.imwrite(str(path), array)

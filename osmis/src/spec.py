@@ -299,7 +299,8 @@ class OSMISSpec(ModelSpec):
 
     def write_generated(self, cfg, run, out_dir):
         """``num_generated`` pairs from noise (seeded by ``seed``) through the runner ``run``: <i>.png, <i>_mask.png (colour),
-        <i>_mask_ids.png (class ids) and contact_sheet.png under ``out_dir``; returns (images, masks)."""
+        <i>_mask_ids.png (class ids, 16-bit past 256 classes) and contact_sheet.png under ``out_dir``; returns
+        (images, masks)."""
         n = cfg.num_generated
         if n < 1:
             raise ConfigError(f"--num_generated={n}: generate at least one sample")
@@ -313,7 +314,8 @@ class OSMISSpec(ModelSpec):
             if mask is not None:
                 masks.append(mask[0])
                 write_image(os.path.join(out_dir, f"{i:04d}_mask.png"), paint_mask(mask[0], cfg.num_mask_channels, table))
-                cv2.imwrite(os.path.join(out_dir, f"{i:04d}_mask_ids.png"), mask[0].astype(np.uint8))
+                cv2.imwrite(os.path.join(out_dir, f"{i:04d}_mask_ids.png"),
+                            mask[0].astype(np.uint8 if cfg.num_mask_channels <= 256 else np.uint16))
         rows = [images[k:k + SAMPLES] for k in range(0, min(n, 4 * SAMPLES), SAMPLES)]
         if masks:
             rows = [r for k, row in enumerate(rows) for r in
