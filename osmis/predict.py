@@ -2,7 +2,7 @@
 
     python osmis/predict.py --output_dir=outputs/osmis --num_generated=100
 
-Writes <output_dir>/predict/{NNNN.png, NNNN_mask.png (colour), NNNN_mask_ids.png (class ids),
+Writes <output_dir>/predict/{NNNN.png, NNNN_mask.png (colour), NNNN_mask_ids.png (class ids, 16-bit past 256 classes),
 contact_sheet.png}. The architecture comes from the checkpoint (--ckpt, default <output_dir>/ckpt).
 OSMIS is unconditional, so unlike the other models there is no --input.
 """

@@ -22,6 +22,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/common.sh
+show_help "$0" train.py "$@"
 
 [ $# -ge 3 ] || usage "$0"
 MODEL=$(check_model "$0" "$1" train.py)

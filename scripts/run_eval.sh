@@ -10,6 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/common.sh
+show_help "$0" eval.py "$@"
 OUT=${SYNTHZOO_OUTPUTS:-outputs}
 
 MODEL=${1:-all}
@@ -31,9 +32,6 @@ if [ "$MODEL" = all ]; then
 else
   MODELS=("$(check_model "$0" "$MODEL" eval.py)")
 fi
-for arg in "$@"; do  # --help: each evaluated model's keys
-  case "$arg" in --help) for m in "${MODELS[@]}"; do python "$m/eval.py" --help; done; exit 0 ;; esac
-done
 # each model's share of the overrides, checked before any evaluation starts
 USED=()
 for m in "${MODELS[@]}"; do

@@ -9,6 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/common.sh
+show_help "$0" export.py "$@"
 OUT=${SYNTHZOO_OUTPUTS:-outputs}
 
 [ $# -ge 1 ] || usage "$0"

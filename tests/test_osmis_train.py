@@ -13,6 +13,7 @@ import common  # noqa: F401
 import mindspore as ms
 
 from common import drivers
+from common.config import ConfigError
 from common.metrics.evaluate import lpips_weights_cached
 from common.runtime import memory_planned_statically, parameter_read_copies_dropped
 from osmis.src.dataset import OSMISDataset
@@ -132,6 +133,40 @@ def test_predict_and_export_from_the_checkpoint_alone(trained):
     else:
         assert "lpips_to_train_alexnet" in record["not_computed"]
     assert os.path.isfile(out / "eval" / "index.html") and os.path.isfile(out / "eval" / "generated" / "0002_mask_ids.png")
+
+
+def test_eval_on_other_masks_names_the_dataroot(trained, tmp_path):
+    out, _ = trained
+    write(tmp_path / "image" / "a.png", np.zeros((48, 64, 3), np.uint8))
+    write(tmp_path / "mask" / "a.png", np.full((48, 64), 6, np.uint8))  # 7 classes; the checkpoint has 5
+    cfg = drivers.parse(SPEC, [f"--output_dir={out}", f"--dataroot={tmp_path}", "--num_generated=1"])
+    with pytest.raises(ValueError, match="hold 7 classes but the checkpoint was trained with num_mask_channels=5; "
+                                         "eval.py compares with the training frames of --dataroot"):
+        drivers.evaluate(SPEC, cfg)
+
+
+def test_resume_on_other_data_names_the_derived_keys(tmp_path):
+    from osmis.src.spec import check_resumable
+    snap = tmp_path / "ckpt" / "epoch_0001_step_00000002"
+    os.makedirs(snap)
+    meta = {"model": "osmis", "train_size": "64x128", "noise_shape": "2x4", "num_blocks_g": 6, "num_mask_channels": 3}
+    (snap / "state.json").write_text(json.dumps({"epoch": 1, "step": 2, "step_in_epoch": 0, "meta": meta}))
+    cfg = drivers.parse(SPEC, [f"--output_dir={tmp_path}", "--resume=true", "--train_size=96x96", "--noise_shape=6x6",
+                               "--num_blocks_g=5", "--num_mask_channels=3"])
+    with pytest.raises(ConfigError, match="was trained with train_size=64x128, noise_shape=2x4, num_blocks_g=6, but "
+                                          "the data in DATA gives train_size=96x96, noise_shape=6x6, num_blocks_g=5"):
+        check_resumable(cfg, "DATA")
+    check_resumable(drivers.parse(SPEC, [f"--output_dir={tmp_path}", "--train_size=64x128", "--noise_shape=2x4",
+                                         "--num_blocks_g=6", "--num_mask_channels=3"]), "DATA")
+
+
+def test_index_masks_past_256_classes_are_16_bit(tmp_path):
+    probs = np.zeros((1, 300, 4, 4), np.float32)
+    probs[0, 299] = 1
+    cfg = drivers.parse(SPEC, ["--num_generated=1", "--num_mask_channels=300"])
+    SPEC.write_generated(cfg, lambda feeds: [np.zeros((1, 3, 4, 4), np.float32), probs], str(tmp_path))
+    ids = cv2.imread(str(tmp_path / "0000_mask_ids.png"), cv2.IMREAD_UNCHANGED)
+    assert ids.dtype == np.uint16 and (ids == 299).all()
 
 
 def write(path, array):

@@ -101,9 +101,12 @@ def test_every_entry_point_answers_help(model, entry):
     assert rc == 0 and "usage: python" in log and "--seed=0" in log and "--output_dir=outputs/" + model in log
 
 
-def test_run_eval_answers_help():
-    rc, log = run(["bash", "scripts/run_eval.sh", "cocosnet", "--help"], dict(os.environ), timeout=120)
-    assert rc == 0 and "usage: python cocosnet/eval.py" in log and "--eval_size=original" in log, log[-2000:]
+@pytest.mark.parametrize("args", [["run_train.sh", "osmis", "--help"], ["run_train.sh", "osmis", "CPU", "--help"],
+                                  ["run_eval.sh", "osmis", "--help"], ["run_eval.sh", "cocosnet", "--help"],
+                                  ["run_export.sh", "osmis", "-h"], ["run_distribute_train.sh", "osmis", "--help"]])
+def test_every_script_answers_help(args):
+    rc, log = run(["bash", f"scripts/{args[0]}"] + args[1:], dict(os.environ), timeout=120)
+    assert rc == 0 and f"Usage: bash scripts/{args[0]}" in log and f"usage: python {args[1]}/" in log, log[-2000:]
 
 
 HELP_WITHOUT_MINDSPORE = """

@@ -16,7 +16,7 @@ Source (a folder or an archive of it)::
     DST/<split>/labels/<stem>.png   # class ids (8-bit, or 16-bit past 256 classes), nearest neighbour
     DST/pix2pix/<split>/<stem>.jpg  # photo | label colours, ab_size x ab_size per half (ab_size > 0)
     DST/osmis/<split>/image/<stem>.png, DST/osmis/<split>/mask/<stem>.png   # the photo and its class ids
-                                    # again, in the layout OSMIS reads (osmis=true; ids at most 30)
+                                    # again, in the layout OSMIS reads (osmis=true)
 
 Every label pixel must be a table id (or colour); anything else is reported with the file and the values.
 """
@@ -36,7 +36,6 @@ OPTIONS = {
     "ab_size": (256, "side of each half of the pix2pix AB images (0: no pix2pix folder)"),
     "osmis": (False, "also write DST/osmis/<split>/image and mask (OSMIS --dataroot=DST/osmis/<split>)"),
 }
-OSMIS_MAX_ID = 30  # OSMIS reads a single-channel mask with a value above 30 as a binary 0/255 mask
 PHOTO = r"(?:^|/)(?P<split>[^/]+)/images/(?P<stem>[^/]+)\.(?:jpg|jpeg|png|bmp|tif|tiff|webp)$"
 LABEL = r"(?:^|/)(?P<split>[^/]+)/labels/(?P<stem>[^/]+)\.png$"
 
@@ -69,9 +68,6 @@ def plan(sources, opts, report):
     if not splits or any("/" in s for s in splits):
         raise PrepareError(f"--splits={opts['splits']}: comma-separated split folder names, e.g. train,val")
     table = load_table(sources, opts["classes"])
-    if opts["osmis"] and table.num_classes - 1 > OSMIS_MAX_ID:
-        raise PrepareError(f"--osmis=true: the class table has id {table.num_classes - 1}, but OSMIS reads a mask "
-                           f"with values above {OSMIS_MAX_ID} as a binary mask; renumber the classes 0..{OSMIS_MAX_ID}")
     found = [{}, {}]
     for tab, pattern in zip(found, (PHOTO, LABEL)):
         for m, member in find_members(sources, pattern):

@@ -6,6 +6,7 @@ import numpy as np
 from mindspore import Tensor, nn
 
 from common.backends import CellRunner
+from common.checkpoint import CheckpointManager
 from common.classes import config_class_table
 from common.config import ConfigError
 from common.export import prepare_for_export
@@ -151,6 +152,8 @@ class OSMISSpec(ModelSpec):
                    noise_shape=f"{auto.noise_shape[0]}x{auto.noise_shape[1]}", num_blocks_g=auto.num_blocks_g,
                    num_blocks_d=auto.num_blocks_d, num_blocks_d0=auto.num_blocks_d0,
                    num_mask_channels=frames.num_mask_channels)
+        if cfg.resume:
+            check_resumable(cfg, root)
         self.notes = list(auto.notes)
         if not frames.equal_sizes:
             self.notes.append("the frames differ in size: training on squares of their mean size (as the reference)")
@@ -205,7 +208,12 @@ class OSMISSpec(ModelSpec):
         from common.metrics.evaluate import lpips_weights_cached
         root, _ = self.dataroot(cfg)
         frames = OSMISDataset(root, no_masks=cfg.no_masks or not cfg.num_mask_channels,
-                              num_mask_channels=cfg.num_mask_channels, class_table=config_class_table(cfg))
+                              class_table=config_class_table(cfg))
+        if frames.num_mask_channels > cfg.num_mask_channels:
+            raise ValueError(f"the masks in {root} hold {frames.num_mask_channels} classes but the checkpoint was "
+                             f"trained with num_mask_channels={cfg.num_mask_channels}; eval.py compares with the "
+                             f"training frames of --dataroot (empty: the demo data): pass the dataset the checkpoint "
+                             f"was trained on")
         size = _pair(cfg.train_size, "train_size")
         loaded = [frames.load(i, size) for i in range(len(frames))]
         real_images = np.stack([tensor_to_uint8(img) for img, _ in loaded])
@@ -291,7 +299,8 @@ class OSMISSpec(ModelSpec):
 
     def write_generated(self, cfg, run, out_dir):
         """``num_generated`` pairs from noise (seeded by ``seed``) through the runner ``run``: <i>.png, <i>_mask.png (colour),
-        <i>_mask_ids.png (class ids) and contact_sheet.png under ``out_dir``; returns (images, masks)."""
+        <i>_mask_ids.png (class ids, 16-bit past 256 classes) and contact_sheet.png under ``out_dir``; returns
+        (images, masks)."""
         n = cfg.num_generated
         if n < 1:
             raise ConfigError(f"--num_generated={n}: generate at least one sample")
@@ -305,7 +314,8 @@ class OSMISSpec(ModelSpec):
             if mask is not None:
                 masks.append(mask[0])
                 write_image(os.path.join(out_dir, f"{i:04d}_mask.png"), paint_mask(mask[0], cfg.num_mask_channels, table))
-                cv2.imwrite(os.path.join(out_dir, f"{i:04d}_mask_ids.png"), mask[0].astype(np.uint8))
+                cv2.imwrite(os.path.join(out_dir, f"{i:04d}_mask_ids.png"),
+                            mask[0].astype(np.uint8 if cfg.num_mask_channels <= 256 else np.uint16))
         rows = [images[k:k + SAMPLES] for k in range(0, min(n, 4 * SAMPLES), SAMPLES)]
         if masks:
             rows = [r for k, row in enumerate(rows) for r in
@@ -330,8 +340,26 @@ class OSMISSpec(ModelSpec):
         outputs = ("image", "mask") if cfg.num_mask_channels else ("image",)
         return ExportGraph(net=net, inputs=(z,), input_names=("noise",), output_names=outputs,
                            stem=os.path.join(out_dir, f"osmis_G_ema_{cfg.train_size}"), component="G_ema",
-                           note={"value_range": [-1, 1], "layout": "noise [N, noise_dim, 1, 1] ~ N(0, 1); image "
-                                 "[N, 3, H, W] in [-1, 1]; mask [N, C, H, W] class probabilities (argmax = index mask)"})
+                           note={"value_range": [-1, 1], "layout": "noise [1, noise_dim, 1, 1] ~ N(0, 1); image "
+                                 "[1, 3, H, W] in [-1, 1]; mask [1, C, H, W] class probabilities (argmax = index mask)"})
+
+
+def check_resumable(cfg, root):
+    """``--resume``: the keys that train.py derives from the data at ``root`` must be those of the latest snapshot
+    (passing them, as the generic checkpoint error suggests, has no effect)."""
+    manager = CheckpointManager(os.path.join(cfg.output_dir, "ckpt"))
+    latest = manager.latest()
+    if latest is None:
+        return
+    meta = manager.read_state(latest)["meta"]
+    keys = ("train_size", "noise_shape", "num_blocks_g", "num_blocks_d", "num_blocks_d0", "num_mask_channels")
+    differ = [k for k in keys if k in meta and meta[k] != cfg[k]]
+    if differ:
+        raise ConfigError(f"--resume=true: snapshot {latest} was trained with "
+                          f"{', '.join(f'{k}={meta[k]}' for k in differ)}, but the data in {root} gives "
+                          f"{', '.join(f'{k}={cfg[k]}' for k in differ)} (derived from the frames, masks, max_size, "
+                          f"num_blocks_d, num_blocks_d0 and num_mask_channels); resume with the run's --dataroot and "
+                          f"options, or start a new run with another --output_dir")
 
 
 def contact_sheet(net, z, num_classes, table=None):
