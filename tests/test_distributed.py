@@ -4,6 +4,7 @@ equal 1 worker x batch 2b, two "nodes" train together, and a signal on one rank 
 snapshot that resumes; a killed worker fails the launch. Also: per-rank dropout streams, the GPU library
 diagnosis (run here without a GPU) and the launch script's argument checks."""
 import importlib.util
+import json
 import os
 import re
 import shutil
