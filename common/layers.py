@@ -531,6 +531,7 @@ class Float32Softmax(Float32Only, Softmax):
     """:class:`Softmax` that stays float32 under mixed precision (CoCosNet's correlation: logits up to 100, where a
     float16 rounding of 1e-3 of a cosine similarity would move a logit by 0.1)."""
 
+
 class InstanceNorm2d(nn.Cell):
     """Instance normalisation of [B, C, H, W] with optional per-channel affine (PyTorch semantics):
     :class:`Standardize` over (H, W)."""

@@ -154,8 +154,8 @@ class _LayerNormLReLUFunction(Float32Only, nn.Cell):
 
     def bprop(self, x, gamma, beta, out, dout):
         b, c, dtype = x.shape[0], x.shape[1], x.dtype
-        x = ops.cast(x, ms.float32)
-        centred, _, var = self._centre(ops.depend(x, dout))  # Depend: not merged with the forward's (kept alive)
+        # Depend: not merged with the forward's (kept alive)
+        centred, _, var = self._centre(ops.cast(ops.depend(x, dout), ms.float32))
         # out = max(z, slope*z) has the sign of z, so the LReLU slope is read from out
         dz = ops.select(out > 0, dout, self.slope * dout)
         # per (sample, channel) sums: d_beta and, over centred / std = x_hat, d_gamma
@@ -169,7 +169,7 @@ class _LayerNormLReLUFunction(Float32Only, nn.Cell):
         count = x.shape[1] * x.shape[2] * x.shape[3]
         mean_d = (s * g).sum(axis=1, keepdims=True) / count  # [B, 1]
         mean_dx = (t * g).sum(axis=1, keepdims=True) / count
-        per_sample = ops.ones((b, c), x.dtype)
+        per_sample = ops.ones((b, c), ms.float32)
         dx = self.affine(dz, g / std, ops.zeros_like(per_sample)) + \
             self.affine(centred, per_sample * (-mean_dx / (std * std)), per_sample * (-mean_d / std))
         return ops.cast(dx, dtype), d_gamma, d_beta
