@@ -191,7 +191,8 @@ def train(spec, cfg, *, owns_process=False):
                          group_size=rt.group_size, drop_last=True, num_workers=cfg.num_workers)
     log = TrainLogger(cfg.output_dir, spec.name, len(loader), cfg.log_every, enabled=rt.is_main)
     manager = CheckpointManager(os.path.join(cfg.output_dir, "ckpt"), cfg.keep_ckpt,
-                                dict(spec.arch(cfg), model=spec.name))
+                                dict(spec.arch(cfg), model=spec.name,
+                                     dataroot=os.path.abspath(cfg.dataroot) if cfg.dataroot else ""))
     loop = TrainLoop(manager, trainer.components, log, loader, trainer.n_epochs, cfg.save_epoch_freq,
                      cfg.max_steps, sync=RankSync(rt.rank, rt.group_size))
     for line in notes + trainer.notes:
@@ -278,7 +279,8 @@ def load_inference(spec, cfg, conv_impl="native", log=print):
     """The inference networks of ``spec`` with the weights of ``cfg.ckpt`` (default: latest snapshot).
 
     The architecture keys are read from the checkpoint's metadata and replace the config's (logged when
-    they differ), so no training flag needs repeating; a class table in effect must have the checkpoint's
+    they differ), so no training flag needs repeating; an empty ``dataroot`` becomes the one the checkpoint was
+    trained on (logged; empty for the demo data); a class table in effect must have the checkpoint's
     class count (``common.classes.apply_class_table``). The networks run on ``conv_impl`` (the process's
     ``Runtime.conv_impl``), their spectral-norm layers folded into their weights (``W / sigma``, the inference-mode
     value, as exported) and their matmul-path weights packed: inference only. Returns ``(nets, checkpoint path)``.
@@ -295,6 +297,10 @@ def load_inference(spec, cfg, conv_impl="native", log=print):
             if cfg[key] != load_config(spec.config_path)[key]:
                 log(f"[{spec.name}] {key}={meta[key]!r} from the checkpoint {path} (--{key}={cfg[key]!r} ignored)")
             cfg[key] = meta[key]
+    if not cfg.dataroot and meta.get("dataroot"):
+        cfg.dataroot = meta["dataroot"]
+        log(f"[{spec.name}] dataroot={cfg.dataroot}, the data the checkpoint {path} was trained on (pass --dataroot "
+            f"for other data)")
     apply_class_table(cfg, spec.class_count_key, given_by=f"checkpoint {path}")
     nets = spec.build_inference(cfg)
     arch = dict(spec.arch(cfg), model=spec.name)

@@ -1,5 +1,6 @@
 """pix2pix: architecture, data checks, one-step update, learning on the demo data, resume, signals."""
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -164,6 +165,32 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, demo_cache):
     assert resumed["step"] == 6 and resumed["epoch"] == 1 and resumed["step_in_epoch"] == 2
     for k, v in straight["losses"].items():
         assert resumed["losses"][k] == pytest.approx(v, rel=1e-5, abs=1e-6), k
+
+
+def test_checkpoint_records_its_dataroot_for_eval_and_resumes_on_moved_data(tmp_path, demo_cache):
+    """A run on a --dataroot stores its absolute path; eval/predict/export with --dataroot left empty take it (and
+    say so) instead of the demo data, an explicit --dataroot wins, and a resume from the data's new place works
+    (the path is not compared on restore)."""
+    from common import drivers
+    from common.checkpoint import CheckpointManager
+    from pix2pix.src.spec import Pix2PixSpec
+    spec, small = Pix2PixSpec(), dict(demo_train=4, mode="pynative")
+    data = tmp_path / "data"
+    shutil.copytree(spec.demo_dataroot(tiny_cfg(tmp_path, **small)), data)
+    cfg = tiny_cfg(tmp_path, max_steps=1, dataroot=os.path.relpath(data), **small)
+    train(cfg)
+    manager = CheckpointManager(os.path.join(cfg.output_dir, "ckpt"))
+    assert manager.read_state()["meta"]["dataroot"] == str(data)
+    logs = []
+    for given, want in (("", str(data)), (str(tmp_path), str(tmp_path))):
+        cfg = tiny_cfg(tmp_path, dataroot=given)
+        drivers.load_inference(spec, cfg, log=logs.append)
+        assert cfg.dataroot == want
+    assert logs == [f"[pix2pix] dataroot={data}, the data the checkpoint {manager.latest()}/G.ckpt was trained on "
+                    f"(pass --dataroot for other data)"]
+    moved = tmp_path / "moved"
+    data.rename(moved)
+    assert train(tiny_cfg(tmp_path, max_steps=2, resume=True, dataroot=str(moved), **small))["step"] == 2
 
 
 def test_sigint_saves_a_snapshot(tmp_path, demo_cache):

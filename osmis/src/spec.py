@@ -212,8 +212,8 @@ class OSMISSpec(ModelSpec):
         if frames.num_mask_channels > cfg.num_mask_channels:
             raise ValueError(f"the masks in {root} hold {frames.num_mask_channels} classes but the checkpoint was "
                              f"trained with num_mask_channels={cfg.num_mask_channels}; eval.py compares with the "
-                             f"training frames of --dataroot (empty: the demo data): pass the dataset the checkpoint "
-                             f"was trained on")
+                             f"training frames of --dataroot (empty: the data the checkpoint was trained on): pass "
+                             f"that dataset, or leave --dataroot empty")
         size = _pair(cfg.train_size, "train_size")
         loaded = [frames.load(i, size) for i in range(len(frames))]
         real_images = np.stack([tensor_to_uint8(img) for img, _ in loaded])
