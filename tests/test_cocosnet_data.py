@@ -198,9 +198,12 @@ def test_build_ref_list_retrieves_the_duplicate_first(tmp_path):
     weights = [{"name": f"{n}.{k}", "data": getattr(c, k)} for n, c in vgg.conv_layers().items() for k in ("weight", "bias")]
     vgg_path = str(tmp_path / "vgg19.ckpt")
     ms.save_checkpoint(weights, vgg_path)
+    logs = []
     with eager():
-        out = build_ref_list(root, "folders", "train", str(tmp_path / "train.txt"), k=2, size=32, vgg_path=vgg_path)
+        out = build_ref_list(root, "folders", "train", str(tmp_path / "train.txt"), k=2, size=32, vgg_path=vgg_path,
+                             log=logs.append)
         val = build_ref_list(root, "folders", "val", str(tmp_path / "val.txt"), k=3, size=32, vgg_path=vgg_path)
+    assert logs[0].startswith(f"retrieval features: VGG19 from {vgg_path}")
     lines = [line.strip().split(",") for line in open(out)]
     assert [line[0] for line in lines] == [f"train{i}.png" for i in range(4)]
     assert lines[2][1] == "train3.png" and lines[3][1] == "train2.png"

@@ -56,7 +56,7 @@ def build_ref_list(root, data_format, split, out, *, k=10, size=224, vgg_path=""
         raise ValueError(f"retrieval_size={size} must be a multiple of 32 (VGG pool5)")
     train = find_pairs(root, data_format, "train")
     keys = train if split == "train" else find_pairs(root, data_format, split)
-    vgg = build_vgg_features(vgg_path, log, taps=("pool5",))
+    vgg = build_vgg_features(vgg_path, log, taps=("pool5",), retrieval=True)
     vgg.set_train(False)
     names = {s: os.path.basename(p) for s, (p, _) in list(train.items()) + list(keys.items())}
     gallery_stems = list(train)

@@ -75,22 +75,27 @@ class VGGFeatures(nn.Cell):
         return self.vgg((x - self.mean) * self.scale)
 
 
-def build_vgg_features(vgg_path, log=print, taps=VGG_TAPS):
+def build_vgg_features(vgg_path, log=print, taps=VGG_TAPS, *, retrieval=False):
     """The loss VGG: VGG19 from ``vgg_path`` (the reference ``vgg19_conv.pth``, or any file with its
     Caffe BGR weights that ``common.weights`` reads: ``conv1_1.weight`` keys, ``features.N``, .ckpt), else the cached ImageNet VGG16 as a stand-in (relu{b}_2 of VGG16 for those of VGG19:
-    same resolutions, torchvision normalisation). ``log`` receives one line saying which."""
+    same resolutions, torchvision normalisation). ``log`` receives one line saying which (``retrieval``: for
+    ``build_ref_list``'s features, where no loss scale is at stake)."""
+    role = "retrieval features" if retrieval else "loss network"
     if vgg_path:
         net = VGGFeatures("vgg19", "caffe_bgr", taps)
         load_vgg(net.vgg, vgg_path)
-        log(f"loss network: VGG19 from {vgg_path} (max pooling; (x+1)/2, BGR, minus the Caffe mean, x255 as "
+        log(f"{role}: VGG19 from {vgg_path} (max pooling; (x+1)/2, BGR, minus the Caffe mean, x255 as "
             f"the reference vgg19_conv.pth)")
         return net
     path = vgg16_stand_in("vgg19_conv.pth (the reference's loss VGG19)")
     net = VGGFeatures("vgg16", "torch", taps)
     load_vgg(net.vgg, path)
-    log(f"loss network: no vgg_path given, so the ImageNet VGG16 {path} stands in for the reference VGG19 "
-        f"(relu{{1..5}}_2 of VGG16, torchvision normalisation; the loss scales differ); pass "
-        f"--vgg_path=vgg19_conv.pth for the reference losses")
+    if retrieval:
+        log(f"{role}: the ImageNet VGG16 {path} (torchvision normalisation; --vgg_path takes a VGG19)")
+    else:
+        log(f"{role}: no vgg_path given, so the ImageNet VGG16 {path} stands in for the reference VGG19 "
+            f"(relu{{1..5}}_2 of VGG16, torchvision normalisation; the loss scales differ); pass "
+            f"--vgg_path=vgg19_conv.pth for the reference losses")
     return net
 
 
