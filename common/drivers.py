@@ -280,7 +280,7 @@ def load_inference(spec, cfg, conv_impl="native", log=print):
 
     The architecture keys are read from the checkpoint's metadata and replace the config's (logged when
     they differ), so no training flag needs repeating; an empty ``dataroot`` becomes the one the checkpoint was
-    trained on (logged; empty for the demo data); a class table in effect must have the checkpoint's
+    trained on where that folder still exists (logged either way; empty for the demo data); a class table in effect must have the checkpoint's
     class count (``common.classes.apply_class_table``). The networks run on ``conv_impl`` (the process's
     ``Runtime.conv_impl``), their spectral-norm layers folded into their weights (``W / sigma``, the inference-mode
     value, as exported) and their matmul-path weights packed: inference only. Returns ``(nets, checkpoint path)``.
@@ -298,9 +298,13 @@ def load_inference(spec, cfg, conv_impl="native", log=print):
                 log(f"[{spec.name}] {key}={meta[key]!r} from the checkpoint {path} (--{key}={cfg[key]!r} ignored)")
             cfg[key] = meta[key]
     if not cfg.dataroot and meta.get("dataroot"):
-        cfg.dataroot = meta["dataroot"]
-        log(f"[{spec.name}] dataroot={cfg.dataroot}, the data the checkpoint {path} was trained on (pass --dataroot "
-            f"for other data)")
+        if os.path.isdir(meta["dataroot"]):
+            cfg.dataroot = meta["dataroot"]
+            log(f"[{spec.name}] dataroot={cfg.dataroot}, the data the checkpoint {path} was trained on (pass "
+                f"--dataroot for other data)")
+        else:
+            log(f"[{spec.name}] the checkpoint {path} was trained on {meta['dataroot']}, which is not there now: the "
+                f"demo data stands in; pass --dataroot=<the data's new place> to evaluate on it")
     apply_class_table(cfg, spec.class_count_key, given_by=f"checkpoint {path}")
     nets = spec.build_inference(cfg)
     arch = dict(spec.arch(cfg), model=spec.name)

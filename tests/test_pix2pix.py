@@ -169,8 +169,8 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, demo_cache):
 
 def test_checkpoint_records_its_dataroot_for_eval_and_resumes_on_moved_data(tmp_path, demo_cache):
     """A run on a --dataroot stores its absolute path; eval/predict/export with --dataroot left empty take it (and
-    say so) instead of the demo data, an explicit --dataroot wins, and a resume from the data's new place works
-    (the path is not compared on restore)."""
+    say so) instead of the demo data, an explicit --dataroot wins; once the data has moved, they say so and the demo
+    stands in, and a resume from the data's new place works (the path is not compared on restore)."""
     from common import drivers
     from common.checkpoint import CheckpointManager
     from pix2pix.src.spec import Pix2PixSpec
@@ -190,6 +190,10 @@ def test_checkpoint_records_its_dataroot_for_eval_and_resumes_on_moved_data(tmp_
                     f"(pass --dataroot for other data)"]
     moved = tmp_path / "moved"
     data.rename(moved)
+    cfg = tiny_cfg(tmp_path, dataroot="")
+    drivers.load_inference(spec, cfg, log=logs.append)
+    assert cfg.dataroot == "" and logs[-1].endswith(f"was trained on {data}, which is not there now: the demo data "
+                                                    f"stands in; pass --dataroot=<the data's new place> to evaluate on it")
     assert train(tiny_cfg(tmp_path, max_steps=2, resume=True, dataroot=str(moved), **small))["step"] == 2
 
 
