@@ -220,6 +220,10 @@ def test_mask_formats_and_training_draws(tmp_path):
     _, mask = frames.load(0, (32, 48))
     assert mask.shape == (3, 32, 48) and np.array_equal(mask.sum(0), np.ones((32, 48)))
     assert mask[0, 20, 0] == 1 and mask[1, 0, 0] == 1 and mask[2, 20, 40] == 1  # black, green, red sorted
+    blended = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)  # e.g. a JPEG-saved mask
+    write(tmp_path / "mask" / "f0.png", blended)
+    with pytest.raises(ValueError, match=r"hold \d+ distinct colours, each a class; antialiased or JPEG-saved"):
+        OSMISDataset(str(tmp_path))
     binary = np.zeros((32, 48), np.uint8)
     binary[10:20, 10:30] = 255
     write(tmp_path / "mask" / "f0.png", binary)

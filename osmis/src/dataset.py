@@ -5,7 +5,8 @@ Masks pair with images by file stem (``mask/<stem>.png``). A mask file is
 * an index map (single channel or palette PNG, values 0..K: K+1 classes),
 * a binary map (single channel with values above 30, e.g. 0/255 or anti-aliased): 2 classes,
   background/object split at 128 (the reference uses the soft value; ours is hard),
-* a colour map (RGB): every distinct colour over all masks is a class, sorted (black first).
+* a colour map (RGB): every distinct colour over all masks is a class, sorted (black first); more than 256 colours
+  is an error (an antialiased or JPEG-saved mask, whose blended colours would each become a class).
 
 With a class table (``common.classes``, config key ``class_table``) the masks are read through it instead:
 single-channel masks hold its ids (no binary rule), colour masks its colours, and the table sets the classes;
@@ -29,6 +30,7 @@ from osmis.src.augment import sample_affine, sample_content_fa, sample_layout_fa
 __all__ = ["OSMISDataset", "TrainSamples", "read_mask", "mask_kind"]
 
 BINARY_THRESHOLD = 30
+MAX_COLOUR_CLASSES = 256  # without a class table
 
 
 def read_mask(path):
@@ -131,6 +133,11 @@ class OSMISDataset:
         elif self.kind == "colour":
             self.colours = np.array(sorted(colours), np.int64)
             n = len(self.colours)
+            if n > MAX_COLOUR_CLASSES:
+                raise ValueError(f"the colour masks in {os.path.dirname(self.mask_paths[0])} hold {n} distinct colours, "
+                                 f"each a class; antialiased or JPEG-saved masks blend their colours: save them as "
+                                 f"PNG without antialiasing, as index masks, or give a class table (--class_table, "
+                                 f"which names the valid colours)")
         else:
             n = 2 if self.kind == "binary" else top + 1
         if expected and n > expected:
