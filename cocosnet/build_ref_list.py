@@ -19,7 +19,6 @@ import common  # noqa: E402,F401  (oneDNN ISA before mindspore)
 
 from common.config import load_config  # noqa: E402
 from common.drivers import run_cli  # noqa: E402
-from common.entry import wants_help  # noqa: E402
 from common.runtime import init_runtime  # noqa: E402
 from cocosnet.src.retrieval import build_ref_list  # noqa: E402
 from cocosnet.src.spec import CoCosNetSpec, default_ref_lists  # noqa: E402
@@ -27,12 +26,8 @@ from cocosnet.src.spec import CoCosNetSpec, default_ref_lists  # noqa: E402
 
 def main(argv=None):
     """Write the reference list of ``--ref_split``; returns its path."""
-    argv = sys.argv[1:] if argv is None else argv
-    if wants_help(argv):
-        print(__doc__)
-        return None
     spec = CoCosNetSpec()
-    cfg = load_config(spec.config_path, argv)
+    cfg = load_config(spec.config_path, sys.argv[1:] if argv is None else argv)
     if not cfg.dataroot:
         raise ValueError("pass --dataroot=<dataset> (ADEChallengeData2016 with --data_format=ade20k, or a folder "
                          "with {train,val}/images and {train,val}/labels with --data_format=folders)")
@@ -44,4 +39,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_cli(main, sys.argv[1:])
+    run_cli(main, sys.argv[1:], usage=__doc__)

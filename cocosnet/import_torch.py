@@ -18,7 +18,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import common  # noqa: E402,F401  (oneDNN ISA before mindspore)
 
 from common.drivers import parse, run_cli  # noqa: E402
-from common.entry import wants_help  # noqa: E402
 from common.layers import count_params  # noqa: E402
 from common.runtime import init_runtime  # noqa: E402
 from cocosnet.src.convert import REFERENCE_FILES, import_component  # noqa: E402
@@ -28,12 +27,8 @@ from cocosnet.src.spec import CoCosNetSpec  # noqa: E402
 
 def main(argv=None):
     """Convert the reference files of ``--torch_ckpt_dir``; returns the snapshot folder."""
-    argv = sys.argv[1:] if argv is None else argv
-    if wants_help(argv):
-        print(__doc__)
-        return None
     spec = CoCosNetSpec()
-    cfg = parse(spec, argv)
+    cfg = parse(spec, sys.argv[1:] if argv is None else argv)
     if not cfg.torch_ckpt_dir:
         raise ValueError("pass --torch_ckpt_dir=<folder holding latest_net_Corr.pth and latest_net_G.pth>")
     out = cfg.ckpt or os.path.join(cfg.output_dir, "imported")
@@ -53,4 +48,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_cli(main, sys.argv[1:])
+    run_cli(main, sys.argv[1:], usage=__doc__)

@@ -56,12 +56,16 @@ def main(spec, command, argv=None):
     return run_cli(lambda args: drivers[command](spec, parse(spec, args)), argv)
 
 
-def run_cli(run, argv):
+def run_cli(run, argv, *, usage=None):
     """``run(argv)`` with every failure turned into one ``error: ...`` line on stderr and exit code 2.
 
     ``--debug`` (removed from ``argv``) prints the traceback as well. Entry points other than the four
-    drivers (``import_torch.py``, ``import_tf.py``) use it too.
+    drivers (``import_torch.py``, ``import_tf.py``, ``build_ref_list.py``) use it too, passing their ``usage``
+    text, which ``--help`` / ``-h`` prints instead of running.
     """
+    if usage is not None and wants_help(argv):
+        print(usage)
+        return None
     debug = "--debug" in argv or "--debug=true" in argv
     argv = [a for a in argv if a not in ("--debug", "--debug=true")]
     try:
@@ -280,8 +284,8 @@ def load_inference(spec, cfg, conv_impl="native", log=print):
 
     The architecture keys are read from the checkpoint's metadata and replace the config's (logged when
     they differ), so no training flag needs repeating; an empty ``dataroot`` becomes the one the checkpoint was
-    trained on where that folder still exists (logged either way; empty for the demo data); a class table in effect must have the checkpoint's
-    class count (``common.classes.apply_class_table``). The networks run on ``conv_impl`` (the process's
+    trained on where that folder still exists (logged either way; empty for the demo data); a class table in
+    effect must have the checkpoint's class count (``common.classes.apply_class_table``). The networks run on ``conv_impl`` (the process's
     ``Runtime.conv_impl``), their spectral-norm layers folded into their weights (``W / sigma``, the inference-mode
     value, as exported) and their matmul-path weights packed: inference only. Returns ``(nets, checkpoint path)``.
     """

@@ -31,4 +31,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_cli(main, sys.argv[1:])
+    run_cli(main, sys.argv[1:], usage=__doc__)

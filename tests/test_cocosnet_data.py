@@ -217,6 +217,8 @@ def test_build_ref_list_retrieves_the_duplicate_first(tmp_path):
 @pytest.mark.parametrize("command,usage", [
     (["cocosnet/import_torch.py"], "python cocosnet/import_torch.py --torch_ckpt_dir="),
     (["-m", "cocosnet.build_ref_list"], "python -m cocosnet.build_ref_list --dataroot="),
+    (["pix2pix/import_torch.py"], "python pix2pix/import_torch.py --torch_ckpt="),
+    (["crn/import_tf.py"], "python crn/import_tf.py --tf_ckpt="),
 ])
 def test_tools_answer_help(command, usage):
     proc = subprocess.run([sys.executable, *command, "--help"], cwd=REPO, capture_output=True, text=True,
