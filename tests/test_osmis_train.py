@@ -151,13 +151,11 @@ def test_resume_on_other_data_names_the_derived_keys(tmp_path):
     os.makedirs(snap)
     meta = {"model": "osmis", "train_size": "64x128", "noise_shape": "2x4", "num_blocks_g": 6, "num_mask_channels": 3}
     (snap / "state.json").write_text(json.dumps({"epoch": 1, "step": 2, "step_in_epoch": 0, "meta": meta}))
-    cfg = drivers.parse(SPEC, [f"--output_dir={tmp_path}", "--resume=true", "--train_size=96x96", "--noise_shape=6x6",
-                               "--num_blocks_g=5", "--num_mask_channels=3"])
+    cfg = drivers.parse(SPEC, [f"--output_dir={tmp_path}", "--resume=true"])
     with pytest.raises(ConfigError, match="was trained with train_size=64x128, noise_shape=2x4, num_blocks_g=6, but "
                                           "the data in DATA gives train_size=96x96, noise_shape=6x6, num_blocks_g=5"):
-        check_resumable(cfg, "DATA")
-    check_resumable(drivers.parse(SPEC, [f"--output_dir={tmp_path}", "--train_size=64x128", "--noise_shape=2x4",
-                                         "--num_blocks_g=6", "--num_mask_channels=3"]), "DATA")
+        check_resumable(cfg, "DATA", dict(train_size="96x96", noise_shape="6x6", num_blocks_g=5, num_mask_channels=3))
+    check_resumable(cfg, "DATA", dict(train_size="64x128", noise_shape="2x4", num_blocks_g=6, num_mask_channels=3))
 
 
 def test_index_masks_past_256_classes_are_16_bit(tmp_path):

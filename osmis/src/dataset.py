@@ -134,10 +134,10 @@ class OSMISDataset:
             self.colours = np.array(sorted(colours), np.int64)
             n = len(self.colours)
             if n > MAX_COLOUR_CLASSES:
-                raise ValueError(f"the colour masks in {os.path.dirname(self.mask_paths[0])} hold {n} distinct colours, "
-                                 f"each a class; antialiased or JPEG-saved masks blend their colours: save them as "
-                                 f"PNG without antialiasing, as index masks, or give a class table (--class_table, "
-                                 f"which names the valid colours)")
+                raise ValueError(f"the colour masks in {os.path.dirname(self.mask_paths[0])} hold {n} distinct "
+                                 f"colours, each a class; antialiased or JPEG-saved masks blend their colours: save "
+                                 f"them as PNG without antialiasing, as index masks, or give a class table "
+                                 f"(--class_table, which names the valid colours)")
         else:
             n = 2 if self.kind == "binary" else top + 1
         if expected and n > expected:

@@ -148,12 +148,13 @@ class OSMISSpec(ModelSpec):
                               class_table=config_class_table(cfg))
         h, w = bounded_resolution(frames.size[0], frames.size[1], cfg.max_size)
         auto = auto_config(h, w, cfg.num_blocks_d, cfg.num_blocks_d0)
-        cfg.update(train_size=f"{auto.resolution[0]}x{auto.resolution[1]}",
-                   noise_shape=f"{auto.noise_shape[0]}x{auto.noise_shape[1]}", num_blocks_g=auto.num_blocks_g,
-                   num_blocks_d=auto.num_blocks_d, num_blocks_d0=auto.num_blocks_d0,
-                   num_mask_channels=frames.num_mask_channels)
+        derived = dict(train_size=f"{auto.resolution[0]}x{auto.resolution[1]}",
+                       noise_shape=f"{auto.noise_shape[0]}x{auto.noise_shape[1]}", num_blocks_g=auto.num_blocks_g,
+                       num_blocks_d=auto.num_blocks_d, num_blocks_d0=auto.num_blocks_d0,
+                       num_mask_channels=frames.num_mask_channels)
+        cfg.update(derived)
         if cfg.resume:
-            check_resumable(cfg, root)
+            check_resumable(cfg, root, derived)
         self.notes = list(auto.notes)
         if not frames.equal_sizes:
             self.notes.append("the frames differ in size: training on squares of their mean size (as the reference)")
@@ -344,22 +345,21 @@ class OSMISSpec(ModelSpec):
                                  "[1, 3, H, W] in [-1, 1]; mask [1, C, H, W] class probabilities (argmax = index mask)"})
 
 
-def check_resumable(cfg, root):
-    """``--resume``: the keys that train.py derives from the data at ``root`` must be those of the latest snapshot
-    (passing them, as the generic checkpoint error suggests, has no effect)."""
+def check_resumable(cfg, root, derived):
+    """``--resume``: the keys that train.py ``derived`` from the data at ``root`` (``{key: value}``) must be those of
+    the latest snapshot (passing them, as the generic checkpoint error suggests, has no effect)."""
     manager = CheckpointManager(os.path.join(cfg.output_dir, "ckpt"))
     latest = manager.latest()
     if latest is None:
         return
     meta = manager.read_state(latest)["meta"]
-    keys = ("train_size", "noise_shape", "num_blocks_g", "num_blocks_d", "num_blocks_d0", "num_mask_channels")
-    differ = [k for k in keys if k in meta and meta[k] != cfg[k]]
+    differ = [k for k, v in derived.items() if k in meta and meta[k] != v]
     if differ:
         raise ConfigError(f"--resume=true: snapshot {latest} was trained with "
                           f"{', '.join(f'{k}={meta[k]}' for k in differ)}, but the data in {root} gives "
-                          f"{', '.join(f'{k}={cfg[k]}' for k in differ)} (derived from the frames, masks, max_size, "
-                          f"num_blocks_d, num_blocks_d0 and num_mask_channels); resume with the run's --dataroot and "
-                          f"options, or start a new run with another --output_dir")
+                          f"{', '.join(f'{k}={derived[k]}' for k in differ)} (derived from the frames, masks, "
+                          f"max_size, num_blocks_d, num_blocks_d0 and num_mask_channels); resume with the run's "
+                          f"--dataroot and options, or start a new run with another --output_dir")
 
 
 def contact_sheet(net, z, num_classes, table=None):
