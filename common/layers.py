@@ -1,7 +1,8 @@
 """Layers every model shares, written from mean/var ops so they run on CPU and export to ONNX cleanly.
 
 * :func:`reduce_mean` / :func:`reduce_sum` - reductions over several axes of [B, C, H, W] through a 2-D reshape.
-* :class:`Float32Only` - mixin of the cells that stay float32 under mixed precision (they refuse ``to_float``'s float16).
+* :class:`Float32Only` - mixin of the cells that stay float32 under mixed precision (they refuse ``to_float``'s
+  float16).
 * :class:`CompiledCell` - base of the cells with a compiled CPU form (``use_library``).
 * :class:`LeakyReLU` - the same function, faster than ``nn.LeakyReLU`` on CPU (one compiled pass each way).
 * :func:`expand` - a statistic broadcast to a tensor's shape as its own op (graph-mode memory: see its docstring).

@@ -174,9 +174,11 @@ class _DifferentiatedLoss(nn.Cell):
 
     def construct(self, *inputs):
         outputs = self.loss_cell(*inputs)
+        loss = outputs[0] if self.has_aux else outputs
+        if self.loss_scaler is not None:
+            loss = self.loss_scaler.scale(ops.cast(loss, ms.float32))
         if not self.has_aux:
-            return outputs if self.loss_scaler is None else self.loss_scaler.scale(ops.cast(outputs, ms.float32))
-        loss = outputs[0] if self.loss_scaler is None else self.loss_scaler.scale(ops.cast(outputs[0], ms.float32))
+            return loss
         return (loss,) + outputs[1:] + (self.placeholder,)
 
 
