@@ -6,7 +6,7 @@ and the gradient of mean(relu5_4) with respect to the [B, 3, S, S] input, as tha
 Prints 'torch vgg19 forward+backward median ms X' and the peak RSS (run by ``vgg_step.py --torch`` in its
 own process, so torch's threads and oneDNN settings do not meet MindSpore's).
 """
-import sys
+import argparse
 
 import torch
 import torch.nn as nn
@@ -31,7 +31,11 @@ def vgg19_relu5_4():
 
 
 def main():
-    size, batch, steps = (int(a) for a in sys.argv[1:4])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    for name in ("size", "batch", "steps"):
+        parser.add_argument(name, type=int)
+    args = parser.parse_args()
+    size, batch, steps = args.size, args.batch, args.steps
     torch.manual_seed(0)
     net = vgg19_relu5_4()
     x = (torch.rand(batch, 3, size, size) * 200 - 100).requires_grad_(True)

@@ -194,8 +194,16 @@ def known_arguments(config_path, argv, base=BASE_CONFIG):
     return [arg for arg in argv if arg.startswith("--") and arg[2:].split("=", 1)[0].replace("-", "_") in docs.values]
 
 
+KNOWN_USAGE = """usage: python -m common.config known MODEL/default_config.yaml [--key=value ...]
+
+Prints, one per line, the --key=value words whose key MODEL's config has (the scripts pass one command line to
+several models this way)."""
+
 if __name__ == "__main__":
+    if "--help" in sys.argv[1:2] or "-h" in sys.argv[1:2]:
+        print(KNOWN_USAGE)
+        sys.exit(0)
     if len(sys.argv) < 3 or sys.argv[1] != "known":
-        raise SystemExit("usage: python -m common.config known MODEL/default_config.yaml [--key=value ...]")
+        raise SystemExit(KNOWN_USAGE)
     for arg in known_arguments(sys.argv[2], sys.argv[3:]):
         print(arg)

@@ -120,6 +120,9 @@ def main(argv=None):
         ok, lines = diagnose()
         print("\n".join(lines))
         return 0 if ok else 1
+    if argv in (["--help"], ["-h"]):
+        print(__doc__)
+        return 0
     print(__doc__.split("\n\n")[2], file=sys.stderr)
     return 2
 

@@ -99,6 +99,9 @@ def format_table(records):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["-h"], ["--help"]):
+        print(__doc__)
+        return None
     outputs = argv[0] if argv else "outputs"
     if not os.path.isdir(outputs):
         raise SystemExit(f"outputs folder {outputs} does not exist; evaluate a model first (scripts/run_eval.sh)")

@@ -20,11 +20,13 @@ import tempfile
 
 import numpy as np
 
-from common.demo_data import render_scene
-from common.drivers import run_cli
-from common.io import write_image
-from demo.adapters import ADAPTERS, IGNORE, adapter_for
-from demo.core import (DemoModel, check_size, colors_to_ids, ensure_checkpoint, flood_fill, model_config,
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # python demo/app.py works too
+
+from common.demo_data import render_scene  # noqa: E402
+from common.drivers import run_cli  # noqa: E402
+from common.io import write_image  # noqa: E402
+from demo.adapters import ADAPTERS, IGNORE, adapter_for  # noqa: E402
+from demo.core import (DemoModel, check_size, colors_to_ids, ensure_checkpoint, flood_fill, model_config,  # noqa: E402
                        painting_to_ids, read_exemplar)
 
 __all__ = ["DemoServer", "build_app", "launch", "main", "model_argv"]

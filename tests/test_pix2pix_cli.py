@@ -109,6 +109,28 @@ def test_every_script_answers_help(args):
     assert rc == 0 and f"Usage: bash scripts/{args[0]}" in log and f"usage: python {args[1]}/" in log, log[-2000:]
 
 
+@pytest.mark.parametrize("command,usage", [
+    (["cocosnet/import_torch.py"], "python cocosnet/import_torch.py --torch_ckpt_dir="),
+    (["-m", "cocosnet.build_ref_list"], "python -m cocosnet.build_ref_list --dataroot="),
+    (["pix2pix/import_torch.py"], "python pix2pix/import_torch.py --torch_ckpt="),
+    (["crn/import_tf.py"], "python crn/import_tf.py --tf_ckpt="),
+    (["-m", "common.prepare"], "python -m common.prepare DATASET SRC DST"),
+    (["-m", "common.report"], "python -m common.report [OUTPUTS_DIR]"),
+    (["-m", "common.metrics"], "usage: python -m common.metrics"),
+    (["-m", "common.pretrained"], "--archive ARCHIVE"),
+    (["-m", "common.gpu_runtime"], "python -m common.gpu_runtime check"),
+    (["-m", "common.config"], "usage: python -m common.config known MODEL/default_config.yaml"),
+    (["demo/app.py"], "Usage: python -m demo.app [MODEL]"),
+    (["bench/torch_vgg19_step.py"], "size batch steps"),
+])
+def test_tools_answer_help(command, usage):
+    """Every tool besides the drivers answers --help on stdout with exit 0 (common.report used to read
+    "--help" as its outputs folder, common.prepare exited 2, demo/app.py could not find ``common``)."""
+    proc = subprocess.run([sys.executable, *command, "--help"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and usage in proc.stdout and not proc.stderr.strip(), proc.stdout + proc.stderr
+
+
 HELP_WITHOUT_MINDSPORE = """
 import runpy, sys
 sys.modules["mindspore"] = None  # any import of MindSpore now raises ImportError

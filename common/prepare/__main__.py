@@ -19,7 +19,10 @@ def usage():
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) < 3 or argv[0] in ("-h", "--help"):
+    if argv[:1] in (["-h"], ["--help"]):
+        print(usage())
+        return 0
+    if len(argv) < 3:
         print(usage(), file=sys.stderr)
         return 2
     try:
