@@ -279,6 +279,20 @@ def _component_path(path, component):
     return sibling
 
 
+def _checkpoint_file(spec, ckpt, component):
+    """The file holding ``component``'s weights in the snapshot whose first inference component's file is ``ckpt``."""
+    return ckpt if component == spec.inference_components[0] else _component_path(ckpt, component)
+
+
+def _graph_checkpoint(spec, graph, ckpt):
+    """What an export note records as ``graph``'s checkpoint: the file of its component (CoCosNet's translation
+    network: ``G.ckpt``, not the ``Corr.ckpt`` that ``ckpt`` names), or ``{component: file}`` for a graph of
+    every inference component (CoCosNet's composite)."""
+    if graph.component or len(spec.inference_components) == 1:
+        return _checkpoint_file(spec, ckpt, graph.component or spec.inference_components[0])
+    return {c: _checkpoint_file(spec, ckpt, c) for c in spec.inference_components}
+
+
 def load_inference(spec, cfg, conv_impl="native", log=print):
     """The inference networks of ``spec`` with the weights of ``cfg.ckpt`` (default: latest snapshot).
 
@@ -313,8 +327,7 @@ def load_inference(spec, cfg, conv_impl="native", log=print):
     nets = spec.build_inference(cfg)
     arch = dict(spec.arch(cfg), model=spec.name)
     for component, net in nets.items():
-        file = path if component == first else _component_path(path, component)
-        load_cell(net, file, arch, what=f"{spec.name} {component}")
+        load_cell(net, _checkpoint_file(spec, path, component), arch, what=f"{spec.name} {component}")
         prepare_inference(net, conv_impl)
     return nets, path
 
@@ -369,11 +382,14 @@ def _export_is_current(spec, cfg, graph, ckpt):
     """Whether ``graph.stem``.onnx was exported from ``ckpt`` as it is now, with this architecture and note."""
     import json
     path, note_path = graph.stem + ".onnx", graph.stem + ".json"
-    if not (os.path.isfile(path) and os.path.isfile(note_path)) or os.path.getmtime(path) < os.path.getmtime(ckpt):
+    source = _graph_checkpoint(spec, graph, ckpt)
+    sources = source.values() if isinstance(source, dict) else [source]
+    if not (os.path.isfile(path) and os.path.isfile(note_path)) or any(
+            os.path.getmtime(path) < os.path.getmtime(file) for file in sources):
         return False
     with open(note_path) as f:
         note = json.load(f)
-    want = dict({"model": spec.name, "checkpoint": ckpt}, **spec.arch(cfg), **graph.note)
+    want = dict({"model": spec.name, "checkpoint": source}, **spec.arch(cfg), **graph.note)
     inputs = [{"name": n, "shape": list(x.shape), "dtype": "float32"} for n, x in zip(graph.input_names, graph.inputs)]
     return all(note.get(k) == v for k, v in want.items()) and note.get("inputs") == inputs and "ONNX" in note.get("files", {})
 
@@ -503,7 +519,8 @@ def _export_graph(spec, cfg, graph, ckpt, formats=None):
             if os.path.exists(path):
                 os.remove(path)
         raise
-    note = dict({"model": spec.name, "checkpoint": ckpt}, **spec.arch(cfg), **graph.note)
+    source = _graph_checkpoint(spec, graph, ckpt)
+    note = dict({"model": spec.name, "checkpoint": source}, **spec.arch(cfg), **graph.note)
     note["inputs"] = [{"name": n, "shape": list(x.shape), "dtype": "float32"} for n, x in zip(graph.input_names, graph.inputs)]
     note["outputs"] = [{"name": n, "shape": list(y.shape), "dtype": "float32"} for n, y in zip(graph.output_names, outputs)]
     note["files"] = {fmt: {"path": os.path.basename(p), "max_abs_diff_vs_mindspore": d} for fmt, (p, d) in done.items()}
@@ -511,5 +528,6 @@ def _export_graph(spec, cfg, graph, ckpt, formats=None):
         with open(tmp, "w") as f:
             json.dump(note, f, indent=1)
     for fmt, (path, diff) in done.items():
-        print(f"{fmt}: {path} from {ckpt}, max |diff| vs MindSpore = {diff:.3g}")
+        print(f"{fmt}: {path} from {', '.join(source.values()) if isinstance(source, dict) else source}, "
+              f"max |diff| vs MindSpore = {diff:.3g}")
     return done

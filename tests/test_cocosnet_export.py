@@ -76,6 +76,10 @@ def test_two_network_form_names_and_shapes(exported):
     note = json.load(open(os.path.join(out, "export", "coco_correspondence.json")))
     assert note["label_nc"] == L and note["outputs"][1] == {"name": "warped_mask", "shape": [1, L, 16, 16],
                                                             "dtype": "float32"}
+    sources = {stem: json.load(open(os.path.join(out, "export", stem + ".json")))["checkpoint"] for stem in done}
+    corr, gen = sources["coco_correspondence"], sources["coco_translation"]
+    assert os.path.basename(corr) == "Corr.ckpt" and gen == os.path.join(os.path.dirname(corr), "G.ckpt")
+    assert sources["coco_composite"] == {"Corr": corr, "G": gen}
 
 
 def test_chained_networks_equal_the_composite_and_the_checkpoint(exported):
