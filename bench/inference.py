@@ -98,7 +98,9 @@ def worker_export(args):
 
 
 def torch_unet(ngf, downs):
-    """The pix2pix U-Net generator (Isola et al.) in PyTorch, as ``pix2pix/src/model.py`` builds it."""
+    """The pix2pix U-Net generator (Isola et al.) in PyTorch, as ``pix2pix/src/model.py`` builds it, with the
+    reference's module tree (``UnetGenerator.model``, nested ``UnetSkipConnectionBlock``s: its state-dict keys,
+    which ``tests/test_pix2pix_import.py`` imports)."""
     import torch
     from torch import nn
 
@@ -121,13 +123,21 @@ def torch_unet(ngf, downs):
         def forward(self, x):
             return self.model(x) if self.outermost else torch.cat([x, self.model(x)], 1)
 
-    block = Block(ngf * 8, ngf * 8, innermost=True)
-    for _ in range(downs - 5):
-        block = Block(ngf * 8, ngf * 8, block, dropout=True)
-    block = Block(ngf * 4, ngf * 8, block)
-    block = Block(ngf * 2, ngf * 4, block)
-    block = Block(ngf, ngf * 2, block)
-    return Block(3, ngf, block, outermost=True, in_nc=3)
+    class UnetGenerator(nn.Module):
+        def __init__(self):
+            super().__init__()
+            block = Block(ngf * 8, ngf * 8, innermost=True)
+            for _ in range(downs - 5):
+                block = Block(ngf * 8, ngf * 8, block, dropout=True)
+            block = Block(ngf * 4, ngf * 8, block)
+            block = Block(ngf * 2, ngf * 4, block)
+            block = Block(ngf, ngf * 2, block)
+            self.model = Block(3, ngf, block, outermost=True, in_nc=3)
+
+        def forward(self, x):
+            return self.model(x)
+
+    return UnetGenerator()
 
 
 def torch_crn(weights, num_modules, k):

@@ -1,11 +1,13 @@
 """Import of reference PyTorch pix2pix generators (``latest_net_G.pth``) into MindSpore checkpoints.
 
-With torch installed, the test builds the reference U-Net in PyTorch, saves it with ``torch.save`` and
-compares both frameworks' eval-mode outputs. Without torch, the ``.pth`` is written by a minimal zip+pickle
-writer below, so the importer (which never needs torch) is exercised either way.
+With torch installed, the test builds the reference U-Net in PyTorch (``bench/inference.py``'s restatement),
+saves it with ``torch.save`` and compares both frameworks' eval-mode outputs. Without torch, the ``.pth`` is
+written by a minimal zip+pickle writer below, so the importer (which never needs torch) is exercised either way.
 """
 import io
+import os
 import pickle
+import sys
 import zipfile
 from collections import OrderedDict
 
@@ -18,6 +20,9 @@ import mindspore as ms
 from common.checkpoint import load_cell, read_meta
 from pix2pix.src.convert import BN_LEAVES, TorchImportError, import_torch_generator, load_torch_generator
 from pix2pix.src.model import define_G
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+from inference import torch_unet  # noqa: E402  (bench/inference.py: the reference U-Net restated in PyTorch)
 
 NGF, SIZE = 8, 128  # unet_128 at ngf=8: the reference tree at a fraction of the cost
 
@@ -155,49 +160,10 @@ def test_not_a_pth_file_is_refused(tmp_path):
 
 # ---------------------------------------------------------------- against the PyTorch reference itself
 
-def _torch_unet(torch, num_downs, ngf):
-    """The reference ``UnetGenerator`` (junyanz networks.py) with BatchNorm and dropout."""
-    nn = torch.nn
-
-    class Block(nn.Module):
-        def __init__(self, outer, inner, input_nc=None, sub=None, outermost=False, innermost=False, drop=False):
-            super().__init__()
-            self.outermost = outermost
-            down = nn.Conv2d(input_nc or outer, inner, 4, 2, 1, bias=False)
-            if outermost:
-                model = [down, sub, nn.ReLU(True), nn.ConvTranspose2d(inner * 2, outer, 4, 2, 1), nn.Tanh()]
-            elif innermost:
-                model = [nn.LeakyReLU(0.2, True), down, nn.ReLU(True),
-                         nn.ConvTranspose2d(inner, outer, 4, 2, 1, bias=False), nn.BatchNorm2d(outer)]
-            else:
-                model = [nn.LeakyReLU(0.2, True), down, nn.BatchNorm2d(inner), sub, nn.ReLU(True),
-                         nn.ConvTranspose2d(inner * 2, outer, 4, 2, 1, bias=False), nn.BatchNorm2d(outer)]
-                model += [nn.Dropout(0.5)] if drop else []
-            self.model = nn.Sequential(*model)
-
-        def forward(self, x):
-            return self.model(x) if self.outermost else torch.cat([x, self.model(x)], 1)
-
-    class UnetGenerator(nn.Module):
-        def __init__(self):
-            super().__init__()
-            block = Block(ngf * 8, ngf * 8, innermost=True)
-            for _ in range(num_downs - 5):
-                block = Block(ngf * 8, ngf * 8, sub=block, drop=True)
-            block = Block(ngf * 4, ngf * 8, sub=block)
-            block = Block(ngf * 2, ngf * 4, sub=block)
-            block = Block(ngf, ngf * 2, sub=block)
-            self.model = Block(3, ngf, input_nc=3, sub=block, outermost=True)
-
-        def forward(self, x):
-            return self.model(x)
-    return UnetGenerator()
-
-
 def test_torch_reference_checkpoint_gives_the_same_outputs(tmp_path):
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
-    ref = _torch_unet(torch, num_downs=7, ngf=NGF)
+    ref = torch_unet(NGF, downs=7)
     with torch.no_grad():
         for m in ref.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
