@@ -165,6 +165,15 @@ class ModelSpec(abc.ABC):
             defaults = load_config(self.config_path)
         return {key: cfg[demo_key] for key, demo_key in self.demo_keys.items() if cfg[key] == defaults[key]}
 
+    def use_demo_values(self, cfg, chosen, *, data, advice):
+        """Set ``chosen`` (:meth:`demo_values`, with any keys the model adds) in ``cfg``; returns the log note
+        naming them: ``demo data (<data>): key=value, ...; --demo_<key> ... change them; pass --dataroot for
+        <advice>``."""
+        cfg.update(chosen)
+        demo_flags = ", ".join(f"--{k}" for k in self.demo_keys.values())
+        return (f"demo data ({data}): " + ", ".join(f"{k}={v}" for k, v in chosen.items())
+                + f"; {demo_flags} change them; pass --dataroot for {advice}")
+
     def static_memory_plan(self, cfg):
         """Whether the train step of ``cfg`` (its derived keys set) runs faster with its memory planned before it
         runs (``common.runtime.plan_memory_statically``), at a memory cost the model accepts; default: no."""

@@ -89,9 +89,8 @@ class CoCosNetSpec(ModelSpec):
                 size = chosen.get("size", cfg.size)
                 chosen["load_size"] = size + size // 8
             chosen.update(label_nc=STYLED_LABEL_NC, data_format="folders")
-            cfg.update(chosen)
-            notes.append("demo data (styled synthetic streets): " + ", ".join(f"{k}={v}" for k, v in chosen.items())
-                         + "; pass --dataroot for your data and the reference sizes")
+            notes.append(self.use_demo_values(cfg, chosen, data="styled synthetic streets",
+                                              advice="your data and the reference sizes"))
         if cfg.size % 32 or cfg.size < 64:
             raise ConfigError(f"size={cfg.size}: CoCosNet needs a multiple of 32, at least 64 (256 in the paper)")
         if not 0 <= cfg.hard_reference_probability <= cfg.real_reference_probability <= 1:

