@@ -235,9 +235,11 @@ def test_separate_compile_trains_alike_and_keeps_no_temporary_folder(demo_cache,
     assert all(losses(runs[name][0]) == losses(runs["inline"][0]) for name in ("apart", "kept", "rerun"))
 
 
-def test_run_eval_without_checkpoints(tmp_path):
-    rc, log = run(["bash", "scripts/run_eval.sh"], dict(os.environ, SYNTHZOO_OUTPUTS=str(tmp_path)))
-    assert rc == 1 and "no model has a checkpoint" in log
+@pytest.mark.parametrize("args", [[], ["CPU"], ["--num_val=2"], ["GPU", "--num_val=2"]])
+def test_run_eval_without_checkpoints(args, tmp_path):
+    """MODEL is optional (all): a device or a --key=value in its place is read as such."""
+    rc, log = run(["bash", "scripts/run_eval.sh"] + args, dict(os.environ, SYNTHZOO_OUTPUTS=str(tmp_path)))
+    assert rc == 1 and "no model has a checkpoint" in log, log
 
 
 def test_compile_cache_rerun_loads_the_train_step_and_trains_alike(demo_cache, tmp_path):
