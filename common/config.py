@@ -13,7 +13,9 @@ Nothing is parsed at import time; entry points call :func:`load_config` with ``s
 
     python -m common.config known MODEL/default_config.yaml --key=value ...
 
-prints, one per line, the arguments whose key that model has (``scripts/run_eval.sh all`` uses it).
+prints, one per line, the arguments whose key that model has (``scripts/run_eval.sh all`` uses it);
+``check`` instead of ``known`` loads the config with the arguments and ends in one ``error:`` line and exit
+code 2 when one is invalid (``scripts/run_distribute_train.sh`` uses it before launching the workers).
 """
 import os
 import sys
@@ -195,15 +197,23 @@ def known_arguments(config_path, argv, base=BASE_CONFIG):
 
 
 KNOWN_USAGE = """usage: python -m common.config known MODEL/default_config.yaml [--key=value ...]
+       python -m common.config check MODEL/default_config.yaml [--key=value ...]
 
-Prints, one per line, the --key=value words whose key MODEL's config has (the scripts pass one command line to
-several models this way)."""
+known prints, one per line, the --key=value words whose key MODEL's config has (the scripts pass one command line
+to several models this way); check exits with one error line and code 2 when a word is not a valid override."""
 
 if __name__ == "__main__":
     if "--help" in sys.argv[1:2] or "-h" in sys.argv[1:2]:
         print(KNOWN_USAGE)
         sys.exit(0)
-    if len(sys.argv) < 3 or sys.argv[1] != "known":
+    if len(sys.argv) < 3 or sys.argv[1] not in ("known", "check"):
         raise SystemExit(KNOWN_USAGE)
+    if sys.argv[1] == "check":
+        try:
+            load_config(sys.argv[2], sys.argv[3:])
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        sys.exit(0)
     for arg in known_arguments(sys.argv[2], sys.argv[3:]):
         print(arg)

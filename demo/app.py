@@ -370,6 +370,8 @@ def parse_args(argv):
             rest.append(word)
     if options["backend"] not in ("mindspore", "onnx"):
         raise ValueError(f"--backend={options['backend']}: choose mindspore or onnx")
+    if not (options["port"].isdigit() and 0 < int(options["port"]) < 65536):
+        raise ValueError(f"--port={options['port']}: expected a port number (1..65535)")
     return name, options, ckpt, rest
 
 

@@ -8,7 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/common.sh
-
+show_help "$0" "" "$@"
+[ $# -le 1 ] || { echo "error: unexpected argument '$2'" >&2; usage "$0"; }
 DEVICE=$(check_device "$0" "${1:-CPU}")
 if [ "$DEVICE" = GPU ]; then
   gpu_library_path

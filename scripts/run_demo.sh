@@ -13,6 +13,7 @@ set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
 source scripts/common.sh
+show_help "$0" predict.py "$@"
 
 MODEL=pix2pix
 if [ $# -ge 1 ] && [[ $1 != --* ]]; then MODEL=$(check_model "$0" "$1" predict.py); shift; fi

@@ -56,6 +56,7 @@ if [ $((TOTAL % LOCAL)) -ne 0 ] || [ "$NODE" -ge $((TOTAL / LOCAL)) ]; then
        "NUM_WORKERS x nodes and node_rank below the number of nodes ($((TOTAL / LOCAL)))" >&2
   exit 2
 fi
+python -m common.config check "$MODEL/default_config.yaml" "${KEYS[@]}" || exit 2  # one error line, not one per rank
 if [ "$DEVICE" = GPU ]; then gpu_library_path; fi  # the CUDA 11 wheels of requirements-gpu.txt
 
 OUT=${SYNTHZOO_OUTPUTS:-outputs}/$MODEL

@@ -13,8 +13,11 @@ source scripts/common.sh
 show_help "$0" eval.py "$@"
 OUT=${SYNTHZOO_OUTPUTS:-outputs}
 
-MODEL=${1:-all}
-[ $# -ge 1 ] && shift
+MODEL=all
+case "${1:-}" in
+  ""|--*|CPU|GPU|Ascend) ;;  # MODEL left out
+  *) MODEL=$1; shift ;;
+esac
 DEVICE=CPU
 if [ $# -ge 1 ] && [[ $1 != --* ]]; then DEVICE=$(check_device "$0" "$1"); shift; fi
 check_overrides "$0" "$@"

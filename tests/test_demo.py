@@ -131,6 +131,9 @@ def test_parse_args_defaults_to_localhost_and_rejects_bare_words():
         parse_args(["pix2pix", "foo"])
     with pytest.raises(ValueError, match="has no demo adapter"):
         parse_args(["nosuch"])
+    for port in ("abc", "0", "70000"):  # refused before the demo model is trained, not when the server starts
+        with pytest.raises(ValueError, match=f"--port={port}: expected a port number"):
+            parse_args(["pix2pix", f"--port={port}"])
 
 
 def test_switched_models_take_the_command_lines_runtime_keys_only():

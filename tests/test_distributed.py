@@ -349,11 +349,15 @@ def test_gpu_check_finds_libraries_in_wheel_folders(tmp_path):
     (["--worker_num=4", "--node_rank=2"], "node_rank below the number of nodes (2)"),
     (["--local_worker_num=4"], "differs from NUM_WORKERS=2"),
     (["--master_port=80"], "not a port number"),
+    (["--bad_key=1"], "error: unknown config key(s) ['bad_key']"),
+    (["--batch_size=abc"], "error: --batch_size=abc: expected an integer"),
 ])
-def test_launch_script_rejects_inconsistent_flags(extra, message):
-    proc = subprocess.run(["bash", "scripts/run_distribute_train.sh", "pix2pix", "CPU", "2"] + extra, cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+def test_launch_script_rejects_inconsistent_flags(extra, message, tmp_path):
+    proc = subprocess.run(["bash", "scripts/run_distribute_train.sh", "pix2pix", "CPU", "2",
+                           f"--master_port={free_port()}"] + extra, cwd=REPO, capture_output=True, text=True,
+                          timeout=60, env=dict(os.environ, SYNTHZOO_OUTPUTS=str(tmp_path)))
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not os.listdir(tmp_path)  # refused before anything is launched or written
 
 
 def test_loss_scale_values():

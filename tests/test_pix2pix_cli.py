@@ -109,6 +109,24 @@ def test_every_script_answers_help(args):
     assert rc == 0 and f"Usage: bash scripts/{args[0]}" in log and f"usage: python {args[1]}/" in log, log[-2000:]
 
 
+@pytest.mark.parametrize("script", ["check_device.sh", "get_pretrained.sh", "prepare_data.sh", "run_demo.sh"])
+def test_scripts_without_a_model_answer_help(script, tmp_path):
+    """--help prints the script's usage on stdout with exit 0 and does nothing else (get_pretrained.sh used to
+    run the conversion, check_device.sh and prepare_data.sh exited 2)."""
+    proc = subprocess.run(["bash", f"scripts/{script}", "--help"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, SYNTHZOO_CACHE=str(tmp_path)))
+    assert proc.returncode == 0 and f"Usage: bash scripts/{script}" in proc.stdout, proc.stdout + proc.stderr
+    assert not proc.stderr.strip() and not os.listdir(tmp_path), proc.stderr
+
+
+@pytest.mark.parametrize("args", [["check_device.sh", "CPU", "extra"], ["get_pretrained.sh", "extra"]])
+def test_scripts_refuse_unexpected_arguments(args, tmp_path):
+    proc = subprocess.run(["bash", f"scripts/{args[0]}"] + args[1:], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, SYNTHZOO_CACHE=str(tmp_path)))
+    assert proc.returncode == 2 and "error: unexpected argument 'extra'" in proc.stderr, proc.stdout + proc.stderr
+    assert not os.listdir(tmp_path)
+
+
 @pytest.mark.parametrize("command,usage", [
     (["cocosnet/import_torch.py"], "python cocosnet/import_torch.py --torch_ckpt_dir="),
     (["-m", "cocosnet.build_ref_list"], "python -m cocosnet.build_ref_list --dataroot="),
@@ -235,9 +253,11 @@ def test_separate_compile_trains_alike_and_keeps_no_temporary_folder(demo_cache,
     assert all(losses(runs[name][0]) == losses(runs["inline"][0]) for name in ("apart", "kept", "rerun"))
 
 
-def test_run_eval_without_checkpoints(tmp_path):
-    rc, log = run(["bash", "scripts/run_eval.sh"], dict(os.environ, SYNTHZOO_OUTPUTS=str(tmp_path)))
-    assert rc == 1 and "no model has a checkpoint" in log
+@pytest.mark.parametrize("args", [[], ["CPU"], ["--num_val=2"], ["GPU", "--num_val=2"]])
+def test_run_eval_without_checkpoints(args, tmp_path):
+    """MODEL is optional (all): a device or a --key=value in its place is read as such."""
+    rc, log = run(["bash", "scripts/run_eval.sh"] + args, dict(os.environ, SYNTHZOO_OUTPUTS=str(tmp_path)))
+    assert rc == 1 and "no model has a checkpoint" in log, log
 
 
 def test_compile_cache_rerun_loads_the_train_step_and_trains_alike(demo_cache, tmp_path):
