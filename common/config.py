@@ -196,7 +196,7 @@ def known_arguments(config_path, argv, base=BASE_CONFIG):
     return [arg for arg in argv if arg.startswith("--") and arg[2:].split("=", 1)[0].replace("-", "_") in docs.values]
 
 
-KNOWN_USAGE = """usage: python -m common.config known MODEL/default_config.yaml [--key=value ...]
+CLI_USAGE = """usage: python -m common.config known MODEL/default_config.yaml [--key=value ...]
        python -m common.config check MODEL/default_config.yaml [--key=value ...]
 
 known prints, one per line, the --key=value words whose key MODEL's config has (the scripts pass one command line
@@ -204,10 +204,10 @@ to several models this way); check exits with one error line and code 2 when a w
 
 if __name__ == "__main__":
     if "--help" in sys.argv[1:2] or "-h" in sys.argv[1:2]:
-        print(KNOWN_USAGE)
+        print(CLI_USAGE)
         sys.exit(0)
     if len(sys.argv) < 3 or sys.argv[1] not in ("known", "check"):
-        raise SystemExit(KNOWN_USAGE)
+        raise SystemExit(CLI_USAGE)
     if sys.argv[1] == "check":
         try:
             load_config(sys.argv[2], sys.argv[3:])
