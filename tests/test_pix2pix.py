@@ -168,26 +168,26 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, demo_cache):
 
 
 def test_checkpoint_records_its_dataroot_for_eval_and_resumes_on_moved_data(tmp_path, demo_cache):
-    """A run on a --dataroot stores its absolute path; eval/predict/export with --dataroot left empty take it (and
-    say so) instead of the demo data, an explicit --dataroot wins; once the data has moved, they say so and the demo
-    stands in, and a resume from the data's new place works (the path is not compared on restore)."""
+    """A run on a --dataroot stores its absolute path and direction; eval/predict/export with --dataroot left empty
+    take both (and say so) instead of the demo data, an explicit --dataroot wins; once the data has moved, they say so
+    and the demo stands in, and a resume from the data's new place works (the path is not compared on restore)."""
     from common import drivers
     from common.checkpoint import CheckpointManager
     from pix2pix.src.spec import Pix2PixSpec
     spec, small = Pix2PixSpec(), dict(demo_train=4, mode="pynative")
     data = tmp_path / "data"
     shutil.copytree(spec.demo_dataroot(tiny_cfg(tmp_path, **small)), data)
-    cfg = tiny_cfg(tmp_path, max_steps=1, dataroot=os.path.relpath(data), **small)
+    cfg = tiny_cfg(tmp_path, max_steps=1, dataroot=os.path.relpath(data), direction="AtoB", **small)
     train(cfg)
     manager = CheckpointManager(os.path.join(cfg.output_dir, "ckpt"))
     assert manager.read_state()["meta"]["dataroot"] == str(data)
     logs = []
-    for given, want in (("", str(data)), (str(tmp_path), str(tmp_path))):
+    for given, want in (("", (str(data), "AtoB")), (str(tmp_path), (str(tmp_path), "BtoA"))):
         cfg = tiny_cfg(tmp_path, dataroot=given)
         drivers.load_inference(spec, cfg, log=logs.append)
-        assert cfg.dataroot == want
-    assert logs == [f"[pix2pix] dataroot={data}, the data the checkpoint {manager.latest()}/G.ckpt was trained on "
-                    f"(pass --dataroot for other data)"]
+        assert (cfg.dataroot, cfg.direction) == want
+    assert logs == [f"[pix2pix] dataroot={data} (direction=AtoB), the data the checkpoint {manager.latest()}/G.ckpt "
+                    f"was trained on (pass --dataroot for other data)"]
     moved = tmp_path / "moved"
     data.rename(moved)
     cfg = tiny_cfg(tmp_path, dataroot="")
