@@ -197,7 +197,7 @@ def train(spec, cfg, *, owns_process=False):
     manager = CheckpointManager(os.path.join(cfg.output_dir, "ckpt"), cfg.keep_ckpt,
                                 dict(spec.arch(cfg), model=spec.name,
                                      dataroot=os.path.abspath(cfg.dataroot) if cfg.dataroot else "",
-                                     data={key: cfg[key] for key in spec.data_keys}))
+                                     data={key: cfg[key] for key in spec.data_keys + spec.demo_data_keys}))
     loop = TrainLoop(manager, trainer.components, log, loader, trainer.n_epochs, cfg.save_epoch_freq,
                      cfg.max_steps, sync=RankSync(rt.rank, rt.group_size))
     for line in notes + trainer.notes:
@@ -286,8 +286,9 @@ def load_inference(spec, cfg, conv_impl="native", log=print):
     The architecture keys are read from the checkpoint's metadata and replace the config's (logged when
     they differ), so no training flag needs repeating; an empty ``dataroot`` becomes the one the checkpoint was
     trained on where that folder still exists (logged either way; empty for the demo data), and with it the recorded
-    ``ModelSpec.data_keys`` that still hold their defaults (a key given its default value explicitly cannot be told
-    from an unset one and takes the recorded value too); a class table in
+    ``ModelSpec.data_keys`` (after a demo run also its ``demo_data_keys``) that still hold their defaults (a key
+    given its default value explicitly cannot be told from an unset one and takes the recorded value too); a class
+    table in
     effect must have the checkpoint's class count (``common.classes.apply_class_table``). The networks run on ``conv_impl`` (the process's
     ``Runtime.conv_impl``), their spectral-norm layers folded into their weights (``W / sigma``, the inference-mode
     value, as exported) and their matmul-path weights packed: inference only. Returns ``(nets, checkpoint path)``.
@@ -304,19 +305,21 @@ def load_inference(spec, cfg, conv_impl="native", log=print):
             if cfg[key] != load_config(spec.config_path)[key]:
                 log(f"[{spec.name}] {key}={meta[key]!r} from the checkpoint {path} (--{key}={cfg[key]!r} ignored)")
             cfg[key] = meta[key]
-    if not cfg.dataroot and meta.get("dataroot"):
-        if os.path.isdir(meta["dataroot"]):
-            cfg.dataroot = meta["dataroot"]
+    if not cfg.dataroot and "dataroot" in meta:
+        root = meta["dataroot"]
+        if not root or os.path.isdir(root):
+            cfg.dataroot = root
             defaults, recorded = load_config(spec.config_path), meta.get("data", {})
-            taken = {key: recorded[key] for key in spec.data_keys
+            taken = {key: recorded[key] for key in spec.data_keys + (() if root else spec.demo_data_keys)
                      if key in recorded and cfg[key] == defaults[key] != recorded[key]}
             cfg.update(taken)
             how = f" ({', '.join(f'{k}={v}' for k, v in taken.items())})" if taken else ""
-            log(f"[{spec.name}] dataroot={cfg.dataroot}{how}, the data the checkpoint {path} was trained on (pass "
-                f"--dataroot for other data)")
+            if root or taken:
+                log(f"[{spec.name}] {f'dataroot={root}' if root else 'the demo data'}{how}, the data the checkpoint "
+                    f"{path} was trained on (pass --dataroot for other data)")
         else:
-            log(f"[{spec.name}] the checkpoint {path} was trained on {meta['dataroot']}, which is not there now: the "
-                f"demo data stands in; pass --dataroot=<the data's new place> to evaluate on it")
+            log(f"[{spec.name}] the checkpoint {path} was trained on {root}, which is not there now: the demo data "
+                f"stands in; pass --dataroot=<the data's new place> to evaluate on it")
     apply_class_table(cfg, spec.class_count_key, given_by=f"checkpoint {path}")
     nets = spec.build_inference(cfg)
     arch = dict(spec.arch(cfg), model=spec.name)

@@ -197,6 +197,19 @@ def test_checkpoint_records_its_dataroot_for_eval_and_resumes_on_moved_data(tmp_
     assert train(tiny_cfg(tmp_path, max_steps=2, resume=True, dataroot=str(moved), **small))["step"] == 2
 
 
+def test_eval_of_a_demo_run_takes_its_demo_data(tmp_path, demo_cache):
+    """A demo run records its demo_size/demo_train/demo_val; eval/predict/export left at the defaults use that demo
+    set (they generated the default 256-pixel set and evaluated on it instead)."""
+    from common import drivers
+    from pix2pix.src.spec import Pix2PixSpec
+    train(tiny_cfg(tmp_path, max_steps=1, demo_train=4, mode="pynative"))
+    cfg, logs = load_config(CONFIG, output_dir=str(tmp_path / "out")), []
+    _, path = drivers.load_inference(Pix2PixSpec(), cfg, log=logs.append)
+    assert (cfg.dataroot, cfg.demo_size, cfg.demo_train, cfg.demo_val) == ("", 64, 4, 4)
+    assert logs == [f"[pix2pix] the demo data (demo_size=64, demo_train=4, demo_val=4), the data the checkpoint {path} "
+                    f"was trained on (pass --dataroot for other data)"]
+
+
 def test_sigint_saves_a_snapshot(tmp_path, demo_cache):
     out = tmp_path / "out"
     args = [f"--{k}={v}" for k, v in TINY.items()] + [f"--output_dir={out}", "--log_every=1"]
