@@ -288,10 +288,10 @@ def load_inference(spec, cfg, conv_impl="native", log=print):
     trained on where that folder still exists (logged either way; empty for the demo data), and with it the recorded
     ``ModelSpec.data_keys`` (after a demo run also its ``demo_data_keys``) that still hold their defaults (a key
     given its default value explicitly cannot be told from an unset one and takes the recorded value too); a class
-    table in
-    effect must have the checkpoint's class count (``common.classes.apply_class_table``). The networks run on ``conv_impl`` (the process's
-    ``Runtime.conv_impl``), their spectral-norm layers folded into their weights (``W / sigma``, the inference-mode
-    value, as exported) and their matmul-path weights packed: inference only. Returns ``(nets, checkpoint path)``.
+    table in effect must have the checkpoint's class count (``common.classes.apply_class_table``). The networks run on
+    ``conv_impl`` (the process's ``Runtime.conv_impl``), their spectral-norm layers folded into their weights
+    (``W / sigma``, the inference-mode value, as exported) and their matmul-path weights packed: inference only.
+    Returns ``(nets, checkpoint path)``.
     """
     first = spec.inference_components[0]
     path = resolve_checkpoint(cfg.ckpt or os.path.join(cfg.output_dir, "ckpt"), first)
@@ -313,10 +313,11 @@ def load_inference(spec, cfg, conv_impl="native", log=print):
             taken = {key: recorded[key] for key in spec.data_keys + (() if root else spec.demo_data_keys)
                      if key in recorded and cfg[key] == defaults[key] != recorded[key]}
             cfg.update(taken)
-            how = f" ({', '.join(f'{k}={v}' for k, v in taken.items())})" if taken else ""
+            what = (f"dataroot={root}" if root else "the demo data") + (
+                f" ({', '.join(f'{k}={v}' for k, v in taken.items())})" if taken else "")
             if root or taken:
-                log(f"[{spec.name}] {f'dataroot={root}' if root else 'the demo data'}{how}, the data the checkpoint "
-                    f"{path} was trained on (pass --dataroot for other data)")
+                log(f"[{spec.name}] {what}, the data the checkpoint {path} was trained on (pass --dataroot for other "
+                    f"data)")
         else:
             log(f"[{spec.name}] the checkpoint {path} was trained on {root}, which is not there now: the demo data "
                 f"stands in; pass --dataroot=<the data's new place> to evaluate on it")
