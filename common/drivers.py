@@ -28,7 +28,7 @@ from common.conv import use_compiled_kernels, use_conv_impl, use_inference_conv_
 from common.data import BatchLoader
 from common.export import (ExportError, check_mindir_parity, check_onnx_parity, compose_onnx, export_mindir,
                            export_onnx, outputs_numpy)
-from common.io import atomic_file, list_images, write_image
+from common.io import atomic_dir, atomic_file, list_images, write_image
 from common.layers import set_dropout_rank
 from common.runtime import (drop_parameter_read_copies, eager, heap_trimming, init_runtime,
                             memory_planned_statically, parameter_read_copies_dropped, peak_memory_gb,
@@ -391,35 +391,39 @@ def _export_is_current(spec, cfg, graph, ckpt):
 
 
 def evaluate(spec, cfg):
-    """Generate the validation set, score it and write ``<output_dir>/eval/metrics.json``; returns the record."""
+    """Generate the validation set, score it and write ``<output_dir>/eval/metrics.json``; returns the record.
+
+    The eval folder is built anew and replaces the previous one only when the run succeeds, so the metrics score
+    this run's images alone (the folder metrics read every image in ``fake/``)."""
     from common.metrics.evaluate import build_metrics, evaluate_folders, select_metrics, write_metrics_json
     names, not_computed = select_metrics(cfg.metrics, inception_path=cfg.inception_path)
     _check_precision(spec, cfg, scores=True)
     rt = _backend_runtime(cfg)
     nets, ckpt = load_runners(spec, cfg, rt)
     out_dir = os.path.join(cfg.output_dir, "eval")
-    run = spec.generate_eval(cfg, rt, nets, out_dir)
-    result = evaluate_folders(run.fake_dir, run.real_dir,
-                              build_metrics(names, cfg.inception_path or None, conv_impl=rt.conv_impl))
-    protocol = dict(result.pop("protocol"), **run.protocol)
-    metrics = {k: v for k, v in result.items() if k != "images"}
-    metrics.update(run.metrics)
-    not_computed.update(run.not_computed)
-    if run.fcn_pairs is not None:
-        if cfg.fcn_ckpt:
-            from common.metrics.fcn import fcn_score_files
-            scores, table = fcn_score_files(cfg.fcn_ckpt, run.fcn_pairs, os.path.join(out_dir, "fcn"),
-                                            conv_impl=rt.conv_impl)
-            protocol.update({f"fcn_{k}": v for k, v in scores.pop("protocol").items()})
-            metrics.update({f"fcn_{k}": v for k, v in scores.items() if isinstance(v, float)})
-            with atomic_file(os.path.join(out_dir, "fcn_per_class.md")) as tmp:
-                with open(tmp, "w") as f:
+    with atomic_dir(out_dir) as work:
+        run = spec.generate_eval(cfg, rt, nets, work)
+        result = evaluate_folders(run.fake_dir, run.real_dir,
+                                  build_metrics(names, cfg.inception_path or None, conv_impl=rt.conv_impl))
+        protocol = dict(result.pop("protocol"), **run.protocol)
+        metrics = {k: v for k, v in result.items() if k != "images"}
+        metrics.update(run.metrics)
+        not_computed.update(run.not_computed)
+        if run.fcn_pairs is not None:
+            if cfg.fcn_ckpt:
+                from common.metrics.fcn import fcn_score_files
+                scores, table = fcn_score_files(cfg.fcn_ckpt, run.fcn_pairs, os.path.join(work, "fcn"),
+                                                conv_impl=rt.conv_impl)
+                protocol.update({f"fcn_{k}": v for k, v in scores.pop("protocol").items()})
+                metrics.update({f"fcn_{k}": v for k, v in scores.items() if isinstance(v, float)})
+                with open(os.path.join(work, "fcn_per_class.md"), "w") as f:
                     f.write(table + "\n")
-        else:
-            not_computed["fcn_score"] = "not computed: pass --fcn_ckpt=<FCN-8s .caffemodel or .ckpt> (common/METRICS.md)"
-    record = write_metrics_json(os.path.join(out_dir, "metrics.json"), model=spec.name, checkpoint=ckpt,
-                                metrics=metrics, protocol=protocol, settings=run.settings,
-                                not_computed=not_computed, images=run.images)
+            else:
+                not_computed["fcn_score"] = ("not computed: pass --fcn_ckpt=<FCN-8s .caffemodel or .ckpt> "
+                                             "(common/METRICS.md)")
+        record = write_metrics_json(os.path.join(work, "metrics.json"), model=spec.name, checkpoint=ckpt,
+                                    metrics=metrics, protocol=protocol, settings=run.settings,
+                                    not_computed=not_computed, images=run.images)
     print(f"{spec.name} eval on {run.images} images ({ckpt}):")
     for name, value in metrics.items():
         print(f"  {name}: {value:.4f}" if isinstance(value, float) else f"  {name}: {value}")

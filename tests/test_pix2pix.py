@@ -210,6 +210,23 @@ def test_eval_of_a_demo_run_takes_its_demo_data(tmp_path, demo_cache):
                     f"was trained on (pass --dataroot for other data)"]
 
 
+def test_eval_scores_only_the_images_of_its_own_run(tmp_path, demo_cache):
+    """A second eval into the same folder replaces the first: its score equals a fresh folder's (the images an
+    earlier eval left in eval/fake_B were scored with the new ones)."""
+    from common import drivers
+    from pix2pix.src.spec import Pix2PixSpec
+    spec = Pix2PixSpec()
+    cfg = tiny_cfg(tmp_path, max_steps=1, mode="pynative")
+    train(cfg)
+    args = [f"--{k}={v}" for k, v in TINY.items()] + ["--mode=pynative", "--metrics=psnr", "--eval_protocol=eval"]
+    drivers.evaluate(spec, drivers.parse(spec, args + [f"--output_dir={cfg.output_dir}", "--num_val=4"]))
+    again = drivers.evaluate(spec, drivers.parse(spec, args + [f"--output_dir={cfg.output_dir}", "--num_val=1"]))
+    fresh = drivers.evaluate(spec, drivers.parse(spec, args + [f"--output_dir={tmp_path / 'fresh'}", "--num_val=1",
+                                                               f"--ckpt={os.path.join(cfg.output_dir, 'ckpt')}"]))
+    assert again["metrics"]["psnr"] == fresh["metrics"]["psnr"] and again["images"] == 1
+    assert os.listdir(os.path.join(cfg.output_dir, "eval", "fake_B")) == ["1.png"]
+
+
 def test_sigint_saves_a_snapshot(tmp_path, demo_cache):
     out = tmp_path / "out"
     args = [f"--{k}={v}" for k, v in TINY.items()] + [f"--output_dir={out}", "--log_every=1"]
