@@ -169,7 +169,7 @@ class CheckpointManager:
         """Load ``components`` from snapshot ``path`` (default: latest); returns its state dict."""
         path = path or self.latest()
         state = self.read_state(path)
-        arch = {k: v for k, v in self.meta.items() if k not in ("component", "dataroot")}  # data may move
+        arch = {k: v for k, v in self.meta.items() if k not in ("component", "dataroot", "data")}  # data may move
         for key, cell in components.items():
             load_cell(cell, os.path.join(path, f"{key}.ckpt"), arch, what=key)
         return state

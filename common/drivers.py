@@ -28,7 +28,7 @@ from common.conv import use_compiled_kernels, use_conv_impl, use_inference_conv_
 from common.data import BatchLoader
 from common.export import (ExportError, check_mindir_parity, check_onnx_parity, compose_onnx, export_mindir,
                            export_onnx, outputs_numpy)
-from common.io import atomic_file, list_images, write_image
+from common.io import atomic_dir, atomic_file, list_images, write_image
 from common.layers import set_dropout_rank
 from common.runtime import (drop_parameter_read_copies, eager, heap_trimming, init_runtime,
                             memory_planned_statically, parameter_read_copies_dropped, peak_memory_gb,
@@ -196,7 +196,8 @@ def train(spec, cfg, *, owns_process=False):
     log = TrainLogger(cfg.output_dir, spec.name, len(loader), cfg.log_every, enabled=rt.is_main)
     manager = CheckpointManager(os.path.join(cfg.output_dir, "ckpt"), cfg.keep_ckpt,
                                 dict(spec.arch(cfg), model=spec.name,
-                                     dataroot=os.path.abspath(cfg.dataroot) if cfg.dataroot else ""))
+                                     dataroot=os.path.abspath(cfg.dataroot) if cfg.dataroot else "",
+                                     data={key: cfg[key] for key in spec.data_keys + spec.demo_data_keys}))
     loop = TrainLoop(manager, trainer.components, log, loader, trainer.n_epochs, cfg.save_epoch_freq,
                      cfg.max_steps, sync=RankSync(rt.rank, rt.group_size))
     for line in notes + trainer.notes:
@@ -298,10 +299,13 @@ def load_inference(spec, cfg, conv_impl="native", log=print):
 
     The architecture keys are read from the checkpoint's metadata and replace the config's (logged when
     they differ), so no training flag needs repeating; an empty ``dataroot`` becomes the one the checkpoint was
-    trained on where that folder still exists (logged either way; empty for the demo data); a class table in
-    effect must have the checkpoint's class count (``common.classes.apply_class_table``). The networks run on ``conv_impl`` (the process's
-    ``Runtime.conv_impl``), their spectral-norm layers folded into their weights (``W / sigma``, the inference-mode
-    value, as exported) and their matmul-path weights packed: inference only. Returns ``(nets, checkpoint path)``.
+    trained on where that folder still exists (logged either way; empty for the demo data), and with it the recorded
+    ``ModelSpec.data_keys`` (after a demo run also its ``demo_data_keys``) that still hold their defaults (a key
+    given its default value explicitly cannot be told from an unset one and takes the recorded value too); a class
+    table in effect must have the checkpoint's class count (``common.classes.apply_class_table``). The networks run on
+    ``conv_impl`` (the process's ``Runtime.conv_impl``), their spectral-norm layers folded into their weights
+    (``W / sigma``, the inference-mode value, as exported) and their matmul-path weights packed: inference only.
+    Returns ``(nets, checkpoint path)``.
     """
     first = spec.inference_components[0]
     path = resolve_checkpoint(cfg.ckpt or os.path.join(cfg.output_dir, "ckpt"), first)
@@ -315,14 +319,22 @@ def load_inference(spec, cfg, conv_impl="native", log=print):
             if cfg[key] != load_config(spec.config_path)[key]:
                 log(f"[{spec.name}] {key}={meta[key]!r} from the checkpoint {path} (--{key}={cfg[key]!r} ignored)")
             cfg[key] = meta[key]
-    if not cfg.dataroot and meta.get("dataroot"):
-        if os.path.isdir(meta["dataroot"]):
-            cfg.dataroot = meta["dataroot"]
-            log(f"[{spec.name}] dataroot={cfg.dataroot}, the data the checkpoint {path} was trained on (pass "
-                f"--dataroot for other data)")
+    if not cfg.dataroot and "dataroot" in meta:
+        root = meta["dataroot"]
+        if not root or os.path.isdir(root):
+            cfg.dataroot = root
+            defaults, recorded = load_config(spec.config_path), meta.get("data", {})
+            taken = {key: recorded[key] for key in spec.data_keys + (() if root else spec.demo_data_keys)
+                     if key in recorded and cfg[key] == defaults[key] != recorded[key]}
+            cfg.update(taken)
+            what = (f"dataroot={root}" if root else "the demo data") + (
+                f" ({', '.join(f'{k}={v}' for k, v in taken.items())})" if taken else "")
+            if root or taken:
+                log(f"[{spec.name}] {what}, the data the checkpoint {path} was trained on (pass --dataroot for other "
+                    f"data)")
         else:
-            log(f"[{spec.name}] the checkpoint {path} was trained on {meta['dataroot']}, which is not there now: the "
-                f"demo data stands in; pass --dataroot=<the data's new place> to evaluate on it")
+            log(f"[{spec.name}] the checkpoint {path} was trained on {root}, which is not there now: the demo data "
+                f"stands in; pass --dataroot=<the data's new place> to evaluate on it")
     apply_class_table(cfg, spec.class_count_key, given_by=f"checkpoint {path}")
     nets = spec.build_inference(cfg)
     arch = dict(spec.arch(cfg), model=spec.name)
@@ -395,35 +407,39 @@ def _export_is_current(spec, cfg, graph, ckpt):
 
 
 def evaluate(spec, cfg):
-    """Generate the validation set, score it and write ``<output_dir>/eval/metrics.json``; returns the record."""
+    """Generate the validation set, score it and write ``<output_dir>/eval/metrics.json``; returns the record.
+
+    The eval folder is built anew and replaces the previous one only when the run succeeds, so the metrics score
+    this run's images alone (the folder metrics read every image in ``fake/``)."""
     from common.metrics.evaluate import build_metrics, evaluate_folders, select_metrics, write_metrics_json
     names, not_computed = select_metrics(cfg.metrics, inception_path=cfg.inception_path)
     _check_precision(spec, cfg, scores=True)
     rt = _backend_runtime(cfg)
     nets, ckpt = load_runners(spec, cfg, rt)
     out_dir = os.path.join(cfg.output_dir, "eval")
-    run = spec.generate_eval(cfg, rt, nets, out_dir)
-    result = evaluate_folders(run.fake_dir, run.real_dir,
-                              build_metrics(names, cfg.inception_path or None, conv_impl=rt.conv_impl))
-    protocol = dict(result.pop("protocol"), **run.protocol)
-    metrics = {k: v for k, v in result.items() if k != "images"}
-    metrics.update(run.metrics)
-    not_computed.update(run.not_computed)
-    if run.fcn_pairs is not None:
-        if cfg.fcn_ckpt:
-            from common.metrics.fcn import fcn_score_files
-            scores, table = fcn_score_files(cfg.fcn_ckpt, run.fcn_pairs, os.path.join(out_dir, "fcn"),
-                                            conv_impl=rt.conv_impl)
-            protocol.update({f"fcn_{k}": v for k, v in scores.pop("protocol").items()})
-            metrics.update({f"fcn_{k}": v for k, v in scores.items() if isinstance(v, float)})
-            with atomic_file(os.path.join(out_dir, "fcn_per_class.md")) as tmp:
-                with open(tmp, "w") as f:
+    with atomic_dir(out_dir) as work:
+        run = spec.generate_eval(cfg, rt, nets, work)
+        result = evaluate_folders(run.fake_dir, run.real_dir,
+                                  build_metrics(names, cfg.inception_path or None, conv_impl=rt.conv_impl))
+        protocol = dict(result.pop("protocol"), **run.protocol)
+        metrics = {k: v for k, v in result.items() if k != "images"}
+        metrics.update(run.metrics)
+        not_computed.update(run.not_computed)
+        if run.fcn_pairs is not None:
+            if cfg.fcn_ckpt:
+                from common.metrics.fcn import fcn_score_files
+                scores, table = fcn_score_files(cfg.fcn_ckpt, run.fcn_pairs, os.path.join(work, "fcn"),
+                                                conv_impl=rt.conv_impl)
+                protocol.update({f"fcn_{k}": v for k, v in scores.pop("protocol").items()})
+                metrics.update({f"fcn_{k}": v for k, v in scores.items() if isinstance(v, float)})
+                with open(os.path.join(work, "fcn_per_class.md"), "w") as f:
                     f.write(table + "\n")
-        else:
-            not_computed["fcn_score"] = "not computed: pass --fcn_ckpt=<FCN-8s .caffemodel or .ckpt> (common/METRICS.md)"
-    record = write_metrics_json(os.path.join(out_dir, "metrics.json"), model=spec.name, checkpoint=ckpt,
-                                metrics=metrics, protocol=protocol, settings=run.settings,
-                                not_computed=not_computed, images=run.images)
+            else:
+                not_computed["fcn_score"] = ("not computed: pass --fcn_ckpt=<FCN-8s .caffemodel or .ckpt> "
+                                             "(common/METRICS.md)")
+        record = write_metrics_json(os.path.join(work, "metrics.json"), model=spec.name, checkpoint=ckpt,
+                                    metrics=metrics, protocol=protocol, settings=run.settings,
+                                    not_computed=not_computed, images=run.images)
     print(f"{spec.name} eval on {run.images} images ({ckpt}):")
     for name, value in metrics.items():
         print(f"  {name}: {value:.4f}" if isinstance(value, float) else f"  {name}: {value}")

@@ -120,6 +120,10 @@ class ModelSpec(abc.ABC):
         inference_components: checkpoint components eval/predict/export load (``("G",)``; OSMIS
             ``("G_ema",)``; CoCosNet ``("Corr", "G")``).
         data_layout: what ``--dataroot`` must hold (for error messages).
+        data_keys: config keys that say how ``dataroot`` is read (CRN ``data_format``, ``label_format``); stored
+            beside it in every checkpoint and taken with it by eval/predict/export (``common.drivers.load_inference``).
+        demo_data_keys: config keys that pick the built-in demo data set (pix2pix ``demo_size``, ``demo_train``,
+            ``demo_val``); stored and taken like :attr:`data_keys` after a demo run.
         predict_input: whether predict translates ``--input`` files (False: it samples, e.g. OSMIS).
         class_count_key: the config key holding the number of classes (``num_classes``, ``label_nc`` ...),
             set from the class table (``common.classes.apply_class_table``); None when there is none (pix2pix).
@@ -137,6 +141,8 @@ class ModelSpec(abc.ABC):
     arch_keys = ()
     inference_components = ("G",)
     data_layout = "a dataset folder"
+    data_keys = ()
+    demo_data_keys = ()
     predict_input = True
     class_count_key = None
     bf16_refusal = ""

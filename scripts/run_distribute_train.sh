@@ -6,7 +6,7 @@
 #   DEVICE       CPU, GPU or Ascend (GPU: the CUDA 11 libraries of requirements-gpu.txt are put on
 #                LD_LIBRARY_PATH; check them with bash scripts/check_device.sh GPU)
 #   NUM_WORKERS  workers on this node (e.g. 8 for 8 GPUs; 2 for a CPU try-out)
-#   --key=value  any key of MODEL/default_config.yaml (batch_size is per worker)
+#   --key=value  any key of common/base_config.yaml or MODEL/default_config.yaml (batch_size is per worker)
 # Launcher flags, for several nodes (run the same command on every node, each with its --node_rank):
 #   --worker_num=N        workers on all nodes together (default: NUM_WORKERS, i.e. one node)
 #   --local_worker_num=N  workers on this node (the same as NUM_WORKERS; given, it must agree)

@@ -4,7 +4,7 @@
 #   MODEL   a model folder holding export.py (pix2pix, crn, ...)
 #   FORMAT  MINDIR, ONNX or ALL (default ALL)
 #   CKPT    generator .ckpt, snapshot folder or checkpoint folder (default: OUT/MODEL/ckpt, latest)
-#   --key=value  any other key of MODEL/default_config.yaml, e.g. --export_norm=running_stats
+#   --key=value  any other key of common/base_config.yaml or MODEL/default_config.yaml, e.g. --export_norm=running_stats
 # Files go to OUT/MODEL/export/, OUT = ${SYNTHZOO_OUTPUTS:-outputs}.
 set -euo pipefail
 cd "$(dirname "$0")/.."

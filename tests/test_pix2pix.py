@@ -168,26 +168,26 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, demo_cache):
 
 
 def test_checkpoint_records_its_dataroot_for_eval_and_resumes_on_moved_data(tmp_path, demo_cache):
-    """A run on a --dataroot stores its absolute path; eval/predict/export with --dataroot left empty take it (and
-    say so) instead of the demo data, an explicit --dataroot wins; once the data has moved, they say so and the demo
-    stands in, and a resume from the data's new place works (the path is not compared on restore)."""
+    """A run on a --dataroot stores its absolute path and direction; eval/predict/export with --dataroot left empty
+    take both (and say so) instead of the demo data, an explicit --dataroot wins; once the data has moved, they say so
+    and the demo stands in, and a resume from the data's new place works (the path is not compared on restore)."""
     from common import drivers
     from common.checkpoint import CheckpointManager
     from pix2pix.src.spec import Pix2PixSpec
     spec, small = Pix2PixSpec(), dict(demo_train=4, mode="pynative")
     data = tmp_path / "data"
     shutil.copytree(spec.demo_dataroot(tiny_cfg(tmp_path, **small)), data)
-    cfg = tiny_cfg(tmp_path, max_steps=1, dataroot=os.path.relpath(data), **small)
+    cfg = tiny_cfg(tmp_path, max_steps=1, dataroot=os.path.relpath(data), direction="AtoB", **small)
     train(cfg)
     manager = CheckpointManager(os.path.join(cfg.output_dir, "ckpt"))
     assert manager.read_state()["meta"]["dataroot"] == str(data)
     logs = []
-    for given, want in (("", str(data)), (str(tmp_path), str(tmp_path))):
+    for given, want in (("", (str(data), "AtoB")), (str(tmp_path), (str(tmp_path), "BtoA"))):
         cfg = tiny_cfg(tmp_path, dataroot=given)
         drivers.load_inference(spec, cfg, log=logs.append)
-        assert cfg.dataroot == want
-    assert logs == [f"[pix2pix] dataroot={data}, the data the checkpoint {manager.latest()}/G.ckpt was trained on "
-                    f"(pass --dataroot for other data)"]
+        assert (cfg.dataroot, cfg.direction) == want
+    assert logs == [f"[pix2pix] dataroot={data} (direction=AtoB), the data the checkpoint {manager.latest()}/G.ckpt "
+                    f"was trained on (pass --dataroot for other data)"]
     moved = tmp_path / "moved"
     data.rename(moved)
     cfg = tiny_cfg(tmp_path, dataroot="")
@@ -195,6 +195,36 @@ def test_checkpoint_records_its_dataroot_for_eval_and_resumes_on_moved_data(tmp_
     assert cfg.dataroot == "" and logs[-1].endswith(f"was trained on {data}, which is not there now: the demo data "
                                                     f"stands in; pass --dataroot=<the data's new place> to evaluate on it")
     assert train(tiny_cfg(tmp_path, max_steps=2, resume=True, dataroot=str(moved), **small))["step"] == 2
+
+
+def test_eval_of_a_demo_run_takes_its_demo_data(tmp_path, demo_cache):
+    """A demo run records its demo_size/demo_train/demo_val; eval/predict/export left at the defaults use that demo
+    set (they generated the default 256-pixel set and evaluated on it instead)."""
+    from common import drivers
+    from pix2pix.src.spec import Pix2PixSpec
+    train(tiny_cfg(tmp_path, max_steps=1, demo_train=4, mode="pynative"))
+    cfg, logs = load_config(CONFIG, output_dir=str(tmp_path / "out")), []
+    _, path = drivers.load_inference(Pix2PixSpec(), cfg, log=logs.append)
+    assert (cfg.dataroot, cfg.demo_size, cfg.demo_train, cfg.demo_val) == ("", 64, 4, 4)
+    assert logs == [f"[pix2pix] the demo data (demo_size=64, demo_train=4, demo_val=4), the data the checkpoint {path} "
+                    f"was trained on (pass --dataroot for other data)"]
+
+
+def test_eval_scores_only_the_images_of_its_own_run(tmp_path, demo_cache):
+    """A second eval into the same folder replaces the first: its score equals a fresh folder's (the images an
+    earlier eval left in eval/fake_B were scored with the new ones)."""
+    from common import drivers
+    from pix2pix.src.spec import Pix2PixSpec
+    spec = Pix2PixSpec()
+    cfg = tiny_cfg(tmp_path, max_steps=1, mode="pynative")
+    train(cfg)
+    args = [f"--{k}={v}" for k, v in TINY.items()] + ["--mode=pynative", "--metrics=psnr", "--eval_protocol=eval"]
+    drivers.evaluate(spec, drivers.parse(spec, args + [f"--output_dir={cfg.output_dir}", "--num_val=4"]))
+    again = drivers.evaluate(spec, drivers.parse(spec, args + [f"--output_dir={cfg.output_dir}", "--num_val=1"]))
+    fresh = drivers.evaluate(spec, drivers.parse(spec, args + [f"--output_dir={tmp_path / 'fresh'}", "--num_val=1",
+                                                               f"--ckpt={os.path.join(cfg.output_dir, 'ckpt')}"]))
+    assert again["metrics"]["psnr"] == fresh["metrics"]["psnr"] and again["images"] == 1
+    assert os.listdir(os.path.join(cfg.output_dir, "eval", "fake_B")) == ["1.png"]
 
 
 def test_sigint_saves_a_snapshot(tmp_path, demo_cache):

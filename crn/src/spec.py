@@ -50,6 +50,7 @@ class CRNSpec(ModelSpec):
     name = "crn"
     config_path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "default_config.yaml")
     arch_keys = ("size", "aspect", "num_classes", "num_outputs", "width_mult")
+    data_keys = ("data_format", "label_format", "ignore_index")
     data_layout = "Cityscapes root holding leftImg8bit/ and gtFine/, or see data_format"
     class_count_key = "num_classes"
     demo_keys = {"size": "demo_size", "width_mult": "demo_width_mult", "n_epochs": "demo_epochs"}

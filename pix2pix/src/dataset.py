@@ -202,11 +202,16 @@ def plan_tiles(height, width, size, mode="resize"):
         scale = size / max(height, width)
         h, w = max(int(round(height * scale)), 1), max(int(round(width * scale)), 1)
         return TilePlan(mode, size, (h, w), (size, size), [(0, 0)],
-                        f"resized {width}x{height} to {w}x{h} and reflect-padded to {size}x{size}; "
-                        f"the output is cropped back to {w}x{h}")
+                        _resized(height, width, h, w, and_then="reflect-padded") + f" to {size}x{size}; the output "
+                        f"is cropped back to {w}x{h}")
     scale = size / min(height, width)
     h, w = max(int(round(height * scale)), size), max(int(round(width * scale)), size)
     origins = [(y, x) for y in _tile_starts(h, size) for x in _tile_starts(w, size)]
     return TilePlan(mode, size, (h, w), (h, w), origins,
-                    f"resized {width}x{height} to {w}x{h} and translated as {len(origins)} overlapping "
+                    _resized(height, width, h, w, and_then="translated") + f" as {len(origins)} overlapping "
                     f"{size}x{size} tiles")
+
+
+def _resized(height, width, h, w, *, and_then):
+    """The start of a plan's note: "resized WxH to wxh and <and_then>", or only <and_then> when no resize happens."""
+    return and_then if (h, w) == (height, width) else f"resized {width}x{height} to {w}x{h} and {and_then}"

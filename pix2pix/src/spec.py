@@ -33,6 +33,8 @@ class Pix2PixSpec(ModelSpec):
     name = "pix2pix"
     config_path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "default_config.yaml")
     arch_keys = ("netG", "ngf", "norm", "input_nc", "output_nc", "crop_size")
+    data_keys = ("direction",)
+    demo_data_keys = ("demo_size", "demo_train", "demo_val")
     data_layout = "folder of aligned AB images with train/ and val/ subfolders"
 
     def demo_dataroot(self, cfg):
