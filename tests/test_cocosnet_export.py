@@ -130,3 +130,30 @@ def test_demo_onnx_backend_answers_as_its_mindspore_backend(exported):
     for a, b in zip(mine, ref):  # float outputs within 5e-3 (test above) = 0.64 of a uint8 step
         diff = np.abs(a.astype(int) - b.astype(int))
         assert a.shape == b.shape == (S, S, 3) and b.std() > 0 and diff.max() <= 1 and (diff > 0).mean() < 0.05
+
+
+def test_eval_takes_the_data_the_checkpoint_was_trained_on(tmp_path):
+    """eval/predict/export with --dataroot left empty read the checkpoint's data as training did: its data_format
+    and validation pair list beside the dataroot, or after a demo run the same demo set (demo_size, demo_train,
+    demo_val); a --dataroot given on the command line takes nothing."""
+    data = tmp_path / "data"
+    data.mkdir()
+    cfg = drivers.parse(SPEC, [f"--{k}={v}" for k, v in ARCH.items()])
+    nets = SPEC.build_inference(cfg)
+    for name, meta in (("folders", {"dataroot": str(data), "data": {"data_format": "folders",
+                                                                     "ref_list_val": "pairs.txt"}}),
+                       ("demo", {"dataroot": "", "data": {"data_format": "folders", "ref_list_val": "",
+                                                          "demo_size": 96, "demo_train": 6, "demo_val": 3}})):
+        out = tmp_path / name
+        CheckpointManager(str(out / "ckpt"), meta=dict(ARCH, model="cocosnet", **meta)).save(nets, {"epoch": 0,
+                                                                                                   "step": 0})
+        cfg, logs = drivers.parse(SPEC, [f"--output_dir={out}"]), []
+        drivers.load_inference(SPEC, cfg, log=logs.append)
+        if name == "folders":
+            assert (cfg.dataroot, cfg.data_format, cfg.ref_list_val) == (str(data), "folders", "pairs.txt")
+            assert logs[0].startswith(f"[cocosnet] dataroot={data} (data_format=folders, ref_list_val=pairs.txt)")
+        else:
+            assert (cfg.dataroot, cfg.demo_size, cfg.demo_train, cfg.demo_val) == ("", 96, 6, 3)
+    cfg = drivers.parse(SPEC, [f"--output_dir={tmp_path / 'folders'}", f"--dataroot={tmp_path}"])
+    drivers.load_inference(SPEC, cfg, log=lambda *_: None)
+    assert (cfg.dataroot, cfg.data_format, cfg.ref_list_val) == (str(tmp_path), "ade20k", "")

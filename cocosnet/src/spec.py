@@ -59,6 +59,8 @@ class CoCosNetSpec(ModelSpec):
     arch_keys = ("label_nc", "size", "ngf", "corr_channels", "spade_hidden", "ndf", "num_D")
     inference_components = ("Corr", "G")
     data_layout = "ADEChallengeData2016 (data_format=ade20k) or a folder with {train,val}/{images,labels}"
+    data_keys = ("data_format", "ref_list_val")
+    demo_data_keys = ("demo_size", "demo_train", "demo_val")
     class_count_key = "label_nc"
     bf16_refusal = ("CoCosNet's correlation stays float32 (its softmax at temperature 0.01 scales cosine similarities "
                     "by 100, so bf16's ~4e-3 rounding would move the logits by ~0.4), and oneDNN's bf16 mode would "
