@@ -232,12 +232,23 @@ def resize_nearest(ids, height, width):
     return ids[rows][:, cols]
 
 
+def _process_umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _process_umask()  # read once, at import: os.umask can only be read by setting it
+
+
 @contextlib.contextmanager
 def atomic_dir(final_path):
-    """Build a folder in a temporary sibling and move it to ``final_path`` only if the block succeeds."""
+    """Build a folder in a temporary sibling and move it to ``final_path`` only if the block succeeds. The folder
+    gets the mode ``os.makedirs`` would give it (not ``mkdtemp``'s private 0700)."""
     parent = os.path.dirname(os.path.abspath(final_path))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".tmp_", dir=parent)
+    os.chmod(tmp, 0o777 & ~_UMASK)
     try:
         yield tmp
         if os.path.isdir(final_path):
@@ -257,10 +268,12 @@ def cache_root(*parts):
 
 @contextlib.contextmanager
 def atomic_file(final_path):
-    """Yield a temporary path; it replaces ``final_path`` only if the block succeeds."""
+    """Yield a temporary path; it replaces ``final_path`` only if the block succeeds. The file gets the mode
+    ``open(path, "w")`` would give it (not ``mkstemp``'s private 0600)."""
     parent = os.path.dirname(os.path.abspath(final_path))
     os.makedirs(parent, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=os.path.splitext(final_path)[1], dir=parent)
+    os.fchmod(fd, 0o666 & ~_UMASK)
     os.close(fd)
     try:
         yield tmp

@@ -68,6 +68,25 @@ def test_complete_jpegs_with_thumbnail_trailer_or_progressive_scans_pass(tmp_pat
         check_image_complete(str(tmp_path / "cut.jpg"))
 
 
+def test_written_outputs_get_the_modes_open_and_mkdir_give(tmp_path):
+    """Images, JSON records and the eval folder are written through temporary files (common.io.atomic_file /
+    atomic_dir); they take the process umask's modes, not mkstemp's private 0600 and mkdtemp's 0700."""
+    import stat
+    from common.io import atomic_dir, atomic_file, write_image
+    mask = os.umask(0o022)
+    os.umask(mask)
+    write_image(str(tmp_path / "out" / "a.png"), np.zeros((4, 4, 3), np.uint8))
+    with atomic_file(str(tmp_path / "out" / "metrics.json")) as tmp:
+        with open(tmp, "w") as f:
+            f.write("{}")
+    with atomic_dir(str(tmp_path / "eval")) as work:
+        write_image(os.path.join(work, "b.png"), np.zeros((4, 4), np.uint8))
+    modes = {name: stat.S_IMODE(os.stat(tmp_path / name).st_mode) for name in ("out/a.png", "out/metrics.json",
+                                                                               "eval", "eval/b.png")}
+    want = 0o666 & ~mask
+    assert modes == {"out/a.png": want, "out/metrics.json": want, "eval": 0o777 & ~mask, "eval/b.png": want}
+
+
 def test_image_header_reads_size_and_channels_without_decoding(tmp_path):
     cv2.imwrite(str(tmp_path / "c.png"), smooth_image(20, 30))
     cv2.imwrite(str(tmp_path / "g.png"), np.zeros((20, 30), np.uint16))
