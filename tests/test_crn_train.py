@@ -212,7 +212,8 @@ def test_eval_predict_export_from_the_checkpoint_alone(trained, tiny_fcn_scorer)
     cv2.imwrite(str(label_file), ids)
     predict_args = [f"--output_dir={out}", f"--input={label_file}", "--label_format=trainIds"]
     written = drivers.predict(SPEC, drivers.parse(SPEC, predict_args))
-    assert [os.path.basename(p) for p in written] == ["label_k0.png", "label_k1.png", "label_k2.png"]
+    assert [os.path.basename(p) for p in written] == ["label_k0.png", "label_k1.png", "label_k2.png",
+                                                      "label_grid.png"]  # the grid too: predict's count names all
     cv2.imwrite(str(label_file), ids[:, :96])
     with pytest.raises(ValueError, match=r"label\.png is 96x64 .* makes 64x32 images"):
         drivers.predict(SPEC, drivers.parse(SPEC, predict_args))

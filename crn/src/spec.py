@@ -189,7 +189,8 @@ class CRNSpec(ModelSpec):
             for i, img in enumerate(images):
                 written.append(os.path.join(out_dir, f"{name}_k{i}.png"))
                 write_image(written[-1], img)
-            write_image(os.path.join(out_dir, f"{name}_grid.png"), make_grid([[colorize_onehot(label, table)] + list(images)]))
+            written.append(os.path.join(out_dir, f"{name}_grid.png"))
+            write_image(written[-1], make_grid([[colorize_onehot(label, table)] + list(images)]))
         return written
 
     def export_graph(self, cfg, nets, out_dir):
