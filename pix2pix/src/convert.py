@@ -95,8 +95,8 @@ def import_torch_generator(pth_path, out_path, netG="unet_256", ngf=64, norm="ba
     """Convert a reference ``latest_net_G.pth`` into a MindSpore checkpoint at ``out_path``.
 
     The checkpoint carries ``{"model": "pix2pix", "component": "G", "netG", "ngf", "norm", "input_nc",
-    "output_nc"}`` as metadata, so ``train.py``/``eval.py``/``export.py`` refuse it for another architecture.
-    Returns the generator with the imported weights.
+    "output_nc"}`` as metadata, so ``eval.py``/``predict.py``/``export.py`` build the architecture it holds (no
+    option needs repeating). Returns the generator with the imported weights.
     """
     net = define_G(netG, input_nc, output_nc, ngf, norm)
     load_torch_generator(pth_path, net)
