@@ -113,9 +113,12 @@ def frame_labels(names, label_dir):
 
 
 def _bench_networks(size, batch, netG):
-    """The config and (G, D) of the benchmarks: ``netG`` or unet_256 / unet_128 by size (native convolutions)."""
+    """The config and (G, D) of the benchmarks: ``netG`` or the deepest U-Net ``size`` fits (unet_256 / 128 / 64 for
+    multiples of 256 / 128 / 64; native convolutions)."""
     from common.config import load_config
-    net_name = netG or ("unet_256" if size % 256 == 0 else "unet_128")
+    net_name = netG or next((f"unet_{s}" for s in (256, 128, 64) if size % s == 0), None)
+    if net_name is None:
+        raise ValueError(f"--size {size}: the pix2pix U-Nets take multiples of 64 (unet_64), 128 or 256")
     cfg = load_config(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "default_config.yaml"),
                       netG=net_name, crop_size=size, batch_size=batch)
     G, D = build_networks(cfg)
