@@ -162,6 +162,14 @@ def test_fine_tune_from_a_lower_resolution(trained):
     assert names == {"refine.3", "refine.4", "to_rgb.weight", "to_rgb.bias"}
 
 
+def test_a_missing_init_from_is_refused_before_the_output_folder_is_written(tmp_path, vgg19_mat):
+    from common.config import ConfigError
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match=r"--init_from=/no/such/run: no G checkpoint at /no/such/run"):
+        crn_train(tiny_args(out, vgg19_mat[0], init_from="/no/such/run"))
+    assert not out.exists()
+
+
 @pytest.fixture(scope="module")
 def tiny_fcn_scorer(tmp_path_factory):
     """A narrow FCN-8s trained for one epoch on the demo val split (32x64) by common.metrics.train_fcn."""

@@ -7,6 +7,7 @@ import mindspore as ms
 from mindspore import Tensor, nn
 
 from common.backends import CellRunner
+from common.checkpoint import CheckpointError, resolve_checkpoint
 from common.classes import config_class_table
 from common.config import ConfigError
 from common.demo_data import ensure_demo_dataset
@@ -95,6 +96,12 @@ class CRNSpec(ModelSpec):
         step = TrainOneStep(CRNWithLoss(net, perceptual, cfg.min_weight), opt, loss_scale=parse_loss_scale(cfg.loss_scale))
         notes.append(f"{cfg.size}p CRN, k={net.num_outputs}, {len(net.refine)} modules, {count_params(net):,} "
                      f"parameters ({sum(p.size for p in params):,} trained)")
+
+        if cfg.init_from and not cfg.resume:  # a bad path is refused before the output folder is written
+            try:
+                resolve_checkpoint(cfg.init_from, "G")
+            except CheckpointError as e:
+                raise ConfigError(f"--init_from={cfg.init_from}: {e}") from None
 
         def fresh_start(log):
             if cfg.init_from:
