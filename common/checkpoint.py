@@ -103,7 +103,8 @@ def load_cell(cell, path, expect_meta=None, what="network"):
 
 
 def resolve_checkpoint(path, component="G"):
-    """``path`` may be a .ckpt file, a snapshot folder or a checkpoint folder (uses ``latest``)."""
+    """``path`` may be a .ckpt file, a snapshot folder or a checkpoint folder (uses ``latest``); a folder without
+    ``<component>.ckpt`` that holds another model's checkpoints is refused naming that model."""
     if os.path.isfile(path):
         return path
     if os.path.isfile(os.path.join(path, "latest")):
@@ -112,8 +113,25 @@ def resolve_checkpoint(path, component="G"):
     candidate = os.path.join(path, f"{component}.ckpt")
     if os.path.isfile(candidate):
         return candidate
+    other = _folder_model(path)
+    if other:
+        raise CheckpointError(f"no {component} checkpoint at {path}: it holds a {other} network's checkpoints; use "
+                              f"them with {other}/eval.py, predict.py or export.py (or scripts/run_*.sh {other})")
     raise CheckpointError(f"no {component} checkpoint at {path}: pass a .ckpt file, a snapshot folder or a "
                           f"checkpoint folder holding 'latest' (train.py writes them under outputs/<model>/ckpt)")
+
+
+def _folder_model(path):
+    """The ``model`` recorded in the first of ``path``'s .ckpt files (smallest first) that names one, else None."""
+    files = [os.path.join(path, f) for f in os.listdir(path) if f.endswith(".ckpt")] if os.path.isdir(path) else []
+    for file in sorted(files, key=os.path.getsize):
+        try:
+            model = read_meta(file).get("model")
+        except (ValueError, RuntimeError):  # an unreadable file names no model
+            continue
+        if model:
+            return model
+    return None
 
 
 class CheckpointManager:

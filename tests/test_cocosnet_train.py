@@ -135,3 +135,18 @@ def test_cli_errors_name_the_fix(trained, tmp_path, capsys):
     assert "train/images does not exist" in err
     err = cli_error("train", capsys, f"--output_dir={tmp_path}", "--trim_heap=-1", *args(**DEMO, **TINY))
     assert "--trim_heap=-1.0: the seconds between two trims" in err  # checked after the demo keys replace it
+
+
+def test_another_models_checkpoint_folder_is_named(tmp_path, capsys):
+    """A CRN checkpoint folder (no Corr.ckpt) given to eval/predict/export: the error names CRN and its scripts."""
+    from mindspore import nn
+    from common.checkpoint import save_cell
+    snap = tmp_path / "ckpt" / "epoch_0001_step_00000001"
+    snap.mkdir(parents=True)
+    save_cell(nn.Dense(2, 2), str(snap / "G.ckpt"), {"model": "crn"})
+    (tmp_path / "ckpt" / "latest").write_text(snap.name)
+    label = str(tmp_path / "label.png")
+    cv2.imwrite(label, np.zeros((64, 64), np.uint8))
+    for command in ("eval", "predict", "export"):
+        err = cli_error(command, capsys, f"--ckpt={tmp_path / 'ckpt'}", f"--output_dir={tmp_path}", f"--input={label}")
+        assert f"no Corr checkpoint at {snap}: it holds a crn network's checkpoints; use them with crn/eval.py" in err
