@@ -97,8 +97,10 @@ def test_clear_errors_name_the_file(tmp_path):
     bad.write_text("".join(f"train{i}.png,train{i}.png\n" for i in range(3)) + "train3.png,nowhere.jpg\n")
     with pytest.raises(FileNotFoundError, match=r"bad_ref.txt:4: exemplar\(s\) \['nowhere'\]"):
         ExemplarDataset(root, "folders", "train", str(bad), 5, 16)
-    with pytest.raises(FileNotFoundError, match=re.escape("build_ref_list --dataroot=<data> --ref_split=<train|val>`")):
-        ExemplarDataset(root, "folders", "train", str(tmp_path / "absent.txt"), 5, 16)
+    absent = str(tmp_path / "absent.txt")  # the command that writes it, for this dataset's layout
+    with pytest.raises(FileNotFoundError, match=re.escape(f"build_ref_list --dataroot={root} --data_format=folders "
+                                                          f"--ref_split=train --ref_out={absent}`")):
+        ExemplarDataset(root, "folders", "train", absent, 5, 16)
     cv2.imwrite(os.path.join(root, "train", "labels", "train2.png"), np.zeros((8, 16), np.uint8))
     with pytest.raises(ValueError, match=r"train2.png is 16x8 but its photo .*train2.png is 16x16"):
         ExemplarDataset(root, "folders", "train", train_list, 5, 16)

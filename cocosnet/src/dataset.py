@@ -72,15 +72,16 @@ def _stem(name):
     return root if ext.lower() in IMAGE_EXTS else name
 
 
-def read_ref_list(path, keys, refs):
+def read_ref_list(path, keys, refs, *, build="python -m cocosnet.build_ref_list --dataroot=<data> "
+                                             "--ref_split=<train|val>"):
     """``{key stem: [ref stems]}`` from a ``key,ref1,...,refK`` file.
 
     Only lines whose key is in ``keys`` are kept (a list may cover several splits); every kept key's
-    references must be in ``refs`` (the training stems). Errors name the file, the line and the fix.
+    references must be in ``refs`` (the training stems). Errors name the file, the line and the fix (a missing
+    file: the ``build`` command that writes it).
     """
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"reference list {path} does not exist; build one with `python -m "
-                                f"cocosnet.build_ref_list --dataroot=<data> --ref_split=<train|val>` or pass "
+        raise FileNotFoundError(f"reference list {path} does not exist; build one with `{build}` or pass "
                                 f"--ref_list (training) / --ref_list_val (validation)")
     table = {}
     with open(path) as f:
@@ -160,7 +161,9 @@ class ExemplarDataset:
         self.pairs = find_pairs(root, data_format, split)
         self.refs = self.pairs if split == "train" else find_pairs(root, data_format, "train")
         keys = list(self.pairs)[:max_samples] if max_samples else list(self.pairs)
-        self.table = read_ref_list(ref_list, keys, self.refs)
+        self.table = read_ref_list(ref_list, keys, self.refs, build=(
+            f"python -m cocosnet.build_ref_list --dataroot={root} --data_format={data_format} --ref_split={split} "
+            f"--ref_out={ref_list}"))
         self.keys = keys
         used = {s: self.pairs[s] for s in keys}
         used.update({r: self.refs[r] for s in keys for r in self.table[s]})
