@@ -97,6 +97,9 @@ def test_clear_errors_name_the_file(tmp_path):
     bad.write_text("".join(f"train{i}.png,train{i}.png\n" for i in range(3)) + "train3.png,nowhere.jpg\n")
     with pytest.raises(FileNotFoundError, match=r"bad_ref.txt:4: exemplar\(s\) \['nowhere'\]"):
         ExemplarDataset(root, "folders", "train", str(bad), 5, 16)
+    layout = f"{re.escape(root)} has the folders layout: pass --data_format=folders"
+    with pytest.raises(FileNotFoundError, match=layout):
+        ExemplarDataset(root, "ade20k", "train", train_list, 5, 16)
     absent = str(tmp_path / "absent.txt")  # the command that writes it, for this dataset's layout
     with pytest.raises(FileNotFoundError, match=re.escape(f"build_ref_list --dataroot={root} --data_format=folders "
                                                           f"--ref_split=train --ref_out={absent}`")):

@@ -51,9 +51,12 @@ def find_pairs(root, data_format, split):
     image_dir, label_dir = _dirs(root, data_format, split)
     layout = ("ADEChallengeData2016/images/{training,validation}/*.jpg + annotations/.../*.png"
               if data_format == "ade20k" else "<root>/{train,val}/images/* + <root>/{train,val}/labels/*.png")
+    other = next(f for f in DATA_FORMATS if f != data_format)
     for d in (image_dir, label_dir):
         if not os.path.isdir(d):
-            raise FileNotFoundError(f"{d} does not exist; data_format={data_format} expects {layout}")
+            hint = (f"; {root} has the {other} layout: pass --data_format={other}"
+                    if all(os.path.isdir(x) for x in _dirs(root, other, split)) else "")
+            raise FileNotFoundError(f"{d} does not exist; data_format={data_format} expects {layout}{hint}")
     photos = {os.path.splitext(os.path.basename(p))[0]: p for p in sorted(glob.glob(os.path.join(image_dir, "*")))
               if p.lower().endswith(IMAGE_EXTS)}
     labels = {os.path.splitext(os.path.basename(p))[0]: p for p in glob.glob(os.path.join(label_dir, "*.png"))}
