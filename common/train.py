@@ -372,7 +372,8 @@ def get_logger(name, log_file=None):
 
 
 class TrainLogger:
-    """Per-step log lines and progress bar; loss history (means between log lines) and curve per epoch.
+    """Per-step log lines and progress bar; loss history (means between log lines) and its curve, written at each
+    epoch's end and when a run stops inside one.
 
     Args:
         out_dir: where ``train.log``, ``losses.json`` and ``loss_curve.png`` go.
@@ -451,10 +452,26 @@ class TrainLogger:
         text = ", ".join(f"{k} {v:.6f}" for k, v in means.items())
         lr_text = f", lr {lr:.3g}" if lr is not None else ""
         self.info(f"epoch: {epoch} done in {seconds:.1f} s, mean {text}{lr_text}")
+        self.write_history()
+
+    def write_history(self):
+        """Write ``losses.json`` and ``loss_curve.png`` with every point so far: at each epoch's end, and when a run
+        stops inside an epoch (``max_steps``, a signal)."""
+        if not self.enabled:
+            return
+        self._record()
         with atomic_file(self.history_path) as tmp:
             with open(tmp, "w") as f:
                 json.dump(self.history, f)
         self.plot(os.path.join(self.out_dir, "loss_curve.png"))
+
+    def keep_history_until(self, step):
+        """Drop the history's points after global ``step``: the run restarts there (0: a fresh start)."""
+        steps = self.history["step"]
+        dropped = sum(1 for s in steps if s > step)
+        if dropped:
+            for key, values in self.history.items():
+                self.history[key] = values[:max(len(values) - dropped, 0)]
 
     def plot(self, path):
         import matplotlib
@@ -562,6 +579,7 @@ class TrainLoop:
             if latest is not None and self.is_main:
                 self.log.info(f"note: {self.manager.directory} already holds snapshots; this run starts from scratch "
                               f"(use --resume=true to continue)")
+            self.log.keep_history_until(0)  # the loss curve starts again too
             return False
         state = self.manager.read_state(latest) if latest is not None else None
         if not self.sync.all_equal(-1 if state is None else state["step"]):
@@ -570,6 +588,7 @@ class TrainLoop:
                                   f"folder, or copy ckpt/ to every node) to resume")
         if latest is None:
             self.log.info(f"resume: no snapshot in {self.manager.directory}; starting from scratch")
+            self.log.keep_history_until(0)
             return False
         workers, model = state.get("group_size", 1), self.manager.meta.get("model", "MODEL")
         if workers != self.sync.group_size:
@@ -581,6 +600,7 @@ class TrainLoop:
                 + "), or start a new run with --resume=false and another output_dir")
         self.manager.restore(self.components, latest)
         self.epoch, self.step_in_epoch, self.global_step = state["epoch"], state["step_in_epoch"], state["step"]
+        self.log.keep_history_until(self.global_step)
         self.saved_at = self.global_step
         self.log.info(f"resumed from {latest} at epoch {self.epoch} step {self.step_in_epoch} (global {self.global_step})")
         return True
@@ -621,6 +641,7 @@ class TrainLoop:
                     if self.epoch % self.save_epoch_freq == 0 and not stopping:
                         self.save()
                 if stopping:
+                    self.log.write_history()
                     self.save()
                     self.sync.barrier()
                     where = "" if stop.requested == stopping else " on another rank"
@@ -630,6 +651,8 @@ class TrainLoop:
                     else:  # the other ranks' logs (msrun's worker_<rank>.log) say it too
                         print(message, flush=True)
                     raise SystemExit(130 if stopping == "SIGINT" else 143)
+        if self.step_in_epoch:  # stopped inside an epoch by max_steps
+            self.log.write_history()
         if self.global_step and self.saved_at != self.global_step:
             self.save()
         self.sync.barrier()

@@ -1,4 +1,5 @@
 """pix2pix: architecture, data checks, one-step update, learning on the demo data, resume, signals."""
+import json
 import os
 import shutil
 import signal
@@ -157,14 +158,24 @@ def test_demo_training_cuts_validation_l1(tmp_path, demo_cache):
 
 def test_resume_reproduces_uninterrupted_run(tmp_path, demo_cache):
     """In PyNative: three runs without a graph compile (27 against 42 s on 2 cores); OSMIS's resume test compiles.
-    4 demo pairs (4 steps per epoch; 27 -> 16 s alone): the interrupted run stops one step into its second epoch."""
-    small = dict(demo_train=4, mode="pynative")
+    4 demo pairs (4 steps per epoch; 27 -> 16 s alone): the interrupted run stops one step into its second epoch.
+    The loss history (losses.json) is written at that stop too, and continues from it; a fresh run restarts it."""
+    small = dict(demo_train=4, mode="pynative", log_every=1)
     straight = train(tiny_cfg(tmp_path / "a", max_steps=6, **small))
     train(tiny_cfg(tmp_path / "b", max_steps=5, **small))
+
+    def history(run):
+        with open(tmp_path / run / "out" / "losses.json") as f:
+            return json.load(f)
+    assert history("b")["step"] == [1, 2, 3, 4, 5] and (tmp_path / "b" / "out" / "loss_curve.png").is_file()
     resumed = train(tiny_cfg(tmp_path / "b", max_steps=6, resume=True, **small))
     assert resumed["step"] == 6 and resumed["epoch"] == 1 and resumed["step_in_epoch"] == 2
     for k, v in straight["losses"].items():
         assert resumed["losses"][k] == pytest.approx(v, rel=1e-5, abs=1e-6), k
+    assert history("b")["step"] == history("a")["step"] == [1, 2, 3, 4, 5, 6]
+    np.testing.assert_allclose(history("b")["g_loss"], history("a")["g_loss"], rtol=1e-5)
+    train(tiny_cfg(tmp_path / "b", max_steps=2, **small))
+    assert history("b")["step"] == [1, 2]
 
 
 def test_checkpoint_records_its_dataroot_for_eval_and_resumes_on_moved_data(tmp_path, demo_cache):
