@@ -13,6 +13,7 @@ import common  # noqa: F401
 import mindspore as ms
 
 from common import drivers
+from common.checkpoint import CheckpointManager
 from common.config import ConfigError
 from common.metrics.evaluate import lpips_weights_cached
 from common.runtime import memory_planned_statically, parameter_read_copies_dropped
@@ -241,3 +242,23 @@ def test_mask_formats_and_training_draws(tmp_path):
     assert [x.shape for x in a] == [(64, 1, 1), (64, 1, 1), (3, 32, 48), (2, 32, 48), (2, 3), (2, 3), (2, 3),
                                     (2, 8, 12), (2, 8, 12), (128,), (128,), (1, 8, 12)]
     assert np.array_equal(sample_affine(np.random.RandomState(0), 0.0, 32, 48), np.eye(3)[:2])
+
+
+def test_eval_reads_the_masks_through_the_class_table_of_training(tmp_path):
+    """With --dataroot left empty, eval/predict/export take the class table the checkpoint was trained with (the
+    mask ids and colours follow it), unless --dataroot is given."""
+    arch = dict(train_size="32x48", noise_shape="2x3", num_blocks_g=5, num_blocks_d=4, num_blocks_d0=2,
+                num_mask_channels=2, ch_G=2, ch_D=2)
+    table = tmp_path / "table.yaml"
+    table.write_text("- {id: 0, name: bg, color: [255, 255, 255]}\n- {id: 1, name: thing, color: [255, 0, 0]}\n")
+    data = tmp_path / "data"
+    data.mkdir()
+    cfg = drivers.parse(SPEC, [f"--{k}={v}" for k, v in arch.items()])
+    meta = dict(SPEC.arch(cfg), model="osmis", dataroot=str(data), data={"class_table": str(table)})
+    CheckpointManager(str(tmp_path / "ckpt"), meta=meta).save(SPEC.build_inference(cfg), {"epoch": 0, "step": 0})
+    cfg = drivers.parse(SPEC, [f"--output_dir={tmp_path}"])
+    drivers.load_inference(SPEC, cfg, log=lambda *_: None)
+    assert (cfg.dataroot, cfg.class_table) == (str(data), str(table))
+    cfg = drivers.parse(SPEC, [f"--output_dir={tmp_path}", f"--dataroot={data}"])
+    drivers.load_inference(SPEC, cfg, log=lambda *_: None)
+    assert cfg.class_table == ""
