@@ -262,3 +262,9 @@ def test_eval_reads_the_masks_through_the_class_table_of_training(tmp_path):
     cfg = drivers.parse(SPEC, [f"--output_dir={tmp_path}", f"--dataroot={data}"])
     drivers.load_inference(SPEC, cfg, log=lambda *_: None)
     assert cfg.class_table == ""
+
+
+def test_channel_multipliers_below_one_are_refused():
+    for key in ("ch_G", "ch_D"):
+        with pytest.raises(ConfigError, match=f"--{key}=0: the channel multiplier is at least 1"):
+            SPEC.check(drivers.parse(SPEC, [f"--{key}=0"]), None, demo=False)

