@@ -13,7 +13,7 @@ import common  # noqa: F401
 import mindspore as ms
 
 from common import drivers
-from common.checkpoint import CheckpointManager
+from common.checkpoint import CheckpointError, CheckpointManager
 from common.config import ConfigError
 from common.metrics.evaluate import lpips_weights_cached
 from common.runtime import memory_planned_statically, parameter_read_copies_dropped
@@ -268,3 +268,16 @@ def test_channel_multipliers_below_one_are_refused():
     for key in ("ch_G", "ch_D"):
         with pytest.raises(ConfigError, match=f"--{key}=0: the channel multiplier is at least 1"):
             SPEC.check(drivers.parse(SPEC, [f"--{key}=0"]), None, demo=False)
+
+
+def test_a_snapshot_of_another_model_is_named(tmp_path):
+    """A pix2pix snapshot folder (G.ckpt, no G_ema.ckpt) given to OSMIS eval/predict/export names its model."""
+    folder = tmp_path / "ckpt" / "epoch_0001_step_00000001"
+    os.makedirs(folder)
+    (folder / "G.ckpt").write_bytes(b"")
+    (folder / "state.json").write_text(json.dumps({"epoch": 1, "step": 1, "meta": {"model": "pix2pix"}}))
+    (tmp_path / "ckpt" / "latest").write_text("epoch_0001_step_00000001")
+    for argv in ([f"--output_dir={tmp_path}"], [f"--ckpt={folder}"]):
+        with pytest.raises(CheckpointError, match=f"checkpoint {folder} holds a pix2pix network, not osmis; use "
+                                                  "pix2pix/"):
+            drivers.load_inference(SPEC, drivers.parse(SPEC, argv))
