@@ -244,18 +244,23 @@ def test_mask_formats_and_training_draws(tmp_path):
     assert np.array_equal(sample_affine(np.random.RandomState(0), 0.0, 32, 48), np.eye(3)[:2])
 
 
+def save_tiny_checkpoint(out, **meta):
+    """A 32x48 OSMIS snapshot with 2 mask classes (untrained) under ``out``/ckpt, ``meta`` added to its record."""
+    arch = dict(train_size="32x48", noise_shape="2x3", num_blocks_g=5, num_blocks_d=4, num_blocks_d0=2,
+                num_mask_channels=2, ch_G=2, ch_D=4)
+    cfg = drivers.parse(SPEC, [f"--{k}={v}" for k, v in arch.items()])
+    CheckpointManager(str(out / "ckpt"), meta=dict(SPEC.arch(cfg), model="osmis", **meta)).save(
+        SPEC.build_inference(cfg), {"epoch": 0, "step": 0})
+
+
 def test_eval_reads_the_masks_through_the_class_table_of_training(tmp_path):
     """With --dataroot left empty, eval/predict/export take the class table the checkpoint was trained with (the
     mask ids and colours follow it), unless --dataroot is given."""
-    arch = dict(train_size="32x48", noise_shape="2x3", num_blocks_g=5, num_blocks_d=4, num_blocks_d0=2,
-                num_mask_channels=2, ch_G=2, ch_D=2)
     table = tmp_path / "table.yaml"
     table.write_text("- {id: 0, name: bg, color: [255, 255, 255]}\n- {id: 1, name: thing, color: [255, 0, 0]}\n")
     data = tmp_path / "data"
     data.mkdir()
-    cfg = drivers.parse(SPEC, [f"--{k}={v}" for k, v in arch.items()])
-    meta = dict(SPEC.arch(cfg), model="osmis", dataroot=str(data), data={"class_table": str(table)})
-    CheckpointManager(str(tmp_path / "ckpt"), meta=meta).save(SPEC.build_inference(cfg), {"epoch": 0, "step": 0})
+    save_tiny_checkpoint(tmp_path, dataroot=str(data), data={"class_table": str(table)})
     cfg = drivers.parse(SPEC, [f"--output_dir={tmp_path}"])
     drivers.load_inference(SPEC, cfg, log=lambda *_: None)
     assert (cfg.dataroot, cfg.class_table) == (str(data), str(table))
@@ -281,3 +286,16 @@ def test_a_snapshot_of_another_model_is_named(tmp_path):
         with pytest.raises(CheckpointError, match=f"checkpoint {folder} holds a pix2pix network, not osmis; use "
                                                   "pix2pix/"):
             drivers.load_inference(SPEC, drivers.parse(SPEC, argv))
+
+
+def test_eval_without_training_masks_leaves_out_the_mask_scores(tmp_path):
+    """A mask checkpoint evaluated on frames without mask/ (or with --no_masks=true) scores the images only."""
+    save_tiny_checkpoint(tmp_path)
+    write(tmp_path / "data" / "image" / "a.png", np.zeros((32, 48, 3), np.uint8))
+    write(tmp_path / "masked" / "image" / "a.png", np.zeros((32, 48, 3), np.uint8))
+    write(tmp_path / "masked" / "mask" / "a.png", np.zeros((32, 48), np.uint8))
+    for argv in ([f"--dataroot={tmp_path / 'data'}"], [f"--dataroot={tmp_path / 'masked'}", "--no_masks=true"]):
+        record = drivers.evaluate(SPEC, drivers.parse(SPEC, argv + [f"--output_dir={tmp_path}", "--num_generated=1",
+                                                                    "--metrics=psnr", "--miou_iterations=2"]))
+        assert "class_frequency_l1" not in record["metrics"] and "miou_fake_to_real" not in record["metrics"]
+        assert "no training masks" in record["not_computed"]["class_frequency_l1"]

@@ -256,13 +256,16 @@ class OSMISSpec(ModelSpec):
         else:
             run.not_computed["lpips_diversity_alexnet"] = "not computed: run bash scripts/get_pretrained.sh"
             run.not_computed["lpips_to_train_alexnet"] = "not computed: run bash scripts/get_pretrained.sh"
-        if masks is not None:
+        if masks is not None and frames.mask_paths is None:
+            why = f"not computed: no training masks ({root} has no mask/, or --no_masks=true)"
+            run.not_computed.update(class_frequency_l1=why, miou_fake_to_real=why)
+        elif masks is not None:
             real_masks = np.stack([m.argmax(axis=0) for _, m in loaded])
             self.class_frequencies(cfg, run, masks, real_masks)
-        if masks is not None and cfg.miou_iterations > 0:
-            self.segmentation_scores(cfg, rt, run, images, masks, real_images, real_masks)
-        elif masks is not None:
-            run.not_computed["miou_fake_to_real"] = "not computed: pass --miou_iterations=500 (the reference's)"
+            if cfg.miou_iterations > 0:
+                self.segmentation_scores(cfg, rt, run, images, masks, real_images, real_masks)
+            else:
+                run.not_computed["miou_fake_to_real"] = "not computed: pass --miou_iterations=500 (the reference's)"
         write_html(os.path.join(out_dir, "index.html"), f"OSMIS {cfg.train_size}", ["sample", "image", "mask"],
                    [[f"{i:04d}", f"generated/{i:04d}.png", f"generated/{i:04d}_mask.png"] for i in range(len(images))])
         return run
