@@ -33,6 +33,13 @@ def test_parameter_counts(name, noise, g, d, d0, c, n_g, n_d):
     assert count_params(Discriminator(d, d0, c)) == n_d
 
 
+def test_too_narrow_discriminator_is_refused_by_name():
+    """ch_D below 4 leaves the lower image scales' from_rgb layers no channel: refused naming the key."""
+    Discriminator(3, 1, ch_D=2)
+    with pytest.raises(ValueError, match="ch_D=2: .*use --ch_D=4 or more"):
+        Discriminator(5, 2, ch_D=2)
+
+
 @pytest.mark.usefixtures("pynative")
 def test_shapes_320_every_branch():
     """320x320, G=7, D=7, D0=3 at ch 4 (channels scale with ch/32; spatial sizes as the full model)."""

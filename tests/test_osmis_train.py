@@ -13,6 +13,7 @@ import common  # noqa: F401
 import mindspore as ms
 
 from common import drivers
+from common.checkpoint import CheckpointError, CheckpointManager
 from common.config import ConfigError
 from common.metrics.evaluate import lpips_weights_cached
 from common.runtime import memory_planned_statically, parameter_read_copies_dropped
@@ -241,3 +242,60 @@ def test_mask_formats_and_training_draws(tmp_path):
     assert [x.shape for x in a] == [(64, 1, 1), (64, 1, 1), (3, 32, 48), (2, 32, 48), (2, 3), (2, 3), (2, 3),
                                     (2, 8, 12), (2, 8, 12), (128,), (128,), (1, 8, 12)]
     assert np.array_equal(sample_affine(np.random.RandomState(0), 0.0, 32, 48), np.eye(3)[:2])
+
+
+def save_tiny_checkpoint(out, **meta):
+    """A 32x48 OSMIS snapshot with 2 mask classes (untrained) under ``out``/ckpt, ``meta`` added to its record."""
+    arch = dict(train_size="32x48", noise_shape="2x3", num_blocks_g=5, num_blocks_d=4, num_blocks_d0=2,
+                num_mask_channels=2, ch_G=2, ch_D=4)
+    cfg = drivers.parse(SPEC, [f"--{k}={v}" for k, v in arch.items()])
+    CheckpointManager(str(out / "ckpt"), meta=dict(SPEC.arch(cfg), model="osmis", **meta)).save(
+        SPEC.build_inference(cfg), {"epoch": 0, "step": 0})
+
+
+def test_eval_reads_the_masks_through_the_class_table_of_training(tmp_path):
+    """With --dataroot left empty, eval/predict/export take the class table the checkpoint was trained with (the
+    mask ids and colours follow it), unless --dataroot is given."""
+    table = tmp_path / "table.yaml"
+    table.write_text("- {id: 0, name: bg, color: [255, 255, 255]}\n- {id: 1, name: thing, color: [255, 0, 0]}\n")
+    data = tmp_path / "data"
+    data.mkdir()
+    save_tiny_checkpoint(tmp_path, dataroot=str(data), data={"class_table": str(table)})
+    cfg = drivers.parse(SPEC, [f"--output_dir={tmp_path}"])
+    drivers.load_inference(SPEC, cfg, log=lambda *_: None)
+    assert (cfg.dataroot, cfg.class_table) == (str(data), str(table))
+    cfg = drivers.parse(SPEC, [f"--output_dir={tmp_path}", f"--dataroot={data}"])
+    drivers.load_inference(SPEC, cfg, log=lambda *_: None)
+    assert cfg.class_table == ""
+
+
+def test_channel_multipliers_below_one_are_refused():
+    for key in ("ch_G", "ch_D"):
+        with pytest.raises(ConfigError, match=f"--{key}=0: the channel multiplier is at least 1"):
+            SPEC.check(drivers.parse(SPEC, [f"--{key}=0"]), None, demo=False)
+
+
+def test_a_snapshot_of_another_model_is_named(tmp_path):
+    """A pix2pix snapshot folder (G.ckpt, no G_ema.ckpt) given to OSMIS eval/predict/export names its model."""
+    folder = tmp_path / "ckpt" / "epoch_0001_step_00000001"
+    os.makedirs(folder)
+    (folder / "G.ckpt").write_bytes(b"")
+    (folder / "state.json").write_text(json.dumps({"epoch": 1, "step": 1, "meta": {"model": "pix2pix"}}))
+    (tmp_path / "ckpt" / "latest").write_text("epoch_0001_step_00000001")
+    for argv in ([f"--output_dir={tmp_path}"], [f"--ckpt={folder}"]):
+        with pytest.raises(CheckpointError, match=f"checkpoint {folder} holds a pix2pix network, not osmis; use "
+                                                  "pix2pix/"):
+            drivers.load_inference(SPEC, drivers.parse(SPEC, argv))
+
+
+def test_eval_without_training_masks_leaves_out_the_mask_scores(tmp_path):
+    """A mask checkpoint evaluated on frames without mask/ (or with --no_masks=true) scores the images only."""
+    save_tiny_checkpoint(tmp_path)
+    write(tmp_path / "data" / "image" / "a.png", np.zeros((32, 48, 3), np.uint8))
+    write(tmp_path / "masked" / "image" / "a.png", np.zeros((32, 48, 3), np.uint8))
+    write(tmp_path / "masked" / "mask" / "a.png", np.zeros((32, 48), np.uint8))
+    for argv in ([f"--dataroot={tmp_path / 'data'}"], [f"--dataroot={tmp_path / 'masked'}", "--no_masks=true"]):
+        record = drivers.evaluate(SPEC, drivers.parse(SPEC, argv + [f"--output_dir={tmp_path}", "--num_generated=1",
+                                                                    "--metrics=psnr", "--miou_iterations=2"]))
+        assert "class_frequency_l1" not in record["metrics"] and "miou_fake_to_real" not in record["metrics"]
+        assert "no training masks" in record["not_computed"]["class_frequency_l1"]

@@ -193,6 +193,9 @@ class Discriminator(nn.Cell):
         self.iteration = Parameter(Tensor(0.0, ms.float32), name="iteration", requires_grad=False)
         masks = num_mask_channels > 0
         chs = discriminator_channels(num_blocks_d, num_blocks_d0, ch_D, masks=masks)
+        if num_blocks_d0 > 1 and chs[1] // MSG_RATIO < 1:
+            raise ValueError(f"ch_D={ch_D}: the lower image scales of the {num_blocks_d0} low-level blocks enter D "
+                             f"through ch_D/4 channels, here none; use --ch_D=4 or more (or --num_blocks_d0=1)")
         self.masks, self.num_mask_channels = masks, num_mask_channels
         self.num_blocks_d0 = num_blocks_d0
         body_ll, from_rgb, final_ll = [], [], []

