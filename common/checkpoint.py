@@ -17,7 +17,7 @@ from mindspore import nn
 from common.io import atomic_dir, atomic_file
 
 __all__ = ["CheckpointManager", "save_cell", "load_cell", "read_meta", "resolve_checkpoint", "snapshot_folder",
-           "snapshot_model", "CheckpointError"]
+           "CheckpointError"]
 
 META_KEY = "synthzoo_meta"
 
@@ -111,16 +111,6 @@ def snapshot_folder(path):
     return path
 
 
-def snapshot_model(path):
-    """The model recorded in the ``state.json`` of the snapshot folder ``path`` names (or of a checkpoint folder's
-    ``latest``); "" when there is none."""
-    try:
-        with open(os.path.join(snapshot_folder(path), "state.json")) as f:
-            return json.load(f).get("meta", {}).get("model", "")
-    except (OSError, ValueError, AttributeError):
-        return ""
-
-
 def resolve_checkpoint(path, component="G"):
     """``path`` may be a .ckpt file, a snapshot folder or a checkpoint folder (uses ``latest``); a folder without
     ``<component>.ckpt`` that holds another model's checkpoints is refused naming that model."""
@@ -139,7 +129,15 @@ def resolve_checkpoint(path, component="G"):
 
 
 def _folder_model(path):
-    """The ``model`` recorded in the first of ``path``'s .ckpt files (smallest first) that names one, else None."""
+    """The model whose checkpoints the folder ``path`` holds: its ``state.json``'s (a snapshot), else the first of its
+    .ckpt files (smallest first) that records one; None when none does."""
+    try:
+        with open(os.path.join(path, "state.json")) as f:
+            model = json.load(f).get("meta", {}).get("model")
+        if model:
+            return model
+    except (OSError, ValueError, AttributeError):
+        pass
     files = [os.path.join(path, f) for f in os.listdir(path) if f.endswith(".ckpt")] if os.path.isdir(path) else []
     for file in sorted(files, key=os.path.getsize):
         try:

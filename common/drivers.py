@@ -18,8 +18,7 @@ import traceback
 import common  # noqa: F401  (oneDNN ISA before mindspore)
 import mindspore as ms
 
-from common.checkpoint import (CheckpointError, CheckpointManager, load_cell, read_meta, resolve_checkpoint,
-                               snapshot_folder, snapshot_model)
+from common.checkpoint import CheckpointError, CheckpointManager, load_cell, read_meta, resolve_checkpoint
 from common.classes import apply_class_table
 from common.compile_cache import (caching_folder, compile_apart, compile_only, forget_train_step, holds_train_step,
                                   stop_caching, use_compile_cache)
@@ -309,17 +308,12 @@ def load_inference(spec, cfg, conv_impl="native", log=print):
     Returns ``(nets, checkpoint path)``.
     """
     first = spec.inference_components[0]
-    given = cfg.ckpt or os.path.join(cfg.output_dir, "ckpt")
-    try:
-        path = resolve_checkpoint(given, first)
-    except CheckpointError:
-        other = snapshot_model(given)  # e.g. a pix2pix snapshot: G.ckpt, no G_ema.ckpt
-        if other and other != spec.name:
-            raise _other_model_error(spec, snapshot_folder(given), other) from None
-        raise
+    path = resolve_checkpoint(cfg.ckpt or os.path.join(cfg.output_dir, "ckpt"), first)
     meta = read_meta(path)
     if meta.get("model", spec.name) != spec.name:
-        raise _other_model_error(spec, path, meta["model"])
+        raise CheckpointError(f"checkpoint {path} holds a {meta['model']} network, not {spec.name}; use "
+                              f"{meta['model']}/{os.path.basename(sys.argv[0]) or 'eval.py'} (or scripts/run_*.sh "
+                              f"{meta['model']}) for it")
     for key in spec.arch_keys:
         if key in meta and meta[key] != cfg[key]:
             if cfg[key] != load_config(spec.config_path)[key]:
@@ -348,11 +342,6 @@ def load_inference(spec, cfg, conv_impl="native", log=print):
         load_cell(net, _checkpoint_file(spec, path, component), arch, what=f"{spec.name} {component}")
         prepare_inference(net, conv_impl)
     return nets, path
-
-
-def _other_model_error(spec, path, model):
-    return CheckpointError(f"checkpoint {path} holds a {model} network, not {spec.name}; use "
-                           f"{model}/{os.path.basename(sys.argv[0]) or 'eval.py'} (or scripts/run_*.sh {model}) for it")
 
 
 def prepare_inference(net, conv_impl="native"):

@@ -283,8 +283,8 @@ def test_a_snapshot_of_another_model_is_named(tmp_path):
     (folder / "state.json").write_text(json.dumps({"epoch": 1, "step": 1, "meta": {"model": "pix2pix"}}))
     (tmp_path / "ckpt" / "latest").write_text("epoch_0001_step_00000001")
     for argv in ([f"--output_dir={tmp_path}"], [f"--ckpt={folder}"]):
-        with pytest.raises(CheckpointError, match=f"checkpoint {folder} holds a pix2pix network, not osmis; use "
-                                                  "pix2pix/"):
+        with pytest.raises(CheckpointError, match=f"no G_ema checkpoint at {folder}: it holds a pix2pix network's "
+                                                  "checkpoints; use them with pix2pix/"):
             drivers.load_inference(SPEC, drivers.parse(SPEC, argv))
 
 
