@@ -197,7 +197,7 @@ def train(spec, cfg, *, owns_process=False):
     manager = CheckpointManager(os.path.join(cfg.output_dir, "ckpt"), cfg.keep_ckpt,
                                 dict(spec.arch(cfg), model=spec.name,
                                      dataroot=os.path.abspath(cfg.dataroot) if cfg.dataroot else "",
-                                     data={key: cfg[key] for key in spec.data_keys + spec.demo_data_keys}))
+                                     data=recorded_data(spec, cfg)))
     loop = TrainLoop(manager, trainer.components, log, loader, trainer.n_epochs, cfg.save_epoch_freq,
                      cfg.max_steps, sync=RankSync(rt.rank, rt.group_size))
     for line in notes + trainer.notes:
@@ -280,6 +280,19 @@ def _component_path(path, component):
     return sibling
 
 
+DATA_KEYS = ("class_table",)  # how every model's data is read, beside ModelSpec.data_keys
+
+
+def recorded_data(spec, cfg):
+    """What a checkpoint records of how its data was read: :data:`DATA_KEYS`, ``spec.data_keys`` and
+    ``spec.demo_data_keys``; a path to an existing file (``classes.yaml``, ``lists/val.txt``) made absolute, as
+    eval may run from another folder."""
+    def recorded(value):
+        is_path = isinstance(value, str) and (os.sep in value or os.path.splitext(value)[1]) and os.path.exists(value)
+        return os.path.abspath(value) if is_path else value
+    return {key: recorded(cfg[key]) for key in DATA_KEYS + spec.data_keys + spec.demo_data_keys}
+
+
 def _checkpoint_file(spec, ckpt, component):
     """The file holding ``component``'s weights in the snapshot whose first inference component's file is ``ckpt``."""
     return ckpt if component == spec.inference_components[0] else _component_path(ckpt, component)
@@ -300,7 +313,7 @@ def load_inference(spec, cfg, conv_impl="native", log=print):
     The architecture keys are read from the checkpoint's metadata and replace the config's (logged when
     they differ), so no training flag needs repeating; an empty ``dataroot`` becomes the one the checkpoint was
     trained on where that folder still exists (logged either way; empty for the demo data), and with it the recorded
-    ``ModelSpec.data_keys`` (after a demo run also its ``demo_data_keys``) that still hold their defaults (a key
+    :func:`recorded_data` keys (``demo_data_keys`` after a demo run only) that still hold their defaults (a key
     given its default value explicitly cannot be told from an unset one and takes the recorded value too); a class
     table in effect must have the checkpoint's class count (``common.classes.apply_class_table``). The networks run on
     ``conv_impl`` (the process's ``Runtime.conv_impl``), their spectral-norm layers folded into their weights
@@ -324,7 +337,7 @@ def load_inference(spec, cfg, conv_impl="native", log=print):
         if not root or os.path.isdir(root):
             cfg.dataroot = root
             defaults, recorded = load_config(spec.config_path), meta.get("data", {})
-            taken = {key: recorded[key] for key in spec.data_keys + (() if root else spec.demo_data_keys)
+            taken = {key: recorded[key] for key in DATA_KEYS + spec.data_keys + (() if root else spec.demo_data_keys)
                      if key in recorded and cfg[key] == defaults[key] != recorded[key]}
             cfg.update(taken)
             what = (f"dataroot={root}" if root else "the demo data") + (

@@ -120,7 +120,8 @@ class ModelSpec(abc.ABC):
         inference_components: checkpoint components eval/predict/export load (``("G",)``; OSMIS
             ``("G_ema",)``; CoCosNet ``("Corr", "G")``).
         data_layout: what ``--dataroot`` must hold (for error messages).
-        data_keys: config keys that say how ``dataroot`` is read (CRN ``data_format``, ``label_format``); stored
+        data_keys: config keys that say how ``dataroot`` is read (CRN ``data_format``, ``label_format``; every
+            model's ``class_table`` is recorded too: ``common.drivers.DATA_KEYS``); stored
             beside it in every checkpoint and taken with it by eval/predict/export (``common.drivers.load_inference``).
         demo_data_keys: config keys that pick the built-in demo data set (pix2pix ``demo_size``, ``demo_train``,
             ``demo_val``); stored and taken like :attr:`data_keys` after a demo run.

@@ -269,6 +269,20 @@ def test_eval_reads_the_masks_through_the_class_table_of_training(tmp_path):
     assert cfg.class_table == ""
 
 
+def test_checkpoints_record_the_class_table_as_an_absolute_path(tmp_path, monkeypatch):
+    """Every model records its class_table (common.drivers.DATA_KEYS); a relative path becomes absolute, so eval from
+    another folder finds it; words that are no paths stay as they are."""
+    from crn.src.spec import CRNSpec
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "classes.yaml").write_text("- {id: 0, name: bg, color: [0, 0, 0]}\n")
+    (tmp_path / "folders").mkdir()
+    for spec in (SPEC, CRNSpec()):
+        recorded = drivers.recorded_data(spec, drivers.parse(spec, ["--class_table=classes.yaml"]))
+        assert recorded["class_table"] == str(tmp_path / "classes.yaml")
+    recorded = drivers.recorded_data(CRNSpec(), drivers.parse(CRNSpec(), ["--data_format=folders"]))
+    assert recorded == {"class_table": "", "data_format": "folders", "label_format": "labelIds", "ignore_index": 255}
+
+
 def test_channel_multipliers_below_one_are_refused():
     for key in ("ch_G", "ch_D"):
         with pytest.raises(ConfigError, match=f"--{key}=0: the channel multiplier is at least 1"):

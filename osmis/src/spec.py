@@ -115,7 +115,6 @@ class OSMISSpec(ModelSpec):
     predict_input = False
     data_layout = "a dataset folder holding image/ (one image or video frames) and optional mask/"
     class_count_key = "num_mask_channels"
-    data_keys = ("class_table",)  # the masks' ids and colours; num_mask_channels and no_masks come from the arch
     demo_keys = {"max_size": "demo_max_size", "n_epochs": "demo_epochs"}
     # every Parameter write of the step is computed from its reads (power iteration, Adam, EMA after the
     # gradients): the same bits without MindSpore's read copies (tests/test_osmis_train.py), 4-5 % faster
