@@ -25,11 +25,11 @@ Keys (common/base_config.yaml + {model}/default_config.yaml):
 WHAT = {
     "train": "Train {model}; with no --dataroot on the built-in demo data. Ctrl-C saves a snapshot; "
              "--resume=true continues it.",
-    "eval": "Evaluate a {model} checkpoint (architecture read from it) on the validation split: images, "
+    "eval": "Evaluate a checkpoint of {model} (architecture read from it) on the validation split: images, "
             "index.html and metrics.json under <output_dir>/eval.",
-    "predict": "Run a {model} checkpoint on --input (a file or a folder; models that sample from noise take "
+    "predict": "Run a checkpoint of {model} on --input (a file or a folder; models that sample from noise take "
                "none); outputs under <output_dir>/predict.",
-    "export": "Export a {model} checkpoint to MINDIR/ONNX under <output_dir>/export, parity-checked.",
+    "export": "Export a checkpoint of {model} to MINDIR/ONNX under <output_dir>/export, parity-checked.",
 }
 
 
