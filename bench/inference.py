@@ -97,10 +97,11 @@ def worker_export(args):
     return {"onnx": graph.stem + ".onnx", "ckpt": os.path.join(args.dir, "ckpt", f"{component}.ckpt")}
 
 
-def torch_unet(ngf, downs):
+def torch_unet(ngf, downs, *, dropout=True):
     """The pix2pix U-Net generator (Isola et al.) in PyTorch, as ``pix2pix/src/model.py`` builds it, with the
     reference's module tree (``UnetGenerator.model``, nested ``UnetSkipConnectionBlock``s: its state-dict keys,
-    which ``tests/test_pix2pix_import.py`` imports)."""
+    which ``tests/test_pix2pix_import.py`` imports); ``dropout=False`` leaves out the inner blocks' dropout
+    (``tests/test_pix2pix_torch_parity.py``)."""
     import torch
     from torch import nn
 
@@ -128,7 +129,7 @@ def torch_unet(ngf, downs):
             super().__init__()
             block = Block(ngf * 8, ngf * 8, innermost=True)
             for _ in range(downs - 5):
-                block = Block(ngf * 8, ngf * 8, block, dropout=True)
+                block = Block(ngf * 8, ngf * 8, block, dropout=dropout)
             block = Block(ngf * 4, ngf * 8, block)
             block = Block(ngf * 2, ngf * 4, block)
             block = Block(ngf, ngf * 2, block)

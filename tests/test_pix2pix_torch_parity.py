@@ -1,8 +1,8 @@
 """The pix2pix train step equals an independent PyTorch step (issue 8 "Must show").
 
 The torch twin restates the reference layout of ``shared/bench/torch_pix2pix_step.py`` (junyanz's
-``UnetSkipConnectionBlock`` and ``NLayerDiscriminator`` with BatchNorm) at unet_128 / ngf=8 / ndf=8,
-nested so that its parameter names are MindSpore's with PyTorch's BatchNorm names. The MindSpore
+``UnetSkipConnectionBlock``, from ``bench/inference.py``, and ``NLayerDiscriminator`` with BatchNorm) at
+unet_128 / ngf=8 / ndf=8, nested so that its parameter names are MindSpore's with PyTorch's BatchNorm names. The MindSpore
 networks' initial weights are copied in, dropout is off, and one step of each side runs on the same
 inputs: torch as ``optimize_parameters`` (D on fake then real, then G through the updated D, vanilla
 GAN + 100 * L1, Adam lr 2e-4 betas (0.5, 0.999)), MindSpore through ``Pix2PixTrainStep`` in graph mode.
@@ -15,6 +15,9 @@ Two conventions differ and are mapped, not tolerated:
   size, PyTorch by ``sqrt(v_hat) + eps``. At step t the two agree when PyTorch's eps is
   ``eps / sqrt(1 - beta2^t)``; this test runs one step, so t = 1.
 """
+import os
+import sys
+
 import numpy as np
 import pytest
 
@@ -27,44 +30,11 @@ from mindspore import nn  # noqa: E402
 from pix2pix.src.model import define_D, define_G  # noqa: E402
 from pix2pix.src.train_step import Pix2PixTrainStep  # noqa: E402
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+from inference import torch_unet  # noqa: E402  (bench/inference.py: the reference U-Net restated in PyTorch)
+
 LR, BETAS, EPS, LAMBDA_L1 = 2e-4, (0.5, 0.999), 1e-8, 100.0
 SIZE, NGF, NDF = 128, 8, 8
-
-
-class TorchUnetBlock(nn_t.Module):
-    """junyanz ``UnetSkipConnectionBlock`` with BatchNorm, no dropout."""
-
-    def __init__(self, outer, inner, sub=None, outermost=False, innermost=False, in_nc=None):
-        super().__init__()
-        self.outermost = outermost
-        down = nn_t.Conv2d(in_nc or outer, inner, 4, 2, 1, bias=False)
-        if outermost:
-            layers = [down, sub, nn_t.ReLU(), nn_t.ConvTranspose2d(inner * 2, outer, 4, 2, 1), nn_t.Tanh()]
-        elif innermost:
-            layers = [nn_t.LeakyReLU(0.2), down, nn_t.ReLU(), nn_t.ConvTranspose2d(inner, outer, 4, 2, 1, bias=False),
-                      nn_t.BatchNorm2d(outer)]
-        else:
-            layers = [nn_t.LeakyReLU(0.2), down, nn_t.BatchNorm2d(inner), sub, nn_t.ReLU(),
-                      nn_t.ConvTranspose2d(inner * 2, outer, 4, 2, 1, bias=False), nn_t.BatchNorm2d(outer)]
-        self.model = nn_t.Sequential(*layers)
-
-    def forward(self, x):
-        return self.model(x) if self.outermost else torch.cat([x, self.model(x)], 1)
-
-
-class TorchUnet(nn_t.Module):
-    def __init__(self, ngf, num_downs):
-        super().__init__()
-        block = TorchUnetBlock(ngf * 8, ngf * 8, innermost=True)
-        for _ in range(num_downs - 5):
-            block = TorchUnetBlock(ngf * 8, ngf * 8, block)
-        block = TorchUnetBlock(ngf * 4, ngf * 8, block)
-        block = TorchUnetBlock(ngf * 2, ngf * 4, block)
-        block = TorchUnetBlock(ngf, ngf * 2, block)
-        self.model = TorchUnetBlock(3, ngf, block, outermost=True, in_nc=3)
-
-    def forward(self, x):
-        return self.model(x)
 
 
 class TorchPatchGAN(nn_t.Module):
@@ -148,7 +118,7 @@ def test_pix2pix_step_matches_pytorch():
     ms.set_seed(0)
     netG = define_G("unet_128", 3, 3, NGF, "batch", use_dropout=False)
     netD = define_D("basic", 6, NDF, 3, "batch")
-    tG, tD = TorchUnet(NGF, 7), TorchPatchGAN(NDF)
+    tG, tD = torch_unet(NGF, 7, dropout=False), TorchPatchGAN(NDF)
     before_G, before_D = ms_state(netG), ms_state(netD)
     load_into_torch(tG, before_G)
     load_into_torch(tD, before_D)
