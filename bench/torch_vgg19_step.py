@@ -8,15 +8,13 @@ own process, so torch's threads and oneDNN settings do not meet MindSpore's).
 """
 import argparse
 
-import torch
-import torch.nn as nn
-
 from train_step import median_ms, peak_rss_gb  # bench/train_step.py (standard library only: no MindSpore, no oneDNN cap)
 
 CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512]
 
 
 def vgg19_relu5_4():
+    from torch import nn
     layers, cin = [], 3
     for v in CFG:
         if v == "M":
@@ -35,6 +33,7 @@ def main():
     for name in ("size", "batch", "steps"):
         parser.add_argument(name, type=int)
     args = parser.parse_args()
+    import torch  # after the arguments: --help answers without torch
     size, batch, steps = args.size, args.batch, args.steps
     torch.manual_seed(0)
     net = vgg19_relu5_4()
