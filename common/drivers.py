@@ -217,7 +217,10 @@ def train(spec, cfg, *, owns_process=False):
         log.info(use_compile_cache(spec.name, os.path.dirname(spec.config_path), cfg, rt,
                                    dict(trainer.networks, **trainer.frozen), temporary=not cfg.compile_cache))
     folder = caching_folder()
-    if cfg.separate_compile and folder is not None and not holds_train_step(folder):
+    if loop.finished():
+        log.info(f"nothing left to train: the resumed run is at epoch {loop.epoch} of {trainer.n_epochs}, step "
+                 f"{loop.global_step} (more epochs or a higher --max_steps train on)")
+    elif cfg.separate_compile and folder is not None and not holds_train_step(folder):
         log.info("separate compile: compiling the train step in a child process (minutes for networks of the "
                  "papers' sizes); its working memory goes back to the system before training allocates")
         log.info(_separate_compile(spec, given, folder))

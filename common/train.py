@@ -615,11 +615,15 @@ class TrainLoop:
     def _limit_reached(self):
         return bool(self.max_steps) and self.global_step >= self.max_steps
 
+    def finished(self):
+        """Whether nothing is left to train (a resumed run that had already reached n_epochs or max_steps)."""
+        return self.epoch >= self.n_epochs or self._limit_reached()
+
     def run(self, step_fn, on_epoch_start=None, on_epoch_end=None):
         """Train to ``n_epochs`` (or ``max_steps``); returns {epoch, step_in_epoch, step, losses}."""
         stopping = None
         with StopSignal() as stop:
-            while self.epoch < self.n_epochs and not self._limit_reached():
+            while not self.finished():
                 lr = on_epoch_start(self.epoch) if on_epoch_start else None
                 self.log.start_epoch(self.epoch + 1, self.n_epochs, self.step_in_epoch)
                 t_epoch = time.perf_counter()

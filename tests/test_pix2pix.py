@@ -159,7 +159,8 @@ def test_demo_training_cuts_validation_l1(tmp_path, demo_cache):
 def test_resume_reproduces_uninterrupted_run(tmp_path, demo_cache):
     """In PyNative: three runs without a graph compile (27 against 42 s on 2 cores); OSMIS's resume test compiles.
     4 demo pairs (4 steps per epoch; 27 -> 16 s alone): the interrupted run stops one step into its second epoch.
-    The loss history (losses.json) is written at that stop too, and continues from it; a fresh run restarts it."""
+    The loss history (losses.json) is written at that stop too, and continues from it; a fresh run restarts it. A
+    resume with nothing left to train says so (and compiles nothing)."""
     small = dict(demo_train=4, mode="pynative", log_every=1)
     straight = train(tiny_cfg(tmp_path / "a", max_steps=6, **small))
     train(tiny_cfg(tmp_path / "b", max_steps=5, **small))
@@ -174,6 +175,9 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, demo_cache):
         assert resumed["losses"][k] == pytest.approx(v, rel=1e-5, abs=1e-6), k
     assert history("b")["step"] == history("a")["step"] == [1, 2, 3, 4, 5, 6]
     np.testing.assert_allclose(history("b")["g_loss"], history("a")["g_loss"], rtol=1e-5)
+    assert train(tiny_cfg(tmp_path / "b", max_steps=6, resume=True, **small))["step"] == 6
+    assert "nothing left to train: the resumed run is at epoch 1 of 4, step 6" in (tmp_path / "b" / "out" /
+                                                                                  "train.log").read_text()
     train(tiny_cfg(tmp_path / "b", max_steps=2, **small))
     assert history("b")["step"] == [1, 2]
 
