@@ -330,16 +330,17 @@ def load_inference(spec, cfg, conv_impl="native", log=print):
         raise CheckpointError(f"checkpoint {path} holds a {meta['model']} network, not {spec.name}; use "
                               f"{meta['model']}/{os.path.basename(sys.argv[0]) or 'eval.py'} (or scripts/run_*.sh "
                               f"{meta['model']}) for it")
+    defaults = load_config(spec.config_path)
     for key in spec.arch_keys:
         if key in meta and meta[key] != cfg[key]:
-            if cfg[key] != load_config(spec.config_path)[key]:
+            if cfg[key] != defaults[key]:
                 log(f"[{spec.name}] {key}={meta[key]!r} from the checkpoint {path} (--{key}={cfg[key]!r} ignored)")
             cfg[key] = meta[key]
     if not cfg.dataroot and "dataroot" in meta:
         root = meta["dataroot"]
         if not root or os.path.isdir(root):
             cfg.dataroot = root
-            defaults, recorded = load_config(spec.config_path), meta.get("data", {})
+            recorded = meta.get("data", {})
             taken = {key: recorded[key] for key in DATA_KEYS + spec.data_keys + (() if root else spec.demo_data_keys)
                      if key in recorded and cfg[key] == defaults[key] != recorded[key]}
             cfg.update(taken)
