@@ -322,13 +322,15 @@ def make_grid(rows, pad=2):
 
 
 def write_html(path, title, header, rows):
-    """Write a result page: ``rows`` are lists of image paths (relative to the page) or text cells."""
+    """Write a result page: ``rows`` are lists of cells, each an image path (relative to the page; captioned with
+    its file name), an (image path, caption) pair or text."""
     cells = []
     for row in rows:
         tds = []
         for c in row:
-            if isinstance(c, str) and c.lower().endswith(IMAGE_EXTENSIONS):
-                tds.append(f'<td><img src="{html.escape(c)}" width="256"><br>{html.escape(os.path.basename(c))}</td>')
+            image, caption = c if isinstance(c, tuple) else (c, os.path.basename(str(c)))
+            if isinstance(image, str) and image.lower().endswith(IMAGE_EXTENSIONS):
+                tds.append(f'<td><img src="{html.escape(image)}" width="256"><br>{html.escape(caption)}</td>')
             else:
                 tds.append(f"<td>{html.escape(str(c))}</td>")
         cells.append("<tr>" + "".join(tds) + "</tr>")

@@ -66,6 +66,8 @@ def test_eval_and_predict_from_the_checkpoint_alone(trained):
     assert metrics["style_palette_to_exemplar"]["value"] >= 0 and metrics["style_palette_to_target"]["value"] >= 0
     for sub in ("fake", "real", "exemplar", "warped", "label"):
         assert len(os.listdir(os.path.join(out, "eval", sub))) == 2
+    page = open(os.path.join(out, "eval", "index.html")).read()  # each exemplar captioned with its training image
+    assert page.count("exemplar: train_") == 2 and page.count("<img") == 10
     demo = SPEC.demo_dataroot(drivers.parse(SPEC, args(**DEMO)))
     label = os.path.join(demo, "val", "labels", "val_0000.png")
     exemplar = os.path.join(demo, "train", "images", "train_0001.png")

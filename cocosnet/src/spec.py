@@ -203,7 +203,9 @@ class CoCosNetSpec(ModelSpec):
             to_ref.append(palette_distance(out[0], ids, images["exemplar"], ref_ids))
             to_real.append(palette_distance(out[0], ids, images["real"], ids))
             warp_l1.append(float(np.abs(warped[0].astype(np.float64) - images["real"]).mean()))
-            rows.append([name] + [f"{sub}/{name}.png" for sub in ("label", "exemplar", "warped", "fake", "real")])
+            cells = {sub: f"{sub}/{name}.png" for sub in ("label", "exemplar", "warped", "fake", "real")}
+            cells["exemplar"] = (cells["exemplar"], f"exemplar: {val.exemplar_name(i)}")
+            rows.append([name] + list(cells.values()))
         write_html(os.path.join(out_dir, "index.html"), f"CoCosNet {cfg.size}x{cfg.size}",
                    ["name", "label", "exemplar", "warped exemplar", "output", "target"], rows)
         run = EvalRun(fake_dir=os.path.join(out_dir, "fake"), real_dir=os.path.join(out_dir, "real"), images=len(val),
