@@ -1,12 +1,15 @@
 """CoCosNet import of the official PyTorch checkpoints: state dicts written by the test with the reference's
 key names (spectral norm as weight_orig/weight_u/weight_v, the unused D decoder, a DataParallel prefix,
-a scalar attention gain) are read without torch, mapped to ours, and load as a snapshot eval/predict use."""
+a scalar attention gain) are read without torch, mapped to ours, and load as a snapshot eval/predict use; and
+the whole official correspondence and translation networks, restated in PyTorch (tests/torch_cocosnet.py) and
+saved with torch.save, compute through the import what they compute in PyTorch."""
 import os
 
 import numpy as np
 import pytest
 
 import common  # noqa: F401
+import mindspore as ms
 
 from common import drivers
 from common.checkpoint import load_cell
@@ -16,6 +19,7 @@ from cocosnet.src.model import build_discriminator
 from cocosnet.src.spec import CoCosNetSpec
 
 torch = pytest.importorskip("torch")
+import torch_cocosnet as official  # noqa: E402  (tests/torch_cocosnet.py: the official networks restated)
 
 SPEC = CoCosNetSpec()
 ARCH = {"label_nc": 5, "size": 64, "ngf": 4, "corr_channels": 8, "spade_hidden": 8, "ndf": 8, "num_D": 2}
@@ -125,3 +129,60 @@ def test_import_errors_name_the_key(torch_dir):
     partial = {k: v for k, v in states["Corr"].items() if k != "phi.bias"}
     with pytest.raises(TorchImportError, match=r"1 parameters are missing, e.g. \['phi.bias'\]"):
         reference_to_ours(partial, corr)
+
+
+@pytest.mark.usefixtures("pynative")
+def test_official_networks_loaded_through_the_import_compute_the_official_outputs(tmp_path):
+    """The official ``NoVGGCorrespondence`` and ``SPADEGenerator`` (PyTorch restatement under the official key names,
+    at ARCH's widths) with trained-like weights (:func:`torch_cocosnet.randomize`: spectral vectors from a
+    training-mode forward, so sigma = u^T W v is 0.6-1.0 of the largest singular value; random PReLU slopes and
+    attention gain), saved with ``torch.save``, imported by ``import_torch.main`` and loaded as eval/predict load
+    them (``load_inference``: spectral norms folded): on the same one-hot label map, exemplar and exemplar label
+    map (random per pixel, so that every nearest resize's choice of pixel shows; batch 2), both in eval mode, the
+    warped exemplar, the warped mask and the translated image agree.
+
+    Tolerance: 1e-4 of each output's scale. float32 rounding through the ~40 convolution / normalisation layers and
+    the correlation, whose temperature (1/0.01) turns the ~1e-7 rounding of the cosine similarities into ~1e-5 of
+    the logits, gave 1.3e-5 (warp), 1.6e-5 (mask) and 2.5e-6 (image) of the scale (1.5e-5, 2.0e-5, 3.3e-6 for
+    another input draw); there, the smallest wrong mapping tried (one spectral vector of G's up_1.conv_0 replaced)
+    moved the image by 2.4e-2 of it, a PReLU slope back at 0.25 the warp by 1.3e-1, theta and phi swapped
+    everything by O(1). (The encoders' layer1..5 spectral norms cannot
+    show: an instance norm without affine follows each, so sigma cancels; their mapping is checked by name.)
+    PyNative: without two graph compiles (graph mode gave the same differences to the last digit, 2026-12-07).
+    """
+    label_nc, size = ARCH["label_nc"], ARCH["size"]
+    rng = np.random.default_rng(3)
+    seg, ref_seg = (np.eye(label_nc, dtype=np.float32)[rng.integers(0, label_nc, (2, size, size))].transpose(0, 3, 1, 2)
+                    for _ in range(2))
+    ref = rng.uniform(-1, 1, (2, 3, size, size)).astype(np.float32)
+    seg_t, ref_t, ref_seg_t = (torch.from_numpy(a) for a in (seg, ref, ref_seg))
+
+    torch.manual_seed(0)
+    corr = official.NoVGGCorrespondence(label_nc, ARCH["ngf"], ARCH["corr_channels"], ARCH["spade_hidden"])
+    gen = official.SPADEGenerator(label_nc, ARCH["ngf"], ARCH["spade_hidden"], crop_size=size)
+    official.randomize(corr, ref_t, None, seg_t, ref_seg_t, seed=1)
+    with torch.no_grad():
+        official.randomize(gen, seg_t, torch.cat((corr(ref_t, None, seg_t, ref_seg_t)["warp_out"], seg_t), 1), seed=2)
+        want = corr(ref_t, None, seg_t, ref_seg_t)
+        want["image"] = gen(seg_t, torch.cat((want["warp_out"], seg_t), 1))
+    want = {k: v.numpy() for k, v in want.items()}
+    assert 0.1 < want["image"].std() and np.abs(want["image"]).max() < 0.99  # tanh not saturated: errors would show
+    folder = tmp_path / "official"
+    folder.mkdir()
+    torch.save(corr.state_dict(), str(folder / "latest_net_Corr.pth"))
+    torch.save(gen.state_dict(), str(folder / "latest_net_G.pth"))
+
+    from cocosnet.import_torch import main
+    out = main([f"--torch_ckpt_dir={folder}", f"--ckpt={tmp_path / 'imported'}", "--mode=pynative"]
+               + [f"--{k}={v}" for k, v in ARCH.items()])  # main sets the mode (init_runtime)
+    nets, _ = drivers.load_inference(SPEC, drivers.parse(SPEC, [f"--ckpt={out}"]), log=lambda *_: None)
+    assert not any(net.training for net in nets.values())
+    warp_out, warp_mask = nets["Corr"](*(ms.Tensor(a) for a in (seg, ref, ref_seg)))
+    assert ms.get_context("mode") == ms.PYNATIVE_MODE
+    image = nets["G"](ms.ops.cat((warp_out, ms.Tensor(seg)), 1))
+    got = {"warp_out": warp_out.asnumpy(), "warp_mask": warp_mask.asnumpy(), "image": image.asnumpy()}
+    for name, value in got.items():
+        assert value.shape == want[name].shape, name
+        scale = float(np.abs(want[name]).max())
+        err = float(np.abs(value - want[name]).max())
+        assert err <= 1e-4 * scale, f"{name}: max difference {err:.3g}, {err / scale:.3g} of the scale {scale:.3g}"
