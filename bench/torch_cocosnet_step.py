@@ -2,9 +2,10 @@
 
     python bench/torch_cocosnet_step.py SIZE [--steps 3] [--inference] [--serve]
 
-The official code's networks at its ADE20K widths (``microsoft/CoCosNet``: ``NoVGGCorrespondence``,
-``SPADEGenerator`` with positional norm and attention, the two-scale ``MultiscaleDiscriminator``; spectral norm
-through ``torch.nn.utils.spectral_norm``, one power iteration per call), a VGG19 of the official layout for the
+The official code's networks at its ADE20K widths (``bench/torch_cocosnet.py``, the tests' restatement of
+``microsoft/CoCosNet``: ``NoVGGCorrespondence``, ``SPADEGenerator`` with positional norm and attention, the two-scale
+``MultiscaleDiscriminator``; spectral norm through ``torch.nn.utils.spectral_norm``, one power iteration per call in
+training mode), a VGG19 of the official layout for the
 losses, and the official iteration: the G step (correspondence with the real image's domain-alignment pass, the
 loss VGG on exemplar and real without a graph, translation, D on [fake, real] as one batch, hinge GAN x10,
 D feature matching x10, VGG feature matching, relu5_2 perceptual x0.01, contextual loss x10, domain alignment
@@ -19,214 +20,15 @@ Prints the parameter counts, the median seconds per iteration (and of its G and 
 ``--serve``: after the warm-up, one iteration per line read from stdin (``bench/train_step.py --paired``).
 """
 import argparse
-import sys
 import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-SN = nn.utils.spectral_norm
+from torch_cocosnet import MultiscaleDiscriminator, NoVGGCorrespondence, SPADEGenerator, feature_normalize
+
 LABELS = 151  # ADE20K's 150 classes + "other"
-EPS = sys.float_info.epsilon
-
-
-def lrelu(x):
-    return F.leaky_relu(x, 0.2)
-
-
-def l2_normalize(x):
-    """Divide by the L2 norm over dim 1 (+ machine epsilon), the official ``feature_normalize``."""
-    return x / (torch.norm(x, 2, 1, keepdim=True) + EPS)
-
-
-def positional_norm(x):
-    """(x - mean) / sqrt(var + 1e-5) over channels per pixel, with torch's unbiased variance (the official PONO)."""
-    return (x - x.mean(1, keepdim=True)) / x.var(1, keepdim=True).add(1e-5).sqrt()
-
-
-class SPADE(nn.Module):
-    """Positional norm modulated by (1 + gamma, beta) from the nearest-resized conditioning map; reflection pads."""
-
-    def __init__(self, channels, label_nc, hidden=128):
-        super().__init__()
-        self.shared = nn.Conv2d(label_nc, hidden, 3)
-        self.gamma = nn.Conv2d(hidden, channels, 3)
-        self.beta = nn.Conv2d(hidden, channels, 3)
-
-    def forward(self, x, seg):
-        seg = F.interpolate(seg, size=x.shape[2:], mode="nearest")
-        actv = F.pad(F.relu(self.shared(F.pad(seg, (1,) * 4, mode="reflect"))), (1,) * 4, mode="reflect")
-        return positional_norm(x) * (1 + self.gamma(actv)) + self.beta(actv)
-
-
-class SPADEResnetBlock(nn.Module):
-    """SPADE -> LReLU -> pad -> SN conv3 twice, plus a learned SPADE + SN 1x1 shortcut when fin != fout."""
-
-    def __init__(self, fin, fout, label_nc):
-        super().__init__()
-        mid = min(fin, fout)
-        self.conv_0, self.conv_1 = SN(nn.Conv2d(fin, mid, 3)), SN(nn.Conv2d(mid, fout, 3))
-        self.norm_0, self.norm_1 = SPADE(fin, label_nc), SPADE(mid, label_nc)
-        self.learned = fin != fout
-        if self.learned:
-            self.conv_s, self.norm_s = SN(nn.Conv2d(fin, fout, 1, bias=False)), SPADE(fin, label_nc)
-
-    def forward(self, x, seg):
-        shortcut = self.conv_s(self.norm_s(x, seg)) if self.learned else x
-        pad = lambda t: F.pad(t, (1,) * 4, mode="reflect")  # noqa: E731
-        dx = self.conv_0(pad(lrelu(self.norm_0(x, seg))))
-        dx = self.conv_1(pad(lrelu(self.norm_1(dx, seg))))
-        return shortcut + dx
-
-
-class Attention(nn.Module):
-    """SAGAN attention (SN 1x1 convs, no bias; keys and values max-pooled 2x2), gamma initialised to 0."""
-
-    def __init__(self, ch):
-        super().__init__()
-        self.theta, self.phi = SN(nn.Conv2d(ch, ch // 8, 1, bias=False)), SN(nn.Conv2d(ch, ch // 8, 1, bias=False))
-        self.g, self.o = SN(nn.Conv2d(ch, ch // 2, 1, bias=False)), SN(nn.Conv2d(ch // 2, ch, 1, bias=False))
-        self.gamma = nn.Parameter(torch.tensor(0.0))
-
-    def forward(self, x):
-        b, c, h, w = x.shape
-        theta = self.theta(x).view(b, c // 8, h * w)
-        phi = F.max_pool2d(self.phi(x), 2).view(b, c // 8, h * w // 4)
-        g = F.max_pool2d(self.g(x), 2).view(b, c // 2, h * w // 4)
-        beta = F.softmax(torch.bmm(theta.transpose(1, 2), phi), -1)
-        return self.gamma * self.o(torch.bmm(g, beta.transpose(1, 2)).view(b, c // 2, h, w)) + x
-
-
-def sn_instance(cin, cout, kernel, stride, padding):
-    """Spectral-normalised convolution without bias, then a non-affine instance norm (``spectralinstance``)."""
-    return nn.Sequential(SN(nn.Conv2d(cin, cout, kernel, stride, padding, bias=False)), nn.InstanceNorm2d(cout))
-
-
-class AdaptiveFeatureGenerator(nn.Module):
-    """Domain encoder: five SN+IN convolutions (two of stride 2) and three SPADE blocks at 1/4 size -> 256 ch."""
-
-    def __init__(self, ic, nf=64):
-        super().__init__()
-        self.layers = nn.ModuleList([sn_instance(ic, nf, 3, 1, 1), sn_instance(nf, 2 * nf, 3, 2, 1),
-                                     sn_instance(2 * nf, 4 * nf, 3, 1, 1), sn_instance(4 * nf, 8 * nf, 3, 2, 1),
-                                     sn_instance(8 * nf, 8 * nf, 3, 1, 1)])
-        self.blocks = nn.ModuleList([SPADEResnetBlock(8 * nf, 8 * nf, ic), SPADEResnetBlock(8 * nf, 8 * nf, ic),
-                                     SPADEResnetBlock(8 * nf, 4 * nf, ic)])
-
-    def forward(self, x):
-        seg = x
-        for i, layer in enumerate(self.layers):
-            x = layer(lrelu(x) if i else x)
-        for block in self.blocks:
-            x = block(x, seg)
-        return x
-
-
-class ResidualBlock(nn.Module):
-    """reflection pad -> conv3 -> IN -> PReLU -> pad -> conv3 -> IN, + x, PReLU (one PReLU weight per block)."""
-
-    def __init__(self, ch):
-        super().__init__()
-        self.conv1, self.conv2 = nn.Conv2d(ch, ch, 3), nn.Conv2d(ch, ch, 3)
-        self.prelu = nn.PReLU()
-
-    def forward(self, x):
-        out = self.prelu(F.instance_norm(self.conv1(F.pad(x, (1,) * 4, mode="reflect"))))
-        return self.prelu(F.instance_norm(self.conv2(F.pad(out, (1,) * 4, mode="reflect"))) + x)
-
-
-class Correspondence(nn.Module):
-    """``NoVGGCorrespondence``: both encoders, shared residual blocks on [features, 1/4-size one-hot map],
-    3x3-unfolded features centred and L2-normalised per position, softmax(f / 0.01) over the exemplar's
-    positions, the exemplar (average-pooled by 4) and its one-hot map warped at 1/4 size."""
-
-    def __init__(self):
-        super().__init__()
-        self.seg_encoder, self.img_encoder = AdaptiveFeatureGenerator(LABELS), AdaptiveFeatureGenerator(3)
-        ch = 256 + LABELS
-        self.layer = nn.Sequential(*[ResidualBlock(ch) for _ in range(4)])
-        self.theta, self.phi = nn.Conv2d(ch, 256, 1), nn.Conv2d(ch, 256, 1)
-
-    @staticmethod
-    def matching(x):
-        x = F.unfold(x, 3, padding=1)  # [B, 2304, N]
-        return l2_normalize(x - x.mean(1, keepdim=True))
-
-    def forward(self, ref, real, seg, ref_seg):
-        f_seg = l2_normalize(self.seg_encoder(seg))
-        f_img = l2_normalize(self.img_encoder(ref))
-        align = None
-        if real is not None:
-            align = F.l1_loss(f_seg, l2_normalize(self.img_encoder(real))) * 10
-        size = f_seg.shape[2:]
-        cont = self.layer(torch.cat((f_seg, F.interpolate(seg, size=size, mode="nearest")), 1))
-        ref_features = self.layer(torch.cat((f_img, F.interpolate(ref_seg, size=size, mode="nearest")), 1))
-        theta, phi = self.matching(self.theta(cont)), self.matching(self.phi(ref_features))
-        corr = F.softmax(torch.matmul(theta.permute(0, 2, 1), phi) / 0.01, dim=-1)  # [B, N, N]
-        b, h, w = ref.shape[0], size[0], size[1]
-        colour = F.avg_pool2d(ref, 4).view(b, 3, -1).permute(0, 2, 1)
-        warped = torch.matmul(corr, colour).permute(0, 2, 1).reshape(b, 3, h, w)
-        ref_mask = F.interpolate(ref_seg, size=size, mode="nearest").view(b, LABELS, -1).permute(0, 2, 1)
-        warp_mask = torch.matmul(corr, ref_mask).permute(0, 2, 1).reshape(b, LABELS, h, w)
-        return F.interpolate(warped, scale_factor=4, mode="nearest"), warp_mask, align
-
-
-class Generator(nn.Module):
-    """``SPADEGenerator``: [warped exemplar, label map] (154 ch) resized to 1/32 -> conv 1024 -> seven SPADE
-    blocks with nearest x2 between (attention before the 128x128 block) -> LReLU -> conv3 -> tanh."""
-
-    def __init__(self, nf=64, ic=3 + LABELS):
-        super().__init__()
-        self.fc = nn.Conv2d(ic, 16 * nf, 3, padding=1)
-        widths = [(16, 16), (16, 16), (16, 16), (16, 8), (8, 4), (4, 2), (2, 1)]
-        self.blocks = nn.ModuleList([SPADEResnetBlock(a * nf, b * nf, ic) for a, b in widths])
-        self.attn = Attention(4 * nf)
-        self.conv_img = nn.Conv2d(nf, 3, 3, padding=1)
-
-    def forward(self, cond):
-        x = self.fc(F.interpolate(cond, size=(cond.shape[2] // 32, cond.shape[3] // 32), mode="nearest"))
-        for i, block in enumerate(self.blocks):
-            if i in (1, 3, 4, 5, 6):
-                x = F.interpolate(x, scale_factor=2, mode="nearest")
-            if i == 5:
-                x = self.attn(x)
-            x = block(x, cond)
-        return torch.tanh(self.conv_img(lrelu(x)))
-
-
-class PatchGAN(nn.Module):
-    """``NLayerDiscriminator`` (4 layers, ndf 64, kernel 4): every layer's output returned; attention before
-    the stride-1 512-channel layer."""
-
-    def __init__(self, ic=3 + LABELS, nf=64):
-        super().__init__()
-        self.model0 = nn.Conv2d(ic, nf, 4, 2, 1)
-        self.model1, self.model2 = sn_instance(nf, 2 * nf, 4, 2, 1), sn_instance(2 * nf, 4 * nf, 4, 2, 1)
-        self.attn = Attention(4 * nf)
-        self.model3 = sn_instance(4 * nf, 8 * nf, 4, 1, 1)
-        self.model4 = nn.Conv2d(8 * nf, 1, 4, 1, 1)
-
-    def forward(self, x):
-        outs = [lrelu(self.model0(x))]
-        outs.append(lrelu(self.model1(outs[-1])))
-        outs.append(lrelu(self.model2(outs[-1])))
-        outs.append(lrelu(self.model3(self.attn(outs[-1]))))
-        outs.append(self.model4(outs[-1]))
-        return outs
-
-
-class MultiscaleDiscriminator(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.scales = nn.ModuleList([PatchGAN(), PatchGAN()])
-
-    def forward(self, x):
-        result = []
-        for d in self.scales:
-            result.append(d(x))
-            x = F.avg_pool2d(x, 3, 2, 1, count_include_pad=False)
-        return result
 
 
 class VGG19(nn.Module):
@@ -265,7 +67,7 @@ def contextual(x, y, h=0.1):
     """The official ``ContextualLoss_forward`` with PONO centring: -log(mean_i max_j A_ij), per sample."""
     b, c = x.shape[:2]
     mean = y.mean(1, keepdim=True)
-    x, y = l2_normalize(x - mean).view(b, c, -1), l2_normalize(y - mean).view(b, c, -1)
+    x, y = feature_normalize(x - mean).view(b, c, -1), feature_normalize(y - mean).view(b, c, -1)
     d = 1 - torch.matmul(x.permute(0, 2, 1), y)
     d_norm = d / (torch.min(d, dim=-1, keepdim=True)[0] + 1e-3)
     w = torch.exp((1 - d_norm) / h)
@@ -275,7 +77,8 @@ def contextual(x, y, h=0.1):
 
 def build(size):
     torch.manual_seed(0)
-    corr, gen, disc, vgg = Correspondence(), Generator(), MultiscaleDiscriminator(), VGG19().eval()
+    corr, gen, vgg = NoVGGCorrespondence(LABELS), SPADEGenerator(LABELS, crop_size=size), VGG19().eval()
+    disc = MultiscaleDiscriminator(3 + LABELS)  # without the decoder the official D registers and never calls
     for p in vgg.parameters():
         p.requires_grad_(False)
 
@@ -319,7 +122,7 @@ def make_step(size, inference=False):
 
         def translate():
             with torch.no_grad():
-                warped, _, _ = corr(ref, None, seg, ref_seg)
+                warped = corr(ref, None, seg, ref_seg)["warp_out"]
                 return gen(torch.cat((warped, seg), 1))
         return translate, times
 
@@ -335,8 +138,8 @@ def make_step(size, inference=False):
         opt_G.zero_grad()
         with torch.no_grad():
             ref_features, real_features = vgg(ref), vgg(real)
-        warped, warp_mask, align = corr(ref, real, seg, ref_seg)
-        fake = gen(torch.cat((warped, seg), 1))
+        warp = corr(ref, real, seg, ref_seg)
+        fake = gen(torch.cat((warp["warp_out"], seg), 1))
         pred_fake, pred_real = discriminate(fake)
         gan = sum(-p[-1].mean() for p in pred_fake) / len(pred_fake) * 10
         feat = sum(F.l1_loss(f, r.detach()) * 10 / len(pred_fake)
@@ -349,7 +152,8 @@ def make_step(size, inference=False):
         ctx = (contextual(fake_features[-1], ref_features[-1]).mean() * 8
                + contextual(fake_features[-2], ref_features[-2]).mean() * 4
                + contextual(F.avg_pool2d(fake_features[-3], 2), F.avg_pool2d(ref_features[-3], 2)).mean() * 2)
-        loss = gan + feat + fm + perc + ctx * 10 + align + mask_loss(warp_mask, label, ref_label) * 100
+        loss = (gan + feat + fm + perc + ctx * 10 + warp["loss_novgg_featpair"]
+                + mask_loss(warp["warp_mask"], label, ref_label) * 100)
         loss.backward()
         opt_G.step()
         t1 = time.perf_counter()

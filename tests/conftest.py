@@ -15,6 +15,7 @@ os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
 import common  # noqa: E402,F401  (oneDNN ISA before mindspore)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.append(os.path.join(REPO, "bench"))  # the benchmarks and PyTorch restatements tests import by module name
 
 
 @pytest.fixture(scope="session")

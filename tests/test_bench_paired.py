@@ -1,10 +1,8 @@
 """``bench/train_step.py --paired``: the served reference's protocol and the per-pair ratios."""
 import argparse
 import os
-import sys
 
 BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
-sys.path.insert(0, BENCH)
 
 import train_step  # noqa: E402  (bench/train_step.py: standard library only at import)
 

@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "bench"))
 
 import pool_peak  # noqa: E402  (bench/pool_peak.py: standard library only)
 

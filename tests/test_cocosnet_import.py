@@ -1,7 +1,7 @@
 """CoCosNet import of the official PyTorch checkpoints: state dicts written by the test with the reference's
 key names (spectral norm as weight_orig/weight_u/weight_v, the unused D decoder, a DataParallel prefix,
 a scalar attention gain) are read without torch, mapped to ours, and load as a snapshot eval/predict use; and
-the whole official correspondence and translation networks, restated in PyTorch (tests/torch_cocosnet.py) and
+the whole official correspondence and translation networks, restated in PyTorch (bench/torch_cocosnet.py) and
 saved with torch.save, compute through the import what they compute in PyTorch."""
 import os
 
@@ -19,7 +19,7 @@ from cocosnet.src.model import build_discriminator
 from cocosnet.src.spec import CoCosNetSpec
 
 torch = pytest.importorskip("torch")
-import torch_cocosnet as official  # noqa: E402  (tests/torch_cocosnet.py: the official networks restated)
+import torch_cocosnet as official  # noqa: E402  (bench/torch_cocosnet.py: the official networks restated)
 
 SPEC = CoCosNetSpec()
 ARCH = {"label_nc": 5, "size": 64, "ngf": 4, "corr_channels": 8, "spade_hidden": 8, "ndf": 8, "num_D": 2}

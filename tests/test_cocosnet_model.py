@@ -1,8 +1,7 @@
 """CoCosNet networks: reference parameter counts at full width, positional norm, contextual loss,
 correlation and warp against NumPy, self-attention against NumPy, SPADE and residual blocks and the discriminator against
-the PyTorch restatement of the official code (tests/torch_cocosnet.py, the reference's parameter names), every intermediate shape at 256x256
+the PyTorch restatement of the official code (bench/torch_cocosnet.py, the reference's parameter names), every intermediate shape at 256x256
 (narrow channels), bad sizes."""
-import os
 
 import numpy as np
 import pytest
@@ -149,13 +148,10 @@ def test_discriminator_count_by_hand():
 def test_the_pytorch_benchmark_restatement_has_the_official_parameter_counts():
     """``bench/torch_cocosnet_step.py`` (the same-run speed reference) builds the official networks' widths."""
     torch = pytest.importorskip("torch")
-    import importlib.util
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "torch_cocosnet_step.py")
-    spec = importlib.util.spec_from_file_location("torch_cocosnet_step", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    import torch_cocosnet_step as bench
     with torch.device("meta"):  # shapes only
-        nets = (bench.Correspondence(), bench.Generator(), bench.MultiscaleDiscriminator(), bench.VGG19())
+        nets = (bench.NoVGGCorrespondence(bench.LABELS), bench.SPADEGenerator(bench.LABELS),
+                bench.MultiscaleDiscriminator(3 + bench.LABELS), bench.VGG19())
     counts = tuple(sum(p.numel() for p in net.parameters()) for net in nets)
     assert counts == tuple(REFERENCE_PARAMS[k] for k in ("correspondence", "generator", "discriminator", "vgg19"))
 
@@ -366,7 +362,7 @@ def test_attention_matches_numpy():
     np.testing.assert_allclose(att(Tensor(x)).asnumpy(), want, rtol=1e-4, atol=1e-4)
 
 
-# The reference blocks against their PyTorch restatement (tests/torch_cocosnet.py) --------------------
+# The reference blocks against their PyTorch restatement (bench/torch_cocosnet.py) --------------------
 
 def torch_state(net):
     """Our parameters under the reference's names: a spectral-normalised conv's ``X.conv.weight`` /

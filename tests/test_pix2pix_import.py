@@ -5,9 +5,7 @@ saves it with ``torch.save`` and compares both frameworks' eval-mode outputs. Wi
 written by a minimal zip+pickle writer below, so the importer (which never needs torch) is exercised either way.
 """
 import io
-import os
 import pickle
-import sys
 import zipfile
 from collections import OrderedDict
 
@@ -21,8 +19,7 @@ from common.checkpoint import load_cell, read_meta
 from pix2pix.src.convert import BN_LEAVES, TorchImportError, import_torch_generator, load_torch_generator
 from pix2pix.src.model import define_G
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
-from inference import torch_unet  # noqa: E402  (bench/inference.py: the reference U-Net restated in PyTorch)
+from inference import torch_unet  # bench/inference.py: the reference U-Net restated in PyTorch
 
 NGF, SIZE = 8, 128  # unet_128 at ngf=8: the reference tree at a fraction of the cost
 

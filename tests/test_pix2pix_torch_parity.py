@@ -15,8 +15,6 @@ Two conventions differ and are mapped, not tolerated:
   size, PyTorch by ``sqrt(v_hat) + eps``. At step t the two agree when PyTorch's eps is
   ``eps / sqrt(1 - beta2^t)``; this test runs one step, so t = 1.
 """
-import os
-import sys
 
 import numpy as np
 import pytest
@@ -30,7 +28,6 @@ from mindspore import nn  # noqa: E402
 from pix2pix.src.model import define_D, define_G  # noqa: E402
 from pix2pix.src.train_step import Pix2PixTrainStep  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
 from inference import torch_unet  # noqa: E402  (bench/inference.py: the reference U-Net restated in PyTorch)
 
 LR, BETAS, EPS, LAMBDA_L1 = 2e-4, (0.5, 0.999), 1e-8, 100.0

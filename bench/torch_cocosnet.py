@@ -1,4 +1,6 @@
-"""PyTorch restatement of the official CoCosNet networks (microsoft/CoCosNet, ADE20K options), shared by the tests.
+"""PyTorch restatement of the official CoCosNet networks (microsoft/CoCosNet, ADE20K options): the tests' reference
+(``tests/test_cocosnet_import.py``, ``tests/test_cocosnet_model.py``) and the networks of the same-run speed reference
+``bench/torch_cocosnet_step.py``.
 
 Module for module as ``models/networks/{correspondence,generator,architecture,normalization,discriminator}.py``
 build them, so that ``state_dict()`` holds the official key names (``adaptive_model_seg.layer1.0.weight_orig``,
@@ -160,9 +162,11 @@ class AdaptiveFeatureGenerator(nn.Module):
 
 
 class NoVGGCorrespondence(nn.Module):
-    """``correspondence.NoVGGCorrespondence`` (inference: ``real_img`` None, ``WTA_scale_weight`` 1).
+    """``correspondence.NoVGGCorrespondence`` (``WTA_scale_weight`` 1).
 
-    ``forward(ref_img, real_img, seg_map, ref_seg_map)`` -> ``{'warp_out': [B,3,H,W], 'warp_mask': [B,L,H/4,W/4]}``.
+    ``forward(ref_img, real_img, seg_map, ref_seg_map)`` -> ``{'warp_out': [B,3,H,W], 'warp_mask': [B,L,H/4,W/4]}``,
+    and with a ``real_img`` (training, ``novgg_featpair`` 10) the domain-alignment term ``'loss_novgg_featpair'``:
+    10 * L1 between the label map's and the real image's normalised features.
     The official ``F.softmax(f.squeeze(), -1)`` drops the batch axis at batch 1 and broadcasts it back in the
     next matmul; the softmax here keeps it (the same values).
     """
@@ -191,6 +195,10 @@ class NoVGGCorrespondence(nn.Module):
         fh, fw = int(height / self.down), int(width / self.down)
         f_seg = feature_normalize(self.adaptive_model_seg(seg_map, seg_map))
         f_img = feature_normalize(self.adaptive_model_img(ref_img, ref_img))
+        out = {}
+        if real_img is not None:
+            f_real = feature_normalize(self.adaptive_model_img(real_img, real_img))
+            out["loss_novgg_featpair"] = F.l1_loss(f_seg, f_real) * 10
         seg = F.interpolate(seg_map, size=f_seg.shape[2:], mode="nearest")
         ref_seg = F.interpolate(ref_seg_map, size=f_img.shape[2:], mode="nearest")
         cont_features = self.layer(torch.cat((f_seg, seg), 1))
@@ -203,8 +211,8 @@ class NoVGGCorrespondence(nn.Module):
         ref_seg = F.interpolate(ref_seg_map, scale_factor=1 / self.down, mode="nearest")
         channel = ref_seg.shape[1]
         warp_mask = torch.matmul(f_div_c, ref_seg.view(b, channel, -1).permute(0, 2, 1))
-        return {"warp_out": self.upsampling(y),
-                "warp_mask": warp_mask.permute(0, 2, 1).contiguous().view(b, channel, fh, fw)}
+        return dict(out, warp_out=self.upsampling(y),
+                    warp_mask=warp_mask.permute(0, 2, 1).contiguous().view(b, channel, fh, fw))
 
 
 class SPADEGenerator(nn.Module):
