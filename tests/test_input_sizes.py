@@ -1,0 +1,63 @@
+"""Inputs of other sizes and pixel formats at inference: palette and JPEG label maps, grey inputs, sizes the
+network cannot take, resizes that change the aspect ratio, and what ``--help`` says about them."""
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from common.io import check_image_pair, read_label
+
+IDS = np.kron(np.array([[0, 1, 7], [3, 7, 2]], np.uint8), np.ones((11, 13), np.uint8))  # [22, 39] class ids
+
+
+def write_palette_png(path, ids):
+    """A VOC/ADE-style label map: palette PNG whose indices are the class ids, shown in arbitrary colours."""
+    im = Image.fromarray(ids, mode="L").convert("P")
+    im.putpalette([(i * 37) % 256 for i in range(256)] + [(i * 91) % 256 for i in range(512)])
+    im.putdata(ids.flatten().tolist())
+    im.save(path)
+
+
+def test_palette_label_map_reads_its_indices_as_class_ids(tmp_path):
+    path = str(tmp_path / "label.png")
+    write_palette_png(path, IDS)
+    np.testing.assert_array_equal(read_label(path), IDS)
+    Image.fromarray(np.zeros(IDS.shape + (3,), np.uint8)).save(tmp_path / "photo.png")
+    check_image_pair(str(tmp_path / "photo.png"), path)  # an id map, not a colour image
+
+
+@pytest.mark.parametrize("ext", [".jpg", ".jpeg", ".png"])
+def test_jpeg_label_maps_are_errors_naming_the_file_and_the_fix(tmp_path, ext):
+    path = str(tmp_path / f"label{ext}")
+    Image.fromarray(IDS).save(path, format="JPEG", quality=90)  # a .png name does not make it lossless
+    assert read_image_ids_changed(path)
+    for check in (lambda: read_label(path), lambda: check_image_pair(photo(tmp_path), path)):
+        with pytest.raises(ValueError, match=rf"label map \S*label{ext} is a JPEG file.*save label maps as PNG"):
+            check()
+
+
+def read_image_ids_changed(path):
+    """Whether decoding the JPEG ``path`` gives other ids than :data:`IDS` (why it is refused)."""
+    return not np.array_equal(np.asarray(Image.open(path)), IDS)
+
+
+def photo(tmp_path):
+    path = str(tmp_path / "photo.png")
+    Image.fromarray(np.zeros(IDS.shape + (3,), np.uint8)).save(path)
+    return path
+
+
+def test_crn_colour_labels_refuse_grey_and_jpeg_files_instead_of_reading_them_as_void(tmp_path):
+    from common import cityscapes as cs
+    from crn.src.dataset import label_file_to_ids
+    colour = cs.colorize(IDS)
+    Image.fromarray(colour).save(tmp_path / "colour.png")
+    np.testing.assert_array_equal(label_file_to_ids(str(tmp_path / "colour.png"), "color"), IDS)
+    Image.fromarray(colour).convert("L").save(tmp_path / "grey.png")
+    with pytest.raises(ValueError, match=r"grey\.png has 1 channel; label_format=color .*--label_format=trainIds"):
+        label_file_to_ids(str(tmp_path / "grey.png"), "color")
+    Image.fromarray(colour).save(tmp_path / "colour.jpg", quality=95)
+    with pytest.raises(ValueError, match=r"colour\.jpg is a JPEG file"):
+        label_file_to_ids(str(tmp_path / "colour.jpg"), "color")
+    write_palette_png(str(tmp_path / "palette.png"), IDS)
+    np.testing.assert_array_equal(label_file_to_ids(str(tmp_path / "palette.png"), "trainIds"), IDS)
