@@ -61,3 +61,29 @@ def test_crn_colour_labels_refuse_grey_and_jpeg_files_instead_of_reading_them_as
         label_file_to_ids(str(tmp_path / "colour.jpg"), "color")
     write_palette_png(str(tmp_path / "palette.png"), IDS)
     np.testing.assert_array_equal(label_file_to_ids(str(tmp_path / "palette.png"), "trainIds"), IDS)
+
+
+def test_pix2pix_image_size_the_unet_cannot_take_names_image_size(tmp_path):
+    from common import drivers
+    from pix2pix.src.spec import Pix2PixSpec
+    spec = Pix2PixSpec()
+    cfg = drivers.parse(spec, ["--netG=unet_64", "--ngf=8", "--crop_size=64", "--image_size=100",
+                               f"--output_dir={tmp_path}"])
+    with pytest.raises(ValueError, match=r"image_size=100 does not work with netG=unet_64: it needs a multiple of "
+                                         r"64 .*; set --image_size to one of those \(0: the training crop_size\)"):
+        spec.build_inference(cfg)
+
+
+def test_pix2pix_predict_says_how_a_grey_input_is_read_without_a_class_table(tmp_path, capsys, monkeypatch):
+    from common import drivers
+    from pix2pix.src.spec import Pix2PixSpec
+    spec = Pix2PixSpec()
+    cfg = drivers.parse(spec, ["--netG=unet_64", "--crop_size=64", f"--output_dir={tmp_path}"])
+    monkeypatch.setattr(spec, "runners", lambda cfg, nets: {"G": lambda feeds: [feeds["input"]]})  # identity G
+    cv2.imwrite(str(tmp_path / "ids16.png"), np.kron(IDS, np.ones((2, 2), np.uint8)).astype(np.uint16))
+    Image.fromarray(cv2.resize(IDS, (64, 64)) * 30).convert("RGB").save(tmp_path / "rgb.png")
+    written = spec.predict(cfg, {}, [str(tmp_path / "ids16.png"), str(tmp_path / "rgb.png")], str(tmp_path / "out"))
+    assert len(written) == 2
+    out = capsys.readouterr().out
+    assert "ids16.png: a single-channel image, translated as a grey picture (16 bit: its high byte)" in out
+    assert "--class_table=<classes.yaml>" in out and "rgb.png: a single-channel" not in out
