@@ -87,3 +87,15 @@ def test_pix2pix_predict_says_how_a_grey_input_is_read_without_a_class_table(tmp
     out = capsys.readouterr().out
     assert "ids16.png: a single-channel image, translated as a grey picture (16 bit: its high byte)" in out
     assert "--class_table=<classes.yaml>" in out and "rgb.png: a single-channel" not in out
+
+
+def test_cocosnet_predict_notes_each_resize_and_a_lost_aspect_ratio(tmp_path):
+    from cocosnet.src.spec import resize_note
+    for name, (h, w) in {"square": (64, 64), "large": (128, 128), "odd": (199, 301)}.items():
+        Image.fromarray(np.zeros((h, w), np.uint8)).save(tmp_path / f"{name}.png")
+    assert resize_note(str(tmp_path / "square.png"), 64, "label map") == ""
+    assert resize_note(str(tmp_path / "large.png"), 64, "label map").endswith(
+        "large.png: label map resized 128x128 -> 64x64, the network's size (outputs are 64x64)")
+    assert resize_note(str(tmp_path / "odd.png"), 64, "exemplar").endswith(
+        "odd.png: exemplar resized 301x199 -> 64x64, the network's size; its aspect ratio is not kept (outputs are "
+        "64x64)")
