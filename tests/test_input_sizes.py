@@ -99,3 +99,22 @@ def test_cocosnet_predict_notes_each_resize_and_a_lost_aspect_ratio(tmp_path):
     assert resize_note(str(tmp_path / "odd.png"), 64, "exemplar").endswith(
         "odd.png: exemplar resized 301x199 -> 64x64, the network's size; its aspect ratio is not kept (outputs are "
         "64x64)")
+
+
+@pytest.mark.parametrize("model, command, says", [
+    ("pix2pix", "predict", ["--fit", "short side", "fixed input shape"]),
+    ("pix2pix", "eval", ["crop_size"]),
+    ("crn", "predict", ["aspect ratio", "nearest", "fixed input shape"]),
+    ("crn", "eval", ["resized"]),
+    ("cocosnet", "predict", ["squashed", "size x size", "fixed shapes"]),
+    ("cocosnet", "eval", ["eval_size"]),
+    ("osmis", "predict", ["train_size"]),
+    ("osmis", "eval", ["train_size"]),
+])
+def test_help_of_predict_and_eval_states_what_happens_to_input_sizes(model, command, says):
+    import os
+    from common.entry import REPO, usage
+    text = usage(model, command, os.path.join(REPO, model, "default_config.yaml"))
+    head = " ".join(text.split("Keys (")[0].split())  # the script's own description, before the key list
+    for phrase in says:
+        assert phrase in head, (model, command, phrase)
