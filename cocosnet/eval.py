@@ -3,7 +3,9 @@
 Writes ``<output_dir>/eval/{label,exemplar,warped,fake,real}/<name>.png``, ``index.html`` and
 ``metrics.json``: PSNR, SSIM (and LPIPS, FID/KID/IS with their weights) of output vs target, plus the
 style figure (per-class palette distance of the output to the exemplar and to the target).
-The architecture comes from the checkpoint.
+The architecture comes from the checkpoint. Validation label maps and exemplars of any size are resized to the
+network's size x size; ``--eval_size=original`` (default) scores each output resized back to its photo's own
+size, ``--eval_size=network`` at size x size.
 """
 import os
 import sys

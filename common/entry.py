@@ -7,6 +7,7 @@
     from common.entry import run
     run("pix2pix.src.spec.Pix2PixSpec", "train")
 """
+import ast
 import importlib
 import os
 import sys
@@ -38,9 +39,19 @@ def wants_help(argv):
 
 
 def usage(model, command, config_path):
-    """What ``--help`` prints: the command, then every key with its default, allowed values and help text."""
-    return USAGE.format(model=model, script=command, what=WHAT[command].format(model=model),
-                        keys=load_config(config_path, []).usage())
+    """What ``--help`` prints: the command and its script's docstring (what it reads and writes, the sizes of
+    its inputs and outputs), then every key with its default, allowed values and help text."""
+    what = "\n\n".join(filter(None, [WHAT[command].format(model=model), script_doc(model, command)]))
+    return USAGE.format(model=model, script=command, what=what, keys=load_config(config_path, []).usage())
+
+
+def script_doc(model, command):
+    """The docstring of ``MODEL/COMMAND.py``, read from its source without importing it ("" if it has none)."""
+    path = os.path.join(REPO, model, f"{command}.py")
+    if not os.path.isfile(path):
+        return ""
+    with open(path, encoding="utf-8") as f:
+        return ast.get_docstring(ast.parse(f.read())) or ""
 
 
 def run(spec_class, command, argv=None):

@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 __all__ = ["IMAGE_EXTENSIONS", "list_images", "read_image", "read_label", "image_header", "check_image_complete", "check_image_pair",
+           "check_lossless_label",
            "resize_photo", "resize_nearest", "write_image", "atomic_dir", "atomic_file", "cache_root", "tensor_to_uint8", "make_grid", "write_html"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -132,10 +133,11 @@ def check_image_complete(path, data=None):
         raise _decode_error(path, problem)
 
 
-def image_header(path):
+def image_header(path, *, palette_indices=False):
     """(width, height, channels) of an image file from its header, without decoding the pixels.
 
-    ``channels`` is 1 for grey/id maps (8 or 16 bit), 3 for RGB and palette images, 4 with alpha.
+    ``channels`` is 1 for grey/id maps (8 or 16 bit), 3 for RGB and palette images, 4 with alpha; with
+    ``palette_indices`` a palette image counts as 1 (its indices, as :func:`read_label` reads them).
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image file {path} does not exist")
@@ -144,21 +146,43 @@ def image_header(path):
             size, mode = im.size, im.mode
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise _decode_error(path, f"unreadable header: {e}") from None
-    return size[0], size[1], 3 if mode == "P" else Image.getmodebands(mode)
+    if mode == "P":
+        return size[0], size[1], 1 if palette_indices else 3
+    return size[0], size[1], Image.getmodebands(mode)
+
+
+_JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def check_lossless_label(path, head=None):
+    """Raise ``ValueError`` naming ``path`` if the label map is a JPEG file (``head``: its first bytes, if read).
+
+    JPEG's lossy compression changes pixel values at class borders (a border between ids 1 and 7 gains 2..6,
+    a colour border gains colours that are no class), so the ids read are not the ones drawn: label maps
+    must be stored losslessly (PNG).
+    """
+    if head is None:
+        with open(path, "rb") as f:
+            head = f.read(3)
+    if bytes(head[:3]) == _JPEG_MAGIC:
+        raise ValueError(f"label map {path} is a JPEG file: JPEG compression changes the pixel values at class "
+                         f"borders, so its class ids (or colours) are not the ones drawn; save label maps as PNG "
+                         f"(lossless) and use that file")
 
 
 def check_image_pair(image_path, label_path, *, colour_labels=False, fix=""):
     """Check a (photo, label map) pair from headers and last bytes, without decoding pixels.
 
     Both files must be complete image streams (:func:`check_image_complete`), the label map must have the
-    photo's width and height, and one channel (class ids) or, with ``colour_labels``, at least three
-    (colour-coded). Raises ``ValueError``/``FileNotFoundError`` naming the file; ``fix`` (the dataset's
+    photo's width and height, be stored losslessly (not JPEG: :func:`check_lossless_label`), and have one
+    channel (class ids; a palette PNG's indices count) or, with ``colour_labels``, at least three (colour-coded). Raises ``ValueError``/``FileNotFoundError`` naming the file; ``fix`` (the dataset's
     remedy, e.g. the option to pass instead) ends a channel error.
     """
     check_image_complete(image_path)
     check_image_complete(label_path)
+    check_lossless_label(label_path)
     iw, ih, _ = image_header(image_path)
-    lw, lh, lc = image_header(label_path)
+    lw, lh, lc = image_header(label_path, palette_indices=not colour_labels)
     if (lw, lh) != (iw, ih):
         raise ValueError(f"label map {label_path} is {lw}x{lh} but its photo {image_path} is {iw}x{ih}; label maps "
                          f"must have the photo's size")
@@ -190,14 +214,30 @@ def read_image(path):
 
 
 def read_label(path, *, fix="For colour-coded labels (Cityscapes *_gtFine_color.png) pass --label_format=color"):
-    """Read a single-channel label map as [H, W] integer array (8 or 16 bit kept as is); ``fix`` ends the error
-    for a colour image."""
-    lab = cv2.imdecode(_read_bytes(path, "label"), cv2.IMREAD_UNCHANGED)
+    """Read a single-channel label map as [H, W] integer array (8 or 16 bit kept as is; a palette PNG gives its
+    indices, as PIL and the reference loaders read VOC/ADE-style palette label maps); ``fix`` ends the error for a
+    colour image. A JPEG file is an error (:func:`check_lossless_label`)."""
+    data = _read_bytes(path, "label")
+    check_lossless_label(path, data[:3].tobytes())
+    if _palette_mode(path):
+        return _palette_indices(path)
+    lab = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if lab is None:
         raise _decode_error(path, "not an image OpenCV can read")
     if lab.ndim == 3:
         raise ValueError(f"label file {path} has {lab.shape[2]} channels; expected a single-channel id map. {fix}")
     return lab
+
+
+def _palette_mode(path):
+    with Image.open(path) as im:
+        return im.mode == "P"
+
+
+def _palette_indices(path):
+    """[H, W] uint8 palette indices of a palette image (OpenCV would expand them to the palette's colours)."""
+    with Image.open(path) as im:
+        return np.asarray(im).copy()
 
 
 _PIL_FILTERS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}

@@ -5,7 +5,8 @@
 Writes <output_dir>/eval/: images/<name>_k<i>.png (all k outputs), fake/ and real/ (output 0 and the photo,
 which the image metrics score), grids/, index.html and metrics.json: PSNR, SSIM, LPIPS (output 0 vs the
 photo), the LPIPS diversity over the k outputs, FID/KID/IS with --inception_path, the FCN-score of output 0
-with --fcn_ckpt.
+with --fcn_ckpt. Validation photos (area) and label maps (nearest) of any size are resized to the model's
+size x aspect*size, where every metric is computed.
 """
 import os
 import sys

@@ -1,4 +1,9 @@
-"""Eval OSMIS / SIV-GAN (``--help`` lists the keys); see osmis/README.md."""
+"""Eval OSMIS / SIV-GAN (``--help`` lists the keys); see osmis/README.md.
+
+Generates num_generated samples at the checkpoint's train_size (HxW) and compares them with the training frames
+of --dataroot (empty: the data the checkpoint was trained on), each resized (bilinear; masks nearest) to that
+train_size, whatever its own size.
+"""
 import os
 import sys
 

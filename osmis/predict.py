@@ -4,7 +4,9 @@
 
 Writes <output_dir>/predict/{NNNN.png, NNNN_mask.png (colour), NNNN_mask_ids.png (class ids, 16-bit past 256 classes),
 contact_sheet.png}. The architecture comes from the checkpoint (--ckpt, default <output_dir>/ckpt).
-OSMIS is unconditional, so unlike the other models there is no --input.
+OSMIS is unconditional, so unlike the other models there is no --input: every image and mask has the
+checkpoint's train_size (HxW, from the training frames by the automatic configuration), as has the exported
+ONNX/MINDIR file's output (input: noise [1, noise_dim, 1, 1], batch fixed at 1).
 """
 import os
 import sys

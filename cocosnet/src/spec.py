@@ -12,8 +12,8 @@ from common.classes import config_class_table
 from common.config import ConfigError, load_config
 from common.demo_data import STYLED_LABEL_NC, ensure_demo_dataset
 from common.export import prepare_for_export
-from common.io import (check_image_pair, make_grid, read_image, resize_nearest, resize_photo, tensor_to_uint8, write_html,
-                       write_image)
+from common.io import (check_image_pair, image_header, make_grid, read_image, resize_nearest, resize_photo,
+                       tensor_to_uint8, write_html, write_image)
 from common.layers import count_params, init_weights
 from common.model_spec import Datasets, EvalRun, ExportGraph, ModelSpec, Trainer
 from common.spectral_norm import fold_spectral_norm
@@ -23,7 +23,7 @@ from cocosnet.src.model import CoCosNet, build_correspondence, build_discriminat
 from cocosnet.src.train_step import LOSS_NAMES, build_train_step, build_vgg_features
 from cocosnet.src.utils import adam, colorize, palette_distance, ttur_rates
 
-__all__ = ["CoCosNetSpec", "default_ref_lists", "exemplar_photo", "export_graphs", "read_exemplar",
+__all__ = ["CoCosNetSpec", "default_ref_lists", "exemplar_photo", "export_graphs", "read_exemplar", "resize_note",
            "translate_runners"]
 
 # the published two-network form (OpenVINO Open Model Zoo cocosnet-correspondence / cocosnet-generator)
@@ -235,8 +235,10 @@ class CoCosNetSpec(ModelSpec):
                        "image features alone")
         ref, ref_seg = read_exemplar(cfg.exemplar, cfg.exemplar_label, cfg.label_nc, cfg.size,
                                      class_table=cfg.class_table)
+        _log_resize(cfg.exemplar, cfg.size, "exemplar")
         written = []
         for path in tqdm(paths, desc="cocosnet predict", unit="img"):
+            _log_resize(path, cfg.size, "label map")
             seg = one_hot(_resized_ids(path, cfg.label_nc, cfg.size, cfg.class_table), cfg.label_nc)
             out, warped = translate_runners(runners["Corr"], runners["G"], seg[None], ref[None], ref_seg[None])
             stem = os.path.join(out_dir, os.path.splitext(os.path.basename(path))[0])
@@ -304,6 +306,27 @@ def read_exemplar(exemplar, exemplar_label, label_nc, size, *, class_table=""):
     check_image_pair(exemplar, exemplar_label, fix=f"--exemplar_label is the class-id map (0..{label_nc - 1}) of "
                                                    f"--exemplar")
     return _photo(exemplar, size), one_hot(_resized_ids(exemplar_label, label_nc, size, class_table), label_nc)
+
+
+def resize_note(path, size, what):
+    """What predict does to an input of another size than the network's ``size`` x ``size``, or "" when none.
+
+    Every input (label map, exemplar and its label map) is resized to the square the networks were trained
+    at, labels nearest and photos bicubic; a non-square input is squashed (its aspect ratio is not kept) and
+    the output is ``size`` x ``size``.
+    """
+    width, height = image_header(path)[:2]
+    if (width, height) == (size, size):
+        return ""
+    squash = "; its aspect ratio is not kept" if width != height else ""
+    return (f"{path}: {what} resized {width}x{height} -> {size}x{size}, the network's size{squash} (outputs are "
+            f"{size}x{size})")
+
+
+def _log_resize(path, size, what):
+    note = resize_note(path, size, what)
+    if note:
+        tqdm.write(note)
 
 
 def exemplar_photo(rgb, size):

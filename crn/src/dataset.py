@@ -20,7 +20,7 @@ import numpy as np
 from common import cityscapes as cs
 from common.classes import unknown_ids_error
 from common.data import validate_files
-from common.io import check_image_pair, read_image, read_label
+from common.io import check_image_pair, check_lossless_label, image_header, read_image, read_label
 
 __all__ = ["LABEL_FORMATS", "label_file_to_ids", "encode_label", "CRNDataset"]
 
@@ -31,9 +31,14 @@ def label_file_to_ids(path, label_format):
     """Read a label file as [H, W] class ids (void = ``cityscapes.IGNORE`` for the Cityscapes formats).
 
     ``labelIds``: Cityscapes labelIds mapped to the 19 trainIds; ``color``: Cityscapes colour annotation
-    matched against the trainId palette; ``trainIds``: class ids as stored (single channel).
+    matched against the trainId palette; ``trainIds``: class ids as stored (single channel, or a palette PNG's
+    indices). A JPEG file (lossy ids and colours) or a single-channel file under ``color`` is an error naming it.
     """
     if label_format == "color":
+        check_lossless_label(path)
+        if image_header(path)[2] < 3:
+            raise ValueError(f"label file {path} has 1 channel; label_format=color expects a colour-coded label "
+                             f"image (*_gtFine_color.png); for class-id maps pass --label_format=trainIds (or labelIds)")
         return cs.color_to_train_ids(read_image(path))
     ids = read_label(path)
     return cs.label_ids_to_train_ids(ids) if label_format == "labelIds" else ids

@@ -22,12 +22,15 @@ __all__ = ["AlignedDataset", "split_ab", "to_tensor_layout", "check_image_size",
 FIT_MODES = ("resize", "pad", "tile")
 
 
-def check_image_size(size, multiple, netG):
-    """Raise if a ``size``-pixel side cannot pass through ``netG`` (U-Nets need multiples of 2^downs)."""
+def check_image_size(size, multiple, netG, *, size_key="crop_size"):
+    """Raise if a ``size``-pixel side cannot pass through ``netG`` (U-Nets need multiples of 2^downs); the error
+    names the option ``size_key`` that set it (``crop_size`` in training, ``image_size`` in predict/export)."""
     if size <= 0 or size % multiple:
         works = ", ".join(str(multiple * k) for k in range(1, 5))
-        raise ValueError(f"image size {size} does not work with netG={netG}: it needs a multiple of {multiple} "
-                         f"({works}, ...); set --crop_size (and --load_size) accordingly or pick another netG")
+        fix = ("set --crop_size (and --load_size) accordingly or pick another netG" if size_key == "crop_size" else
+               f"set --{size_key} to one of those (0: the training crop_size)")
+        raise ValueError(f"{size_key}={size} does not work with netG={netG}: it needs a multiple of {multiple} "
+                         f"({works}, ...); {fix}")
 
 
 def _check_ab_size(w, h, path):

@@ -27,6 +27,10 @@ NORM_NOTES = {
     "running_stats": "BatchNorm from the moving mean/variance learnt in training (PyTorch --eval)",
 }
 
+GREY_INPUT_NOTE = ("{path}: a single-channel image, translated as a grey picture (16 bit: its high byte); if it "
+                   "is a class-id map, pass --class_table=<classes.yaml> so that its ids are painted in the table's "
+                   "colours, the colour label maps pix2pix trains on")
+
 
 class Pix2PixSpec(ModelSpec):
     """U-Net/ResNet generator + PatchGAN, D then G per step (Isola et al. 2017)."""
@@ -82,7 +86,8 @@ class Pix2PixSpec(ModelSpec):
         return cfg.image_size or cfg.crop_size
 
     def build_inference(self, cfg):
-        return {"G": build_generator(cfg, self.image_size(cfg))}
+        size_key = "image_size" if cfg.image_size else "crop_size"
+        return {"G": build_generator(cfg, self.image_size(cfg), size_key=size_key)}
 
     def network_runner(self, cfg, component, net):
         net.set_train(cfg.eval_protocol == "paper")
@@ -124,6 +129,8 @@ class Pix2PixSpec(ModelSpec):
         table = config_class_table(cfg)
         written = []
         for path in tqdm(paths, desc="pix2pix predict", unit="img"):
+            if table is None and image_header(path)[2] == 1:
+                tqdm.write(GREY_INPUT_NOTE.format(path=path))
             fake, note = self.translate(cfg, lambda x: netG({"input": x})[0], input_image(path, table))
             if note:
                 tqdm.write(f"{path}: {note} (--fit={cfg.fit})")

@@ -16,9 +16,10 @@ __all__ = ["build_generator", "build_networks", "build_optimizers", "val_dataset
            "sample_grid", "fcn_label_dir", "frame_labels", "make_bench_step"]
 
 
-def build_generator(cfg, size=None):
-    """G of ``cfg``; ``size`` (default ``cfg.crop_size``) is checked against what the U-Net can take."""
-    check_image_size(cfg.crop_size if size is None else size, valid_sizes(cfg.netG), cfg.netG)
+def build_generator(cfg, size=None, *, size_key="crop_size"):
+    """G of ``cfg``; ``size`` (default ``cfg.crop_size``), set by option ``size_key``, is checked against what the
+    U-Net can take."""
+    check_image_size(cfg.crop_size if size is None else size, valid_sizes(cfg.netG), cfg.netG, size_key=size_key)
     return define_G(cfg.netG, cfg.input_nc, cfg.output_nc, cfg.ngf, cfg.norm, cfg.use_dropout,
                     cfg.init_type, cfg.init_gain)
 
