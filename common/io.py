@@ -175,8 +175,9 @@ def check_image_pair(image_path, label_path, *, colour_labels=False, fix=""):
 
     Both files must be complete image streams (:func:`check_image_complete`), the label map must have the
     photo's width and height, be stored losslessly (not JPEG: :func:`check_lossless_label`), and have one
-    channel (class ids; a palette PNG's indices count) or, with ``colour_labels``, at least three (colour-coded). Raises ``ValueError``/``FileNotFoundError`` naming the file; ``fix`` (the dataset's
-    remedy, e.g. the option to pass instead) ends a channel error.
+    channel (class ids; a palette PNG's indices count) or, with ``colour_labels``, at least three (colour-coded).
+    Raises ``ValueError``/``FileNotFoundError`` naming the file; ``fix`` (the dataset's remedy, e.g. the option to
+    pass instead) ends a channel error.
     """
     check_image_complete(image_path)
     check_image_complete(label_path)
@@ -219,8 +220,9 @@ def read_label(path, *, fix="For colour-coded labels (Cityscapes *_gtFine_color.
     colour image. A JPEG file is an error (:func:`check_lossless_label`)."""
     data = _read_bytes(path, "label")
     check_lossless_label(path, data[:3].tobytes())
-    if _palette_mode(path):
-        return _palette_indices(path)
+    indices = _palette_indices(path)
+    if indices is not None:
+        return indices
     lab = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if lab is None:
         raise _decode_error(path, "not an image OpenCV can read")
@@ -229,15 +231,11 @@ def read_label(path, *, fix="For colour-coded labels (Cityscapes *_gtFine_color.
     return lab
 
 
-def _palette_mode(path):
-    with Image.open(path) as im:
-        return im.mode == "P"
-
-
 def _palette_indices(path):
-    """[H, W] uint8 palette indices of a palette image (OpenCV would expand them to the palette's colours)."""
+    """[H, W] uint8 palette indices of a palette image (OpenCV would expand them to the palette's colours), or
+    None for any other image."""
     with Image.open(path) as im:
-        return np.asarray(im).copy()
+        return np.asarray(im).copy() if im.mode == "P" else None
 
 
 _PIL_FILTERS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
