@@ -289,6 +289,12 @@ def test_channel_multipliers_below_one_are_refused():
             SPEC.check(drivers.parse(SPEC, [f"--{key}=0"]), None, demo=False)
 
 
+def test_instance_norm_in_the_discriminator_is_refused():
+    """Instance norm of the content branch's 1x1 vectors gives 0: the option would silently cut that branch."""
+    with pytest.raises(ConfigError, match="norm_D='instance' is not allowed"):
+        drivers.parse(SPEC, ["--norm_D=instance"])
+
+
 def test_a_snapshot_of_another_model_is_named(tmp_path):
     """A pix2pix snapshot folder (G.ckpt, no G_ema.ckpt) given to OSMIS eval/predict/export names its model."""
     folder = tmp_path / "ckpt" / "epoch_0001_step_00000001"
