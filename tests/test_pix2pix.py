@@ -137,21 +137,23 @@ def train(cfg):
 
 
 def test_demo_training_cuts_validation_l1(tmp_path, demo_cache):
+    """7 epochs (112 steps): the validation L1 is at 0.51x its untrained value, past the 0.7x bound from epoch 2 on
+    (0.59x after the 14 epochs this test once ran; 2026-12-07)."""
     from pix2pix.src.spec import Pix2PixSpec
-    cfg = tiny_cfg(tmp_path, max_steps=0, demo_epochs=14, demo_epochs_decay=0, save_epoch_freq=100, lr=5e-4)
+    cfg = tiny_cfg(tmp_path, max_steps=0, demo_epochs=7, demo_epochs_decay=0, save_epoch_freq=100, lr=5e-4)
     G, _ = build_networks(cfg)
     val = val_dataset(cfg, Pix2PixSpec().dataroot(cfg)[0])
     ms.set_seed(cfg.seed)
     l1_before = validation_l1(define_G(cfg.netG, 3, 3, cfg.ngf, cfg.norm, True), val)
     state = train(cfg)
-    assert state["step"] == 14 * 16
+    assert state["step"] == 7 * 16
     G = define_G(cfg.netG, 3, 3, cfg.ngf, cfg.norm, True)
-    load_cell(G, os.path.join(cfg.output_dir, "ckpt", "epoch_0014_step_00000224", "G.ckpt"))
+    load_cell(G, os.path.join(cfg.output_dir, "ckpt", "epoch_0007_step_00000112", "G.ckpt"))
     l1_after = validation_l1(G, val)
     assert l1_after <= 0.7 * l1_before, (l1_before, l1_after)
     out = cfg.output_dir
     assert os.path.isfile(os.path.join(out, "loss_curve.png"))
-    assert os.path.isfile(os.path.join(out, "samples", "epoch_0014.png"))
+    assert os.path.isfile(os.path.join(out, "samples", "epoch_0007.png"))
     log = open(os.path.join(out, "train.log")).read()
     assert "epoch: 1 step: 1, d_loss" in log and "g_loss" in log and "ms/step" in log
 
