@@ -87,7 +87,8 @@ def test_missing_dataset_folder(tmp_path):
 
 
 def test_unet_rejects_sizes_it_cannot_take(tmp_path):
-    with pytest.raises(ValueError, match=r"image size 200 .*unet_256.*multiple of 256"):
+    with pytest.raises(ValueError, match=r"crop_size=200 does not work with netG=unet_256: it needs a multiple of "
+                                         r"256.*set --crop_size"):
         build_networks(tiny_cfg(tmp_path, netG="unet_256", crop_size=200))
 
 
