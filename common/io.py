@@ -1,6 +1,7 @@
 """Image and file IO with clear errors, atomic writes and result pages."""
 import contextlib
 import html
+import io
 import os
 import shutil
 import tempfile
@@ -220,7 +221,7 @@ def read_label(path, *, fix="For colour-coded labels (Cityscapes *_gtFine_color.
     colour image. A JPEG file is an error (:func:`check_lossless_label`)."""
     data = _read_bytes(path, "label")
     check_lossless_label(path, data[:3].tobytes())
-    indices = _palette_indices(path)
+    indices = _palette_indices(data)
     if indices is not None:
         return indices
     lab = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
@@ -231,10 +232,10 @@ def read_label(path, *, fix="For colour-coded labels (Cityscapes *_gtFine_color.
     return lab
 
 
-def _palette_indices(path):
-    """[H, W] uint8 palette indices of a palette image (OpenCV would expand them to the palette's colours), or
-    None for any other image."""
-    with Image.open(path) as im:
+def _palette_indices(data):
+    """[H, W] uint8 palette indices of a palette image's file bytes ``data`` (OpenCV would expand them to the
+    palette's colours), or None for any other image."""
+    with Image.open(io.BytesIO(data)) as im:
         return np.asarray(im).copy() if im.mode == "P" else None
 
 
