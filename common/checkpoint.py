@@ -16,8 +16,7 @@ from mindspore import nn
 
 from common.io import atomic_dir, atomic_file
 
-__all__ = ["CheckpointManager", "save_cell", "load_cell", "read_meta", "resolve_checkpoint", "snapshot_folder",
-           "CheckpointError"]
+__all__ = ["CheckpointManager", "save_cell", "load_cell", "read_meta", "resolve_checkpoint", "CheckpointError"]
 
 META_KEY = "synthzoo_meta"
 
@@ -103,20 +102,14 @@ def load_cell(cell, path, expect_meta=None, what="network"):
     return meta
 
 
-def snapshot_folder(path):
-    """The snapshot folder ``path`` names: itself, or a checkpoint folder's ``latest``."""
-    if os.path.isfile(os.path.join(path, "latest")):
-        with open(os.path.join(path, "latest")) as f:
-            return os.path.join(path, f.read().strip())
-    return path
-
-
 def resolve_checkpoint(path, component="G"):
     """``path`` may be a .ckpt file, a snapshot folder or a checkpoint folder (uses ``latest``); a folder without
     ``<component>.ckpt`` that holds another model's checkpoints is refused naming that model."""
     if os.path.isfile(path):
         return path
-    path = snapshot_folder(path)
+    if os.path.isfile(os.path.join(path, "latest")):
+        with open(os.path.join(path, "latest")) as f:
+            path = os.path.join(path, f.read().strip())
     candidate = os.path.join(path, f"{component}.ckpt")
     if os.path.isfile(candidate):
         return candidate

@@ -444,7 +444,6 @@ class TrainLogger:
         """Log the epoch means and write ``losses.json`` and ``loss_curve.png``."""
         if not self.enabled:
             return
-        self._record()
         if self.bar is not None:
             self.bar.close()
             self.bar = None
