@@ -1,5 +1,5 @@
 """The whole OSMIS / SIV-GAN generator, discriminator and both steps' losses and gradients against a PyTorch
-restatement of the official code (``tests/osmis_torch_reference.py``).
+restatement of the official code (``bench/torch_osmis.py``, also the networks of the speed benchmark).
 
 The piece tests (``test_osmis_model.py``) check blocks, the diversity term, the weighted cross-entropy and the
 branch weights one by one; this one checks their wiring: which features feed the content and layout branches,
@@ -37,6 +37,8 @@ covers the exactly-zero gradients of 1x1x1x1 spectral-normalised weights (W / si
 tried by hand (the class order of the masked means reversed, the content weight 1/D instead of 0.5/D, the
 Bernoulli comparison flipped, the layout branch on a blurred feature) failed it by 300-5000x the tolerance.
 """
+import random
+
 import numpy as np
 import pytest
 
@@ -45,7 +47,7 @@ torch = pytest.importorskip("torch")
 import mindspore as ms  # noqa: E402
 from mindspore import Tensor, nn  # noqa: E402
 
-import osmis_torch_reference as ref  # noqa: E402  (tests/ is on sys.path under pytest)
+import torch_osmis as ref  # noqa: E402  (bench/, put on sys.path by tests/conftest.py)
 from common.conv import use_compiled_kernels, use_conv_impl  # noqa: E402
 from common.spectral_norm import SpectralNorm  # noqa: E402
 from osmis.src.config import reference_config  # noqa: E402
@@ -266,7 +268,7 @@ def test_reference_augmentation_at_probability_zero_blurs_the_lower_scales():
     (differences)."""
     rng = np.random.RandomState(0)
     quarter, half = (torch.from_numpy(rng.standard_normal((2, 3, 4 * k, 6 * k)).astype(np.float32)) for k in (1, 2))
-    low, mid, _ = ref.augment_roundtrip([quarter, half, torch.zeros(2, 3, 16, 24)])
+    (low, mid, _), _ = ref.AugmentPipe(0.0)([quarter, half, torch.zeros(2, 3, 16, 24)])
 
     def blur(a, axis, side):
         n = a.shape[axis]
@@ -277,3 +279,41 @@ def test_reference_augmentation_at_probability_zero_blurs_the_lower_scales():
     for x, y, side in ((half, mid, 1 / 8), (quarter, low, 1 / 16)):
         np.testing.assert_allclose(y.numpy(), blur(blur(x, 2, side), 3, side).numpy(), atol=1e-6)
         assert np.abs(y.numpy() - x.numpy()).max() > 0.1
+
+
+@pytest.mark.parametrize("classes", [3, 4])
+def test_reference_augmentation_moves_scales_and_mask_alike(classes):
+    """The restated kornia pipeline with every op firing: two scales that are the mask painted (linear in the mask, so
+    bilinear resampling commutes with painting) come out as the augmented mask painted, for masks of one and of two
+    3-channel chunks; so all scales and the mask of a sample share its transform, and the ops did move pixels."""
+    random.seed(1)
+    torch.manual_seed(1)
+    rng = np.random.RandomState(0)
+    ids = np.kron(rng.randint(0, classes, (2, 4, 6)), np.ones((1, 8, 8), np.int64))  # [2, 32, 48] in 8x8 blocks
+    mask = torch.from_numpy(np.eye(classes, dtype=np.float32)[ids].transpose(0, 3, 1, 2).copy())
+    paints = [torch.from_numpy(rng.uniform(0, 1, (3, classes)).astype(np.float32)) for _ in range(2)]
+    scales = [torch.einsum("kc,bchw->bkhw", p, mask) for p in paints]
+    for _ in range(3):
+        out, moved = ref.AugmentPipe(2.0)(scales, mask)  # probability 2: the zoom (probability / 2) fires too
+        assert moved.shape == mask.shape
+        for p, x in zip(paints, out):
+            np.testing.assert_allclose(x.numpy(), torch.einsum("kc,bchw->bkhw", p, moved).numpy(), atol=1e-5)
+        assert np.abs(moved.numpy() - mask.numpy()).max() > 0.5
+
+
+def test_reference_step_builds_the_official_networks_and_trains():
+    """``bench/torch_osmis_step.py``'s step at 64x64: the parameter counts the official code reports (issue #11)
+    and two steps with every augmentation on, G and D moving."""
+    import torch_osmis_step
+
+    for masks, counts in ((True, (3398610, 1705580)), (False, (3397743, 649568))):
+        step, net_g, net_d, size = torch_osmis_step.build_step(64, 64, masks=masks)
+        assert size == (64, 64)
+        assert tuple(sum(p.numel() for p in n.parameters()) for n in (net_g, net_d)) == counts
+        before = [n.first_linear.weight.detach().clone() for n in (net_g,)] + [
+            net_d.final_ll[0].weight_orig.detach().clone()]
+        for _ in range(2):
+            step()
+        after = [net_g.first_linear.weight, net_d.final_ll[0].weight_orig]
+        for b, a in zip(before, after):
+            assert torch.isfinite(a).all() and (a - b).abs().max() > 0
