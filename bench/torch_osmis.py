@@ -242,8 +242,35 @@ def rectangle(shape, size=None):
     return x1 + shift_x, x2 + shift_x, y1 + shift_y, y2 + shift_y
 
 
+class ReferenceDraws:
+    """The random numbers of :class:`LayoutFA`, drawn as the reference draws them (Python ``random`` for whether an
+    op fires and for rectangles, torch for classes and places). Each call names its role, so that a test can
+    replay other draws in their place."""
+
+    def __init__(self, prob):
+        self.prob = prob
+
+    def fires(self, role, *where):
+        return random.random() < self.prob
+
+    def rectangle(self, role, shape, *where, size=None):
+        return rectangle(shape, size)
+
+    def paste_class(self, i, objects):
+        return int(torch.randint(objects, size=())) + 1
+
+    def move_classes(self, objects):
+        """The object classes (0-based) ``move_objects`` visits, in order."""
+        return torch.randperm(objects)[:int(torch.randint(objects, size=())) + 1].tolist()
+
+    def place(self, j, t, rows, cols):
+        """A uniform new top-left corner (row < ``rows``, column < ``cols``) of the object box."""
+        return int(torch.randint(0, rows, size=())), int(torch.randint(0, cols, size=()))
+
+
 def touches_object(rect, mask):
-    """``any_object_touched``: the object channels (1..) of ``mask`` [1, K, h, w] sum above 0.01 in ``rect``."""
+    """``any_object_touched``: the object channels (1..) of ``mask`` [1, K, h, w] sum above 0.01 in ``rect``
+    (an empty ``mask``, a sample beyond the batch, touches nothing)."""
     x1, x2, y1, y2 = rect
     return bool(mask[:, 1:, x1:x2, y1:y2].abs().sum() > 0.01)
 
@@ -251,20 +278,25 @@ def touches_object(rect, mask):
 class LayoutFA:
     """``Layout_FA`` on the low-level features [B, C, h, w] of reals. Without masks: with ``prob`` per pair (0, 1),
     (2, 3), ... a random rectangle swapped. With masks (nearest-resized to h x w), never cutting an object:
-    ``mix_background`` (per sample with ``prob``: a background-only rectangle copied onto another), ``swap`` (per
-    pair: an object-free rectangle swapped; a whole object class of i pasted into i + 1 where it cuts no object), and
-    ``move_objects`` (objects duplicated to, or "removed" by copying from, a free place; sample 0 only, as the
-    reference's early return leaves it). The changed masks are dropped, as in the reference."""
+    ``mix_background`` (per sample with ``prob``: a background-only rectangle copied onto another; the masks its
+    tries test are those of samples 0..4, the reference's loop variable), ``swap`` (per pair: an object-free
+    rectangle swapped; a whole object class of i pasted into i + 1 where it cuts no object), and ``move_objects``
+    (objects duplicated to, or "removed" by copying from, a free place; sample 0 only, as the reference's early
+    return leaves it). The changed masks are dropped, as in the reference. ``draws``: a :class:`ReferenceDraws`.
 
-    def __init__(self, prob):
-        self.prob = prob
+    One liberty: "remove" copies the free place over the object's box with an in-place slice assignment and no
+    ``clone``; where the two overlap, PyTorch reads elements it has already overwritten (in an order it leaves
+    undefined). Here the place is read whole before the box is written, the copy the code means."""
+
+    def __init__(self, prob, draws=None):
+        self.draws = draws or ReferenceDraws(prob)
 
     def __call__(self, y, masks):
         if masks is None:
             out = y.clone()
             for i in range(0, y.shape[0] - 1, 2):
-                if random.random() < self.prob:
-                    x1, x2, y1, y2 = rectangle(out.shape)
+                if self.draws.fires("swap", i):
+                    x1, x2, y1, y2 = self.draws.rectangle("swap", out.shape, i, 0)
                     out[i, :, x1:x2, y1:y2] = y[i + 1, :, x1:x2, y1:y2]
                     out[i + 1, :, x1:x2, y1:y2] = y[i, :, x1:x2, y1:y2]
             return out
@@ -275,12 +307,13 @@ class LayoutFA:
 
     def mix_background(self, y, mask):
         for i in range(y.shape[0]):
-            if random.random() < self.prob:
-                first = rectangle(y.shape)
-                for t in range(5):  # the reference tests the masks of samples t (its loop variable), not i
-                    second = rectangle(y.shape, (first[1] - first[0], first[3] - first[2]))
-                    overlap = first[0] < second[1] and first[1] > second[0] and first[2] < second[3] and first[3] > \
-                        second[2]
+            if self.draws.fires("background", i):
+                first = self.draws.rectangle("background", y.shape, i, None)
+                for t in range(5):
+                    second = self.draws.rectangle("background", y.shape, i, t,
+                                                  size=(first[1] - first[0], first[3] - first[2]))
+                    overlap = first[0] < second[1] and first[1] > second[0] and first[2] < second[3] and \
+                        first[3] > second[2]
                     if not overlap and not touches_object(first, mask[t:t + 1]) and \
                             not touches_object(second, mask[t:t + 1]):
                         (a1, a2, b1, b2), (c1, c2, d1, d2) = first, second
@@ -292,17 +325,17 @@ class LayoutFA:
     def swap(self, y, mask_in):
         out, mask = y.clone(), mask_in.clone()
         for i in range(0, y.shape[0] - 1, 2):
-            if random.random() < self.prob:
-                for _ in range(5):
-                    rect = x1, x2, y1, y2 = rectangle(y.shape)
+            if self.draws.fires("swap", i):
+                for t in range(5):
+                    rect = x1, x2, y1, y2 = self.draws.rectangle("swap", y.shape, i, t)
                     if not touches_object(rect, mask[i:i + 1]) and not touches_object(rect, mask[i + 1:i + 2]):
                         out[i, :, x1:x2, y1:y2] = y[i + 1, :, x1:x2, y1:y2]
                         out[i + 1, :, x1:x2, y1:y2] = y[i, :, x1:x2, y1:y2]
                         mask[i, :, x1:x2, y1:y2] = mask_in[i + 1, :, x1:x2, y1:y2]
                         mask[i + 1, :, x1:x2, y1:y2] = mask_in[i, :, x1:x2, y1:y2]
                         break
-            if random.random() < self.prob:
-                which = int(torch.randint(mask.shape[1] - 1, size=())) + 1
+            if self.draws.fires("paste", i):
+                which = self.draws.paste_class(i, mask.shape[1] - 1)
                 area = (torch.argmax(mask[i], dim=0) == which).float()
                 if not bool((area * mask[i + 1, 1:].abs().sum(0)).sum() > 0.01):
                     out[i + 1] = out[i].clone() * area + out[i + 1].clone() * (1 - area)
@@ -310,35 +343,33 @@ class LayoutFA:
         return out, mask
 
     def move_objects(self, y, mask):
-        classes = mask.shape[1] - 1
-        for cls in torch.randperm(classes)[:int(torch.randint(classes, size=())) + 1]:
+        for j, cls in enumerate(self.draws.move_classes(mask.shape[1] - 1)):
             area = torch.argmax(mask[0], dim=0) == cls + 1
-            place = self.free_place(area, mask[0])
+            place = self.free_place(area, mask[0], j)
             if place is None:
                 continue
             dx, dy, (x1, x2, y1, y2) = place
             box, moved = (slice(None), slice(x1, x2 + 1), slice(y1, y2 + 1)), \
                 (slice(None), slice(x1 + dx, x2 + dx + 1), slice(y1 + dy, y2 + dy + 1))
             inside = area[x1:x2 + 1, y1:y2 + 1].float()
-            if random.random() < self.prob:  # duplicate the object at the free place
+            if self.draws.fires("duplicate", 0, j):  # the object copied to the free place
                 for t in (y, mask):
                     t[0][moved] = t[0][moved] * (1 - inside) + t[0][box] * inside
-            if random.random() < self.prob:  # "remove" it: the free place copied over its box
-                for t in (y, mask):
-                    t[0][box] = t[0][moved]
+            if self.draws.fires("remove", 0, j):  # "removed": the free place copied over its box
+                for t in (y, mask):  # read before written: the reference's copy has no clone (see the class)
+                    t[0][box] = t[0][moved].clone()
         return y
 
-    @staticmethod
-    def free_place(area, mask):
+    def free_place(self, area, mask, j):
         """``generate_new_area``: up to 5 random shifts of the object's box whose pixels hold no object; (dx, dy,
         box) or None."""
         if not bool(area.any()):
             return None
         ids, where = torch.argmax(mask, dim=0), torch.nonzero(area)
         x1, x2, y1, y2 = int(where[:, 0].min()), int(where[:, 0].max()), int(where[:, 1].min()), int(where[:, 1].max())
-        for _ in range(5):
-            dx = int(torch.randint(0, mask.shape[1] - (x2 - x1), size=())) - x1
-            dy = int(torch.randint(0, mask.shape[2] - (y2 - y1), size=())) - y1
+        for t in range(5):
+            new_x, new_y = self.draws.place(j, t, mask.shape[1] - (x2 - x1), mask.shape[2] - (y2 - y1))
+            dx, dy = new_x - x1, new_y - y1
             moved = torch.zeros_like(area)
             moved[x1 + dx:x2 + dx + 1, y1 + dy:y2 + dy + 1] = area[x1:x2 + 1, y1:y2 + 1]
             if float((moved.float() * ids).sum()) < 0.01:

@@ -11,7 +11,7 @@ from mindspore import Tensor, nn
 
 from common.layers import count_params
 from common.train import EMA
-from osmis.src.augment import ContentFA, DiffAugment, LayoutFA, sample_affine
+from osmis.src.augment import ContentFA, DiffAugment, LayoutFA, LayoutSlots, sample_affine, sample_layout_fa
 from osmis.src.config import layout_sizes
 from osmis.src.loss import DiversityLoss, class_weights, weighted_cross_entropy
 from osmis.src.model import Discriminator, FlatRows, Generator
@@ -178,17 +178,15 @@ def test_feature_augmentation_pairs():
     want[:, 4] = 0
     assert np.array_equal(out, want)
     f = np.random.RandomState(0).rand(b, 2, 4, 4).astype(np.float32)
-    rect = np.zeros((b, 1, 4, 4), np.float32)
-    rect[0, :, 1:3, 1:3] = 1
-    rect[1, :, 0, 0] = 1  # the second sample of a pair uses the first's rectangle
-    swapped = LayoutFA(b, masks=False)(Tensor(f), Tensor(rect), None).asnumpy()
+    slots = LayoutSlots(0)
+    draws = np.zeros((b, slots.size), np.float32)
+    draws[0, slots.swap_fires], draws[0, slots.swap_rects][:4] = 1, (1, 3, 1, 3)  # rows 1-2, columns 1-2
+    draws[1, slots.swap_fires], draws[1, slots.swap_rects][:4] = 1, (0, 1, 0, 1)  # the pair's first sample decides
+    draws[2, slots.swap_rects][:4] = (0, 4, 0, 4)  # not fired
+    swapped = LayoutFA(b)(Tensor(f), Tensor(draws), None).asnumpy()
     want = f.copy()
     want[0, :, 1:3, 1:3], want[1, :, 1:3, 1:3] = f[1, :, 1:3, 1:3], f[0, :, 1:3, 1:3]
     assert np.array_equal(swapped, want)
-    bg = np.ones((b, 2, 4, 4), np.float32)
-    bg[1, 0, 1, 1] = 0  # an object pixel in sample 1 is never swapped
-    kept = LayoutFA(b, masks=True)(Tensor(f), Tensor(rect), Tensor(bg)).asnumpy()
-    assert np.array_equal(kept[:, :, 1, 1], f[:, :, 1, 1]) and np.array_equal(kept[0, :, 2, 2], f[1, :, 2, 2])
 
 
 def _torch_sn_conv(torch, sn):
@@ -369,7 +367,7 @@ def test_d_step_runs_reals_and_fakes_as_one_low_level_batch(norm, pynative):
     masks = [Tensor(np.eye(c, dtype=np.float32)[rng.randint(0, c, (b, 4, 4))].transpose(0, 3, 1, 2)) for _ in range(2)]
     ch = nets[0].feature_channels
     fa = (Tensor((rng.rand(b, ch) < 0.5).astype(np.float32)), Tensor((rng.rand(b, ch) < 0.2).astype(np.float32)),
-          Tensor(np.pad(np.ones((b, 1, 2, 2), np.float32), ((0, 0), (0, 0), (1, 1), (1, 1)))))
+          Tensor(np.stack([sample_layout_fa(rng, 0.9, 4, 4, c) for _ in range(b)])))
 
     class TwoCalls(nn.Cell):
         def __init__(self, net, *, extra_iteration):

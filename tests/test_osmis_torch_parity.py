@@ -37,6 +37,7 @@ covers the exactly-zero gradients of 1x1x1x1 spectral-normalised weights (W / si
 tried by hand (the class order of the masked means reversed, the content weight 1/D instead of 0.5/D, the
 Bernoulli comparison flipped, the layout branch on a blurred feature) failed it by 300-5000x the tolerance.
 """
+import itertools
 import random
 
 import numpy as np
@@ -50,6 +51,7 @@ from mindspore import Tensor, nn  # noqa: E402
 import torch_osmis as ref  # noqa: E402  (bench/, put on sys.path by tests/conftest.py)
 from common.conv import use_compiled_kernels, use_conv_impl  # noqa: E402
 from common.spectral_norm import SpectralNorm  # noqa: E402
+from osmis.src.augment import LayoutFA, LayoutSlots, reference_rectangle, sample_layout_fa  # noqa: E402
 from osmis.src.config import reference_config  # noqa: E402
 from osmis.src.loss import BATCH_FIELDS, DiscriminatorLoss, GeneratorLoss  # noqa: E402
 from osmis.src.model import Discriminator, Generator, TrainingOutputs, resize_nearest  # noqa: E402
@@ -116,7 +118,7 @@ def _inputs(classes, rng):
                  bern_g=rng.uniform(size=(B, c) + (LOW if classes else (1, 1))),
                  bern_d=rng.uniform(size=(B, c) + (LOW if classes else (1, 1))),
                  fa_mix=np.zeros((B, content_channels)), fa_drop=np.zeros((B, content_channels)),
-                 fa_rect=np.zeros((B, 1) + LOW))
+                 fa_layout=np.zeros((B, LayoutSlots(classes).size)))
     return {k: v.astype(np.float32) for k, v in batch.items()}
 
 
@@ -317,3 +319,77 @@ def test_reference_step_builds_the_official_networks_and_trains():
         after = [net_g.first_linear.weight, net_d.final_ll[0].weight_orig]
         for b, a in zip(before, after):
             assert torch.isfinite(a).all() and (a - b).abs().max() > 0
+
+
+class ReplayDraws(ref.ReferenceDraws):
+    """The restatement's layout feature-augmentation draws, read from our per-sample draw vectors
+    (``sample_layout_fa``) role by role."""
+
+    def __init__(self, draws, classes):
+        super().__init__(prob=None)
+        self.d, self.slots = draws, LayoutSlots(classes)
+        rows = draws[0, self.slots.move] if classes else np.zeros(0)
+        self.move = rows.reshape(self.slots.objects, -1) if classes else rows
+
+    def fires(self, role, i, j=None):
+        if role in ("swap", "background", "paste"):
+            return bool(self.d[i, getattr(self.slots, {"swap": "swap_fires", "background": "background_fires",
+                                                       "paste": "paste"}[role])][0])
+        return bool(self.move[j, 2 if role == "duplicate" else 3])
+
+    def rectangle(self, role, shape, i, t, size=None):
+        if role == "swap":
+            rects = self.d[i, self.slots.swap_rects]
+        else:
+            rects = self.d[i, self.slots.background_target if t is None else self.slots.background_sources]
+        return tuple(int(v) for v in rects.reshape(-1, 4)[t or 0])
+
+    def paste_class(self, i, objects):
+        return int(self.d[i, self.slots.paste][1])
+
+    def move_classes(self, objects):
+        return [int(row[0]) - 1 for row in self.move if row[1]]
+
+    def place(self, j, t, rows, cols):
+        u = self.move[j, 4 + 2 * t: 6 + 2 * t]
+        return int(np.floor(u[0] * rows)), int(np.floor(u[1] * cols))
+
+
+@pytest.mark.parametrize("batch,classes", [(5, 3), (5, 4), (3, 3), (4, 2), (5, 0)])
+def test_layout_feature_augmentation_matches_the_reference_with_the_same_draws(batch, classes):
+    """Our in-graph ``LayoutFA`` against the restatement of the reference's loops (``Layout_FA``), both fed the same
+    draws (``sample_layout_fa`` at probability 0.9), on masks of rectangular objects at 12x16: every rectangle
+    swap, background copy, object paste, duplication and removal lands on the same pixels. Batches of 3 and 4 reach
+    the background copy's tries beyond the batch (the reference tests the masks of samples 0..4)."""
+    h, w, ch = 12, 16, 3
+    rng = np.random.RandomState(batch * 10 + classes)
+    layout_fa = LayoutFA(batch, num_mask_channels=classes)
+    changed = 0
+    for trial in range(12):
+        y = rng.standard_normal((batch, ch, h, w)).astype(np.float32)
+        ids = np.zeros((batch, h, w), np.int64)
+        for i, k in itertools.product(range(batch), range(rng.randint(1, 4) if classes > 1 else 0)):
+            top, left = rng.randint(0, h - 3), rng.randint(0, w - 3)
+            ids[i, top:top + rng.randint(1, 4), left:left + rng.randint(1, 5)] = rng.randint(1, classes)
+        draws = np.stack([sample_layout_fa(rng, 0.9, h, w, classes) for _ in range(batch)])
+        mask = np.eye(max(classes, 1), dtype=np.float32)[ids].transpose(0, 3, 1, 2) if classes else None
+        ours = layout_fa(Tensor(y), Tensor(draws), None if mask is None else Tensor(mask)).asnumpy()
+        theirs = ref.LayoutFA(None, ReplayDraws(draws, classes))(
+            torch.from_numpy(y), None if mask is None else torch.from_numpy(mask)).numpy()
+        np.testing.assert_array_equal(ours, theirs, err_msg=f"trial {trial}")
+        changed += not np.array_equal(ours, y)
+    assert changed >= 6
+
+
+def test_rectangle_draws_match_the_reference_rule():
+    """``reference_rectangle`` (our host draws) and the restatement's ``gen_rectangle`` turn the same four uniforms
+    into the same rectangle, with and without a given size, on maps where the rule pushes rectangles back inside."""
+    class Uniforms:
+        def uniform(self):
+            return random.random()
+
+    for seed, (h, w) in itertools.product(range(200), [(12, 16), (5, 3)]):
+        random.seed(seed)
+        theirs = ref.rectangle((1, 1, h, w)), ref.rectangle((1, 1, h, w), size=(2, 1))
+        random.seed(seed)
+        assert (reference_rectangle(Uniforms(), h, w), reference_rectangle(Uniforms(), h, w, (2, 1))) == theirs

@@ -211,5 +211,5 @@ class TrainSamples:
         else:
             mask, bern = np.zeros((1, 1, 1), np.float32), np.zeros((2, 1, 1, 1), np.float32)
         mix, drop = sample_content_fa(rng, self.prob_fa_con, a["content_channels"])
-        rect = sample_layout_fa(rng, self.prob_fa_lay, lh, lw)
-        return (z[0], z[1], image, mask, thetas[0], thetas[1], thetas[2], bern[0], bern[1], mix, drop, rect)
+        layout = sample_layout_fa(rng, self.prob_fa_lay, lh, lw, c)
+        return (z[0], z[1], image, mask, thetas[0], thetas[1], thetas[2], bern[0], bern[1], mix, drop, layout)

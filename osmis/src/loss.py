@@ -29,7 +29,7 @@ __all__ = ["bce_with_logits", "weighted_cross_entropy", "class_weights", "Divers
 
 # the train step's inputs, in order (``osmis.src.dataset.TrainSamples.get``)
 BATCH_FIELDS = ("z_g", "z_d", "image", "mask", "theta_g", "theta_real", "theta_d", "bern_g", "bern_d", "fa_mix",
-                "fa_drop", "fa_rect")
+                "fa_drop", "fa_layout")
 
 
 def bce_with_logits(x, target):
@@ -154,7 +154,7 @@ class GeneratorLoss(_OSMISLoss):
         return self.adversarial(self.netD(self.augment(images, theta)), True, None)
 
     def construct(self, out, z_g, z_d, image, mask, theta_g, theta_real, theta_d, bern_g, bern_d, fa_mix, fa_drop,
-                  fa_rect):
+                  fa_layout):
         out = self.outputs.unpack(out)
         mask = out[-1] if self.masks else None
         l_low, l_con, l_lay = self.fake_pass(out[:self.d0], mask, theta_g, bern_g)
@@ -202,11 +202,11 @@ class DiscriminatorLoss(_OSMISLoss):
         return real, fake
 
     def construct(self, out, z_g, z_d, image, mask, theta_g, theta_real, theta_d, bern_g, bern_d, fa_mix, fa_drop,
-                  fa_rect):
+                  fa_layout):
         pyramid = (image,)
         for _ in range(self.d0 - 1):
             pyramid = (self.pool(pyramid[0]),) + pyramid
-        fa = (fa_mix, fa_drop, fa_rect)
+        fa = (fa_mix, fa_drop, fa_layout)
         if self.masks:
             reals = self.augment(pyramid + (mask,), theta_real)
             fake_images, fake_mask = self.fakes(z_d, out)

@@ -181,14 +181,15 @@ class Discriminator(nn.Cell):
 
     ``construct(images, mask=None, fa=None)``: ``images`` a tuple of D0 tensors, low to high resolution
     ([B, 3, H/2^(D0-1), W/2^(D0-1)] ... [B, 3, H, W]); ``mask`` [B, C, h, w] at the low-level feature's
-    size (hard or soft one-hot, OSMIS only); ``fa`` = ``(mix, drop, rect)``, the feature-augmentation
+    size (hard or soft one-hot, OSMIS only); ``fa`` = ``(mix, drop, layout)``, the feature-augmentation
     draws applied to reals (:class:`osmis.src.augment.ContentFA` / :class:`~osmis.src.augment.LayoutFA`).
     Returns ``(low_level, content, layout)``, tuples of decision maps.
     """
 
     def __init__(self, num_blocks_d, num_blocks_d0, num_mask_channels=0, ch_D=32, norm="none", batch_size=5):
         super().__init__()
-        self.content_fa, self.layout_fa = ContentFA(batch_size), LayoutFA(batch_size, masks=num_mask_channels > 0)
+        self.content_fa = ContentFA(batch_size)
+        self.layout_fa = LayoutFA(batch_size, num_mask_channels=num_mask_channels)
         # training iterations done (non-trainable, saved with D): the Bernoulli mask warm-up reads it
         self.iteration = Parameter(Tensor(0.0, ms.float32), name="iteration", requires_grad=False)
         masks = num_mask_channels > 0
