@@ -32,7 +32,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import Tensor, nn, ops
 
-from common.layers import AffineResample
+from common.layers import AffineResample, Float32Only
 
 __all__ = ["sample_affine", "sample_content_fa", "sample_layout_fa", "reference_rectangle", "LayoutSlots",
            "DiffAugment", "ContentFA", "LayoutFA", "pair_partners"]
@@ -206,7 +206,7 @@ class ContentFA(nn.Cell):
         return ops.concat((head, y[b:]), axis=0)
 
 
-class LayoutFA(nn.Cell):
+class LayoutFA(Float32Only, nn.Cell):
     """Layout feature augmentation of the reals' low-level feature y [B, ch, h, w] (reference ``Layout_FA``).
 
     ``draws`` [B, n]: each sample's :func:`sample_layout_fa` vector (:class:`LayoutSlots`). Without masks: for each
@@ -226,6 +226,8 @@ class LayoutFA(nn.Cell):
        that place (if that one fires).
 
     The masks' changes serve the later steps only; the losses use the unaugmented masks, as in the reference.
+    Float32 under mixed precision (:class:`common.layers.Float32Only`): the ops track where each feature comes from
+    by its flat index, which float16 cannot hold past 2048.
     """
 
     def __init__(self, batch_size, *, num_mask_channels=0):
@@ -282,10 +284,10 @@ class LayoutFA(nn.Cell):
         return moved * ops.cast(inside, area.dtype).reshape(rows.shape[0], h * w)
 
     @staticmethod
-    def objects_map(grid, t):
-        """t [C + 1, h*w] (mask, source) -> [h, w]: the object channels (1..C-1) summed, the reference's test of
-        "any object"."""
-        return ops.abs(t[1:-1]).sum(0).reshape(grid[0].shape[0], grid[1].shape[1])
+    def objects_map(t, size):
+        """t [C + 1, h*w] (mask, source) -> [h, w] (``size``): the object channels (1..C-1) summed, the reference's
+        test of "any object"."""
+        return ops.abs(t[1:-1]).sum(0).reshape(size)
 
     @staticmethod
     def free(objects, region):
@@ -307,7 +309,10 @@ class LayoutFA(nn.Cell):
             return y * (1 - r) + ops.gather(y, self.partner, 0) * r
         # every op copies whole feature vectors from one place to another, so the ops run on the masks and on a map
         # of where each feature comes from (flat sample * h*w + position, no gradient), and y is gathered once
-        source = ops.arange(b * h * w, dtype=ms.float32).reshape(b, 1, h * w)
+        # (built on the mask's zeros, not a bare arange: under O2 MindSpore 2.10 fails to compile the step with "The
+        # pointer[manager] is null" (parameter_eliminate) when a constant source map meets the mask in Concat)
+        source = ops.zeros_like(mask[:, :1]).reshape(b, 1, h * w) + ops.arange(b * h * w, dtype=ms.float32).reshape(
+            b, 1, h * w)
         t = ops.stop_gradient(ops.concat((mask.reshape(b, -1, h * w), source), 1))
         ts = tuple(t[i] for i in range(b))
         ts = self.mix_background(grid, ts, draws)
@@ -319,13 +324,14 @@ class LayoutFA(nn.Cell):
         return ops.gather(flat, index, 0).reshape(b, h, w, ch).transpose(0, 3, 1, 2)
 
     def mix_background(self, grid, ts, draws):
+        size = (grid[0].shape[0], grid[1].shape[1])
         targets, sources = self.part(draws, "background_target"), self.part(draws, "background_sources")
         sources = sources.reshape(-1, TRIES, 4)
         target_maps, source_maps = self.rectangles(grid, targets), self.rectangles(grid, sources)  # [B, (T,) h, w]
         shifts = sources[:, :, 0:3:2] - targets[:, 0:3:2].expand_dims(1)  # [B, T, (rows, columns)]
         fires, apart = self.part(draws, "background_fires"), self.part(draws, "background_apart")
         tried = min(TRIES, self.batch_size)
-        objects = tuple(self.objects_map(grid, ts[k]) for k in range(tried))
+        objects = tuple(self.objects_map(ts[k], size) for k in range(tried))
         objects += (ops.zeros_like(objects[0]),) * (TRIES - tried)
         for i in range(self.batch_size):
             tested = ops.stack(objects)
@@ -336,18 +342,20 @@ class LayoutFA(nn.Cell):
             t = ts[i] * (1 - region) + self.read_shifted(grid, ts[i], -shift[0], -shift[1]) * region
             ts = ts[:i] + (t,) + ts[i + 1:]
             if i < tried:
-                objects = objects[:i] + (self.objects_map(grid, t),) + objects[i + 1:]
+                objects = objects[:i] + (self.objects_map(t, size),) + objects[i + 1:]
         return ts
 
     def swap(self, grid, ts, draws):
+        size = (grid[0].shape[0], grid[1].shape[1])
         maps = self.rectangles(grid, self.part(draws, "swap_rects").reshape(-1, TRIES, 4))  # [B, T, h, w]
         fires, paste = self.part(draws, "swap_fires"), self.part(draws, "paste")
         for i in range(0, self.batch_size - 1, 2):
-            ok = self.free(self.objects_map(grid, ts[i]), maps[i]) * self.free(self.objects_map(grid, ts[i + 1]), maps[i])
+            ok = self.free(self.objects_map(ts[i], size), maps[i]) * \
+                self.free(self.objects_map(ts[i + 1], size), maps[i])
             region = (self.first(ok).reshape(TRIES, 1, 1) * maps[i]).sum(0).reshape(-1) * fires[i]
             t0, t1 = ts[i] * (1 - region) + ts[i + 1] * region, ts[i + 1] * (1 - region) + ts[i] * region
             area = ops.cast(self.labels(t0) == paste[i, 1], ms.float32)
-            cuts = (area * self.objects_map(grid, t1).reshape(-1)).sum() > DRAW_EPS
+            cuts = (area * self.objects_map(t1, size).reshape(-1)).sum() > DRAW_EPS
             area = area * paste[i, 0] * (1 - ops.cast(cuts, ms.float32))
             ts = ts[:i] + (t0, t0 * area + t1 * (1 - area)) + ts[i + 2:]
         return ts
