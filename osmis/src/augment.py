@@ -225,7 +225,8 @@ class LayoutFA(Float32Only, nn.Cell):
        area holds no object, the object is duplicated there (if that draw fires), then its box is overwritten from
        that place (if that one fires).
 
-    The masks' changes serve the later steps only; the losses use the unaugmented masks, as in the reference.
+    The masks' changes serve the later steps only; the losses use the masks from before this augmentation, as in the
+    reference.
     Float32 under mixed precision (:class:`common.layers.Float32Only`): the ops track where each feature comes from
     by its flat index, which float16 cannot hold past 2048.
     """
