@@ -168,13 +168,19 @@ def test_augmentation_keeps_image_and_mask_aligned():
 def test_feature_augmentation_pairs():
     b, ch = 5, 6
     y = np.arange(b * ch, dtype=np.float32).reshape(b, ch, 1, 1)
-    mix = np.zeros((b, ch), np.float32)
-    mix[:, 1] = 1
+    mix = np.zeros((b, ch + 1), np.float32)
+    mix[:, 1], mix[2, 3] = 1, 1  # each pair's first sample picks its channels
+    mix[0, ch] = 1  # sample 0's draw fires mixing for the batch (the others' flags are not read)
     drop = np.zeros((b, ch), np.float32)
     drop[0, 4] = 1
     out = ContentFA(b)(Tensor(y), Tensor(mix), Tensor(drop)).asnumpy()
     want = y.copy()
-    want[0, 1], want[2, 1] = y[1, 1], y[3, 1]  # copied from the pair's second sample
+    want[0, 1], want[2, 1], want[2, 3] = y[1, 1], y[3, 1], y[3, 3]  # copied from the pair's second sample
+    want[:, 4] = 0
+    assert np.array_equal(out, want)
+    mix[0, ch], mix[1:, ch] = 0, 1  # sample 0's draw does not fire: no pair mixes
+    out = ContentFA(b)(Tensor(y), Tensor(mix), Tensor(drop)).asnumpy()
+    want = y.copy()
     want[:, 4] = 0
     assert np.array_equal(out, want)
     f = np.random.RandomState(0).rand(b, 2, 4, 4).astype(np.float32)
@@ -366,7 +372,7 @@ def test_d_step_runs_reals_and_fakes_as_one_low_level_batch(norm, pynative):
     fakes = tuple(Tensor(rng.standard_normal((b, 3, s, s)).astype(np.float32)) for s in (8, 16))
     masks = [Tensor(np.eye(c, dtype=np.float32)[rng.randint(0, c, (b, 4, 4))].transpose(0, 3, 1, 2)) for _ in range(2)]
     ch = nets[0].feature_channels
-    fa = (Tensor((rng.rand(b, ch) < 0.5).astype(np.float32)), Tensor((rng.rand(b, ch) < 0.2).astype(np.float32)),
+    fa = (Tensor((rng.rand(b, ch + 1) < 0.5).astype(np.float32)), Tensor((rng.rand(b, ch) < 0.2).astype(np.float32)),
           Tensor(np.stack([sample_layout_fa(rng, 0.9, 4, 4, c) for _ in range(b)])))
 
     class TwoCalls(nn.Cell):

@@ -117,7 +117,7 @@ def _inputs(classes, rng):
                  mask=mask, theta_g=theta, theta_real=theta, theta_d=theta,
                  bern_g=rng.uniform(size=(B, c) + (LOW if classes else (1, 1))),
                  bern_d=rng.uniform(size=(B, c) + (LOW if classes else (1, 1))),
-                 fa_mix=np.zeros((B, content_channels)), fa_drop=np.zeros((B, content_channels)),
+                 fa_mix=np.zeros((B, content_channels + 1)), fa_drop=np.zeros((B, content_channels)),
                  fa_layout=np.zeros((B, LayoutSlots(classes).size)))
     return {k: v.astype(np.float32) for k, v in batch.items()}
 
@@ -149,7 +149,7 @@ def test_whole_networks_and_step_losses_match_the_torch_restatement(classes, pyn
     for cell in (g_loss, d_loss):
         use_compiled_kernels(cell)  # the loss cells' own (augmentation, diversity term), as train.py
     batch = _inputs(classes, np.random.RandomState(0))
-    assert tuple(batch) == BATCH_FIELDS and net_d.feature_channels == batch["fa_mix"].shape[1]
+    assert tuple(batch) == BATCH_FIELDS and net_d.feature_channels == batch["fa_drop"].shape[1]
     ms_batch = tuple(Tensor(v) for v in batch.values())
     tt = {k: torch.from_numpy(v) for k, v in batch.items()}
     t_mask = tt["mask"] if masks else None

@@ -240,7 +240,7 @@ def test_mask_formats_and_training_draws(tmp_path):
     b = draws.get(1, np.random.RandomState(5))
     assert all(np.array_equal(x, y) for x, y in zip(a, b))  # a pure function of the sample's generator
     assert [x.shape for x in a] == [(64, 1, 1), (64, 1, 1), (3, 32, 48), (2, 32, 48), (2, 3), (2, 3), (2, 3),
-                                    (2, 8, 12), (2, 8, 12), (128,), (128,), (LayoutSlots(2).size,)]
+                                    (2, 8, 12), (2, 8, 12), (129,), (128,), (LayoutSlots(2).size,)]
     assert np.array_equal(sample_affine(np.random.RandomState(0), 0.0, 32, 48), np.eye(3)[:2])
 
 

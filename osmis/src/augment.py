@@ -17,8 +17,8 @@ mirror fill reflects the source image at its border; whether an op fires is draw
 reference draws it once per batch with Python's unseeded ``random``).
 
 Feature augmentation (reals only): :class:`ContentFA` copies a random 10-30% of the pooled content
-channels from sample i+1 into sample i for pairs (0, 1), (2, 3) ... (probability ``prob_FA_con``, drawn by
-the pair's first sample) and zeroes a random 10-30% channel subset of every sample (probability
+channels from sample i+1 into sample i for pairs (0, 1), (2, 3) ... (probability ``prob_FA_con``, drawn once
+for the batch by sample 0; each pair's channels by its first sample) and zeroes a random 10-30% channel subset of every sample (probability
 ``prob_FA_con``, drawn by sample 0); with masks only the background rows. :class:`LayoutFA` is the
 reference's ``Layout_FA`` step for step (probability ``prob_FA_lay``): without masks, rectangle swaps within
 pairs; with masks, background copies within a sample, object-free rectangle swaps and whole-object pastes within
@@ -76,12 +76,14 @@ def sample_affine(rng, prob, height, width):
 
 
 def sample_content_fa(rng, prob, channels):
-    """(mix [channels], drop [channels]) 0/1 float32 masks of one sample (zeros when not drawn)."""
-    mix, drop = np.zeros(channels, np.float32), np.zeros(channels, np.float32)
-    for out in (mix, drop):
-        if rng.uniform() < prob:
-            k = int(channels * rng.uniform(*FA_CONTENT_RANGE))
-            out[rng.choice(channels, k, replace=False)] = 1.0
+    """(mix [channels + 1], drop [channels]) float32 draws of one sample. ``mix``: a random 10-30 % of the channels
+    (0/1), then whether mixing fires (1/0; :class:`ContentFA` reads sample 0's, for the whole batch, and each pair's
+    first sample's channels). ``drop``: the channels zeroed, all 0 when dropping does not fire."""
+    mix, drop = np.zeros(channels + 1, np.float32), np.zeros(channels, np.float32)
+    mix[channels] = rng.uniform() < prob
+    mix[rng.choice(channels, int(channels * rng.uniform(*FA_CONTENT_RANGE)), replace=False)] = 1.0
+    if rng.uniform() < prob:
+        drop[rng.choice(channels, int(channels * rng.uniform(*FA_CONTENT_RANGE)), replace=False)] = 1.0
     return mix, drop
 
 
@@ -183,8 +185,9 @@ class DiffAugment(nn.Cell):
 class ContentFA(nn.Cell):
     """Content feature augmentation of pooled vectors y [N, ch, 1, 1] (the first B rows).
 
-    ``mix`` / ``drop`` [B, ch] from :func:`sample_content_fa`: row i (i even, with a partner) takes the
-    mixed channels from row i+1; every row loses the channels of ``drop[0]``.
+    ``mix`` [B, ch + 1] / ``drop`` [B, ch] from :func:`sample_content_fa`: if sample 0's mixing fires (once per
+    batch, as the reference draws it), row i (i even, with a partner) takes the channels ``mix[i]`` picks from row
+    i+1; every row loses the channels of ``drop[0]``.
     """
 
     def __init__(self, batch_size):
@@ -198,7 +201,7 @@ class ContentFA(nn.Cell):
     def construct(self, y, mix, drop):
         b = self.batch_size
         head = y[:b]
-        m = (mix * self.mixing_rows).reshape(b, -1, 1, 1)
+        m = (mix[:, :-1] * mix[0:1, -1:] * self.mixing_rows).reshape(b, -1, 1, 1)
         head = head * (1 - m) + ops.gather(head, self.partner, 0) * m
         head = head * (1 - drop[0:1].reshape(1, -1, 1, 1))
         if y.shape[0] == b:
