@@ -18,13 +18,14 @@ reference draws it once per batch with Python's unseeded ``random``).
 
 Feature augmentation (reals only): :class:`ContentFA` copies a random 10-30% of the pooled content
 channels from sample i+1 into sample i for pairs (0, 1), (2, 3) ... (probability ``prob_FA_con``, drawn once
-for the batch by sample 0; each pair's channels by its first sample) and zeroes a random 10-30% channel subset of every sample (probability
-``prob_FA_con``, drawn by sample 0); with masks only the background rows. :class:`LayoutFA` is the
-reference's ``Layout_FA`` step for step (probability ``prob_FA_lay``): without masks, rectangle swaps within
-pairs; with masks, background copies within a sample, object-free rectangle swaps and whole-object pastes within
-pairs, and object duplication and removal (sample 0, as in the reference), never cutting an object. Its random
-numbers (:func:`sample_layout_fa`: which ops fire, the ``TRIES`` candidate rectangles and places) are drawn on
-the host; which candidate is taken depends on the augmented masks and is decided in the graph.
+for the batch by sample 0; each pair's channels by its first sample) and zeroes a random 10-30% channel subset
+of every sample (probability ``prob_FA_con``, drawn by sample 0); with masks only the background rows.
+:class:`LayoutFA` is the reference's ``Layout_FA`` step for step (probability ``prob_FA_lay``): without masks,
+rectangle swaps within pairs; with masks, background copies within a sample, object-free rectangle swaps and
+whole-object pastes within pairs, and object duplication and removal (sample 0, as in the reference), never
+cutting an object. Its random numbers (:func:`sample_layout_fa`: which ops fire, the ``TRIES`` candidate
+rectangles and places) are drawn on the host; which candidate is taken depends on the augmented masks and is
+decided in the graph.
 """
 import math
 
@@ -156,6 +157,11 @@ def sample_layout_fa(rng, prob, height, width, num_mask_channels=0):
     return out
 
 
+def put(region, new, old):
+    """``new`` where the 0/1 ``region`` is 1, ``old`` elsewhere (broadcasting)."""
+    return old * (1 - region) + new * region
+
+
 def pair_partners(batch_size):
     """(partner, leader) index lists: pairs (0, 1), (2, 3) ...; an odd last sample is its own partner."""
     partner = [i ^ 1 if (i ^ 1) < batch_size else i for i in range(batch_size)]
@@ -202,7 +208,7 @@ class ContentFA(nn.Cell):
         b = self.batch_size
         head = y[:b]
         m = (mix[:, :-1] * mix[0:1, -1:] * self.mixing_rows).reshape(b, -1, 1, 1)
-        head = head * (1 - m) + ops.gather(head, self.partner, 0) * m
+        head = put(m, ops.gather(head, self.partner, 0), head)
         head = head * (1 - drop[0:1].reshape(1, -1, 1, 1))
         if y.shape[0] == b:
             return head
@@ -310,7 +316,7 @@ class LayoutFA(Float32Only, nn.Cell):
             fires = self.part(draws, "swap_fires").reshape(b, 1, 1)
             rect = self.rectangles(grid, self.part(draws, "swap_rects")[:, :4]) * fires
             r = ops.gather(rect, self.leader, 0).expand_dims(1)
-            return y * (1 - r) + ops.gather(y, self.partner, 0) * r
+            return put(r, ops.gather(y, self.partner, 0), y)
         # every op copies whole feature vectors from one place to another, so the ops run on the masks and on a map
         # of where each feature comes from (flat sample * h*w + position, no gradient), and y is gathered once
         # (built on the mask's zeros, not a bare arange: under O2 MindSpore 2.10 fails to compile the step with "The
@@ -343,7 +349,7 @@ class LayoutFA(Float32Only, nn.Cell):
             choice = self.first(ok) * fires[i]
             shift = (choice.reshape(TRIES, 1) * shifts[i]).sum(0)
             region = (target_maps[i] * choice.sum()).reshape(-1)
-            t = ts[i] * (1 - region) + self.read_shifted(grid, ts[i], -shift[0], -shift[1]) * region
+            t = put(region, self.read_shifted(grid, ts[i], -shift[0], -shift[1]), ts[i])
             ts = ts[:i] + (t,) + ts[i + 1:]
             if i < tried:
                 objects = objects[:i] + (self.objects_map(t, size),) + objects[i + 1:]
@@ -357,11 +363,11 @@ class LayoutFA(Float32Only, nn.Cell):
             ok = self.free(self.objects_map(ts[i], size), maps[i]) * \
                 self.free(self.objects_map(ts[i + 1], size), maps[i])
             region = (self.first(ok).reshape(TRIES, 1, 1) * maps[i]).sum(0).reshape(-1) * fires[i]
-            t0, t1 = ts[i] * (1 - region) + ts[i + 1] * region, ts[i + 1] * (1 - region) + ts[i] * region
+            t0, t1 = put(region, ts[i + 1], ts[i]), put(region, ts[i], ts[i + 1])
             area = ops.cast(self.labels(t0) == paste[i, 1], ms.float32)
             cuts = (area * self.objects_map(t1, size).reshape(-1)).sum() > DRAW_EPS
             area = area * paste[i, 0] * (1 - ops.cast(cuts, ms.float32))
-            ts = ts[:i] + (t0, t0 * area + t1 * (1 - area)) + ts[i + 2:]
+            ts = ts[:i] + (t0, put(area, t0, t1)) + ts[i + 2:]
         return ts
 
     def move_objects(self, grid, t, d):
@@ -383,7 +389,7 @@ class LayoutFA(Float32Only, nn.Cell):
             choice = self.first(free) * taken * ops.amax(in_rows)
             d_rows, d_cols = (choice * d_rows).sum(), (choice * d_cols).sum()
             placed = (choice.reshape(TRIES, 1) * places).sum(0) * duplicate
-            t = t * (1 - placed) + self.read_shifted(grid, t, d_rows, d_cols) * placed
-            box = self.rectangles(grid, ops.stack((top, bottom + 1, left, right + 1))).reshape(-1) * choice.sum() * remove
-            t = t * (1 - box) + self.read_shifted(grid, t, -d_rows, -d_cols) * box
+            t = put(placed, self.read_shifted(grid, t, d_rows, d_cols), t)
+            box = self.rectangles(grid, ops.stack((top, bottom + 1, left, right + 1))).reshape(-1)
+            t = put(box * choice.sum() * remove, self.read_shifted(grid, t, -d_rows, -d_cols), t)
         return t
